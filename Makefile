@@ -1,0 +1,46 @@
+# EnerLink: two commands. `make run` runs the whole pipeline with 3 simulated meters;
+# `make test` runs the test suite against real Mosquitto, Redis and PostgreSQL.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+METERS ?= 3
+
+.PHONY: run test lint format schemas services venv bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[edge,sim,dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+services: venv
+	PYTHON=$(PY) bash scripts/ensure-services.sh
+
+run: venv services
+	$(VENV)/bin/enerlink up --meters $(METERS)
+
+test: venv services
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy enerlink schemas edge ingest aggregator archiver api
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+schemas: venv
+	$(PY) -m schemas.jsonschema
+
+bench: venv services
+	$(PY) bench/ingest.py
+	$(PY) bench/aggregate.py
+	$(PY) bench/archive.py
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache

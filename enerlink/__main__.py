@@ -1,0 +1,5 @@
+import sys
+
+from enerlink.cli import main
+
+sys.exit(main())

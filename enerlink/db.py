@@ -1,0 +1,112 @@
+"""PostgreSQL connections and the migration step every service runs at start-up.
+
+Migrations live in ``schemas/migrations/`` as ``NNNN_name.sql`` files or ``NNNN_name.py``
+modules exposing ``def statements() -> list[str]`` (for DDL generated from the models).
+They are applied in version order, each in its own transaction, under an advisory lock, and
+recorded in ``Tables.MIGRATIONS``; running :func:`migrate` again is a no-op. Objects are created
+in the connection's current schema, so a test isolates itself with ``options=-csearch_path=...``
+in its database URL.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from schemas.wire import Tables
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "migrations"
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(sql|py)$")
+
+
+class MigrationError(RuntimeError):
+    """A migration failed; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    def statements(self) -> list[str]:
+        if self.path.suffix == ".sql":
+            return [self.path.read_text(encoding="utf-8")]
+        spec = importlib.util.spec_from_file_location(f"_enerlink_migration_{self.version}", self.path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        result: list[str] = module.statements()
+        return result
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.iterdir()):
+        match = _NAME.match(path.name)
+        if not match:
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise MigrationError(f"two migrations share version {version}: {found[version].path}, {path}")
+        found[version] = Migration(version=version, name=match.group(2), path=path)
+    return [found[v] for v in sorted(found)]
+
+
+async def connect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    """One connection; use as ``async with await connect(url) as conn``."""
+    return await psycopg.AsyncConnection.connect(url, autocommit=autocommit)
+
+
+async def migrate(url: str) -> list[int]:
+    """Apply pending migrations; return the versions applied now."""
+    started = time.monotonic()
+    applied: list[int] = []
+    async with await connect(url) as conn:
+        schema = str((await (await conn.execute("select current_schema()")).fetchone() or ("public",))[0])
+        lock_key = zlib.crc32(f"enerlink-migrate:{schema}".encode())
+        await conn.execute("select pg_advisory_lock(%s)", (lock_key,))
+        try:
+            await conn.execute(
+                sql.SQL(
+                    "create table if not exists {} (version int primary key, name text not null,"
+                    " applied_at timestamptz not null default now())"
+                ).format(sql.Identifier(Tables.MIGRATIONS))
+            )
+            await conn.commit()
+            cur = await conn.execute(
+                sql.SQL("select version from {}").format(sql.Identifier(Tables.MIGRATIONS))
+            )
+            done = {int(row[0]) for row in await cur.fetchall()}  # type: ignore[call-overload]
+            for migration in discover():
+                if migration.version in done:
+                    continue
+                try:
+                    async with conn.transaction():
+                        for statement in migration.statements():
+                            await conn.execute(statement.encode())
+                        await conn.execute(
+                            sql.SQL("insert into {} (version, name) values (%s, %s)").format(
+                                sql.Identifier(Tables.MIGRATIONS)
+                            ),
+                            (migration.version, migration.name),
+                        )
+                except psycopg.Error as exc:
+                    raise MigrationError(f"migration {migration.path.name} failed: {exc}") from exc
+                applied.append(migration.version)
+        finally:
+            await conn.execute("select pg_advisory_unlock(%s)", (lock_key,))
+            await conn.commit()
+    if applied:
+        log.info("schema %s: applied migrations %s in %.2f s", schema, applied, time.monotonic() - started)
+    return applied

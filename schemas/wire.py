@@ -1,0 +1,146 @@
+"""Every name that crosses a wire: MQTT topics, Redis keys, PostgreSQL tables.
+
+Nothing outside this module spells one of these names as a string literal. Topics and keys
+carry a configurable prefix (``ENERLINK_TOPIC_PREFIX``, ``ENERLINK_KEY_PREFIX``) so that tests
+and tenants can share one broker and one Redis without seeing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_TOPIC_PREFIX = "enerlink"
+DEFAULT_KEY_PREFIX = "telemetry"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """MQTT topics under one prefix (default ``enerlink``)."""
+
+    prefix: str = DEFAULT_TOPIC_PREFIX
+
+    @property
+    def data(self) -> str:
+        """Measurements, every 5-10 s per meter."""
+        return f"{self.prefix}/meters/data"
+
+    @property
+    def status(self) -> str:
+        """Device health and inventory, every 30-60 s and on change."""
+        return f"{self.prefix}/meters/status"
+
+    @property
+    def all_meters(self) -> str:
+        """Wildcard for mosquitto_sub and the dashboard."""
+        return f"{self.prefix}/meters/#"
+
+    def command(self, meter_id: str) -> str:
+        """Commands to one meter (scenario, clear, settle, status_now)."""
+        return f"{self.prefix}/meters/{meter_id}/cmd"
+
+    def command_ack(self, meter_id: str) -> str:
+        """A meter's answer to a command."""
+        return f"{self.prefix}/meters/{meter_id}/cmd/ack"
+
+    def presence(self, meter_id: str) -> str:
+        """Retained online/offline marker; the edge's MQTT last will publishes ``offline`` here."""
+        return f"{self.prefix}/meters/{meter_id}/presence"
+
+    @property
+    def all_presence(self) -> str:
+        return f"{self.prefix}/meters/+/presence"
+
+    @staticmethod
+    def shared(group: str, topic: str) -> str:
+        """An MQTT 5 shared subscription: each message goes to one member of ``group``."""
+        return f"$share/{group}/{topic}"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Redis keys under one prefix (default ``telemetry``)."""
+
+    prefix: str = DEFAULT_KEY_PREFIX
+
+    @property
+    def latest_data(self) -> str:
+        """Hash: meterId -> newest data message JSON."""
+        return f"{self.prefix}:latest:data"
+
+    @property
+    def latest_status(self) -> str:
+        """Hash: meterId -> newest status message JSON."""
+        return f"{self.prefix}:latest:status"
+
+    def timeseries(self, meter_id: str) -> str:
+        """Sorted set: score = message datetime (epoch ms), member = data message JSON."""
+        return f"{self.prefix}:timeseries:{meter_id}"
+
+    def status_timeseries(self, meter_id: str) -> str:
+        """Sorted set of status messages, same rules as :meth:`timeseries`."""
+        return f"{self.prefix}:status_timeseries:{meter_id}"
+
+    @property
+    def meters(self) -> str:
+        """Hash: meterId -> last seen (epoch ms)."""
+        return f"{self.prefix}:meters"
+
+    @property
+    def rejected(self) -> str:
+        """Capped stream of rejected messages (dead letters)."""
+        return f"{self.prefix}:rejected"
+
+    @property
+    def rejected_counts(self) -> str:
+        """Hash: reason -> count of rejected messages."""
+        return f"{self.prefix}:rejected:counts"
+
+    @property
+    def late_minutes(self) -> str:
+        """Sorted set of minutes (epoch ms) touched by late data, for the aggregator to redo."""
+        return f"{self.prefix}:late:minutes"
+
+    def late_data(self, meter_id: str) -> str:
+        """Sorted set of late data messages older than the live window, same layout as timeseries."""
+        return f"{self.prefix}:late:{meter_id}"
+
+    @property
+    def gaps(self) -> str:
+        """Hash: meterId -> JSON {last_seq, missed, duplicates}."""
+        return f"{self.prefix}:gaps"
+
+    @property
+    def presence(self) -> str:
+        """Hash: meterId -> JSON {online, since}."""
+        return f"{self.prefix}:presence"
+
+    @property
+    def events(self) -> str:
+        """Stream of events raised by the ingest (offline/online) for the events table."""
+        return f"{self.prefix}:events"
+
+    @property
+    def live_channel(self) -> str:
+        """Pub/sub channel on which the ingest announces each stored data message (live WebSocket)."""
+        return f"{self.prefix}:live"
+
+
+class Tables:
+    """PostgreSQL tables and other database object names."""
+
+    MIGRATIONS = "enerlink_migrations"
+    TELEMETRY_AGGREGATES = "telemetry_aggregates"
+    TELEMETRY_5M = "telemetry_aggregates_5m"
+    TELEMETRY_1H = "telemetry_aggregates_1h"
+    TELEMETRY_1D = "telemetry_aggregates_1d"
+    AGGREGATOR_WATERMARK = "aggregator_watermark"
+    EVENTS = "events"
+    ARCHIVE_MANIFEST = "archive_manifest"
+
+
+class Buckets:
+    """Object-store layout (MinIO or the local archive folder)."""
+
+    @staticmethod
+    def month_object(table: str, year: int, month: int) -> str:
+        return f"{table}/{year:04d}/{month:02d}.csv.gz"

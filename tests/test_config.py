@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+
+from enerlink.config import CommonSettings, ConfigError, Env, MqttEndpoint
+
+
+def test_defaults_are_local() -> None:
+    common = CommonSettings.from_env(Env({}))
+    assert (common.mqtt.host, common.mqtt.port, common.mqtt.tls) == ("127.0.0.1", 1883, False)
+    assert common.topics.data == "enerlink/meters/data"
+    assert common.keys.latest_data == "telemetry:latest:data"
+    assert common.keys.timeseries("METER001") == "telemetry:timeseries:METER001"
+
+
+def test_mqtt_url_with_credentials_and_tls() -> None:
+    endpoint = MqttEndpoint.parse("mqtts://ingest:s%40cret@broker.example:8884")
+    assert (endpoint.username, endpoint.password, endpoint.tls, endpoint.port) == (
+        "ingest",
+        "s@cret",
+        True,
+        8884,
+    )
+    assert "s@cret" not in repr(endpoint)
+    assert MqttEndpoint.parse("mqtts://broker").port == 8883
+
+
+def test_prefixes_isolate_tenants() -> None:
+    common = CommonSettings.from_env(Env({"ENERLINK_TOPIC_PREFIX": "acme", "ENERLINK_KEY_PREFIX": "acme:t"}))
+    assert common.topics.status == "acme/meters/status"
+    assert common.keys.meters == "acme:t:meters"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ENERLINK_MQTT_URL": "http://x"}, "mqtt://"),
+    ],
+)
+def test_bad_configuration_names_the_problem(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        CommonSettings.from_env(Env(env))
+
+
+def test_typed_getters_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"ENERLINK_X=.*integer"):
+        Env({"ENERLINK_X": "ten"}).int("X", 1)
+    with pytest.raises(ConfigError, match="ENERLINK_Y"):
+        Env({"ENERLINK_Y": "maybe"}).bool("Y", False)
+    assert Env({"ENERLINK_Y": "on"}).bool("Y", False) is True
