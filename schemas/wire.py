@@ -97,8 +97,23 @@ class Keys:
 
     @property
     def late_minutes(self) -> str:
-        """Sorted set of minutes (epoch ms) touched by late data, for the aggregator to redo."""
+        """Sorted set of (meter, minute) pairs touched by late data, for the aggregator to redo.
+
+        Member ``late_member(meter_id, minute_ms)``, score = receipt time (epoch ms). The ingest adds
+        one whenever it stores a data message whose minute had already ended when it arrived; the
+        aggregator re-aggregates those minutes and removes entries whose score is not newer than
+        the moment it read them (so a flag raised meanwhile survives).
+        """
         return f"{self.prefix}:late:minutes"
+
+    @staticmethod
+    def late_member(meter_id: str, minute_ms: int) -> str:
+        return f"{meter_id}|{minute_ms}"
+
+    @staticmethod
+    def parse_late_member(member: str) -> tuple[str, int]:
+        meter_id, _, minute = member.rpartition("|")
+        return meter_id, int(minute)
 
     def late_data(self, meter_id: str) -> str:
         """Sorted set of late data messages older than the live window, same layout as timeseries."""
@@ -136,6 +151,11 @@ class Tables:
     AGGREGATOR_WATERMARK = "aggregator_watermark"
     EVENTS = "events"
     ARCHIVE_MANIFEST = "archive_manifest"
+
+    @staticmethod
+    def month_partition(table: str, year: int, month: int) -> str:
+        """Name of the monthly range partition of ``table`` (e.g. ``telemetry_aggregates_p202510``)."""
+        return f"{table}_p{year:04d}{month:02d}"
 
 
 class Buckets:
