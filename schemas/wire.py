@@ -151,6 +151,10 @@ class Tables:
     AGGREGATOR_WATERMARK = "aggregator_watermark"
     EVENTS = "events"
     ARCHIVE_MANIFEST = "archive_manifest"
+    #: SQL function ``(parent text, at timestamptz) -> text``: creates (if missing) the monthly range
+    #: partition of ``parent`` holding ``at`` (UTC months, named like :meth:`month_partition`).
+    ENSURE_MONTH_PARTITION = "enerlink_ensure_month_partition"
+    AGGREGATOR_EVENT_STATE = "aggregator_event_state"
 
     @staticmethod
     def month_partition(table: str, year: int, month: int) -> str:

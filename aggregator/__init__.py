@@ -1,0 +1,1 @@
+"""Redis -> PostgreSQL: per-minute statistics of every meter, rollups and events."""
