@@ -1,0 +1,1 @@
+"""PostgreSQL -> MinIO (or a local folder): archive whole months older than the retention."""

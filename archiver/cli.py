@@ -1,0 +1,41 @@
+"""``enerlink archive``: nightly archive of year-old months; ``--once`` now; ``--restore YYYY-MM``."""
+
+from __future__ import annotations
+
+import argparse
+
+from archiver.months import Month
+from enerlink.config import Env
+from enerlink.runtime import configure_logging, run_service
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--once", action="store_true", help="archive every due month now and exit")
+    action.add_argument(
+        "--restore", metavar="YYYY-MM", type=Month.parse, help="load an archived month back into PostgreSQL"
+    )
+    parser.add_argument(
+        "--retention-days",
+        type=int,
+        default=None,
+        help="override ENERLINK_ARCHIVE_RETENTION_DAYS (default 365)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from archiver.service import run
+    from archiver.settings import Settings
+
+    settings = Settings.from_env(Env())
+    if args.retention_days is not None:
+        settings = replace(settings, retention_days=args.retention_days)
+    configure_logging(settings.common.log_level, settings.common.log_format)
+
+    async def _main() -> None:
+        await run(settings, once=args.once, restore=args.restore)
+
+    # a month in flight may take a while to abort cleanly (the multipart upload is aborted)
+    return run_service(_main, name="archive", grace_s=60.0)

@@ -1,0 +1,187 @@
+"""The archiver service: a nightly run (APScheduler cron, time-zone aware) or one run now.
+
+The database and object-store work is synchronous (psycopg COPY streams into the minio client)
+and runs in a worker thread; cancelling the service sets a stop flag that aborts the month in
+progress (the multipart upload is aborted, nothing is deleted) and waits for the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import psycopg
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+from archiver.job import ArchiveError, Hooks, MonthArchiver, MonthResult, Stopped
+from archiver.months import ARCHIVED_TABLES, Month, cutoff, months_due
+from archiver.settings import Settings
+from archiver.storage import ObjectStore, open_store
+from enerlink.db import migrate
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class RunSummary:
+    archived: list[MonthResult] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return sum(r.rows for r in self.archived)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.months = Counter("enerlink_archive_months", "Months archived", ["table"], registry=registry)
+        self.rows = Counter("enerlink_archive_rows", "Rows archived", ["table"], registry=registry)
+        self.failures = Counter(
+            "enerlink_archive_failures", "Months that failed", ["table"], registry=registry
+        )
+
+
+async def _in_thread(fn: Callable[[threading.Event], T]) -> T:
+    """Run ``fn(stop)`` in a thread; on cancellation set ``stop`` and wait for it to return."""
+    stop = threading.Event()
+    future = asyncio.ensure_future(asyncio.to_thread(fn, stop))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        stop.set()
+        with contextlib.suppress(Stopped):
+            await future
+        raise
+
+
+def _connect(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
+    # autocommit: every ``conn.transaction()`` is a real transaction, reads outside it commit at once
+    return psycopg.connect(settings.common.database_url, autocommit=True)
+
+
+def archive_now(
+    settings: Settings,
+    store: ObjectStore,
+    stop: threading.Event,
+    *,
+    now: datetime | None = None,
+    hooks: Hooks | None = None,
+    metrics: _Metrics | None = None,
+) -> RunSummary:
+    """Archive every due month of every archived table (synchronous; one failure does not stop the rest)."""
+    started = time.monotonic()
+    before = cutoff(now or datetime.now(UTC), settings.retention_days)
+    summary = RunSummary()
+    with _connect(settings) as conn:
+        archiver = MonthArchiver(
+            conn=conn, store=store, stop=stop, hooks=hooks or Hooks(), interactive=sys.stderr.isatty()
+        )
+        for table in ARCHIVED_TABLES:
+            due = months_due(conn, table, before=before)
+            for month in due:
+                if stop.is_set():
+                    raise Stopped("stopping")
+                try:
+                    result = archiver.archive(table, month)
+                except Stopped:
+                    raise
+                except Exception as exc:  # one month's failure is logged once and retried next run
+                    log.error(
+                        "archive %s %s failed: %s",
+                        table.name,
+                        month,
+                        exc,
+                        exc_info=not isinstance(exc, ArchiveError),
+                    )
+                    summary.failed.append(f"{table.name} {month}")
+                    if metrics:
+                        metrics.failures.labels(table.name).inc()
+                    continue
+                if result is not None:
+                    summary.archived.append(result)
+                    if metrics:
+                        metrics.months.labels(table.name).inc()
+                        metrics.rows.labels(table.name).inc(result.rows)
+    summary.seconds = time.monotonic() - started
+    log.info(
+        "archive run: %d months, %d rows archived, %d failed, rows older than %s, %.1f s",
+        len(summary.archived),
+        summary.rows,
+        len(summary.failed),
+        before.isoformat(timespec="seconds"),
+        summary.seconds,
+    )
+    return summary
+
+
+def restore_now(
+    settings: Settings, store: ObjectStore, stop: threading.Event, month: Month
+) -> dict[str, int]:
+    """Load every archived table's ``month`` back into PostgreSQL; returns rows per table."""
+    restored: dict[str, int] = {}
+    with _connect(settings) as conn:
+        archiver = MonthArchiver(conn=conn, store=store, stop=stop)
+        for table in ARCHIVED_TABLES:
+            rows = archiver.restore(table, month)
+            if rows is not None:
+                restored[table.name] = rows
+    if not restored:
+        raise ArchiveError(f"{month} is not in the archive manifest")
+    return restored
+
+
+async def run(
+    settings: Settings,
+    *,
+    once: bool = False,
+    restore: Month | None = None,
+    hooks: Hooks | None = None,
+    now: datetime | None = None,
+) -> RunSummary | None:
+    """Run nightly until cancelled; ``once``: one run now; ``restore``: load a month back and return."""
+    await migrate(settings.common.database_url)
+    store = open_store(settings.storage)
+    await asyncio.to_thread(store.ensure)
+    if restore is not None:
+        result = await _in_thread(lambda stop: restore_now(settings, store, stop, restore))
+        log.info("restore %s: %s", restore, ", ".join(f"{t} {n} rows" for t, n in result.items()))
+        return None
+    registry = CollectorRegistry()
+    metrics = _Metrics(registry)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=registry)
+    if once:
+        return await _in_thread(
+            lambda stop: archive_now(settings, store, stop, now=now, hooks=hooks, metrics=metrics)
+        )
+    trigger = settings.trigger()
+    log.info(
+        "archiver: %s backend, retention %d days, schedule %r (%s)",
+        settings.storage.backend,
+        settings.retention_days,
+        settings.cron,
+        settings.common.timezone,
+    )
+    previous: datetime | None = None
+    while True:
+        current = datetime.now(UTC)
+        fire = trigger.get_next_fire_time(previous, current)
+        if fire is None:
+            return None
+        log.info("archiver: next run at %s", fire.isoformat())
+        await asyncio.sleep(max(0.0, (fire - datetime.now(UTC)).total_seconds()))
+        previous = fire
+        try:
+            await _in_thread(lambda stop: archive_now(settings, store, stop, hooks=hooks, metrics=metrics))
+        except (ArchiveError, psycopg.Error, OSError) as exc:  # the run is retried at the next fire time
+            log.error("archive run failed: %s", exc)

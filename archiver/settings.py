@@ -1,0 +1,43 @@
+"""The archiver's settings, read once from ``ENERLINK_*`` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Self
+
+from apscheduler.triggers.cron import CronTrigger
+
+from archiver.storage import StorageSettings
+from enerlink.config import CommonSettings, ConfigError, Env
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    common: CommonSettings
+    storage: StorageSettings
+    retention_days: int  # a month is archived once its newest possible row is older than this
+    cron: str  # when the nightly run starts, in ``common.timezone``
+    metrics_port: int  # 0 = no Prometheus endpoint
+
+    @classmethod
+    def from_env(cls, env: Env) -> Self:
+        common = CommonSettings.from_env(env)
+        settings = cls(
+            common=common,
+            storage=StorageSettings.from_env(env),
+            retention_days=env.int("ARCHIVE_RETENTION_DAYS", 365),
+            cron=env.str("ARCHIVE_CRON", "0 2 * * *"),
+            metrics_port=env.int("ARCHIVE_METRICS_PORT", 0),
+        )
+        if settings.retention_days < 0:
+            raise ConfigError("ENERLINK_ARCHIVE_RETENTION_DAYS must be >= 0")
+        settings.trigger()  # fail at start-up on a bad cron expression or time zone
+        return settings
+
+    def trigger(self) -> CronTrigger:
+        try:
+            return CronTrigger.from_crontab(self.cron, timezone=self.common.timezone)
+        except (ValueError, LookupError) as exc:
+            raise ConfigError(
+                f"ENERLINK_ARCHIVE_CRON={self.cron!r} / ENERLINK_TIMEZONE={self.common.timezone!r}: {exc}"
+            ) from exc

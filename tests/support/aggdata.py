@@ -1,0 +1,99 @@
+"""Rows for ``telemetry_aggregates`` (and the events table) in tests and benches: written with plain
+SQL into the real tables the migrations create, partitions made by the project's own function."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from schemas.wire import Tables
+
+
+def columns(conn: psycopg.Connection[Any], table: str) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        "select column_name, data_type from information_schema.columns"
+        " where table_schema = current_schema() and table_name = %s order by ordinal_position",
+        (table,),
+    ).fetchall()
+    return [(str(a), str(b)) for a, b in rows]
+
+
+def ensure_partition(conn: psycopg.Connection[Any], table: str, at: datetime) -> str:
+    row = conn.execute(
+        sql.SQL("select {}(%s, %s)").format(sql.Identifier(Tables.ENSURE_MONTH_PARTITION)), (table, at)
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def insert_rows(
+    url: str, table: str, rows: Iterable[Mapping[str, Any]], *, time_column: str = "bucket"
+) -> int:
+    count = 0
+    with psycopg.connect(url) as conn:
+        for row in rows:
+            if table == Tables.TELEMETRY_AGGREGATES:
+                ensure_partition(conn, table, row[time_column])
+            names = list(row)
+            conn.execute(
+                sql.SQL("insert into {} ({}) values ({})").format(
+                    sql.Identifier(table),
+                    sql.SQL(", ").join(map(sql.Identifier, names)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(names)),
+                ),
+                [row[n] for n in names],
+            )
+            count += 1
+    return count
+
+
+def aggregate_row(meter_id: str, bucket: datetime, **stats: Any) -> dict[str, Any]:
+    return {
+        "meter_id": meter_id,
+        "bucket": bucket,
+        "sample_count": stats.pop("sample_count", 12),
+        "first_at": bucket,
+        "last_at": bucket + timedelta(seconds=55),
+        **stats,
+    }
+
+
+def fill_month(url: str, *, start: datetime, rows: int, meters: int | None = None) -> int:
+    """``rows`` random aggregate rows (every statistic column filled) in ``start``'s month, generated
+    server-side; returns the rows inserted."""
+    meters = meters or max(10, rows // 40_000 + 1)  # one row per meter-minute within the month
+    with psycopg.connect(url) as conn:
+        ensure_partition(conn, Tables.TELEMETRY_AGGREGATES, start)
+        select: list[sql.Composable] = []
+        for name, kind in columns(conn, Tables.TELEMETRY_AGGREGATES):
+            if name == "meter_id":
+                select.append(sql.SQL("'M' || lpad(mod(g, {})::text, 4, '0')").format(sql.Literal(meters)))
+            elif name == "bucket":
+                select.append(
+                    sql.SQL("%(start)s::timestamptz + (g / {}) * interval '1 minute'").format(
+                        sql.Literal(meters)
+                    )
+                )
+            elif name in ("first_at", "last_at"):
+                select.append(
+                    sql.SQL(
+                        "%(start)s::timestamptz + (g / {}) * interval '1 minute' + interval '5 s'"
+                    ).format(sql.Literal(meters))
+                )
+            elif name == "sample_count":
+                select.append(sql.SQL("12"))
+            elif kind == "text":
+                select.append(sql.SQL("'importing'"))
+            elif kind in ("integer", "bigint"):
+                select.append(sql.SQL("(random() * 100)::int"))
+            else:
+                select.append(sql.SQL("random() * 1000"))
+        query = sql.SQL("insert into {} select {} from generate_series(0, %(n)s - 1) as g").format(
+            sql.Identifier(Tables.TELEMETRY_AGGREGATES), sql.SQL(", ").join(select)
+        )
+        cur = conn.execute(query, {"start": start, "n": rows})
+        return cur.rowcount
