@@ -1,0 +1,99 @@
+"""``enerlink edge``: run a simulated fleet, switch scenarios, replay recorded telemetry.
+
+enerlink edge --simulate --meters 3 --interval 5          # live fleet (default when no action)
+enerlink edge --fleet fleet.toml --speed 60               # a fleet file, 60x real time
+enerlink edge --meters 100 --from 2025-01-01 --to 2025-12-31 --interval 300   # backfill
+enerlink edge scenario grid_outage --meter METER001 --duration 600
+enerlink edge scenario clear --all --meters 3
+enerlink edge settle --meter METER001
+enerlink edge replay recorded.csv --speed 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from edge.settings import WEATHER_SOURCES, Settings, parse_when
+from enerlink.config import ConfigError, Env
+from enerlink.runtime import configure_logging, run_service
+
+
+def _fleet_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--meters", type=int, help="generate a fleet of N meters (METER001..)")
+    parser.add_argument("--fleet", help="fleet file (TOML) instead of a generated fleet")
+    parser.add_argument("--seed", type=int, help="fleet seed (generated fleet, weather, noise)")
+    parser.add_argument("--scale", choices=("home", "lab", "mixed"), help="generated meters' scale")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--simulate", action="store_true", help="simulated meters (the default)")
+    _fleet_options(parser)
+    parser.add_argument("--interval", type=float, help="seconds between data messages (default 5)")
+    parser.add_argument("--status-interval", type=float, help="seconds between status messages (30)")
+    parser.add_argument("--speed", type=float, help="simulated seconds per real second (default 1)")
+    parser.add_argument("--from", dest="start", help="start of simulated time (date or ISO date-time)")
+    parser.add_argument("--to", dest="end", help="with --from: backfill up to here as fast as possible")
+    parser.add_argument("--state-dir", help="where meter state is kept (ENERLINK_STATE_DIR)")
+    parser.add_argument("--weather", choices=WEATHER_SOURCES, help="weather source (default offline)")
+    parser.add_argument("--client-id", help="MQTT client id of the fleet connection")
+    parser.add_argument("--console", action="store_true", help="print a line per data message")
+    parser.add_argument("--no-progress", action="store_true", help="no backfill progress bar")
+    parser.add_argument("--once", action="store_true", help="publish one step and exit")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    from edge.sim import control, replay
+
+    control.configure(actions)
+    replay.configure(actions)
+
+
+def settings_from_args(args: argparse.Namespace, env: Env | None = None) -> Settings:
+    settings = Settings.from_env(env or Env())
+    changes: dict[str, object] = {}
+    for attr, name in (
+        ("meters", "meters"),
+        ("seed", "seed"),
+        ("scale", "scale"),
+        ("interval", "interval_s"),
+        ("status_interval", "status_interval_s"),
+        ("speed", "speed"),
+        ("weather", "weather"),
+        ("client_id", "client_id"),
+    ):
+        value = getattr(args, attr, None)
+        if value is not None:
+            changes[name] = value
+    if getattr(args, "fleet", None):
+        from pathlib import Path
+
+        changes["fleet_file"] = Path(args.fleet)
+    if getattr(args, "state_dir", None):
+        from pathlib import Path
+
+        changes["state_dir"] = Path(args.state_dir)
+    if getattr(args, "start", None):
+        changes["start"] = parse_when(args.start)
+    if getattr(args, "end", None):
+        changes["end"] = parse_when(args.end)
+    if getattr(args, "console", False):
+        changes["console"] = True
+    if getattr(args, "no_progress", False):
+        changes["progress"] = False
+    settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    settings.validate()
+    return settings
+
+
+def main(args: argparse.Namespace) -> int:
+    if getattr(args, "action", None):
+        result: int = args._action(args)
+        return result
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"enerlink edge: {exc}")
+        return 2
+    configure_logging(settings.common.log_level, settings.common.log_format)
+    from edge.service import run
+
+    return run_service(lambda: run(settings, once=args.once), name="edge")

@@ -1,0 +1,124 @@
+"""``enerlink edge --simulate``: a simulated fleet publishing like real meters.
+
+:func:`run` is what ``enerlink edge`` and ``enerlink up`` call. ``settings.on_data`` receives every
+data message dict as it is published (``enerlink up`` can print console lines from it), and
+:func:`run` returns the :class:`~edge.sim.runner.FleetRunner` counters via ``on_ready``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from edge.publisher import Publisher, PublisherConfig
+from edge.settings import Settings
+from edge.sim import fleet as fleet_mod
+from edge.sim.clock import Clock
+from edge.sim.engine import Simulator
+from edge.sim.runner import FleetRunner, command_loop, tick_loop, weather_loop
+from edge.sim.state import StateStore
+from edge.sim.weather import OfflineWeather, OpenMeteoWeather, WeatherProvider
+
+log = logging.getLogger(__name__)
+
+
+def build_fleet(settings: Settings) -> fleet_mod.Fleet:
+    if settings.fleet_file is not None:
+        return fleet_mod.load(settings.fleet_file)
+    return fleet_mod.generate(settings.meters, seed=settings.seed, scale=settings.scale)  # type: ignore[arg-type]
+
+
+def build_weather(settings: Settings, fleet: fleet_mod.Fleet) -> WeatherProvider:
+    # backfills use the offline model: Open-Meteo's forecast API has no year-old weather
+    if settings.weather == "open-meteo" and not (settings.start and settings.end):
+        return OpenMeteoWeather(base_url=settings.weather_url, seed=fleet.seed)
+    return OfflineWeather(seed=fleet.seed)
+
+
+def state_path(settings: Settings) -> StateStore:
+    return StateStore(settings.state_dir / f"sim-{settings.client_id}.json")
+
+
+async def run(
+    settings: Settings,
+    *,
+    once: bool = False,
+    max_steps: int | None = None,
+    on_ready: Callable[[FleetRunner], None] | None = None,
+) -> None:
+    """Run the fleet until cancelled (or the backfill ends, or ``max_steps`` steps; ``once`` = 1)."""
+    fleet = build_fleet(settings)
+    sim = Simulator.create(fleet, weather=build_weather(settings, fleet))
+    store = state_path(settings)
+    seqs = np.zeros(sim.size, dtype=np.int64)
+    restored = store.restore(sim, seqs)
+    clock = Clock(
+        interval_s=settings.interval_s,
+        speed=settings.speed,
+        start=settings.start.timestamp() if settings.start else None,
+        end=settings.end.timestamp() if settings.end else None,
+    )
+    if clock.backfill:
+        sim.last_epoch = None  # a backfill is its own timeline
+    log.info(
+        "simulating %d meters (%s), interval %.1f s, speed %.1f, %s, restored state of %d",
+        sim.size,
+        settings.fleet_file or f"generated, seed {settings.seed}",
+        settings.interval_s,
+        settings.speed,
+        "backfill" if clock.backfill else "live",
+        restored,
+    )
+    config = PublisherConfig(
+        endpoint=settings.common.mqtt,
+        client_id=settings.client_id,
+        queue_path=settings.state_dir / f"sim-{settings.client_id}-outbox.sqlite3",
+        max_inflight=settings.max_inflight,
+        strict_order=clock.backfill,
+    )
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    async with Publisher(config=config) as pub:
+        runner = FleetRunner(
+            settings=settings,
+            sim=sim,
+            pub=pub,
+            store=store,
+            seqs=seqs,
+            started_epoch=clock.start if clock.start is not None else time.time(),
+        )
+        if on_ready is not None:
+            on_ready(runner)
+        try:
+            if settings.commands:
+                await pub.subscribe(settings.common.topics.command("+"))
+            await runner.presence(True)
+            steps = 1 if once else max_steps
+            async with asyncio.TaskGroup() as group:
+                ticks = group.create_task(tick_loop(runner, clock, max_steps=steps), name="sim-ticks")
+                background = [group.create_task(command_loop(runner, clock), name="sim-commands")]
+                if isinstance(sim.weather, OpenMeteoWeather):
+                    background.append(group.create_task(weather_loop(runner), name="sim-weather"))
+                await ticks
+                for task in background:
+                    task.cancel()
+            await pub.drain()
+        finally:
+            with contextlib.suppress(Exception):  # clean shutdown: meters go offline, state is kept
+                await asyncio.wait_for(runner.presence(False), timeout=10.0)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(runner.save)
+            elapsed = time.monotonic() - started
+            log.info(
+                "simulator stopped: %d data + %d status messages in %.1f s, %d commands (%d rejected)",
+                runner.published,
+                runner.statuses,
+                elapsed,
+                runner.commands_ok + runner.commands_failed,
+                runner.commands_failed,
+            )

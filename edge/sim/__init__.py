@@ -1,0 +1,1 @@
+"""The meter simulator: physics, fleet, weather, scenarios, backfill and replay."""

@@ -1,0 +1,119 @@
+"""``enerlink edge scenario|settle|status-now``: send commands to running meters and show the acks.
+
+enerlink edge scenario grid_outage --meter METER001 --meter METER002 --duration 600
+enerlink edge scenario sensor_failure --meter METER001 --sensor "Solar Input"
+enerlink edge scenario clear --all --meters 3      # --all: every meter of the fleet options
+enerlink edge settle --meter METER001
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from typing import Any
+
+import orjson
+
+from edge.sim.scenarios import SCENARIOS
+from enerlink.config import CommonSettings, ConfigError, Env
+from enerlink.mqtt import client as mqtt_client
+
+
+def configure(actions: Any) -> None:
+    for name, help_text in (
+        ("scenario", "switch a scenario on (or 'clear') for some or all meters"),
+        ("settle", "reset the settlement counters (acknowledged)"),
+        ("status-now", "ask meters for a status message now"),
+    ):
+        parser = actions.add_parser(name, help=help_text, description=help_text)
+        if name == "scenario":
+            parser.add_argument("name", choices=(*SCENARIOS, "clear"))
+            parser.add_argument("--duration", type=float, help="seconds; default until cleared")
+            parser.add_argument("--sensor", help="sensor_failure: which INA219 (default 'Solar Input')")
+        parser.add_argument("--meter", action="append", default=[], help="meter id (repeat or comma list)")
+        parser.add_argument("--all", action="store_true", help="every meter of the fleet (--meters/--fleet)")
+        parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for acks (0: don't)")
+        parser.set_defaults(_action=_main, command_name=name)
+
+
+def build_command(args: argparse.Namespace) -> dict[str, Any]:
+    if args.command_name == "settle":
+        return {"cmd": "settle"}
+    if args.command_name == "status-now":
+        return {"cmd": "status_now"}
+    if args.name in ("clear", "normal"):
+        return {"cmd": "clear"}
+    body: dict[str, Any] = {"cmd": "scenario", "name": args.name}
+    if args.duration:
+        body["duration_s"] = args.duration
+    if args.sensor:
+        body["sensor"] = args.sensor
+    return body
+
+
+def target_meters(args: argparse.Namespace) -> list[str]:
+    meters = [m.strip() for chunk in args.meter for m in chunk.split(",") if m.strip()]
+    if args.all:
+        from edge.cli import settings_from_args
+        from edge.service import build_fleet
+
+        meters += build_fleet(settings_from_args(args)).ids
+    return list(dict.fromkeys(meters))
+
+
+async def send(
+    common: CommonSettings, meters: list[str], body: dict[str, Any], *, wait_s: float
+) -> list[dict[str, Any]]:
+    """Publish ``body`` to each meter's command topic (QoS 2); collect acks for ``wait_s``."""
+    body = {**body, "id": uuid.uuid4().hex[:12]}
+    acks: list[dict[str, Any]] = []
+    async with mqtt_client(common.mqtt, identifier=f"enerlink-ctl-{uuid.uuid4().hex[:8]}") as client:
+        if wait_s > 0:
+            for meter in meters:
+                await client.subscribe(common.topics.command_ack(meter), qos=1)
+        payload = orjson.dumps(body)
+        for meter in meters:
+            await client.publish(common.topics.command(meter), payload, qos=2)
+        if wait_s <= 0:
+            return acks
+        try:
+            async with asyncio.timeout(wait_s):
+                async for message in client.messages:
+                    try:
+                        ack = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                    except ValueError:
+                        continue
+                    if ack.get("id") == body["id"]:
+                        acks.append(ack)
+                        if len(acks) >= len(meters):
+                            break
+        except TimeoutError:
+            pass
+    return acks
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        common = CommonSettings.from_env(Env())
+        meters = target_meters(args)
+    except ConfigError as exc:
+        print(f"enerlink edge: {exc}", file=sys.stderr)
+        return 2
+    if not meters:
+        print("enerlink edge: name meters with --meter ID or use --all", file=sys.stderr)
+        return 2
+    acks = asyncio.run(send(common, meters, build_command(args), wait_s=args.wait))
+    for ack in acks:
+        outcome = "ok" if ack.get("ok") else f"error: {ack.get('error')}"
+        print(f"{ack.get('meterId')}: {ack.get('cmd')} {outcome} {json.dumps(ack.get('result', {}))}")
+    if args.wait > 0 and len(acks) < len(meters):
+        answered = {a.get("meterId") for a in acks}
+        print(
+            f"no ack within {args.wait:.0f} s from: {', '.join(m for m in meters if m not in answered)}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0 if all(a.get("ok") for a in acks) else 1

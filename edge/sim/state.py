@@ -1,0 +1,93 @@
+"""Saving and restoring a simulated fleet's state (SOC, counters, health, cycles, seq) per meter.
+
+One JSON file per simulator (``{state_dir}/sim-{client_id}.json``), written atomically (temp file,
+fsync, rename) so a crash mid-write leaves the previous state. Meters are matched by id, so a
+fleet that grows or shrinks keeps the state of the meters it still has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.sim.engine import Simulator
+
+log = logging.getLogger(__name__)
+VERSION = 1
+
+
+@dataclass(slots=True)
+class StateStore:
+    path: Path
+
+    def save(self, sim: Simulator, seqs: np.ndarray) -> None:
+        b, c = sim.battery, sim.counters
+        meters: dict[str, Any] = {}
+        for i, spec in enumerate(sim.fleet.meters):
+            meters[spec.id] = {
+                "energy_wh": float(b.energy_wh[i]),
+                "health": float(b.health[i]),
+                "temp_c": float(b.temp_c[i]),
+                "cycles": float(b.cycles[i]),
+                "daily": c.daily[i].tolist(),
+                "total": c.total[i].tolist(),
+                "settlement": c.settlement[i].tolist(),
+                "day": int(c.day[i]),
+                "seq": int(seqs[i]),
+                "mqtt_attempts": int(sim.mqtt_attempts[i]),
+            }
+        document = {"version": VERSION, "last_epoch": sim.last_epoch, "meters": meters}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(document, handle, separators=(",", ":"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def restore(self, sim: Simulator, seqs: np.ndarray) -> int:
+        """Load what the file has for this fleet's meters; returns how many were restored."""
+        try:
+            document = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            log.warning("simulator state %s unreadable (%s); starting fresh", self.path, exc)
+            return 0
+        if document.get("version") != VERSION:
+            log.warning(
+                "simulator state %s has version %r; starting fresh", self.path, document.get("version")
+            )
+            return 0
+        saved: dict[str, Any] = document.get("meters", {})
+        b, c = sim.battery, sim.counters
+        restored = 0
+        for i, spec in enumerate(sim.fleet.meters):
+            entry = saved.get(spec.id)
+            if entry is None:
+                continue
+            b.health[i] = entry["health"]
+            b.energy_wh[i] = min(entry["energy_wh"], float(b.capacity_wh[i]))
+            b.temp_c[i] = entry["temp_c"]
+            b.cycles[i] = entry["cycles"]
+            c.daily[i] = entry["daily"]
+            c.total[i] = entry["total"]
+            c.settlement[i] = entry["settlement"]
+            c.day[i] = entry["day"]
+            seqs[i] = entry["seq"]
+            sim.mqtt_attempts[i] = entry.get("mqtt_attempts", 0)
+            restored += 1
+        if restored and document.get("last_epoch") is not None:
+            sim.last_epoch = float(document["last_epoch"])
+        return restored
