@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -54,9 +55,6 @@ async def run(
     """Run the fleet until cancelled (or the backfill ends, or ``max_steps`` steps; ``once`` = 1)."""
     fleet = build_fleet(settings)
     sim = Simulator.create(fleet, weather=build_weather(settings, fleet))
-    store = state_path(settings)
-    seqs = np.zeros(sim.size, dtype=np.int64)
-    restored = store.restore(sim, seqs)
     clock = Clock(
         interval_s=settings.interval_s,
         speed=settings.speed,
@@ -64,7 +62,12 @@ async def run(
         end=settings.end.timestamp() if settings.end else None,
     )
     if clock.backfill:
-        sim.last_epoch = None  # a backfill is its own timeline
+        # a backfill is its own timeline: fresh counters from --from, its own connection and state,
+        # so it can run next to the live fleet without touching it
+        settings = dataclasses.replace(settings, client_id=f"{settings.client_id}-backfill")
+    store = state_path(settings)
+    seqs = np.zeros(sim.size, dtype=np.int64)
+    restored = 0 if clock.backfill else store.restore(sim, seqs)
     log.info(
         "simulating %d meters (%s), interval %.1f s, speed %.1f, %s, restored state of %d",
         sim.size,

@@ -99,3 +99,117 @@ async def test_cli_runs_until_sigterm_and_exits_cleanly(environ: dict[str, str],
     assert code == 0, proc.output()
     assert all(DataMessage.model_validate_json(json.dumps(m)) for m in got.on(topics.data))
     assert got.on(topics.presence("METER001"))[-1] == {"online": False}
+
+
+async def _running(settings: Settings, **kwargs: Any) -> tuple[asyncio.Task[None], list[Any]]:
+    """Start the fleet in the background; returns the task and a list holding its runner when ready."""
+    ready: list[Any] = []
+    task = asyncio.create_task(run(settings, on_ready=ready.append, **kwargs), name="fleet-under-test")
+    from tests.support.sim_support import wait_for
+
+    await wait_for(lambda: bool(ready) and ready[0].steps >= 1, limit_s=30)
+    return task, ready
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_commands_round_trip_and_scenarios_show_in_messages(env: Env) -> None:
+    from tests.support.sim_support import publish, wait_for
+
+    settings = fast(env, meters=2, speed=10.0, status_interval_s=3600.0)
+    common, topics = settings.common, settings.common.topics
+    acks_topic = topics.command_ack("+")
+    async with collect(common, [topics.data, topics.status, acks_topic]) as got:
+        task, ready = await _running(settings)
+        try:
+            acks = lambda: [m for t, ms in got.by_topic.items() if t.endswith("/cmd/ack") for m in ms]  # noqa: E731
+            await publish(
+                common,
+                topics.command("METER001"),
+                b'{"cmd": "scenario", "name": "grid_outage", "duration_s": 3600, "id": "c1"}',
+            )
+            await publish(
+                common,
+                topics.command("METER002"),
+                b'{"cmd": "scenario", "name": "sensor_failure", "sensor": "Load Home"}',
+            )
+            await publish(common, topics.command("METER002"), b'{"cmd": "explode"}')
+            await publish(common, topics.command("METER002"), b"not json at all")
+            await publish(common, topics.command("METER002"), b'{"cmd": "scenario", "name": "meteor"}')
+            await wait_for(lambda: len(acks()) >= 5)
+            marker = ready[0].published
+            await wait_for(lambda: ready[0].published >= marker + 4)
+            await publish(common, topics.command("METER002"), b'{"cmd": "status_now"}')
+            await publish(common, topics.command("METER001"), b'{"cmd": "settle"}')
+            await wait_for(lambda: len(acks()) >= 7 and len(got.on(topics.status)) >= 3)
+            marker = ready[0].published
+            await wait_for(lambda: ready[0].published >= marker + 4)
+        finally:
+            await _stop(task)
+    by_id = {(a["meterId"], a.get("id")): a for a in acks()}
+    assert by_id[("METER001", "c1")]["ok"] is True
+    assert by_id[("METER001", "c1")]["result"]["scenario"] == "grid_outage"
+    outcomes = [(a["meterId"], a["cmd"], a["ok"]) for a in acks()]
+    assert ("METER002", "scenario", True) in outcomes
+    assert ("METER002", None, False) in outcomes  # unknown cmd and bad JSON: error acks
+    assert sum(1 for a in acks() if not a["ok"]) == 3
+    assert next(a for a in acks() if a["cmd"] == "settle")["ok"]
+    data = got.on(topics.data)
+    late = data[-4:]
+    outage = [m for m in late if m["meterId"] == "METER001"]
+    assert outage and all(
+        m["data"]["import"]["power"] == 0 and m["data"]["export"]["power"] == 0 for m in outage
+    )
+    assert all(m["data"]["import"]["voltage"] == 0 for m in outage)
+    failed = [m for m in late if m["meterId"] == "METER002"]
+    assert failed and all(m["data"]["load_home"]["connected"] is False for m in failed)
+    assert all(
+        m["data"]["load_home"]["valid"] is False and m["data"]["load_home"]["power"] == 0 for m in failed
+    )
+    assert all(m["data"]["export"]["settlement_energy"] <= m["data"]["export"]["total_energy"] for m in data)
+    now_status = [s for s in got.on(topics.status) if s["meterId"] == "METER002"][-1]
+    ina = {s["name"]: s["connected"] for s in now_status["data"]["sensors"]["ina219"]}
+    assert ina["Load Home"] is False and now_status["data"]["sensors"]["ina219_count"] == 5
+    assert now_status["data"]["system"]["status"] == "warning"
+
+
+async def test_state_survives_a_restart(env: Env) -> None:
+    settings = fast(env, meters=2)
+    first: list[dict[str, Any]] = []
+    await asyncio.wait_for(run(dataclasses.replace(settings, on_data=first.append), max_steps=3), timeout=60)
+    second: list[dict[str, Any]] = []
+    await asyncio.wait_for(run(dataclasses.replace(settings, on_data=second.append), max_steps=2), timeout=60)
+    last_before = {m["meterId"]: m for m in first[-2:]}
+    first_after = {m["meterId"]: m for m in second[:2]}
+    for meter, before in last_before.items():
+        after = first_after[meter]
+        assert after["seq"] == before["seq"] + 1 == 4
+        for name in CHANNELS:
+            assert after["data"][name]["total_energy"] >= before["data"][name]["total_energy"]
+        assert abs(after["data"]["battery"]["soc"] - before["data"]["battery"]["soc"]) < 1.0
+
+
+async def test_backfill_publishes_history_with_past_timestamps(env: Env) -> None:
+    from edge.settings import parse_when
+
+    settings = fast(
+        env,
+        meters=2,
+        interval_s=3600.0,
+        status_interval_s=6 * 3600.0,
+        start=parse_when("2025-01-01"),
+        end=parse_when("2025-01-02"),
+    )
+    topics = settings.common.topics
+    async with collect(settings.common, [topics.data, topics.status]) as got:
+        await asyncio.wait_for(run(settings), timeout=120)
+    data = got.on(topics.data)
+    stamps = sorted({m["datetime"] for m in data})
+    assert len(data) == 2 * 25
+    assert stamps[0] == "2025-01-01T00:00:00Z" and stamps[-1] == "2025-01-02T00:00:00Z"
+    assert len(got.on(topics.status)) == 2 * 5
+    per_meter = [m["seq"] for m in data if m["meterId"] == "METER001"]
+    assert per_meter == list(range(1, 26))
