@@ -1,0 +1,207 @@
+"""The dashboard in a real headless Chromium against the real pipeline.
+
+A simulated fleet (``enerlink edge --simulate``), the ingest and the API (``enerlink api``, uvicorn)
+run as subprocesses on the test's own topic prefix, Redis key prefix and PostgreSQL schema. The
+page must load without console errors, show the simulated meters, and change when a new message
+is published on MQTT. A screenshot is left in artifacts/ (git-ignored).
+
+Needs Debian's Chromium and its driver: ``apt-get install -y chromium chromium-driver``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from api.dashboard import STATIC_DIR
+from enerlink.config import MqttEndpoint
+from schemas.wire import Topics
+from tests.conftest import load_fixture
+from tests.support.services import ROOT, ServiceProcess, free_port, wait_port
+
+APT_LINE = "apt-get install -y chromium chromium-driver"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+SIM_METERS = ("METER001", "METER002")
+ARTIFACTS = ROOT / "artifacts"
+WAIT_S = 60
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason=f"headless Chromium is not installed: run `{APT_LINE}` (add it to .ci/run)",
+)
+
+
+def _get(url: str) -> tuple[int, bytes, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+@pytest.fixture
+def stack(environ: dict[str, str], uid: str) -> Iterator[str]:
+    """Ingest, API and a 2-meter simulated fleet on this test's slice of every service."""
+    port = free_port()
+    env = {
+        **environ,
+        "ENERLINK_INGEST_CLIENT_ID": f"ingest-{uid}",
+        "ENERLINK_SIM_CLIENT_ID": f"sim-{uid}",
+        "ENERLINK_API_PORT": str(port),
+        "ENERLINK_API_HOST": "127.0.0.1",
+    }
+    processes = [
+        ServiceProcess(args=["ingest"], env=env).start(),
+        ServiceProcess(args=["api"], env=env).start(),
+        ServiceProcess(
+            args=["edge", "--simulate", "--meters", str(len(SIM_METERS)), "--interval", "1"], env=env
+        ).start(),
+    ]
+    try:
+        wait_port(port, timeout=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for process in processes:
+            if process.process and process.process.poll() is None:
+                process.terminate()
+        for process in processes:
+            if process.process and process.process.returncode not in (0, None):
+                print(f"--- {process.args}:\n{process.output()[-3000:]}")
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="enerlink-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1200",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _message(meter_id: str, *, solar_mw: float) -> bytes:
+    message = load_fixture("meter-data.json")
+    message["meterId"] = meter_id
+    message["datetime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    message["data"]["net_solar"]["solar_power"] = solar_mw
+    return json.dumps(message).encode()
+
+
+def _publish(environ: dict[str, str], topics: Topics, payload: bytes) -> None:
+    endpoint = MqttEndpoint.parse(environ["ENERLINK_MQTT_URL"])
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    try:
+        client.publish(topics.data, payload, qos=1).wait_for_publish(timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _cell(driver: Any, meter_id: str, name: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    cells = driver.find_elements(By.CSS_SELECTOR, f'#fleet tr[data-meter-id="{meter_id}"] td.{name}')
+    return str(cells[0].text) if cells else ""
+
+
+def _severe(driver: Any) -> list[str]:
+    return [str(entry["message"]) for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def test_static_assets_are_served_and_confined(stack: str) -> None:
+    status, body, headers = _get(stack + "/")
+    assert status == 200
+    assert b'id="fleet"' in body
+    assert "default-src 'self'" in headers["content-security-policy"]
+    status, body, headers = _get(stack + "/static/vendor/uplot/uPlot.iife.min.js")
+    assert status == 200
+    assert headers["content-type"].startswith("text/javascript")
+    assert body == (STATIC_DIR / "vendor" / "uplot" / "uPlot.iife.min.js").read_bytes()
+    assert _get(stack + "/static/vendor/uplot/LICENSE")[0] == 200
+    for escape in ("/static/../dashboard.py", "/static/%2e%2e/dashboard.py", "/static/nope.js"):
+        assert _get(stack + escape)[0] == 404, escape
+
+
+def test_dashboard_shows_the_fleet_and_follows_mqtt(
+    stack: str, browser: Any, environ: dict[str, str], topic_prefix: str
+) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, WAIT_S, poll_frequency=0.2)
+    topics = Topics(topic_prefix)
+    browser.get(stack + "/")
+    try:
+        _follow(browser, wait, environ, topics)
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+    assert _severe(browser) == []
+
+
+def _follow(browser: Any, wait: Any, environ: dict[str, str], topics: Topics) -> None:
+    from selenium.webdriver.common.by import By
+
+    # the simulated meters appear, with their power flows and online state
+    for meter_id in SIM_METERS:
+        wait.until(lambda d, m=meter_id: _cell(d, m, "solar").endswith("W"))
+        wait.until(lambda d, m=meter_id: _cell(d, m, "state") == "online")
+    wait.until(lambda d: d.find_element(By.ID, "connection").text == "live")
+
+    # a new meter's message published on MQTT shows up, and its next message changes the row
+    _publish(environ, topics, _message("DASHTEST1", solar_mw=1000.0))
+    wait.until(lambda d: _cell(d, "DASHTEST1", "solar") == "1.00 W")
+    assert _cell(browser, "DASHTEST1", "grid") == "import 0.48 W"
+    assert _cell(browser, "DASHTEST1", "soc") == "86.6 %"
+    _publish(environ, topics, _message("DASHTEST1", solar_mw=2500.0))
+    wait.until(lambda d: _cell(d, "DASHTEST1", "solar") == "2.50 W")
+
+    # choosing a meter opens its live chart, history and events
+    browser.find_element(By.CSS_SELECTOR, f'#fleet tr[data-meter-id="{SIM_METERS[0]}"]').click()
+    wait.until(lambda d: d.find_element(By.ID, "meter-section").is_displayed())
+    assert browser.find_element(By.ID, "meter-title").text == SIM_METERS[0]
+    assert browser.find_elements(By.CSS_SELECTOR, "#live-chart canvas")
+    wait.until(lambda d: d.find_element(By.ID, "history-info").text != "")
+    assert "unavailable" not in browser.find_element(By.ID, "history-info").text
+    # the live chart's legend follows the selected meter's messages
+    wait.until(
+        lambda d: any(
+            cell.text.endswith("W")
+            for cell in d.find_elements(By.CSS_SELECTOR, "#live-chart .u-legend .u-value")
+        )
+    )
+    for resolution in ("5m", "1h", "1d"):
+        browser.find_element(By.CSS_SELECTOR, f'#resolution option[value="{resolution}"]').click()
+        wait.until(lambda d: "unavailable" not in d.find_element(By.ID, "history-info").text)
