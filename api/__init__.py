@@ -1,0 +1,1 @@
+"""HTTP API, live WebSocket and dashboard: the read side of EnerLink."""

@@ -1,0 +1,101 @@
+"""``create_app(settings)``: the FastAPI application with its stores opened in the lifespan.
+
+Auth: when ``ENERLINK_API_TOKEN`` is set every API route needs ``Authorization: Bearer <token>``
+(the WebSocket also accepts ``?token=``), except ``/health``, the dashboard page and its static
+files (the page asks for the token and sends it with its API calls) and the OpenAPI docs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import Depends, FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from psycopg_pool import AsyncConnectionPool
+
+from api import ws
+from api.deps import State, require_token, state_of
+from api.live import LiveHub
+from api.routes import archive, health, history, latest, meters
+from api.settings import Settings
+from archiver.storage import open_store
+from enerlink.db import migrate
+
+log = logging.getLogger(__name__)
+
+
+def _metrics(registry: CollectorRegistry, app: FastAPI) -> None:
+    def _hub() -> LiveHub | None:
+        state = getattr(app.state, "enerlink", None)
+        return state.hub if state else None
+
+    Gauge("enerlink_api_ws_clients", "Connected WebSocket clients", registry=registry).set_function(
+        lambda: float(h.clients) if (h := _hub()) else 0.0
+    )
+    for name, doc in (
+        ("received", "Live MQTT data messages received"),
+        ("invalid", "Live messages rejected by validation"),
+        ("delivered", "Messages queued to WebSocket clients"),
+        ("dropped_clients", "WebSocket clients dropped as too slow"),
+    ):
+        Gauge(f"enerlink_api_live_{name}", doc, registry=registry).set_function(
+            lambda n=name: float(getattr(h.stats, n)) if (h := _hub()) else 0.0  # type: ignore[misc]
+        )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        common = settings.common
+        await migrate(common.database_url)
+        hub = LiveHub(endpoint=common.mqtt, topics=common.topics, queue_size=settings.ws_queue)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            common.database_url, min_size=1, max_size=10, open=False, kwargs={"autocommit": True}
+        )
+        async with aioredis.Redis.from_url(common.redis_url) as redis, pool, asyncio.TaskGroup() as group:
+            app.state.enerlink = State(
+                settings=settings, redis=redis, pool=pool, store=open_store(settings.storage), hub=hub
+            )
+            live = group.create_task(hub.run(), name="api-live-mqtt")
+            log.info("api: ready (auth %s)", "on" if settings.token else "off")
+            try:
+                yield
+            finally:
+                live.cancel()
+
+    app = FastAPI(
+        title="EnerLink API",
+        version="1.0.0",
+        summary="Latest values, history, events, archive and a live stream of EnerLink smart meters",
+        lifespan=lifespan,
+    )
+    secured = [Depends(require_token)]
+    app.include_router(health.router)
+    for module in (latest, history, meters, archive):
+        app.include_router(module.router, dependencies=secured)
+    app.include_router(ws.router)
+
+    registry = CollectorRegistry()
+    _metrics(registry, app)
+
+    @app.get("/metrics", include_in_schema=False, dependencies=secured)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    try:  # the dashboard (``/`` and its static files) is its own module
+        dashboard = importlib.import_module("api.dashboard")
+    except ModuleNotFoundError as exc:
+        if exc.name != "api.dashboard":
+            raise
+        log.warning("api: no dashboard module; serving the API only")
+    else:
+        app.include_router(dashboard.router)
+    app.state.state_of = state_of
+    return app

@@ -1,0 +1,82 @@
+"""Response models of the HTTP API (the OpenAPI document is built from these)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Resolution = Literal["1m", "5m", "1h", "1d"]
+
+
+class Problem(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(examples=["meter METER009 has no data"])
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    redis: str = Field(examples=["ok"])
+    postgres: str = Field(examples=["ok"])
+    live_mqtt: str = Field(examples=["connected"])
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "ok", "redis": "ok", "postgres": "ok", "live_mqtt": "connected"}]
+        }
+    )
+
+
+class MeterInfo(BaseModel):
+    meter_id: str = Field(examples=["METER001"])
+    last_seen: str | None = Field(
+        None, description="ISO 8601 UTC of the newest message", examples=["2025-10-26T04:27:10Z"]
+    )
+    last_seen_ms: int | None = Field(None, examples=[1761452830000])
+    online: bool = Field(
+        description="presence marker from the edge (last will), else seen within the offline window"
+    )
+    online_since: Any = Field(
+        None, description="when the presence state last changed, as the ingest recorded it"
+    )
+    has_data: bool
+    has_status: bool
+
+
+class Event(BaseModel):
+    id: int | None = None
+    meter_id: str = Field(examples=["METER001"])
+    at: str = Field(examples=["2025-10-26T04:27:10Z"])
+    kind: str = Field(examples=["offline"])
+    severity: str | None = Field(None, examples=["warning"])
+    details: Any = Field(None, examples=[{"last_seen": "2025-10-26T04:26:10Z"}])
+
+    model_config = ConfigDict(extra="allow")
+
+
+class HistoryResponse(BaseModel):
+    meter_id: str = Field(examples=["METER001"])
+    resolution: Resolution
+    table: str = Field(examples=["telemetry_aggregates"])
+    start: str = Field(examples=["2025-10-26T00:00:00Z"])
+    end: str = Field(examples=["2025-10-27T00:00:00Z"])
+    fields: list[str] = Field(examples=[["battery_soc_avg", "battery_soc_min", "battery_soc_max"]])
+    points: list[dict[str, float | int | str | None]] = Field(
+        description="one object per bucket: ``bucket`` (ISO 8601 UTC) and every requested column",
+        examples=[[{"bucket": "2025-10-26T04:27:00Z", "battery_soc_avg": 86.6, "import_power_max": 480.2}]],
+    )
+
+
+class ArchiveEntry(BaseModel):
+    table: str = Field(examples=["telemetry_aggregates"])
+    year: int = Field(examples=[2025])
+    month: int = Field(examples=[10])
+    object_key: str = Field(examples=["telemetry_aggregates/2025/10.csv.gz"])
+    backend: str = Field(examples=["minio"])
+    row_count: int = Field(examples=[4_464_000])
+    size_bytes: int = Field(examples=[301_234_567])
+    sha256: str
+    first_at: str | None = Field(None, examples=["2025-10-01T00:00:00Z"])
+    last_at: str | None = Field(None, examples=["2025-10-31T23:59:00Z"])
+    schema_version: int
+    archived_at: str
+    download: str = Field(examples=["/telemetry/archive/2025/10?table=telemetry_aggregates"])
