@@ -10,6 +10,7 @@ Needs Debian's Chromium and its driver: ``apt-get install -y chromium chromium-d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -49,9 +50,10 @@ def _get(url: str) -> tuple[int, bytes, dict[str, str]]:
         return exc.code, exc.read(), dict(exc.headers)
 
 
-@pytest.fixture
-def stack(environ: dict[str, str], uid: str) -> Iterator[str]:
-    """Ingest, API and a 2-meter simulated fleet on this test's slice of every service."""
+@contextlib.contextmanager
+def _running(environ: dict[str, str], uid: str, *, token: str = "", fleet: bool = True) -> Iterator[str]:
+    """Ingest, API and (with ``fleet``) a 2-meter simulated fleet on this test's slice of every
+    service; yields the API's base URL."""
     port = free_port()
     env = {
         **environ,
@@ -59,14 +61,15 @@ def stack(environ: dict[str, str], uid: str) -> Iterator[str]:
         "ENERLINK_SIM_CLIENT_ID": f"sim-{uid}",
         "ENERLINK_API_PORT": str(port),
         "ENERLINK_API_HOST": "127.0.0.1",
+        "ENERLINK_API_TOKEN": token,
     }
     processes = [
         ServiceProcess(args=["ingest"], env=env).start(),
         ServiceProcess(args=["api"], env=env).start(),
-        ServiceProcess(
-            args=["edge", "--simulate", "--meters", str(len(SIM_METERS)), "--interval", "1"], env=env
-        ).start(),
     ]
+    if fleet:
+        args = ["edge", "--simulate", "--meters", str(len(SIM_METERS)), "--interval", "1"]
+        processes.append(ServiceProcess(args=args, env=env).start())
     try:
         wait_port(port, timeout=30)
         yield f"http://127.0.0.1:{port}"
@@ -77,6 +80,12 @@ def stack(environ: dict[str, str], uid: str) -> Iterator[str]:
         for process in processes:
             if process.process and process.process.returncode not in (0, None):
                 print(f"--- {process.args}:\n{process.output()[-3000:]}")
+
+
+@pytest.fixture
+def stack(environ: dict[str, str], uid: str) -> Iterator[str]:
+    with _running(environ, uid) as url:
+        yield url
 
 
 @pytest.fixture
@@ -205,3 +214,30 @@ def _follow(browser: Any, wait: Any, environ: dict[str, str], topics: Topics) ->
     for resolution in ("5m", "1h", "1d"):
         browser.find_element(By.CSS_SELECTOR, f'#resolution option[value="{resolution}"]').click()
         wait.until(lambda d: "unavailable" not in d.find_element(By.ID, "history-info").text)
+
+
+def test_dashboard_with_an_api_token(
+    browser: Any, environ: dict[str, str], uid: str, topic_prefix: str
+) -> None:
+    """With ENERLINK_API_TOKEN set the page still loads, asks for the token, and once given one
+    (``/?token=``, kept in localStorage and taken out of the address) sends it on every call."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, WAIT_S, poll_frequency=0.2)
+    with _running(environ, uid, token="s3cret-token", fleet=False) as url:
+        assert _get(url + "/meters")[0] == 401
+        assert _get(url + "/")[0] == 200
+        browser.get(url + "/")
+        wait.until(lambda d: "needs an API token" in d.find_element(By.ID, "alert").text)
+        browser.get_log("browser")  # the 401s of the tokenless page are expected: start afresh
+
+        browser.get(url + "/?token=s3cret-token")
+        assert "token" not in browser.current_url
+        wait.until(lambda d: d.find_element(By.ID, "connection").text == "live")  # WS accepted the token
+        _publish(environ, Topics(topic_prefix), _message("DASHTOKEN", solar_mw=3000.0))
+        wait.until(lambda d: _cell(d, "DASHTOKEN", "solar") == "3.00 W")
+        browser.refresh()  # from localStorage now, through the HTTP API (GET /meters, /telemetry/latest/data)
+        wait.until(lambda d: _cell(d, "DASHTOKEN", "solar") == "3.00 W")
+        assert not browser.find_element(By.ID, "alert").is_displayed()
+        assert _severe(browser) == []
