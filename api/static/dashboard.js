@@ -276,7 +276,7 @@
         height: 260,
         series: powerSeries(),
         axes: [{}, { label: "W", size: 70 }],
-        scales: { x: { time: true } },
+        scales: { x: { time: true, range: (u, min, max) => [Math.min(min, max - 120), max] } }, // >= 2 min wide
       },
       [[], [], [], [], []],
       element,
@@ -323,7 +323,7 @@
     try {
       const result = await api(`/telemetry/history/${encodeURIComponent(meterId)}?${query}`);
       points = asList(result, "points");
-      info.textContent = `${points.length} points`;
+      info.textContent = points.length === 1 ? "1 point" : `${points.length} points`;
     } catch (error) {
       info.textContent = error.status === 404 ? "no history yet" : `history unavailable (${error.message})`;
     }
@@ -360,7 +360,10 @@
           { label: "SOC", stroke: COLORS.soc, width: 1, dash: [4, 4], scale: "%", value: (u, v) => (v === null ? "–" : `${v.toFixed(1)} %`) },
         ],
         axes: [{}, { label: "W", size: 70 }, { scale: "%", side: 1, label: "SOC %", grid: { show: false } }],
-        scales: { x: { time: true }, "%": { range: [0, 100] } },
+        scales: {
+          x: { time: true, range: () => [start.getTime() / 1000, end.getTime() / 1000] }, // the requested window
+          "%": { range: [0, 100] },
+        },
       },
       [t, solar, load, battery, grid, soc],
       element,
