@@ -91,7 +91,7 @@ def fill_month(url: str, *, start: datetime, rows: int, meters: int | None = Non
             elif kind in ("integer", "bigint"):
                 select.append(sql.SQL("(random() * 100)::int"))
             else:
-                select.append(sql.SQL("random() * 1000"))
+                select.append(sql.SQL("round((random() * 1000)::numeric, 3)::float8"))  # meter-like digits
         query = sql.SQL("insert into {} select {} from generate_series(0, %(n)s - 1) as g").format(
             sql.Identifier(Tables.TELEMETRY_AGGREGATES), sql.SQL(", ").join(select)
         )
