@@ -272,6 +272,8 @@ async def test_token_auth(
                 await api.client.get(path, headers={"Authorization": "Bearer s3cret"})
             ).status_code == 200, path
         assert (await api.client.get("/openapi.json")).status_code == 200
+        page = await api.client.get("/")  # the dashboard page loads without the token (its JS sends it)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
 
 
 async def test_archive_list_and_download(environ: dict[str, str], database_url: str) -> None:
