@@ -1,0 +1,1 @@
+"""The edge: meter-side gateway (sensors, counters, store-and-forward MQTT publisher)."""

@@ -1,0 +1,484 @@
+"""The edge's MQTT publisher: QoS 2 over MQTT 5, a bounded in-flight window, store-and-forward.
+
+    async with Publisher(config=PublisherConfig(endpoint=..., client_id="METER001",
+                                                queue_path=state_dir / "outbox.sqlite3",
+                                                presence_topic=topics.presence("METER001")),
+                         on_connect=publish_status) as pub:
+        await pub.subscribe(topics.command("METER001"))
+        await pub.publish(topics.data, payload)
+        async for message in pub.messages(): ...
+
+Guarantees and how they are kept:
+
+* **Never more QoS 2 messages in flight than the broker accepts.** The window is
+  ``min(config.max_inflight, Receive Maximum from the CONNACK)``; ``publish`` waits for a free slot.
+  (A publisher with more in flight than Mosquitto's ``max_inflight_messages`` has the excess dropped
+  by the broker while the client library reports success.)
+* **Exactly once across broker outages.** One paho session is kept for the publisher's lifetime
+  (clean start only on the first connection of the process, session expiry > 0), so a message in
+  flight when the link drops is retransmitted on reconnect with its packet id and the broker
+  de-duplicates it. Messages published while disconnected go to the durable queue.
+* **Store-and-forward.** The queue (:mod:`edge.queue`, SQLite WAL) keeps the original payloads in
+  order, with count/bytes/age caps, and survives a restart. Once connected again it is replayed
+  oldest first at ``replay_rate`` messages/s, so live data keeps flowing; with ``strict_order`` live
+  messages queue behind the backlog instead, so subscribers see one ordered stream.
+* **Presence.** A retained ``offline`` last will on ``presence_topic``; ``online`` (retained) after
+  every connect, then the ``on_connect`` hook (the edge publishes a status there).
+* **Reconnects** use :class:`enerlink.backoff.Backoff`; ``stats.attempts`` counts failed attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.queue import QueueLimits, SpoolQueue
+from enerlink.backoff import Backoff
+from enerlink.config import MqttEndpoint
+from enerlink.mqtt import tls_context
+
+log = logging.getLogger(__name__)
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+_MQTT_MAX_RECEIVE = 65535
+
+OnConnect = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherConfig:
+    endpoint: MqttEndpoint
+    client_id: str
+    queue_path: Path | None = None
+    """SQLite file of the store-and-forward queue; ``None`` keeps it in memory (lost on exit)."""
+    max_inflight: int = 20
+    """Upper bound of the QoS 2 window; the broker's Receive Maximum lowers it further."""
+    queue_limits: QueueLimits = field(default_factory=QueueLimits)
+    replay_rate: float = 20.0
+    """Queued messages sent per second after a reconnect (live data is not held back)."""
+    replay_batch: int = 50
+    strict_order: bool = False
+    """Queue live messages behind an existing backlog, so subscribers see one ordered stream."""
+    presence_topic: str | None = None
+    qos: int = 2
+    keepalive: int = 30
+    session_expiry_s: int = 24 * 3600
+    backoff_initial_s: float = 0.5
+    backoff_cap_s: float = 60.0
+    connect_timeout_s: float = 10.0
+    flush_timeout_s: float = 5.0
+    """On exit, how long to wait for in-flight messages to be acknowledged before spooling them."""
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    published: int = 0
+    """Messages acknowledged by the broker (QoS 2 completed), live and replayed."""
+    queued: int = 0
+    """Messages waiting in the store-and-forward queue."""
+    inflight: int = 0
+    attempts: int = 0
+    """Connection attempts refused or lost since start (the status message's ``mqtt.attempts``)."""
+    connects: int = 0
+    connected: bool = False
+    replayed: int = 0
+    spooled: int = 0
+    """Messages that went to the queue because the broker was unreachable."""
+    dropped: int = 0
+    """Queued messages removed by the size/age caps."""
+    window: int = 0
+    receive_maximum: int | None = None
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    topic: str
+    payload: bytes
+    retain: bool
+    row_id: int | None = None
+    """Row in the durable queue (deleted once acknowledged); ``None`` for live messages."""
+    done: bool = field(default=False)
+
+
+class Publisher:
+    def __init__(
+        self,
+        *,
+        config: PublisherConfig,
+        will: aiomqtt.Will | None = None,
+        on_connect: OnConnect | None = None,
+    ) -> None:
+        self.config = config
+        if will is None and config.presence_topic is not None:
+            will = aiomqtt.Will(config.presence_topic, OFFLINE, qos=1, retain=True)
+        self._will = will
+        self._on_connect = on_connect
+        self._stats = PublisherStats(window=max(1, config.max_inflight))
+        self._limit = max(1, config.max_inflight)
+        self._connected = False
+        self._closing = False
+        self._slots = asyncio.Condition()
+        self._queue_changed = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._incoming: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        self._subscriptions: dict[str, int] = {}
+        self._inflight: dict[int, _Outgoing] = {}
+        self._deliveries: dict[int, asyncio.Task[None]] = {}
+        self._next_key = 0
+        self._replay_cursor = 0
+        self._queue: SpoolQueue | None = None
+        self._client: aiomqtt.Client | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._conn_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- public API -------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> PublisherStats:
+        """A snapshot of the counters."""
+        snap = replace(self._stats)
+        snap.queued = len(self._queue) if self._queue is not None else 0
+        snap.inflight = len(self._inflight)
+        snap.connected = self._connected
+        snap.dropped = self._queue.dropped if self._queue is not None else 0
+        return snap
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Send at QoS 2 when connected (waiting for a free window slot), else queue durably.
+
+        Returns once the message is handed to the session or stored; delivery is confirmed
+        asynchronously (``stats.published``).
+        """
+        if self._queue is None:
+            raise RuntimeError("Publisher is not running (use 'async with Publisher(...)')")
+        if self._must_spool() or not await self._acquire_slot():
+            self._spool(topic, payload, retain)
+            return
+        self._start_delivery(_Outgoing(topic, bytes(payload), retain))
+
+    async def subscribe(self, topic: str, *, qos: int = 2) -> None:
+        """Receive messages on ``topic`` (re-subscribed after every reconnect)."""
+        self._subscriptions[topic] = qos
+        if self._connected and self._client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.subscribe(topic, qos=qos)
+
+    async def messages(self) -> AsyncIterator[aiomqtt.Message]:
+        """Messages on the subscribed topics, across reconnects, until the publisher closes."""
+        while True:
+            yield await self._incoming.get()
+
+    async def wait_connected(self) -> None:
+        """Return once connected (wrap in ``asyncio.timeout`` to bound the wait)."""
+        while not self._connected:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def drain(self) -> None:
+        """Wait until nothing is in flight and the queue is empty (tests, shutdown)."""
+        while self._inflight or (self._queue is not None and len(self._queue) > 0):
+            self._changed.clear()
+            await self._changed.wait()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        self._queue = SpoolQueue(self.config.queue_path, limits=self.config.queue_limits)
+        if len(self._queue):
+            log.info("store-and-forward queue holds %d messages from before", len(self._queue))
+        self._client = self._build_client()
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._conn_task = self._tasks.create_task(self._connection_loop(), name="mqtt-connection")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closing = True
+        assert self._tasks is not None and self._queue is not None
+        try:
+            if self._connected and self._inflight:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wait_inflight_empty(), self.config.flush_timeout_s)
+            if self._connected and self.config.presence_topic is not None and self._client is not None:
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    await self._client.publish(
+                        self.config.presence_topic, OFFLINE, qos=1, retain=True, timeout=2.0
+                    )
+            if self._conn_task is not None:
+                self._conn_task.cancel()
+            for task in list(self._deliveries.values()):
+                task.cancel()
+            await self._tasks.__aexit__(exc_type, exc, tb)
+        finally:
+            leftovers = [m for m in self._inflight.values() if m.row_id is None and not m.done]
+            if leftovers:
+                self._queue.extend([(m.topic, m.payload, m.retain) for m in leftovers])
+                log.warning("spooled %d unacknowledged messages on exit", len(leftovers))
+            self._inflight.clear()
+            self._queue.close()
+
+    # --- connection -----------------------------------------------------------------------------
+
+    def _build_client(self) -> aiomqtt.Client:
+        cfg = self.config
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = cfg.session_expiry_s
+        client = aiomqtt.Client(
+            hostname=cfg.endpoint.host,
+            port=cfg.endpoint.port,
+            username=cfg.endpoint.username,
+            password=cfg.endpoint.password,
+            identifier=cfg.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            # Clean on the first connection of this process (a previous process's half-finished
+            # packet ids must not collide with ours), resumed on every reconnect after that, so
+            # in-flight QoS 2 messages are retransmitted under their packet id, not duplicated.
+            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+            tls_context=tls_context(cfg.endpoint),
+            will=self._will,
+            keepalive=cfg.keepalive,
+            timeout=cfg.connect_timeout_s,
+            max_inflight_messages=max(1, cfg.max_inflight),
+        )
+        self._install_hooks(client)
+        return client
+
+    def _install_hooks(self, client: aiomqtt.Client) -> None:
+        """Read the CONNACK's Receive Maximum and see disconnects the moment paho does."""
+        inner: paho.Client = client._client  # aiomqtt drops the CONNACK properties
+        aiomqtt_on_connect = inner.on_connect
+        aiomqtt_on_disconnect = inner.on_disconnect
+
+        def on_connect(
+            paho_client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+        ) -> None:
+            if not getattr(reason_code, "is_failure", False):
+                received = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
+                self._stats.receive_maximum = int(received) if received else None
+                self._limit = max(1, min(self.config.max_inflight, int(received or _MQTT_MAX_RECEIVE)))
+                self._stats.window = self._limit
+            aiomqtt_on_connect(paho_client, userdata, flags, reason_code, properties)
+
+        def on_disconnect(
+            paho_client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+        ) -> None:
+            self._connected = False
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._wake_slots)
+            aiomqtt_on_disconnect(paho_client, userdata, flags, reason_code, properties)
+
+        inner.on_connect = on_connect
+        inner.on_disconnect = on_disconnect
+
+    async def _connection_loop(self) -> None:
+        assert self._client is not None
+        client = self._client
+        backoff = Backoff(initial=self.config.backoff_initial_s, cap=self.config.backoff_cap_s)
+        while True:
+            # aiomqtt leaves the previous connection's "connected" future resolved after an
+            # unexpected disconnect; a fresh one makes __aenter__ wait for the new CONNACK.
+            if client._connected.done():
+                client._connected = asyncio.get_running_loop().create_future()
+            try:
+                async with client:
+                    self._connected = True
+                    self._changed.set()
+                    self._stats.connects += 1
+                    backoff.reset()
+                    log.info(
+                        "connected to %r as %s (window %d, receive maximum %s, queued %d)",
+                        self.config.endpoint,
+                        self.config.client_id,
+                        self._limit,
+                        self._stats.receive_maximum,
+                        len(self._queue or ()),
+                    )
+                    await self._session(client)
+            except* aiomqtt.MqttError as group:
+                self._stats.attempts += 1
+                log.warning(
+                    "MQTT connection to %r lost or refused (attempt %d): %s",
+                    self.config.endpoint,
+                    backoff.attempt + 1,
+                    group.exceptions[0],
+                )
+            finally:
+                self._connected = False
+                self._wake_slots()
+                _release_stuck_client(client)
+            await backoff.sleep()
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        for topic, qos in self._subscriptions.items():
+            await client.subscribe(topic, qos=qos)
+        if self.config.presence_topic is not None:
+            await client.publish(self.config.presence_topic, ONLINE, qos=1, retain=True)
+        if self._on_connect is not None:
+            try:
+                await self._on_connect()
+            except aiomqtt.MqttError:
+                raise
+            except Exception:
+                log.exception("on_connect hook failed")
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._receive(client), name="mqtt-receive")
+            tg.create_task(self._replay(), name="mqtt-replay")
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self._incoming.put_nowait(message)
+
+    # --- window and delivery --------------------------------------------------------------------
+
+    def _wake_slots(self) -> None:
+        async def _notify() -> None:
+            async with self._slots:
+                self._slots.notify_all()
+
+        if self._tasks is not None and not self._closing:
+            with contextlib.suppress(RuntimeError):
+                self._tasks.create_task(_notify(), name="mqtt-wake")
+
+    async def _acquire_slot(self) -> bool:
+        """Wait for a free in-flight slot; False when the connection is (or goes) down."""
+        async with self._slots:
+            while self._connected and len(self._inflight) >= self._limit:
+                await self._slots.wait()
+        return self._connected and not self._closing
+
+    async def _release_slot(self) -> None:
+        async with self._slots:
+            self._slots.notify_all()
+
+    async def _wait_inflight_empty(self) -> None:
+        async with self._slots:
+            while self._inflight:
+                await self._slots.wait()
+
+    def _must_spool(self) -> bool:
+        if not self._connected or self._closing:
+            return True
+        return self.config.strict_order and self._queue is not None and len(self._queue) > 0
+
+    def _spool(self, topic: str, payload: bytes, retain: bool) -> None:
+        assert self._queue is not None
+        self._queue.append(topic, bytes(payload), retain=retain)
+        self._stats.spooled += 1
+        self._queue_changed.set()
+        self._changed.set()
+
+    def _start_delivery(self, message: _Outgoing) -> None:
+        assert self._tasks is not None
+        key = self._next_key
+        self._next_key += 1
+        self._inflight[key] = message
+        task = self._tasks.create_task(self._deliver(key, message), name=f"mqtt-deliver-{key}")
+        self._deliveries[key] = task
+        task.add_done_callback(lambda _t, k=key: self._deliveries.pop(k, None))
+
+    async def _deliver(self, key: int, message: _Outgoing) -> None:
+        assert self._client is not None and self._queue is not None
+        try:
+            # No await between the check and paho's publish: the session either takes the
+            # message (and will retransmit it after a reconnect) or we queue it ourselves.
+            if not self._connected:
+                self._requeue(key, message)
+                return
+            await self._client.publish(
+                message.topic, message.payload, qos=self.config.qos, retain=message.retain, timeout=math.inf
+            )
+        except aiomqtt.MqttCodeError as exc:
+            log.warning("publish refused by the session (%s); queued for replay", exc)
+            self._requeue(key, message)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("publish to %s failed; queued for replay", message.topic)
+            self._requeue(key, message)
+            return
+        message.done = True
+        self._stats.published += 1
+        if message.row_id is not None:
+            self._stats.replayed += 1
+            self._queue.delete([message.row_id])
+        self._inflight.pop(key, None)
+        self._changed.set()
+        await self._release_slot()
+
+    def _requeue(self, key: int, message: _Outgoing) -> None:
+        self._inflight.pop(key, None)
+        self._changed.set()
+        if message.row_id is None:
+            self._spool(message.topic, message.payload, message.retain)
+        else:
+            # Still in the queue: let the replay pick it up again.
+            self._replay_cursor = min(self._replay_cursor, message.row_id - 1)
+            self._queue_changed.set()
+        self._wake_slots()
+
+    async def _replay(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        interval = 1.0 / self.config.replay_rate if self.config.replay_rate > 0 else 0.0
+        inflight_rows = {m.row_id for m in self._inflight.values() if m.row_id is not None}
+        while True:
+            batch = [
+                m
+                for m in queue.peek(after_id=self._replay_cursor, limit=self.config.replay_batch)
+                if m.id not in inflight_rows
+            ]
+            if not batch:
+                self._queue_changed.clear()
+                await self._queue_changed.wait()
+                continue
+            started = time.monotonic()
+            for row in batch:
+                if not await self._acquire_slot():
+                    return
+                self._replay_cursor = row.id
+                self._start_delivery(_Outgoing(row.topic, row.payload, row.retain, row_id=row.id))
+                if interval:
+                    await asyncio.sleep(interval)
+            inflight_rows = {m.row_id for m in self._inflight.values() if m.row_id is not None}
+            log.info(
+                "replayed %d queued messages in %.2f s (%d left)",
+                len(batch),
+                time.monotonic() - started,
+                len(queue),
+            )
+
+
+def _release_stuck_client(client: aiomqtt.Client) -> None:
+    """aiomqtt keeps its reuse lock when a graceful DISCONNECT times out on a dead socket; without
+    this the next ``async with client`` fails forever with "not reentrant"."""
+    if client._lock.locked():
+        if not client._disconnected.done():
+            client._disconnected.set_result(None)
+        client._lock.release()
