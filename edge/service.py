@@ -82,7 +82,9 @@ async def run(
         client_id=settings.client_id,
         queue_path=settings.state_dir / f"sim-{settings.client_id}-outbox.sqlite3",
         max_inflight=settings.max_inflight,
-        strict_order=clock.backfill,
+        # after an outage, catch up at half the fleet's own rate (E's default of 20/s would take
+        # hours to drain a minute of a large fleet's backlog)
+        replay_rate=max(20.0, 0.5 * sim.size / settings.interval_s * max(1.0, settings.speed)),
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -98,6 +100,8 @@ async def run(
         if on_ready is not None:
             on_ready(runner)
         try:
+            with contextlib.suppress(TimeoutError):  # start spooling if the broker is not there
+                await asyncio.wait_for(pub.wait_connected(), timeout=10.0)
             if settings.commands:
                 await pub.subscribe(settings.common.topics.command("+"))
             await runner.presence(True)

@@ -147,6 +147,9 @@ async def tick_loop(runner: FleetRunner, clock: Clock, *, max_steps: int | None)
         progress = Progress(total=int((clock.end - clock.start) // clock.interval_s) + 1, out=sys.stderr)
     last_save = time.monotonic()
     async for epoch_s in clock.ticks():
+        if clock.backfill and not runner.pub.connected:
+            log.warning("backfill paused: broker unreachable")
+            await runner.pub.wait_connected()  # history waits for the broker instead of spooling
         await runner.step(epoch_s)
         if progress is not None:
             progress.update(
