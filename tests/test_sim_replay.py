@@ -169,7 +169,7 @@ async def test_interactive_console_reads_lines_until_exit(tmp_path: Path) -> Non
     async def lines() -> Any:
         yield "status\n"
         yield "start\n"
-        while len(sent) < 5:
+        while len(sent) < 5:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         yield "status\n"
         yield "exit\n"
