@@ -68,7 +68,7 @@ def test_ina219_driver_reads_back_what_the_chip_encodes(volts: float, amps: floa
 
 def test_ina219_negative_current_and_shunt_voltage() -> None:
     _, chip, clock, driver = _ina(Truth(12.0, -1.25))
-    bus_v, current_ma, power_w = _read(driver, clock)
+    _bus_v, current_ma, power_w = _read(driver, clock)
     assert current_ma == pytest.approx(-1250.0, abs=0.1)
     assert driver.shunt_voltage == pytest.approx(-0.125, abs=1e-5)  # type: ignore[attr-defined]
     assert chip.register(1) == (-12500) & 0xFFFF  # two's complement in the register
@@ -77,7 +77,7 @@ def test_ina219_negative_current_and_shunt_voltage() -> None:
 
 def test_ina219_overflow_bit_and_clipping() -> None:
     truth = Truth(9.0, 5.0)  # 500 mV across 0.1 ohm > the 320 mV PGA range
-    _, chip, clock, driver = _ina(truth)
+    _, _chip, clock, driver = _ina(truth)
     _, current_ma, _ = _read(driver, clock)
     assert driver.overflow  # type: ignore[attr-defined]
     assert current_ma == pytest.approx(3200.0, abs=0.1)  # clipped at full scale
