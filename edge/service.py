@@ -20,7 +20,9 @@ from edge.publisher import Publisher, PublisherConfig
 from edge.settings import Settings
 from edge.sim import fleet as fleet_mod
 from edge.sim.clock import Clock
+from edge.sim.console import run_console
 from edge.sim.engine import Simulator
+from edge.sim.metrics import SimMetrics
 from edge.sim.runner import FleetRunner, command_loop, tick_loop, weather_loop
 from edge.sim.state import StateStore
 from edge.sim.weather import OfflineWeather, OpenMeteoWeather, WeatherProvider
@@ -89,7 +91,11 @@ async def run(
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     async with Publisher(config=config) as pub:
+        metrics = SimMetrics()
+        metrics.meters.set(sim.size)
+        metrics.serve(settings.metrics_port)
         runner = FleetRunner(
+            metrics=metrics,
             settings=settings,
             sim=sim,
             pub=pub,
@@ -111,8 +117,11 @@ async def run(
                 background = [group.create_task(command_loop(runner, clock), name="sim-commands")]
                 if isinstance(sim.weather, OpenMeteoWeather):
                     background.append(group.create_task(weather_loop(runner), name="sim-weather"))
-                await ticks
-                for task in background:
+                watched = {ticks}
+                if settings.interactive:
+                    watched.add(group.create_task(run_console(runner, clock.now), name="sim-console"))
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for task in [*background, *watched]:
                     task.cancel()
             await pub.drain()
         finally:

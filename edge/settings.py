@@ -53,6 +53,8 @@ class Settings:
     on_data: DataCallback | None = None
     """Called with every data message dict published (the integrator's console, tests)."""
     progress: bool = True
+    interactive: bool = False
+    """Read scenario/settle/status commands from stdin while running (``--interactive``)."""
 
     @classmethod
     def from_env(cls, env: Env) -> Self:

@@ -213,3 +213,24 @@ async def test_backfill_publishes_history_with_past_timestamps(env: Env) -> None
     assert len(got.on(topics.status)) == 2 * 5
     per_meter = [m["seq"] for m in data if m["meterId"] == "METER001"]
     assert per_meter == list(range(1, 26))
+
+
+async def test_emulated_hardware_runs_on_the_simulators_physics(environ: dict[str, str], env: Env) -> None:
+    from tests.support.services import ServiceProcess
+    from tests.support.sim_support import wait_for
+
+    common = Settings.from_env(env).common
+    async with collect(common, [common.topics.data]) as got:
+        proc = ServiceProcess(
+            args=["edge", "--emulate-hardware", "--meter-id", "LAB7", "--interval", "1"], env=environ
+        ).start()
+        try:
+            await wait_for(lambda: len(got.on(common.topics.data)) >= 2, limit_s=30)
+        finally:
+            code = proc.terminate()
+    assert code == 0, proc.output()
+    for message in got.on(common.topics.data):
+        parsed = DataMessage.model_validate_json(json.dumps(message))
+        assert parsed.meterId == "LAB7"
+        assert 2.5 < parsed.data.battery.voltage < 4.3  # the simulated lab cell, read through the MAX17048
+        assert 8.5 < parsed.data.load_smart_mtr.voltage < 9.5

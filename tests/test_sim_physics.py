@@ -207,3 +207,30 @@ def test_same_inputs_give_the_same_messages() -> None:
         return run_day(sim, local(2025, 6, 1, 10), step_s=300, hours=1)[-1]
 
     assert messages() == messages()
+
+
+def test_running_simulator_console_switches_scenarios() -> None:
+    from edge.sim.console import handle
+    from edge.sim.runner import FleetRunner
+
+    sim = Simulator.create(generate(3, seed=2))
+    runner = FleetRunner(
+        settings=None, sim=sim, pub=None, store=None, seqs=np.zeros(3, dtype=np.int64), started_epoch=0.0
+    )  # type: ignore[arg-type]
+    now = local(2025, 6, 1, 12)
+    assert handle(runner, "scenario grid_outage METER001,METER003 600", now=now)[0].startswith(
+        "ok: scenario on 2 meters"
+    )
+    assert sim.scenarios.mask("grid_outage").tolist() == [True, False, True]
+    assert sim.scenarios.until[sim.scenarios.active].tolist() == [now + 600, now + 600]
+    assert "grid_outage': 2" in handle(runner, "status", now=now)[0]
+    assert handle(runner, "scenario heatwave", now=now)[0].startswith("ok: scenario on 3 meters")
+    assert handle(runner, "scenario meteor", now=now)[0].startswith("error: unknown scenario")
+    assert handle(runner, "clear METER009", now=now)[0].startswith("error: unknown meter")
+    assert handle(runner, "clear all", now=now)[0].startswith("ok: clear on 3 meters")
+    assert not sim.scenarios.active.any()
+    assert handle(runner, "settle METER002", now=now)[0].startswith("ok: settle on 1 meters")
+    assert handle(runner, "exit", now=now) == ("stopping the fleet", False)
+    sim.scenarios.set("cloudy", np.array([0]), until=now + 10)
+    sim.step(now + 11)
+    assert not sim.scenarios.active.any()  # durations expire on simulated time

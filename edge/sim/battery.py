@@ -87,7 +87,8 @@ class BatteryBank:
         per_cell = np.where(
             self.lfp, np.interp(soc, SOC_POINTS, OCV_LFP), np.interp(soc, SOC_POINTS, OCV_NMC)
         )
-        return per_cell * self.cells
+        volts: FloatArray = per_cell * self.cells
+        return volts
 
     def terminal_voltage(self, net_charge_w: FloatArray) -> FloatArray:
         """OCV plus the IR drop (up while charging, down while discharging)."""

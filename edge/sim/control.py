@@ -83,7 +83,7 @@ async def send(
             async with asyncio.timeout(wait_s):
                 async for message in client.messages:
                     try:
-                        ack = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                        ack = json.loads(bytes(message.payload))
                     except ValueError:
                         continue
                     if ack.get("id") == body["id"]:

@@ -123,7 +123,7 @@ def lab_spec(meter_id: str, *, seed: int = 0, site: Site = SITES[0]) -> MeterSpe
         pv_kw=0.002,
         battery_kwh=1.7 * 3.7 / 1000,
         profile="residential",
-        annual_kwh=4.0,
+        annual_kwh=2.5,
         tilt=10.0,
         azimuth=0.0,
         seed=seed,

@@ -37,7 +37,7 @@ def _quiet_demandlib() -> Iterator[None]:
         def _ignore(*_args: object, **_kwargs: object) -> None:
             original("ignore")
 
-        warnings.simplefilter = _ignore  # type: ignore[assignment]
+        warnings.simplefilter = _ignore
         try:
             warnings.filterwarnings("ignore")
             yield

@@ -261,7 +261,7 @@ def load(
     """Read ``path`` into records (sorted by time); each message validated against the contract."""
     try:
         with _open_text(path) as handle:
-            reader = csv.DictReader(handle)  # type: ignore[arg-type]
+            reader = csv.DictReader(handle)
             header = reader.fieldnames or []
             if {"meter_id", "bucket"} <= set(header) and not mappings:
                 records = from_archive(reader)

@@ -27,6 +27,7 @@ from edge.sim import commands
 from edge.sim.clock import Clock, Progress
 from edge.sim.engine import Simulator
 from edge.sim.messages import data_messages, status_message
+from edge.sim.metrics import SimMetrics
 from edge.sim.state import StateStore
 from enerlink.console import format_power
 
@@ -63,6 +64,7 @@ class FleetRunner:
     commands_ok: int = 0
     commands_failed: int = 0
     steps: int = 0
+    metrics: SimMetrics = field(default_factory=SimMetrics)
     _rng: random.Random = field(default_factory=lambda: random.Random(0))
     _next_status: float | None = None
 
@@ -91,9 +93,11 @@ class FleetRunner:
                 print(console_line(message), flush=True)
         self.published += self.sim.size
         self.steps += 1
+        self.metrics.messages.labels("data").inc(self.sim.size)
         if self._next_status is None or epoch_s >= self._next_status:
             await self.statuses_now(epoch_s)
             self._next_status = epoch_s + self.settings.status_interval_s
+        self.metrics.step_seconds.observe(time.perf_counter() - started)
         log.debug("step %s: %d meters in %.3f s", epoch_s, self.sim.size, time.perf_counter() - started)
 
     async def statuses_now(self, epoch_s: float, meters: list[int] | None = None) -> None:
@@ -108,6 +112,7 @@ class FleetRunner:
             )
             await self.pub.publish(topic, orjson.dumps(message))
             self.statuses += 1
+            self.metrics.messages.labels("status").inc()
 
     async def command(self, message: aiomqtt.Message, now: float) -> None:
         """Handle one command message; a bad one gets an error ack, never an exception."""
@@ -126,10 +131,12 @@ class FleetRunner:
                 await self.statuses_now(now, [index])
             reply = commands.ack(meter_id, epoch_s=now, command=command, result=result)
             self.commands_ok += 1
+            self.metrics.commands.labels("ok").inc()
             log.info("command %s for %s: %s", command.cmd, meter_id, result)
         except commands.CommandError as exc:
             reply = commands.ack(meter_id, epoch_s=now, command=command, error=str(exc))
             self.commands_failed += 1
+            self.metrics.commands.labels("rejected").inc()
             log.warning("command for %s rejected: %s", meter_id, exc)
         await self.pub.publish(self.topics.command_ack(meter_id), reply)
 
@@ -151,6 +158,7 @@ async def tick_loop(runner: FleetRunner, clock: Clock, *, max_steps: int | None)
             log.warning("backfill paused: broker unreachable")
             await runner.pub.wait_connected()  # history waits for the broker instead of spooling
         await runner.step(epoch_s)
+        runner.metrics.skipped.set(clock.skipped)
         if progress is not None:
             progress.update(
                 messages=runner.sim.size,

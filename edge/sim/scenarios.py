@@ -85,7 +85,8 @@ class ScenarioBoard:
         )
 
     def mask(self, name: str) -> npt.NDArray[np.bool_]:
-        return self.active[ACTIVE_SCENARIOS.index(name)]
+        row: npt.NDArray[np.bool_] = self.active[ACTIVE_SCENARIOS.index(name)]
+        return row
 
     def set(
         self, name: str, meters: npt.NDArray[np.intp], *, until: float = np.inf, sensor: str | None = None
