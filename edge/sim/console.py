@@ -20,7 +20,10 @@ from edge.sim.scenarios import ACTIVE_SCENARIOS
 if TYPE_CHECKING:
     from edge.sim.runner import FleetRunner
 
-HELP = "scenario NAME [METERS|all] [DURATION_S] | clear [METERS|all] | settle [METERS|all] | status | help | exit"
+HELP = (
+    "scenario NAME [METERS|all] [DURATION_S] | clear [METERS|all] | settle [METERS|all] | "
+    "status | help | exit"
+)
 
 
 def _meters(runner: FleetRunner, text: str | None) -> list[int]:
