@@ -1,0 +1,158 @@
+"""The whole hardware path on emulated chips: sampling -> counters -> messages -> MQTT, with
+commands, a sensor vanishing/coming back, and OS status."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from edge.hardware.model import LabModel
+from edge.hardware.runner import HardwareConfig, HardwareMeter, emulated_bus, run_hardware
+from edge.hardware.sensors import DEFAULT_SENSORS
+from edge.status import mem_available, overall, read_os_status, uptime_ms, wireless
+from enerlink.config import CommonSettings, Env
+from enerlink.mqtt import client as mqtt_client
+from schemas.telemetry import DataMessage, StatusMessage
+from tests.support.services import Broker
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():  # noqa: ASYNC110 - polls lists filled by the collector task
+        await asyncio.sleep(0.05)
+
+
+def _config(environ: dict[str, str], **kwargs: Any) -> HardwareConfig:
+    env = Env(environ)
+    base = HardwareConfig.from_env(env)
+    fields: dict[str, Any] = {
+        "common": CommonSettings.from_env(env),
+        "meter_id": f"HW{uuid.uuid4().hex[:6]}",
+        "emulate": True,
+        "interval_s": 0.5,
+        "status_interval_s": 0.5,
+        "sample_rate_hz": 20.0,
+        "sensor_retry_s": 0.0,
+        "state_dir": base.state_dir,
+    }
+    fields.update(kwargs)
+    return HardwareConfig(**fields)
+
+
+async def test_emulated_meter_publishes_valid_messages_and_answers_settle(
+    broker: Broker, environ: dict[str, str]
+) -> None:
+    bus = emulated_bus(DEFAULT_SENSORS, LabModel())
+    config = _config(environ, bus=bus)
+    topics = config.common.topics
+    endpoint = config.common.mqtt
+    data: list[dict[str, Any]] = []
+    status: list[dict[str, Any]] = []
+    acks: list[dict[str, Any]] = []
+    async with mqtt_client(endpoint, identifier=f"obs-{uuid.uuid4().hex[:6]}") as obs:
+        await obs.subscribe(topics.data, qos=2)
+        await obs.subscribe(topics.status, qos=2)
+        await obs.subscribe(topics.command_ack(config.meter_id), qos=2)
+
+        async def collect() -> None:
+            async for message in obs.messages:
+                body = orjson.loads(message.payload)  # type: ignore[arg-type]
+                if message.topic.matches(topics.data):
+                    DataMessage.model_validate_json(message.payload)  # type: ignore[arg-type]
+                    data.append(body)
+                elif message.topic.matches(topics.status):
+                    StatusMessage.model_validate_json(message.payload)  # type: ignore[arg-type]
+                    status.append(body)
+                else:
+                    acks.append(body)
+
+        async def drive() -> None:
+            async with asyncio.timeout(20):
+                await _until(lambda: len(data) >= 2)
+                bus.detach(0x44)  # Solar Input vanishes
+                await _until(
+                    lambda: (
+                        any("events" in s["data"] for s in status)
+                        and any(m["data"]["solar_input"].get("valid") is False for m in data)
+                    )
+                )
+                bus.attach(0x44)
+                await obs.publish(topics.command(config.meter_id), b'{"cmd": "settle", "id": "c1"}', qos=2)
+                await _until(lambda: bool(acks))
+
+        async with asyncio.TaskGroup() as tg:
+            collector = tg.create_task(collect())
+            runner = tg.create_task(run_hardware(config, max_messages=12))
+            await drive()
+            await runner
+            await asyncio.sleep(0.3)
+            collector.cancel()
+
+    seqs = [m["seq"] for m in data]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    first = data[1]["data"]  # the first interval starts mid-way (sensor start-up)
+    assert first["import"]["stats"]["samples"] >= 5  # 20 Hz over 0.5 s
+    assert first["load_smart_mtr"]["voltage"] == pytest.approx(8.95, abs=0.05)
+    assert first["net_solar"]["load_power"] == pytest.approx(
+        first["load_smart_mtr"]["power"] + first["load_home"]["power"], abs=0.001
+    )
+    totals = [m["data"]["load_smart_mtr"]["total_energy"] for m in data]
+    assert totals == sorted(totals) and totals[-1] > 0
+    events = [e for s in status for e in s["data"].get("events", [])]
+    assert {"event": "sensor_lost", "sensor": "Solar Input"}.items() <= events[0].items()
+    assert any(e["event"] == "sensor_recovered" for e in events)
+    lost = [m for m in data if m["data"]["solar_input"].get("valid") is False]
+    assert lost, "a data message while the sensor was gone says valid: false"
+    assert acks[0]["ok"] is True and acks[0]["id"] == "c1" and acks[0]["cmd"] == "settle"
+    after = data[-1]["data"]["import"]["settlement_energy"]
+    assert after <= data[-1]["data"]["import"]["total_energy"]
+    inv = status[-1]["data"]["sensors"]
+    assert inv["ina219_count"] == 6 and inv["max17048_count"] == 1
+    assert status[0]["data"]["mqtt"]["qos"] == 2
+
+
+async def test_counters_and_seq_continue_across_restart(broker: Broker, environ: dict[str, str]) -> None:
+    config = _config(environ)
+    await run_hardware(config, max_messages=3)
+    meter = HardwareMeter(config)
+    try:
+        assert meter.counters.state.seq == 3
+        assert meter.counters.state.total["load_smart_mtr"] > 0
+    finally:
+        meter.counters.close()
+    await run_hardware(config, max_messages=2)
+    meter = HardwareMeter(config)
+    assert meter.counters.state.seq == 5
+    meter.counters.close()
+
+
+def test_meter_id_is_validated(environ: dict[str, str]) -> None:
+    from enerlink.config import ConfigError
+
+    with pytest.raises(ConfigError, match="METER_ID"):
+        HardwareConfig.from_env(Env({**environ, "ENERLINK_METER_ID": "bad id/x"}))
+
+
+def test_os_status_from_proc(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "net").mkdir(parents=True)
+    (proc / "net" / "wireless").write_text(
+        "Inter-| sta-|   Quality        |   Discarded packets\n"
+        " face | tus | link level noise |  nwid  crypt   frag  retry   misc | beacon | 22\n"
+        " wlan0: 0000   61.  -49.  -256        0      0      0      0     12        0\n"
+    )
+    (proc / "meminfo").write_text("MemTotal: 948304 kB\nMemAvailable: 512000 kB\n")
+    (proc / "uptime").write_text("11850.67 40000.00\n")
+    assert wireless(proc) == ("wlan0", -49)
+    assert mem_available(proc) == 512000 * 1024
+    assert uptime_ms(proc) == 11_850_670
+    real = read_os_status(broker_host="127.0.0.1")
+    assert real.ip == "127.0.0.1" and (real.free_heap or 0) > 0 and (real.uptime_ms or 0) > 0
+    assert overall(mqtt_connected=True, sensors_ok=7, sensors_total=7, free_heap=1 << 30) == "alive"
+    assert overall(mqtt_connected=True, sensors_ok=6, sensors_total=7, free_heap=1 << 30) == "warning"
+    assert overall(mqtt_connected=False, sensors_ok=0, sensors_total=7, free_heap=None) == "error"
