@@ -19,7 +19,7 @@ from enerlink.config import ConfigError, Env
 from enerlink.runtime import configure_logging, run_service
 
 
-def _fleet_options(parser: argparse.ArgumentParser) -> None:
+def fleet_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--meters", type=int, help="generate a fleet of N meters (METER001..)")
     parser.add_argument("--fleet", help="fleet file (TOML) instead of a generated fleet")
     parser.add_argument("--seed", type=int, help="fleet seed (generated fleet, weather, noise)")
@@ -27,8 +27,9 @@ def _fleet_options(parser: argparse.ArgumentParser) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.allow_abbrev = False  # "--meter" of an action must not match "--meters" of the fleet
     parser.add_argument("--simulate", action="store_true", help="simulated meters (the default)")
-    _fleet_options(parser)
+    fleet_options(parser)
     parser.add_argument("--interval", type=float, help="seconds between data messages (default 5)")
     parser.add_argument("--status-interval", type=float, help="seconds between status messages (30)")
     parser.add_argument("--speed", type=float, help="simulated seconds per real second (default 1)")

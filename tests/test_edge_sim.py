@@ -234,3 +234,59 @@ async def test_emulated_hardware_runs_on_the_simulators_physics(environ: dict[st
         assert parsed.meterId == "LAB7"
         assert 2.5 < parsed.data.battery.voltage < 4.3  # the simulated lab cell, read through the MAX17048
         assert 8.5 < parsed.data.load_smart_mtr.voltage < 9.5
+
+
+async def test_fleet_file_and_scenario_cli(environ: dict[str, str], env: Env, tmp_path: Any) -> None:
+    from tests.support.services import ServiceProcess
+
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        'seed = 5\n[[meter]]\nid = "HOUSE-1"\nlatitude = -8.65\nlongitude = 115.22\n'
+        'timezone = "Asia/Makassar"\n'
+        'pv_kw = 6.5\nbattery_kwh = 13.5\nprofile = "commercial"\n[[meter]]\nid = "RIG.2"\nscale = "lab"\n',
+        encoding="utf-8",
+    )
+    settings = fast(env, fleet_file=fleet, speed=5.0, status_interval_s=3600.0)
+    common = settings.common
+    async with collect(common, [common.topics.data, common.topics.command_ack("+")]) as got:
+        task, ready = await _running(settings)
+        try:
+            proc = ServiceProcess(
+                args=["edge", "scenario", "heatwave", "--meter", "HOUSE-1,RIG.2", "--duration", "900"],
+                env=environ,
+            ).start()
+            assert proc.process is not None
+            code = await asyncio.to_thread(proc.process.wait, 30)
+            bad = ServiceProcess(
+                args=["edge", "scenario", "cloudy", "--meter", "NOBODY", "--wait", "1"], env=environ
+            )
+            bad.start()
+            assert bad.process is not None
+            bad_code = await asyncio.to_thread(bad.process.wait, 30)
+        finally:
+            await _stop(task)
+    assert code == 0, proc.output()
+    assert "HOUSE-1: scenario ok" in proc.output() and "RIG.2: scenario ok" in proc.output()
+    assert bad_code == 1 and "no ack within 1 s from: NOBODY" in bad.output()
+    assert ready[0].sim.scenarios.mask("heatwave").tolist() == [True, True]
+    ids = {m["meterId"] for m in got.on(common.topics.data)}
+    assert ids == {"HOUSE-1", "RIG.2"}
+    rig = [m for m in got.on(common.topics.data) if m["meterId"] == "RIG.2"][-1]
+    assert rig["data"]["battery"]["voltage"] < 4.3  # the lab cell
+
+
+def test_fleet_file_errors_name_the_meter(tmp_path: Any) -> None:
+    import pytest
+
+    from edge.sim.fleet import FleetError, load
+
+    path = tmp_path / "bad.toml"
+    path.write_text('[[meter]]\nid = "OK1"\n[[meter]]\nid = "bad id!"\n', encoding="utf-8")
+    with pytest.raises(FleetError, match="'bad id!'"):
+        load(path)
+    path.write_text('[[meter]]\nid = "M1"\npanels = 3\n', encoding="utf-8")
+    with pytest.raises(FleetError, match=r"unknown keys \['panels'\]"):
+        load(path)
+    path.write_text('[[meter]]\nid = "M1"\ntimezone = "Mars/Olympus"\n', encoding="utf-8")
+    with pytest.raises(FleetError, match="unknown timezone"):
+        load(path)

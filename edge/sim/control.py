@@ -35,6 +35,10 @@ def configure(actions: Any) -> None:
             parser.add_argument("--sensor", help="sensor_failure: which INA219 (default 'Solar Input')")
         parser.add_argument("--meter", action="append", default=[], help="meter id (repeat or comma list)")
         parser.add_argument("--all", action="store_true", help="every meter of the fleet (--meters/--fleet)")
+        from edge.cli import fleet_options
+
+        parser.allow_abbrev = False
+        fleet_options(parser)
         parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for acks (0: don't)")
         parser.set_defaults(_action=_main, command_name=name)
 
