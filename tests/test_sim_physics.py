@@ -234,3 +234,35 @@ def test_running_simulator_console_switches_scenarios() -> None:
     sim.scenarios.set("cloudy", np.array([0]), until=now + 10)
     sim.step(now + 11)
     assert not sim.scenarios.active.any()  # durations expire on simulated time
+
+
+def test_weak_wifi_status_shows_low_rssi_and_climbing_reconnect_attempts() -> None:
+    from edge.sim.messages import status_message
+
+    sim = Simulator.create(generate(2, seed=1))
+    sim.step(local(2025, 6, 1, 12))
+    sim.scenarios.set("weak_wifi", np.array([0]))
+    statuses = [
+        status_message(sim, 0, epoch_s=local(2025, 6, 1, 12) + k, uptime_ms=k, rng_value=v)
+        for k, v in enumerate((0.9, 0.2, 0.7, 0.6))
+    ]
+    normal = status_message(sim, 1, epoch_s=local(2025, 6, 1, 12), uptime_ms=0, rng_value=0.9)
+    assert all(s["data"]["wifi"]["rssi"] < -80 for s in statuses)
+    attempts = [s["data"]["mqtt"]["attempts"] for s in statuses]
+    assert attempts == sorted(attempts) and attempts[-1] > attempts[0]
+    assert statuses[-1]["data"]["system"]["status"] == "warning"
+    assert normal["data"]["wifi"]["rssi"] > -80 and normal["data"]["system"]["status"] == "alive"
+
+
+def test_backfill_progress_prints_each_tenth_without_a_terminal() -> None:
+    import io
+
+    from edge.sim.clock import Progress
+
+    out = io.StringIO()
+    progress = Progress(total=100, out=out)
+    for _ in range(100):
+        progress.update(messages=3, label="2025-01-01")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 11 and lines[-1].startswith("backfill [" + "#" * 30 + "] 100.0%")
+    assert "300 msgs" in lines[-1]
