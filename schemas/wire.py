@@ -72,6 +72,16 @@ class Keys:
         """Hash: meterId -> newest status message JSON."""
         return f"{self.prefix}:latest:status"
 
+    @property
+    def latest_data_at(self) -> str:
+        """Hash: meterId -> epoch ms of the message in :attr:`latest_data` (newer-wins bookkeeping)."""
+        return f"{self.prefix}:latest:data:at"
+
+    @property
+    def latest_status_at(self) -> str:
+        """Hash: meterId -> epoch ms of the message in :attr:`latest_status`."""
+        return f"{self.prefix}:latest:status:at"
+
     def timeseries(self, meter_id: str) -> str:
         """Sorted set: score = message datetime (epoch ms), member = data message JSON."""
         return f"{self.prefix}:timeseries:{meter_id}"

@@ -1,0 +1,1 @@
+"""The ingest worker: MQTT -> Redis, every message stored exactly once (see :mod:`ingest.service`)."""

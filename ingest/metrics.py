@@ -1,0 +1,80 @@
+"""The ingest's Prometheus metrics, in a registry of its own (``enerlink up`` runs several services
+in one process; each serves its own registry on its own port)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from ingest.validate import REASONS
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+@dataclass
+class IngestMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.received = Counter("enerlink_ingest_received", "MQTT messages received", ["kind"], registry=r)
+        self.stored = Counter(
+            "enerlink_ingest_stored", "messages newly stored in Redis", ["kind"], registry=r
+        )
+        self.duplicates = Counter(
+            "enerlink_ingest_duplicates",
+            "messages already stored (redelivered or re-sent), absorbed by the idempotent write",
+            registry=r,
+        )
+        self.redeliveries = Counter(
+            "enerlink_ingest_redeliveries", "messages the broker marked as redelivered (DUP)", registry=r
+        )
+        self.late = Counter(
+            "enerlink_ingest_late_data",
+            "data messages older than the live window (late_data set)",
+            registry=r,
+        )
+        self.late_minutes = Counter(
+            "enerlink_ingest_late_minutes",
+            "data messages that flagged an ended minute for re-aggregation",
+            registry=r,
+        )
+        self.rejected = Counter(
+            "enerlink_ingest_rejected", "messages rejected, by reason", ["reason"], registry=r
+        )
+        self.presence_changes = Counter(
+            "enerlink_ingest_presence_changes", "online/offline transitions recorded", ["state"], registry=r
+        )
+        self.write_seconds = Histogram(
+            "enerlink_ingest_redis_write_seconds",
+            "Redis write latency per batch",
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.batch_size = Histogram(
+            "enerlink_ingest_batch_size", "messages per Redis write", registry=r, buckets=_BATCH_BUCKETS
+        )
+        self.write_failures = Counter(
+            "enerlink_ingest_redis_write_failures", "failed Redis batch writes (retried)", registry=r
+        )
+        self.connected = Gauge(
+            "enerlink_ingest_mqtt_connected", "1 while connected to the broker", registry=r
+        )
+        self.gap_missed = Counter(
+            "enerlink_ingest_seq_missed", "sequence numbers skipped (messages missed), all meters", registry=r
+        )
+        self.gap_duplicates = Counter(
+            "enerlink_ingest_seq_duplicates", "sequence numbers seen again, all meters", registry=r
+        )
+        for reason in REASONS:
+            self.rejected.labels(reason=reason)
+        for kind in ("data", "status", "presence"):
+            self.received.labels(kind=kind)
+            self.stored.labels(kind=kind)
+
+    def serve(self, *, port: int, host: str = "127.0.0.1") -> None:
+        """Expose the registry on ``http://host:port/metrics`` (a daemon thread; 0 = off)."""
+        if port:
+            start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,231 @@
+"""The ingest worker: MQTT -> validate -> Redis, every message stored exactly once.
+
+Design (nothing lost, nothing doubled):
+
+1. The worker holds a persistent MQTT 5 session (``ENERLINK_INGEST_CLIENT_ID``, clean start off,
+   session expiry 7 days) and subscribes at QoS 1, through ``$share/<group>/`` when
+   ``ENERLINK_INGEST_SHARE_GROUP`` is set, so several workers split the load.
+2. Messages are taken in batches (whatever has arrived, up to ``ENERLINK_INGEST_BATCH``), validated
+   (:mod:`ingest.validate`) and written to Redis with one atomic Lua script call per batch
+   (:mod:`ingest.redis_store`). Only after that call returns are the messages acknowledged (PUBACK).
+3. A kill -9 at any moment therefore leaves every unstored message unacknowledged in the broker's
+   session; the restarted worker (same client id) gets them again. A message stored but not yet
+   acknowledged comes again too, and the write is idempotent: the member of the sorted set is the
+   payload as received, so ``ZADD`` stores nothing new, the latest value is newer-wins and the
+   redelivery is only counted (``duplicates``).
+4. Backpressure: when Redis is down or slow the write is retried with capped exponential backoff
+   and nothing is acknowledged; the broker stops sending once Receive Maximum messages are
+   unacknowledged and keeps the rest queued in the session. Memory is bounded by that window.
+   If the MQTT connection drops meanwhile, the batch is still written once Redis is back, and the
+   broker redelivers it (a duplicate, absorbed).
+
+Operators running several workers in a shared group: Mosquitto keeps routing a share of the
+traffic to a member whose persistent session is disconnected (e.g. killed), delivering it only when
+that member comes back. Restart a failed worker promptly with the SAME client id (systemd
+``Restart=always``, a fixed ``ENERLINK_INGEST_CLIENT_ID`` per instance); a worker retired for good
+must be started once with its id and stopped cleanly, or its queued share is lost when its
+session expires (``ENERLINK_INGEST_SESSION_EXPIRY_S``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import aiomqtt
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from enerlink.backoff import Backoff
+from ingest import mqtt_source
+from ingest.metrics import IngestMetrics
+from ingest.redis_store import LATE_DATA, LATE_MINUTE, NEW, PRESENCE_CHANGED, SEQ_DUPLICATE, RedisStore
+from ingest.settings import Settings
+from ingest.validate import Measurement, Outcome, Presence, Rejection, Validator
+
+log = logging.getLogger(__name__)
+SUMMARY_EVERY_S = 30.0
+
+
+@dataclass
+class _Tally:
+    """What happened since the last INFO summary line."""
+
+    batches: int = 0
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    late: int = 0
+    write_s: float = 0.0
+    rejected: Counter[str] = field(default_factory=Counter)
+    since: float = field(default_factory=time.monotonic)
+
+
+async def run(
+    settings: Settings, *, once: bool = False, idle_s: float = 1.0, ready: asyncio.Event | None = None
+) -> None:
+    """Run until cancelled; with ``once``, stop after ``idle_s`` seconds without a message.
+
+    ``ready`` is set once the first subscription is in place (callers that publish right away).
+    """
+    metrics = IngestMetrics()
+    metrics.serve(port=settings.metrics_port, host=settings.metrics_host)
+    validator = Validator(
+        topics=settings.common.topics,
+        max_payload=settings.max_payload,
+        max_future_ms=settings.max_future_s * 1000,
+    )
+    client = aioredis.Redis.from_url(
+        settings.common.redis_url, decode_responses=False, socket_timeout=10, socket_connect_timeout=5
+    )
+    async with client:
+        store = RedisStore(
+            client=client,
+            keys=settings.common.keys,
+            retention_ms=settings.retention_ms,
+            rejected_maxlen=settings.rejected_maxlen,
+            events_maxlen=settings.events_maxlen,
+            publish_live=settings.publish_live,
+        )
+        worker = _Worker(settings=settings, store=store, validator=validator, metrics=metrics, ready=ready)
+        await worker.loop(once=once, idle_s=idle_s)
+
+
+@dataclass
+class _Worker:
+    settings: Settings
+    store: RedisStore
+    validator: Validator
+    metrics: IngestMetrics
+    ready: asyncio.Event | None = None
+    tally: _Tally = field(default_factory=_Tally)
+
+    async def loop(self, *, once: bool, idle_s: float) -> None:
+        backoff = Backoff(initial=0.2, cap=10.0)
+        log.info(
+            "ingest %s: subscribing %s (retention %d s)",
+            self.settings.client_id,
+            ", ".join(mqtt_source.subscriptions(self.settings)),
+            self.settings.retention_s,
+        )
+        while True:
+            try:
+                async with mqtt_source.session(self.settings) as live:
+                    self.metrics.connected.set(1)
+                    if backoff.attempt:
+                        log.info("mqtt: reconnected after %d attempt(s)", backoff.attempt)
+                    backoff.reset()
+                    if self.ready is not None:
+                        self.ready.set()
+                    await self._pump(live, once=once, idle_s=idle_s)
+                    return
+            except aiomqtt.MqttError as exc:
+                self.metrics.connected.set(0)
+                delay = backoff.next_delay()
+                log.warning("mqtt: %s; reconnect attempt %d in %.1f s", exc, backoff.attempt, delay)
+                await asyncio.sleep(delay)
+            finally:
+                self.metrics.connected.set(0)
+                self._summary(force=True)
+
+    async def _pump(self, live: mqtt_source.Session, *, once: bool, idle_s: float) -> None:
+        while True:
+            batch = await live.batch(self.settings.batch, idle_s=idle_s if once else SUMMARY_EVERY_S)
+            if not batch:
+                if once:
+                    return
+                self._summary()
+                continue
+            now_ms = time.time_ns() // 1_000_000
+            outcomes = [
+                self.validator.classify(topic=m.topic, payload=m.payload, now_ms=now_ms) for m in batch
+            ]
+            flags = await self._write(outcomes)
+            live.ack(batch)
+            self._count(batch, outcomes, flags)
+            self._summary()
+
+    async def _write(self, outcomes: list[Outcome]) -> list[int]:
+        """Write until it succeeds: nothing is acknowledged (or read) meanwhile."""
+        backoff = Backoff(initial=0.1, cap=5.0)
+        while True:
+            try:
+                result = await self.store.write(outcomes)
+            except (RedisError, OSError) as exc:
+                self.metrics.write_failures.inc()
+                delay = backoff.next_delay()
+                log.warning(
+                    "redis: write of %d messages failed (%s: %s); retry attempt %d in %.1f s",
+                    len(outcomes),
+                    type(exc).__name__,
+                    exc,
+                    backoff.attempt,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            if backoff.attempt:
+                log.info("redis: write succeeded after %d attempt(s)", backoff.attempt)
+            self.metrics.write_seconds.observe(result.seconds)
+            self.metrics.batch_size.observe(len(outcomes))
+            self.metrics.gap_missed.inc(result.seq_missed)
+            self.metrics.gap_duplicates.inc(result.count(SEQ_DUPLICATE))
+            self.tally.write_s += result.seconds
+            return result.flags
+
+    def _count(self, batch: list[mqtt_source.Incoming], outcomes: list[Outcome], flags: list[int]) -> None:
+        m, t = self.metrics, self.tally
+        t.batches += 1
+        t.received += len(batch)
+        for incoming, outcome, flag in zip(batch, outcomes, flags, strict=True):
+            if incoming.dup:
+                m.redeliveries.inc()
+            if isinstance(outcome, Rejection):
+                m.rejected.labels(reason=outcome.reason).inc()
+                t.rejected[outcome.reason] += 1
+                log.debug("rejected %s on %s: %s", outcome.reason, outcome.topic, outcome.detail)
+                continue
+            kind = outcome.kind if isinstance(outcome, Measurement) else "presence"
+            m.received.labels(kind=kind).inc()
+            if isinstance(outcome, Presence):
+                if flag & PRESENCE_CHANGED:
+                    state = "online" if outcome.online else "offline"
+                    m.presence_changes.labels(state=state).inc()
+                    log.info("meter %s is %s", outcome.meter_id, state)
+                continue
+            if flag & NEW:
+                m.stored.labels(kind=kind).inc()
+                t.stored += 1
+            elif not flag & LATE_DATA:
+                m.duplicates.inc()
+                t.duplicates += 1
+            if flag & LATE_DATA:
+                m.late.inc()
+                t.late += 1
+            if flag & LATE_MINUTE:
+                m.late_minutes.inc()
+
+    def _summary(self, *, force: bool = False) -> None:
+        t = self.tally
+        elapsed = time.monotonic() - t.since
+        if not t.received or (elapsed < SUMMARY_EVERY_S and not force):
+            if elapsed >= SUMMARY_EVERY_S:
+                self.tally = _Tally()
+            return
+        rejected = ", ".join(f"{reason} {n}" for reason, n in t.rejected.most_common()) or "none"
+        log.info(
+            "ingest: %d messages in %d batches over %.0f s: stored %d, duplicates %d, late %d, "
+            "rejected %s; redis %.1f ms per batch",
+            t.received,
+            t.batches,
+            elapsed,
+            t.stored,
+            t.duplicates,
+            t.late,
+            rejected,
+            1000 * t.write_s / max(t.batches, 1),
+        )
+        self.tally = _Tally()

@@ -1,0 +1,81 @@
+"""The ingest worker's settings, read once from ``ENERLINK_*`` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Self
+
+from enerlink.config import CommonSettings, ConfigError, Env
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything :func:`ingest.service.run` needs.
+
+    ``client_id`` must be stable per worker (the broker keeps its persistent session under it) and
+    unique within the shared-subscription group.
+    """
+
+    common: CommonSettings
+    client_id: str = "enerlink-ingest"
+    share_group: str = "ingest"  # "" = plain subscription (one worker)
+    retention_s: int = 7200
+    max_payload: int = 262_144
+    batch: int = 500
+    receive_maximum: int = 1000
+    session_expiry_s: int = 7 * 24 * 3600
+    max_future_s: int = 86_400
+    rejected_maxlen: int = 10_000
+    events_maxlen: int = 100_000
+    publish_live: bool = True
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+
+    @classmethod
+    def from_env(cls, env: Env) -> Self:
+        settings = cls(
+            common=CommonSettings.from_env(env),
+            client_id=env.str("INGEST_CLIENT_ID", "enerlink-ingest"),
+            share_group=_share_group(env),
+            retention_s=env.int("RETENTION_S", 7200),
+            max_payload=env.int("INGEST_MAX_PAYLOAD", 262_144),
+            batch=env.int("INGEST_BATCH", 500),
+            receive_maximum=env.int("INGEST_RECEIVE_MAXIMUM", 1000),
+            session_expiry_s=env.int("INGEST_SESSION_EXPIRY_S", 7 * 24 * 3600),
+            max_future_s=env.int("INGEST_MAX_FUTURE_S", 86_400),
+            rejected_maxlen=env.int("INGEST_REJECTED_MAXLEN", 10_000),
+            events_maxlen=env.int("INGEST_EVENTS_MAXLEN", 100_000),
+            publish_live=env.bool("INGEST_PUBLISH_LIVE", True),
+            metrics_port=env.int("INGEST_METRICS_PORT", 0),
+            metrics_host=env.str("INGEST_METRICS_HOST", "127.0.0.1"),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if not 1 <= self.batch <= 10_000:
+            raise ConfigError(f"ENERLINK_INGEST_BATCH={self.batch}: must be 1..10000")
+        if not 1 <= self.receive_maximum <= 65_535:
+            raise ConfigError(f"ENERLINK_INGEST_RECEIVE_MAXIMUM={self.receive_maximum}: must be 1..65535")
+        if self.retention_s < 60:
+            raise ConfigError(f"ENERLINK_RETENTION_S={self.retention_s}: must be at least 60")
+        if self.max_payload < 1024:
+            raise ConfigError(f"ENERLINK_INGEST_MAX_PAYLOAD={self.max_payload}: must be at least 1024")
+        if any(c in self.share_group for c in "/+#"):
+            raise ConfigError(f"ENERLINK_INGEST_SHARE_GROUP={self.share_group!r}: no '/', '+' or '#'")
+
+    @property
+    def retention_ms(self) -> int:
+        return self.retention_s * 1000
+
+
+def _share_group(env: Env) -> str:
+    """``ENERLINK_INGEST_SHARE_GROUP``: default ``ingest``; set but empty (or ``none``) = no sharing.
+
+    :class:`Env` folds "set but empty" into "unset", so the empty case is looked up directly.
+    """
+    if env.raw("INGEST_SHARE_GROUP") is None:
+        raw: dict[str, str] = getattr(env, "_environ", {})
+        return "" if "ENERLINK_INGEST_SHARE_GROUP" in raw else "ingest"
+    group = env.str("INGEST_SHARE_GROUP", "ingest")
+    return "" if group.lower() == "none" else group

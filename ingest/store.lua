@@ -1,0 +1,165 @@
+-- EnerLink ingest: store one batch atomically (see ingest/redis_store.py for the contract).
+--
+-- KEYS[1..11]  latest_data, latest_data_at, latest_status, latest_status_at, meters, gaps,
+--              late_minutes, rejected, rejected_counts, presence, events
+-- KEYS[12..]   per item keys, in item order: data -> timeseries, late_data; status -> status_timeseries
+-- ARGV[1..5]   retention_ms, rejected_maxlen, events_maxlen, live_channel ('' = off), item count
+-- ARGV[6..]    items; each starts with its kind:
+--              'd' meter at_ms seq('' = none) late_member payload
+--              's' meter at_ms payload
+--              'p' meter online('1'/'0') payload
+--              'r' reason topic detail payload(first 1 KB)
+-- Returns one integer per item: bit 1 = newly stored (0 = already there: a redelivery),
+-- 2 = went to late_data (older than the window), 4 = flagged in late_minutes, 8 = became latest,
+-- 16 = presence changed, 32 = seq seen again, 64 * n = n sequence numbers skipped.
+
+local K_LATEST_DATA, K_LATEST_DATA_AT, K_LATEST_STATUS, K_LATEST_STATUS_AT = 1, 2, 3, 4
+local K_METERS, K_GAPS, K_LATE_MINUTES, K_REJECTED, K_REJECTED_COUNTS, K_PRESENCE, K_EVENTS =
+  5, 6, 7, 8, 9, 10, 11
+
+local retention = tonumber(ARGV[1])
+local rejected_maxlen = ARGV[2]
+local events_maxlen = ARGV[3]
+local live_channel = ARGV[4]
+local count = tonumber(ARGV[5])
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local horizon = now - retention
+
+local results = {}
+local a = 6
+local k = 12
+local touched_latest_data, touched_latest_status = false, false
+
+local function newer_wins(hash, at_hash, meter, at, payload)
+  local old = redis.call('HGET', KEYS[at_hash], meter)
+  if (not old) or at >= tonumber(old) then
+    redis.call('HSET', KEYS[hash], meter, payload)
+    redis.call('HSET', KEYS[at_hash], meter, at)
+    return 8
+  end
+  return 0
+end
+
+local function track_seq(meter, seq, at, new)
+  -- returns 32 for a sequence number seen again, 64 * n for n sequence numbers skipped
+  local raw = redis.call('HGET', KEYS[K_GAPS], meter)
+  local g
+  local out = 0
+  if raw then
+    g = cjson.decode(raw)
+  else
+    g = {last_seq = seq, last_at = at, missed = 0, duplicates = 0, resets = 0}
+    if new then
+      redis.call('HSET', KEYS[K_GAPS], meter, cjson.encode(g))
+      return 0
+    end
+  end
+  if not new then
+    g.duplicates = g.duplicates + 1
+    out = 32
+  elseif seq > g.last_seq then
+    local skipped = seq - g.last_seq - 1
+    g.missed = g.missed + skipped
+    g.last_seq, g.last_at = seq, at
+    out = 64 * skipped
+  elseif at > g.last_at then
+    -- a lower sequence number on a newer message: the device restarted its counter
+    g.resets = g.resets + 1
+    g.last_seq, g.last_at = seq, at
+  elseif g.missed > 0 then
+    -- an older message arriving late fills a gap counted before
+    g.missed = g.missed - 1
+  end
+  redis.call('HSET', KEYS[K_GAPS], meter, cjson.encode(g))
+  return out
+end
+
+for _ = 1, count do
+  local kind = ARGV[a]
+  if kind == 'd' then
+    local meter, at, seq = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+    local late_member, payload = ARGV[a + 4], ARGV[a + 5]
+    a = a + 6
+    local series, late = KEYS[k], KEYS[k + 1]
+    k = k + 2
+    local flags = 0
+    local target = series
+    if at < horizon then
+      target = late
+      flags = flags + 2
+    end
+    local added = redis.call('ZADD', target, at, payload)
+    redis.call('PEXPIRE', target, retention)
+    if target == series then
+      redis.call('ZREMRANGEBYSCORE', series, '-inf', '(' .. horizon)
+    end
+    if added == 1 then
+      flags = flags + 1
+      local minute = at - (at % 60000)
+      if now >= minute + 60000 then
+        redis.call('ZADD', KEYS[K_LATE_MINUTES], now, late_member)
+        flags = flags + 4
+      end
+      if target == series and live_channel ~= '' then
+        redis.call('PUBLISH', live_channel, payload)
+      end
+    end
+    flags = flags + newer_wins(K_LATEST_DATA, K_LATEST_DATA_AT, meter, at, payload)
+    touched_latest_data = true
+    if seq ~= '' then
+      flags = flags + track_seq(meter, tonumber(seq), at, added == 1)
+    end
+    redis.call('HSET', KEYS[K_METERS], meter, now)
+    results[#results + 1] = flags
+  elseif kind == 's' then
+    local meter, at, payload = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+    a = a + 4
+    local series = KEYS[k]
+    k = k + 1
+    local flags = 2 -- older than the window: only a candidate for latest
+    if at >= horizon then
+      flags = redis.call('ZADD', series, at, payload)
+      redis.call('PEXPIRE', series, retention)
+      redis.call('ZREMRANGEBYSCORE', series, '-inf', '(' .. horizon)
+    end
+    flags = flags + newer_wins(K_LATEST_STATUS, K_LATEST_STATUS_AT, meter, at, payload)
+    touched_latest_status = true
+    redis.call('HSET', KEYS[K_METERS], meter, now)
+    results[#results + 1] = flags
+  elseif kind == 'p' then
+    local meter, online, payload = ARGV[a + 1], ARGV[a + 2] == '1', ARGV[a + 3]
+    a = a + 4
+    local flags = 0
+    local raw = redis.call('HGET', KEYS[K_PRESENCE], meter)
+    local was = nil
+    if raw then
+      was = cjson.decode(raw).online
+    end
+    if was ~= online then
+      redis.call('HSET', KEYS[K_PRESENCE], meter, cjson.encode({online = online, since = now}))
+      redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', events_maxlen, '*',
+        'meter_id', meter, 'kind', online and 'online' or 'offline', 'at', now, 'details', payload)
+      flags = 16
+    end
+    results[#results + 1] = flags
+  else -- 'r'
+    local reason, topic, detail, payload = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+    a = a + 5
+    redis.call('XADD', KEYS[K_REJECTED], 'MAXLEN', '~', rejected_maxlen, '*',
+      'reason', reason, 'topic', topic, 'received_at', now, 'payload', payload, 'detail', detail)
+    redis.call('HINCRBY', KEYS[K_REJECTED_COUNTS], reason, 1)
+    results[#results + 1] = 1
+  end
+end
+
+if touched_latest_data then
+  redis.call('PEXPIRE', KEYS[K_LATEST_DATA], retention)
+  redis.call('PEXPIRE', KEYS[K_LATEST_DATA_AT], retention)
+end
+if touched_latest_status then
+  redis.call('PEXPIRE', KEYS[K_LATEST_STATUS], retention)
+  redis.call('PEXPIRE', KEYS[K_LATEST_STATUS_AT], retention)
+end
+return results

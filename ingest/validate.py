@@ -1,0 +1,175 @@
+"""Turning one MQTT message into something to store, or a rejection with a reason.
+
+The payload is validated once, by pydantic's JSON fast path (``model_validate_json`` on the bytes),
+against the contract in :mod:`schemas.telemetry`. What is stored is the payload exactly as received
+(unknown fields kept), so a redelivered message is byte-for-byte the same sorted-set member.
+
+Rejection reasons are a small closed set (they label metrics and count in Redis):
+``payload_too_large``, ``not_json``, ``not_object``, ``not_finite``, ``invalid_meter_id``,
+``missing_field``, ``wrong_type``, ``invalid_value``, ``out_of_range``, ``bad_datetime``,
+``future_datetime``, ``unknown_topic``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.telemetry import METER_ID_PATTERN, DataMessage, StatusMessage, epoch_ms
+from schemas.wire import Topics
+
+REASONS: tuple[str, ...] = (
+    "payload_too_large",
+    "not_json",
+    "not_object",
+    "not_finite",
+    "invalid_meter_id",
+    "missing_field",
+    "wrong_type",
+    "invalid_value",
+    "out_of_range",
+    "bad_datetime",
+    "future_datetime",
+    "unknown_topic",
+)
+
+_METER_ID = re.compile(METER_ID_PATTERN)
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+_VALUE_ERRORS = {"literal_error", "string_pattern_mismatch", "string_too_long", "string_too_short"}
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """A valid data or status message, ready to store."""
+
+    kind: Literal["data", "status"]
+    meter_id: str
+    at_ms: int  # message datetime, epoch ms
+    seq: int | None
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """An online/offline marker from ``{prefix}/meters/{meterId}/presence``."""
+
+    meter_id: str
+    online: bool
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    detail: str
+    topic: str
+    payload: bytes
+
+
+Outcome = Measurement | Presence | Rejection
+
+
+@dataclass(frozen=True, slots=True)
+class Validator:
+    """Classifies messages of one topic prefix; ``now_ms`` is passed in for the future-date rule."""
+
+    topics: Topics
+    max_payload: int = 262_144
+    max_future_ms: int = 86_400_000
+
+    def classify(self, *, topic: str, payload: bytes, now_ms: int) -> Outcome:
+        if len(payload) > self.max_payload:
+            return self._reject(
+                "payload_too_large", f"{len(payload)} bytes > {self.max_payload}", topic, payload
+            )
+        if topic == self.topics.data:
+            return self._measurement("data", topic, payload, now_ms)
+        if topic == self.topics.status:
+            return self._measurement("status", topic, payload, now_ms)
+        meter_id = self._presence_meter(topic)
+        if meter_id is not None:
+            return self._presence(meter_id, topic, payload)
+        return self._reject("unknown_topic", "not a data, status or presence topic", topic, payload)
+
+    def _measurement(
+        self, kind: Literal["data", "status"], topic: str, payload: bytes, now_ms: int
+    ) -> Measurement | Rejection:
+        model = DataMessage if kind == "data" else StatusMessage
+        try:
+            message = model.model_validate_json(payload)
+        except ValidationError as exc:
+            reason, detail = _explain(exc, payload)
+            return self._reject(reason, detail, topic, payload)
+        at_ms = epoch_ms(message.datetime)
+        if at_ms > now_ms + self.max_future_ms:
+            detail = (
+                f"datetime {message.datetime.isoformat()} is more than {self.max_future_ms // 1000} s ahead"
+            )
+            return self._reject("future_datetime", detail, topic, payload)
+        seq = message.seq if isinstance(message, DataMessage) else None
+        return Measurement(kind=kind, meter_id=message.meterId, at_ms=at_ms, seq=seq, payload=payload)
+
+    def _presence_meter(self, topic: str) -> str | None:
+        head = f"{self.topics.prefix}/meters/"
+        tail = "/presence"
+        if topic.startswith(head) and topic.endswith(tail) and len(topic) > len(head) + len(tail):
+            return topic[len(head) : -len(tail)]
+        return None
+
+    def _presence(self, meter_id: str, topic: str, payload: bytes) -> Presence | Rejection:
+        if not _METER_ID.match(meter_id):
+            return self._reject("invalid_meter_id", "meter id in the presence topic", topic, payload)
+        try:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            return self._reject("not_json", str(exc), topic, payload)
+        if not isinstance(body, dict):
+            return self._reject("not_object", "presence payload must be a JSON object", topic, payload)
+        online = body.get("online")
+        if not isinstance(online, bool):
+            reason = "missing_field" if online is None else "wrong_type"
+            return self._reject(reason, "presence: 'online' must be true or false", topic, payload)
+        return Presence(meter_id=meter_id, online=online, payload=payload)
+
+    @staticmethod
+    def _reject(reason: str, detail: str, topic: str, payload: bytes) -> Rejection:
+        return Rejection(reason=reason, detail=detail[:300], topic=topic, payload=payload)
+
+
+def _explain(exc: ValidationError, payload: bytes) -> tuple[str, str]:
+    """The rejection reason of the first error (fields are checked in contract order, meterId first)."""
+    error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+    kind, loc = error["type"], error["loc"]
+    where = ".".join(str(part) for part in loc) or "(message)"
+    detail = f"{where}: {error['msg']}"
+    if kind == "json_invalid":
+        return ("not_finite" if _is_nonfinite_json(payload) else "not_json"), detail
+    if not loc:
+        return "not_object", detail
+    if loc[0] == "meterId":
+        return "invalid_meter_id", detail
+    if kind == "missing":
+        return "missing_field", detail
+    if kind == "finite_number":
+        return "not_finite", detail
+    if loc[0] == "datetime":
+        return "bad_datetime", detail
+    if kind in _RANGE_ERRORS:
+        return "out_of_range", detail
+    if kind in _VALUE_ERRORS:
+        return "invalid_value", detail
+    return "wrong_type", detail
+
+
+def _is_nonfinite_json(payload: bytes) -> bool:
+    """True when the payload is JSON only once NaN/Infinity literals are allowed (Python's reading)."""
+    try:
+        json.loads(payload)
+    except (ValueError, RecursionError):
+        return False
+    return True
