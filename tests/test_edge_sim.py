@@ -290,3 +290,14 @@ def test_fleet_file_errors_name_the_meter(tmp_path: Any) -> None:
     path.write_text('[[meter]]\nid = "M1"\ntimezone = "Mars/Olympus"\n', encoding="utf-8")
     with pytest.raises(FleetError, match="unknown timezone"):
         load(path)
+
+
+def test_example_fleet_file_loads() -> None:
+    from pathlib import Path
+
+    import edge.sim
+    from edge.sim.fleet import load
+
+    fleet = load(Path(edge.sim.__file__).parent / "fleet.example.toml")
+    assert fleet.ids == ["METER001", "SHOP-DPS-01", "LAB-RIG-1"] and fleet.seed == 42
+    assert [m.scale for m in fleet.meters] == ["home", "home", "lab"]
