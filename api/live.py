@@ -104,7 +104,7 @@ class LiveHub:
                     async for message in client.messages:
                         if isinstance(message.payload, bytes | bytearray):
                             self.publish(bytes(message.payload))
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, OSError) as exc:
                 self.connected.clear()
                 delay = backoff.next_delay()
                 log.warning(

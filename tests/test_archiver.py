@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import gzip
 import io
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -291,3 +293,27 @@ async def test_cli_once_and_restore(environ: dict[str, str], database_url: str) 
     restore = ServiceProcess(args=["archive", "--restore", str(OLD)], env=environ).start()
     assert restore.process is not None and restore.process.wait(timeout=60) == 0, restore.output()
     assert len(_db_rows(database_url)) == 62
+
+
+async def test_kill_9_mid_upload_then_rerun(environ: dict[str, str], database_url: str) -> None:
+    """A real crash: ``enerlink archive --once`` killed while writing the object."""
+    await migrate(database_url)
+    rows = fill_month(database_url, start=OLD.start, rows=20_000)
+    path = Path(environ["ENERLINK_ARCHIVE_DIR"]) / Buckets.month_object(
+        Tables.TELEMETRY_AGGREGATES, OLD.year, OLD.month
+    )
+    proc = ServiceProcess(args=["archive", "--once"], env=environ).start()
+    assert proc.process is not None
+    deadline = time.monotonic() + 60
+    while not list(path.parent.glob(f".{path.name}.*.tmp")):
+        assert proc.process.poll() is None and time.monotonic() < deadline, proc.output()
+        await asyncio.sleep(0.01)
+    proc.kill()
+    assert not path.exists() and _manifest(database_url) == []
+    assert len(_db_rows(database_url)) == rows
+
+    summary = await run(Settings.from_env(Env(environ)), once=True)
+    assert summary is not None and [r.rows for r in summary.archived] == [rows]
+    assert len(_object_rows(path.read_bytes())) == rows
+    assert list(path.parent.glob(".*.tmp")) == []  # the crashed writer's temporary file is gone
+    assert _db_rows(database_url) == []
