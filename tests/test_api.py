@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -276,7 +278,18 @@ async def test_token_auth(
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
 
 
-async def test_archive_list_and_download(environ: dict[str, str], database_url: str) -> None:
+@pytest.mark.parametrize("backend", ["local", "minio"])
+async def test_archive_list_and_download(
+    environ: dict[str, str], database_url: str, request: pytest.FixtureRequest, backend: str
+) -> None:
+    if backend == "minio":
+        environ = {
+            **environ,
+            "ENERLINK_MINIO_ENDPOINT": request.getfixturevalue("s3_server"),
+            "ENERLINK_MINIO_ACCESS_KEY": "testing",
+            "ENERLINK_MINIO_SECRET_KEY": "testing",
+            "ENERLINK_MINIO_BUCKET": f"api-{uuid.uuid4().hex[:10]}",
+        }
     await migrate(database_url)
     old = Month.of(datetime.now(UTC) - timedelta(days=420))
     _fill(
@@ -295,13 +308,17 @@ async def test_archive_list_and_download(environ: dict[str, str], database_url: 
             old.month,
             50,
         )
+        assert entry["backend"] == backend
         assert (await api.client.get("/telemetry/archive", params={"table": Tables.EVENTS})).json() == []
         download = await api.client.get(entry["download"])
         assert download.status_code == 200 and download.headers["content-type"] == "application/gzip"
-        path = Path(environ["ENERLINK_ARCHIVE_DIR"]) / Buckets.month_object(
-            Tables.TELEMETRY_AGGREGATES, old.year, old.month
-        )
-        assert download.content == path.read_bytes()
+        assert int(download.headers["content-length"]) == len(download.content) == entry["size_bytes"]
+        assert hashlib.sha256(download.content).hexdigest() == entry["sha256"] == download.headers["x-sha256"]
+        if backend == "local":
+            path = Path(environ["ENERLINK_ARCHIVE_DIR"]) / Buckets.month_object(
+                Tables.TELEMETRY_AGGREGATES, old.year, old.month
+            )
+            assert download.content == path.read_bytes()
         assert download.headers["x-row-count"] == "50"
         rows = list(csv.DictReader(io.StringIO(gzip.decompress(download.content).decode())))
         assert len(rows) == 50 and rows[0]["meter_id"] == "METER001"
