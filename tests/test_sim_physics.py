@@ -88,8 +88,12 @@ def test_soc_stays_within_bounds_and_low_soc_alert_follows_threshold() -> None:
 
 
 def test_energy_is_conserved_over_a_day_within_one_percent() -> None:
-    fleet = Fleet(meters=(home("H1"), home("H2", battery_kwh=5.0, pv_kw=8.0), lab_spec("L1", seed=4)), seed=9)
+    fleet = Fleet(
+        meters=(home("H1"), home("H2", battery_kwh=5.0, pv_kw=8.0), lab_spec("L1", seed=4), home("OUT")),
+        seed=9,
+    )
     sim = Simulator.create(fleet)
+    sim.scenarios.set("grid_outage", np.array([3]))  # curtailment and load shedding balance too
     start = local(2025, 6, 1)
     sim.step(start - 60)
     stored_before = sim.battery.energy_wh.copy()
