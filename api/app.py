@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from psycopg_pool import AsyncConnectionPool
 
 from api import ws
-from api.deps import State, require_token, state_of
+from api.deps import State, require_token
 from api.live import LiveHub
 from api.routes import archive, health, history, latest, meters
 from api.settings import Settings
@@ -97,5 +97,4 @@ def create_app(settings: Settings) -> FastAPI:
         log.warning("api: no dashboard module; serving the API only")
     else:
         app.include_router(dashboard.router)
-    app.state.state_of = state_of
     return app

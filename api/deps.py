@@ -16,9 +16,6 @@ from starlette.requests import HTTPConnection
 from api.live import LiveHub
 from api.settings import Settings
 from archiver.storage import ObjectStore
-from schemas.telemetry import METER_ID_PATTERN
-
-MeterIdPattern = METER_ID_PATTERN
 
 
 @dataclass(slots=True)
