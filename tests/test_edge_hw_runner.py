@@ -156,3 +156,43 @@ def test_os_status_from_proc(tmp_path: Path) -> None:
     assert overall(mqtt_connected=True, sensors_ok=7, sensors_total=7, free_heap=1 << 30) == "alive"
     assert overall(mqtt_connected=True, sensors_ok=6, sensors_total=7, free_heap=1 << 30) == "warning"
     assert overall(mqtt_connected=False, sensors_ok=0, sensors_total=7, free_heap=None) == "error"
+
+
+def test_service_process_notifies_systemd_and_stops_cleanly(environ: dict[str, str], tmp_path: Path) -> None:
+    """``python -m edge.hardware`` as systemd runs it: READY=1, watchdog pings while sampling,
+    SIGTERM -> exit 0 with the counters saved."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from edge.counters import Counters
+
+    notify_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify_path))
+    sock.settimeout(20)
+    env = {
+        **environ,
+        "ENERLINK_EDGE_EMULATE": "true",
+        "ENERLINK_METER_ID": "SVC1",
+        "ENERLINK_EDGE_INTERVAL": "0.5",
+        "NOTIFY_SOCKET": str(notify_path),
+        "WATCHDOG_USEC": "400000",
+    }
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "edge.hardware"], env=env, cwd=root)
+    try:
+        received: list[str] = []
+        while received.count("WATCHDOG=1") < 12:  # ~2.4 s: a few data intervals
+            received.append(sock.recv(256).decode())
+        assert "READY=1" in received
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
+    counters = Counters(Path(environ["ENERLINK_STATE_DIR"]) / "SVC1.counters.sqlite3")
+    assert counters.state.seq >= 1 and counters.state.total["load_smart_mtr"] > 0
+    counters.close()

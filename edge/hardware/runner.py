@@ -23,13 +23,14 @@ from typing import Any, Self
 import orjson
 
 from edge.counters import Counters
-from edge.hardware.bus import EmulatedBus, open_board_bus
+from edge.hardware.bus import EmulatedBus, open_board_bus, smbus_scan
 from edge.hardware.ina219 import EmulatedINA219
 from edge.hardware.max17048 import EmulatedMAX17048
 from edge.hardware.messages import data_message, iso, status_message
 from edge.hardware.model import LabModel, TruthModel
 from edge.hardware.sampler import Sampler
 from edge.hardware.sensors import DEFAULT_SENSORS, SensorArray, SensorSpec, parse_sensors
+from edge.hardware.watchdog import notify, watchdog_period_s
 from edge.publisher import Publisher, PublisherConfig
 from edge.queue import QueueLimits
 from edge.status import overall, read_os_status
@@ -49,6 +50,8 @@ class HardwareConfig:
     sample_rate_hz: float = 10.0
     state_dir: Path = field(default_factory=lambda: Path(".run/state"))
     sensors: tuple[SensorSpec, ...] = DEFAULT_SENSORS
+    i2c_bus: int = 1
+    """Linux I2C bus number (/dev/i2c-N) for the start-up scan and the doctor."""
     sensor_retry_s: float = 5.0
     persist_every_s: float = 60.0
     max_inflight: int = 20
@@ -77,6 +80,7 @@ class HardwareConfig:
             sample_rate_hz=env.float("EDGE_SAMPLE_HZ", 10.0),
             state_dir=env.path("STATE_DIR", ".run/state"),
             sensors=parse_sensors(sensors_text) if sensors_text else DEFAULT_SENSORS,
+            i2c_bus=env.int("I2C_BUS", 1),
             persist_every_s=env.float("EDGE_PERSIST_EVERY", 60.0),
             max_inflight=env.int("EDGE_MAX_INFLIGHT", 20),
             queue_limits=QueueLimits(
@@ -104,18 +108,28 @@ def emulated_bus(sensors: tuple[SensorSpec, ...], truth: TruthModel) -> Emulated
     return bus
 
 
+def open_bus(config: HardwareConfig) -> Any:
+    """The bus the drivers use: the given one, emulated chips, or the Pi's I2C through Blinka."""
+    if config.bus is not None:
+        return config.bus
+    if config.emulate:
+        return emulated_bus(config.sensors, config.truth or LabModel())
+    return open_board_bus()
+
+
+def scan_bus(config: HardwareConfig, bus: Any) -> list[int]:
+    """Addresses that answer: smbus2 on a real bus (as i2cdetect), the emulated bus's own list."""
+    if isinstance(bus, EmulatedBus):
+        return bus.scan()
+    return smbus_scan(config.i2c_bus)
+
+
 class HardwareMeter:
     """The state shared by the runner's tasks (exposed for tests and the doctor)."""
 
     def __init__(self, config: HardwareConfig) -> None:
         self.config = config
-        bus = config.bus
-        if bus is None:
-            bus = (
-                emulated_bus(config.sensors, config.truth or LabModel())
-                if config.emulate
-                else open_board_bus()
-            )
+        bus = open_bus(config)
         self.bus = bus
         self.sensors = SensorArray(bus, config.sensors, retry_s=config.sensor_retry_s)
         self.sampler = Sampler(self.sensors, rate_hz=config.sample_rate_hz)
@@ -128,6 +142,7 @@ class HardwareMeter:
         self.status_wanted = asyncio.Event()
         self.grid_power = (0.0, 0.0)
         self.published_data = 0
+        self.samples = 0
         self.publisher: Publisher | None = None
 
     @property
@@ -216,6 +231,7 @@ async def _sample_loop(meter: HardwareMeter, *, max_messages: int | None) -> Non
     while max_messages is None or produced < max_messages:
         events_before = len(meter.sensors.events)
         await asyncio.to_thread(meter.sampler.sample, time.monotonic())
+        meter.samples += 1
         if len(meter.sensors.events) != events_before:
             meter.status_wanted.set()
         now = time.time()
@@ -229,6 +245,16 @@ async def _sample_loop(meter: HardwareMeter, *, max_messages: int | None) -> Non
         next_sample += period
         await asyncio.sleep(max(0.0, next_sample - loop.time()))
     await meter.outbox.join()
+
+
+async def _watchdog_loop(meter: HardwareMeter, period: float) -> None:
+    """Ping systemd only while sampling makes progress: a hung I2C read gets the service restarted."""
+    last = -1
+    while True:
+        if meter.samples != last:
+            notify("WATCHDOG=1")
+            last = meter.samples
+        await asyncio.sleep(period)
 
 
 async def _send_loop(meter: HardwareMeter, pub: Publisher) -> None:
@@ -282,6 +308,16 @@ async def run_hardware(config: HardwareConfig, *, max_messages: int | None = Non
         config.state_dir,
     )
     try:
+        found = await asyncio.to_thread(scan_bus, config, meter.bus)
+        expected = {spec.address for spec in config.sensors}
+        log.info(
+            "I2C scan: devices at %s; missing %s",
+            ", ".join(f"0x{a:02x}" for a in found) or "none",
+            ", ".join(f"0x{a:02x}" for a in sorted(expected - set(found))) or "none",
+        )
+    except OSError as exc:
+        log.warning("I2C scan failed: %s", exc)
+    try:
         async with Publisher(config=pub_config, on_connect=on_connect) as pub:
             meter.publisher = pub
             await pub.subscribe(topics.command(config.meter_id))
@@ -292,10 +328,14 @@ async def run_hardware(config: HardwareConfig, *, max_messages: int | None = Non
                     tg.create_task(_status_loop(meter), name="edge-status"),
                     tg.create_task(_command_loop(meter, pub), name="edge-commands"),
                 ]
+                if (period := watchdog_period_s()) is not None:
+                    others.append(tg.create_task(_watchdog_loop(meter, period), name="edge-watchdog"))
+                notify("READY=1")
                 await sampler
                 async with asyncio.timeout(30):
                     await pub.drain()
                 for task in others:
                     task.cancel()
     finally:
+        notify("STOPPING=1")
         meter.counters.close()
