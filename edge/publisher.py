@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -38,7 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -246,7 +247,7 @@ class Publisher:
 
     def _build_client(self) -> aiomqtt.Client:
         cfg = self.config
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = cfg.session_expiry_s
         client = aiomqtt.Client(
             hostname=cfg.endpoint.host,
@@ -272,8 +273,8 @@ class Publisher:
     def _install_hooks(self, client: aiomqtt.Client) -> None:
         """Read the CONNACK's Receive Maximum and see disconnects the moment paho does."""
         inner: paho.Client = client._client  # aiomqtt drops the CONNACK properties
-        aiomqtt_on_connect = inner.on_connect
-        aiomqtt_on_disconnect = inner.on_disconnect
+        aiomqtt_on_connect = cast("Callable[..., None]", inner.on_connect)
+        aiomqtt_on_disconnect = cast("Callable[..., None]", inner.on_disconnect)
 
         def on_connect(
             paho_client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
@@ -400,7 +401,10 @@ class Publisher:
         self._inflight[key] = message
         task = self._tasks.create_task(self._deliver(key, message), name=f"mqtt-deliver-{key}")
         self._deliveries[key] = task
-        task.add_done_callback(lambda _t, k=key: self._deliveries.pop(k, None))
+        task.add_done_callback(functools.partial(self._forget_delivery, key))
+
+    def _forget_delivery(self, key: int, _task: asyncio.Task[None]) -> None:
+        self._deliveries.pop(key, None)
 
     async def _deliver(self, key: int, message: _Outgoing) -> None:
         assert self._client is not None and self._queue is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -101,7 +102,7 @@ def emulated_bus(sensors: tuple[SensorSpec, ...], truth: TruthModel) -> Emulated
         if spec.kind == "ina219":
             bus.add(
                 spec.address,
-                EmulatedINA219(lambda name=spec.name: truth.reading(name), shunt_ohm=spec.shunt_ohm),
+                EmulatedINA219(functools.partial(truth.reading, spec.name), shunt_ohm=spec.shunt_ohm),
             )
         else:
             bus.add(spec.address, EmulatedMAX17048(truth.cell, address=spec.address))
