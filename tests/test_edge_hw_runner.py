@@ -196,3 +196,25 @@ def test_service_process_notifies_systemd_and_stops_cleanly(environ: dict[str, s
     counters = Counters(Path(environ["ENERLINK_STATE_DIR"]) / "SVC1.counters.sqlite3")
     assert counters.state.seq >= 1 and counters.state.total["load_smart_mtr"] > 0
     counters.close()
+
+
+def test_simulator_physics_feed_the_emulated_chips() -> None:
+    """--emulate-hardware with the simulator's physics: the drivers read what the physics say."""
+    from edge.hardware.sensors import SensorArray
+    from edge.hardware.simtruth import SimulatorTruth
+
+    noon_jakarta = 1_767_243_600.0 + 5 * 3600  # 2026-01-01 12:00 UTC+7
+    truth = SimulatorTruth("LAB1", clock=lambda: noon_jakarta)
+    bus = emulated_bus(DEFAULT_SENSORS, truth)
+    sensors = SensorArray(bus, DEFAULT_SENSORS)
+    sensors.start()
+    step = truth._current()
+    for k, spec in enumerate(DEFAULT_SENSORS[:6]):
+        sample = sensors.read_ina(spec.name)
+        assert sample is not None
+        expected_ma = truth.reading(spec.role).current_a * 1000
+        assert sample.voltage_v == pytest.approx(float(step.voltage[0, k]), abs=0.004)
+        assert sample.current_ma == pytest.approx(expected_ma, abs=0.2)
+    gauge = sensors.read_gauge("Battery Fuel Gauge")
+    assert gauge is not None
+    assert gauge.soc_pct == pytest.approx(float(truth.sim.battery.soc[0]), abs=1 / 256)

@@ -17,18 +17,18 @@ from edge.hardware.ina219 import Reading
 from edge.hardware.max17048 import CellState
 
 EXPORT, IMPORT, LOAD_SMART, LOAD_HOME, SOLAR_IN, SOLAR_OUT = (
-    "Export",
-    "Import",
-    "Load Smart",
-    "Load Home",
-    "Solar Input",
-    "Solar Output",
+    "export",
+    "import",
+    "load_smart_mtr",
+    "load_home",
+    "solar_input",
+    "solar_output",
 )
 
 
 class TruthModel(Protocol):
     def reading(self, channel: str) -> Reading:
-        """Bus voltage and current of INA219 channel ``channel`` (its configured name), now."""
+        """Bus voltage and current of the INA219 feeding data section ``channel`` (its role), now."""
         ...
 
     def cell(self) -> CellState: ...

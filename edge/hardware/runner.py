@@ -28,9 +28,10 @@ from edge.hardware.bus import EmulatedBus, open_board_bus, smbus_scan
 from edge.hardware.ina219 import EmulatedINA219
 from edge.hardware.max17048 import EmulatedMAX17048
 from edge.hardware.messages import data_message, iso, status_message
-from edge.hardware.model import LabModel, TruthModel
+from edge.hardware.model import TruthModel
 from edge.hardware.sampler import Sampler
 from edge.hardware.sensors import DEFAULT_SENSORS, SensorArray, SensorSpec, parse_sensors
+from edge.hardware.simtruth import default_truth
 from edge.hardware.watchdog import notify, watchdog_period_s
 from edge.publisher import Publisher, PublisherConfig
 from edge.queue import QueueLimits
@@ -61,7 +62,8 @@ class HardwareConfig:
     alert_threshold: int = 10
     battery_capacity_mah: float = 2000.0
     truth: TruthModel | None = None
-    """What the emulated chips measure (default: :class:`LabModel`); the simulator can plug in."""
+    """What the emulated chips measure; default: the simulator's physics for one lab meter
+    (:class:`~edge.hardware.simtruth.SimulatorTruth`), or :class:`LabModel` without the [sim] extra."""
     bus: Any = None
     """An I2C bus object to use instead of the Pi's (tests pass an :class:`EmulatedBus`)."""
     on_data: Callable[[dict[str, Any]], None] | None = None
@@ -102,7 +104,7 @@ def emulated_bus(sensors: tuple[SensorSpec, ...], truth: TruthModel) -> Emulated
         if spec.kind == "ina219":
             bus.add(
                 spec.address,
-                EmulatedINA219(functools.partial(truth.reading, spec.name), shunt_ohm=spec.shunt_ohm),
+                EmulatedINA219(functools.partial(truth.reading, spec.role), shunt_ohm=spec.shunt_ohm),
             )
         else:
             bus.add(spec.address, EmulatedMAX17048(truth.cell, address=spec.address))
@@ -114,7 +116,7 @@ def open_bus(config: HardwareConfig) -> Any:
     if config.bus is not None:
         return config.bus
     if config.emulate:
-        return emulated_bus(config.sensors, config.truth or LabModel())
+        return emulated_bus(config.sensors, config.truth or default_truth(config.meter_id))
     return open_board_bus()
 
 
