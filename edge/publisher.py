@@ -267,6 +267,8 @@ class Publisher:
             timeout=cfg.connect_timeout_s,
             max_inflight_messages=max(1, cfg.max_inflight),
         )
+        # aiomqtt warns once more than this many calls are pending; a full window is normal here.
+        client.pending_calls_threshold = 2 * max(1, cfg.max_inflight) + 10
         self._install_hooks(client)
         return client
 
