@@ -200,15 +200,16 @@ def test_service_process_notifies_systemd_and_stops_cleanly(environ: dict[str, s
 
 def test_simulator_physics_feed_the_emulated_chips() -> None:
     """--emulate-hardware with the simulator's physics: the drivers read what the physics say."""
+    from edge.hardware.runner import default_truth
     from edge.hardware.sensors import SensorArray
-    from edge.hardware.simtruth import SimulatorTruth
 
     noon_jakarta = 1_767_243_600.0 + 5 * 3600  # 2026-01-01 12:00 UTC+7
-    truth = SimulatorTruth("LAB1", clock=lambda: noon_jakarta)
+    truth = default_truth("LAB1")
+    truth.clock = lambda: noon_jakarta  # type: ignore[attr-defined]
     bus = emulated_bus(DEFAULT_SENSORS, truth)
     sensors = SensorArray(bus, DEFAULT_SENSORS)
     sensors.start()
-    step = truth._current()
+    step = truth._current()  # type: ignore[attr-defined]
     for k, spec in enumerate(DEFAULT_SENSORS[:6]):
         sample = sensors.read_ina(spec.name)
         assert sample is not None
@@ -217,4 +218,4 @@ def test_simulator_physics_feed_the_emulated_chips() -> None:
         assert sample.current_ma == pytest.approx(expected_ma, abs=0.2)
     gauge = sensors.read_gauge("Battery Fuel Gauge")
     assert gauge is not None
-    assert gauge.soc_pct == pytest.approx(float(truth.sim.battery.soc[0]), abs=1 / 256)
+    assert gauge.soc_pct == pytest.approx(float(truth.sim.battery.soc[0]), abs=1 / 256)  # type: ignore[attr-defined]

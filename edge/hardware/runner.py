@@ -28,10 +28,9 @@ from edge.hardware.bus import EmulatedBus, open_board_bus, smbus_scan
 from edge.hardware.ina219 import EmulatedINA219
 from edge.hardware.max17048 import EmulatedMAX17048
 from edge.hardware.messages import data_message, iso, status_message
-from edge.hardware.model import TruthModel
+from edge.hardware.model import LabModel, TruthModel
 from edge.hardware.sampler import Sampler
 from edge.hardware.sensors import DEFAULT_SENSORS, SensorArray, SensorSpec, parse_sensors
-from edge.hardware.simtruth import default_truth
 from edge.hardware.watchdog import notify, watchdog_period_s
 from edge.publisher import Publisher, PublisherConfig
 from edge.queue import QueueLimits
@@ -62,8 +61,7 @@ class HardwareConfig:
     alert_threshold: int = 10
     battery_capacity_mah: float = 2000.0
     truth: TruthModel | None = None
-    """What the emulated chips measure; default: the simulator's physics for one lab meter
-    (:class:`~edge.hardware.simtruth.SimulatorTruth`), or :class:`LabModel` without the [sim] extra."""
+    """What the emulated chips measure; default: :func:`default_truth` (the simulator's physics)."""
     bus: Any = None
     """An I2C bus object to use instead of the Pi's (tests pass an :class:`EmulatedBus`)."""
     on_data: Callable[[dict[str, Any]], None] | None = None
@@ -109,6 +107,18 @@ def emulated_bus(sensors: tuple[SensorSpec, ...], truth: TruthModel) -> Emulated
         else:
             bus.add(spec.address, EmulatedMAX17048(truth.cell, address=spec.address))
     return bus
+
+
+def default_truth(meter_id: str) -> TruthModel:
+    """The simulator's physics for one lab meter (helper D's ``edge.sim.truth.SimTruth``) when the
+    [sim] extra is installed, else the small deterministic :class:`LabModel`."""
+    try:
+        from edge.sim.truth import SimTruth
+    except ImportError:
+        log.info("emulated chips follow the built-in lab model (install enerlink[sim] for the physics)")
+        return LabModel()
+    truth: TruthModel = SimTruth.lab(meter_id)
+    return truth
 
 
 def open_bus(config: HardwareConfig) -> Any:
