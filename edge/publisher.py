@@ -331,6 +331,11 @@ class Publisher:
                     backoff.attempt + 1,
                     group.exceptions[0],
                 )
+            except* Exception as group:
+                # One boundary for everything else (a full disk under the queue, a bug): the
+                # edge runs unattended for years, so log it, reconnect and carry on.
+                self._stats.attempts += 1
+                log.error("MQTT session failed; reconnecting", exc_info=group.exceptions[0])
             finally:
                 self._connected = False
                 self._wake_slots()
