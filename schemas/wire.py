@@ -130,6 +130,12 @@ class Keys:
         return f"{self.prefix}:late:{meter_id}"
 
     @property
+    def late_done(self) -> str:
+        """Sorted set of re-aggregated late (meter, minute) pairs, score = when (Redis ms); their
+        ``late_data`` members are deleted by the aggregator after a hold period."""
+        return f"{self.prefix}:aggregator:late_done"
+
+    @property
     def gaps(self) -> str:
         """Hash: meterId -> JSON {last_seq, missed, duplicates}."""
         return f"{self.prefix}:gaps"

@@ -1,0 +1,37 @@
+"""Prometheus metrics of the aggregator, in a registry of its own (``enerlink up`` shares a process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.lag = Gauge(
+            "enerlink_aggregator_lag_seconds",
+            "Redis time minus the end of the last aggregated minute",
+            registry=r,
+        )
+        self.minute_duration = Histogram(
+            "enerlink_aggregator_minute_duration_seconds",
+            "Time to aggregate one minute for the whole fleet (read, compute, write, rollups)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60),
+            registry=r,
+        )
+        self.rows = Counter("enerlink_aggregator_rows_total", "Minute rows upserted", registry=r)
+        self.bad = Counter(
+            "enerlink_aggregator_bad_snapshots_total",
+            "Snapshots that failed validation (skipped)",
+            registry=r,
+        )
+        self.late = Counter(
+            "enerlink_aggregator_late_minutes_total", "(meter, minute) pairs re-aggregated", registry=r
+        )
+        self.events = Counter("enerlink_aggregator_events_total", "Events inserted", registry=r)
+        self.failures = Counter("enerlink_aggregator_job_failures_total", "Jobs that failed", registry=r)

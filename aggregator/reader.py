@@ -1,0 +1,151 @@
+"""Redis side of a job: one pipelined round trip per batch, and the Lua scripts that clean up.
+
+A (meter, minute) item's snapshots are the members of ``timeseries(meter)`` and ``late_data(meter)``
+with scores inside the minute; its baseline (for counter deltas) is the newest member of either
+key before the minute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from aggregator.compute import MINUTE_MS, Item
+from schemas.wire import Keys
+
+Redis = aioredis.Redis
+
+# Remove each given late-minute member only if its score is still <= T0 (a newer flag survives).
+_REMOVE_IF_NOT_NEWER = """
+local n = 0
+for i = 2, #ARGV do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) <= tonumber(ARGV[1]) then n = n + redis.call('ZREM', KEYS[1], ARGV[i]) end
+end
+return n
+"""
+
+# For each key: drop members scored below ARGV[1] but always keep the newest (the next baseline).
+_TRIM_KEEP_NEWEST = """
+local n = 0
+for i = 1, #KEYS do
+  local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+  if #last > 0 then
+    local cut = math.min(tonumber(ARGV[1]), tonumber(last[2]))
+    n = n + redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. string.format('%d', cut))
+  end
+end
+return n
+"""
+
+# late_done entries older than ARGV[1] whose pair is not flagged again: delete that minute of
+# late data (KEYS[3] is the late-data key prefix), then the entry.
+_DROP_DONE_LATE = """
+local done = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local n = 0
+for _, member in ipairs(done) do
+  if not redis.call('ZSCORE', KEYS[2], member) then
+    local sep = string.find(member, '|[^|]*$')
+    local meter, minute = string.sub(member, 1, sep - 1), tonumber(string.sub(member, sep + 1))
+    n = n + redis.call('ZREMRANGEBYSCORE', ARGV[2] .. meter, minute, minute + 59999)
+  end
+  redis.call('ZREM', KEYS[1], member)
+end
+return n
+"""
+
+
+async def redis_time_ms(r: Redis) -> int:
+    seconds, micros = await r.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def meters(r: Redis, keys: Keys) -> dict[str, int]:
+    """meterId -> last seen (epoch ms) from the ingest's meters hash."""
+    raw: dict[bytes, bytes] = await r.hgetall(keys.meters)
+    return {k.decode(): int(float(v)) for k, v in raw.items()}
+
+
+async def read_items(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[Item]:
+    """Snapshots and baseline of every (meter, minute) pair, in one pipelined round trip."""
+    pipe = r.pipeline(transaction=False)
+    for meter, minute in pairs:
+        lo, hi = minute, minute + MINUTE_MS - 1
+        for key in (keys.timeseries(meter), keys.late_data(meter)):
+            pipe.zrangebyscore(key, lo, hi)
+            pipe.zrevrangebyscore(key, f"({lo}", "-inf", start=0, num=1, withscores=True)
+    replies: list[Any] = await pipe.execute()
+    items: list[Item] = []
+    for i, (meter, minute) in enumerate(pairs):
+        live, live_base, late, late_base = replies[4 * i : 4 * i + 4]
+        bases = [b for b in (live_base, late_base) if b]
+        baseline = max(bases, key=lambda b: b[0][1])[0][0] if bases else None
+        snapshots = list(live) + list(late) if late else list(live)
+        items.append(Item(meter, minute, snapshots, baseline))
+    return items
+
+
+async def earliest_ms(r: Redis, keys: Keys, meter_ids: Sequence[str]) -> int | None:
+    pipe = r.pipeline(transaction=False)
+    for meter in meter_ids:
+        pipe.zrange(keys.timeseries(meter), 0, 0, withscores=True)
+    found = [int(reply[0][1]) for reply in await pipe.execute() if reply]
+    return min(found) if found else None
+
+
+async def next_minutes(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[int | None]:
+    """For each (meter, minute): the next minute holding a snapshot of that meter (its baseline changes)."""
+    pipe = r.pipeline(transaction=False)
+    for meter, minute in pairs:
+        for key in (keys.timeseries(meter), keys.late_data(meter)):
+            pipe.zrangebyscore(key, minute + MINUTE_MS, "+inf", start=0, num=1, withscores=True)
+    replies: list[Any] = await pipe.execute()
+    out: list[int | None] = []
+    for i in range(len(pairs)):
+        scores = [int(rep[0][1]) for rep in replies[2 * i : 2 * i + 2] if rep]
+        out.append(min(scores) // MINUTE_MS * MINUTE_MS if scores else None)
+    return out
+
+
+async def late_flags(r: Redis, keys: Keys, t0_ms: int) -> list[str]:
+    members: list[bytes] = await r.zrangebyscore(keys.late_minutes, "-inf", t0_ms)
+    return [m.decode() for m in members]
+
+
+async def clear_late_flags(r: Redis, keys: Keys, members: Sequence[str], t0_ms: int) -> int:
+    if not members:
+        return 0
+    n = await r.eval(_REMOVE_IF_NOT_NEWER, 1, keys.late_minutes, t0_ms, *members)  # type: ignore[misc]
+    return int(n)
+
+
+async def mark_late_done(r: Redis, keys: Keys, members: Sequence[str], at_ms: int) -> None:
+    if members:
+        await r.zadd(keys.late_done, dict.fromkeys(members, at_ms))
+
+
+async def drop_done_late(r: Redis, keys: Keys, before_ms: int) -> int:
+    late_prefix = keys.late_data("")
+    n = await r.eval(_DROP_DONE_LATE, 2, keys.late_done, keys.late_minutes, before_ms, late_prefix)  # type: ignore[misc]
+    return int(n)
+
+
+async def trim_live(r: Redis, keys: Keys, meter_ids: Sequence[str], before_ms: int) -> int:
+    """Remove snapshots older than ``before_ms`` (already aggregated) except each meter's newest."""
+    total = 0
+    for i in range(0, len(meter_ids), 1000):
+        chunk = [keys.timeseries(m) for m in meter_ids[i : i + 1000]]
+        total += int(await r.eval(_TRIM_KEEP_NEWEST, len(chunk), *chunk, before_ms))  # type: ignore[misc]
+    return total
+
+
+async def read_events(
+    r: Redis, keys: Keys, after: str, count: int = 10_000
+) -> list[tuple[str, dict[str, str]]]:
+    entries: list[Any] = await r.xrange(keys.events, min=f"({after}", max="+", count=count)
+    return [
+        (eid.decode(), {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()})
+        for eid, fields in entries
+    ]

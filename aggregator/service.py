@@ -1,0 +1,329 @@
+"""The aggregation job and the service around it (APScheduler tick every minute, ``--once``).
+
+A job, under a PostgreSQL advisory lock (so two aggregator processes never work on the same
+minute; the second waits, then finds the watermark advanced and nothing left to do):
+
+1. ``T0`` = Redis ``TIME``; the last closed minute is the one that ended at least ``grace_s`` ago;
+2. every minute after the watermark up to it, oldest first (catch-up; never further back than the
+   Redis retention), one pass for the whole fleet: pipelined read, compute, COPY into a staging
+   table, one upsert, rollups, events and the watermark in one transaction;
+3. late minutes flagged by the ingest with score <= T0 (plus each one's next minute with data,
+   whose counter baseline changed) re-aggregated the same way; then those flags are removed unless
+   raised again since T0;
+4. clean-up: late data of re-aggregated minutes after a hold period, live snapshots older than
+   both the retention and the watermark (each meter's newest is kept as the next baseline);
+5. the ingest's online/offline stream is copied into ``events`` (position kept in PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from aggregator import reader, rollups, store
+from aggregator.compute import MINUTE_MS, Event, Item, Result, Thresholds, compute, ms_to_dt
+from aggregator.metrics import Metrics
+from aggregator.settings import Settings
+from enerlink.db import connect, migrate
+from schemas.wire import Keys
+
+log = logging.getLogger(__name__)
+
+PARALLEL_MIN_ITEMS = 2000  # smaller batches are computed in a thread of this process
+LATE_CHUNK = 5000
+
+
+class AggregateError(RuntimeError):
+    """A job failed; the message says which step."""
+
+
+@dataclass(slots=True)
+class JobReport:
+    minutes: int = 0
+    late_pairs: int = 0
+    rows: int = 0
+    bad: int = 0
+    events: int = 0
+    behind_minutes: int = 0
+    watermark: datetime | None = None
+
+
+class Aggregator:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        *,
+        metrics: Metrics | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys: Keys = settings.common.keys
+        self.metrics = metrics or Metrics()
+        self.executor = executor
+        self.partitions = store.Partitions()
+        self.thresholds = Thresholds(settings.thermal_warn_c, settings.thermal_crit_c)
+
+    async def run_job(self) -> JobReport:
+        started = time.monotonic()
+        report = JobReport()
+        t0 = await reader.redis_time_ms(self.redis)
+        closed_end = (t0 - int(self.settings.grace_s * 1000)) // MINUTE_MS * MINUTE_MS
+        async with await connect(self.settings.common.database_url, autocommit=True) as conn:
+            key = await store.lock_key(conn)
+            await conn.execute("select pg_advisory_lock(%s)", (key,))
+            try:
+                await store.create_staging(conn)
+                await self.partitions.ensure_ahead(conn, datetime.now(UTC))
+                await self._minutes(conn, t0, closed_end, report)
+                await self._late(conn, t0, closed_end, report)
+                await self._cleanup(t0, report)
+                report.events += await self._stream_events(conn)
+            finally:
+                await conn.execute("select pg_advisory_unlock(%s)", (key,))
+        if report.watermark is not None:
+            self.metrics.lag.set((t0 - (int(report.watermark.timestamp() * 1000) + MINUTE_MS)) / 1000)
+        log.info(
+            "aggregate: %d minutes, %d late pairs, %d rows, %d bad snapshots, %d events in %.2f s"
+            " (watermark %s)",
+            report.minutes,
+            report.late_pairs,
+            report.rows,
+            report.bad,
+            report.events,
+            time.monotonic() - started,
+            report.watermark.isoformat() if report.watermark else "none",
+        )
+        return report
+
+    async def _minutes(self, conn: store.Conn, t0: int, closed_end: int, report: JobReport) -> None:
+        watermark = await store.read_watermark(conn)
+        report.watermark = watermark
+        fleet = await reader.meters(self.redis, self.keys)
+        oldest = (t0 - self.settings.retention_s * 1000 + MINUTE_MS - 1) // MINUTE_MS * MINUTE_MS
+        if watermark is not None:
+            start = int(watermark.timestamp() * 1000) + MINUTE_MS
+            if start < oldest:
+                log.warning(
+                    "aggregate: %d minutes after the watermark are beyond the Redis retention and lost",
+                    (oldest - start) // MINUTE_MS,
+                )
+        else:
+            earliest = await reader.earliest_ms(self.redis, self.keys, sorted(fleet))
+            if earliest is None:
+                return
+            start = earliest // MINUTE_MS * MINUTE_MS
+        start = max(start, oldest)
+        todo = list(range(start, closed_end, MINUTE_MS))
+        report.behind_minutes = len(todo)
+        if len(todo) > 1:
+            log.info(
+                "aggregate: %d minutes behind (oldest %s), catching up oldest first",
+                len(todo),
+                ms_to_dt(start).isoformat(),
+            )
+        for minute in todo:
+            began = time.monotonic()
+            pairs = [(meter, minute) for meter, seen in fleet.items() if seen >= minute]
+            result = await self._compute(await reader.read_items(self.redis, self.keys, pairs))
+            bucket = ms_to_dt(minute)
+            await self._write(conn, result, watermark=bucket)
+            report.minutes += 1
+            report.rows += len(result.rows)
+            report.bad += result.bad
+            report.events += len(result.events)
+            report.watermark = bucket
+            self.metrics.minute_duration.observe(time.monotonic() - began)
+            self.metrics.lag.set((t0 - minute - MINUTE_MS) / 1000)
+
+    async def _late(self, conn: store.Conn, t0: int, closed_end: int, report: JobReport) -> None:
+        flags = await reader.late_flags(self.redis, self.keys, t0)
+        if not flags:
+            return
+        handled: list[str] = []
+        redo: set[tuple[str, int]] = set()
+        for member in flags:
+            meter, minute = Keys.parse_late_member(member)
+            if minute >= closed_end:
+                continue  # not closed yet: the regular pass will take it
+            handled.append(member)
+            redo.add((meter, minute))
+        firsts = sorted(redo)
+        for (meter, _), following in zip(
+            firsts, await reader.next_minutes(self.redis, self.keys, firsts), strict=True
+        ):
+            if following is not None and following < closed_end:
+                redo.add((meter, following))
+        pairs = sorted(redo, key=lambda p: (p[1], p[0]))
+        for i in range(0, len(pairs), LATE_CHUNK):
+            result = await self._compute(
+                await reader.read_items(self.redis, self.keys, pairs[i : i + LATE_CHUNK])
+            )
+            await self._write(conn, result, watermark=None)
+            report.rows += len(result.rows)
+            report.bad += result.bad
+            report.events += len(result.events)
+        report.late_pairs += len(pairs)
+        self.metrics.late.inc(len(pairs))
+        await reader.mark_late_done(self.redis, self.keys, handled, t0)
+        await reader.clear_late_flags(self.redis, self.keys, handled, t0)
+
+    async def _cleanup(self, t0: int, report: JobReport) -> None:
+        await reader.drop_done_late(self.redis, self.keys, t0 - self.settings.late_hold_s * 1000)
+        if report.watermark is None:
+            return
+        done_until = int(report.watermark.timestamp() * 1000) + MINUTE_MS
+        cutoff = min(done_until, t0 - self.settings.retention_s * 1000)
+        fleet = await reader.meters(self.redis, self.keys)
+        await reader.trim_live(self.redis, self.keys, sorted(fleet), cutoff)
+
+    async def _compute(self, items: Sequence[Item]) -> Result:
+        workers = self.settings.workers
+        if self.executor is None or workers < 2 or len(items) < PARALLEL_MIN_ITEMS:
+            return await asyncio.to_thread(compute, items, self.thresholds)
+        loop = asyncio.get_running_loop()
+        size = -(-len(items) // workers)
+        shards = [list(items[i : i + size]) for i in range(0, len(items), size)]
+        parts = await asyncio.gather(
+            *(loop.run_in_executor(self.executor, compute, shard, self.thresholds) for shard in shards)
+        )
+        merged = Result()
+        for part in parts:
+            merged.merge(part)
+        return merged
+
+    async def _write(self, conn: store.Conn, result: Result, *, watermark: datetime | None) -> None:
+        try:
+            async with conn.transaction():
+                if result.rows:
+                    await self.partitions.ensure(conn, {row[1] for row in result.rows})
+                    await store.copy_rows(conn, result.rows)
+                    await store.upsert_from_staging(conn)
+                    await rollups.refresh(conn, staging=store.STAGING, timezone=self.settings.common.timezone)
+                inserted = await store.insert_events(conn, result.events)
+                if watermark is not None:
+                    await store.write_watermark(conn, watermark)
+        except Exception as exc:
+            raise AggregateError(f"writing {len(result.rows)} rows failed: {exc}") from exc
+        self.metrics.rows.inc(len(result.rows))
+        self.metrics.bad.inc(result.bad)
+        self.metrics.events.inc(inserted)
+
+    async def _stream_events(self, conn: store.Conn) -> int:
+        total = 0
+        async with conn.transaction():
+            position = await store.read_position(conn)
+        while True:
+            entries = await reader.read_events(self.redis, self.keys, position)
+            if not entries:
+                return total
+            events = [_stream_event(fields) for _, fields in entries]
+            async with conn.transaction():
+                total += await store.insert_events(conn, [e for e in events if e is not None])
+                position = entries[-1][0]
+                await store.write_position(conn, position)
+
+
+def _stream_event(fields: dict[str, str]) -> Event | None:
+    """An ingest presence event (meter_id, kind online|offline, at ms, details payload)."""
+    try:
+        kind = fields["kind"]
+        at = ms_to_dt(int(float(fields["at"])))
+        meter = fields["meter_id"]
+    except (KeyError, ValueError):
+        log.warning("events stream: unusable entry %r skipped", fields)
+        return None
+    raw = fields.get("details", "")
+    try:
+        details: Any = json.loads(raw) if raw else {}
+    except ValueError:
+        details = {"payload": raw}
+    if not isinstance(details, dict):
+        details = {"payload": details}
+    severity = "warning" if kind == "offline" else "info"
+    return Event(meter, at, f"meter_{kind}", severity, details)
+
+
+@contextlib.asynccontextmanager
+async def _metrics_server(settings: Settings, metrics: Metrics) -> AsyncIterator[None]:
+    if settings.metrics_port <= 0:
+        yield
+        return
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(settings.metrics_port, registry=metrics.registry)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def _executor(settings: Settings) -> Any:
+    if settings.workers < 2:
+        yield None
+        return
+    pool = ProcessPoolExecutor(settings.workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def run(settings: Settings, *, once: bool = False) -> JobReport | None:
+    """Aggregate every minute until cancelled; with ``once``, every complete minute now, then return."""
+    await migrate(settings.common.database_url)
+    metrics = Metrics()
+    async with (
+        aioredis.Redis.from_url(settings.common.redis_url) as redis,
+        _metrics_server(settings, metrics),
+    ):
+        with _executor(settings) as pool:
+            aggregator = Aggregator(settings, redis, metrics=metrics, executor=pool)
+            if once:
+                return await aggregator.run_job()
+            await _scheduled(aggregator, settings)
+    return None
+
+
+async def _scheduled(aggregator: Aggregator, settings: Settings) -> None:
+    ticks: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+
+    def _tick() -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # a job still running: coalesce
+            ticks.put_nowait(None)
+
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(_tick, CronTrigger(second=int(settings.grace_s), timezone=UTC), id="aggregate")
+    scheduler.start()
+    _tick()  # catch up at start-up
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_loop(aggregator, ticks), name="aggregate-loop")
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+async def _loop(aggregator: Aggregator, ticks: asyncio.Queue[None]) -> None:
+    while True:
+        await ticks.get()
+        try:
+            await aggregator.run_job()
+        except Exception:
+            aggregator.metrics.failures.inc()
+            log.exception("aggregate: job failed; next tick retries")

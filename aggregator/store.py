@@ -1,0 +1,124 @@
+"""PostgreSQL side of a job: advisory lock, watermark, partitions, COPY to staging + one upsert."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+
+from aggregator.columns import ALL_COLUMNS, quote
+from aggregator.compute import Event
+from schemas.wire import Tables
+
+Conn = AsyncConnection[tuple[Any, ...]]
+STAGING = "_enerlink_agg_staging"
+MINUTES = "minutes"  # watermark row: last fully aggregated minute
+EVENTS_STREAM = "events_stream"  # watermark row: last consumed keys.events entry id
+
+
+async def lock_key(conn: Conn) -> int:
+    """One advisory lock per schema: aggregators of one deployment take turns, tests don't collide."""
+    row = await (await conn.execute("select current_schema()")).fetchone()
+    return zlib.crc32(f"enerlink-aggregate:{row[0] if row else 'public'}".encode())
+
+
+async def read_watermark(conn: Conn) -> datetime | None:
+    cur = await conn.execute(
+        f"select minute from {quote(Tables.AGGREGATOR_WATERMARK)} where name = %s".encode(), (MINUTES,)
+    )
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def write_watermark(conn: Conn, minute: datetime) -> None:
+    """Advance (never move back) the watermark; call inside the minute's transaction."""
+    table = quote(Tables.AGGREGATOR_WATERMARK)
+    await conn.execute(
+        f"insert into {table} (name, minute) values (%s, %s) on conflict (name) do update"
+        f" set minute = greatest({table}.minute, excluded.minute), updated_at = now()".encode(),
+        (MINUTES, minute),
+    )
+
+
+async def read_position(conn: Conn) -> str:
+    cur = await conn.execute(
+        f"select position from {quote(Tables.AGGREGATOR_WATERMARK)} where name = %s".encode(),
+        (EVENTS_STREAM,),
+    )
+    row = await cur.fetchone()
+    return str(row[0]) if row and row[0] else "0-0"
+
+
+async def write_position(conn: Conn, position: str) -> None:
+    await conn.execute(
+        f"insert into {quote(Tables.AGGREGATOR_WATERMARK)} (name, position) values (%s, %s)"
+        " on conflict (name) do update set position = excluded.position, updated_at = now()".encode(),
+        (EVENTS_STREAM, position),
+    )
+
+
+class Partitions:
+    """Creates monthly partitions ahead of time and for every month written; remembers what exists."""
+
+    def __init__(self) -> None:
+        self._known: set[tuple[int, int]] = set()
+
+    async def ensure(self, conn: Conn, moments: Iterable[datetime]) -> None:
+        months = {(m.astimezone(UTC).year, m.astimezone(UTC).month) for m in moments} - self._known
+        for year, month in sorted(months):
+            await conn.execute(
+                f"select {quote(Tables.ENSURE_MONTH_PARTITION)}(%s, %s)".encode(),
+                (Tables.TELEMETRY_AGGREGATES, datetime(year, month, 1, tzinfo=UTC)),
+            )
+            self._known.add((year, month))
+
+    async def ensure_ahead(self, conn: Conn, now: datetime, months: int = 3) -> None:
+        year, month = now.year, now.month
+        ahead = []
+        for _ in range(months + 1):
+            ahead.append(datetime(year, month, 1, tzinfo=UTC))
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        await self.ensure(conn, ahead)
+
+
+async def create_staging(conn: Conn) -> None:
+    """A temporary table shaped like the minute table, emptied at each commit."""
+    await conn.execute(
+        f"create temp table if not exists {STAGING}"
+        f" (like {quote(Tables.TELEMETRY_AGGREGATES)}) on commit delete rows".encode()
+    )
+
+
+async def copy_rows(conn: Conn, rows: Sequence[tuple[Any, ...]], *, table: str = STAGING) -> None:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in ALL_COLUMNS)
+    async with conn.cursor().copy(
+        sql.SQL("copy {} ({}) from stdin").format(sql.Identifier(table), columns)
+    ) as copy:
+        for row in rows:
+            await copy.write_row(row)
+
+
+async def upsert_from_staging(conn: Conn) -> None:
+    cols = ", ".join(quote(c) for c in ALL_COLUMNS)
+    sets = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in ALL_COLUMNS[2:])
+    await conn.execute(
+        f"insert into {quote(Tables.TELEMETRY_AGGREGATES)} ({cols}) select {cols} from {STAGING}"
+        f" on conflict (meter_id, bucket) do update set {sets}".encode()
+    )
+
+
+async def insert_events(conn: Conn, events: Sequence[Event]) -> int:
+    """Insert events; the same (meter, kind, time) is stored once, so re-aggregation adds nothing."""
+    if not events:
+        return 0
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            f"insert into {quote(Tables.EVENTS)} (meter_id, at, kind, severity, details)"
+            " values (%s, %s, %s, %s, %s::jsonb) on conflict (meter_id, kind, at) do nothing".encode(),
+            [(e.meter_id, e.at, e.kind, e.severity, json.dumps(e.details)) for e in events],
+        )
+        return max(cur.rowcount, 0)
