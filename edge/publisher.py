@@ -22,7 +22,8 @@ Guarantees and how they are kept:
   order, with count/bytes/age caps, and survives a restart. Once connected again it is replayed
   oldest first at ``replay_rate`` messages/s, so live data keeps flowing; with ``strict_order`` live
   messages queue behind the backlog instead, so subscribers see one ordered stream.
-* **Presence.** A retained ``offline`` last will on ``presence_topic``; ``online`` (retained) after
+* **Presence.** A retained ``{"online": false}`` last will on ``presence_topic`` (also sent on a
+  clean exit); ``{"online": true}`` (retained) after
   every connect, then the ``on_connect`` hook (the edge publishes a status there).
 * **Reconnects** use :class:`enerlink.backoff.Backoff`; ``stats.attempts`` counts failed attempts.
 """
@@ -53,8 +54,8 @@ from enerlink.mqtt import tls_context
 
 log = logging.getLogger(__name__)
 
-ONLINE = b"online"
-OFFLINE = b"offline"
+ONLINE = b'{"online": true}'  # what the ingest expects on topics.presence(meter)
+OFFLINE = b'{"online": false}'
 _MQTT_MAX_RECEIVE = 65535
 
 OnConnect = Callable[[], Awaitable[None]]
