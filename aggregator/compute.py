@@ -17,6 +17,7 @@ and over a day the minute energies add up to the counters' growth.
 
 from __future__ import annotations
 
+import gc
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,29 +40,26 @@ _COL = {f.column: i for i, f in enumerate(_VALUE_FIELDS)}
 _N_NUM = len(NUMERIC_FIELDS)
 
 
-def _getters() -> list[tuple[str, Callable[[Any], Any]]]:
-    out: list[tuple[str, Callable[[Any], Any]]] = []
+def _getters() -> tuple[list[tuple[str, Callable[[Any], Any]]], list[int]]:
+    """One ``itemgetter`` per subsystem over the model's ``__dict__`` (fast), and the permutation
+    from that raw order to the order of ``_VALUE_FIELDS``."""
     by_sub: dict[str, list[str]] = {}
     for f in _VALUE_FIELDS:
         by_sub.setdefault(f.subsystem, []).append(f.name)
-    # keep _VALUE_FIELDS order: group consecutive runs per subsystem
-    order: list[tuple[str, list[str]]] = []
-    for f in _VALUE_FIELDS:
-        if order and order[-1][0] == f.subsystem:
-            order[-1][1].append(f.name)
-        else:
-            order.append((f.subsystem, [f.name]))
-    for sub, names in order:
-        getter = operator.attrgetter(*names)
+    getters: list[tuple[str, Callable[[Any], Any]]] = []
+    raw_order: list[str] = []
+    for sub, names in by_sub.items():
+        getter = operator.itemgetter(*names)
         if len(names) == 1:
-            single = getter
-            out.append((_SUB_ATTR[sub], lambda o, g=single: (g(o),)))
+            getters.append((_SUB_ATTR[sub], lambda d, g=getter: (g(d),)))
         else:
-            out.append((_SUB_ATTR[sub], getter))
-    return out
+            getters.append((_SUB_ATTR[sub], getter))
+        raw_order.extend(f"{sub}_{n}" for n in names)
+    position = {column: i for i, column in enumerate(raw_order)}
+    return getters, [position[f.column] for f in _VALUE_FIELDS]
 
 
-_GETTERS = _getters()
+_GETTERS, _PERM = _getters()
 _ENUM_GETTERS = [(_SUB_ATTR[f.subsystem], f.name) for f in ENUM_FIELDS]
 _ENERGY_COLS: list[tuple[int, list[int]]] = [
     (
@@ -120,10 +118,11 @@ def ms_to_dt(ms: int) -> datetime:
 
 
 def _vector(msg: DataMessage) -> list[float]:
-    data = msg.data
+    """Field values in the subsystems' order (see ``_PERM``); bools as True/False."""
+    data = msg.data.__dict__
     out: list[float] = []
     for attr, getter in _GETTERS:
-        out.extend(getter(getattr(data, attr)))
+        out.extend(getter(data[attr].__dict__))
     return out
 
 
@@ -138,11 +137,22 @@ def _temperature(msg: DataMessage) -> float | None:
     return best
 
 
-def _parse(meter_id: str, raws: Sequence[bytes], result: Result) -> dict[int, DataMessage]:
-    out: dict[int, DataMessage] = {}
+@dataclass(frozen=True, slots=True)
+class _Snap:
+    """What the statistics and events need of one validated message (the model itself is dropped)."""
+
+    at: datetime
+    vector: list[float]
+    enums: tuple[Any, ...]
+    soc: float
+    alert_threshold: int
+    temperature: float | None
+
+
+def _parse(meter_id: str, raws: Sequence[bytes], result: Result) -> dict[int, _Snap]:
+    out: dict[int, _Snap] = {}
     for raw in raws:
-        if not result.has_temperature and b'"temperature"' in raw:
-            result.has_temperature = True
+        thermal = b'"temperature"' in raw
         try:
             msg = DataMessage.model_validate_json(raw)
         except ValidationError:
@@ -151,37 +161,63 @@ def _parse(meter_id: str, raws: Sequence[bytes], result: Result) -> dict[int, Da
         if msg.meterId != meter_id:
             result.bad += 1
             continue
-        out.setdefault(epoch_ms(msg.datetime), msg)
+        at = epoch_ms(msg.datetime)
+        if at in out:
+            continue
+        data = msg.data
+        out[at] = _Snap(
+            at=msg.datetime.astimezone(UTC),
+            vector=_vector(msg),
+            enums=tuple(getattr(getattr(data, attr), name) for attr, name in _ENUM_GETTERS),
+            soc=data.battery.soc,
+            alert_threshold=data.battery.alert_threshold,
+            temperature=_temperature(msg) if thermal else None,
+        )
+        if thermal:
+            result.has_temperature = True
     return out
 
 
 def compute(items: Sequence[Item], thresholds: Thresholds = Thresholds()) -> Result:
-    """Rows for ``telemetry_aggregates`` (column order of :data:`aggregator.columns.ALL_COLUMNS`)."""
+    """Rows for ``telemetry_aggregates`` (column order of :data:`aggregator.columns.ALL_COLUMNS`).
+
+    The cyclic garbage collector is paused meanwhile: the batch allocates many small containers and
+    holds them all to the end, which otherwise triggers repeated full collections."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _compute(items, thresholds)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _compute(items: Sequence[Item], thresholds: Thresholds) -> Result:
     result = Result()
     vectors: list[list[float]] = []  # snapshot rows of every item, baseline (if any) first
     starts: list[int] = []  # index of each item's first in-minute row
     ends: list[int] = []
-    kept: list[tuple[Item, list[int], list[DataMessage], bool]] = []
+    kept: list[tuple[Item, list[int], list[_Snap], bool]] = []
     for item in items:
         lo, hi = item.minute_ms, item.minute_ms + MINUTE_MS
         parsed = _parse(item.meter_id, item.snapshots, result)
         times = sorted(t for t in parsed if lo <= t < hi)
         if not times:
             continue
-        base_msg: DataMessage | None = None
+        base_msg: _Snap | None = None
         if item.baseline is not None:
             base = _parse(item.meter_id, [item.baseline], result)
             base_msg = next((m for t, m in base.items() if t < lo), None)
         msgs = [parsed[t] for t in times]
         if base_msg is not None:
-            vectors.append(_vector(base_msg))
+            vectors.append(base_msg.vector)
         starts.append(len(vectors))
-        vectors.extend(_vector(m) for m in msgs)
+        vectors.extend(m.vector for m in msgs)
         ends.append(len(vectors))
         kept.append((item, times, [base_msg, *msgs] if base_msg else msgs, base_msg is not None))
     if not kept:
         return result
-    x = np.asarray(vectors, dtype=np.float64)
+    x = np.asarray(vectors, dtype=np.float64)[:, _PERM]
     s = np.asarray(starts)
     e = np.asarray(ends)
     counts = e - s
@@ -218,8 +254,7 @@ def compute(items: Sequence[Item], thresholds: Thresholds = Thresholds()) -> Res
         floats.append(source[:, j])
     matrix = np.column_stack(floats).tolist()
     for g, (item, times, msgs, has_base) in enumerate(kept):
-        final = msgs[-1]
-        enums = [getattr(getattr(final.data, attr), name) for attr, name in _ENUM_GETTERS]
+        enums = msgs[-1].enums
         result.rows.append(
             (
                 item.meter_id,
@@ -273,7 +308,7 @@ def _level(temp: float | None, t: Thresholds) -> int:
 def _events(
     meter_id: str,
     rows: np.ndarray[Any, Any],
-    msgs: list[DataMessage],
+    msgs: list[_Snap],
     *,
     has_base: bool,
     thresholds: Thresholds,
@@ -289,11 +324,10 @@ def _events(
     first = 1 if has_base else 0
     prev_alert = alert[0] if has_base else 0.0
     prev_conn = conn[0] if has_base else 1.0
-    prev_level = _level(_temperature(msgs[0]), thresholds) if has_base and check_thermal else 0
+    prev_level = _level(msgs[0].temperature, thresholds) if has_base else 0
     for i in range(first, len(rows)):
-        msg = msgs[i]
-        at = msg.datetime.astimezone(UTC)
-        battery = msg.data.battery
+        snap = msgs[i]
+        at = snap.at
         if alert[i] != prev_alert:
             raised = bool(alert[i])
             out.append(
@@ -302,7 +336,7 @@ def _events(
                     at,
                     "battery_alert_raised" if raised else "battery_alert_cleared",
                     "warning" if raised else "info",
-                    {"soc": battery.soc, "alert_threshold": battery.alert_threshold},
+                    {"soc": snap.soc, "alert_threshold": snap.alert_threshold},
                 )
             )
         if conn[i] != prev_conn:
@@ -316,7 +350,7 @@ def _events(
                     {"sensor": "max17048", "subsystem": "battery"},
                 )
             )
-        temp = _temperature(msg) if check_thermal else None
+        temp = snap.temperature
         level = _level(temp, thresholds)
         if level != prev_level:
             if level > prev_level:

@@ -57,6 +57,28 @@ return n
 """
 
 
+# KEYS: timeseries and late-data key of each item, ARGV: each item's minute start (ms). Returns per
+# item {snapshots..., baseline-or-false}: one EVALSHA per chunk instead of four commands per item.
+_READ_ITEMS = """
+local out = {}
+for i = 1, #ARGV do
+  local lo = tonumber(ARGV[i])
+  local hi = lo + 59999
+  local live, late = KEYS[2 * i - 1], KEYS[2 * i]
+  local snaps = redis.call('ZRANGEBYSCORE', live, lo, hi)
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', late, lo, hi)) do snaps[#snaps + 1] = m end
+  local a = redis.call('ZREVRANGEBYSCORE', live, '(' .. ARGV[i], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local b = redis.call('ZREVRANGEBYSCORE', late, '(' .. ARGV[i], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local base = false
+  if #a > 0 and (#b == 0 or tonumber(a[2]) >= tonumber(b[2])) then base = a[1]
+  elseif #b > 0 then base = b[1] end
+  out[i] = {snaps, base}
+end
+return out
+"""
+READ_CHUNK = 500
+
+
 async def redis_time_ms(r: Redis) -> int:
     seconds, micros = await r.time()
     return int(seconds) * 1000 + int(micros) // 1000
@@ -69,21 +91,18 @@ async def meters(r: Redis, keys: Keys) -> dict[str, int]:
 
 
 async def read_items(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[Item]:
-    """Snapshots and baseline of every (meter, minute) pair, in one pipelined round trip."""
+    """Snapshots and baseline of every (meter, minute) pair: one pipelined round trip of script calls."""
+    script = r.register_script(_READ_ITEMS)
     pipe = r.pipeline(transaction=False)
-    for meter, minute in pairs:
-        lo, hi = minute, minute + MINUTE_MS - 1
-        for key in (keys.timeseries(meter), keys.late_data(meter)):
-            pipe.zrangebyscore(key, lo, hi)
-            pipe.zrevrangebyscore(key, f"({lo}", "-inf", start=0, num=1, withscores=True)
+    for i in range(0, len(pairs), READ_CHUNK):
+        chunk = pairs[i : i + READ_CHUNK]
+        chunk_keys = [k for meter, _ in chunk for k in (keys.timeseries(meter), keys.late_data(meter))]
+        await script(keys=chunk_keys, args=[minute for _, minute in chunk], client=pipe)
     replies: list[Any] = await pipe.execute()
     items: list[Item] = []
-    for i, (meter, minute) in enumerate(pairs):
-        live, live_base, late, late_base = replies[4 * i : 4 * i + 4]
-        bases = [b for b in (live_base, late_base) if b]
-        baseline = max(bases, key=lambda b: b[0][1])[0][0] if bases else None
-        snapshots = list(live) + list(late) if late else list(live)
-        items.append(Item(meter, minute, snapshots, baseline))
+    flat = [entry for reply in replies for entry in reply]
+    for (meter, minute), (snapshots, baseline) in zip(pairs, flat, strict=True):
+        items.append(Item(meter, minute, snapshots, baseline or None))
     return items
 
 

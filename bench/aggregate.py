@@ -1,0 +1,173 @@
+"""Aggregation of one minute at fleet scale against its floor, measured in the same run.
+
+Loads N meters x S snapshots (default 10,000 x 12, distinct values) of one closed minute into Redis
+under a fresh key prefix, and a fresh PostgreSQL schema, then times:
+
+* floor: reading the same snapshots with pipelined ``ZRANGEBYSCORE`` calls, plus COPYing the same
+  number of rows (already built, the full column set) into a staging table; nothing computed;
+* aggregate: one aggregator job for that minute (advisory lock, pipelined read of snapshots and
+  baselines, validation of every snapshot with ``DataMessage``, statistics + energy, COPY to staging,
+  one upsert, 5 min / 1 h / 1 day rollups, events, watermark, clean-up).
+
+Prints both, the ratio (aim: <= 2) and the share of a minute (aim: well under 10 %).
+
+    .venv/bin/python bench/aggregate.py                      # 10,000 meters x 12 snapshots
+    .venv/bin/python bench/aggregate.py --meters 2000 --workers 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aggregator import reader, store  # noqa: E402
+from aggregator.compute import MINUTE_MS, compute  # noqa: E402
+from aggregator.service import Aggregator  # noqa: E402
+from aggregator.settings import Settings  # noqa: E402
+from enerlink.config import Env  # noqa: E402
+from enerlink.db import connect, migrate  # noqa: E402
+from schemas.wire import Keys, Tables  # noqa: E402
+
+DEFAULT_DB = os.environ.get("ENERLINK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+DEFAULT_REDIS = os.environ.get("ENERLINK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "meter-data.json"
+
+
+def _message(base: dict[str, object], meter: str, at_ms: int, i: int) -> bytes:
+    msg = copy.deepcopy(base)
+    msg["meterId"] = meter
+    msg["datetime"] = datetime.fromtimestamp(at_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    data = msg["data"]
+    assert isinstance(data, dict)
+    data["import"]["power"] = 400.0 + i * 7.5
+    data["import"]["total_energy"] = 25.1 + i * 0.01
+    data["import"]["daily_energy"] = 16.69483 + i * 0.01
+    data["battery"]["soc"] = 86.0 - i * 0.01
+    return json.dumps(msg, separators=(",", ":")).encode()
+
+
+async def _load(r: aioredis.Redis, keys: Keys, meters: list[str], minute: int, per_meter: int) -> None:
+    base = json.loads(FIXTURE.read_bytes())
+    step = MINUTE_MS // per_meter
+    for i in range(0, len(meters), 500):
+        pipe = r.pipeline(transaction=False)
+        for meter in meters[i : i + 500]:
+            snaps = {_message(base, meter, minute + k * step, k): minute + k * step for k in range(per_meter)}
+            pipe.zadd(keys.timeseries(meter), snaps)
+            pipe.hset(keys.meters, meter, minute + MINUTE_MS - 1)
+        await pipe.execute()
+
+
+async def _floor(
+    r: aioredis.Redis, keys: Keys, meters: list[str], *, minute: int, url: str, rows: list[tuple[Any, ...]]
+) -> tuple[float, float]:
+    began = time.perf_counter()
+    pipe = r.pipeline(transaction=False)
+    for meter in meters:
+        pipe.zrangebyscore(keys.timeseries(meter), minute, minute + MINUTE_MS - 1)
+    got = await pipe.execute()
+    read_s = time.perf_counter() - began
+    assert sum(len(g) for g in got) > 0
+    async with await connect(url) as conn:
+        await store.create_staging(conn)
+        began = time.perf_counter()
+        await store.copy_rows(conn, rows)
+        await conn.commit()
+        copy_s = time.perf_counter() - began
+    return read_s, copy_s
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meters", type=int, default=10_000)
+    parser.add_argument("--snapshots", type=int, default=12)
+    parser.add_argument("--workers", type=int, default=None, help="processes for compute (default: settings)")
+    parser.add_argument("--database-url", default=DEFAULT_DB)
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS)
+    args = parser.parse_args()
+
+    uid = uuid.uuid4().hex[:8]
+    schema = f"bench_agg_{uid}"
+    sep = "&" if "?" in args.database_url else "?"
+    url = f"{args.database_url}{sep}options=-csearch_path%3D{schema}"
+    environ = {
+        "ENERLINK_DATABASE_URL": url,
+        "ENERLINK_REDIS_URL": args.redis_url,
+        "ENERLINK_KEY_PREFIX": f"bench{uid}:telemetry",
+        "ENERLINK_AGGREGATOR_METRICS_PORT": "0",
+    }
+    if args.workers:
+        environ["ENERLINK_AGGREGATE_WORKERS"] = str(args.workers)
+    settings = Settings.from_env(Env(environ))
+    keys = settings.common.keys
+    meters = [f"BENCH{i:06d}" for i in range(args.meters)]
+    with psycopg.connect(args.database_url, autocommit=True) as conn:
+        conn.execute(f'create schema "{schema}"')
+    r = aioredis.Redis.from_url(args.redis_url)
+    try:
+        await migrate(url)
+        now = await reader.redis_time_ms(r)
+        minute = now // MINUTE_MS * MINUTE_MS - 2 * MINUTE_MS
+        print(f"loading {args.meters} meters x {args.snapshots} snapshots ...", flush=True)
+        began = time.perf_counter()
+        await _load(r, keys, meters, minute, args.snapshots)
+        print(f"  loaded in {time.perf_counter() - began:.1f} s")
+        # rows of the real shape for the floor's COPY (built outside the timing)
+        sample = compute(await reader.read_items(r, keys, [(meters[0], minute)]))
+        row = sample.rows[0]
+        rows = [(m, *row[1:]) for m in meters]
+        async with await connect(url) as conn:  # only the benchmark minute is due
+            await conn.execute(
+                f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute) values (%s, %s)".encode(),
+                (store.MINUTES, datetime.fromtimestamp((minute - MINUTE_MS) / 1000, UTC)),
+            )
+            await conn.commit()
+        read_s, copy_s = await _floor(r, keys, meters, minute=minute, url=url, rows=rows)
+        floor_s = read_s + copy_s
+        from aggregator.service import _executor
+
+        with _executor(settings) as pool:
+            if pool is not None:  # start the worker processes outside the timing
+                list(pool.map(abs, range(settings.workers)))
+            aggregator = Aggregator(settings, r, executor=pool)
+            began = time.perf_counter()
+            report = await aggregator.run_job()
+            agg_s = time.perf_counter() - began
+        assert report.rows == args.meters, report
+        ratio = agg_s / floor_s
+        print(
+            f"meters {args.meters}, snapshots/meter {args.snapshots},"
+            f" workers {settings.workers}, cpus {os.cpu_count()}"
+        )
+        print(
+            f"floor:     {floor_s:6.2f} s  (pipelined read {read_s:.2f} s"
+            f" + COPY {args.meters} rows {copy_s:.2f} s)"
+        )
+        print(f"aggregate: {agg_s:6.2f} s  ({100 * agg_s / 60:.1f} % of a minute; aim well under 10 %)")
+        print(f"ratio:     {ratio:6.2f} x floor (aim <= 2)")
+    finally:
+        for i in range(0, len(meters), 1000):
+            await r.delete(*[keys.timeseries(m) for m in meters[i : i + 1000]])
+        await r.delete(keys.meters, keys.late_minutes, keys.late_done)
+        await r.aclose()
+        with psycopg.connect(args.database_url, autocommit=True) as conn:
+            conn.execute(f'drop schema "{schema}" cascade')
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
