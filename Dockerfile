@@ -11,8 +11,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/enerlink
 WORKDIR /src
-# dependencies first (cached while only the code changes): install from pyproject metadata
-COPY pyproject.toml README.md ./
+# README.m[d]: the project's long description when present (a glob, so its absence is no error)
+COPY pyproject.toml README.m[d] ./
 COPY enerlink ./enerlink
 COPY schemas ./schemas
 COPY edge ./edge
