@@ -53,7 +53,7 @@ def _stat_columns() -> tuple[StatColumn, ...]:
     out: list[StatColumn] = []
     for f in NUMERIC_FIELDS:
         for stat in ("avg", "min", "max"):
-            out.append(StatColumn(f"{f.column}_{stat}", "double precision", stat, f, f.subsystem))  # type: ignore[arg-type]
+            out.append(StatColumn(f"{f.column}_{stat}", "double precision", stat, f, f.subsystem))
     for f in DATA_FIELDS:
         if f.kind == "counter":
             out.append(StatColumn(f"{f.column}_last", "double precision", "last", f, f.subsystem))

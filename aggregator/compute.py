@@ -40,6 +40,10 @@ _COL = {f.column: i for i, f in enumerate(_VALUE_FIELDS)}
 _N_NUM = len(NUMERIC_FIELDS)
 
 
+def _one(getter: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    return lambda d: (getter(d),)
+
+
 def _getters() -> tuple[list[tuple[str, Callable[[Any], Any]]], list[int]]:
     """One ``itemgetter`` per subsystem over the model's ``__dict__`` (fast), and the permutation
     from that raw order to the order of ``_VALUE_FIELDS``."""
@@ -51,7 +55,7 @@ def _getters() -> tuple[list[tuple[str, Callable[[Any], Any]]], list[int]]:
     for sub, names in by_sub.items():
         getter = operator.itemgetter(*names)
         if len(names) == 1:
-            getters.append((_SUB_ATTR[sub], lambda d, g=getter: (g(d),)))
+            getters.append((_SUB_ATTR[sub], _one(getter)))
         else:
             getters.append((_SUB_ATTR[sub], getter))
         raw_order.extend(f"{sub}_{n}" for n in names)

@@ -86,7 +86,7 @@ async def redis_time_ms(r: Redis) -> int:
 
 async def meters(r: Redis, keys: Keys) -> dict[str, int]:
     """meterId -> last seen (epoch ms) from the ingest's meters hash."""
-    raw: dict[bytes, bytes] = await r.hgetall(keys.meters)
+    raw: dict[Any, Any] = await r.hgetall(keys.meters)
     return {k.decode(): int(float(v)) for k, v in raw.items()}
 
 
@@ -129,14 +129,14 @@ async def next_minutes(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -
 
 
 async def late_flags(r: Redis, keys: Keys, t0_ms: int) -> list[str]:
-    members: list[bytes] = await r.zrangebyscore(keys.late_minutes, "-inf", t0_ms)
+    members: list[Any] = await r.zrangebyscore(keys.late_minutes, "-inf", t0_ms)
     return [m.decode() for m in members]
 
 
 async def clear_late_flags(r: Redis, keys: Keys, members: Sequence[str], t0_ms: int) -> int:
     if not members:
         return 0
-    n = await r.eval(_REMOVE_IF_NOT_NEWER, 1, keys.late_minutes, t0_ms, *members)  # type: ignore[misc]
+    n = await r.eval(_REMOVE_IF_NOT_NEWER, 1, keys.late_minutes, t0_ms, *members)
     return int(n)
 
 
@@ -147,7 +147,7 @@ async def mark_late_done(r: Redis, keys: Keys, members: Sequence[str], at_ms: in
 
 async def drop_done_late(r: Redis, keys: Keys, before_ms: int) -> int:
     late_prefix = keys.late_data("")
-    n = await r.eval(_DROP_DONE_LATE, 2, keys.late_done, keys.late_minutes, before_ms, late_prefix)  # type: ignore[misc]
+    n = await r.eval(_DROP_DONE_LATE, 2, keys.late_done, keys.late_minutes, before_ms, late_prefix)
     return int(n)
 
 
@@ -156,14 +156,14 @@ async def trim_live(r: Redis, keys: Keys, meter_ids: Sequence[str], before_ms: i
     total = 0
     for i in range(0, len(meter_ids), 1000):
         chunk = [keys.timeseries(m) for m in meter_ids[i : i + 1000]]
-        total += int(await r.eval(_TRIM_KEEP_NEWEST, len(chunk), *chunk, before_ms))  # type: ignore[misc]
+        total += int(await r.eval(_TRIM_KEEP_NEWEST, len(chunk), *chunk, before_ms))
     return total
 
 
 async def read_events(
     r: Redis, keys: Keys, after: str, count: int = 10_000
 ) -> list[tuple[str, dict[str, str]]]:
-    entries: list[Any] = await r.xrange(keys.events, min=f"({after}", max="+", count=count)
+    entries: Any = await r.xrange(keys.events, min=f"({after}", max="+", count=count)
     return [
         (eid.decode(), {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()})
         for eid, fields in entries

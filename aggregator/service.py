@@ -69,7 +69,9 @@ class Aggregator:
         *,
         metrics: Metrics | None = None,
         executor: Executor | None = None,
+        parallel_min_items: int = PARALLEL_MIN_ITEMS,
     ) -> None:
+        self.parallel_min_items = parallel_min_items
         self.settings = settings
         self.redis = redis
         self.keys: Keys = settings.common.keys
@@ -193,7 +195,7 @@ class Aggregator:
 
     async def _compute(self, items: Sequence[Item]) -> Result:
         workers = self.settings.workers
-        if self.executor is None or workers < 2 or len(items) < PARALLEL_MIN_ITEMS:
+        if self.executor is None or workers < 2 or len(items) < self.parallel_min_items:
             return await asyncio.to_thread(compute, items, self.thresholds)
         loop = asyncio.get_running_loop()
         size = -(-len(items) // workers)
