@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from aggregator.compute import MINUTE_MS, Item
@@ -90,20 +91,39 @@ async def meters(r: Redis, keys: Keys) -> dict[str, int]:
     return {k.decode(): int(float(v)) for k, v in raw.items()}
 
 
+def _chunks(keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[tuple[list[str], list[int]]]:
+    out = []
+    for i in range(0, len(pairs), READ_CHUNK):
+        chunk = pairs[i : i + READ_CHUNK]
+        chunk_keys = [k for meter, _ in chunk for k in (keys.timeseries(meter), keys.late_data(meter))]
+        out.append((chunk_keys, [minute for _, minute in chunk]))
+    return out
+
+
+def _items(pairs: Sequence[tuple[str, int]], replies: list[Any]) -> list[Item]:
+    flat = [entry for reply in replies for entry in reply]
+    return [
+        Item(meter, minute, snapshots, baseline or None)
+        for (meter, minute), (snapshots, baseline) in zip(pairs, flat, strict=True)
+    ]
+
+
 async def read_items(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[Item]:
     """Snapshots and baseline of every (meter, minute) pair: one pipelined round trip of script calls."""
     script = r.register_script(_READ_ITEMS)
     pipe = r.pipeline(transaction=False)
-    for i in range(0, len(pairs), READ_CHUNK):
-        chunk = pairs[i : i + READ_CHUNK]
-        chunk_keys = [k for meter, _ in chunk for k in (keys.timeseries(meter), keys.late_data(meter))]
-        await script(keys=chunk_keys, args=[minute for _, minute in chunk], client=pipe)
-    replies: list[Any] = await pipe.execute()
-    items: list[Item] = []
-    flat = [entry for reply in replies for entry in reply]
-    for (meter, minute), (snapshots, baseline) in zip(pairs, flat, strict=True):
-        items.append(Item(meter, minute, snapshots, baseline or None))
-    return items
+    for chunk_keys, minutes in _chunks(keys, pairs):
+        await script(keys=chunk_keys, args=minutes, client=pipe)
+    return _items(pairs, await pipe.execute())
+
+
+def read_items_sync(r: redis.Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[Item]:
+    """:func:`read_items` for worker processes (a plain blocking client)."""
+    script = r.register_script(_READ_ITEMS)
+    pipe = r.pipeline(transaction=False)
+    for chunk_keys, minutes in _chunks(keys, pairs):
+        script(keys=chunk_keys, args=minutes, client=pipe)
+    return _items(pairs, pipe.execute())
 
 
 async def earliest_ms(r: Redis, keys: Keys, meter_ids: Sequence[str]) -> int | None:

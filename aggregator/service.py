@@ -34,7 +34,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from aggregator import reader, rollups, store
-from aggregator.compute import MINUTE_MS, Event, Item, Result, Thresholds, compute, ms_to_dt
+from aggregator.compute import MINUTE_MS, Event, Result, Thresholds, compute, ms_to_dt, read_and_compute
 from aggregator.metrics import Metrics
 from aggregator.settings import Settings
 from enerlink.db import connect, migrate
@@ -72,6 +72,7 @@ class Aggregator:
         parallel_min_items: int = PARALLEL_MIN_ITEMS,
     ) -> None:
         self.parallel_min_items = parallel_min_items
+        self._rollup_s = 0.0
         self.settings = settings
         self.redis = redis
         self.keys: Keys = settings.common.keys
@@ -141,9 +142,18 @@ class Aggregator:
         for minute in todo:
             began = time.monotonic()
             pairs = [(meter, minute) for meter, seen in fleet.items() if seen >= minute]
-            result = await self._compute(await reader.read_items(self.redis, self.keys, pairs))
+            result = await self._read_compute(pairs)
+            computed = time.monotonic()
             bucket = ms_to_dt(minute)
             await self._write(conn, result, watermark=bucket)
+            log.debug(
+                "aggregate: minute %s: %d meters, read+compute %.2f s, write %.2f s (rollups %.2f s)",
+                bucket.isoformat(),
+                len(result.rows),
+                computed - began,
+                time.monotonic() - computed,
+                self._rollup_s,
+            )
             report.minutes += 1
             report.rows += len(result.rows)
             report.bad += result.bad
@@ -172,9 +182,7 @@ class Aggregator:
                 redo.add((meter, following))
         pairs = sorted(redo, key=lambda p: (p[1], p[0]))
         for i in range(0, len(pairs), LATE_CHUNK):
-            result = await self._compute(
-                await reader.read_items(self.redis, self.keys, pairs[i : i + LATE_CHUNK])
-            )
+            result = await self._read_compute(pairs[i : i + LATE_CHUNK])
             await self._write(conn, result, watermark=None)
             report.rows += len(result.rows)
             report.bad += result.bad
@@ -193,15 +201,27 @@ class Aggregator:
         fleet = await reader.meters(self.redis, self.keys)
         await reader.trim_live(self.redis, self.keys, sorted(fleet), cutoff)
 
-    async def _compute(self, items: Sequence[Item]) -> Result:
-        workers = self.settings.workers
-        if self.executor is None or workers < 2 or len(items) < self.parallel_min_items:
+    async def _read_compute(self, pairs: Sequence[tuple[str, int]]) -> Result:
+        """Read and compute a batch: in this process (small batches), or sharded over the worker
+        processes, each reading its shard from Redis itself (reads and validation in parallel)."""
+        if self.executor is None or self.settings.workers < 2 or len(pairs) < self.parallel_min_items:
+            items = await reader.read_items(self.redis, self.keys, pairs)
             return await asyncio.to_thread(compute, items, self.thresholds)
         loop = asyncio.get_running_loop()
-        size = -(-len(items) // workers)
-        shards = [list(items[i : i + size]) for i in range(0, len(items), size)]
+        shards = 2 * self.settings.workers  # a worker reads its next shard while another computes
+        size = -(-len(pairs) // shards)
         parts = await asyncio.gather(
-            *(loop.run_in_executor(self.executor, compute, shard, self.thresholds) for shard in shards)
+            *(
+                loop.run_in_executor(
+                    self.executor,
+                    read_and_compute,
+                    self.settings.common.redis_url,
+                    self.keys.prefix,
+                    list(pairs[i : i + size]),
+                    self.thresholds,
+                )
+                for i in range(0, len(pairs), size)
+            )
         )
         merged = Result()
         for part in parts:
@@ -215,7 +235,9 @@ class Aggregator:
                     await self.partitions.ensure(conn, {row[1] for row in result.rows})
                     await store.copy_rows(conn, result.rows)
                     await store.upsert_from_staging(conn)
+                    began = time.monotonic()
                     await rollups.refresh(conn, staging=store.STAGING, timezone=self.settings.common.timezone)
+                    self._rollup_s = time.monotonic() - began
                 inserted = await store.insert_events(conn, result.events)
                 if watermark is not None:
                     await store.write_watermark(conn, watermark)

@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
-from aggregator.columns import ALL_COLUMNS, quote
+from aggregator.columns import ALL_COLUMNS, KEY_COLUMNS, STAT_COLUMNS, quote
 from aggregator.compute import Event
 from schemas.wire import Tables
 
@@ -93,11 +93,19 @@ async def create_staging(conn: Conn) -> None:
     )
 
 
+_PG_TYPES = {"text": "text", "timestamptz": "timestamptz", "integer": "int4", "double precision": "float8"}
+COPY_TYPES: list[str] = [_PG_TYPES[t.split(" not null")[0]] for _, t in KEY_COLUMNS] + [
+    _PG_TYPES[c.sql_type] for c in STAT_COLUMNS
+]
+
+
 async def copy_rows(conn: Conn, rows: Sequence[tuple[Any, ...]], *, table: str = STAGING) -> None:
+    """Binary COPY (no float formatting or parsing on either side)."""
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in ALL_COLUMNS)
     async with conn.cursor().copy(
-        sql.SQL("copy {} ({}) from stdin").format(sql.Identifier(table), columns)
+        sql.SQL("copy {} ({}) from stdin (format binary)").format(sql.Identifier(table), columns)
     ) as copy:
+        copy.set_types(COPY_TYPES)
         for row in rows:
             await copy.write_row(row)
 

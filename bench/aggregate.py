@@ -100,6 +100,10 @@ async def main() -> None:
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="  %(message)s")
+    logging.getLogger("aggregator.service").setLevel(logging.DEBUG)
 
     uid = uuid.uuid4().hex[:8]
     schema = f"bench_agg_{uid}"

@@ -567,12 +567,11 @@ async def test_worker_processes_compute_the_same_rows(
             ],
         )
     pairs = [(f"W{i:02d}", m) for i in range(40)]
-    from aggregator import reader
-
-    items = await reader.read_items(redis_client, keys, pairs)
-    one = await Aggregator(inline, redis_client)._compute(items)
+    one = await Aggregator(inline, redis_client)._read_compute(pairs)
     with _executor(parallel) as pool:
-        two = await Aggregator(parallel, redis_client, executor=pool, parallel_min_items=1)._compute(items)
+        two = await Aggregator(parallel, redis_client, executor=pool, parallel_min_items=1)._read_compute(
+            pairs
+        )
     assert sorted(one.rows) == sorted(two.rows) and len(one.rows) == 40
 
 
