@@ -21,25 +21,43 @@ from schemas.wire import Tables
 _EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
 
 
-def _select_list(src: str) -> str:
-    parts = [
-        f"sum({src}.sample_count)::int",
-        f"min({src}.first_at)",
-        f"max({src}.last_at)",
-    ]
-    for col in STAT_COLUMNS:
-        c = f"{src}.{quote(col.name)}"
-        if col.stat in ("avg", "ratio"):
-            parts.append(f"sum({c} * {src}.sample_count) / nullif(sum({src}.sample_count), 0)")
-        elif col.stat == "min":
-            parts.append(f"min({c})")
-        elif col.stat == "max":
-            parts.append(f"max({c})")
-        elif col.stat == "energy":
-            parts.append(f"sum({c})")
-        else:  # last
-            parts.append(f"(array_agg({c} order by {src}.bucket desc))[1]")
-    return ",\n  ".join(parts)
+_LAST = [c.name for c in STAT_COLUMNS if c.stat == "last"]
+
+
+def _aggregate(name: str) -> str:
+    col = next(c for c in STAT_COLUMNS if c.name == name)
+    c = f"p.{quote(name)}"
+    if col.stat in ("avg", "ratio"):
+        return f"sum({c} * p.sample_count) / nullif(sum(p.sample_count), 0)"
+    if col.stat == "energy":
+        return f"sum({c})"
+    return f"{col.stat}({c})"  # min / max
+
+
+def _rollup_sql(target: str, parts: str) -> str:
+    """Upsert ``target`` from ``parts`` (rows meter_id, b = target bucket, bucket, statistics...):
+    aggregates by group, and the ``_last`` columns from each group's latest row (one sort)."""
+    aggregated = [n for n in ALL_COLUMNS[5:] if n not in _LAST]
+    agg_list = ",\n    ".join(f"{_aggregate(n)} as {quote(n)}" for n in aggregated)
+    last_list = ", ".join(f"p.{quote(n)}" for n in _LAST)
+    out = []
+    for n in ALL_COLUMNS[2:]:
+        out.append(f"l.{quote(n)}" if n in _LAST else f"a.{quote(n)}")
+    return f"""{_insert(target)}
+with parts as ({parts}),
+agg as (
+  select p.meter_id, p.b, sum(p.sample_count)::int as sample_count, min(p.first_at) as first_at,
+    max(p.last_at) as last_at,
+    {agg_list}
+  from parts p group by p.meter_id, p.b
+),
+last as (
+  select distinct on (p.meter_id, p.b) p.meter_id, p.b, {last_list}
+  from parts p order by p.meter_id, p.b, p.bucket desc
+)
+select a.meter_id, a.b, {", ".join(out)}
+from agg a join last l on l.meter_id = a.meter_id and l.b = a.b
+{_upsert_tail()}"""
 
 
 def _upsert_tail() -> str:
@@ -51,40 +69,37 @@ def _insert(table: str) -> str:
     return f"insert into {quote(table)} ({', '.join(quote(c) for c in ALL_COLUMNS)})"
 
 
+def _columns(alias: str) -> str:
+    return ", ".join(f"{alias}.{quote(c)}" for c in ALL_COLUMNS[2:])
+
+
 def _level_sql(*, target: str, source: str, keys_from: str, width: str) -> str:
-    return f"""{_insert(target)}
-select k.meter_id, k.b,
-  {_select_list("s")}
-from (select distinct meter_id, date_bin(interval '{width}', bucket, {_EPOCH}) as b from {keys_from}) k
-join {quote(source)} s on s.meter_id = k.meter_id and s.bucket >= k.b and s.bucket < k.b + interval '{width}'
-group by k.meter_id, k.b
-{_upsert_tail()}"""
+    parts = f"""
+  select k.meter_id, k.b, s.bucket, {_columns("s")}
+  from (select distinct meter_id, date_bin(interval '{width}', bucket, {_EPOCH}) as b from {keys_from}) k
+  join {quote(source)} s on s.meter_id = k.meter_id and s.bucket >= k.b
+    and s.bucket < k.b + interval '{width}'"""
+    return _rollup_sql(target, parts)
 
 
 def _daily_sql(staging: str) -> str:
     five, hour = quote(Tables.TELEMETRY_5M), quote(Tables.TELEMETRY_1H)
-    cols = ", ".join(quote(c) for c in ALL_COLUMNS[2:])
-    return f"""{_insert(Tables.TELEMETRY_1D)}
-with days as (
-  select distinct meter_id,
-    (date_trunc('day', bucket at time zone %(tz)s) at time zone %(tz)s) as d0,
-    ((date_trunc('day', bucket at time zone %(tz)s) + interval '1 day') at time zone %(tz)s) as d1
-  from {staging}
-), parts as (
-  select k.meter_id, k.d0, h.bucket, {", ".join(f"h.{quote(c)}" for c in ALL_COLUMNS[2:])}
+    parts = f"""
+  with days as (
+    select distinct meter_id,
+      (date_trunc('day', bucket at time zone %(tz)s) at time zone %(tz)s) as d0,
+      ((date_trunc('day', bucket at time zone %(tz)s) + interval '1 day') at time zone %(tz)s) as d1
+    from {staging}
+  )
+  select k.meter_id, k.d0 as b, h.bucket, {_columns("h")}
   from days k join {hour} h on h.meter_id = k.meter_id and h.bucket >= k.d0
     and h.bucket + interval '1 hour' <= k.d1
   union all
-  select k.meter_id, k.d0, f.bucket, {", ".join(f"f.{quote(c)}" for c in ALL_COLUMNS[2:])}
+  select k.meter_id, k.d0 as b, f.bucket, {_columns("f")}
   from days k join {five} f on f.meter_id = k.meter_id and f.bucket >= k.d0 and f.bucket < k.d1
     and not (date_bin(interval '1 hour', f.bucket, {_EPOCH}) >= k.d0
-             and date_bin(interval '1 hour', f.bucket, {_EPOCH}) + interval '1 hour' <= k.d1)
-)
-select s.meter_id, s.d0,
-  {_select_list("s")}
-from parts s
-group by s.meter_id, s.d0
-{_upsert_tail()}""".replace("{cols}", cols)
+             and date_bin(interval '1 hour', f.bucket, {_EPOCH}) + interval '1 hour' <= k.d1)"""
+    return _rollup_sql(Tables.TELEMETRY_1D, parts)
 
 
 async def refresh(conn: AsyncConnection[tuple[object, ...]], *, staging: str, timezone: str) -> None:
