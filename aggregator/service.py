@@ -144,6 +144,7 @@ class Aggregator:
             pairs = [(meter, minute) for meter, seen in fleet.items() if seen >= minute]
             result = await self._read_compute(pairs)
             computed = time.monotonic()
+            self._rollup_s = 0.0
             bucket = ms_to_dt(minute)
             await self._write(conn, result, watermark=bucket)
             log.debug(
