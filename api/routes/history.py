@@ -80,35 +80,6 @@ def _plain_query(table: str, chosen: list[str]) -> sql.Composed:
     ).format(sql.SQL("").join(sql.SQL(", ") + sql.Identifier(c) for c in chosen), sql.Identifier(table))
 
 
-def _rollup_expr(column: str) -> sql.Composed:
-    """How a minute column combines into a coarser bucket (weighted by ``sample_count``)."""
-    c = sql.Identifier(column)
-    if column == "first_at" or column.endswith("_min"):
-        return sql.SQL("min({})").format(c)
-    if column == "last_at" or column.endswith("_max"):
-        return sql.SQL("max({})").format(c)
-    if column == "sample_count" or column.endswith("_energy_wh"):
-        return sql.SQL("sum({})").format(c)
-    if column.endswith("_last"):
-        return sql.SQL("(array_agg({c} order by bucket desc) filter (where {c} is not null))[1]").format(c=c)
-    return sql.SQL(
-        "sum({c} * sample_count) / nullif(sum(case when {c} is not null then sample_count end), 0)"
-    ).format(c=c)
-
-
-def _rollup_query(table: str, chosen: list[str], step: timedelta) -> sql.Composed:
-    return sql.SQL(
-        "select date_bin({step}::interval, bucket, timestamptz '2000-01-01 00:00:00+00') as b{cols}"
-        " from {table} where meter_id = %s and bucket >= %s and bucket < %s group by b order by b limit %s"
-    ).format(
-        step=sql.Literal(f"{int(step.total_seconds())} seconds"),
-        cols=sql.SQL("").join(
-            sql.SQL(", ") + _rollup_expr(c) + sql.SQL(" as ") + sql.Identifier(c) for c in chosen
-        ),
-        table=sql.Identifier(table),
-    )
-
-
 def _cell(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso(value)
@@ -170,10 +141,6 @@ async def history(
             f" the maximum is {state.settings.max_points}: narrow the range or use a coarser resolution",
         )
     columns = await state.columns(table)
-    rolled_on_the_fly = not columns and table != Tables.TELEMETRY_AGGREGATES
-    if rolled_on_the_fly:  # no rollup table (yet): aggregate the minute rows in the query
-        table = Tables.TELEMETRY_AGGREGATES
-        columns = await state.columns(table)
     if not columns:
         raise HTTPException(503, f"resolution {resolution} is not available: table {table} does not exist")
     try:
@@ -184,7 +151,7 @@ async def history(
         chosen = resolve_fields(fields, await state.columns(table, refresh=True))
     if not await _meter_known(state, meter_id, table):
         raise HTTPException(404, f"unknown meter {meter_id}")
-    query = _rollup_query(table, chosen, step) if rolled_on_the_fly else _plain_query(table, chosen)
+    query = _plain_query(table, chosen)
     async with state.pool.connection() as conn:
         cur = await conn.execute(query, (meter_id, start_at, end_at, state.settings.max_points))
         rows = await cur.fetchall()
