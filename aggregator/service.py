@@ -12,7 +12,8 @@ minute; the second waits, then finds the watermark advanced and nothing left to 
    raised again since T0;
 4. clean-up: late data of re-aggregated minutes after a hold period, live snapshots older than
    both the retention and the watermark (each meter's newest is kept as the next baseline);
-5. the ingest's online/offline stream is copied into ``events`` (position kept in PostgreSQL).
+5. the ingest's online/offline stream is copied into ``events`` (position kept in PostgreSQL), and
+   sensors reported disconnected in the newest status messages raise events (see events.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import redis.asyncio as aioredis
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from aggregator import reader, rollups, store
+from aggregator import events, reader, rollups, store
 from aggregator.compute import MINUTE_MS, Event, Result, Thresholds, compute, ms_to_dt, read_and_compute
 from aggregator.metrics import Metrics
 from aggregator.settings import Settings
@@ -96,6 +97,7 @@ class Aggregator:
                 await self._late(conn, t0, closed_end, report)
                 await self._cleanup(t0, report)
                 report.events += await self._stream_events(conn)
+                report.events += await self._sensor_events(conn)
             finally:
                 await conn.execute("select pg_advisory_unlock(%s)", (key,))
         if report.watermark is not None:
@@ -248,6 +250,13 @@ class Aggregator:
         self.metrics.bad.inc(result.bad)
         self.metrics.events.inc(inserted)
 
+    async def _sensor_events(self, conn: store.Conn) -> int:
+        async with conn.transaction():
+            found = await events.sensor_events(conn, self.redis, self.keys)
+            inserted = await store.insert_events(conn, found)
+        self.metrics.events.inc(inserted)
+        return inserted
+
     async def _stream_events(self, conn: store.Conn) -> int:
         total = 0
         async with conn.transaction():
@@ -256,9 +265,9 @@ class Aggregator:
             entries = await reader.read_events(self.redis, self.keys, position)
             if not entries:
                 return total
-            events = [_stream_event(fields) for _, fields in entries]
+            parsed = [_stream_event(fields) for _, fields in entries]
             async with conn.transaction():
-                total += await store.insert_events(conn, [e for e in events if e is not None])
+                total += await store.insert_events(conn, [e for e in parsed if e is not None])
                 position = entries[-1][0]
                 await store.write_position(conn, position)
 

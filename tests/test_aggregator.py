@@ -609,3 +609,33 @@ def _has_table(settings: Settings) -> bool:
     with psycopg.connect(settings.common.database_url) as conn:
         row = conn.execute("select to_regclass(%s)", (Tables.AGGREGATOR_WATERMARK,)).fetchone()
         return row is not None and row[0] is not None
+
+
+async def test_sensor_events_from_status_inventory(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    settings = settings_for(environ)
+    keys = settings.common.keys
+    status = load_fixture("meter-status.json")
+
+    async def publish(at: str, *, import_connected: bool) -> None:
+        msg = copy.deepcopy(status)
+        msg["meterId"] = "Z"
+        msg["datetime"] = at
+        msg["data"]["sensors"]["ina219"][1]["connected"] = import_connected
+        await redis_client.hset(keys.latest_status, "Z", json.dumps(msg))
+
+    await publish("2025-10-26T04:00:00Z", import_connected=True)
+    await run(settings, once=True)
+    await publish("2025-10-26T04:01:00Z", import_connected=False)
+    await run(settings, once=True)
+    await run(settings, once=True)  # same status again: nothing new
+    await publish("2025-10-26T04:02:00Z", import_connected=True)
+    await run(settings, once=True)
+    with psycopg.connect(settings.common.database_url) as conn:
+        got = conn.execute(f"select kind, severity, at, details from {Tables.EVENTS} order by at").fetchall()
+    assert [(k, s, a.minute) for k, s, a, _ in got] == [
+        ("sensor_disconnected", "warning", 1),
+        ("sensor_reconnected", "info", 2),
+    ]
+    assert got[0][3] == {"bus": "ina219", "address": "0x41", "sensor": "Import"}

@@ -1,0 +1,75 @@
+"""Sensor events from the status messages' inventories (``ina219[]``, ``max17048[]``).
+
+Each job reads ``latest_status`` once. Only meters whose newest status reports a disconnected
+sensor, or which had one disconnected before (state in ``Tables.AGGREGATOR_EVENT_STATE``), are
+parsed (validated with ``StatusMessage``); a sensor newly reported disconnected raises
+``sensor_disconnected`` (warning), one back raises ``sensor_reconnected`` (info), stamped with the
+status message's time. (The battery gauge is also watched minute by minute in the data messages.)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+
+from aggregator.columns import quote
+from aggregator.compute import Event
+from aggregator.store import Conn
+from schemas.telemetry import StatusMessage
+from schemas.wire import Keys, Tables
+
+_DISCONNECTED = re.compile(rb'"connected"\s*:\s*false')
+
+
+def _sensor_key(bus: str, address: str, name: str) -> str:
+    return f"{bus}:{address}:{name}"
+
+
+async def sensor_events(conn: Conn, redis: aioredis.Redis, keys: Keys) -> list[Event]:
+    """Compare the newest status of each meter with the stored state; update it; return events."""
+    table = quote(Tables.AGGREGATOR_EVENT_STATE)
+    cur = await conn.execute(f"select meter_id, disconnected, status_at from {table}".encode())
+    state: dict[str, tuple[set[str], Any]] = {r[0]: (set(r[1]), r[2]) for r in await cur.fetchall()}
+    latest: dict[Any, Any] = await redis.hgetall(keys.latest_status)
+    events: list[Event] = []
+    updates: list[tuple[str, list[str], Any]] = []
+    for raw_meter, raw in latest.items():
+        meter = raw_meter.decode()
+        before, seen_at = state.get(meter, (set(), None))
+        if not before and not _DISCONNECTED.search(raw):
+            continue
+        try:
+            status = StatusMessage.model_validate_json(raw)
+        except ValidationError:
+            continue
+        if status.meterId != meter or (seen_at is not None and status.datetime <= seen_at):
+            continue
+        now: dict[str, tuple[str, str, str]] = {}
+        for bus, entries in (
+            ("ina219", status.data.sensors.ina219),
+            ("max17048", status.data.sensors.max17048),
+        ):
+            for entry in entries:
+                if not entry.connected:
+                    now[_sensor_key(bus, entry.address, entry.name)] = (bus, entry.address, entry.name)
+        for key in sorted(set(now) - before):
+            bus, address, name = now[key]
+            details = {"bus": bus, "address": address, "sensor": name}
+            events.append(Event(meter, status.datetime, "sensor_disconnected", "warning", details))
+        for key in sorted(before - set(now)):
+            bus, address, name = key.split(":", 2)
+            details = {"bus": bus, "address": address, "sensor": name}
+            events.append(Event(meter, status.datetime, "sensor_reconnected", "info", details))
+        updates.append((meter, sorted(now), status.datetime))
+    if updates:
+        async with conn.cursor() as c:
+            await c.executemany(
+                f"insert into {table} (meter_id, disconnected, status_at) values (%s, %s, %s)"
+                " on conflict (meter_id) do update set disconnected = excluded.disconnected,"
+                " status_at = excluded.status_at".encode(),
+                updates,
+            )
+    return events
