@@ -141,29 +141,49 @@ class Aggregator:
                 len(todo),
                 ms_to_dt(start).isoformat(),
             )
-        for minute in todo:
-            began = time.monotonic()
+
+        def _start(minute: int) -> asyncio.Task[Result]:
             pairs = [(meter, minute) for meter, seen in fleet.items() if seen >= minute]
-            result = await self._read_compute(pairs)
-            computed = time.monotonic()
-            self._rollup_s = 0.0
-            bucket = ms_to_dt(minute)
-            await self._write(conn, result, watermark=bucket)
-            log.debug(
-                "aggregate: minute %s: %d meters, read+compute %.2f s, write %.2f s (rollups %.2f s)",
-                bucket.isoformat(),
-                len(result.rows),
-                computed - began,
-                time.monotonic() - computed,
-                self._rollup_s,
-            )
-            report.minutes += 1
-            report.rows += len(result.rows)
-            report.bad += result.bad
-            report.events += len(result.events)
-            report.watermark = bucket
-            self.metrics.minute_duration.observe(time.monotonic() - began)
-            self.metrics.lag.set((t0 - minute - MINUTE_MS) / 1000)
+            return asyncio.create_task(self._read_compute(pairs), name=f"aggregate-read-{minute}")
+
+        # While minute m is written to PostgreSQL, minute m + 1 is read and computed (catch-up).
+        upcoming = _start(todo[0]) if todo else None
+        try:
+            for i, minute in enumerate(todo):
+                began = time.monotonic()
+                assert upcoming is not None
+                result = await upcoming
+                upcoming = _start(todo[i + 1]) if i + 1 < len(todo) else None
+                computed = time.monotonic()
+                await self._write_minute(conn, result, minute=minute, t0=t0, report=report, began=began)
+                log.debug("aggregate: minute %s read+compute %.2f s", ms_to_dt(minute), computed - began)
+        finally:
+            if upcoming is not None:
+                upcoming.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await upcoming
+
+    async def _write_minute(
+        self, conn: store.Conn, result: Result, *, minute: int, t0: int, report: JobReport, began: float
+    ) -> None:
+        computed = time.monotonic()
+        self._rollup_s = 0.0
+        bucket = ms_to_dt(minute)
+        await self._write(conn, result, watermark=bucket)
+        log.debug(
+            "aggregate: minute %s: %d meters, write %.2f s (rollups %.2f s)",
+            bucket.isoformat(),
+            len(result.rows),
+            time.monotonic() - computed,
+            self._rollup_s,
+        )
+        report.minutes += 1
+        report.rows += len(result.rows)
+        report.bad += result.bad
+        report.events += len(result.events)
+        report.watermark = bucket
+        self.metrics.minute_duration.observe(time.monotonic() - began)
+        self.metrics.lag.set((t0 - minute - MINUTE_MS) / 1000)
 
     async def _late(self, conn: store.Conn, t0: int, closed_end: int, report: JobReport) -> None:
         flags = await reader.late_flags(self.redis, self.keys, t0)
