@@ -16,7 +16,7 @@ class Settings:
     retention_s: int = 7200  # Redis live window (shared with the ingest): catch-up reaches this far
     late_hold_s: int = 600  # late data of a re-aggregated minute is deleted this long after
     workers: int = 1  # processes for validation/statistics of large batches (1 = in-process)
-    metrics_port: int = 9102  # Prometheus; 0 = off
+    metrics_port: int = 0  # Prometheus port; 0 = off (the default, like the other services)
     thermal_warn_c: float = 45.0
     thermal_crit_c: float = 60.0
 
@@ -28,7 +28,7 @@ class Settings:
             retention_s=env.int("RETENTION_S", 7200),
             late_hold_s=env.int("AGGREGATE_LATE_HOLD_S", 600),
             workers=env.int("AGGREGATE_WORKERS", min(os.cpu_count() or 1, 4)),
-            metrics_port=env.int("AGGREGATOR_METRICS_PORT", 9102),
+            metrics_port=env.int("AGGREGATOR_METRICS_PORT", 0),
             thermal_warn_c=env.float("AGGREGATE_THERMAL_WARN_C", 45.0),
             thermal_crit_c=env.float("AGGREGATE_THERMAL_CRIT_C", 60.0),
         )
