@@ -10,11 +10,13 @@ crash loses what was acknowledged but not yet stored. Here, on the paho client u
 * we subscribe at QoS 1 (devices still publish at QoS 2; QoS 2 with manual ack stalls a resumed
   session because paho does not answer a re-sent PUBREL it does not know) and send each PUBACK with
   ``ack(mid, 1)`` only after the batch is in Redis (:meth:`Session.ack`);
-* the broker sends at most Receive Maximum (``ENERLINK_INGEST_RECEIVE_MAXIMUM``) unacknowledged
-  messages, so our buffer is bounded by the protocol: while Redis is down nothing is acknowledged,
-  the window fills and the broker keeps the rest in the persistent session. A hard bound
-  (:attr:`Session.bound`) guards against QoS 0 floods; a QoS 1 message over it is not acknowledged
-  and the session is reconnected so the broker sends it again.
+* the broker sends about Receive Maximum (``ENERLINK_INGEST_RECEIVE_MAXIMUM``) unacknowledged
+  messages, so while Redis is down nothing is acknowledged, the window fills and the broker keeps
+  the rest in the persistent session. Mosquitto 2.0 overshoots that window when a session resumes
+  with a backlog (measured: 4,287 held with a window of 1,000), so the buffer has a hard bound
+  (:attr:`Session.bound`): at the bound we stop reading the socket and TCP flow control holds the
+  broker back until the batches drain it to half. Nothing is dropped. (If a pause outlasts the
+  keepalive, paho drops the connection and the broker redelivers what was not acknowledged.)
 """
 
 from __future__ import annotations
@@ -64,15 +66,14 @@ class Session:
         self._buffer: deque[Incoming] = deque()
         self._ready = asyncio.Event()
         self.bound = bound
-        self.overflowed = 0
+        self.peak = 0
+        self.pauses = 0
+        self._paused = False
+        self._loop = asyncio.get_running_loop()
         self._paho.manual_ack_set(True)
         self._paho.on_message = self._on_message
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
-        if len(self._buffer) >= self.bound:
-            # Not acknowledged: the broker sends a QoS 1 message again after the reconnect below.
-            self.overflowed += 1
-            return
         self._buffer.append(
             Incoming(
                 topic=message.topic,
@@ -82,7 +83,37 @@ class Session:
                 dup=bool(message.dup),
             )
         )
+        self.peak = max(self.peak, len(self._buffer))
+        if len(self._buffer) >= self.bound:
+            self._pause()
         self._ready.set()
+
+    def _pause(self) -> None:
+        """Stop reading the socket: TCP flow control holds the broker back until we catch up."""
+        sock = self._paho.socket()
+        if sock is not None and not self._paused:
+            self._loop.remove_reader(sock.fileno())
+            self._paused = True
+            self.pauses += 1
+
+    def _resume(self) -> None:
+        sock = self._paho.socket()
+        if self._paused and sock is not None and not self._client._disconnected.done():
+            self._loop.add_reader(sock.fileno(), self._read)
+        self._paused = False
+
+    def _read(self) -> None:
+        """The socket reader as aiomqtt installs it (re-installed after a pause)."""
+        try:
+            while True:
+                self._paho.loop_read()
+                sock = self._paho.socket()
+                pending = getattr(sock, "pending", None)
+                if pending is None or pending() <= 0:
+                    break
+        except Exception as exc:
+            if not self._client._disconnected.done():
+                self._client._disconnected.set_exception(exc)
 
     async def subscribe(self, filters: list[str]) -> None:
         await self._client.subscribe([(f, 1) for f in filters])
@@ -110,11 +141,12 @@ class Session:
                 return []
         self._check(disconnected)
         count = min(limit, len(self._buffer))
-        return [self._buffer.popleft() for _ in range(count)]
+        taken = [self._buffer.popleft() for _ in range(count)]
+        if self._paused and len(self._buffer) <= self.bound // 2:
+            self._resume()
+        return taken
 
     def _check(self, disconnected: asyncio.Future[None]) -> None:
-        if self.overflowed:
-            raise aiomqtt.MqttError(f"buffer bound {self.bound} exceeded; reconnecting for redelivery")
         if disconnected.done():
             exc = disconnected.exception() if not disconnected.cancelled() else None
             raise aiomqtt.MqttError(f"disconnected: {exc}") from exc

@@ -65,13 +65,18 @@ class _Tally:
 
 
 async def run(
-    settings: Settings, *, once: bool = False, idle_s: float = 1.0, ready: asyncio.Event | None = None
+    settings: Settings,
+    *,
+    once: bool = False,
+    idle_s: float = 1.0,
+    ready: asyncio.Event | None = None,
+    metrics: IngestMetrics | None = None,
 ) -> None:
     """Run until cancelled; with ``once``, stop after ``idle_s`` seconds without a message.
 
     ``ready`` is set once the first subscription is in place (callers that publish right away).
     """
-    metrics = IngestMetrics()
+    metrics = metrics or IngestMetrics()
     metrics.serve(port=settings.metrics_port, host=settings.metrics_host)
     validator = Validator(
         topics=settings.common.topics,
@@ -101,6 +106,7 @@ class _Worker:
     validator: Validator
     metrics: IngestMetrics
     ready: asyncio.Event | None = None
+    peak: int = 0
     tally: _Tally = field(default_factory=_Tally)
 
     async def loop(self, *, once: bool, idle_s: float) -> None:
@@ -130,8 +136,16 @@ class _Worker:
             finally:
                 self.metrics.connected.set(0)
                 self._summary(force=True)
+                if self.peak:
+                    log.info("mqtt: at most %d unacknowledged messages were held in memory", self.peak)
 
     async def _pump(self, live: mqtt_source.Session, *, once: bool, idle_s: float) -> None:
+        try:
+            await self._pump_batches(live, once=once, idle_s=idle_s)
+        finally:
+            self.peak = max(self.peak, live.peak)
+
+    async def _pump_batches(self, live: mqtt_source.Session, *, once: bool, idle_s: float) -> None:
         while True:
             batch = await live.batch(self.settings.batch, idle_s=idle_s if once else SUMMARY_EVERY_S)
             if not batch:

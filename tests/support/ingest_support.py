@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from enerlink import mqtt
 from enerlink.config import Env, MqttEndpoint
+from ingest.metrics import IngestMetrics
 from ingest.service import run
 from ingest.settings import Settings
 from tests.conftest import load_fixture
@@ -26,11 +27,12 @@ def ingest_settings(environ: dict[str, str], **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[None]:
+async def running(settings: Settings, metrics: IngestMetrics | None = None) -> AsyncIterator[None]:
     """The worker running in this event loop for the duration of the block (cancelled after)."""
     ready = asyncio.Event()
     async with asyncio.TaskGroup() as group:
-        task = group.create_task(run(settings, ready=ready), name=f"ingest-{settings.client_id}")
+        worker = run(settings, ready=ready, metrics=metrics)
+        task = group.create_task(worker, name=f"ingest-{settings.client_id}")
         try:
             await asyncio.wait_for(ready.wait(), 30)
             yield

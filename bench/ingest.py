@@ -1,0 +1,168 @@
+"""Ingest throughput against the broker's own ceiling, measured in the same run.
+
+    .venv/bin/python bench/ingest.py [--messages 20000] [--meters 1000] [--window 100]
+
+It starts its own Mosquitto from the project configuration (free loopback port), then publishes the
+same fleet stream (data messages at QoS 2, ``--window`` in flight) twice:
+
+a) to ``mosquitto_sub -q 2`` (the broker ceiling: how fast the broker delivers the stream to a QoS 2
+   subscriber that does nothing), timed from the first publish to the last message received;
+b) to one ``enerlink ingest`` worker (a subprocess, fresh session), timed from the first publish
+   until every message is in Redis.
+
+It prints both rates, their ratio, and end-to-end latency p50/p99: device datetime (stamped at
+publish) to the moment the ingest announced the stored message on the live channel (published by the
+same Lua script that stores it). Redis: ``ENERLINK_REDIS_URL`` (default local), under a key prefix
+of its own that is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from schemas.wire import Keys, Topics  # noqa: E402
+from tests.support.ingest_support import publisher  # noqa: E402
+from tests.support.services import FIXTURES, Broker, ServiceProcess  # noqa: E402
+
+FIXTURE = orjson.loads((FIXTURES / "meter-data.json").read_bytes())
+
+
+def _payload(meter: int, seq: int) -> bytes:
+    body = dict(FIXTURE)
+    body["meterId"] = f"B{meter:05d}"
+    body["seq"] = seq
+    body["datetime"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return orjson.dumps(body)
+
+
+async def _publish(url: str, topic: str, *, messages: int, meters: int, window: int) -> float:
+    """Publish the stream; returns the monotonic time of the first publish."""
+    async with publisher(url, window=window) as pub:
+        started = time.monotonic()
+        await pub.many((topic, _payload(i % meters, i // meters)) for i in range(messages))
+    return started
+
+
+async def broker_ceiling(broker: Broker, topic: str, *, messages: int, meters: int, window: int) -> float:
+    sub = subprocess.Popen(
+        [
+            "mosquitto_sub",
+            "-p",
+            str(broker.port),
+            "-q",
+            "2",
+            "-t",
+            topic,
+            "-C",
+            str(messages),
+            "-i",
+            "bench-sub",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)  # let it subscribe
+    started = await _publish(broker.url, topic, messages=messages, meters=meters, window=window)
+    while sub.poll() is None:
+        await asyncio.sleep(0.005)
+    return messages / (time.monotonic() - started)
+
+
+async def ingest_rate(
+    broker: Broker, redis_url: str, *, messages: int, meters: int, window: int
+) -> tuple[float, list[float]]:
+    tag = uuid.uuid4().hex[:8]
+    topics, keys = Topics(f"bench{tag}/enerlink"), Keys(f"bench{tag}:telemetry")
+    env = {
+        "ENERLINK_MQTT_URL": broker.url,
+        "ENERLINK_REDIS_URL": redis_url,
+        "ENERLINK_TOPIC_PREFIX": topics.prefix,
+        "ENERLINK_KEY_PREFIX": keys.prefix,
+        "ENERLINK_INGEST_CLIENT_ID": f"bench-ingest-{tag}",
+        "ENERLINK_LOG_LEVEL": "WARNING",
+    }
+    worker = ServiceProcess(args=["ingest"], env=env).start()
+    client = aioredis.Redis.from_url(redis_url)
+    latencies: list[float] = []
+    try:
+        pubsub = client.pubsub()
+        await pubsub.subscribe(keys.live_channel)
+        async with publisher(broker.url) as pub:  # wait until the worker's subscription is live
+            while not await client.hexists(keys.latest_data, "PROBE"):
+                body = dict(FIXTURE, meterId="PROBE", datetime=datetime.now(UTC).isoformat())
+                await pub.one(topics.data, orjson.dumps(body))
+                await asyncio.sleep(0.3)
+
+        async def listen() -> float:
+            seen = 0
+            while seen < messages:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None:
+                    continue
+                now = time.time()
+                body = orjson.loads(message["data"])
+                if body["meterId"] == "PROBE":
+                    continue
+                at = datetime.fromisoformat(body["datetime"].replace("Z", "+00:00")).timestamp()
+                latencies.append((now - at) * 1000)
+                seen += 1
+            return time.monotonic()
+
+        listener = asyncio.create_task(listen())
+        started = await _publish(broker.url, topics.data, messages=messages, meters=meters, window=window)
+        done = await asyncio.wait_for(listener, timeout=600)
+        await pubsub.aclose()
+        rate = messages / (done - started)
+    finally:
+        worker.kill()
+        keys_left = [k async for k in client.scan_iter(match=f"{keys.prefix}:*", count=1000)]
+        if keys_left:
+            await client.delete(*keys_left)
+        await client.aclose()
+    return rate, latencies
+
+
+def _pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else float("nan")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--meters", type=int, default=1_000)
+    parser.add_argument("--window", type=int, default=100, help="publisher QoS 2 messages in flight")
+    args = parser.parse_args()
+    redis_url = os.environ.get("ENERLINK_REDIS_URL", "redis://127.0.0.1:6379/0")
+    broker = Broker().start()
+    try:
+        kw = {"messages": args.messages, "meters": args.meters, "window": args.window}
+        ceiling = await broker_ceiling(broker, "bench/ceiling/meters/data", **kw)
+        rate, latencies = await ingest_rate(broker, redis_url, **kw)
+    finally:
+        broker.stop()
+    print(f"messages           {args.messages} from {args.meters} meters, QoS 2, window {args.window}")
+    print(f"broker ceiling     {ceiling:,.0f} msg/s (mosquitto_sub -q 2)")
+    print(f"ingest (1 worker)  {rate:,.0f} msg/s stored in Redis")
+    print(f"ratio              {rate / ceiling:.0%} of the ceiling")
+    print(
+        f"latency            p50 {_pct(latencies, 50):.1f} ms, p99 {_pct(latencies, 99):.1f} ms "
+        "(device datetime -> stored)"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
