@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -59,26 +58,11 @@ async def _publish(url: str, topic: str, *, messages: int, meters: int, window: 
 
 
 async def broker_ceiling(broker: Broker, topic: str, *, messages: int, meters: int, window: int) -> float:
-    sub = subprocess.Popen(
-        [
-            "mosquitto_sub",
-            "-p",
-            str(broker.port),
-            "-q",
-            "2",
-            "-t",
-            topic,
-            "-C",
-            str(messages),
-            "-i",
-            "bench-sub",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    argv = ["mosquitto_sub", "-p", str(broker.port), "-q", "2", "-t", topic, "-C", str(messages)]
+    sub = await asyncio.create_subprocess_exec(*argv, "-i", "bench-sub", stdout=asyncio.subprocess.DEVNULL)
     await asyncio.sleep(0.5)  # let it subscribe
     started = await _publish(broker.url, topic, messages=messages, meters=meters, window=window)
-    while sub.poll() is None:
-        await asyncio.sleep(0.005)
+    await sub.wait()
     return messages / (time.monotonic() - started)
 
 
