@@ -34,6 +34,10 @@ class Env:
         value = self._environ.get(PREFIX + name)
         return None if value is None or value.strip() == "" else value.strip()
 
+    def is_set(self, name: str) -> bool:
+        """True when the variable is present, even if empty (``X=`` can mean "turn off")."""
+        return PREFIX + name in self._environ
+
     def str(self, name: str, default: str) -> str:
         value = self.raw(name)
         return default if value is None else value

@@ -70,12 +70,8 @@ class Settings:
 
 
 def _share_group(env: Env) -> str:
-    """``ENERLINK_INGEST_SHARE_GROUP``: default ``ingest``; set but empty (or ``none``) = no sharing.
-
-    :class:`Env` folds "set but empty" into "unset", so the empty case is looked up directly.
-    """
+    """``ENERLINK_INGEST_SHARE_GROUP``: default ``ingest``; set but empty (or ``none``) = no sharing."""
     if env.raw("INGEST_SHARE_GROUP") is None:
-        raw: dict[str, str] = getattr(env, "_environ", {})
-        return "" if "ENERLINK_INGEST_SHARE_GROUP" in raw else "ingest"
+        return "" if env.is_set("INGEST_SHARE_GROUP") else "ingest"
     group = env.str("INGEST_SHARE_GROUP", "ingest")
     return "" if group.lower() == "none" else group
