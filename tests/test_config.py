@@ -48,3 +48,17 @@ def test_typed_getters_name_the_variable() -> None:
     with pytest.raises(ConfigError, match="ENERLINK_Y"):
         Env({"ENERLINK_Y": "maybe"}).bool("Y", False)
     assert Env({"ENERLINK_Y": "on"}).bool("Y", False) is True
+
+
+def test_env_example_documents_every_variable_the_code_reads() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    read = set()
+    for package in ("enerlink", "ingest", "aggregator", "archiver", "api", "edge"):
+        for path in (root / package).rglob("*.py"):
+            read |= set(re.findall(r'env\.\w+\("([A-Z0-9_]+)"', path.read_text(encoding="utf-8")))
+    listed = set(re.findall(r"^#?\s*ENERLINK_([A-Z0-9_]+)=", (root / ".env.example").read_text(), re.M))
+    assert read, "no settings found: the pattern is stale"
+    assert read - listed == set(), "add these to .env.example"
