@@ -6,6 +6,7 @@ from an :class:`Env`; nothing else in the code base reads ``os.environ``.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,14 +39,14 @@ class Env:
         """True when the variable is present, even if empty (``X=`` can mean "turn off")."""
         return PREFIX + name in self._environ
 
-    def str(self, name: str, default: str) -> str:
+    def str(self, name: builtins.str, default: builtins.str) -> builtins.str:
         value = self.raw(name)
         return default if value is None else value
 
-    def optional(self, name: str) -> str | None:
+    def optional(self, name: builtins.str) -> builtins.str | None:
         return self.raw(name)
 
-    def int(self, name: str, default: int) -> int:
+    def int(self, name: builtins.str, default: int) -> int:
         value = self.raw(name)
         if value is None:
             return default
@@ -54,7 +55,7 @@ class Env:
         except ValueError as exc:
             raise ConfigError(f"{PREFIX}{name}={value!r} is not an integer") from exc
 
-    def float(self, name: str, default: float) -> float:
+    def float(self, name: builtins.str, default: float) -> float:
         value = self.raw(name)
         if value is None:
             return default
@@ -63,7 +64,7 @@ class Env:
         except ValueError as exc:
             raise ConfigError(f"{PREFIX}{name}={value!r} is not a number") from exc
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: bool) -> bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -74,7 +75,7 @@ class Env:
             return False
         raise ConfigError(f"{PREFIX}{name}={value!r} is not a boolean (use true/false)")
 
-    def path(self, name: str, default: str) -> Path:
+    def path(self, name: builtins.str, default: builtins.str) -> Path:
         return Path(self.str(name, default)).expanduser()
 
 

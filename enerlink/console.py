@@ -63,7 +63,7 @@ async def run(common: CommonSettings, *, out: TextIO = sys.stdout) -> None:
                 backoff.reset()
                 async for message in client.messages:
                     try:
-                        parsed = DataMessage.model_validate_json(bytes(message.payload))  # type: ignore[arg-type]
+                        parsed = DataMessage.model_validate_json(bytes(message.payload))
                     except ValidationError:
                         continue  # the ingest counts and reports bad messages
                     print(format_line(parsed), file=out, flush=True)

@@ -31,7 +31,7 @@ def client(
 ) -> aiomqtt.Client:
     """An MQTT 5 client. ``persistent`` keeps the broker-side session (and its queue) across
     disconnects for ``session_expiry_s`` seconds, so QoS 1/2 messages wait for us."""
-    properties = Properties(PacketTypes.CONNECT)
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if persistent:
         properties.SessionExpiryInterval = session_expiry_s
     return aiomqtt.Client(

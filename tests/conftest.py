@@ -96,6 +96,19 @@ def s3_server() -> Iterator[str]:
 
 
 @pytest.fixture
+def s3_environ(environ: dict[str, str], s3_server: str) -> dict[str, str]:
+    """``environ`` plus a bucket of this test's own on moto's S3 server (MinIO's API)."""
+    return {
+        **environ,
+        "ENERLINK_MINIO_ENDPOINT": s3_server,
+        "ENERLINK_MINIO_ACCESS_KEY": "testing",
+        "ENERLINK_MINIO_SECRET_KEY": "testing",
+        "ENERLINK_MINIO_BUCKET": f"archive-{uuid.uuid4().hex[:10]}",
+        "ENERLINK_ARCHIVE_PART_SIZE_MB": "5",
+    }
+
+
+@pytest.fixture
 def environ(
     broker: Broker, topic_prefix: str, key_prefix: str, database_url: str, tmp_path: Path
 ) -> dict[str, str]:

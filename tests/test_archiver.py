@@ -7,7 +7,6 @@ import csv
 import gzip
 import io
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,18 +29,6 @@ from tests.support.services import ServiceProcess
 NOW = datetime.now(UTC)
 OLD = Month.of(NOW - timedelta(days=420))  # a whole month older than the 365-day retention
 RECENT = NOW - timedelta(days=7)
-
-
-@pytest.fixture
-def s3_environ(environ: dict[str, str], s3_server: str) -> dict[str, str]:
-    return {
-        **environ,
-        "ENERLINK_MINIO_ENDPOINT": s3_server,
-        "ENERLINK_MINIO_ACCESS_KEY": "testing",
-        "ENERLINK_MINIO_SECRET_KEY": "testing",
-        "ENERLINK_MINIO_BUCKET": f"archive-{uuid.uuid4().hex[:10]}",
-        "ENERLINK_ARCHIVE_PART_SIZE_MB": "5",
-    }
 
 
 def _minio(environ: dict[str, str]) -> Minio:

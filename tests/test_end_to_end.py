@@ -9,7 +9,6 @@ import csv
 import gzip
 import io
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,24 +45,12 @@ def _rows(url: str, query: str, *args: Any) -> list[dict[str, Any]]:
         return list(cur.execute(query, args).fetchall())
 
 
-@pytest.fixture
-def s3_env(environ: dict[str, str], s3_server: str) -> dict[str, str]:
-    return {
-        **environ,
-        "ENERLINK_MINIO_ENDPOINT": s3_server,
-        "ENERLINK_MINIO_ACCESS_KEY": "testing",
-        "ENERLINK_MINIO_SECRET_KEY": "testing",
-        "ENERLINK_MINIO_BUCKET": f"e2e-{uuid.uuid4().hex[:10]}",
-        "ENERLINK_MINIO_SECURE": "false",
-    }
-
-
 async def test_a_meter_message_reaches_every_store_and_comes_back_out(
-    s3_env: dict[str, str], redis_client: aioredis.Redis, data_fixture_bytes: bytes
+    s3_environ: dict[str, str], redis_client: aioredis.Redis, data_fixture_bytes: bytes
 ) -> None:
-    env = Env(s3_env)
-    topics, keys = Topics(s3_env["ENERLINK_TOPIC_PREFIX"]), Keys(s3_env["ENERLINK_KEY_PREFIX"])
-    url = s3_env["ENERLINK_DATABASE_URL"]
+    env = Env(s3_environ)
+    topics, keys = Topics(s3_environ["ENERLINK_TOPIC_PREFIX"]), Keys(s3_environ["ENERLINK_KEY_PREFIX"])
+    url = s3_environ["ENERLINK_DATABASE_URL"]
     minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
     powers = [480.2, 500.0, 460.0]
     live = [_message(minute + timedelta(seconds=10 * (i + 1)), p) for i, p in enumerate(powers)]
@@ -117,7 +104,7 @@ async def test_a_meter_message_reaches_every_store_and_comes_back_out(
     )
 
     # 3. HTTP: latest from Redis, history from PostgreSQL
-    async with serve_api(s3_env) as api:
+    async with serve_api(s3_environ) as api:
         latest = await api.client.get("/telemetry/latest/data/METER001")
         assert latest.status_code == 200 and latest.json() == json.loads(live[-1])
         history = await api.client.get(
@@ -151,10 +138,10 @@ async def test_a_meter_message_reaches_every_store_and_comes_back_out(
     left = {r["bucket"] for r in _rows(url, f"select bucket from {Tables.TELEMETRY_AGGREGATES}")}
     assert old not in left and recent in left and minute in left
     client = Minio(
-        s3_env["ENERLINK_MINIO_ENDPOINT"], access_key="testing", secret_key="testing", secure=False
+        s3_environ["ENERLINK_MINIO_ENDPOINT"], access_key="testing", secret_key="testing", secure=False
     )
     name = Buckets.month_object(Tables.TELEMETRY_AGGREGATES, old.year, old.month)
-    response = client.get_object(s3_env["ENERLINK_MINIO_BUCKET"], name)
+    response = client.get_object(s3_environ["ENERLINK_MINIO_BUCKET"], name)
     try:
         archived = list(csv.DictReader(io.StringIO(gzip.decompress(response.read()).decode())))
     finally:
