@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edge.metrics import register_publisher
 from edge.publisher import Publisher, PublisherConfig
 from edge.settings import Settings
 from edge.sim import fleet as fleet_mod
@@ -93,6 +94,7 @@ async def run(
     async with Publisher(config=config) as pub:
         metrics = SimMetrics()
         metrics.meters.set(sim.size)
+        register_publisher(metrics.registry, lambda: pub.stats)
         metrics.serve(settings.metrics_port)
         runner = FleetRunner(
             metrics=metrics,

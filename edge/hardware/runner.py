@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import orjson
+from prometheus_client import CollectorRegistry, start_http_server
 
 from edge.counters import Counters
 from edge.hardware.bus import EmulatedBus, open_board_bus, smbus_scan
@@ -32,6 +33,7 @@ from edge.hardware.model import LabModel, TruthModel
 from edge.hardware.sampler import Sampler
 from edge.hardware.sensors import DEFAULT_SENSORS, SensorArray, SensorSpec, parse_sensors
 from edge.hardware.watchdog import notify, watchdog_period_s
+from edge.metrics import register_publisher
 from edge.publisher import Publisher, PublisherConfig
 from edge.queue import QueueLimits
 from edge.status import overall, read_os_status
@@ -56,6 +58,8 @@ class HardwareConfig:
     sensor_retry_s: float = 5.0
     persist_every_s: float = 60.0
     max_inflight: int = 20
+    metrics_port: int = 0
+    """Prometheus /metrics of the publisher (publish rate, queue depth); 0 = off."""
     queue_limits: QueueLimits = field(default_factory=QueueLimits)
     replay_rate: float = 20.0
     alert_threshold: int = 10
@@ -84,6 +88,7 @@ class HardwareConfig:
             i2c_bus=env.int("I2C_BUS", 1),
             persist_every_s=env.float("EDGE_PERSIST_EVERY", 60.0),
             max_inflight=env.int("EDGE_MAX_INFLIGHT", 20),
+            metrics_port=env.int("EDGE_METRICS_PORT", 0),
             queue_limits=QueueLimits(
                 max_messages=env.int("EDGE_QUEUE_MAX_MESSAGES", 500_000),
                 max_bytes=env.int("EDGE_QUEUE_MAX_MB", 256) * 1024 * 1024,
@@ -333,6 +338,10 @@ async def run_hardware(config: HardwareConfig, *, max_messages: int | None = Non
     try:
         async with Publisher(config=pub_config, on_connect=on_connect) as pub:
             meter.publisher = pub
+            registry = CollectorRegistry()
+            register_publisher(registry, lambda: pub.stats)
+            if config.metrics_port:
+                start_http_server(config.metrics_port, addr="127.0.0.1", registry=registry)
             await pub.subscribe(topics.command(config.meter_id))
             async with asyncio.TaskGroup() as tg:
                 sampler = tg.create_task(_sample_loop(meter, max_messages=max_messages), name="edge-sample")
