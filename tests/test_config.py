@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from enerlink.config import CommonSettings, ConfigError, Env, MqttEndpoint
@@ -62,3 +64,20 @@ def test_env_example_documents_every_variable_the_code_reads() -> None:
     listed = set(re.findall(r"^#?\s*ENERLINK_([A-Z0-9_]+)=", (root / ".env.example").read_text(), re.M))
     assert read, "no settings found: the pattern is stale"
     assert read - listed == set(), "add these to .env.example"
+
+
+def test_readme_settings_table_matches_env_example() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("settings_table", root / "scripts" / "settings_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    example = (root / ".env.example").read_text(encoding="utf-8")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert module.table(example) in readme, "run scripts/settings_table.py and paste it into the README"
+    documented = {name for name, _, _ in module.rows(example)}
+    listed = set(re.findall(r"^#?\s*(ENERLINK_[A-Z0-9_]+)=", example, re.M))
+    assert listed == documented, f"give these a meaning in .env.example: {listed - documented}"
