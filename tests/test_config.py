@@ -53,7 +53,6 @@ def test_typed_getters_name_the_variable() -> None:
 
 
 def test_env_example_documents_every_variable_the_code_reads() -> None:
-    import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
