@@ -148,6 +148,10 @@ async def _at_least(client: aioredis.Redis, keys: Keys, meters: int, n: int) -> 
         return False
 
 
+@pytest.mark.parametrize(
+    ("count", "meters", "kills"),
+    [pytest.param(3000, 50, 2, id="short"), pytest.param(15000, 500, 5, id="long", marks=pytest.mark.slow)],
+)
 async def test_kill_9_mid_stream_every_message_exactly_once(
     *,
     fault_broker: Broker,
@@ -156,6 +160,9 @@ async def test_kill_9_mid_stream_every_message_exactly_once(
     key_prefix: str,
     topic_prefix: str,
     redis_client: aioredis.Redis,
+    count: int,
+    meters: int,
+    kills: int,
 ) -> None:
     await _kill_restart_scenario(
         broker=fault_broker,
@@ -164,32 +171,9 @@ async def test_kill_9_mid_stream_every_message_exactly_once(
         client=redis_client,
         keys=Keys(key_prefix),
         topics=Topics(topic_prefix),
-        count=3000,
-        meters=50,
-        kills=2,
-    )
-
-
-@pytest.mark.slow
-async def test_kill_9_many_times_long_stream(
-    *,
-    fault_broker: Broker,
-    environ: dict[str, str],
-    uid: str,
-    key_prefix: str,
-    topic_prefix: str,
-    redis_client: aioredis.Redis,
-) -> None:
-    await _kill_restart_scenario(
-        broker=fault_broker,
-        environ=environ,
-        uid=uid,
-        client=redis_client,
-        keys=Keys(key_prefix),
-        topics=Topics(topic_prefix),
-        count=15000,
-        meters=500,
-        kills=5,
+        count=count,
+        meters=meters,
+        kills=kills,
     )
 
 

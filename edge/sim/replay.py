@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from edge.sim.console import stdin_lines
 from edge.sim.replay_source import Mapping, Record, ReplayError, load
 
 log = logging.getLogger(__name__)
@@ -177,14 +178,6 @@ async def console(player: Player, lines: AsyncIterator[str], out: TextIO) -> Non
         print(reply, file=out, flush=True)
         if not go_on:
             return
-
-
-async def stdin_lines() -> AsyncIterator[str]:
-    while True:
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if not line:
-            return
-        yield line
 
 
 async def play(
