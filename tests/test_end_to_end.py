@@ -98,6 +98,15 @@ async def test_a_meter_message_reaches_every_store_and_comes_back_out(
     assert row[0]["import_power_min"] == pytest.approx(460.0)
     assert row[0]["import_power_max"] == pytest.approx(500.0)
     assert row[0]["battery_soc_avg"] == pytest.approx(86.63281)
+    # the firmware fixture itself, unchanged (2025-10-26T04:27:10Z), was aggregated as late data
+    fixture_row = _rows(
+        url,
+        f"select * from {Tables.TELEMETRY_AGGREGATES} where bucket = %s",
+        datetime(2025, 10, 26, 4, 27, tzinfo=UTC),
+    )
+    assert len(fixture_row) == 1 and fixture_row[0]["sample_count"] == 1
+    assert fixture_row[0]["import_power_max"] == pytest.approx(480.2)
+    assert fixture_row[0]["import_active_ratio"] == 1.0
     await aggregator.service.run(AggregatorSettings.from_env(env), once=True)  # idempotent
     assert len(_rows(url, f"select 1 from {Tables.TELEMETRY_AGGREGATES}")) == len(
         _rows(url, f"select distinct meter_id, bucket from {Tables.TELEMETRY_AGGREGATES}")
