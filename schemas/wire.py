@@ -171,6 +171,10 @@ class Tables:
     #: partition of ``parent`` holding ``at`` (UTC months, named like :meth:`month_partition`).
     ENSURE_MONTH_PARTITION = "enerlink_ensure_month_partition"
     AGGREGATOR_EVENT_STATE = "aggregator_event_state"
+    #: Per-meter minute aggregates of status messages (device health), filled by the aggregator.
+    DEVICE_HEALTH = "device_health_aggregates"
+    #: Billing settlements: one row per closed period per meter (the API's settlements routes).
+    SETTLEMENTS = "settlements"
 
     @staticmethod
     def month_partition(table: str, year: int, month: int) -> str:
