@@ -41,6 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--console", action="store_true", help="print a line per data message")
     parser.add_argument("--no-progress", action="store_true", help="no backfill progress bar")
     parser.add_argument("--once", action="store_true", help="publish one step and exit")
+    parser.add_argument("--steps", type=int, help="publish N steps, deliver everything queued, then exit")
     parser.add_argument("--interactive", action="store_true", help="command line on stdin (type help)")
     hardware = parser.add_mutually_exclusive_group()
     hardware.add_argument("--hardware", action="store_true", help="read the real INA219/MAX17048 over I2C")
@@ -111,6 +112,7 @@ def settings_from_args(args: argparse.Namespace, env: Env | None = None) -> Sett
         ("speed", "speed"),
         ("weather", "weather"),
         ("client_id", "client_id"),
+        ("steps", "max_steps"),
     ):
         value = getattr(args, attr, None)
         if value is not None:

@@ -59,6 +59,8 @@ OFFLINE = b'{"online": false}'
 _MQTT_MAX_RECEIVE = 65535
 
 OnConnect = Callable[[], Awaitable[None]]
+OnAcked = Callable[[str, bytes], None]
+"""Called with (topic, payload) once the broker acknowledged a message (QoS 2: PUBCOMP)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +125,10 @@ class Publisher:
         config: PublisherConfig,
         will: aiomqtt.Will | None = None,
         on_connect: OnConnect | None = None,
+        on_acked: OnAcked | None = None,
     ) -> None:
         self.config = config
+        self._on_acked = on_acked
         if will is None and config.presence_topic is not None:
             will = aiomqtt.Will(config.presence_topic, OFFLINE, qos=1, retain=True)
         self._will = will
@@ -437,6 +441,8 @@ class Publisher:
             return
         message.done = True
         self._stats.published += 1
+        if self._on_acked is not None:
+            self._on_acked(message.topic, message.payload)
         if message.row_id is not None:
             self._stats.replayed += 1
             self._queue.delete([message.row_id])

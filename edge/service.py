@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edge.metrics import register_publisher
+from edge.publish_log import PublishLog
 from edge.publisher import Publisher, PublisherConfig
 from edge.settings import Settings
 from edge.sim import fleet as fleet_mod
@@ -90,53 +91,81 @@ async def run(
         replay_rate=max(20.0, 0.5 * sim.size / settings.interval_s * max(1.0, settings.speed)),
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    async with Publisher(config=config) as pub:
-        metrics = SimMetrics()
-        metrics.meters.set(sim.size)
-        register_publisher(metrics.registry, lambda: pub.stats)
-        metrics.serve(settings.metrics_port)
-        runner = FleetRunner(
-            metrics=metrics,
-            settings=settings,
-            sim=sim,
-            pub=pub,
-            store=store,
-            seqs=seqs,
-            started_epoch=clock.start if clock.start is not None else time.time(),
-        )
-        if on_ready is not None:
-            on_ready(runner)
-        try:
-            with contextlib.suppress(TimeoutError):  # start spooling if the broker is not there
-                await asyncio.wait_for(pub.wait_connected(), timeout=10.0)
-            if settings.commands:
-                await pub.subscribe(settings.common.topics.command("+"))
-            await runner.presence(True)
-            steps = 1 if once else max_steps
-            async with asyncio.TaskGroup() as group:
-                ticks = group.create_task(tick_loop(runner, clock, max_steps=steps), name="sim-ticks")
-                background = [group.create_task(command_loop(runner, clock), name="sim-commands")]
-                if isinstance(sim.weather, OpenMeteoWeather):
-                    background.append(group.create_task(weather_loop(runner), name="sim-weather"))
-                watched = {ticks}
-                if settings.interactive:
-                    watched.add(group.create_task(run_console(runner, clock.now), name="sim-console"))
-                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-                for task in [*background, *watched]:
-                    task.cancel()
-            await pub.drain()
-        finally:
-            with contextlib.suppress(Exception):  # clean shutdown: meters go offline, state is kept
-                await asyncio.wait_for(runner.presence(False), timeout=10.0)
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(runner.save)
-            elapsed = time.monotonic() - started
-            log.info(
-                "simulator stopped: %d data + %d status messages in %.1f s, %d commands (%d rejected)",
-                runner.published,
-                runner.statuses,
-                elapsed,
-                runner.commands_ok + runner.commands_failed,
-                runner.commands_failed,
+    publish_log: PublishLog | None = None
+    if settings.publish_log is not None:
+        publish_log = PublishLog(settings.publish_log, data_topic=settings.common.topics.data)
+    with publish_log or contextlib.nullcontext():
+        async with Publisher(
+            config=config, on_acked=publish_log.record if publish_log is not None else None
+        ) as pub:
+            await _serve(
+                settings,
+                sim=sim,
+                clock=clock,
+                pub=pub,
+                store=store,
+                seqs=seqs,
+                steps=1 if once else (max_steps if max_steps is not None else settings.max_steps),
+                on_ready=on_ready,
             )
+
+
+async def _serve(
+    settings: Settings,
+    *,
+    sim: Simulator,
+    clock: Clock,
+    pub: Publisher,
+    store: StateStore,
+    seqs: np.ndarray,
+    steps: int | None,
+    on_ready: Callable[[FleetRunner], None] | None,
+) -> None:
+    started = time.monotonic()
+    metrics = SimMetrics()
+    metrics.meters.set(sim.size)
+    register_publisher(metrics.registry, lambda: pub.stats)
+    metrics.serve(settings.metrics_port)
+    runner = FleetRunner(
+        metrics=metrics,
+        settings=settings,
+        sim=sim,
+        pub=pub,
+        store=store,
+        seqs=seqs,
+        started_epoch=clock.start if clock.start is not None else time.time(),
+    )
+    if on_ready is not None:
+        on_ready(runner)
+    try:
+        with contextlib.suppress(TimeoutError):  # start spooling if the broker is not there
+            await asyncio.wait_for(pub.wait_connected(), timeout=10.0)
+        if settings.commands:
+            await pub.subscribe(settings.common.topics.command("+"))
+        await runner.presence(True)
+        async with asyncio.TaskGroup() as group:
+            ticks = group.create_task(tick_loop(runner, clock, max_steps=steps), name="sim-ticks")
+            background = [group.create_task(command_loop(runner, clock), name="sim-commands")]
+            if isinstance(sim.weather, OpenMeteoWeather):
+                background.append(group.create_task(weather_loop(runner), name="sim-weather"))
+            watched = {ticks}
+            if settings.interactive:
+                watched.add(group.create_task(run_console(runner, clock.now), name="sim-console"))
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for task in [*background, *watched]:
+                task.cancel()
+        await pub.drain()
+    finally:
+        with contextlib.suppress(Exception):  # clean shutdown: meters go offline, state is kept
+            await asyncio.wait_for(runner.presence(False), timeout=10.0)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(runner.save)
+        elapsed = time.monotonic() - started
+        log.info(
+            "simulator stopped: %d data + %d status messages in %.1f s, %d commands (%d rejected)",
+            runner.published,
+            runner.statuses,
+            elapsed,
+            runner.commands_ok + runner.commands_failed,
+            runner.commands_failed,
+        )

@@ -46,6 +46,10 @@ class Settings:
     max_inflight: int = 20
     client_id: str = "enerlink-sim"
     metrics_port: int = 0
+    publish_log: Path | None = None
+    """Append ``meterId,datetime,seq`` per broker-acknowledged data message (end-to-end checks)."""
+    max_steps: int | None = None
+    """Stop after this many steps (``--steps``), once everything queued has been delivered."""
     console: bool = False
     """Print one line per data message (the ``make run`` console) from the simulator itself."""
     commands: bool = True
@@ -63,6 +67,7 @@ class Settings:
         if weather not in WEATHER_SOURCES:
             raise ConfigError(f"ENERLINK_WEATHER={weather!r}: one of {WEATHER_SOURCES}")
         fleet = env.optional("SIM_FLEET")
+        publish_log = env.optional("EDGE_PUBLISH_LOG")
         settings = cls(
             common=CommonSettings.from_env(env),
             meters=env.int("SIM_METERS", 3),
@@ -81,6 +86,7 @@ class Settings:
             max_inflight=env.int("EDGE_MAX_INFLIGHT", 20),
             client_id=env.str("SIM_CLIENT_ID", "enerlink-sim"),
             metrics_port=env.int("EDGE_METRICS_PORT", 0),
+            publish_log=Path(publish_log).expanduser() if publish_log else None,
         )
         settings.validate()
         return settings
@@ -94,5 +100,7 @@ class Settings:
             raise ConfigError(f"scale {self.scale!r}: one of home, lab, mixed")
         if (self.start is None) != (self.end is None) and self.end is not None:
             raise ConfigError("--to needs --from")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError("--steps must be >= 1")
         if self.start and self.end and self.end <= self.start:
             raise ConfigError("--to must be after --from")
