@@ -7,6 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Resolution = Literal["1m", "5m", "1h", "1d"]
+#: what a client may ask for: a resolution, or ``auto`` (the finest one within the point limit)
+ResolutionChoice = Literal["auto", "1m", "5m", "1h", "1d"]
+HealthBucket = Literal["auto", "1m", "5m", "15m", "1h", "6h", "1d"]
 
 
 class Problem(BaseModel):
@@ -80,3 +83,32 @@ class ArchiveEntry(BaseModel):
     schema_version: int
     archived_at: str
     download: str = Field(examples=["/telemetry/archive/2025/10?table=telemetry_aggregates"])
+
+
+class HealthPoint(BaseModel):
+    bucket: str = Field(description="start of the bucket, ISO 8601 UTC", examples=["2025-10-26T04:00:00Z"])
+    minutes: int = Field(description="minute rows in the bucket", examples=[60])
+    sample_count: int = Field(description="status messages in the bucket", examples=[60])
+    rssi_avg: float | None = Field(None, description="dBm, weighted by sample_count", examples=[-67.5])
+    rssi_min: float | None = Field(None, examples=[-80.0])
+    wifi_disconnected_ratio: float | None = Field(None, description="share of status messages, 0..1")
+    mqtt_disconnected_ratio: float | None = Field(None, description="share of status messages, 0..1")
+    mqtt_attempts_max: int | None = None
+    free_heap_min: int | None = Field(None, description="bytes", examples=[48_000])
+    reboots: int = Field(description="uptime went backwards, summed", examples=[0])
+    sensors_connected_min: int | None = None
+    sensors_total: int | None = None
+    uptime_last_ms: int | None = Field(None, description="uptime in the bucket's last status message")
+
+
+class HealthHistory(BaseModel):
+    meter_id: str = Field(examples=["METER001"])
+    start: str = Field(examples=["2025-10-26T00:00:00Z"])
+    end: str = Field(examples=["2025-10-27T00:00:00Z"])
+    bucket: Literal["1m", "5m", "15m", "1h", "6h", "1d"] = Field(
+        description="bucket width used (``auto`` picks the finest that gives a chart-sized series)"
+    )
+    timezone: str = Field(description="buckets of a day or less start on this zone's clock", examples=["UTC"])
+    points: list[HealthPoint]
+    events: list[Event] = Field(description="the meter's events in the range, oldest first")
+    events_truncated: bool = Field(description="more events than returned: narrow the range")

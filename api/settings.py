@@ -20,6 +20,8 @@ class Settings:
     ws_queue: int  # messages buffered per WebSocket client before it is dropped as too slow
     ws_ping_s: float  # keep-alive ping interval on idle WebSockets
     offline_after_s: float  # /meters: a meter without presence info is online if seen this recently
+    query_timeout_s: float  # PostgreSQL statement_timeout of history and health queries
+    ws_send_timeout_s: float  # a WebSocket send blocked this long (client not reading) drops the client
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -33,7 +35,11 @@ class Settings:
             ws_queue=env.int("API_WS_QUEUE", 256),
             ws_ping_s=env.float("API_WS_PING_S", 20.0),
             offline_after_s=env.float("API_OFFLINE_AFTER_S", 120.0),
+            query_timeout_s=env.float("API_QUERY_TIMEOUT_S", 10.0),
+            ws_send_timeout_s=env.float("API_WS_SEND_TIMEOUT_S", 10.0),
         )
         if settings.max_points < 1 or settings.ws_queue < 1 or settings.ws_ping_s <= 0:
             raise ConfigError("ENERLINK_API_MAX_POINTS, _WS_QUEUE and _WS_PING_S must be positive")
+        if settings.query_timeout_s <= 0 or settings.ws_send_timeout_s <= 0:
+            raise ConfigError("ENERLINK_API_QUERY_TIMEOUT_S and _WS_SEND_TIMEOUT_S must be positive")
         return settings

@@ -1,24 +1,38 @@
-"""``GET /telemetry/history/{meter_id}``: aggregates at 1m/5m/1h/1d from PostgreSQL, JSON or CSV."""
+"""History of a meter: aggregates at 1m/5m/1h/1d from PostgreSQL, JSON or CSV.
+
+``GET /telemetry/history/{meter_id}`` (default resolution 1m) and ``GET /meters/{meter_id}/history``
+(default ``auto``: the finest resolution whose point count fits ``ENERLINK_API_MAX_POINTS``, so a
+ten-year range is answered from the daily rollup). Every query is bounded three ways: the point
+count is checked before querying (422 naming a coarser resolution), the rows are capped by
+``LIMIT``, and PostgreSQL cancels the statement after ``ENERLINK_API_QUERY_TIMEOUT_S`` (503). Each
+refusal is counted in :data:`QUERY_STATS`.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
+from prometheus_client.core import CounterMetricFamily
 from psycopg import sql
 
-from api.deps import AppState, iso, utc
-from api.models import HistoryResponse, Problem, Resolution
+from api.deps import AppState, State, iso, utc
+from api.models import HistoryResponse, Problem, Resolution, ResolutionChoice
 from api.routes.latest import MeterIdPath
 from schemas.wire import Tables
 
-router = APIRouter(prefix="/telemetry", tags=["history"])
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["history"])
 
 #: resolution -> (table, bucket width, default window when ``start`` is not given)
 RESOLUTIONS: dict[str, tuple[str, timedelta, timedelta]] = {
@@ -30,6 +44,61 @@ RESOLUTIONS: dict[str, tuple[str, timedelta, timedelta]] = {
 KEY_COLUMNS = ("meter_id", "bucket")
 STAT_SUFFIXES = ("avg", "min", "max", "last", "ratio")
 _FIELD = re.compile(r"^[a-z0-9_]{1,80}$")
+
+
+@dataclass(slots=True)
+class QueryStats:
+    """Bounded-query counters of the history and health routes (a Prometheus collector)."""
+
+    too_many_points: int = 0  # refused before querying: more points than ENERLINK_API_MAX_POINTS
+    timeouts: int = 0  # cancelled by statement_timeout
+    auto_resolution: int = 0  # ``auto`` requests, answered at the resolution they fit
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, doc, value in (
+            (
+                "too_many_points",
+                "History/health requests refused: more points than allowed",
+                self.too_many_points,
+            ),
+            ("timeouts", "History/health queries cancelled by the statement timeout", self.timeouts),
+            ("auto_resolution", "History requests with resolution=auto", self.auto_resolution),
+        ):
+            yield CounterMetricFamily(f"enerlink_api_query_{name}", doc, value=value)
+
+
+#: one per process; registered on the app's /metrics registry
+QUERY_STATS = QueryStats()
+
+
+async def bounded_rows(
+    state: State, query: sql.Composable, params: Sequence[Any] | Mapping[str, Any]
+) -> list[tuple[Any, ...]]:
+    """Run one read under ``statement_timeout``; a cancelled query is a 503 that says what to do."""
+    timeout_s = state.settings.query_timeout_s
+    try:
+        async with state.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "select set_config('statement_timeout', %s, true)", (str(max(1, round(timeout_s * 1000))),)
+            )
+            cur = await conn.execute(query, params)
+            rows: list[tuple[Any, ...]] = await cur.fetchall()
+            return rows
+    except psycopg.errors.QueryCanceled as exc:
+        QUERY_STATS.timeouts += 1
+        log.warning("api: query cancelled after %.1f s: %s", timeout_s, exc)
+        raise HTTPException(
+            503, f"the query took longer than {timeout_s:g} s: narrow the range or use a coarser resolution"
+        ) from exc
+
+
+def too_many_points(*, start: datetime, end: datetime, points: int, unit: str, limit: int) -> HTTPException:
+    QUERY_STATS.too_many_points += 1
+    return HTTPException(
+        422,
+        f"{start:%Y-%m-%dT%H:%MZ}..{end:%Y-%m-%dT%H:%MZ} is {points} points at {unit};"
+        f" the maximum is {limit}: narrow the range or use a coarser resolution",
+    )
 
 
 def resolve_fields(requested: str | None, columns: list[str]) -> list[str]:
@@ -53,13 +122,13 @@ def resolve_fields(requested: str | None, columns: list[str]) -> list[str]:
     return out
 
 
-async def _meter_known(state: AppState, meter_id: str, table: str) -> bool:
+async def meter_known(state: State, meter_id: str, *tables: str) -> bool:
+    """Seen by the ingest (Redis) or present in one of ``tables`` (or the minute table)."""
     keys = state.settings.common.keys
-    if await state.redis.hexists(keys.meters, meter_id) or await state.redis.hexists(
-        keys.latest_data, meter_id
-    ):
-        return True
-    for name in (table, Tables.TELEMETRY_AGGREGATES):
+    for key in (keys.meters, keys.latest_data, keys.latest_status):
+        if await state.redis.hexists(key, meter_id):
+            return True
+    for name in dict.fromkeys((*tables, Tables.TELEMETRY_AGGREGATES)):
         if not await state.columns(name):
             continue
         async with state.pool.connection() as conn:
@@ -97,49 +166,60 @@ def _csv(fields: list[str], rows: list[tuple[Any, ...]]) -> str:
     return out.getvalue()
 
 
-@router.get(
-    "/history/{meter_id}",
-    response_model=HistoryResponse,
-    responses={
-        200: {"content": {"text/csv": {"example": "bucket,battery_soc_avg\n2025-10-26T04:27:00Z,86.6\n"}}},
-        404: {"model": Problem, "description": "unknown meter"},
-        422: {"model": Problem, "description": "bad id, range, field, or more points than allowed"},
-        503: {"model": Problem, "description": "the table for this resolution does not exist yet"},
-    },
-    summary="Aggregated history of a meter (JSON, or CSV with Accept: text/csv)",
-)
-async def history(
-    *,
-    meter_id: MeterIdPath,
-    state: AppState,
-    start: Annotated[datetime | None, Query(description="inclusive; default depends on resolution")] = None,
-    end: Annotated[datetime | None, Query(description="exclusive; default now; no offset = UTC")] = None,
-    resolution: Annotated[Resolution, Query()] = "1m",
-    fields: Annotated[
-        str | None,
-        Query(
-            max_length=2000,
-            description="comma-separated, e.g. battery_soc,import_power",
-            examples=["battery_soc"],
-        ),
-    ] = None,
-    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Response:
-    table, step, window = RESOLUTIONS[resolution]
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"example": "bucket,battery_soc_avg\n2025-10-26T04:27:00Z,86.6\n"}}},
+    404: {"model": Problem, "description": "unknown meter"},
+    422: {"model": Problem, "description": "bad id, range, field, or more points than allowed"},
+    503: {"model": Problem, "description": "table missing for this resolution, or the query timed out"},
+}
+_AUTO_WINDOW = timedelta(days=1)
+Fields = Annotated[
+    str | None,
+    Query(
+        max_length=2000,
+        description="comma-separated, e.g. battery_soc,import_power",
+        examples=["battery_soc"],
+    ),
+]
+Start = Annotated[datetime | None, Query(description="inclusive; default depends on resolution")]
+End = Annotated[datetime | None, Query(description="exclusive; default now; no offset = UTC")]
+
+
+def _choose(
+    choice: str, *, start: datetime | None, end: datetime | None, limit: int
+) -> tuple[Resolution, datetime, datetime]:
+    """The resolution and the UTC range; ``auto`` is the finest resolution within ``limit`` points."""
     try:
         end_at = utc(end) if end else datetime.now(UTC)
+        window = _AUTO_WINDOW if choice == "auto" else RESOLUTIONS[choice][2]
         start_at = utc(start) if start else end_at - window
     except (OverflowError, ValueError) as exc:
         raise HTTPException(422, f"bad range: {exc}") from exc
     if start_at >= end_at:
         raise HTTPException(422, "start must be before end")
-    points = math.ceil((end_at - start_at) / step)
-    if points > state.settings.max_points:
-        raise HTTPException(
-            422,
-            f"{start_at:%Y-%m-%dT%H:%MZ}..{end_at:%Y-%m-%dT%H:%MZ} is {points} points at {resolution};"
-            f" the maximum is {state.settings.max_points}: narrow the range or use a coarser resolution",
-        )
+    candidates: list[Resolution] = ["1m", "5m", "1h", "1d"] if choice == "auto" else [choice]  # type: ignore[list-item]
+    if choice == "auto":
+        QUERY_STATS.auto_resolution += 1
+    for resolution in candidates:
+        points = math.ceil((end_at - start_at) / RESOLUTIONS[resolution][1])
+        if points <= limit:
+            return resolution, start_at, end_at
+    raise too_many_points(start=start_at, end=end_at, points=points, unit=candidates[-1], limit=limit)
+
+
+async def _history(
+    *,
+    state: State,
+    meter_id: str,
+    start: datetime | None,
+    end: datetime | None,
+    choice: str,
+    fields: str | None,
+    accept: str | None,
+) -> Response:
+    limit = state.settings.max_points
+    resolution, start_at, end_at = _choose(choice, start=start, end=end, limit=limit)
+    table = RESOLUTIONS[resolution][0]
     columns = await state.columns(table)
     if not columns:
         raise HTTPException(503, f"resolution {resolution} is not available: table {table} does not exist")
@@ -149,12 +229,9 @@ async def history(
         if exc.status_code != 422:
             raise
         chosen = resolve_fields(fields, await state.columns(table, refresh=True))
-    if not await _meter_known(state, meter_id, table):
+    if not await meter_known(state, meter_id, table):
         raise HTTPException(404, f"unknown meter {meter_id}")
-    query = _plain_query(table, chosen)
-    async with state.pool.connection() as conn:
-        cur = await conn.execute(query, (meter_id, start_at, end_at, state.settings.max_points))
-        rows = await cur.fetchall()
+    rows = await bounded_rows(state, _plain_query(table, chosen), (meter_id, start_at, end_at, limit))
     if accept and "text/csv" in accept.lower():
         return Response(_csv(chosen, rows), media_type="text/csv; charset=utf-8")
     body = {
@@ -170,3 +247,45 @@ async def history(
         ],
     }
     return JSONResponse(body)
+
+
+@router.get(
+    "/telemetry/history/{meter_id}",
+    response_model=HistoryResponse,
+    responses=_RESPONSES,
+    summary="Aggregated history of a meter (JSON, or CSV with Accept: text/csv)",
+)
+async def history(
+    *,
+    meter_id: MeterIdPath,
+    state: AppState,
+    start: Start = None,
+    end: End = None,
+    resolution: Annotated[ResolutionChoice, Query(description="auto: the finest within the limit")] = "1m",
+    fields: Fields = None,
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Response:
+    return await _history(
+        state=state, meter_id=meter_id, start=start, end=end, choice=resolution, fields=fields, accept=accept
+    )
+
+
+@router.get(
+    "/meters/{meter_id}/history",
+    response_model=HistoryResponse,
+    responses=_RESPONSES,
+    summary="The same history; resolution defaults to auto (any range, e.g. ten years, at 1d)",
+)
+async def meter_history(
+    *,
+    meter_id: MeterIdPath,
+    state: AppState,
+    start: Start = None,
+    end: End = None,
+    resolution: Annotated[ResolutionChoice, Query(description="auto: the finest within the limit")] = "auto",
+    fields: Fields = None,
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Response:
+    return await _history(
+        state=state, meter_id=meter_id, start=start, end=end, choice=resolution, fields=fields, accept=accept
+    )
