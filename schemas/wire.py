@@ -155,6 +155,11 @@ class Keys:
         """Pub/sub channel on which the ingest announces each stored data message (live WebSocket)."""
         return f"{self.prefix}:live"
 
+    @property
+    def rate_limited(self) -> str:
+        """Hash: meterId -> count of messages the ingest dropped over the per-meter rate limit."""
+        return f"{self.prefix}:rate_limited"
+
 
 class Tables:
     """PostgreSQL tables and other database object names."""
