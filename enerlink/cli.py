@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "aggregate": ("aggregator.cli", "Redis -> PostgreSQL: per-minute statistics and rollups"),
     "archive": ("archiver.cli", "PostgreSQL -> MinIO (or a folder): archive year-old months"),
     "api": ("api.cli", "HTTP API, live WebSocket and dashboard"),
+    "settle": ("enerlink.settle_cli", "close a meter's billing period (settle command + settlement record)"),
     "up": ("enerlink.up", "everything in one process: a simulated fleet and every service"),
 }
 

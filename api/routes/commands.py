@@ -1,7 +1,241 @@
-"""Placeholder router, filled in by the issue-10 work."""
+"""Control of meters over HTTP: ``GET /scenarios``, ``POST /meters/{id}/commands`` and ``POST /commands``
+(a list of meters or all known ones), each returning every meter's ack or its timeout.
+
+Commands are those of the MQTT command topic (``scenario``, ``clear``, ``settle``, ``status_now``).
+``settle`` is always a recorded settlement (:mod:`enerlink.settlements`), never a bare counter reset,
+so no billing period can be lost by a command sent from here. Each meter's outcome is logged in the
+events table (kind ``command``). Meters the pipeline has never heard of are not sent anything
+(outcome ``unknown``; 404 for the single-meter route).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import re
+from functools import cache
+from typing import Annotated, Any, Literal, Self
 
-router = APIRouter()
+from fastapi import APIRouter, HTTPException, Path
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.deps import AppState, State
+from api.models import Problem
+from api.routes.settlements import REQUEST_ID_PATTERN, SettlementOut, settlement_settings
+from edge.sim import scenarios as sim_scenarios
+from enerlink import commands, settlements
+from schemas.telemetry import METER_ID_PATTERN, MeterId
+
+router = APIRouter(tags=["commands"])
+
+MeterIdPath = Annotated[
+    str, Path(pattern=METER_ID_PATTERN, min_length=1, max_length=64, description="meterId")
+]
+Outcome = Literal["ok", "error", "timeout", "unknown", "busy"]
+_SETTLE_CONCURRENCY = 16
+_STATUS: dict[str, int] = {"timeout": 504, "error": 502, "unknown": 404, "busy": 409}
+_OUTCOME: dict[int, Outcome] = {504: "timeout", 502: "error", 404: "unknown", 409: "busy"}
+
+
+class Scenario(BaseModel):
+    name: str = Field(examples=["grid_outage"])
+    description: str
+
+
+@cache
+def scenario_catalogue() -> tuple[tuple[str, str], ...]:
+    """(name, description) of every scenario, from the table in the scenarios module's docstring
+    (continuation lines joined), so the simulator's documentation is the one source."""
+    doc = sim_scenarios.__doc__ or ""
+    found: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in doc.splitlines():
+        match = re.match(r"^(\S+)\s{2,}(\S.*)$", line)
+        if match and match.group(1) in sim_scenarios.SCENARIOS:
+            current = match.group(1)
+            found[current] = [match.group(2).strip().replace("``", "")]
+        elif current and line.startswith(" ") and line.strip() and not line.startswith("="):
+            found[current].append(line.strip().replace("``", ""))
+        elif not line.strip() or line.startswith("="):
+            current = None if line.startswith("=") else current
+    return tuple((name, " ".join(found.get(name, []))) for name in sim_scenarios.SCENARIOS)
+
+
+class CommandIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cmd: Literal["scenario", "clear", "settle", "status_now"]
+    name: str | None = Field(default=None, max_length=64, description="scenario: which one (GET /scenarios)")
+    duration_s: float | None = Field(default=None, gt=0, le=365 * 86400, description="scenario: how long")
+    sensor: str | None = Field(default=None, max_length=64, description="sensor_failure: which INA219")
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=600, description="wait at most this long for acks (capped by the server's)"
+    )
+    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN, description="echoed as the id")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.cmd == "scenario" and self.name not in sim_scenarios.SCENARIOS:
+            raise ValueError(f"scenario needs a name, one of {list(sim_scenarios.SCENARIOS)}")
+        if self.cmd == "clear" and self.name is not None and self.name not in sim_scenarios.SCENARIOS:
+            raise ValueError(f"clear: unknown scenario {self.name!r}")
+        if self.cmd not in ("scenario", "clear") and self.name is not None:
+            raise ValueError(f"{self.cmd} takes no name")
+        if self.cmd != "scenario" and (self.duration_s is not None or self.sensor is not None):
+            raise ValueError("duration_s and sensor go with cmd scenario only")
+        return self
+
+    def message(self) -> dict[str, Any]:
+        """The JSON the meter receives (without ``id``)."""
+        return self.model_dump(exclude_none=True, include={"cmd", "name", "duration_s", "sensor"})
+
+
+class FleetCommandIn(CommandIn):
+    meters: list[MeterId] | None = Field(default=None, min_length=1, max_length=10_000)
+    all: bool = Field(default=False, description="every meter the pipeline knows (the meters registry)")
+
+    @model_validator(mode="after")
+    def _targets(self) -> Self:
+        if bool(self.meters) == self.all:
+            raise ValueError("give either meters (a list) or all: true")
+        return self
+
+
+class MeterOutcome(BaseModel):
+    meter_id: str
+    outcome: Outcome
+    ack: dict[str, Any] | None = None
+    error: str | None = None
+    settlement: SettlementOut | None = None
+
+
+class CommandOut(BaseModel):
+    request_id: str
+    cmd: str
+    sent: int
+    ok: int
+    results: list[MeterOutcome]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "unknown meter"},
+    409: {"model": Problem, "description": "a settlement of the meter is already waiting for its ack"},
+    502: {"model": Problem, "description": "the meter refused the command"},
+    504: {"model": Problem, "description": "the meter did not acknowledge in time (offline?)"},
+}
+
+
+@router.get("/scenarios", response_model=list[Scenario], summary="Scenarios a simulated meter can run")
+async def scenarios() -> list[Scenario]:
+    return [Scenario(name=n, description=d) for n, d in scenario_catalogue()]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def _known(state: State) -> set[str]:
+    keys = state.settings.common.keys
+    async with state.redis.pipeline(transaction=False) as pipe:
+        pipe.hkeys(keys.meters)
+        pipe.hkeys(keys.presence)
+        seen, present = await pipe.execute()
+    return {_text(m) for m in [*seen, *present]}
+
+
+async def _settle_one(state: State, body: CommandIn, meter_id: str, request_id: str) -> MeterOutcome:
+    try:
+        settlement, _ = await settlements.settle(
+            connect=state.pool.connection,
+            redis=state.redis,
+            common=state.settings.common,
+            settings=settlement_settings(state),
+            meter_id=meter_id,
+            request_id=request_id,
+            source="api-command",
+            timeout_s=body.timeout_s,
+        )
+    except settlements.SettlementError as exc:
+        return MeterOutcome(meter_id=meter_id, outcome=_OUTCOME.get(exc.status, "error"), error=str(exc))
+    return MeterOutcome(
+        meter_id=meter_id,
+        outcome="ok",
+        ack=settlement.ack,
+        settlement=SettlementOut.model_validate(settlement.to_dict()),
+    )
+
+
+async def _run(state: State, body: CommandIn, meters: list[str]) -> CommandOut:
+    request_id = body.request_id or commands.new_command_id()
+    known = await _known(state)
+    targets = [m for m in dict.fromkeys(meters) if m in known]
+    results: dict[str, MeterOutcome] = {
+        m: MeterOutcome(meter_id=m, outcome="unknown", error=f"unknown meter {m}: never heard from")
+        for m in meters
+        if m not in known
+    }
+    if body.cmd == "settle":
+        gate = asyncio.Semaphore(_SETTLE_CONCURRENCY)
+
+        async def _one(meter: str) -> MeterOutcome:
+            async with gate:
+                return await _settle_one(state, body, meter, request_id)
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_one(m), name=f"settle-{m}") for m in targets]
+        results.update((t.result().meter_id, t.result()) for t in tasks)
+    elif targets:
+        server_s = settlement_settings(state).commands.timeout_s
+        timeout_s = min(body.timeout_s or server_s, server_s)
+        common = state.settings.common
+        message = body.message()
+        answers = await commands.send(
+            common.mqtt, common.topics, targets, message, timeout_s=timeout_s, command_id=request_id
+        )
+        async with state.pool.connection() as conn:
+            await commands.log_outcomes(
+                conn, list(answers.values()), body=message, request_id=request_id, source="api"
+            )
+        described = {
+            m: await commands.describe_meter(state.redis, common.keys, m)
+            for m, a in answers.items()
+            if a.outcome == "timeout"
+        }
+        for meter, answer in answers.items():
+            error = None
+            if answer.outcome == "timeout":
+                error = commands.timeout_message(meter, body.cmd, timeout_s, described[meter])
+            elif answer.outcome == "error" and answer.ack is not None:
+                error = str(answer.ack.get("error"))
+            results[meter] = MeterOutcome(meter_id=meter, outcome=answer.outcome, ack=answer.ack, error=error)
+    ordered = [results[m] for m in dict.fromkeys(meters)]
+    return CommandOut(
+        request_id=request_id,
+        cmd=body.cmd,
+        sent=len(targets),
+        ok=sum(1 for r in ordered if r.outcome == "ok"),
+        results=ordered,
+    )
+
+
+@router.post(
+    "/meters/{meter_id}/commands",
+    response_model=CommandOut,
+    responses=ERRORS,
+    summary="Send a command to one meter and return its acknowledgement",
+)
+async def meter_command(meter_id: MeterIdPath, body: CommandIn, state: AppState) -> CommandOut:
+    out = await _run(state, body, [meter_id])
+    result = out.results[0]
+    if result.outcome != "ok":
+        raise HTTPException(_STATUS[result.outcome], result.error or result.outcome)
+    return out
+
+
+@router.post(
+    "/commands",
+    response_model=CommandOut,
+    summary="Send a command to a list of meters (or all known ones); each meter's ack or timeout",
+)
+async def fleet_command(body: FleetCommandIn, state: AppState) -> CommandOut:
+    meters = sorted(await _known(state)) if body.all else list(body.meters or [])
+    return await _run(state, body, meters)

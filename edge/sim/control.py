@@ -12,14 +12,11 @@ import argparse
 import asyncio
 import json
 import sys
-import uuid
 from typing import Any
 
-import orjson
-
 from edge.sim.scenarios import SCENARIOS
+from enerlink import commands
 from enerlink.config import CommonSettings, ConfigError, Env
-from enerlink.mqtt import client as mqtt_client
 
 
 def configure(actions: Any) -> None:
@@ -71,32 +68,10 @@ def target_meters(args: argparse.Namespace) -> list[str]:
 async def send(
     common: CommonSettings, meters: list[str], body: dict[str, Any], *, wait_s: float
 ) -> list[dict[str, Any]]:
-    """Publish ``body`` to each meter's command topic (QoS 2); collect acks for ``wait_s``."""
-    body = {**body, "id": uuid.uuid4().hex[:12]}
-    acks: list[dict[str, Any]] = []
-    async with mqtt_client(common.mqtt, identifier=f"enerlink-ctl-{uuid.uuid4().hex[:8]}") as client:
-        if wait_s > 0:
-            for meter in meters:
-                await client.subscribe(common.topics.command_ack(meter), qos=1)
-        payload = orjson.dumps(body)
-        for meter in meters:
-            await client.publish(common.topics.command(meter), payload, qos=2)
-        if wait_s <= 0:
-            return acks
-        try:
-            async with asyncio.timeout(wait_s):
-                async for message in client.messages:
-                    try:
-                        ack = json.loads(bytes(message.payload))
-                    except ValueError:
-                        continue
-                    if ack.get("id") == body["id"]:
-                        acks.append(ack)
-                        if len(acks) >= len(meters):
-                            break
-        except TimeoutError:
-            pass
-    return acks
+    """Publish ``body`` to each meter's command topic (QoS 2); the acks that came within ``wait_s``
+    (0: publish only). The shared :func:`enerlink.commands.send` does the work."""
+    answers = await commands.send(common.mqtt, common.topics, meters, body, timeout_s=wait_s)
+    return [a.ack for a in sorted(answers.values(), key=lambda a: a.elapsed_s) if a.ack is not None]
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -1,0 +1,432 @@
+"""Billing settlements: close a meter's billing period, shared by the API and ``enerlink settle``.
+
+:func:`settle`:
+
+1. In one transaction (per-meter advisory lock): a retried request id returns the recorded
+   settlement; a request still waiting for its meter gives :class:`InProgress`; otherwise a row
+   ``requested`` is inserted with the next ``seq`` and ``period_start`` = the previous period's end.
+2. ``settle`` goes to the meter (command id = request id, message expiry = timeout). No ack: the row
+   is deleted and :class:`MeterTimeout` says when the meter was last seen; a refusal likewise
+   (:class:`MeterRefused`). Either way a ``command`` event records the outcome.
+3. The ack closes the period: ``period_end`` = the ack's ``datetime`` (the device clock, the same
+   clock the minute aggregates are bucketed by), the device's ``settled_import_wh`` /
+   ``settled_export_wh`` stored, status ``pending``.
+4. :func:`finalize_ready` (after the ack, on every read, and while ``enerlink settle --wait`` polls)
+   turns ``pending`` rows ``final`` once the aggregator's watermark covers ``period_end``: energy is
+   the sum of the minute aggregates' ``import_energy_wh`` / ``export_energy_wh`` (counter deltas,
+   right across daily resets, settlements and re-flashes); the minute containing a boundary is split
+   pro rata by time, so consecutive periods add up to exactly the minutes' sum. A meter's first
+   period starts at its first aggregated minute. ``difference`` = device - pipeline; beyond the
+   tolerance (max of ``ENERLINK_SETTLEMENT_TOLERANCE_WH`` and ``_PCT`` of the period's energy) the row
+   is flagged ``mismatch`` and a ``settlement_mismatch`` warning event is raised.
+
+A request that was cut off after sending (the process killed before the ack) leaves a ``requested``
+row; the next request for that meter after its deadline deletes it and raises a
+``settlement_abandoned`` warning event (the device may have reset its counters: the next
+settlement's comparison shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
+
+import redis.asyncio as aioredis
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from aggregator.columns import quote
+from aggregator.store import read_watermark
+from enerlink import commands
+from enerlink.config import CommonSettings, ConfigError, Env
+from schemas.wire import Tables
+
+log = logging.getLogger(__name__)
+
+Conn = AsyncConnection[Any]
+Connect = Callable[[], AbstractAsyncContextManager[Conn]]
+MISMATCH_EVENT = "settlement_mismatch"
+ABANDONED_EVENT = "settlement_abandoned"
+_STALE_GRACE = timedelta(seconds=30)
+_MINUTE = timedelta(minutes=1)
+_T = quote(Tables.SETTLEMENTS)
+_AGG = quote(Tables.TELEMETRY_AGGREGATES)
+_EVENTS = quote(Tables.EVENTS)
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementSettings:
+    commands: commands.CommandSettings
+    tolerance_wh: float  # device vs pipeline difference allowed per channel, Wh ...
+    tolerance_pct: float  # ... or this share of the period's energy when larger
+
+    @classmethod
+    def from_env(cls, env: Env) -> Self:
+        settings = cls(
+            commands=commands.CommandSettings.from_env(env),
+            tolerance_wh=env.float("SETTLEMENT_TOLERANCE_WH", 10.0),
+            tolerance_pct=env.float("SETTLEMENT_TOLERANCE_PCT", 1.0),
+        )
+        if settings.tolerance_wh < 0 or settings.tolerance_pct < 0:
+            raise ConfigError("ENERLINK_SETTLEMENT_TOLERANCE_WH and _PCT must not be negative")
+        return settings
+
+
+class SettlementError(Exception):
+    """A settlement that could not be made; ``status`` is the HTTP status the API answers with."""
+
+    status = 500
+
+
+class MeterTimeout(SettlementError):
+    status = 504
+
+
+class MeterRefused(SettlementError):
+    status = 502
+
+
+class InProgress(SettlementError):
+    status = 409
+
+
+class UnknownMeter(SettlementError):
+    status = 404
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """One row of ``settlements``; also the JSON and CSV shape (same names, same order)."""
+
+    id: int
+    meter_id: str
+    seq: int
+    status: str
+    period_start: datetime | None
+    period_end: datetime | None
+    import_wh: float | None
+    export_wh: float | None
+    net_wh: float | None  # export - import, like the firmware's net_grid (negative = net import)
+    device_import_wh: float | None
+    device_export_wh: float | None
+    diff_import_wh: float | None  # device - pipeline
+    diff_export_wh: float | None
+    tolerance_wh: float | None
+    mismatch: bool | None
+    minutes: int | None
+    request_id: str
+    source: str
+    requested_at: datetime
+    acked_at: datetime | None
+    finalized_at: datetime | None
+    ack: dict[str, Any] | None = None  # the meter's acknowledgement as received (not in JSON/CSV)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Self:
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON/CSV fields (times as ISO 8601 UTC)."""
+        return {c: _iso(v) if isinstance(v := getattr(self, c), datetime) else v for c in COLUMNS}
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Settlement) if f.name != "ack")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _reading(result: dict[str, Any], name: str) -> float | None:
+    value = result.get(name)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+async def _fetch(conn: Conn, query: str, params: Sequence[Any] | dict[str, Any]) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(query.encode(), params)
+    return await cur.fetchall()
+
+
+async def _event(conn: Conn, *, meter_id: str, at: datetime, kind: str, details: dict[str, Any]) -> None:
+    await conn.execute(
+        f"insert into {_EVENTS} (meter_id, at, kind, severity, details) values (%s, %s, %s, 'warning',"
+        " %s::jsonb) on conflict (meter_id, kind, at) do nothing".encode(),
+        (meter_id, at, kind, json.dumps(details, default=str)),
+    )
+
+
+async def _claim(conn: Conn, *, meter_id: str, request_id: str, source: str, stale_s: float) -> Settlement:
+    """The recorded settlement of ``request_id`` (as is) or a new ``requested`` row."""
+    async with conn.transaction():
+        await conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"enerlink-settle:{meter_id}",))
+        stale = await _fetch(
+            conn,
+            f"delete from {_T} where meter_id = %s and status = 'requested' and requested_at"
+            " + (%s * interval '1 second') + %s < now() returning id, seq, request_id, requested_at",
+            (meter_id, stale_s, _STALE_GRACE),
+        )
+        for row in stale:
+            log.warning("settlement %s of %s abandoned (no ack recorded)", row["request_id"], meter_id)
+            await _event(
+                conn, meter_id=meter_id, at=row["requested_at"], kind=ABANDONED_EVENT, details=dict(row)
+            )
+        found = await _fetch(
+            conn, f"select * from {_T} where meter_id = %s and request_id = %s", (meter_id, request_id)
+        )
+        if found:
+            if found[0]["status"] == "requested":
+                raise InProgress(
+                    f"settlement request {request_id} of {meter_id} is still waiting for the ack"
+                )
+            return Settlement.from_row(found[0])
+        busy = await _fetch(
+            conn, f"select request_id from {_T} where meter_id = %s and status = 'requested'", (meter_id,)
+        )
+        if busy:
+            raise InProgress(
+                f"a settlement of {meter_id} is in progress (request {busy[0]['request_id']}); retry later"
+            )
+        last = await _fetch(
+            conn,
+            f"select seq, period_end from {_T} where meter_id = %s order by seq desc limit 1",
+            (meter_id,),
+        )
+        seq, start = (last[0]["seq"] + 1, last[0]["period_end"]) if last else (1, None)
+        rows = await _fetch(
+            conn,
+            f"insert into {_T} (meter_id, seq, request_id, status, source, period_start)"
+            " values (%s, %s, %s, 'requested', %s, %s) returning *",
+            (meter_id, seq, request_id, source, start),
+        )
+        return Settlement.from_row(rows[0])
+
+
+async def settle(
+    *,
+    connect: Connect,
+    redis: aioredis.Redis,
+    common: CommonSettings,
+    settings: SettlementSettings,
+    meter_id: str,
+    request_id: str | None = None,
+    source: str = "api",
+    timeout_s: float | None = None,
+) -> tuple[Settlement, bool]:
+    """Settle ``meter_id`` once per ``request_id``; returns the settlement and whether it is new."""
+    wait_s = min(timeout_s or settings.commands.timeout_s, settings.commands.timeout_s)
+    request_id = request_id or commands.new_command_id()
+    if not await known_meter(redis, common, meter_id):
+        raise UnknownMeter(f"unknown meter {meter_id}: the pipeline has never heard from it")
+    async with connect() as conn:
+        claimed = await _claim(
+            conn, meter_id=meter_id, request_id=request_id, source=source, stale_s=settings.commands.timeout_s
+        )
+    if claimed.status != "requested":
+        return (await finalize_ready(connect, [claimed], settings))[0], False
+    body = {"cmd": "settle"}
+    answer = (
+        await commands.send(
+            common.mqtt, common.topics, [meter_id], body, timeout_s=wait_s, command_id=request_id
+        )
+    )[meter_id]
+    ack = answer.ack or {}
+    raw_result = ack.get("result")
+    result: dict[str, Any] = raw_result if isinstance(raw_result, dict) else {}
+    async with connect() as conn, conn.transaction():
+        extra = {meter_id: {"settlement_id": claimed.id, "seq": claimed.seq}}
+        await commands.log_outcomes(
+            conn, [answer], body=body, request_id=request_id, source=source, extra=extra
+        )
+        if answer.outcome != "ok":
+            await conn.execute(
+                f"delete from {_T} where id = %s and status = 'requested'".encode(), (claimed.id,)
+            )
+        else:
+            end = _parse_time(ack.get("datetime")) or datetime.now(UTC)
+            if claimed.period_start is not None:
+                end = max(end, claimed.period_start)  # a device clock that went back: empty period
+            rows = await _fetch(
+                conn,
+                f"update {_T} set status = 'pending', period_end = %s, acked_at = now(),"
+                " device_import_wh = %s, device_export_wh = %s, ack = %s::jsonb where id = %s returning *",
+                (
+                    end,
+                    _reading(result, "settled_import_wh"),
+                    _reading(result, "settled_export_wh"),
+                    json.dumps(ack),
+                    claimed.id,
+                ),
+            )
+    if answer.outcome == "timeout":
+        described = await commands.describe_meter(redis, common.keys, meter_id)
+        raise MeterTimeout(commands.timeout_message(meter_id, "settle", wait_s, described))
+    if answer.outcome == "error":
+        raise MeterRefused(f"{meter_id} refused settle: {ack.get('error') or 'no reason given'}")
+    log.info("settlement %s #%d of %s acknowledged: period ends %s", claimed.id, claimed.seq, meter_id, end)
+    return (await finalize_ready(connect, [Settlement.from_row(rows[0])], settings))[0], True
+
+
+async def _energy(conn: Conn, *, meter_id: str, start: datetime, end: datetime) -> tuple[float, float, int]:
+    """Import and export Wh in ``[start, end)`` from the minute aggregates, boundary minutes pro rata."""
+    rows = await _fetch(
+        conn,
+        "select coalesce(sum(import_energy_wh * share), 0) as imp_wh,"
+        " coalesce(sum(export_energy_wh * share), 0) as exp_wh, count(*) as minutes from ("
+        " select import_energy_wh, export_energy_wh, extract(epoch from least(bucket + interval '1 minute',"
+        " %(end)s) - greatest(bucket, %(start)s)) / 60.0 as share"
+        f" from {_AGG} where meter_id = %(meter)s and bucket < %(end)s"
+        " and bucket > %(start)s::timestamptz - interval '1 minute') m",
+        {"meter": meter_id, "start": start, "end": end},
+    )
+    return float(rows[0]["imp_wh"]), float(rows[0]["exp_wh"]), int(rows[0]["minutes"])
+
+
+async def _first_minute(conn: Conn, *, meter_id: str, end: datetime) -> datetime:
+    rows = await _fetch(
+        conn, f"select min(bucket) as first from {_AGG} where meter_id = %s and bucket < %s", (meter_id, end)
+    )
+    first: datetime | None = rows[0]["first"]
+    return min(first, end) if first is not None else end
+
+
+def _difference(device: float | None, pipeline: float) -> float | None:
+    return None if device is None else round(device - pipeline, 6)
+
+
+async def _finalize(conn: Conn, s: Settlement, settings: SettlementSettings) -> Settlement:
+    assert s.period_end is not None
+    async with conn.transaction():
+        start = s.period_start or await _first_minute(conn, meter_id=s.meter_id, end=s.period_end)
+        imp, exp, minutes = await _energy(conn, meter_id=s.meter_id, start=start, end=s.period_end)
+        tolerance = max(settings.tolerance_wh, settings.tolerance_pct / 100 * max(imp, exp))
+        diff_imp = _difference(s.device_import_wh, imp)
+        diff_exp = _difference(s.device_export_wh, exp)
+        known = [abs(d) for d in (diff_imp, diff_exp) if d is not None]
+        mismatch = any(d > tolerance for d in known) if known else None
+        rows = await _fetch(
+            conn,
+            f"update {_T} set status = 'final', finalized_at = now(), period_start = %s, import_wh = %s,"
+            " export_wh = %s, net_wh = %s, minutes = %s, diff_import_wh = %s, diff_export_wh = %s,"
+            " tolerance_wh = %s, mismatch = %s where id = %s and status = 'pending' returning *",
+            (
+                start,
+                round(imp, 6),
+                round(exp, 6),
+                round(exp - imp, 6),
+                minutes,
+                diff_imp,
+                diff_exp,
+                round(tolerance, 6),
+                mismatch,
+                s.id,
+            ),
+        )
+        if not rows:  # finalized meanwhile by another reader
+            rows = await _fetch(conn, f"select * from {_T} where id = %s", (s.id,))
+            return Settlement.from_row(rows[0])
+        done = Settlement.from_row(rows[0])
+        if mismatch:
+            await _event(
+                conn,
+                meter_id=s.meter_id,
+                at=s.period_end,
+                kind=MISMATCH_EVENT,
+                details={
+                    "settlement_id": done.id,
+                    "seq": done.seq,
+                    "period_start": _iso(start),
+                    "period_end": _iso(s.period_end),
+                    "import": {"device": s.device_import_wh, "pipeline": done.import_wh, "diff": diff_imp},
+                    "export": {"device": s.device_export_wh, "pipeline": done.export_wh, "diff": diff_exp},
+                    "tolerance_wh": done.tolerance_wh,
+                },
+            )
+            log.warning("settlement %s of %s: device and pipeline disagree %s", done.id, s.meter_id, known)
+    return done
+
+
+def ready(s: Settlement, watermark: datetime | None) -> bool:
+    """Whether every minute the period touches has been aggregated (watermark = last done minute)."""
+    return (
+        s.status == "pending"
+        and s.period_end is not None
+        and watermark is not None
+        and watermark + _MINUTE >= s.period_end
+    )
+
+
+async def finalize_ready(
+    connect: Connect, settlements: Sequence[Settlement], settings: SettlementSettings
+) -> list[Settlement]:
+    """The settlements with every ``pending`` one the watermark has passed made ``final``."""
+    if not any(s.status == "pending" for s in settlements):
+        return list(settlements)
+    started = time.monotonic()
+    out: list[Settlement] = []
+    async with connect() as conn:
+        watermark = await read_watermark(conn)
+        for s in settlements:
+            out.append(await _finalize(conn, s, settings) if ready(s, watermark) else s)
+    done = sum(1 for a, b in zip(settlements, out, strict=True) if a.status != b.status)
+    if done:
+        log.info("finalized %d settlements in %.3f s", done, time.monotonic() - started)
+    return out
+
+
+async def get(connect: Connect, settings: SettlementSettings, *, meter_id: str, id: int) -> Settlement | None:
+    async with connect() as conn:
+        rows = await _fetch(conn, f"select * from {_T} where meter_id = %s and id = %s", (meter_id, id))
+    if not rows:
+        return None
+    return (await finalize_ready(connect, [Settlement.from_row(rows[0])], settings))[0]
+
+
+async def list_for(
+    connect: Connect, settings: SettlementSettings, *, meter_id: str, limit: int = 100
+) -> list[Settlement]:
+    """A meter's settlements, newest first."""
+    async with connect() as conn:
+        rows = await _fetch(
+            conn, f"select * from {_T} where meter_id = %s order by seq desc limit %s", (meter_id, limit)
+        )
+    return await finalize_ready(connect, [Settlement.from_row(r) for r in rows], settings)
+
+
+async def known_meter(redis: aioredis.Redis, common: CommonSettings, meter_id: str) -> bool:
+    """Whether the pipeline has heard of the meter (registry or presence)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hexists(common.keys.meters, meter_id)
+        pipe.hexists(common.keys.presence, meter_id)
+        seen, present = await pipe.execute()
+    return bool(seen or present)
+
+
+def to_csv(settlements: Sequence[Settlement]) -> str:
+    """Header plus one line per settlement (RFC 4180, UTC ISO times, empty for unknown)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    for s in settlements:
+        row = s.to_dict()
+        writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
+    return buffer.getvalue()

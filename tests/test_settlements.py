@@ -1,0 +1,355 @@
+"""Billing settlements on real Mosquitto, Redis and PostgreSQL: a scripted meter answers ``settle`` on
+its command topic, the aggregator (run once) turns scripted snapshots into minute energies, and the
+API (served for real) records, finalizes, lists and exports the settlements."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+import redis.asyncio as aioredis
+
+from aggregator.service import run as aggregate
+from enerlink.config import CommonSettings, Env
+from enerlink.db import migrate
+from enerlink.mqtt import client as mqtt_client
+from enerlink.settlements import ABANDONED_EVENT, MISMATCH_EVENT
+from schemas.wire import Keys, Tables
+from tests.support.apiserver import serve_api
+from tests.support.scripted_meter import scripted_meter
+from tests.support.services import ServiceProcess
+from tests.test_aggregator import now_ms, put, settings_for, snapshot
+
+MIN = 60_000
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _events(url: str, kind: str) -> list[dict[str, Any]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            f"select meter_id, at, severity, details from {Tables.EVENTS} where kind = %s order by id",
+            (kind,),
+        ).fetchall()
+    return [{"meter_id": r[0], "at": r[1], "severity": r[2], "details": r[3]} for r in rows]
+
+
+def _rows(url: str) -> list[dict[str, Any]]:
+    with psycopg.connect(url) as conn:
+        cur = conn.execute(f"select * from {Tables.SETTLEMENTS} order by id")
+        names = [d.name for d in cur.description or []]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+async def _register(redis: aioredis.Redis, keys: Keys, meter: str, *, online: bool | None = None) -> None:
+    await redis.hset(keys.meters, meter, str(int(time.time() * 1000) - 300_000))
+    if online is not None:
+        await redis.hset(
+            keys.presence, meter, json.dumps({"online": online, "since": "2026-11-23T17:00:00Z"})
+        )
+
+
+async def test_settlement_energy_is_the_sum_of_minute_energies_across_daily_reset_and_reflash(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """Three consecutive periods of one meter: a daily reset and a re-flash inside the second, a
+    mid-minute close and a tampered device counter in the third (mismatch event)."""
+    agg = settings_for(environ)
+    keys, url = agg.common.keys, agg.common.database_url
+    last_closed = ((await now_ms(redis_client)) - 10_000) // MIN * MIN - MIN
+    m0 = last_closed - 19 * MIN
+    t1, t2, t3 = m0 + 5 * MIN, m0 + 15 * MIN, m0 + 18 * MIN + 30_000
+    daily, total, true_imp, true_exp = 40.0, 9000.0, 0.0, 0.0
+    points, cumulative = [], []  # (at, import Wh, export Wh since the first point)
+    for i, at in enumerate(range(m0 - 10_000, last_closed + MIN, 10_000)):
+        step = round(0.01 * (1 + (i * 7919) % 13), 6)
+        if at == m0 + 7 * MIN:
+            daily = 0.0  # the device's local midnight
+        if at == m0 + 12 * MIN:
+            total = 0.0  # re-flash: total starts again
+        daily, total = daily + step, total + step
+        if i > 0:
+            true_imp, true_exp = true_imp + step, true_exp + step / 2
+        cumulative.append((at, true_imp, true_exp))
+        values = {
+            "import__daily_energy": round(daily, 6),
+            "import__total_energy": round(total, 6),
+            "export__daily_energy": round(daily / 2, 6),
+            "export__total_energy": round(total / 2, 6),
+        }
+        points.append((at, snapshot("S1", at, **values)))
+    await put(redis_client, keys, "S1", points)
+    report = await aggregate(agg, once=True)
+    assert report is not None and report.watermark is not None and report.watermark >= _dt(last_closed)
+
+    def true_between(start: int | None, end: int) -> tuple[float, float]:
+        """What the device counted: every sample strictly before the close (it settles just before)."""
+        before = [c for c in cumulative if c[0] < end]
+        base = [c for c in cumulative if start is not None and c[0] < start]
+        b = base[-1] if base else (0, 0.0, 0.0)
+        return before[-1][1] - b[1], before[-1][2] - b[2]
+
+    closes = {1: t1, 2: t2, 3: t3}
+    tamper = {3: 50.0}
+
+    def script(meter: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]] | None:
+        n = len([1 for m, c in got.received if c["cmd"] == "settle"])
+        end = closes[n]
+        imp, exp = true_between(closes.get(n - 1), end)
+        return end / 1000, {"settled_import_wh": imp + tamper.get(n, 0.0), "settled_export_wh": exp}
+
+    common = CommonSettings.from_env(Env(environ))
+    async with serve_api(environ) as api, scripted_meter(common, ["S1"], script) as got:
+        made = []
+        for n in (1, 2, 3):
+            reply = await api.client.post("/meters/S1/settlements", headers={"Idempotency-Key": f"bill-{n}"})
+            assert reply.status_code == 201, reply.text
+            made.append(reply.json())
+        listed = (await api.client.get("/meters/S1/settlements")).json()
+    assert [s["seq"] for s in listed] == [3, 2, 1]  # newest first, all final (the watermark covers them)
+    p3, p2, p1 = listed
+    assert all(s["status"] == "final" for s in listed)
+    assert [s["id"] for s in made] == [p1["id"], p2["id"], p3["id"]]
+    # contiguous periods: each starts where the previous ended; the first at the first aggregated minute
+    assert p1["period_start"] == _dt(m0 - MIN).isoformat().replace("+00:00", "Z")
+    assert p1["period_end"] == p2["period_start"] and p2["period_end"] == p3["period_start"]
+    assert p3["period_end"] == _dt(t3).isoformat().replace("+00:00", "Z")
+    with psycopg.connect(url) as conn:
+        minutes = dict(
+            conn.execute(
+                f"select bucket, import_energy_wh from {Tables.TELEMETRY_AGGREGATES} where meter_id = 'S1'"
+            ).fetchall()
+        )
+        exports = dict(
+            conn.execute(
+                f"select bucket, export_energy_wh from {Tables.TELEMETRY_AGGREGATES} where meter_id = 'S1'"
+            ).fetchall()
+        )
+
+    def minute_sum(table: dict[datetime, float], start: int, end: int) -> float:
+        return sum(v for b, v in table.items() if _dt(start) <= b < _dt(end))
+
+    # period 2 spans the daily reset and the re-flash: exactly the minutes' sum and the true energy
+    assert p2["import_wh"] == pytest.approx(minute_sum(minutes, t1, t2), abs=1e-5)
+    assert p2["import_wh"] == pytest.approx(true_between(t1, t2)[0], abs=1e-5)
+    assert p2["export_wh"] == pytest.approx(minute_sum(exports, t1, t2), abs=1e-5)
+    assert p2["net_wh"] == pytest.approx(p2["export_wh"] - p2["import_wh"], abs=1e-5)
+    assert p2["minutes"] == 10 and p2["mismatch"] is False
+    assert p2["diff_import_wh"] == pytest.approx(0.0, abs=1e-4)
+    assert p1["import_wh"] == pytest.approx(minute_sum(minutes, m0 - MIN, t1), abs=1e-5)
+    # the mid-minute close splits its minute pro rata; nothing is lost or counted twice
+    boundary = minutes[_dt(m0 + 18 * MIN)]
+    assert p3["import_wh"] == pytest.approx(minute_sum(minutes, t2, m0 + 18 * MIN) + boundary / 2, abs=1e-5)
+    total_pipeline = sum(s["import_wh"] for s in listed)
+    assert total_pipeline == pytest.approx(
+        minute_sum(minutes, m0 - MIN, m0 + 18 * MIN) + boundary / 2, abs=1e-5
+    )
+    # the tampered counter: 50 Wh more than the pipeline saw -> flagged, and one warning event
+    assert p3["mismatch"] is True and p3["diff_import_wh"] == pytest.approx(50.0, abs=0.5)
+    assert p3["device_import_wh"] == pytest.approx(true_between(t2, t3)[0] + 50.0)
+    mismatches = _events(url, MISMATCH_EVENT)
+    assert len(mismatches) == 1
+    event = mismatches[0]
+    assert event["meter_id"] == "S1" and event["severity"] == "warning" and event["at"] == _dt(t3)
+    assert event["details"]["settlement_id"] == p3["id"]
+    assert event["details"]["import"]["diff"] == pytest.approx(p3["diff_import_wh"])
+    # every settle sent is logged as a command event with its outcome
+    logged = _events(url, "command")
+    assert [e["details"]["request_id"] for e in logged] == ["bill-1", "bill-2", "bill-3"]
+    assert all(e["details"]["outcome"] == "ok" and e["details"]["cmd"] == "settle" for e in logged)
+
+
+async def test_retried_request_does_not_settle_twice_and_concurrent_requests_do_not_overlap(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    common = CommonSettings.from_env(Env(environ))
+    await _register(redis_client, common.keys, "R1", online=True)
+    reading = iter(range(1, 100))
+
+    def script(meter: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        return time.time(), {"settled_import_wh": float(next(reading)), "settled_export_wh": 0.0}
+
+    async with serve_api(environ) as api, scripted_meter(common, ["R1"], script) as meter:
+        first = await api.client.post("/meters/R1/settlements", headers={"Idempotency-Key": "inv-1"})
+        again = await api.client.post("/meters/R1/settlements", json={"request_id": "inv-1"})
+        assert first.status_code == 201 and again.status_code == 200, (first.text, again.text)
+        assert again.json() == first.json()
+        assert len(meter.commands("settle")) == 1  # the retry did not reach the meter
+        assert first.json()["device_import_wh"] == 1.0 and first.json()["status"] == "pending"
+        # two different requests at once while the meter is slow: one settles, the other is refused
+        meter.delay_s = 1.5
+        racing = await asyncio.gather(
+            api.client.post("/meters/R1/settlements", headers={"Idempotency-Key": "inv-2"}),
+            api.client.post("/meters/R1/settlements", headers={"Idempotency-Key": "inv-3"}),
+        )
+        codes = sorted(r.status_code for r in racing)
+        assert codes == [201, 409], [r.text for r in racing]
+        refused = next(r for r in racing if r.status_code == 409)
+        assert "in progress" in refused.json()["detail"]
+        meter.delay_s = 0.0
+        third = await api.client.post("/meters/R1/settlements", headers={"Idempotency-Key": "inv-3"})
+        assert third.status_code == 201, third.text
+        mismatched = await api.client.post(
+            "/meters/R1/settlements", headers={"Idempotency-Key": "inv-4"}, json={"request_id": "other"}
+        )
+        assert mismatched.status_code == 422
+        listed = (await api.client.get("/meters/R1/settlements")).json()
+    assert [s["seq"] for s in listed] == [3, 2, 1]
+    by_seq = {s["seq"]: s for s in listed}
+    assert by_seq[2]["period_start"] == by_seq[1]["period_end"]
+    assert by_seq[3]["period_start"] == by_seq[2]["period_end"]
+    assert len(meter.commands("settle")) == 3
+    assert len(_rows(environ["ENERLINK_DATABASE_URL"])) == 3
+
+
+async def test_offline_meter_gives_a_clear_timeout_and_no_settlement(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """The meter's session is at the broker but the meter is away: 504 naming the meter, when it was
+    last seen and that it is offline; no row; the queued settle expires instead of reaching the
+    meter when it comes back."""
+    common = CommonSettings.from_env(Env(environ))
+    await _register(redis_client, common.keys, "OFF1", online=False)
+    identifier = f"test-off1-{uuid.uuid4().hex[:6]}"
+    async with mqtt_client(common.mqtt, identifier=identifier, persistent=True, session_expiry_s=600) as c:
+        await c.subscribe(common.topics.command("OFF1"), qos=2)  # then the meter goes away
+    async with serve_api(environ) as api:
+        reply = await api.client.post("/meters/OFF1/settlements", json={"timeout_s": 1.5})
+        unknown = await api.client.post("/meters/NEVER1/settlements", json={"timeout_s": 1.5})
+        listed = (await api.client.get("/meters/OFF1/settlements")).json()
+    assert reply.status_code == 504
+    detail = reply.json()["detail"]
+    assert detail.startswith("OFF1 did not acknowledge settle within 1.5 s (last seen 20")
+    assert "offline since 2026-11-23T17:00:00Z" in detail
+    assert unknown.status_code == 404 and "never heard" in unknown.json()["detail"]
+    assert listed == [] and _rows(environ["ENERLINK_DATABASE_URL"]) == []
+    logged = _events(environ["ENERLINK_DATABASE_URL"], "command")
+    assert [(e["meter_id"], e["details"]["outcome"], e["severity"]) for e in logged] == [
+        ("OFF1", "timeout", "warning")
+    ]
+    await asyncio.sleep(1.5)  # past the command's expiry
+    received: list[bytes] = []
+    async with mqtt_client(common.mqtt, identifier=identifier, persistent=True, session_expiry_s=600) as c:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(2.0):
+                async for message in c.messages:
+                    received.append(bytes(message.payload))  # type: ignore[arg-type]
+    assert received == []  # the meter does not settle hours later behind the caller's back
+
+
+async def test_csv_export_and_lazy_finalization(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """A settlement stays pending until the watermark passes its end; a read then finalizes it."""
+    common = CommonSettings.from_env(Env(environ))
+    url = environ["ENERLINK_DATABASE_URL"]
+    await _register(redis_client, common.keys, "C1", online=True)
+    close = datetime(2026, 11, 23, 12, 30, 15, tzinfo=UTC)
+
+    def script(meter: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        return close.timestamp(), {"settled_import_wh": 3.0, "settled_export_wh": 1.0}
+
+    await migrate(url)
+    from tests.support.aggdata import aggregate_row, insert_rows
+
+    insert_rows(
+        url,
+        Tables.TELEMETRY_AGGREGATES,
+        [
+            aggregate_row(
+                "C1", datetime(2026, 11, 23, 12, m, tzinfo=UTC), import_energy_wh=1.0, export_energy_wh=0.4
+            )
+            for m in range(27, 31)
+        ],
+    )
+    async with serve_api(environ) as api, scripted_meter(common, ["C1"], script):
+        made = await api.client.post("/meters/C1/settlements")
+        assert made.status_code == 201 and made.json()["status"] == "pending", made.text
+        sid = made.json()["id"]
+        assert (await api.client.get(f"/meters/C1/settlements/{sid}")).json()["status"] == "pending"
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute) values ('minutes', %s)",
+                (datetime(2026, 11, 23, 12, 30, tzinfo=UTC),),
+            )
+        as_csv = await api.client.get(f"/meters/C1/settlements/{sid}", headers={"Accept": "text/csv"})
+        by_query = await api.client.get(f"/meters/C1/settlements/{sid}?format=csv")
+        whole = await api.client.get("/meters/C1/settlements?format=csv")
+        missing = await api.client.get("/meters/C1/settlements/999999")
+    assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
+    assert as_csv.text == by_query.text
+    (row,) = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert row["status"] == "final" and row["meter_id"] == "C1" and row["seq"] == "1"
+    assert row["period_start"] == "2026-11-23T12:27:00Z" and row["period_end"] == "2026-11-23T12:30:15Z"
+    assert float(row["import_wh"]) == pytest.approx(3.25)  # three minutes + a quarter of 12:30
+    assert float(row["export_wh"]) == pytest.approx(1.3)
+    assert float(row["diff_import_wh"]) == pytest.approx(-0.25) and row["mismatch"] == "False"
+    assert len(list(csv.DictReader(io.StringIO(whole.text)))) == 1
+    assert missing.status_code == 404
+
+
+async def test_cli_settles_and_times_out(environ: dict[str, str], redis_client: aioredis.Redis) -> None:
+    common = CommonSettings.from_env(Env(environ))
+    await _register(redis_client, common.keys, "CLI1", online=True)
+    await _register(redis_client, common.keys, "CLI2", online=False)
+
+    def script(meter: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]] | None:
+        return time.time(), {"settled_import_wh": 7.5, "settled_export_wh": 2.5}
+
+    env = {**environ, "ENERLINK_COMMAND_TIMEOUT_S": "2"}
+    async with scripted_meter(common, ["CLI1"], script) as meter:
+        runs = []
+        for args in (
+            ["settle", "CLI1", "--request-id", "cli-1"],
+            ["settle", "CLI1", "--request-id", "cli-1"],
+        ):
+            proc = ServiceProcess(args=args, env=env).start()
+            assert proc.process is not None
+            runs.append((await asyncio.to_thread(proc.process.wait, 60), proc))
+        offline = ServiceProcess(args=["settle", "CLI2"], env=env).start()
+        assert offline.process is not None
+        offline_code = await asyncio.to_thread(offline.process.wait, 60)
+    (code1, proc1), (code2, proc2) = runs
+    assert code1 == 0 and code2 == 0, proc1.output() + proc2.output()
+    first = json.loads(proc1.output()[proc1.output().index("{") : proc1.output().rindex("}") + 1])
+    assert first["meter_id"] == "CLI1" and first["device_import_wh"] == 7.5 and first["source"] == "cli"
+    assert "already settled" in proc2.output()
+    assert len(meter.commands("settle")) == 1
+    assert offline_code == 1
+    assert "CLI2 did not acknowledge settle within 2 s" in offline.output()
+
+
+async def test_abandoned_request_is_cleared_with_an_event(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """A process killed between sending settle and recording the ack leaves a ``requested`` row; the
+    next request after its deadline clears it (event) instead of blocking the meter forever."""
+    common = CommonSettings.from_env(Env(environ))
+    url = environ["ENERLINK_DATABASE_URL"]
+    await _register(redis_client, common.keys, "AB1", online=True)
+    await migrate(url)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            f"insert into {Tables.SETTLEMENTS} (meter_id, seq, request_id, status, requested_at)"
+            " values ('AB1', 1, 'lost', 'requested', now() - interval '1 hour')"
+        )
+
+    def script(meter: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        return time.time(), {"settled_import_wh": 1.0, "settled_export_wh": 0.0}
+
+    async with serve_api(environ) as api, scripted_meter(common, ["AB1"], script):
+        reply = await api.client.post("/meters/AB1/settlements")
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["seq"] == 1 and reply.json()["request_id"] != "lost"
+    (event,) = _events(url, ABANDONED_EVENT)
+    assert event["meter_id"] == "AB1" and event["details"]["request_id"] == "lost"
