@@ -18,53 +18,24 @@ and over a day the minute energies add up to the counters' growth.
 from __future__ import annotations
 
 import gc
-import operator
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from aggregator.columns import ENERGY_SUBSYSTEMS, STAT_COLUMNS
-from schemas.fields import BOOL_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS, Field
-from schemas.telemetry import DataMessage, MeterData, epoch_ms
+from aggregator.fastparse import PERM, VALUE_FIELDS, BadSnapshot, Snap, parse
+
+log = logging.getLogger(__name__)
 
 MINUTE_MS = 60_000
 ROUNDING_WH = 1e-3
 
-_SUB_ATTR: dict[str, str] = {(info.alias or attr): attr for attr, info in MeterData.model_fields.items()}
-_VALUE_FIELDS: tuple[Field, ...] = NUMERIC_FIELDS + BOOL_FIELDS  # one float matrix, bools as 0/1
+_VALUE_FIELDS = VALUE_FIELDS
 _COL = {f.column: i for i, f in enumerate(_VALUE_FIELDS)}
-_N_NUM = len(NUMERIC_FIELDS)
-
-
-def _one(getter: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
-    return lambda d: (getter(d),)
-
-
-def _getters() -> tuple[list[tuple[str, Callable[[Any], Any]]], list[int]]:
-    """One ``itemgetter`` per subsystem over the model's ``__dict__`` (fast), and the permutation
-    from that raw order to the order of ``_VALUE_FIELDS``."""
-    by_sub: dict[str, list[str]] = {}
-    for f in _VALUE_FIELDS:
-        by_sub.setdefault(f.subsystem, []).append(f.name)
-    getters: list[tuple[str, Callable[[Any], Any]]] = []
-    raw_order: list[str] = []
-    for sub, names in by_sub.items():
-        getter = operator.itemgetter(*names)
-        if len(names) == 1:
-            getters.append((_SUB_ATTR[sub], _one(getter)))
-        else:
-            getters.append((_SUB_ATTR[sub], getter))
-        raw_order.extend(f"{sub}_{n}" for n in names)
-    position = {column: i for i, column in enumerate(raw_order)}
-    return getters, [position[f.column] for f in _VALUE_FIELDS]
-
-
-_GETTERS, _PERM = _getters()
-_ENUM_GETTERS = [(_SUB_ATTR[f.subsystem], f.name) for f in ENUM_FIELDS]
 _ENERGY_COLS: list[tuple[int, list[int]]] = [
     (
         _COL[f"{sub}_total_energy"],
@@ -74,7 +45,6 @@ _ENERGY_COLS: list[tuple[int, list[int]]] = [
 ]
 _ALERT = _COL["battery_alert_active"]
 _CONNECTED = _COL["battery_connected"]
-_TEMP_SUBSYSTEMS = tuple(_SUB_ATTR.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,63 +110,19 @@ def ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _vector(msg: DataMessage) -> list[float]:
-    """Field values in the subsystems' order (see ``_PERM``); bools as True/False."""
-    data = msg.data.__dict__
-    out: list[float] = []
-    for attr, getter in _GETTERS:
-        out.extend(getter(data[attr].__dict__))
-    return out
-
-
-def _temperature(msg: DataMessage) -> float | None:
-    """Highest ``temperature`` (°C) any subsystem reports (newer firmware adds it as an extra field)."""
-    best: float | None = None
-    for attr in _TEMP_SUBSYSTEMS:
-        extra = getattr(msg.data, attr).model_extra
-        value = extra.get("temperature") if extra else None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            best = float(value) if best is None else max(best, float(value))
-    return best
-
-
-@dataclass(frozen=True, slots=True)
-class _Snap:
-    """What the statistics and events need of one validated message (the model itself is dropped)."""
-
-    at: datetime
-    vector: list[float]
-    enums: tuple[Any, ...]
-    soc: float
-    alert_threshold: int
-    temperature: float | None
-
-
-def _parse(meter_id: str, raws: Sequence[bytes], result: Result) -> dict[int, _Snap]:
-    out: dict[int, _Snap] = {}
+def _parse(meter_id: str, raws: Sequence[bytes], result: Result) -> dict[int, Snap]:
+    out: dict[int, Snap] = {}
     for raw in raws:
-        thermal = b'"temperature"' in raw
         try:
-            msg = DataMessage.model_validate_json(raw)
-        except ValidationError:
+            snap = parse(raw, meter_id)
+        except BadSnapshot as exc:
             result.bad += 1
+            log.debug("meter %s: snapshot skipped: %s", meter_id, exc)
             continue
-        if msg.meterId != meter_id:
-            result.bad += 1
+        if snap.at_ms in out:
             continue
-        at = epoch_ms(msg.datetime)
-        if at in out:
-            continue
-        data = msg.data
-        out[at] = _Snap(
-            at=msg.datetime.astimezone(UTC),
-            vector=_vector(msg),
-            enums=tuple(getattr(getattr(data, attr), name) for attr, name in _ENUM_GETTERS),
-            soc=data.battery.soc,
-            alert_threshold=data.battery.alert_threshold,
-            temperature=_temperature(msg) if thermal else None,
-        )
-        if thermal:
+        out[snap.at_ms] = snap
+        if snap.temperature is not None:
             result.has_temperature = True
     return out
 
@@ -220,14 +146,14 @@ def _compute(items: Sequence[Item], thresholds: Thresholds) -> Result:
     vectors: list[list[float]] = []  # snapshot rows of every item, baseline (if any) first
     starts: list[int] = []  # index of each item's first in-minute row
     ends: list[int] = []
-    kept: list[tuple[Item, list[int], list[_Snap], bool]] = []
+    kept: list[tuple[Item, list[int], list[Snap], bool]] = []
     for item in items:
         lo, hi = item.minute_ms, item.minute_ms + MINUTE_MS
         parsed = _parse(item.meter_id, item.snapshots, result)
         times = sorted(t for t in parsed if lo <= t < hi)
         if not times:
             continue
-        base_msg: _Snap | None = None
+        base_msg: Snap | None = None
         if item.baseline is not None:
             base = _parse(item.meter_id, [item.baseline], result)
             base_msg = next((m for t, m in base.items() if t < lo), None)
@@ -240,7 +166,7 @@ def _compute(items: Sequence[Item], thresholds: Thresholds) -> Result:
         kept.append((item, times, [base_msg, *msgs] if base_msg else msgs, base_msg is not None))
     if not kept:
         return result
-    x = np.asarray(vectors, dtype=np.float64)[:, _PERM]
+    x = np.asarray(vectors, dtype=np.float64)[:, PERM]
     s = np.asarray(starts)
     e = np.asarray(ends)
     counts = e - s
@@ -331,7 +257,7 @@ def _level(temp: float | None, t: Thresholds) -> int:
 def _events(
     meter_id: str,
     rows: np.ndarray[Any, Any],
-    msgs: list[_Snap],
+    msgs: list[Snap],
     *,
     has_base: bool,
     thresholds: Thresholds,

@@ -257,9 +257,16 @@ class Aggregator:
                 if result.rows:
                     await self.partitions.ensure(conn, {row[1] for row in result.rows})
                     await store.copy_rows(conn, result.rows)
+                    replaced = await rollups.mark_replaced(conn, staging=store.STAGING)
                     await store.upsert_from_staging(conn)
                     began = time.monotonic()
-                    await rollups.refresh(conn, staging=store.STAGING, timezone=self.settings.common.timezone)
+                    await rollups.refresh(
+                        conn,
+                        staging=store.STAGING,
+                        timezone=self.settings.common.timezone,
+                        replaced=replaced,
+                        one_per_meter=len({row[0] for row in result.rows}) == len(result.rows),
+                    )
                     self._rollup_s = time.monotonic() - began
                 inserted = await store.insert_events(conn, result.events)
                 if watermark is not None:
