@@ -178,6 +178,8 @@ class Tables:
     AGGREGATOR_EVENT_STATE = "aggregator_event_state"
     #: Per-meter minute aggregates of status messages (device health), filled by the aggregator.
     DEVICE_HEALTH = "device_health_aggregates"
+    #: The aggregator's per-meter device-health event state (weak signal, low memory, reboots, silence).
+    AGGREGATOR_HEALTH_STATE = "aggregator_health_state"
     #: Billing settlements: one row per closed period per meter (the API's settlements routes).
     SETTLEMENTS = "settlements"
 
