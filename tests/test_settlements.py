@@ -298,35 +298,50 @@ async def test_csv_export_and_lazy_finalization(
     assert missing.status_code == 404
 
 
-async def test_cli_settles_and_times_out(environ: dict[str, str], redis_client: aioredis.Redis) -> None:
+async def test_cli_settles_waits_for_the_energies_and_times_out(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
     common = CommonSettings.from_env(Env(environ))
+    url = environ["ENERLINK_DATABASE_URL"]
     await _register(redis_client, common.keys, "CLI1", online=True)
     await _register(redis_client, common.keys, "CLI2", online=False)
 
     def script(meter: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]] | None:
         return time.time(), {"settled_import_wh": 7.5, "settled_export_wh": 2.5}
 
-    env = {**environ, "ENERLINK_COMMAND_TIMEOUT_S": "2"}
+    async def cli(*args: str) -> tuple[int, str]:
+        proc = ServiceProcess(args=["settle", *args], env={**environ, "ENERLINK_COMMAND_TIMEOUT_S": "2"})
+        proc.start()
+        assert proc.process is not None
+        return await asyncio.to_thread(proc.process.wait, 60), proc.output()
+
+    def printed(output: str) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(output[output.index("{") : output.rindex("}") + 1])
+        return result
+
     async with scripted_meter(common, ["CLI1"], script) as meter:
-        runs = []
-        for args in (
-            ["settle", "CLI1", "--request-id", "cli-1"],
-            ["settle", "CLI1", "--request-id", "cli-1"],
-        ):
-            proc = ServiceProcess(args=args, env=env).start()
-            assert proc.process is not None
-            runs.append((await asyncio.to_thread(proc.process.wait, 60), proc))
-        offline = ServiceProcess(args=["settle", "CLI2"], env=env).start()
-        assert offline.process is not None
-        offline_code = await asyncio.to_thread(offline.process.wait, 60)
-    (code1, proc1), (code2, proc2) = runs
-    assert code1 == 0 and code2 == 0, proc1.output() + proc2.output()
-    first = json.loads(proc1.output()[proc1.output().index("{") : proc1.output().rindex("}") + 1])
-    assert first["meter_id"] == "CLI1" and first["device_import_wh"] == 7.5 and first["source"] == "cli"
-    assert "already settled" in proc2.output()
-    assert len(meter.commands("settle")) == 1
+        pending_code, pending_out = await cli("CLI1", "--request-id", "cli-1", "--wait-final", "1")
+        with psycopg.connect(url) as conn:  # the aggregator passes the close
+            conn.execute(
+                f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute) values ('minutes', now())"
+            )
+        final_code, final_out = await cli("CLI1", "--request-id", "cli-1", "--wait-final", "30")
+        csv_code, csv_out = await cli("CLI1", "--list", "--csv")
+        offline_code, offline_out = await cli("CLI2")
+    assert pending_code == 3, pending_out
+    first = printed(pending_out)
+    assert first["meter_id"] == "CLI1" and first["status"] == "pending" and first["source"] == "cli"
+    assert first["device_import_wh"] == 7.5 and "energies follow once the aggregator" in pending_out
+    assert final_code == 0 and "already settled" in final_out, final_out
+    final = printed(final_out)
+    assert final["id"] == first["id"] and final["status"] == "final"
+    assert final["import_wh"] == 0.0 and final["diff_import_wh"] == 7.5  # no minute data at all
+    assert len(meter.commands("settle")) == 1  # the rerun did not settle again
+    assert csv_code == 0
+    (row,) = list(csv.DictReader(io.StringIO(csv_out[csv_out.index("id,") :])))
+    assert row["id"] == str(first["id"]) and row["status"] == "final"
     assert offline_code == 1
-    assert "CLI2 did not acknowledge settle within 2 s" in offline.output()
+    assert "CLI2 did not acknowledge settle within 2 s" in offline_out
 
 
 async def test_abandoned_request_is_cleared_with_an_event(
