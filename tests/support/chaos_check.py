@@ -1,0 +1,262 @@
+"""What the fleet published against what reached Redis and PostgreSQL, after the drain.
+
+The fleet's publish log (``meterId,datetime,seq`` per broker-acknowledged data message) is the
+truth. For every (meter, minute) it must equal ``sample_count`` in ``telemetry_aggregates``: a
+deficit is a lost message, an excess a doubled one, a row missing is a minute missing. Each rollup
+(5 min, 1 h, 1 day in UTC) must equal its recomputation from the minute rows (sample count,
+first/last time, energy sums).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import redis
+
+from aggregator.columns import STAT_COLUMNS, quote
+from aggregator.store import MINUTES
+from schemas.wire import Keys, Tables
+from tests.support.chaos_stack import PROBE_METER, Stack
+
+Key = tuple[str, datetime]
+MINUTE = timedelta(minutes=1)
+_ENERGY = [c.name for c in STAT_COLUMNS if c.stat == "energy"]
+_ROLLUPS = (
+    (Tables.TELEMETRY_5M, "date_bin('5 minutes', bucket, timestamptz '1970-01-01 00:00:00+00')"),
+    (Tables.TELEMETRY_1H, "date_trunc('hour', bucket, 'UTC')"),
+    (Tables.TELEMETRY_1D, "date_trunc('day', bucket, 'UTC')"),
+)
+
+
+@dataclass
+class Published:
+    per_minute: Counter[Key] = field(default_factory=Counter)
+    meters: set[str] = field(default_factory=set)
+    total: int = 0
+    repeated: list[tuple[str, str]] = field(default_factory=list)
+    """(meter, seq) acknowledged more than once: the edge itself sent a message twice."""
+    last_minute: datetime | None = None
+
+
+def read_publish_log(path: Path) -> Published:
+    out = Published()
+    seen: set[tuple[str, str]] = set()
+    if not path.exists():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        meter, when, seq = line.split(",")
+        moment = datetime.fromisoformat(when).astimezone(UTC)
+        minute = moment.replace(second=0, microsecond=0)
+        out.per_minute[(meter, minute)] += 1
+        out.meters.add(meter)
+        out.total += 1
+        if (meter, seq) in seen:
+            out.repeated.append((meter, seq))
+        seen.add((meter, seq))
+        if out.last_minute is None or minute > out.last_minute:
+            out.last_minute = minute
+    return out
+
+
+def _redis_stored(client: redis.Redis, keys: Keys, meters: set[str]) -> int:
+    pipe = client.pipeline(transaction=False)
+    for meter in sorted(meters):
+        pipe.zcard(keys.timeseries(meter))
+        pipe.zcard(keys.late_data(meter))
+    return sum(int(n) for n in pipe.execute())
+
+
+def _aggregated(conn: psycopg.Connection[tuple[object, ...]]) -> dict[Key, int]:
+    rows = conn.execute(
+        f"select meter_id, bucket, sample_count from {quote(Tables.TELEMETRY_AGGREGATES)}"
+        " where meter_id <> %s",
+        (PROBE_METER,),
+    ).fetchall()
+    return {(str(m), b.astimezone(UTC)): int(n) for m, b, n in rows}  # type: ignore[attr-defined]
+
+
+def _watermark(conn: psycopg.Connection[tuple[object, ...]]) -> datetime | None:
+    row = conn.execute(
+        f"select minute from {quote(Tables.AGGREGATOR_WATERMARK)} where name = %s", (MINUTES,)
+    ).fetchone()
+    return row[0].astimezone(UTC) if row and row[0] else None  # type: ignore[attr-defined]
+
+
+@dataclass
+class Drain:
+    stored: int = 0
+    aggregated: int = 0
+    watermark: datetime | None = None
+    late_pending: int = 0
+    seconds: float = 0.0
+    complete: bool = False
+
+
+def wait_drained(stack: Stack, published: Published, *, timeout_s: float) -> Drain:
+    """Poll until Redis holds every published message, the watermark passed the last published
+    minute, no late minute waits for re-aggregation and the minute rows add up (or the timeout)."""
+    keys = Keys()
+    state = Drain()
+    started = time.monotonic()
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        while True:
+            try:
+                state.stored = _redis_stored(client, keys, published.meters)
+                state.late_pending = int(client.zcard(keys.late_minutes))
+                with psycopg.connect(stack.pg.url, connect_timeout=5) as conn:
+                    state.watermark = _watermark(conn)
+                    state.aggregated = sum(_aggregated(conn).values())
+            except (redis.RedisError, psycopg.Error, OSError):
+                pass  # a service still coming back: poll again
+            state.seconds = time.monotonic() - started
+            passed = (
+                published.last_minute is not None
+                and state.watermark is not None
+                and state.watermark >= published.last_minute
+            )
+            if passed and state.late_pending == 0 and state.aggregated == published.total:
+                state.complete = True
+                return state
+            if state.seconds > timeout_s:
+                return state
+            time.sleep(2.0)
+    finally:
+        client.close()
+
+
+@dataclass
+class Verdict:
+    published: int
+    stored: int
+    aggregated: int
+    lost: int
+    duplicated: int
+    missing_minutes: list[Key]
+    doubled_minutes: list[Key]
+    mismatches: list[tuple[str, datetime, int, int, int]]
+    """(meter, minute, published, aggregated, in Redis) for every minute that differs."""
+    rollup_mismatches: dict[str, int]
+    rollup_examples: list[str]
+    repeated_publishes: int
+    minutes: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lost == 0
+            and self.duplicated == 0
+            and not self.missing_minutes
+            and not self.doubled_minutes
+            and not any(self.rollup_mismatches.values())
+            and self.repeated_publishes == 0
+            and self.published > 0
+        )
+
+
+def _rollup_mismatches(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[dict[str, int], list[str]]:
+    counts: dict[str, int] = {}
+    examples: list[str] = []
+    sums = ", ".join(f"sum({quote(n)}) as {quote(n)}" for n in _ENERGY)
+    energy_diff = " or ".join(
+        f"(m.{quote(n)} is null) <> (r.{quote(n)} is null)"
+        f" or abs(m.{quote(n)} - r.{quote(n)}) > 1e-6 * greatest(1.0, abs(m.{quote(n)}))"
+        for n in _ENERGY
+    )
+    for table, bucket in _ROLLUPS:
+        query = f"""
+with m as (
+  select meter_id, {bucket} as b, sum(sample_count) as sample_count, min(first_at) as first_at,
+         max(last_at) as last_at, {sums}
+  from {quote(Tables.TELEMETRY_AGGREGATES)} where meter_id <> %(probe)s group by 1, 2
+), r as (select * from {quote(table)} where meter_id <> %(probe)s)
+select coalesce(m.meter_id, r.meter_id), coalesce(m.b, r.bucket), m.sample_count, r.sample_count
+from m full join r on r.meter_id = m.meter_id and r.bucket = m.b
+where m.meter_id is null or r.meter_id is null or m.sample_count <> r.sample_count
+   or m.first_at <> r.first_at or m.last_at <> r.last_at or {energy_diff}
+order by 1, 2"""
+        rows = conn.execute(query.encode(), {"probe": PROBE_METER}).fetchall()
+        counts[table] = len(rows)
+        examples += [f"{table}: {r[0]} {r[1]} minutes say {r[2]}, rollup says {r[3]}" for r in rows[:5]]
+    return counts, examples
+
+
+def verify(stack: Stack, published: Published) -> Verdict:
+    keys = Keys()
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        with psycopg.connect(stack.pg.url) as conn:
+            aggregated = _aggregated(conn)
+            rollups, examples = _rollup_mismatches(conn)
+        stored = _redis_stored(client, keys, published.meters)
+        lost = duplicated = 0
+        missing: list[Key] = []
+        doubled: list[Key] = []
+        mismatches: list[tuple[str, datetime, int, int, int]] = []
+        for key in sorted(set(published.per_minute) | set(aggregated)):
+            expected, actual = published.per_minute.get(key, 0), aggregated.get(key, 0)
+            if expected == actual:
+                continue
+            meter, minute = key
+            start_ms = int(minute.timestamp() * 1000)
+            in_redis = int(client.zcount(keys.timeseries(meter), start_ms, start_ms + 59_999)) + int(
+                client.zcount(keys.late_data(meter), start_ms, start_ms + 59_999)
+            )
+            mismatches.append((meter, minute, expected, actual, in_redis))
+            if actual < expected:
+                lost += expected - actual
+                if key not in aggregated:
+                    missing.append(key)
+            else:
+                duplicated += actual - expected
+                if expected > 0:
+                    doubled.append(key)
+    finally:
+        client.close()
+    return Verdict(
+        published=published.total,
+        stored=stored,
+        aggregated=sum(aggregated.values()),
+        lost=lost,
+        duplicated=duplicated,
+        missing_minutes=missing,
+        doubled_minutes=doubled,
+        mismatches=mismatches,
+        rollup_mismatches=rollups,
+        rollup_examples=examples,
+        repeated_publishes=len(published.repeated),
+        minutes=len(published.per_minute),
+    )
+
+
+def summary(verdict: Verdict, faults: Counter[str], *, meters: int, seconds: float, seed: int) -> str:
+    rows = [
+        ("seed", str(seed)),
+        ("meters x run", f"{meters} x {seconds:.0f} s"),
+        ("faults injected", ", ".join(f"{k} {n}" for k, n in sorted(faults.items())) or "none"),
+        ("messages published (acked)", str(verdict.published)),
+        ("stored in Redis", str(verdict.stored)),
+        ("aggregated (sum sample_count)", str(verdict.aggregated)),
+        ("meter-minutes checked", str(verdict.minutes)),
+        ("lost", str(verdict.lost)),
+        ("duplicated", str(verdict.duplicated)),
+        ("minutes missing", str(len(verdict.missing_minutes))),
+        ("minutes with extra samples", str(len(verdict.doubled_minutes))),
+        ("published twice by the edge", str(verdict.repeated_publishes)),
+        ("rollup rows inconsistent", ", ".join(f"{t} {n}" for t, n in verdict.rollup_mismatches.items())),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = ["", "chaos summary", "-" * (width + 30)]
+    lines += [f"{name:<{width}}  {value}" for name, value in rows]
+    for meter, minute, expected, actual, in_redis in verdict.mismatches[:20]:
+        lines.append(
+            f"  {meter} {minute:%Y-%m-%d %H:%M}: published {expected}, aggregated {actual},"
+            f" in Redis {in_redis}"
+        )
+    lines += [f"  {example}" for example in verdict.rollup_examples[:10]]
+    return "\n".join(lines)

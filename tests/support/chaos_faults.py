@@ -1,0 +1,159 @@
+"""Random faults on a running :class:`~tests.support.chaos_stack.Stack`, on a seeded schedule.
+
+Kinds (each a begin and an end action; different kinds may overlap, one kind never overlaps
+itself):
+
+* ``ingest_kill``: kill -9 of one ingest worker, restarted with the same client id 0.5-3 s later;
+* ``aggregator_kill``: kill -9 of the aggregator, restarted 0.5-3 s later;
+* ``broker_restart``: Mosquitto stopped (SIGTERM: sessions and queues saved) and started 1-3 s later;
+* ``redis_crash``: kill -9 of Redis, started 1-3 s later from its append-only file;
+* ``pg_pause``: PostgreSQL stopped (fast shutdown) for ``pg_pause_s`` (20 s);
+* ``edge_cut``: the fleet's link to the broker cut for ``edge_cut_s`` (30 s): the proxy is killed
+  (connections reset, reconnects refused), or, in the long run, frozen (SIGSTOP: a silent network).
+
+The short run injects each kind once at a random moment; the long run draws each kind's next
+occurrence after a random gap (mean ``mean_gap_s``) until the window ends.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tests.support.chaos_stack import Stack
+
+log = logging.getLogger(__name__)
+
+KINDS = ("ingest_kill", "aggregator_kill", "broker_restart", "redis_crash", "pg_pause", "edge_cut")
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    window_s: float
+    """Faults begin and end inside [start_after_s, window_s]."""
+    long: bool = False
+    start_after_s: float = 5.0
+    pg_pause_s: float = 20.0
+    edge_cut_s: float = 30.0
+    mean_gap_s: float = 90.0
+
+
+@dataclass
+class Fault:
+    kind: str
+    at: float
+    duration: float
+    detail: str = ""
+    began: float | None = None
+    ended: float | None = None
+
+
+@dataclass(order=True)
+class _Event:
+    at: float
+    seq: int
+    label: str = field(compare=False)
+    action: Callable[[], None] = field(compare=False)
+
+
+def _duration(kind: str, plan: FaultPlan, rng: random.Random) -> float:
+    if kind == "pg_pause":
+        return plan.pg_pause_s
+    if kind == "edge_cut":
+        return plan.edge_cut_s
+    if kind in ("broker_restart", "redis_crash"):
+        return rng.uniform(1.0, 3.0)
+    return rng.uniform(0.5, 3.0)
+
+
+def schedule(plan: FaultPlan, rng: random.Random, *, workers: int) -> list[Fault]:
+    faults: list[Fault] = []
+    for kind in KINDS:
+        if plan.long:
+            moment = plan.start_after_s + rng.expovariate(1.0 / plan.mean_gap_s)
+            while True:
+                duration = _duration(kind, plan, rng)
+                if moment + duration > plan.window_s:
+                    break
+                faults.append(Fault(kind, moment, duration))
+                moment += duration + 5.0 + rng.expovariate(1.0 / plan.mean_gap_s)
+        else:
+            duration = _duration(kind, plan, rng)
+            latest = max(plan.start_after_s, plan.window_s - duration)
+            faults.append(Fault(kind, rng.uniform(plan.start_after_s, latest), duration))
+    for fault in faults:
+        if fault.kind == "ingest_kill":
+            fault.detail = f"ingest-{rng.randrange(workers)}"
+        elif fault.kind == "edge_cut":
+            fault.detail = "freeze" if plan.long and rng.random() < 0.5 else "reset"
+    return sorted(faults, key=lambda f: f.at)
+
+
+class Chaos:
+    """Runs a fault schedule against a stack; blocking (the stack's processes do the work)."""
+
+    def __init__(self, stack: Stack, faults: list[Fault]) -> None:
+        self.stack = stack
+        self.faults = faults
+        self._events: list[_Event] = []
+        self._seq = 0
+
+    def _push(self, at: float, label: str, action: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, _Event(at, self._seq, label, action))
+
+    def _actions(self, fault: Fault) -> tuple[Callable[[], None], Callable[[], None]]:
+        stack = self.stack
+        if fault.kind == "ingest_kill":
+            worker = next(w for w in stack.workers if w.name == fault.detail)
+            return worker.kill, worker.start
+        if fault.kind == "aggregator_kill":
+            return stack.aggregator.kill, stack.aggregator.start
+        if fault.kind == "broker_restart":
+            return stack.broker.stop, stack.broker.start
+        if fault.kind == "redis_crash":
+            return stack.redis.crash, stack.redis.start
+        if fault.kind == "pg_pause":
+            return stack.pg.stop, stack.pg.start
+        if fault.kind == "edge_cut":
+            if fault.detail == "freeze":
+                return stack.proxy.freeze, stack.proxy.thaw
+            return stack.proxy.cut, stack.proxy.start
+        raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+    def run(self, *, t0: float, stop_early: Callable[[], bool] | None = None) -> list[Fault]:
+        """Execute every fault (times relative to ``t0``, a ``time.monotonic()``); returns them with
+        the moments they actually began and ended."""
+        for fault in self.faults:
+            begin, end = self._actions(fault)
+
+            def _begin(f: Fault = fault, act: Callable[[], None] = begin) -> None:
+                f.began = time.monotonic() - t0
+                act()
+
+            def _end(f: Fault = fault, act: Callable[[], None] = end) -> None:
+                act()
+                f.ended = time.monotonic() - t0
+
+            self._push(t0 + fault.at, f"{fault.kind} {fault.detail} begin", _begin)
+            self._push(t0 + fault.at + fault.duration, f"{fault.kind} {fault.detail} end", _end)
+        while self._events:
+            event = heapq.heappop(self._events)
+            while (wait := event.at - time.monotonic()) > 0:
+                if stop_early is not None and stop_early():
+                    raise RuntimeError(f"stopped before {event.label}: a pipeline process exited")
+                time.sleep(min(wait, 0.5))
+            started = time.monotonic()
+            event.action()
+            log.info("chaos t=%.1f s: %s (%.1f s)", started - t0, event.label, time.monotonic() - started)
+            print(f"chaos t={started - t0:6.1f} s: {event.label}", flush=True)
+        return self.faults
+
+
+def injected(faults: list[Fault]) -> Counter[str]:
+    return Counter(f.kind for f in faults if f.ended is not None)
