@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
+import aiomqtt
 import orjson
 import redis.asyncio as aioredis
 from paho.mqtt.packettypes import PacketTypes
@@ -38,6 +39,10 @@ Outcome = Literal["ok", "error", "timeout"]
 COMMAND_EVENT = "command"
 #: above this many meters one wildcard subscription replaces the per-meter ones
 _WILDCARD_ABOVE = 20
+
+
+class BrokerError(RuntimeError):
+    """The command could not be sent: the broker is unreachable or the connection broke."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,36 @@ async def send(
     meters = list(dict.fromkeys(meters))
     command = {**body, "id": command_id or new_command_id()}
     payload = orjson.dumps(command)
+    started = time.monotonic()
+    try:
+        acks, elapsed = await _exchange(
+            endpoint, topics, meters, payload, command_id=command["id"], timeout_s=timeout_s
+        )
+    except aiomqtt.MqttError as exc:
+        raise BrokerError(
+            f"cannot send {command.get('cmd')} via the MQTT broker {endpoint!r}: {exc}"
+        ) from exc
+    answers = {m: Answer(meter_id=m, ack=acks.get(m), elapsed_s=elapsed.get(m, timeout_s)) for m in meters}
+    log.info(
+        "command %s (id %s) to %d meters: %d acks in %.2f s",
+        command.get("cmd"),
+        command["id"],
+        len(meters),
+        len(acks),
+        time.monotonic() - started,
+    )
+    return answers
+
+
+async def _exchange(
+    endpoint: MqttEndpoint,
+    topics: Topics,
+    meters: list[str],
+    payload: bytes,
+    *,
+    command_id: str,
+    timeout_s: float,
+) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     wanted = set(meters)
     acks: dict[str, dict[str, Any]] = {}
     elapsed: dict[str, float] = {}
@@ -124,7 +159,7 @@ async def send(
                 async with asyncio.timeout(max(0.0, timeout_s - (time.monotonic() - started))):
                     async for message in client.messages:
                         ack = _parse_ack(message.payload)
-                        if ack is None or ack.get("id") != command["id"]:
+                        if ack is None or ack.get("id") != command_id:
                             continue
                         meter = str(ack.get("meterId"))
                         if meter in wanted and meter not in acks:
@@ -134,16 +169,7 @@ async def send(
                                 break
             except TimeoutError:
                 pass
-    answers = {m: Answer(meter_id=m, ack=acks.get(m), elapsed_s=elapsed.get(m, timeout_s)) for m in meters}
-    log.info(
-        "command %s (id %s) to %d meters: %d acks in %.2f s",
-        command.get("cmd"),
-        command["id"],
-        len(meters),
-        len(acks),
-        time.monotonic() - started,
-    )
-    return answers
+    return acks, elapsed
 
 
 def _text(value: bytes | str | None) -> str | None:

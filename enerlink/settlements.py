@@ -7,7 +7,8 @@
    ``requested`` is inserted with the next ``seq`` and ``period_start`` = the previous period's end.
 2. ``settle`` goes to the meter (command id = request id, message expiry = timeout). No ack: the row
    is deleted and :class:`MeterTimeout` says when the meter was last seen; a refusal likewise
-   (:class:`MeterRefused`). Either way a ``command`` event records the outcome.
+   (:class:`MeterRefused`). Either way a ``command`` event records the outcome. An unreachable
+   broker deletes the row too (:class:`BrokerUnavailable`).
 3. The ack closes the period: ``period_end`` = the ack's ``datetime`` (the device clock, the same
    clock the minute aggregates are bucketed by), the device's ``settled_import_wh`` /
    ``settled_export_wh`` stored, status ``pending``.
@@ -98,6 +99,10 @@ class InProgress(SettlementError):
 
 class UnknownMeter(SettlementError):
     status = 404
+
+
+class BrokerUnavailable(SettlementError):
+    status = 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,11 +246,17 @@ async def settle(
     if claimed.status != "requested":
         return (await finalize_ready(connect, [claimed], settings))[0], False
     body = {"cmd": "settle"}
-    answer = (
-        await commands.send(
+    try:
+        answers = await commands.send(
             common.mqtt, common.topics, [meter_id], body, timeout_s=wait_s, command_id=request_id
         )
-    )[meter_id]
+    except commands.BrokerError as exc:
+        async with connect() as conn:
+            await conn.execute(
+                f"delete from {_T} where id = %s and status = 'requested'".encode(), (claimed.id,)
+            )
+        raise BrokerUnavailable(str(exc)) from exc
+    answer = answers[meter_id]
     ack = answer.ack or {}
     raw_result = ack.get("result")
     result: dict[str, Any] = raw_result if isinstance(raw_result, dict) else {}

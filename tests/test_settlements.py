@@ -368,3 +368,20 @@ async def test_abandoned_request_is_cleared_with_an_event(
     assert reply.json()["seq"] == 1 and reply.json()["request_id"] != "lost"
     (event,) = _events(url, ABANDONED_EVENT)
     assert event["meter_id"] == "AB1" and event["details"]["request_id"] == "lost"
+
+
+async def test_unreachable_broker_is_a_clear_503_and_records_nothing(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    from tests.support.services import free_port
+
+    down = {**environ, "ENERLINK_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}"}
+    common = CommonSettings.from_env(Env(down))
+    await _register(redis_client, common.keys, "BR1", online=True)
+    async with serve_api(down) as api:
+        settle = await api.client.post("/meters/BR1/settlements", json={"timeout_s": 1})
+        command = await api.client.post("/meters/BR1/commands", json={"cmd": "status_now", "timeout_s": 1})
+        fleet_settle = await api.client.post("/commands", json={"all": True, "cmd": "settle", "timeout_s": 1})
+    assert settle.status_code == 503 and "MQTT broker" in settle.json()["detail"]
+    assert command.status_code == 503 and fleet_settle.status_code == 503
+    assert _rows(environ["ENERLINK_DATABASE_URL"]) == []

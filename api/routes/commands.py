@@ -34,6 +34,7 @@ Outcome = Literal["ok", "error", "timeout", "unknown", "busy"]
 _SETTLE_CONCURRENCY = 16
 _STATUS: dict[str, int] = {"timeout": 504, "error": 502, "unknown": 404, "busy": 409}
 _OUTCOME: dict[int, Outcome] = {504: "timeout", 502: "error", 404: "unknown", 409: "busy"}
+_UNAVAILABLE = 503
 
 
 class Scenario(BaseModel):
@@ -120,6 +121,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "unknown meter"},
     409: {"model": Problem, "description": "a settlement of the meter is already waiting for its ack"},
     502: {"model": Problem, "description": "the meter refused the command"},
+    503: {"model": Problem, "description": "the MQTT broker is unreachable"},
     504: {"model": Problem, "description": "the meter did not acknowledge in time (offline?)"},
 }
 
@@ -154,6 +156,8 @@ async def _settle_one(state: State, body: CommandIn, meter_id: str, request_id: 
             source="api-command",
             timeout_s=body.timeout_s,
         )
+    except settlements.BrokerUnavailable as exc:
+        raise HTTPException(_UNAVAILABLE, str(exc)) from exc
     except settlements.SettlementError as exc:
         return MeterOutcome(meter_id=meter_id, outcome=_OUTCOME.get(exc.status, "error"), error=str(exc))
     return MeterOutcome(
@@ -180,17 +184,24 @@ async def _run(state: State, body: CommandIn, meters: list[str]) -> CommandOut:
             async with gate:
                 return await _settle_one(state, body, meter, request_id)
 
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(_one(m), name=f"settle-{m}") for m in targets]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(_one(m), name=f"settle-{m}") for m in targets]
+        except ExceptionGroup as failed:  # the broker is down: one clear 503, not a group
+            first = failed.exceptions[0]
+            raise first if isinstance(first, HTTPException) else failed from None
         results.update((t.result().meter_id, t.result()) for t in tasks)
     elif targets:
         server_s = settlement_settings(state).commands.timeout_s
         timeout_s = min(body.timeout_s or server_s, server_s)
         common = state.settings.common
         message = body.message()
-        answers = await commands.send(
-            common.mqtt, common.topics, targets, message, timeout_s=timeout_s, command_id=request_id
-        )
+        try:
+            answers = await commands.send(
+                common.mqtt, common.topics, targets, message, timeout_s=timeout_s, command_id=request_id
+            )
+        except commands.BrokerError as exc:
+            raise HTTPException(_UNAVAILABLE, str(exc)) from exc
         async with state.pool.connection() as conn:
             await commands.log_outcomes(
                 conn, list(answers.values()), body=message, request_id=request_id, source="api"

@@ -32,6 +32,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": Problem, "description": "another settlement of this meter is waiting for its ack"},
     422: {"model": Problem, "description": "invalid request"},
     502: {"model": Problem, "description": "the meter refused the settle command"},
+    503: {"model": Problem, "description": "the MQTT broker is unreachable (nothing recorded)"},
     504: {"model": Problem, "description": "the meter did not acknowledge in time (offline?)"},
 }
 
