@@ -2,7 +2,9 @@
 valid message out to every connected client through a bounded per-client queue.
 
 A client whose queue is full is dropped (its ``dropped`` event is set and its socket closed by the
-handler): publishing never waits for a client, so one slow client cannot slow the others.
+handler): publishing never waits for a client, so one slow client cannot slow the others. The
+handler also drops a client whose socket accepts nothing for ``ENERLINK_API_WS_SEND_TIMEOUT_S``
+(:meth:`LiveHub.drop`), so a peer that never reads holds at most its queue and one blocked frame.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class LiveClient:
     meter_id: str | None
     queue: asyncio.Queue[str]
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str = ""  # why it was dropped (for the close frame and the log)
 
 
 @dataclass(slots=True)
@@ -79,16 +82,21 @@ class LiveHub:
             try:
                 client.queue.put_nowait(text)
             except asyncio.QueueFull:
-                self._clients.discard(client)
-                client.dropped.set()
-                self.stats.dropped_clients += 1
-                log.warning(
-                    "live: dropped a slow WebSocket client (%d messages queued)", client.queue.qsize()
-                )
+                self.drop(client, f"client too slow: {client.queue.qsize()} messages queued")
                 continue
             delivered += 1
         self.stats.delivered += delivered
         return delivered
+
+    def drop(self, client: LiveClient, reason: str) -> None:
+        """Stop feeding ``client`` and tell its handler to close it (counted once)."""
+        if client.dropped.is_set():
+            return
+        self._clients.discard(client)
+        client.reason = reason
+        client.dropped.set()
+        self.stats.dropped_clients += 1
+        log.warning("live: dropped a WebSocket client (%s); %d clients left", reason, len(self._clients))
 
     async def run(self) -> None:
         """Subscribe and fan out until cancelled; reconnect with backoff."""

@@ -2,7 +2,12 @@
 
 Each text frame is either a data message exactly as the meter published it, or a keep-alive
 ``{"type": "ping", "at": "..."}`` sent after ``ENERLINK_API_WS_PING_S`` seconds without data.
-A client that falls ``ENERLINK_API_WS_QUEUE`` messages behind is closed with code 1013.
+A client that falls ``ENERLINK_API_WS_QUEUE`` messages behind, or whose socket accepts nothing for
+``ENERLINK_API_WS_SEND_TIMEOUT_S`` (a peer that never reads: the kernel buffers are full), is
+dropped (``enerlink_api_live_dropped_clients``) and closed with code 1013 and the reason. The close
+itself is bounded by the same timeout: a peer that reads nothing cannot receive the close frame
+either, so the handler gives up and the connection is closed under it; it then holds at most the
+server's write buffer (64 KiB) and one frame until the peer reads or goes away.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect, status
 
 from api.deps import iso, state_of, token_ok, websocket_token
-from api.live import LiveClient
+from api.live import LiveClient, LiveHub
 from schemas.telemetry import METER_ID_PATTERN
 
 router = APIRouter()
@@ -32,13 +37,23 @@ class _Dropped(Exception):
     """The client was too slow."""
 
 
-async def _send(websocket: WebSocket, client: LiveClient, ping_s: float) -> None:
+async def _send(
+    websocket: WebSocket, client: LiveClient, *, hub: LiveHub, ping_s: float, timeout_s: float
+) -> None:
+    # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that races with
+    # the queue handing over an item, which left this task running after its client was dropped
     while True:
         try:
-            text = await asyncio.wait_for(client.queue.get(), timeout=ping_s)
+            async with asyncio.timeout(ping_s):
+                text = await client.queue.get()
         except TimeoutError:
             text = json.dumps({"type": "ping", "at": iso(datetime.now(UTC))})
-        await websocket.send_text(text)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await websocket.send_text(text)
+        except TimeoutError:
+            hub.drop(client, f"client not reading: a send blocked for {timeout_s:g} s")
+            raise _Dropped from None
 
 
 async def _receive(websocket: WebSocket) -> None:
@@ -63,17 +78,30 @@ async def telemetry_stream(
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="missing or wrong token")
         return
     await websocket.accept()
+    settings = state.settings
     client = state.hub.subscribe(meter_id)
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(_send(websocket, client, state.settings.ws_ping_s), name="ws-send")
+            group.create_task(
+                _send(
+                    websocket,
+                    client,
+                    hub=state.hub,
+                    ping_s=settings.ws_ping_s,
+                    timeout_s=settings.ws_send_timeout_s,
+                ),
+                name="ws-send",
+            )
             group.create_task(_receive(websocket), name="ws-receive")
             group.create_task(_watch(client), name="ws-watch")
     except* _Gone:
         pass
     except* _Dropped:
+        # bounded: a peer that reads nothing cannot take the close frame either
         with contextlib.suppress(Exception):
-            await websocket.close(code=TRY_AGAIN_LATER, reason="client too slow; reconnect")
+            reason = f"{client.reason}; reconnect"[:120]  # a close reason fits in 123 bytes
+            async with asyncio.timeout(settings.ws_send_timeout_s):
+                await websocket.close(code=TRY_AGAIN_LATER, reason=reason)
     except* (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:

@@ -6,7 +6,10 @@ import asyncio
 import base64
 import json
 import os
+import socket
+from pathlib import Path
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -16,6 +19,7 @@ from enerlink import mqtt
 from enerlink.config import MqttEndpoint
 from schemas.wire import Topics
 from tests.support.apiserver import LiveApi, serve_api
+from tests.support.services import ServiceProcess, free_port, wait_port
 
 
 async def _live(api: LiveApi) -> None:
@@ -125,3 +129,177 @@ async def test_slow_websocket_is_closed_end_to_end(
                 while True:
                     await asyncio.wait_for(slow.recv(), 10)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+
+
+def _raw_websocket(port: int, path: str) -> socket.socket:
+    """A WebSocket opened by hand on a tiny receive buffer, after which nothing is ever read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):  # the handshake answer only, byte by byte
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _drain(sock: socket.socket, *, timeout: float) -> tuple[int, bool]:
+    """Read until the server closes the connection: (bytes read, whether it ended)."""
+    total = 0
+    sock.settimeout(timeout)
+    try:
+        while chunk := sock.recv(1 << 20):
+            total += len(chunk)
+    except ConnectionResetError:
+        return total, True
+    except TimeoutError:
+        return total, False
+    return total, True
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_never_reading_raw_client_is_dropped_and_memory_stays_bounded(
+    environ: dict[str, str], uid: str, data_fixture_bytes: bytes
+) -> None:
+    """A peer that completes the handshake and then never reads (kernel buffers fill, the server's
+    send blocks): the API (a real ``enerlink api`` process) drops it by the send timeout or the
+    queue bound, counts it, keeps its memory flat, and a reading client gets every message.
+
+    Memory: the same flood runs twice, first with the reading client alone (the process grows to
+    its working size), then with the never-reading peer as well: an unbounded server would keep the
+    whole second flood (~33 MB) for that peer; a bounded one at most its queue (~2 MB)."""
+    port = free_port()
+    env = {
+        **environ,
+        "ENERLINK_API_HOST": "127.0.0.1",
+        "ENERLINK_API_PORT": str(port),
+        "ENERLINK_API_WS_QUEUE": "100",
+        "ENERLINK_API_WS_SEND_TIMEOUT_S": "2",
+    }
+    topic = Topics(environ["ENERLINK_TOPIC_PREFIX"]).data
+    message = json.loads(data_fixture_bytes)
+    count = 1500
+    payloads = []
+    for i in range(count):
+        message["padding"] = base64.b64encode(os.urandom(16_000)).decode()
+        message["seq"] = i
+        payloads.append(json.dumps(message).encode())
+    total = sum(map(len, payloads))
+    process = ServiceProcess(args=["api"], env=env).start()
+    assert process.process is not None
+    try:
+        await asyncio.to_thread(wait_port, port, timeout=60)
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http,
+            connect(f"ws://127.0.0.1:{port}/ws/telemetry", max_size=None) as fast,
+            mqtt.client(
+                MqttEndpoint.parse(environ["ENERLINK_MQTT_URL"]), identifier=f"flood-{uid}"
+            ) as client,
+        ):
+            for _ in range(400):
+                if (await http.get("/health")).json()["live_mqtt"] == "connected":
+                    break
+                await asyncio.sleep(0.05)
+
+            async def clients(n: int) -> None:
+                for _ in range(400):
+                    if _metric((await http.get("/metrics")).text, "enerlink_api_ws_clients") == n:
+                        return
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"never {n} WebSocket clients")
+
+            async def flood() -> None:
+                async def read_all() -> list[int]:
+                    seen: list[int] = []
+                    while len(seen) < count:
+                        data = await _next_data(fast)
+                        if "padding" in data:
+                            seen.append(int(data["seq"]))  # type: ignore[call-overload]
+                    return seen
+
+                reader = asyncio.create_task(read_all())
+                for i, payload in enumerate(payloads):
+                    await client.publish(topic, payload, qos=1)
+                    if i % 25 == 24:  # bursts at ~1000 messages/s: a reading client keeps up
+                        await asyncio.sleep(0.02)
+                assert await asyncio.wait_for(reader, 180) == list(range(count))  # every one, in order
+
+            await clients(1)
+            await flood()
+            rss_before = _rss_kb(process.process.pid)
+            slow = await asyncio.to_thread(_raw_websocket, port, "/ws/telemetry")
+            try:
+                await clients(2)
+                await flood()
+                rss_after = _rss_kb(process.process.pid)
+                metrics = (await http.get("/metrics")).text
+                assert _metric(metrics, "enerlink_api_live_dropped_clients") == 1
+                assert _metric(metrics, "enerlink_api_live_received") >= 2 * count
+                await clients(1)  # the reading one
+                assert (rss_after - rss_before) * 1024 < total / 4, (rss_before, rss_after, total)
+                print(f"api RSS {rss_before} -> {rss_after} kB over a {total / 1e6:.1f} MB flood")
+                read, ended = await asyncio.to_thread(_drain, slow, timeout=30)
+                assert ended and read < total / 2  # cut off, and the server let go of the connection
+            finally:
+                slow.close()
+        dropped = [line for line in process.output().splitlines() if "dropped a WebSocket client" in line]
+        assert len(dropped) == 1, dropped
+        print(dropped[0])
+    finally:
+        process.terminate()
+
+
+async def test_blocked_send_drops_the_client_even_when_its_queue_has_room(
+    environ: dict[str, str], uid: str, data_fixture_bytes: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Few but large messages to a peer that never reads: the queue (10,000) never fills, the
+    kernel buffers do; the send timeout drops the client and its handler ends."""
+    message = json.loads(data_fixture_bytes)
+    message["padding"] = base64.b64encode(os.urandom(48_000)).decode()  # ~64 kB frames
+    payload = json.dumps(message).encode()
+    async with serve_api(environ, ENERLINK_API_WS_QUEUE="10000", ENERLINK_API_WS_SEND_TIMEOUT_S="1") as api:
+        await _live(api)
+        port = int(api.url.rsplit(":", 1)[1])
+        slow = await asyncio.to_thread(_raw_websocket, port, "/ws/telemetry")
+        try:
+            for _ in range(200):
+                if "enerlink_api_ws_clients 1.0" in (await api.client.get("/metrics")).text:
+                    break
+                await asyncio.sleep(0.05)
+            endpoint = MqttEndpoint.parse(environ["ENERLINK_MQTT_URL"])
+            async with mqtt.client(endpoint, identifier=f"blocked-{uid}") as client:
+                for i in range(200):  # ~13 MB: more than the socket buffers take
+                    await client.publish(Topics(environ["ENERLINK_TOPIC_PREFIX"]).data, payload, qos=1)
+                    if i % 10 == 9:
+                        await asyncio.sleep(0.05)
+            for _ in range(400):
+                metrics = (await api.client.get("/metrics")).text
+                if "enerlink_api_live_dropped_clients 1.0" in metrics:
+                    break
+                await asyncio.sleep(0.05)
+            assert "enerlink_api_live_dropped_clients 1.0" in metrics
+            assert "enerlink_api_ws_clients 0.0" in metrics
+            assert any("client not reading: a send blocked for 1 s" in r.getMessage() for r in caplog.records)
+            read, ended = await asyncio.to_thread(_drain, slow, timeout=30)
+            assert ended and read < len(payload) * 200
+        finally:
+            slow.close()
