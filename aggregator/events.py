@@ -2,9 +2,12 @@
 
 Each job reads ``latest_status`` once. Only meters whose newest status reports a disconnected
 sensor, or which had one disconnected before (state in ``Tables.AGGREGATOR_EVENT_STATE``), are
-parsed (validated with ``StatusMessage``); a sensor newly reported disconnected raises
-``sensor_disconnected`` (warning), one back raises ``sensor_reconnected`` (info), stamped with the
-status message's time. (The battery gauge is also watched minute by minute in the data messages.)
+parsed (validated with ``StatusMessage``), and of those only meters without a status series in
+Redis: a series is read message by message by the device-health step (healthjob.py), which keeps
+the same state, so a short disconnection between two jobs is not missed. A sensor newly reported
+disconnected raises ``sensor_disconnected`` (warning), one back raises ``sensor_reconnected``
+(info), stamped with the status message's time. (The battery gauge is also watched minute by
+minute in the data messages.)
 """
 
 from __future__ import annotations
@@ -36,11 +39,19 @@ async def sensor_events(conn: Conn, redis: aioredis.Redis, keys: Keys) -> list[E
     latest: dict[Any, Any] = await redis.hgetall(keys.latest_status)
     events: list[Event] = []
     updates: list[tuple[str, list[str], Any]] = []
-    for raw_meter, raw in latest.items():
-        meter = raw_meter.decode()
-        before, seen_at = state.get(meter, (set(), None))
-        if not before and not _DISCONNECTED.search(raw):
+    candidates = {
+        raw_meter.decode(): raw
+        for raw_meter, raw in latest.items()
+        if state.get(raw_meter.decode(), (set(), None))[0] or _DISCONNECTED.search(raw)
+    }
+    pipe = redis.pipeline(transaction=False)
+    for meter in candidates:
+        pipe.exists(keys.status_timeseries(meter))
+    has_series = dict(zip(candidates, await pipe.execute(), strict=True)) if candidates else {}
+    for meter, raw in candidates.items():
+        if has_series[meter]:
             continue
+        before, seen_at = state.get(meter, (set(), None))
         try:
             status = StatusMessage.model_validate_json(raw)
         except ValidationError:

@@ -30,6 +30,11 @@ class Metrics:
             "Snapshots that failed validation (skipped)",
             registry=r,
         )
+        self.bad_status = Counter(
+            "enerlink_aggregator_bad_status_total",
+            "Stored status messages that could not be read (skipped by device health)",
+            registry=r,
+        )
         self.late = Counter(
             "enerlink_aggregator_late_minutes_total", "(meter, minute) pairs re-aggregated", registry=r
         )

@@ -12,8 +12,11 @@ minute; the second waits, then finds the watermark advanced and nothing left to 
    raised again since T0;
 4. clean-up: late data of re-aggregated minutes after a hold period, live snapshots older than
    both the retention and the watermark (each meter's newest is kept as the next baseline);
-5. the ingest's online/offline stream is copied into ``events`` (position kept in PostgreSQL), and
-   sensors reported disconnected in the newest status messages raise events (see events.py).
+5. device health: status messages of the closed minutes into ``device_health_aggregates`` and
+   technician events (healthjob.py, health.py; a watermark of its own);
+6. the ingest's online/offline stream is copied into ``events`` (position kept in PostgreSQL), and
+   sensors reported disconnected in the newest status messages of meters without a status series
+   raise events (see events.py).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from aggregator import events, reader, rollups, store
 from aggregator.compute import MINUTE_MS, Event, Result, Thresholds, compute, ms_to_dt, read_and_compute
+from aggregator.healthjob import HealthStep
 from aggregator.metrics import Metrics
 from aggregator.settings import Settings
 from enerlink.db import connect, migrate
@@ -57,6 +61,7 @@ class JobReport:
     late_pairs: int = 0
     rows: int = 0
     bad: int = 0
+    bad_status: int = 0
     events: int = 0
     behind_minutes: int = 0
     watermark: datetime | None = None
@@ -81,6 +86,7 @@ class Aggregator:
         self.executor = executor
         self.partitions = store.Partitions()
         self.thresholds = Thresholds(settings.thermal_warn_c, settings.thermal_crit_c)
+        self.health = HealthStep(settings, redis)
 
     async def run_job(self) -> JobReport:
         started = time.monotonic()
@@ -95,6 +101,9 @@ class Aggregator:
                 await self.partitions.ensure_ahead(conn, datetime.now(UTC))
                 await self._minutes(conn, t0, closed_end, report)
                 await self._late(conn, t0, closed_end, report)
+                health = await self.health.run(conn, t0=t0, closed_end=closed_end)
+                report.events, report.bad_status = report.events + health.events, health.bad
+                self.metrics.bad_status.inc(health.bad)
                 await self._cleanup(t0, report)
                 report.events += await self._stream_events(conn)
                 report.events += await self._sensor_events(conn)

@@ -10,6 +10,23 @@ from enerlink.config import CommonSettings, ConfigError, Env
 
 
 @dataclass(frozen=True, slots=True)
+class HealthThresholds:
+    """When device-health events are raised (issue 10); see aggregator/health.py."""
+
+    weak_rssi_dbm: float = -75.0  # RSSI below this ...
+    weak_rssi_s: int = 600  # ... in every status message for this long: weak_signal
+    low_heap_bytes: int = 51_200  # free heap below this (50 KB): low_memory
+    reboots: int = 3  # this many reboots (uptime going back) ...
+    reboot_window_s: int = 3600  # ... within this window: repeated_reboots
+    status_interval_s: int = 60  # the meters' status interval ...
+    silent_intervals: int = 3  # ... no status for this many intervals: meter_silent
+
+    @property
+    def silent_ms(self) -> int:
+        return self.status_interval_s * self.silent_intervals * 1000
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     common: CommonSettings
     grace_s: float = 10.0  # a minute is closed this long after it ends
@@ -19,6 +36,7 @@ class Settings:
     metrics_port: int = 0  # Prometheus port; 0 = off (the default, like the other services)
     thermal_warn_c: float = 45.0
     thermal_crit_c: float = 60.0
+    health: HealthThresholds = HealthThresholds()
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -31,6 +49,15 @@ class Settings:
             metrics_port=env.int("AGGREGATOR_METRICS_PORT", 0),
             thermal_warn_c=env.float("AGGREGATE_THERMAL_WARN_C", 45.0),
             thermal_crit_c=env.float("AGGREGATE_THERMAL_CRIT_C", 60.0),
+            health=HealthThresholds(
+                weak_rssi_dbm=env.float("HEALTH_WEAK_RSSI_DBM", -75.0),
+                weak_rssi_s=env.int("HEALTH_WEAK_RSSI_S", 600),
+                low_heap_bytes=env.int("HEALTH_LOW_HEAP_BYTES", 51_200),
+                reboots=env.int("HEALTH_REBOOTS", 3),
+                reboot_window_s=env.int("HEALTH_REBOOT_WINDOW_S", 3600),
+                status_interval_s=env.int("HEALTH_STATUS_INTERVAL_S", 60),
+                silent_intervals=env.int("HEALTH_SILENT_INTERVALS", 3),
+            ),
         )
         if not 0 <= settings.grace_s < 60:
             raise ConfigError(f"ENERLINK_AGGREGATE_GRACE_S={settings.grace_s}: must be within 0..59")
@@ -41,5 +68,15 @@ class Settings:
         if settings.thermal_crit_c < settings.thermal_warn_c:
             raise ConfigError(
                 "ENERLINK_AGGREGATE_THERMAL_CRIT_C must be >= ENERLINK_AGGREGATE_THERMAL_WARN_C"
+            )
+        h = settings.health
+        if h.reboots < 1 or h.reboot_window_s < 1 or h.weak_rssi_s < 0:
+            raise ConfigError(
+                "ENERLINK_HEALTH_REBOOTS and ENERLINK_HEALTH_REBOOT_WINDOW_S must be >= 1,"
+                " ENERLINK_HEALTH_WEAK_RSSI_S >= 0"
+            )
+        if h.status_interval_s < 1 or h.silent_intervals < 1:
+            raise ConfigError(
+                "ENERLINK_HEALTH_STATUS_INTERVAL_S and ENERLINK_HEALTH_SILENT_INTERVALS must be >= 1"
             )
         return settings

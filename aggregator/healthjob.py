@@ -1,0 +1,315 @@
+"""The device-health step of an aggregation job: Redis status series -> PostgreSQL (issue 10).
+
+It keeps a watermark of its own (``health_minutes`` in ``Tables.AGGREGATOR_WATERMARK``), so it
+catches up, oldest first and within the Redis retention, exactly like the data minutes, and a
+kill -9 at any point redoes at most the window it was writing. Per window of up to
+:data:`WINDOW_MINUTES` closed minutes, one transaction holds the minute rows (COPY to a staging
+table, one upsert), the events, the meters' event state and the watermark.
+
+Which meters: those in ``latest_status_at`` whose newest status is not older than the window (the
+others have nothing in it). Per meter one Lua call returns the window's messages with their
+scores and the last message before the window (the reboot baseline); calls are pipelined in
+chunks of :data:`READ_CHUNK` meters.
+
+Late status: the ingest keeps no late index for status messages (unlike data), so a status message
+stored after its minute was aggregated is not re-aggregated, and the events never go back in time
+(they take messages newer than the state's ``status_at``). Status is aggregated on the live window.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from psycopg import sql
+
+from aggregator import health, store
+from aggregator.columns import quote
+from aggregator.compute import MINUTE_MS, Event, ms_to_dt
+from aggregator.fastparse import BadSnapshot
+from aggregator.settings import Settings
+from schemas.wire import Keys, Tables
+
+log = logging.getLogger(__name__)
+
+WINDOW_MINUTES = 10
+READ_CHUNK = 1000
+WATERMARK = "health_minutes"
+
+# KEYS: status series of each meter; ARGV: window start, window end (inclusive, ms). Per meter:
+# {members and scores in the window, the last member before it with its score}.
+_READ_STATUS = """
+local out = {}
+for i = 1, #KEYS do
+  local msgs = redis.call('ZRANGEBYSCORE', KEYS[i], ARGV[1], ARGV[2], 'WITHSCORES')
+  local base = redis.call('ZREVRANGEBYSCORE', KEYS[i], '(' .. ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  out[i] = {msgs, base}
+end
+return out
+"""
+
+
+@dataclass(slots=True)
+class HealthReport:
+    minutes: int = 0
+    rows: int = 0
+    bad: int = 0
+    events: int = 0
+    seconds: float = 0.0
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def _dt(ms: int | None) -> datetime | None:
+    return None if ms is None else ms_to_dt(ms)
+
+
+async def _read_watermark(conn: store.Conn) -> datetime | None:
+    cur = await conn.execute(
+        f"select minute from {quote(Tables.AGGREGATOR_WATERMARK)} where name = %s".encode(), (WATERMARK,)
+    )
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def _write_watermark(conn: store.Conn, minute: datetime) -> None:
+    table = quote(Tables.AGGREGATOR_WATERMARK)
+    await conn.execute(
+        f"insert into {table} (name, minute) values (%s, %s) on conflict (name) do update"
+        f" set minute = greatest({table}.minute, excluded.minute), updated_at = now()".encode(),
+        (WATERMARK, minute),
+    )
+
+
+async def _load_states(conn: store.Conn) -> dict[str, health.State]:
+    states: dict[str, health.State] = {}
+    cur = await conn.execute(
+        f"select meter_id, status_at, uptime_ms, weak_since, weak_raised, low_heap, reboots,"
+        f" reboots_raised, silent from {quote(Tables.AGGREGATOR_HEALTH_STATE)}".encode()
+    )
+    for meter, at, uptime, weak, weak_raised, low, reboots, raised, silent in await cur.fetchall():
+        states[meter] = health.State(
+            status_at_ms=_ms(at),
+            uptime_ms=uptime,
+            weak_since_ms=_ms(weak),
+            weak_raised=weak_raised,
+            low_heap=low,
+            reboots=[int(r.timestamp() * 1000) for r in reboots],
+            reboots_raised=raised,
+            silent=silent,
+        )
+    cur = await conn.execute(
+        f"select meter_id, disconnected, status_at from {quote(Tables.AGGREGATOR_EVENT_STATE)}".encode()
+    )
+    for meter, disconnected, at in await cur.fetchall():
+        state = states.setdefault(meter, health.State())
+        state.disconnected, state.sensors_at_ms = set(disconnected), _ms(at)
+    return states
+
+
+async def _copy_upsert(
+    conn: store.Conn,
+    *,
+    table: str,
+    columns: Sequence[str],
+    key: Sequence[str] = ("meter_id",),
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    """COPY ``rows`` into a temporary copy of ``table``, then one upsert on ``key``."""
+    temp = f"_enerlink_tmp_{table}"
+    await conn.execute(
+        sql.SQL("create temp table if not exists {} (like {}) on commit delete rows").format(
+            sql.Identifier(temp), sql.Identifier(table)
+        )
+    )
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    async with conn.cursor().copy(
+        sql.SQL("copy {} ({}) from stdin").format(sql.Identifier(temp), cols)
+    ) as copy:
+        for row in rows:
+            await copy.write_row(row)
+    sets = sql.SQL(", ").join(
+        sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
+        for c in columns
+        if c not in key
+    )
+    conflict = sql.SQL(", ").join(map(sql.Identifier, key))
+    await conn.execute(
+        sql.SQL("insert into {} ({}) select {} from {} on conflict ({}) do update set {}").format(
+            sql.Identifier(table), cols, cols, sql.Identifier(temp), conflict, sets
+        )
+    )
+
+
+async def _write_states(conn: store.Conn, states: dict[str, health.State]) -> None:
+    rows, sensors = [], []
+    for meter, s in states.items():
+        if s.changed and s.status_at_ms is not None:
+            rows.append(
+                (
+                    meter,
+                    _dt(s.status_at_ms),
+                    s.uptime_ms,
+                    _dt(s.weak_since_ms),
+                    s.weak_raised,
+                    s.low_heap,
+                    [ms_to_dt(t) for t in s.reboots],
+                    s.reboots_raised,
+                    s.silent,
+                )
+            )
+        if s.sensors_changed and s.sensors_at_ms is not None:
+            sensors.append((meter, sorted(s.disconnected), _dt(s.sensors_at_ms)))
+    if rows:
+        await _copy_upsert(
+            conn,
+            table=Tables.AGGREGATOR_HEALTH_STATE,
+            columns=(
+                "meter_id",
+                "status_at",
+                "uptime_ms",
+                "weak_since",
+                "weak_raised",
+                "low_heap",
+                "reboots",
+                "reboots_raised",
+                "silent",
+            ),
+            rows=rows,
+        )
+    if sensors:
+        await _copy_upsert(
+            conn,
+            table=Tables.AGGREGATOR_EVENT_STATE,
+            columns=("meter_id", "disconnected", "status_at"),
+            rows=sensors,
+        )
+
+
+def _settled(states: dict[str, health.State]) -> None:
+    for s in states.values():
+        s.changed = s.sensors_changed = False
+
+
+async def _read(
+    r: aioredis.Redis, keys: Keys, meters: Sequence[str], lo: int, hi: int
+) -> list[tuple[list[Any], list[Any]]]:
+    script = r.register_script(_READ_STATUS)
+    pipe = r.pipeline(transaction=False)
+    for i in range(0, len(meters), READ_CHUNK):
+        chunk = [keys.status_timeseries(m) for m in meters[i : i + READ_CHUNK]]
+        await script(keys=chunk, args=[lo, hi], client=pipe)
+    replies: list[Any] = await pipe.execute()
+    return [(msgs, base) for reply in replies for msgs, base in reply]
+
+
+def _statuses(meter: str, flat: list[Any], report: HealthReport) -> list[health.Status]:
+    """Parse ``[member, score, member, score ...]`` (sorted by score); bad ones counted and skipped."""
+    out: list[health.Status] = []
+    seen: set[int] = set()
+    for raw, score in zip(flat[::2], flat[1::2], strict=True):
+        at = int(float(score))
+        if at in seen:
+            continue
+        try:
+            out.append(health.parse_status(raw, meter, at))
+        except BadSnapshot as exc:
+            report.bad += 1
+            log.debug("meter %s: status skipped: %s", meter, exc)
+            continue
+        seen.add(at)
+    return out
+
+
+class HealthStep:
+    """Runs inside the aggregator's job (under its advisory lock, on its connection)."""
+
+    def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys: Keys = settings.common.keys
+        self.limits = settings.health
+
+    async def run(self, conn: store.Conn, *, t0: int, closed_end: int) -> HealthReport:
+        began = time.monotonic()
+        report = HealthReport()
+        raw: dict[Any, Any] = await self.redis.hgetall(self.keys.latest_status_at)
+        latest = {k.decode(): int(float(v)) for k, v in raw.items()}
+        oldest = (t0 - self.settings.retention_s * 1000 + MINUTE_MS - 1) // MINUTE_MS * MINUTE_MS
+        watermark = await _read_watermark(conn)
+        start = oldest if watermark is None else int(watermark.timestamp() * 1000) + MINUTE_MS
+        start = max(start, oldest)
+        states = await _load_states(conn)
+        window = start
+        while window < closed_end:
+            end = min(window + WINDOW_MINUTES * MINUTE_MS, closed_end)
+            await self._window(conn, states, latest, lo=window, end=end, report=report)
+            report.minutes += (end - window) // MINUTE_MS
+            window = end
+        found: list[Event] = []
+        for meter, at in latest.items():
+            state = states.setdefault(meter, health.State())
+            health.silence(meter, state, latest_ms=at, now_ms=t0, limits=self.limits, out=found)
+        async with conn.transaction():
+            report.events += await store.insert_events(conn, found)
+            await _write_states(conn, states)
+        _settled(states)
+        report.seconds = time.monotonic() - began
+        log.info(
+            "health: %d minutes, %d rows, %d bad status messages, %d events in %.2f s",
+            report.minutes,
+            report.rows,
+            report.bad,
+            report.events,
+            report.seconds,
+        )
+        return report
+
+    async def _window(
+        self,
+        conn: store.Conn,
+        states: dict[str, health.State],
+        latest: dict[str, int],
+        *,
+        lo: int,
+        end: int,
+        report: HealthReport,
+    ) -> None:
+        meters = sorted(m for m, at in latest.items() if at >= lo)
+        rows: list[tuple[Any, ...]] = []
+        found: list[Event] = []
+        replies = await self._read(meters, lo, end - 1) if meters else []
+        for meter, (msgs, base) in zip(meters, replies, strict=True):
+            statuses = _statuses(meter, msgs, report)
+            if not statuses:
+                continue
+            baseline = next(iter(_statuses(meter, base, HealthReport())), None)
+            rows.extend(health.minute_rows(meter, statuses, baseline))
+            state = states.setdefault(meter, health.State())
+            if state.status_at_ms is None and baseline is not None:
+                state.uptime_ms = baseline.uptime  # first sight: a reboot since the baseline counts
+            health.advance(meter, state, statuses, limits=self.limits, out=found)
+        async with conn.transaction():
+            if rows:
+                await _copy_upsert(
+                    conn,
+                    table=Tables.DEVICE_HEALTH,
+                    columns=health.COLUMNS,
+                    key=("meter_id", "minute"),
+                    rows=rows,
+                )
+            report.events += await store.insert_events(conn, found)
+            await _write_states(conn, states)
+            await _write_watermark(conn, ms_to_dt(end - MINUTE_MS))
+        _settled(states)
+        report.rows += len(rows)
+
+    async def _read(self, meters: Sequence[str], lo: int, hi: int) -> list[tuple[list[Any], list[Any]]]:
+        return await _read(self.redis, self.keys, meters, lo, hi)
