@@ -131,13 +131,8 @@ async def meter_known(state: State, meter_id: str, *tables: str) -> bool:
     for name in dict.fromkeys((*tables, Tables.TELEMETRY_AGGREGATES)):
         if not await state.columns(name):
             continue
-        async with state.pool.connection() as conn:
-            cur = await conn.execute(
-                sql.SQL("select exists(select 1 from {} where meter_id = %s)").format(sql.Identifier(name)),
-                (meter_id,),
-            )
-            row = await cur.fetchone()
-        if row and row[0]:
+        query = sql.SQL("select exists(select 1 from {} where meter_id = %s)").format(sql.Identifier(name))
+        if (await bounded_rows(state, query, (meter_id,)))[0][0]:
             return True
     return False
 
