@@ -45,7 +45,7 @@ async def _run(args: argparse.Namespace, common: Any, settings: Any) -> int:
     import psycopg
     import redis.asyncio as aioredis
 
-    from enerlink import settlements
+    from enerlink import settlements, settling
     from enerlink.db import migrate
 
     @asynccontextmanager
@@ -67,7 +67,7 @@ async def _run(args: argparse.Namespace, common: Any, settings: Any) -> int:
         return 0
     async with aioredis.Redis.from_url(common.redis_url) as redis:
         try:
-            settlement, created = await settlements.settle(
+            settlement, created = await settling.settle(
                 connect=connect,
                 redis=redis,
                 common=common,

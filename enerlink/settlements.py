@@ -1,28 +1,25 @@
-"""Billing settlements: close a meter's billing period, shared by the API and ``enerlink settle``.
+"""Billing settlements: the record of closed periods, shared by the API and ``enerlink settle``.
+Closing periods (the settle command round) is :mod:`enerlink.settling`; this module holds the row,
+the rules that finalize it, and reading/exporting it.
 
-:func:`settle`:
+Life of a row: ``requested`` while ``settle`` waits for the meter's ack (deleted again on timeout,
+refusal or an unreachable broker, with a ``command`` event either way), ``pending`` once the meter
+has acknowledged: ``period_end`` = the ack's ``datetime`` (the device clock, the same clock the
+minute aggregates are bucketed by) and the device's ``settled_import_wh`` / ``settled_export_wh``
+stored; ``final`` once the aggregator's watermark covers ``period_end`` (:func:`finalize_ready`,
+called after the ack, on every read, and while ``enerlink settle --wait-final`` polls).
 
-1. In one transaction (per-meter advisory lock): a retried request id returns the recorded
-   settlement; a request still waiting for its meter gives :class:`InProgress`; otherwise a row
-   ``requested`` is inserted with the next ``seq`` and ``period_start`` = the previous period's end.
-2. ``settle`` goes to the meter (command id = request id, message expiry = timeout). No ack: the row
-   is deleted and :class:`MeterTimeout` says when the meter was last seen; a refusal likewise
-   (:class:`MeterRefused`). Either way a ``command`` event records the outcome. An unreachable
-   broker deletes the row too (:class:`BrokerUnavailable`).
-3. The ack closes the period: ``period_end`` = the ack's ``datetime`` (the device clock, the same
-   clock the minute aggregates are bucketed by), the device's ``settled_import_wh`` /
-   ``settled_export_wh`` stored, status ``pending``.
-4. :func:`finalize_ready` (after the ack, on every read, and while ``enerlink settle --wait`` polls)
-   turns ``pending`` rows ``final`` once the aggregator's watermark covers ``period_end``: energy is
-   the sum of the minute aggregates' ``import_energy_wh`` / ``export_energy_wh`` (counter deltas,
-   right across daily resets, settlements and re-flashes); the minute containing a boundary is split
-   pro rata by time, so consecutive periods add up to exactly the minutes' sum. A meter's first
-   period starts at its first aggregated minute. ``difference`` = device - pipeline; beyond the
-   tolerance (max of ``ENERLINK_SETTLEMENT_TOLERANCE_WH`` and ``_PCT`` of the period's energy) the row
-   is flagged ``mismatch`` and a ``settlement_mismatch`` warning event is raised.
+Finalizing: energy = the sum of the minute aggregates' ``import_energy_wh`` / ``export_energy_wh``
+(counter deltas, right across daily resets, settlements and re-flashes); the minute containing a
+boundary is split pro rata by time, so consecutive periods add up to exactly the minutes' sum. Each
+period starts where the previous one ended; a meter's first period starts at its first aggregated
+minute. ``diff`` = device - pipeline; beyond the tolerance (max of ``ENERLINK_SETTLEMENT_TOLERANCE_WH``
+and ``_PCT`` of the period's larger energy) the row is flagged ``mismatch`` and a
+``settlement_mismatch`` warning event is raised. Late data re-aggregated after a settlement is final
+does not change it (a bill, once issued, stays as issued).
 
-A request that was cut off after sending (the process killed before the ack) leaves a ``requested``
-row; the next request for that meter after its deadline deletes it and raises a
+A request cut off after sending (the process killed before the ack was recorded) leaves a
+``requested`` row; the next request for that meter after its deadline deletes it and raises a
 ``settlement_abandoned`` warning event (the device may have reset its counters: the next
 settlement's comparison shows it).
 """
@@ -38,14 +35,13 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
-import redis.asyncio as aioredis
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from aggregator.columns import quote
 from aggregator.store import read_watermark
 from enerlink import commands
-from enerlink.config import CommonSettings, ConfigError, Env
+from enerlink.config import ConfigError, Env
 from schemas.wire import Tables
 
 log = logging.getLogger(__name__)
@@ -54,7 +50,6 @@ Conn = AsyncConnection[Any]
 Connect = Callable[[], AbstractAsyncContextManager[Conn]]
 MISMATCH_EVENT = "settlement_mismatch"
 ABANDONED_EVENT = "settlement_abandoned"
-_STALE_GRACE = timedelta(seconds=30)
 _MINUTE = timedelta(minutes=1)
 _T = quote(Tables.SETTLEMENTS)
 _AGG = quote(Tables.TELEMETRY_AGGREGATES)
@@ -148,7 +143,7 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
@@ -158,18 +153,23 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
-def _reading(result: dict[str, Any], name: str) -> float | None:
+def reading(result: dict[str, Any], name: str) -> float | None:
     value = result.get(name)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-async def _fetch(conn: Conn, query: str, params: Sequence[Any] | dict[str, Any]) -> list[dict[str, Any]]:
+async def fetch(conn: Conn, query: str, params: Sequence[Any] | dict[str, Any]) -> list[dict[str, Any]]:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(query.encode(), params)
     return await cur.fetchall()
 
 
-async def _event(conn: Conn, *, meter_id: str, at: datetime, kind: str, details: dict[str, Any]) -> None:
+def table() -> str:
+    """The settlements table, quoted for SQL."""
+    return _T
+
+
+async def event(conn: Conn, *, meter_id: str, at: datetime, kind: str, details: dict[str, Any]) -> None:
     await conn.execute(
         f"insert into {_EVENTS} (meter_id, at, kind, severity, details) values (%s, %s, %s, 'warning',"
         " %s::jsonb) on conflict (meter_id, kind, at) do nothing".encode(),
@@ -177,126 +177,9 @@ async def _event(conn: Conn, *, meter_id: str, at: datetime, kind: str, details:
     )
 
 
-async def _claim(conn: Conn, *, meter_id: str, request_id: str, source: str, stale_s: float) -> Settlement:
-    """The recorded settlement of ``request_id`` (as is) or a new ``requested`` row."""
-    async with conn.transaction():
-        await conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"enerlink-settle:{meter_id}",))
-        stale = await _fetch(
-            conn,
-            f"delete from {_T} where meter_id = %s and status = 'requested' and requested_at"
-            " + (%s * interval '1 second') + %s < now() returning id, seq, request_id, requested_at",
-            (meter_id, stale_s, _STALE_GRACE),
-        )
-        for row in stale:
-            log.warning("settlement %s of %s abandoned (no ack recorded)", row["request_id"], meter_id)
-            await _event(
-                conn, meter_id=meter_id, at=row["requested_at"], kind=ABANDONED_EVENT, details=dict(row)
-            )
-        found = await _fetch(
-            conn, f"select * from {_T} where meter_id = %s and request_id = %s", (meter_id, request_id)
-        )
-        if found:
-            if found[0]["status"] == "requested":
-                raise InProgress(
-                    f"settlement request {request_id} of {meter_id} is still waiting for the ack"
-                )
-            return Settlement.from_row(found[0])
-        busy = await _fetch(
-            conn, f"select request_id from {_T} where meter_id = %s and status = 'requested'", (meter_id,)
-        )
-        if busy:
-            raise InProgress(
-                f"a settlement of {meter_id} is in progress (request {busy[0]['request_id']}); retry later"
-            )
-        last = await _fetch(
-            conn,
-            f"select seq, period_end from {_T} where meter_id = %s order by seq desc limit 1",
-            (meter_id,),
-        )
-        seq, start = (last[0]["seq"] + 1, last[0]["period_end"]) if last else (1, None)
-        rows = await _fetch(
-            conn,
-            f"insert into {_T} (meter_id, seq, request_id, status, source, period_start)"
-            " values (%s, %s, %s, 'requested', %s, %s) returning *",
-            (meter_id, seq, request_id, source, start),
-        )
-        return Settlement.from_row(rows[0])
-
-
-async def settle(
-    *,
-    connect: Connect,
-    redis: aioredis.Redis,
-    common: CommonSettings,
-    settings: SettlementSettings,
-    meter_id: str,
-    request_id: str | None = None,
-    source: str = "api",
-    timeout_s: float | None = None,
-) -> tuple[Settlement, bool]:
-    """Settle ``meter_id`` once per ``request_id``; returns the settlement and whether it is new."""
-    wait_s = min(timeout_s or settings.commands.timeout_s, settings.commands.timeout_s)
-    request_id = request_id or commands.new_command_id()
-    if not await known_meter(redis, common, meter_id):
-        raise UnknownMeter(f"unknown meter {meter_id}: the pipeline has never heard from it")
-    async with connect() as conn:
-        claimed = await _claim(
-            conn, meter_id=meter_id, request_id=request_id, source=source, stale_s=settings.commands.timeout_s
-        )
-    if claimed.status != "requested":
-        return (await finalize_ready(connect, [claimed], settings))[0], False
-    body = {"cmd": "settle"}
-    try:
-        answers = await commands.send(
-            common.mqtt, common.topics, [meter_id], body, timeout_s=wait_s, command_id=request_id
-        )
-    except commands.BrokerError as exc:
-        async with connect() as conn:
-            await conn.execute(
-                f"delete from {_T} where id = %s and status = 'requested'".encode(), (claimed.id,)
-            )
-        raise BrokerUnavailable(str(exc)) from exc
-    answer = answers[meter_id]
-    ack = answer.ack or {}
-    raw_result = ack.get("result")
-    result: dict[str, Any] = raw_result if isinstance(raw_result, dict) else {}
-    async with connect() as conn, conn.transaction():
-        extra = {meter_id: {"settlement_id": claimed.id, "seq": claimed.seq}}
-        await commands.log_outcomes(
-            conn, [answer], body=body, request_id=request_id, source=source, extra=extra
-        )
-        if answer.outcome != "ok":
-            await conn.execute(
-                f"delete from {_T} where id = %s and status = 'requested'".encode(), (claimed.id,)
-            )
-        else:
-            end = _parse_time(ack.get("datetime")) or datetime.now(UTC)
-            if claimed.period_start is not None:
-                end = max(end, claimed.period_start)  # a device clock that went back: empty period
-            rows = await _fetch(
-                conn,
-                f"update {_T} set status = 'pending', period_end = %s, acked_at = now(),"
-                " device_import_wh = %s, device_export_wh = %s, ack = %s::jsonb where id = %s returning *",
-                (
-                    end,
-                    _reading(result, "settled_import_wh"),
-                    _reading(result, "settled_export_wh"),
-                    json.dumps(ack),
-                    claimed.id,
-                ),
-            )
-    if answer.outcome == "timeout":
-        described = await commands.describe_meter(redis, common.keys, meter_id)
-        raise MeterTimeout(commands.timeout_message(meter_id, "settle", wait_s, described))
-    if answer.outcome == "error":
-        raise MeterRefused(f"{meter_id} refused settle: {ack.get('error') or 'no reason given'}")
-    log.info("settlement %s #%d of %s acknowledged: period ends %s", claimed.id, claimed.seq, meter_id, end)
-    return (await finalize_ready(connect, [Settlement.from_row(rows[0])], settings))[0], True
-
-
 async def _energy(conn: Conn, *, meter_id: str, start: datetime, end: datetime) -> tuple[float, float, int]:
     """Import and export Wh in ``[start, end)`` from the minute aggregates, boundary minutes pro rata."""
-    rows = await _fetch(
+    rows = await fetch(
         conn,
         "select coalesce(sum(import_energy_wh * share), 0) as imp_wh,"
         " coalesce(sum(export_energy_wh * share), 0) as exp_wh, count(*) as minutes from ("
@@ -310,7 +193,7 @@ async def _energy(conn: Conn, *, meter_id: str, start: datetime, end: datetime) 
 
 
 async def _first_minute(conn: Conn, *, meter_id: str, end: datetime) -> datetime:
-    rows = await _fetch(
+    rows = await fetch(
         conn, f"select min(bucket) as first from {_AGG} where meter_id = %s and bucket < %s", (meter_id, end)
     )
     first: datetime | None = rows[0]["first"]
@@ -331,7 +214,7 @@ async def _finalize(conn: Conn, s: Settlement, settings: SettlementSettings) -> 
         diff_exp = _difference(s.device_export_wh, exp)
         known = [abs(d) for d in (diff_imp, diff_exp) if d is not None]
         mismatch = any(d > tolerance for d in known) if known else None
-        rows = await _fetch(
+        rows = await fetch(
             conn,
             f"update {_T} set status = 'final', finalized_at = now(), period_start = %s, import_wh = %s,"
             " export_wh = %s, net_wh = %s, minutes = %s, diff_import_wh = %s, diff_export_wh = %s,"
@@ -350,11 +233,11 @@ async def _finalize(conn: Conn, s: Settlement, settings: SettlementSettings) -> 
             ),
         )
         if not rows:  # finalized meanwhile by another reader
-            rows = await _fetch(conn, f"select * from {_T} where id = %s", (s.id,))
+            rows = await fetch(conn, f"select * from {_T} where id = %s", (s.id,))
             return Settlement.from_row(rows[0])
         done = Settlement.from_row(rows[0])
         if mismatch:
-            await _event(
+            await event(
                 conn,
                 meter_id=s.meter_id,
                 at=s.period_end,
@@ -403,7 +286,7 @@ async def finalize_ready(
 
 async def get(connect: Connect, settings: SettlementSettings, *, meter_id: str, id: int) -> Settlement | None:
     async with connect() as conn:
-        rows = await _fetch(conn, f"select * from {_T} where meter_id = %s and id = %s", (meter_id, id))
+        rows = await fetch(conn, f"select * from {_T} where meter_id = %s and id = %s", (meter_id, id))
     if not rows:
         return None
     return (await finalize_ready(connect, [Settlement.from_row(rows[0])], settings))[0]
@@ -414,19 +297,10 @@ async def list_for(
 ) -> list[Settlement]:
     """A meter's settlements, newest first."""
     async with connect() as conn:
-        rows = await _fetch(
+        rows = await fetch(
             conn, f"select * from {_T} where meter_id = %s order by seq desc limit %s", (meter_id, limit)
         )
     return await finalize_ready(connect, [Settlement.from_row(r) for r in rows], settings)
-
-
-async def known_meter(redis: aioredis.Redis, common: CommonSettings, meter_id: str) -> bool:
-    """Whether the pipeline has heard of the meter (registry or presence)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hexists(common.keys.meters, meter_id)
-        pipe.hexists(common.keys.presence, meter_id)
-        seen, present = await pipe.execute()
-    return bool(seen or present)
 
 
 def to_csv(settlements: Sequence[Settlement]) -> str:

@@ -10,7 +10,6 @@ events table (kind ``command``). Meters the pipeline has never heard of are not 
 
 from __future__ import annotations
 
-import asyncio
 import re
 from functools import cache
 from typing import Annotated, Any, Literal, Self
@@ -22,7 +21,7 @@ from api.deps import AppState, State
 from api.models import Problem
 from api.routes.settlements import REQUEST_ID_PATTERN, SettlementOut, settlement_settings
 from edge.sim import scenarios as sim_scenarios
-from enerlink import commands, settlements
+from enerlink import commands, settlements, settling
 from schemas.telemetry import METER_ID_PATTERN, MeterId
 
 router = APIRouter(tags=["commands"])
@@ -31,7 +30,6 @@ MeterIdPath = Annotated[
     str, Path(pattern=METER_ID_PATTERN, min_length=1, max_length=64, description="meterId")
 ]
 Outcome = Literal["ok", "error", "timeout", "unknown", "busy"]
-_SETTLE_CONCURRENCY = 16
 _STATUS: dict[str, int] = {"timeout": 504, "error": 502, "unknown": 404, "busy": 409}
 _OUTCOME: dict[int, Outcome] = {504: "timeout", 502: "error", 404: "unknown", 409: "busy"}
 _UNAVAILABLE = 503
@@ -144,27 +142,16 @@ async def _known(state: State) -> set[str]:
     return {_text(m) for m in [*seen, *present]}
 
 
-async def _settle_one(state: State, body: CommandIn, meter_id: str, request_id: str) -> MeterOutcome:
-    try:
-        settlement, _ = await settlements.settle(
-            connect=state.pool.connection,
-            redis=state.redis,
-            common=state.settings.common,
-            settings=settlement_settings(state),
-            meter_id=meter_id,
-            request_id=request_id,
-            source="api-command",
-            timeout_s=body.timeout_s,
-        )
-    except settlements.BrokerUnavailable as exc:
-        raise HTTPException(_UNAVAILABLE, str(exc)) from exc
-    except settlements.SettlementError as exc:
-        return MeterOutcome(meter_id=meter_id, outcome=_OUTCOME.get(exc.status, "error"), error=str(exc))
+def _settled(result: settling.Result) -> MeterOutcome:
+    if result.error is not None:
+        outcome = _OUTCOME.get(result.error.status, "error")
+        return MeterOutcome(meter_id=result.meter_id, outcome=outcome, error=str(result.error))
+    assert result.settlement is not None
     return MeterOutcome(
-        meter_id=meter_id,
+        meter_id=result.meter_id,
         outcome="ok",
-        ack=settlement.ack,
-        settlement=SettlementOut.model_validate(settlement.to_dict()),
+        ack=result.settlement.ack,
+        settlement=SettlementOut.model_validate(result.settlement.to_dict()),
     )
 
 
@@ -177,20 +164,21 @@ async def _run(state: State, body: CommandIn, meters: list[str]) -> CommandOut:
         for m in meters
         if m not in known
     }
-    if body.cmd == "settle":
-        gate = asyncio.Semaphore(_SETTLE_CONCURRENCY)
-
-        async def _one(meter: str) -> MeterOutcome:
-            async with gate:
-                return await _settle_one(state, body, meter, request_id)
-
+    if body.cmd == "settle" and targets:
         try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(_one(m), name=f"settle-{m}") for m in targets]
-        except ExceptionGroup as failed:  # the broker is down: one clear 503, not a group
-            first = failed.exceptions[0]
-            raise first if isinstance(first, HTTPException) else failed from None
-        results.update((t.result().meter_id, t.result()) for t in tasks)
+            settled = await settling.settle_many(
+                connect=state.pool.connection,
+                redis=state.redis,
+                common=state.settings.common,
+                settings=settlement_settings(state),
+                meters=targets,
+                request_id=request_id,
+                source="api-command",
+                timeout_s=body.timeout_s,
+            )
+        except settlements.BrokerUnavailable as exc:
+            raise HTTPException(_UNAVAILABLE, str(exc)) from exc
+        results.update((r.meter_id, _settled(r)) for r in settled)
     elif targets:
         server_s = settlement_settings(state).commands.timeout_s
         timeout_s = min(body.timeout_s or server_s, server_s)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import AppState, State
 from api.models import Problem
-from enerlink import settlements
+from enerlink import settlements, settling
 from enerlink.config import Env
 from schemas.telemetry import METER_ID_PATTERN
 
@@ -130,7 +130,7 @@ async def create_settlement(
             raise HTTPException(422, "Idempotency-Key and request_id differ")
         request_id = body.request_id
     try:
-        settlement, created = await settlements.settle(
+        settlement, created = await settling.settle(
             connect=state.pool.connection,
             redis=state.redis,
             common=state.settings.common,
