@@ -385,3 +385,44 @@ async def test_unreachable_broker_is_a_clear_503_and_records_nothing(
     assert settle.status_code == 503 and "MQTT broker" in settle.json()["detail"]
     assert command.status_code == 503 and fleet_settle.status_code == 503
     assert _rows(environ["ENERLINK_DATABASE_URL"]) == []
+
+
+async def test_fleet_settle_in_one_round_with_timeouts_unknowns_and_a_concurrent_round(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    common = CommonSettings.from_env(Env(environ))
+    for meter in ("F1", "F2", "F3", "GHOST"):
+        await _register(redis_client, common.keys, meter, online=meter != "GHOST")
+
+    def script(meter: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]] | None:
+        if meter == "F3":
+            return None  # this one never answers
+        return time.time(), {"settled_import_wh": 2.0, "settled_export_wh": 1.0}
+
+    fleet = ["F1", "F2", "F3", "GHOST", "NOPE"]
+    async with serve_api(environ) as api, scripted_meter(common, ["F1", "F2", "F3"], script) as meter:
+        meter.delay_s = 0.5
+        first, second = await asyncio.gather(
+            api.client.post("/commands", json={"meters": fleet, "cmd": "settle", "timeout_s": 2}),
+            api.client.post(
+                "/commands", json={"meters": ["F2", "F1"], "cmd": "settle", "timeout_s": 2, "request_id": "b"}
+            ),
+        )
+    assert first.status_code == 200 and second.status_code == 200, (first.text, second.text)
+    rounds = [{r["meter_id"]: r for r in reply.json()["results"]} for reply in (first, second)]
+    winner, loser = (rounds[0], rounds[1]) if rounds[0]["F1"]["outcome"] == "ok" else (rounds[1], rounds[0])
+    assert winner["F1"]["outcome"] == winner["F2"]["outcome"] == "ok"  # one round took both, no deadlock
+    assert loser["F1"]["outcome"] == loser["F2"]["outcome"] == "busy"
+    assert "in progress" in loser["F1"]["error"]
+    whole = rounds[0]
+    assert [r["meter_id"] for r in first.json()["results"]] == fleet  # in the order asked
+    assert whole["NOPE"]["outcome"] == "unknown"
+    if whole is winner:
+        assert whole["F3"]["outcome"] == "timeout" and whole["GHOST"]["outcome"] == "timeout"
+        assert whole["GHOST"]["error"].startswith("GHOST did not acknowledge settle within 2 s")
+        assert whole["F1"]["settlement"]["device_import_wh"] == 2.0
+    rows = _rows(environ["ENERLINK_DATABASE_URL"])
+    assert sorted(r["meter_id"] for r in rows) == ["F1", "F2"] and all(r["status"] == "pending" for r in rows)
+    # each meter got settle once: the winner's round (F1, F2, and F3 if it was the whole fleet) plus F3
+    # from the whole fleet's round if that one lost; busy and unknown meters were never sent anything
+    assert sorted(m for m, _ in meter.commands("settle")) == ["F1", "F2", "F3"]
