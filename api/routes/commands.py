@@ -110,8 +110,8 @@ class MeterOutcome(BaseModel):
 class CommandOut(BaseModel):
     request_id: str
     cmd: str
-    sent: int
-    ok: int
+    sent: int = Field(description="meters the command was sent to (not unknown or busy ones)")
+    ok: int = Field(description="meters that acknowledged with ok")
     results: list[MeterOutcome]
 
 
@@ -133,13 +133,23 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def _known(state: State) -> set[str]:
+async def _all_known(state: State) -> list[str]:
+    """Every meter the pipeline knows: the meters registry and the presence hash."""
     keys = state.settings.common.keys
     async with state.redis.pipeline(transaction=False) as pipe:
         pipe.hkeys(keys.meters)
         pipe.hkeys(keys.presence)
         seen, present = await pipe.execute()
-    return {_text(m) for m in [*seen, *present]}
+    return sorted({_text(m) for m in [*seen, *present]})
+
+
+async def _known(state: State, meters: list[str]) -> set[str]:
+    keys = state.settings.common.keys
+    async with state.redis.pipeline(transaction=False) as pipe:
+        pipe.hmget(keys.meters, meters)
+        pipe.hmget(keys.presence, meters)
+        seen, present = await pipe.execute()
+    return {m for m, a, b in zip(meters, seen, present, strict=True) if a is not None or b is not None}
 
 
 def _settled(result: settling.Result) -> MeterOutcome:
@@ -157,7 +167,7 @@ def _settled(result: settling.Result) -> MeterOutcome:
 
 async def _run(state: State, body: CommandIn, meters: list[str]) -> CommandOut:
     request_id = body.request_id or commands.new_command_id()
-    known = await _known(state)
+    known = await _known(state, meters) if meters else set()
     targets = [m for m in dict.fromkeys(meters) if m in known]
     results: dict[str, MeterOutcome] = {
         m: MeterOutcome(meter_id=m, outcome="unknown", error=f"unknown meter {m}: never heard from")
@@ -210,7 +220,7 @@ async def _run(state: State, body: CommandIn, meters: list[str]) -> CommandOut:
     return CommandOut(
         request_id=request_id,
         cmd=body.cmd,
-        sent=len(targets),
+        sent=sum(1 for r in ordered if r.outcome not in ("unknown", "busy")),
         ok=sum(1 for r in ordered if r.outcome == "ok"),
         results=ordered,
     )
@@ -236,5 +246,5 @@ async def meter_command(meter_id: MeterIdPath, body: CommandIn, state: AppState)
     summary="Send a command to a list of meters (or all known ones); each meter's ack or timeout",
 )
 async def fleet_command(body: FleetCommandIn, state: AppState) -> CommandOut:
-    meters = sorted(await _known(state)) if body.all else list(body.meters or [])
+    meters = await _all_known(state) if body.all else list(body.meters or [])
     return await _run(state, body, meters)
