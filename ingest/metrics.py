@@ -68,6 +68,27 @@ class IngestMetrics:
         self.gap_duplicates = Counter(
             "enerlink_ingest_seq_duplicates", "sequence numbers seen again, all meters", registry=r
         )
+        self.held = Gauge(
+            "enerlink_ingest_held_messages",
+            "messages received and not yet acknowledged (buffered or being written)",
+            registry=r,
+        )
+        self.held_bytes = Gauge(
+            "enerlink_ingest_held_bytes", "payload bytes of the messages held", registry=r
+        )
+        self.held_peak = Gauge(
+            "enerlink_ingest_held_messages_peak",
+            "most messages held at once since start (bounded by ENERLINK_INGEST_MAX_HELD)",
+            registry=r,
+        )
+        self.held_bytes_peak = Gauge(
+            "enerlink_ingest_held_bytes_peak", "most payload bytes held at once since start", registry=r
+        )
+        self.reader_pauses = Gauge(
+            "enerlink_ingest_reader_pauses",
+            "times the MQTT reader stopped at the held cap (TCP flow control) since start",
+            registry=r,
+        )
         for reason in REASONS:
             self.rejected.labels(reason=reason)
         for kind in ("data", "status", "presence"):

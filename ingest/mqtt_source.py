@@ -22,21 +22,28 @@ crash loses what was acknowledged but not yet stored. Here, on the paho client u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import struct
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
 
 from enerlink import mqtt
+from ingest.mqtt_reader import Reader
 from ingest.settings import Settings
 from schemas.wire import Topics
 
 log = logging.getLogger(__name__)
+SUBSCRIBE_TIMEOUT_S = 300.0
+PUBACK = PacketTypes.PUBACK << 4
+_PUBACK = struct.Struct("!BBH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,67 +65,76 @@ def subscriptions(settings: Settings) -> list[str]:
 
 
 class Session:
-    """One connected session: take batches, acknowledge them once stored."""
+    """One connected session: take batches, acknowledge them once stored.
 
-    def __init__(self, client: aiomqtt.Client, *, bound: int) -> None:
+    ``held`` counts messages received and not yet acknowledged (in the buffer or in the batch being
+    written); the reader stops at ``max_held`` messages or ``max_held_bytes`` payload bytes.
+    """
+
+    def __init__(self, client: aiomqtt.Client, *, max_held: int, max_held_bytes: int) -> None:
         self._client = client
         self._paho: paho.Client = client._client
         self._buffer: deque[Incoming] = deque()
         self._ready = asyncio.Event()
-        self.bound = bound
+        self.max_held = max_held
+        self.max_held_bytes = max_held_bytes
+        self.held = 0
+        self.held_bytes = 0
         self.peak = 0
-        self.pauses = 0
-        self._paused = False
-        self._loop = asyncio.get_running_loop()
+        self.peak_bytes = 0
+        self._subscription: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
         self._paho.manual_ack_set(True)
-        self._paho.on_message = self._on_message
+        self._paho.on_message = self._on_message  # QoS 2 deliveries only (paho's own flow)
+        self._reader = Reader(self._paho, on_publish=self._take, full=self._full, on_error=self._fail)
+        aiomqtt_open = self._paho.on_socket_open
 
-    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
-        self._buffer.append(
-            Incoming(
-                topic=message.topic,
-                payload=message.payload if isinstance(message.payload, bytes) else bytes(message.payload),
-                mid=message.mid,
-                qos=message.qos,
-                dup=bool(message.dup),
-            )
-        )
-        self.peak = max(self.peak, len(self._buffer))
-        if len(self._buffer) >= self.bound and not self._paused:
-            self._paused = True  # see the module docstring: flagged, not enforced (yet)
-            self.pauses += 1
-            log.warning("buffer reached %d unacknowledged messages (broker window overshoot)", self.bound)
+        def on_socket_open(client: paho.Client, userdata: Any, sock: Any) -> None:
+            if aiomqtt_open is not None:
+                aiomqtt_open(client, userdata, sock)  # aiomqtt's reader, misc (keepalive) task
+            loop.call_soon_threadsafe(self._reader.attach, sock)  # ... then ours replaces the reader
+
+        self._paho.on_socket_open = on_socket_open
+
+    def _take(self, topic: str, payload: bytes, mid: int, qos: int, dup: bool) -> None:
+        self._buffer.append(Incoming(topic=topic, payload=payload, mid=mid, qos=qos, dup=dup))
+        self.held += 1
+        self.held_bytes += len(payload)
+        self.peak = max(self.peak, self.held)
+        self.peak_bytes = max(self.peak_bytes, self.held_bytes)
         self._ready.set()
 
-    def _pause(self) -> None:
-        """Stop reading the socket: TCP flow control holds the broker back until we catch up."""
-        sock = self._paho.socket()
-        if sock is not None and not self._paused:
-            self._loop.remove_reader(sock.fileno())
-            self._paused = True
-            self.pauses += 1
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        payload = message.payload if isinstance(message.payload, bytes) else bytes(message.payload)
+        self._take(message.topic, payload, message.mid, message.qos, bool(message.dup))
 
-    def _resume(self) -> None:
-        sock = self._paho.socket()
-        if self._paused and sock is not None and not self._client._disconnected.done():
-            self._loop.add_reader(sock.fileno(), self._read)
-        self._paused = False
+    def _full(self) -> bool:
+        return self.held >= self.max_held or self.held_bytes >= self.max_held_bytes
 
-    def _read(self) -> None:
-        """The socket reader as aiomqtt installs it (re-installed after a pause)."""
-        try:
-            while True:
-                self._paho.loop_read()
-                sock = self._paho.socket()
-                pending = getattr(sock, "pending", None)
-                if pending is None or pending() <= 0:
-                    break
-        except Exception as exc:
-            if not self._client._disconnected.done():
-                self._client._disconnected.set_exception(exc)
+    def _fail(self, exc: BaseException) -> None:
+        if not self._client._disconnected.done():
+            self._client._disconnected.set_exception(exc)
+
+    @property
+    def pauses(self) -> int:
+        """How many times the reader stopped at the cap."""
+        return self._reader.pauses
 
     async def subscribe(self, filters: list[str]) -> None:
-        await self._client.subscribe([(f, 1) for f in filters])
+        """Subscribe; runs beside :meth:`batch` (see :func:`session`), so it may take a while."""
+        await self._client.subscribe([(f, 1) for f in filters], timeout=SUBSCRIBE_TIMEOUT_S)
+
+    def when_subscribed(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once the broker has acknowledged the subscription."""
+        task = self._subscription
+        if task is None:
+            return
+
+        def done(t: asyncio.Task[None]) -> None:
+            if not t.cancelled() and t.exception() is None:
+                callback()
+
+        task.add_done_callback(done)
 
     @property
     def pending(self) -> int:
@@ -135,6 +151,8 @@ class Session:
             self._ready.clear()
             waiter: asyncio.Future[object] = asyncio.ensure_future(self._ready.wait())
             watched: set[asyncio.Future[object]] = {waiter, disconnected}  # type: ignore[arg-type]
+            if self._subscription is not None and not self._subscription.done():
+                watched.add(self._subscription)  # type: ignore[arg-type]
             try:
                 done, _ = await asyncio.wait(watched, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -142,24 +160,35 @@ class Session:
             if not done:
                 return []
         self._check(disconnected)
-        count = min(limit, len(self._buffer))
-        taken = [self._buffer.popleft() for _ in range(count)]
-        if self._paused and len(self._buffer) <= self.bound // 2:
-            self._paused = False
-        return taken
+        buffer = self._buffer
+        return [buffer.popleft() for _ in range(min(limit, len(buffer)))]
 
     def _check(self, disconnected: asyncio.Future[None]) -> None:
+        task = self._subscription
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            raise aiomqtt.MqttError(f"subscription failed: {exc}") from exc
         if disconnected.done():
             exc = disconnected.exception() if not disconnected.cancelled() else None
             raise aiomqtt.MqttError(f"disconnected: {exc}") from exc
 
     def ack(self, messages: list[Incoming]) -> None:
-        """Send PUBACK for each QoS 1 message (call only once they are safely stored)."""
+        """Acknowledge ``messages`` (call only once they are safely stored) and read on if paused.
+
+        The PUBACKs of a batch go out as one write (they are 4 bytes each).
+        """
+        self.held -= len(messages)
+        self.held_bytes -= sum(len(m.payload) for m in messages)
         if self._client._disconnected.done():
             return  # mids belong to the lost connection; the broker redelivers them
+        pubacks = b"".join(_PUBACK.pack(PUBACK, 2, m.mid) for m in messages if m.qos == 1)
+        if pubacks:
+            self._paho._packet_queue(PUBACK, pubacks, 0, 0)
         for message in messages:
-            if message.qos == 1:
-                self._paho.ack(message.mid, 1)
+            if message.qos == 2:
+                self._paho.ack(message.mid, 2)
+        if self._reader.paused and not self._full():
+            self._reader.resume()
 
 
 @asynccontextmanager
@@ -173,7 +202,17 @@ async def session(settings: Settings) -> AsyncIterator[Session]:
     )
     if client._properties is not None:  # always set by enerlink.mqtt.client
         client._properties.ReceiveMaximum = settings.receive_maximum
-    live = Session(client, bound=settings.receive_maximum + max(settings.batch, 1000))
+    live = Session(client, max_held=settings.max_held, max_held_bytes=settings.max_held_bytes)
     async with client:
-        await live.subscribe(subscriptions(settings))
-        yield live
+        # A resumed session's backlog arrives right after CONNACK, ahead of the SUBACK: the worker
+        # must store (and acknowledge) while the subscription is pending, or the reader, stopped at
+        # its cap, would never reach the SUBACK.
+        live._subscription = asyncio.create_task(
+            live.subscribe(subscriptions(settings)), name=f"subscribe-{settings.client_id}"
+        )
+        try:
+            yield live
+        finally:
+            live._subscription.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await live._subscription

@@ -18,6 +18,9 @@ One ``EVALSHA`` per batch (one network round trip) stores every item of the batc
   (``XADD events`` meter_id, kind online|offline, at, details = the payload).
 * rejected ``r``: ``XADD rejected`` (reason, topic, received_at, payload first 1 KB, detail) capped at
   ``rejected_maxlen`` and ``HINCRBY rejected_counts reason``.
+* rate-limited ``l`` (:mod:`ingest.limits`): the rejections of reason ``rate_limited`` of one batch
+  are folded into one item per meter: one ``XADD rejected`` (the first payload, ``meter_id`` and
+  ``count``), ``HINCRBY rejected_counts rate_limited count`` and ``HINCRBY rate_limited meter count``.
 
 Redis' own clock (``TIME`` inside the script) stamps receipt, trimming and the late index, so
 several workers on several hosts agree with each other and with the aggregator.
@@ -33,7 +36,7 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from ingest.validate import Measurement, Outcome, Presence, Rejection
+from ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Rejection
 from schemas.wire import Keys
 
 SCRIPT = resources.files("ingest").joinpath("store.lua").read_text(encoding="utf-8")
@@ -75,18 +78,43 @@ class RedisStore:
 
     async def write(self, items: Sequence[Outcome]) -> BatchResult:
         """Store ``items`` atomically; raises a redis error if Redis is unavailable (nothing stored)."""
+        limited = [i for i, item in enumerate(items) if _is_limited(item)]
+        if limited:
+            return await self._write_limited(items, limited)
         keys, args = self._arguments(items)
         started = time.perf_counter()
+        flags = await self._evalsha(keys, args)
+        return BatchResult(flags=[int(f) for f in flags], seconds=time.perf_counter() - started)
+
+    async def _write_limited(self, items: Sequence[Outcome], limited: list[int]) -> BatchResult:
+        """The batch with its ``rate_limited`` rejections folded into one item per meter."""
+        skip = set(limited)
+        kept = [item for i, item in enumerate(items) if i not in skip]
+        by_meter: dict[str, list[Rejection]] = {}
+        for i in limited:
+            item = items[i]
+            assert isinstance(item, Rejection)
+            by_meter.setdefault(item.meter_id, []).append(item)
+        folded = [_Limited(meter_id=meter, rejections=r) for meter, r in by_meter.items()]
+        keys, args = self._arguments(kept, folded)
+        started = time.perf_counter()
+        raw = await self._evalsha(keys, args)
+        kept_flags = iter(int(f) for f in raw[: len(kept)])
+        flags = [1 if i in skip else next(kept_flags) for i in range(len(items))]
+        return BatchResult(flags=flags, seconds=time.perf_counter() - started)
+
+    async def _evalsha(self, keys: list[str], args: list[str | bytes | int]) -> list[int]:
         if self._sha is None:
             self._sha = await self.client.script_load(SCRIPT)
         try:
-            flags = await self.client.evalsha(self._sha, len(keys), *keys, *args)
+            return await self.client.evalsha(self._sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
         except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load it again
             self._sha = await self.client.script_load(SCRIPT)
-            flags = await self.client.evalsha(self._sha, len(keys), *keys, *args)
-        return BatchResult(flags=[int(f) for f in flags], seconds=time.perf_counter() - started)
+            return await self.client.evalsha(self._sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
 
-    def _arguments(self, items: Sequence[Outcome]) -> tuple[list[str], list[str | bytes | int]]:
+    def _arguments(
+        self, items: Sequence[Outcome], folded: Sequence[_Limited] = ()
+    ) -> tuple[list[str], list[str | bytes | int]]:
         k = self.keys
         keys = [
             k.latest_data,
@@ -100,13 +128,14 @@ class RedisStore:
             k.rejected_counts,
             k.presence,
             k.events,
+            k.rate_limited,
         ]
         args: list[str | bytes | int] = [
             self.retention_ms,
             self.rejected_maxlen,
             self.events_maxlen,
             k.live_channel if self.publish_live else "",
-            len(items),
+            len(items) + len(folded),
         ]
         for item in items:
             if isinstance(item, Measurement):
@@ -124,4 +153,25 @@ class RedisStore:
             else:
                 assert isinstance(item, Rejection)
                 args += ("r", item.reason, item.topic, item.detail, item.payload[:PAYLOAD_SAMPLE])
+        for group in folded:
+            first = group.rejections[0]
+            detail = f"{len(group.rejections)} messages dropped, first shown: {first.detail}"
+            args += (
+                "l",
+                group.meter_id,
+                len(group.rejections),
+                first.topic,
+                detail,
+                first.payload[:PAYLOAD_SAMPLE],
+            )
         return keys, args
+
+
+@dataclass(frozen=True, slots=True)
+class _Limited:
+    meter_id: str
+    rejections: list[Rejection]
+
+
+def _is_limited(item: Outcome) -> bool:
+    return isinstance(item, Rejection) and item.reason == RATE_LIMITED

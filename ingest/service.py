@@ -41,10 +41,11 @@ from redis.exceptions import RedisError
 
 from enerlink.backoff import Backoff
 from ingest import mqtt_source
+from ingest.limits import MeterLimiter
 from ingest.metrics import IngestMetrics
 from ingest.redis_store import LATE_DATA, LATE_MINUTE, NEW, PRESENCE_CHANGED, SEQ_DUPLICATE, RedisStore
 from ingest.settings import Settings
-from ingest.validate import Measurement, Outcome, Presence, Rejection, Validator
+from ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Rejection, Validator
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0
@@ -107,7 +108,13 @@ class _Worker:
     metrics: IngestMetrics
     ready: asyncio.Event | None = None
     peak: int = 0
+    peak_bytes: int = 0
+    pauses: int = 0
     tally: _Tally = field(default_factory=_Tally)
+    limiter: MeterLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = MeterLimiter(rate=self.settings.meter_rate)
 
     async def loop(self, *, once: bool, idle_s: float) -> None:
         backoff = Backoff(initial=0.2, cap=10.0)
@@ -125,7 +132,7 @@ class _Worker:
                         log.info("mqtt: reconnected after %d attempt(s)", backoff.attempt)
                     backoff.reset()
                     if self.ready is not None:
-                        self.ready.set()
+                        live.when_subscribed(self.ready.set)
                     await self._pump(live, once=once, idle_s=idle_s)
                     return
             except aiomqtt.MqttError as exc:
@@ -137,13 +144,24 @@ class _Worker:
                 self.metrics.connected.set(0)
                 self._summary(force=True)
                 if self.peak:
-                    log.info("mqtt: at most %d unacknowledged messages were held in memory", self.peak)
+                    log.info(
+                        "mqtt: at most %d unacknowledged messages held in memory (cap %d); reading "
+                        "paused %d time(s) at the cap",
+                        self.peak,
+                        self.settings.max_held,
+                        self.pauses,
+                    )
 
     async def _pump(self, live: mqtt_source.Session, *, once: bool, idle_s: float) -> None:
         try:
             await self._pump_batches(live, once=once, idle_s=idle_s)
         finally:
+            self._held(live)
             self.peak = max(self.peak, live.peak)
+            self.peak_bytes = max(self.peak_bytes, live.peak_bytes)
+            self.pauses += live.pauses
+            self.metrics.held.set(0)  # what this connection held is gone with it (the broker resends)
+            self.metrics.held_bytes.set(0)
 
     async def _pump_batches(self, live: mqtt_source.Session, *, once: bool, idle_s: float) -> None:
         while True:
@@ -154,13 +172,34 @@ class _Worker:
                 self._summary()
                 continue
             now_ms = time.time_ns() // 1_000_000
-            outcomes = [
-                self.validator.classify(topic=m.topic, payload=m.payload, now_ms=now_ms) for m in batch
-            ]
+            classify, admit = self.validator.classify, self._admit
+            outcomes = [admit(classify(topic=m.topic, payload=m.payload, now_ms=now_ms)) for m in batch]
+            self._held(live)
             flags = await self._write(outcomes)
             live.ack(batch)
             self._count(batch, outcomes, flags)
             self._summary()
+
+    def _admit(self, outcome: Outcome) -> Outcome:
+        """The per-meter rate limit (:mod:`ingest.limits`) on valid data and status messages."""
+        if isinstance(outcome, Measurement) and not self.limiter.admit(outcome.meter_id, outcome.at_ms):
+            topics = self.settings.common.topics
+            return Rejection(
+                reason=RATE_LIMITED,
+                detail=f"over {self.limiter.rate} messages in one second of the meter's clock",
+                topic=topics.data if outcome.kind == "data" else topics.status,
+                payload=outcome.payload,
+                meter_id=outcome.meter_id,
+            )
+        return outcome
+
+    def _held(self, live: mqtt_source.Session) -> None:
+        m = self.metrics
+        m.held.set(live.held)
+        m.held_bytes.set(live.held_bytes)
+        m.held_peak.set(max(self.peak, live.peak))
+        m.held_bytes_peak.set(max(self.peak_bytes, live.peak_bytes))
+        m.reader_pauses.set(self.pauses + live.pauses)
 
     async def _write(self, outcomes: list[Outcome]) -> list[int]:
         """Write until it succeeds: nothing is acknowledged (or read) meanwhile."""
@@ -191,36 +230,55 @@ class _Worker:
             return result.flags
 
     def _count(self, batch: list[mqtt_source.Incoming], outcomes: list[Outcome], flags: list[int]) -> None:
+        """Tally the batch locally, then touch each metric once (not once per message)."""
         m, t = self.metrics, self.tally
         t.batches += 1
         t.received += len(batch)
+        received: Counter[str] = Counter()
+        stored: Counter[str] = Counter()
+        rejected: Counter[str] = Counter()
+        redeliveries = duplicates = late = late_minutes = 0
         for incoming, outcome, flag in zip(batch, outcomes, flags, strict=True):
             if incoming.dup:
-                m.redeliveries.inc()
+                redeliveries += 1
             if isinstance(outcome, Rejection):
-                m.rejected.labels(reason=outcome.reason).inc()
-                t.rejected[outcome.reason] += 1
+                rejected[outcome.reason] += 1
                 log.debug("rejected %s on %s: %s", outcome.reason, outcome.topic, outcome.detail)
                 continue
-            kind = outcome.kind if isinstance(outcome, Measurement) else "presence"
-            m.received.labels(kind=kind).inc()
             if isinstance(outcome, Presence):
+                received["presence"] += 1
                 if flag & PRESENCE_CHANGED:
                     state = "online" if outcome.online else "offline"
                     m.presence_changes.labels(state=state).inc()
                     log.info("meter %s is %s", outcome.meter_id, state)
                 continue
+            received[outcome.kind] += 1
             if flag & NEW:
-                m.stored.labels(kind=kind).inc()
-                t.stored += 1
+                stored[outcome.kind] += 1
             elif not flag & LATE_DATA:
-                m.duplicates.inc()
-                t.duplicates += 1
+                duplicates += 1
             if flag & LATE_DATA:
-                m.late.inc()
-                t.late += 1
+                late += 1
             if flag & LATE_MINUTE:
-                m.late_minutes.inc()
+                late_minutes += 1
+        for kind, n in received.items():
+            m.received.labels(kind=kind).inc(n)
+        for kind, n in stored.items():
+            m.stored.labels(kind=kind).inc(n)
+        for reason, n in rejected.items():
+            m.rejected.labels(reason=reason).inc(n)
+        for counter, n in (
+            (m.redeliveries, redeliveries),
+            (m.duplicates, duplicates),
+            (m.late, late),
+            (m.late_minutes, late_minutes),
+        ):
+            if n:
+                counter.inc(n)
+        t.stored += sum(stored.values())
+        t.duplicates += duplicates
+        t.late += late
+        t.rejected.update(rejected)
 
     def _summary(self, *, force: bool = False) -> None:
         t = self.tally

@@ -23,6 +23,9 @@ class Settings:
     max_payload: int = 262_144
     batch: int = 500
     receive_maximum: int = 1000
+    max_held: int = 2000
+    max_held_bytes: int = 16 * 1024 * 1024
+    meter_rate: int = 20
     session_expiry_s: int = 7 * 24 * 3600
     max_future_s: int = 86_400
     rejected_maxlen: int = 10_000
@@ -41,6 +44,9 @@ class Settings:
             max_payload=env.int("INGEST_MAX_PAYLOAD", 262_144),
             batch=env.int("INGEST_BATCH", 500),
             receive_maximum=env.int("INGEST_RECEIVE_MAXIMUM", 1000),
+            max_held=env.int("INGEST_MAX_HELD", 2000),
+            max_held_bytes=env.int("INGEST_MAX_HELD_BYTES", 16 * 1024 * 1024),
+            meter_rate=env.int("INGEST_METER_RATE", 20),
             session_expiry_s=env.int("INGEST_SESSION_EXPIRY_S", 7 * 24 * 3600),
             max_future_s=env.int("INGEST_MAX_FUTURE_S", 86_400),
             rejected_maxlen=env.int("INGEST_REJECTED_MAXLEN", 10_000),
@@ -57,6 +63,15 @@ class Settings:
             raise ConfigError(f"ENERLINK_INGEST_BATCH={self.batch}: must be 1..10000")
         if not 1 <= self.receive_maximum <= 65_535:
             raise ConfigError(f"ENERLINK_INGEST_RECEIVE_MAXIMUM={self.receive_maximum}: must be 1..65535")
+        if self.max_held < 1:
+            raise ConfigError(f"ENERLINK_INGEST_MAX_HELD={self.max_held}: must be at least 1")
+        if self.max_held_bytes < self.max_payload:
+            raise ConfigError(
+                f"ENERLINK_INGEST_MAX_HELD_BYTES={self.max_held_bytes}: must be at least "
+                f"ENERLINK_INGEST_MAX_PAYLOAD ({self.max_payload})"
+            )
+        if self.meter_rate < 0:
+            raise ConfigError(f"ENERLINK_INGEST_METER_RATE={self.meter_rate}: must be 0 (off) or more")
         if self.retention_s < 60:
             raise ConfigError(f"ENERLINK_RETENTION_S={self.retention_s}: must be at least 60")
         if self.max_payload < 1024:

@@ -1,14 +1,16 @@
 -- EnerLink ingest: store one batch atomically (see ingest/redis_store.py for the contract).
 --
--- KEYS[1..11]  latest_data, latest_data_at, latest_status, latest_status_at, meters, gaps,
---              late_minutes, rejected, rejected_counts, presence, events
--- KEYS[12..]   per item keys, in item order: data -> timeseries, late_data; status -> status_timeseries
+-- KEYS[1..12]  latest_data, latest_data_at, latest_status, latest_status_at, meters, gaps,
+--              late_minutes, rejected, rejected_counts, presence, events, rate_limited
+-- KEYS[13..]   per item keys, in item order: data -> timeseries, late_data; status -> status_timeseries
 -- ARGV[1..5]   retention_ms, rejected_maxlen, events_maxlen, live_channel ('' = off), item count
 -- ARGV[6..]    items; each starts with its kind:
 --              'd' meter at_ms seq('' = none) late_member payload
 --              's' meter at_ms payload
 --              'p' meter online('1'/'0') payload
 --              'r' reason topic detail payload(first 1 KB)
+--              'l' meter count topic detail payload(first 1 KB): count messages of one meter dropped
+--                  over the rate limit, one dead letter for all of them
 -- Returns one integer per item: bit 1 = newly stored (0 = already there: a redelivery),
 -- 2 = went to late_data (older than the window), 4 = flagged in late_minutes, 8 = became latest,
 -- 16 = presence changed, 32 = seq seen again, 64 * n = n sequence numbers skipped.
@@ -16,6 +18,7 @@
 local K_LATEST_DATA, K_LATEST_DATA_AT, K_LATEST_STATUS, K_LATEST_STATUS_AT = 1, 2, 3, 4
 local K_METERS, K_GAPS, K_LATE_MINUTES, K_REJECTED, K_REJECTED_COUNTS, K_PRESENCE, K_EVENTS =
   5, 6, 7, 8, 9, 10, 11
+local K_RATE_LIMITED = 12
 
 local retention = tonumber(ARGV[1])
 local rejected_maxlen = ARGV[2]
@@ -29,7 +32,7 @@ local horizon = now - retention
 
 local results = {}
 local a = 6
-local k = 12
+local k = 13
 local touched_latest_data, touched_latest_status = false, false
 
 local function newer_wins(hash, at_hash, meter, at, payload)
@@ -144,6 +147,16 @@ for _ = 1, count do
       flags = 16
     end
     results[#results + 1] = flags
+  elseif kind == 'l' then
+    local meter, n, topic, detail, payload = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4],
+      ARGV[a + 5]
+    a = a + 6
+    redis.call('XADD', KEYS[K_REJECTED], 'MAXLEN', '~', rejected_maxlen, '*',
+      'reason', 'rate_limited', 'topic', topic, 'received_at', now, 'payload', payload, 'detail', detail,
+      'meter_id', meter, 'count', n)
+    redis.call('HINCRBY', KEYS[K_REJECTED_COUNTS], 'rate_limited', n)
+    redis.call('HINCRBY', KEYS[K_RATE_LIMITED], meter, n)
+    results[#results + 1] = n
   else -- 'r'
     local reason, topic, detail, payload = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
     a = a + 5

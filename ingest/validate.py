@@ -7,7 +7,7 @@ against the contract in :mod:`schemas.telemetry`. What is stored is the payload 
 Rejection reasons are a small closed set (they label metrics and count in Redis):
 ``payload_too_large``, ``not_json``, ``not_object``, ``not_finite``, ``invalid_meter_id``,
 ``missing_field``, ``wrong_type``, ``invalid_value``, ``out_of_range``, ``bad_datetime``,
-``future_datetime``, ``unknown_topic``.
+``future_datetime``, ``unknown_topic``, and ``rate_limited`` (set by the worker, :mod:`ingest.limits`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ REASONS: tuple[str, ...] = (
     "bad_datetime",
     "future_datetime",
     "unknown_topic",
+    "rate_limited",
 )
+RATE_LIMITED = "rate_limited"
 
 _METER_ID = re.compile(METER_ID_PATTERN)
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
@@ -69,6 +71,7 @@ class Rejection:
     detail: str
     topic: str
     payload: bytes
+    meter_id: str = ""  # known for ``rate_limited`` only
 
 
 Outcome = Measurement | Presence | Rejection
