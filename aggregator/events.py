@@ -12,6 +12,8 @@ minute in the data messages.)
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from typing import Any
 
@@ -19,10 +21,12 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from aggregator.columns import quote
-from aggregator.compute import Event
+from aggregator.compute import Event, ms_to_dt
 from aggregator.store import Conn
 from schemas.telemetry import StatusMessage
 from schemas.wire import Keys, Tables
+
+log = logging.getLogger(__name__)
 
 _DISCONNECTED = re.compile(rb'"connected"\s*:\s*false')
 
@@ -84,3 +88,23 @@ async def sensor_events(conn: Conn, redis: aioredis.Redis, keys: Keys) -> list[E
                 updates,
             )
     return events
+
+
+def stream_event(fields: dict[str, str]) -> Event | None:
+    """An ingest presence event (meter_id, kind online|offline, at ms, details payload)."""
+    try:
+        kind = fields["kind"]
+        at = ms_to_dt(int(float(fields["at"])))
+        meter = fields["meter_id"]
+    except (KeyError, ValueError):
+        log.warning("events stream: unusable entry %r skipped", fields)
+        return None
+    raw = fields.get("details", "")
+    try:
+        details: Any = json.loads(raw) if raw else {}
+    except ValueError:
+        details = {"payload": raw}
+    if not isinstance(details, dict):
+        details = {"payload": details}
+    severity = "warning" if kind == "offline" else "info"
+    return Event(meter, at, f"meter_{kind}", severity, details)

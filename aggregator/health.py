@@ -97,13 +97,15 @@ def sensor_key(bus: str, address: str, name: str) -> str:
     return f"{bus}:{address}:{name}"
 
 
-def parse_status(raw: bytes, meter_id: str, at_ms: int) -> Status:
-    """A stored status message (validated by the ingest; only types are re-checked, like data).
-    ``at_ms`` is its score in the series (its ``datetime`` in epoch ms)."""
+def parse_status(raw: bytes, meter_id: str) -> Status:
+    """A stored status message (validated by the ingest; only types are re-checked, like data)."""
     try:
         msg = orjson.loads(raw)
         if msg["meterId"] != meter_id:
             raise BadSnapshot(f"meterId {msg['meterId']!r} in the series of {meter_id!r}")
+        at = datetime.fromisoformat(msg["datetime"])
+        if at.tzinfo is None:
+            raise BadSnapshot("datetime without a timezone")
         data = msg["data"]
         wifi, mqtt, system, sensors = data["wifi"], data["mqtt"], data["system"], data["sensors"]
         disconnected: dict[str, tuple[str, str, str]] = {}
@@ -117,7 +119,7 @@ def parse_status(raw: bytes, meter_id: str, at_ms: int) -> Status:
                     address, name = str(entry["address"]), str(entry["name"])
                     disconnected[sensor_key(bus, address, name)] = (bus, address, name)
         return Status(
-            at_ms=at_ms,
+            at_ms=int(at.timestamp() * 1000),
             rssi=_int(wifi["rssi"]),
             wifi=_bool(wifi["connected"]),
             mqtt=_bool(mqtt["connected"]),
@@ -177,7 +179,13 @@ def minute_rows(meter_id: str, statuses: Sequence[Status], baseline: Status | No
 @dataclass(slots=True)
 class State:
     """A meter's event state between jobs (``Tables.AGGREGATOR_HEALTH_STATE`` and, for sensors,
-    ``Tables.AGGREGATOR_EVENT_STATE``)."""
+    ``Tables.AGGREGATOR_EVENT_STATE``).
+
+    It is stored only when something other than the position (``status_at``, ``uptime_ms``) changed,
+    so a quiet fleet writes nothing; the stored position may therefore lag, and the next window
+    takes the uptime from its baseline message (the last one before it) and replays the messages
+    after the stored position: the same messages from the same state give the same events, which
+    the events table stores once."""
 
     status_at_ms: int | None = None  # newest message the events have seen
     uptime_ms: int | None = None
@@ -189,8 +197,8 @@ class State:
     silent: bool = False
     sensors_at_ms: int | None = None  # newest message the sensor state has seen
     disconnected: set[str] = field(default_factory=set)
-    changed: bool = False
-    sensors_changed: bool = False
+    changed: bool = False  # to be stored: a flag, the weak run or the reboots changed
+    sensors_changed: bool = False  # to be stored: the disconnected sensors changed
 
 
 def _event(meter_id: str, at_ms: int, kind: str, severity: str, details: dict[str, Any]) -> Event:
@@ -210,18 +218,18 @@ def advance(
             _sensors(meter_id, state, s, out)
         if state.status_at_ms is not None and s.at_ms <= state.status_at_ms:
             continue
-        state.changed = True
         state.status_at_ms = s.at_ms
         if state.silent:
+            state.changed = True
             state.silent = False
             out.append(_event(meter_id, s.at_ms, "meter_silent_cleared", "info", {}))
         _signal(meter_id, state, s, limits, out)
         if s.heap < limits.low_heap_bytes and not state.low_heap:
-            state.low_heap = True
+            state.low_heap = state.changed = True
             details = {"free_heap": s.heap, "threshold_bytes": limits.low_heap_bytes}
             out.append(_event(meter_id, s.at_ms, "low_memory", "warning", details))
         elif s.heap >= limits.low_heap_bytes and state.low_heap:
-            state.low_heap = False
+            state.low_heap, state.changed = False, True
             out.append(_event(meter_id, s.at_ms, "low_memory_cleared", "info", {"free_heap": s.heap}))
         _reboots(meter_id, state, s, limits, out)
 
@@ -230,13 +238,14 @@ def _signal(meter_id: str, state: State, s: Status, limits: HealthThresholds, ou
     if not s.wifi:
         return
     if s.rssi >= limits.weak_rssi_dbm:
-        state.weak_since_ms = None
+        if state.weak_since_ms is not None:
+            state.weak_since_ms, state.changed = None, True
         if state.weak_raised:
             state.weak_raised = False
             out.append(_event(meter_id, s.at_ms, "weak_signal_cleared", "info", {"rssi": s.rssi}))
         return
     if state.weak_since_ms is None:
-        state.weak_since_ms = s.at_ms
+        state.weak_since_ms, state.changed = s.at_ms, True
     if not state.weak_raised and s.at_ms - state.weak_since_ms >= limits.weak_rssi_s * 1000:
         state.weak_raised = True
         details = {
@@ -250,24 +259,30 @@ def _signal(meter_id: str, state: State, s: Status, limits: HealthThresholds, ou
 def _reboots(meter_id: str, state: State, s: Status, limits: HealthThresholds, out: list[Event]) -> None:
     if state.uptime_ms is not None and s.uptime < state.uptime_ms:
         state.reboots.append(s.at_ms)
+        state.changed = True
     state.uptime_ms = s.uptime
     window = limits.reboot_window_s * 1000
-    state.reboots = [t for t in state.reboots if t > s.at_ms - window]
+    if state.reboots and state.reboots[0] <= s.at_ms - window:
+        state.reboots = [t for t in state.reboots if t > s.at_ms - window]
+        state.changed = True
     if len(state.reboots) >= limits.reboots and not state.reboots_raised:
-        state.reboots_raised = True
+        state.reboots_raised = state.changed = True
         details = {"reboots": len(state.reboots), "window_s": limits.reboot_window_s}
         out.append(_event(meter_id, s.at_ms, "repeated_reboots", "warning", details))
     elif len(state.reboots) < limits.reboots and state.reboots_raised:
-        state.reboots_raised = False
+        state.reboots_raised, state.changed = False, True
         details = {"reboots": len(state.reboots), "window_s": limits.reboot_window_s}
         out.append(_event(meter_id, s.at_ms, "repeated_reboots_cleared", "info", details))
 
 
 def _sensors(meter_id: str, state: State, s: Status, out: list[Event]) -> None:
     state.sensors_at_ms = s.at_ms
-    state.sensors_changed = True
+    if not s.disconnected and not state.disconnected:
+        return
     now = set(s.disconnected)
     lost, back = sorted(now - state.disconnected), sorted(state.disconnected - now)
+    if lost or back:
+        state.sensors_changed = True
     state.disconnected = now
     changes = (("sensor_disconnected", "warning", lost), ("sensor_reconnected", "info", back))
     for kind, severity, keys in changes:

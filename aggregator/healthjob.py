@@ -42,12 +42,13 @@ READ_CHUNK = 1000
 WATERMARK = "health_minutes"
 
 # KEYS: status series of each meter; ARGV: window start, window end (inclusive, ms). Per meter:
-# {members and scores in the window, the last member before it with its score}.
+# {members in the window, the last member before it (or none)}; each message's time is read from
+# its own ``datetime`` (the score is that time in epoch ms).
 _READ_STATUS = """
 local out = {}
 for i = 1, #KEYS do
-  local msgs = redis.call('ZRANGEBYSCORE', KEYS[i], ARGV[1], ARGV[2], 'WITHSCORES')
-  local base = redis.call('ZREVRANGEBYSCORE', KEYS[i], '(' .. ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local msgs = redis.call('ZRANGEBYSCORE', KEYS[i], ARGV[1], ARGV[2])
+  local base = redis.call('ZREVRANGEBYSCORE', KEYS[i], '(' .. ARGV[1], '-inf', 'LIMIT', 0, 1)
   out[i] = {msgs, base}
 end
 return out
@@ -210,21 +211,20 @@ async def _read(
     return [(msgs, base) for reply in replies for msgs, base in reply]
 
 
-def _statuses(meter: str, flat: list[Any], report: HealthReport) -> list[health.Status]:
-    """Parse ``[member, score, member, score ...]`` (sorted by score); bad ones counted and skipped."""
+def _statuses(meter: str, raws: list[Any], report: HealthReport) -> list[health.Status]:
+    """Parse the messages (sorted by time); bad ones counted and skipped, one per moment."""
     out: list[health.Status] = []
     seen: set[int] = set()
-    for raw, score in zip(flat[::2], flat[1::2], strict=True):
-        at = int(float(score))
-        if at in seen:
-            continue
+    for raw in raws:
         try:
-            out.append(health.parse_status(raw, meter, at))
+            status = health.parse_status(raw, meter)
         except BadSnapshot as exc:
             report.bad += 1
             log.debug("meter %s: status skipped: %s", meter, exc)
             continue
-        seen.add(at)
+        if status.at_ms not in seen:
+            seen.add(status.at_ms)
+            out.append(status)
     return out
 
 
@@ -293,8 +293,8 @@ class HealthStep:
             baseline = next(iter(_statuses(meter, base, HealthReport())), None)
             rows.extend(health.minute_rows(meter, statuses, baseline))
             state = states.setdefault(meter, health.State())
-            if state.status_at_ms is None and baseline is not None:
-                state.uptime_ms = baseline.uptime  # first sight: a reboot since the baseline counts
+            if baseline is not None and (state.status_at_ms is None or baseline.at_ms > state.status_at_ms):
+                state.uptime_ms = baseline.uptime  # the stored position lags: a reboot since counts
             health.advance(meter, state, statuses, limits=self.limits, out=found)
         async with conn.transaction():
             if rows:

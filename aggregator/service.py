@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import multiprocessing
 import time
@@ -38,8 +37,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from aggregator import events, reader, rollups, store
-from aggregator.compute import MINUTE_MS, Event, Result, Thresholds, compute, ms_to_dt, read_and_compute
-from aggregator.healthjob import HealthStep
+from aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt, read_and_compute
+from aggregator.healthjob import HealthReport, HealthStep
 from aggregator.metrics import Metrics
 from aggregator.settings import Settings
 from enerlink.db import connect, migrate
@@ -99,11 +98,11 @@ class Aggregator:
             try:
                 await store.create_staging(conn)
                 await self.partitions.ensure_ahead(conn, datetime.now(UTC))
-                await self._minutes(conn, t0, closed_end, report)
-                await self._late(conn, t0, closed_end, report)
-                health = await self.health.run(conn, t0=t0, closed_end=closed_end)
-                report.events, report.bad_status = report.events + health.events, health.bad
-                self.metrics.bad_status.inc(health.bad)
+                async with asyncio.TaskGroup() as tg:  # device health on a connection of its own
+                    health = tg.create_task(self._health(t0, closed_end), name="aggregate-health")
+                    await self._minutes(conn, t0, closed_end, report)
+                    await self._late(conn, t0, closed_end, report)
+                report.events, report.bad_status = report.events + health.result().events, health.result().bad
                 await self._cleanup(t0, report)
                 report.events += await self._stream_events(conn)
                 report.events += await self._sensor_events(conn)
@@ -224,6 +223,12 @@ class Aggregator:
         await reader.mark_late_done(self.redis, self.keys, handled, t0)
         await reader.clear_late_flags(self.redis, self.keys, handled, t0)
 
+    async def _health(self, t0: int, closed_end: int) -> HealthReport:
+        async with await connect(self.settings.common.database_url, autocommit=True) as conn:
+            found = await self.health.run(conn, t0=t0, closed_end=closed_end)
+        self.metrics.bad_status.inc(found.bad)
+        return found
+
     async def _cleanup(self, t0: int, report: JobReport) -> None:
         await reader.drop_done_late(self.redis, self.keys, t0 - self.settings.late_hold_s * 1000)
         if report.watermark is None:
@@ -301,31 +306,11 @@ class Aggregator:
             entries = await reader.read_events(self.redis, self.keys, position)
             if not entries:
                 return total
-            parsed = [_stream_event(fields) for _, fields in entries]
+            parsed = [events.stream_event(fields) for _, fields in entries]
             async with conn.transaction():
                 total += await store.insert_events(conn, [e for e in parsed if e is not None])
                 position = entries[-1][0]
                 await store.write_position(conn, position)
-
-
-def _stream_event(fields: dict[str, str]) -> Event | None:
-    """An ingest presence event (meter_id, kind online|offline, at ms, details payload)."""
-    try:
-        kind = fields["kind"]
-        at = ms_to_dt(int(float(fields["at"])))
-        meter = fields["meter_id"]
-    except (KeyError, ValueError):
-        log.warning("events stream: unusable entry %r skipped", fields)
-        return None
-    raw = fields.get("details", "")
-    try:
-        details: Any = json.loads(raw) if raw else {}
-    except ValueError:
-        details = {"payload": raw}
-    if not isinstance(details, dict):
-        details = {"payload": details}
-    severity = "warning" if kind == "offline" else "info"
-    return Event(meter, at, f"meter_{kind}", severity, details)
 
 
 @contextlib.asynccontextmanager

@@ -1,13 +1,19 @@
 """Aggregation of one minute at fleet scale against its floor, measured in the same run.
 
-Loads N meters x S snapshots (default 10,000 x 12, distinct values) of one closed minute into Redis
-under a fresh key prefix, and a fresh PostgreSQL schema, then times:
+Loads N meters x S snapshots (default 10,000 x 12, distinct values) and N x T status messages
+(default 2: status is ~1/6 of the data volume) of one closed minute into Redis under a fresh key
+prefix, and a fresh PostgreSQL schema, then times:
 
-* floor: reading the same snapshots with pipelined ``ZRANGEBYSCORE`` calls, plus COPYing the same
-  number of rows (already built, the full column set) into a staging table; nothing computed;
+* floor: reading the same snapshots and status messages with pipelined ``ZRANGEBYSCORE`` calls,
+  plus COPYing the same number of rows (already built, the full column set) into a staging table;
+  nothing computed;
 * aggregate: one aggregator job for that minute (advisory lock, pipelined read of snapshots and
-  baselines, validation of every snapshot with ``DataMessage``, statistics + energy, COPY to staging,
-  one upsert, 5 min / 1 h / 1 day rollups, events, watermark, clean-up).
+  baselines, sanity check of every snapshot (orjson), statistics + energy, COPY to staging, one
+  upsert, 5 min / 1 h / 1 day rollups, events, watermark, device health of the status messages
+  (minute rows, events, state), clean-up).
+
+``--minutes K`` aggregates K consecutive minutes one job each (the steady state: rollup buckets
+already hold earlier minutes) and reports the last job; the floor is per minute.
 
 Prints both, the ratio (aim: <= 2) and the share of a minute (aim: well under 10 %).
 
@@ -37,6 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 from aggregator import reader, store  # noqa: E402
 from aggregator.compute import MINUTE_MS, compute  # noqa: E402
+from aggregator.health import COLUMNS as HEALTH_COLUMNS  # noqa: E402
+from aggregator.healthjob import WATERMARK  # noqa: E402
 from aggregator.service import Aggregator  # noqa: E402
 from aggregator.settings import Settings  # noqa: E402
 from enerlink.config import Env  # noqa: E402
@@ -46,6 +54,8 @@ from schemas.wire import Keys, Tables  # noqa: E402
 DEFAULT_DB = os.environ.get("ENERLINK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 DEFAULT_REDIS = os.environ.get("ENERLINK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "meter-data.json"
+HEALTH_FLOOR = "_bench_health_floor"
+STATUS_FIXTURE = ROOT.parent / "shared" / "fixtures" / "meter-status.json"
 
 
 def _message(base: dict[str, object], meter: str, at_ms: int, i: int) -> bytes:
@@ -61,8 +71,20 @@ def _message(base: dict[str, object], meter: str, at_ms: int, i: int) -> bytes:
     return json.dumps(msg, separators=(",", ":")).encode()
 
 
-async def _load(r: aioredis.Redis, keys: Keys, meters: list[str], minute: int, per_meter: int) -> None:
+def _status(base: dict[str, Any], meter: str, at_ms: int, i: int) -> bytes:
+    msg = copy.deepcopy(base)
+    msg["meterId"] = meter
+    msg["datetime"] = datetime.fromtimestamp(at_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    msg["data"]["wifi"]["rssi"] = -50 - i
+    msg["data"]["system"]["uptime"] = at_ms % 10**9
+    return json.dumps(msg, separators=(",", ":")).encode()
+
+
+async def _load(
+    r: aioredis.Redis, keys: Keys, meters: list[str], *, minute: int, per_meter: int, statuses: int
+) -> None:
     base = json.loads(FIXTURE.read_bytes())
+    status = json.loads(STATUS_FIXTURE.read_bytes())
     step = MINUTE_MS // per_meter
     for i in range(0, len(meters), 500):
         pipe = r.pipeline(transaction=False)
@@ -70,23 +92,57 @@ async def _load(r: aioredis.Redis, keys: Keys, meters: list[str], minute: int, p
             snaps = {_message(base, meter, minute + k * step, k): minute + k * step for k in range(per_meter)}
             pipe.zadd(keys.timeseries(meter), snaps)
             pipe.hset(keys.meters, meter, minute + MINUTE_MS - 1)
+            if statuses:
+                gap = MINUTE_MS // statuses
+                pipe.zadd(
+                    keys.status_timeseries(meter),
+                    {_status(status, meter, minute + k * gap, k): minute + k * gap for k in range(statuses)},
+                )
+                pipe.hset(keys.latest_status_at, meter, minute + (statuses - 1) * gap)
         await pipe.execute()
 
 
+async def _only_due(url: str, minute: int) -> None:
+    """Move both watermarks (data, device health) to just before ``minute``."""
+    before = datetime.fromtimestamp((minute - MINUTE_MS) / 1000, UTC)
+    async with await connect(url) as conn:
+        for name in (store.MINUTES, WATERMARK):
+            await conn.execute(
+                f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute) values (%s, %s)"
+                " on conflict (name) do update set minute = excluded.minute".encode(),
+                (name, before),
+            )
+        await conn.commit()
+
+
 async def _floor(
-    r: aioredis.Redis, keys: Keys, meters: list[str], *, minute: int, url: str, rows: list[tuple[Any, ...]]
+    r: aioredis.Redis,
+    keys: Keys,
+    meters: list[str],
+    *,
+    minute: int,
+    url: str,
+    rows: list[tuple[Any, ...]],
+    health_rows: list[tuple[Any, ...]],
 ) -> tuple[float, float]:
     began = time.perf_counter()
     pipe = r.pipeline(transaction=False)
     for meter in meters:
         pipe.zrangebyscore(keys.timeseries(meter), minute, minute + MINUTE_MS - 1)
+        pipe.zrangebyscore(keys.status_timeseries(meter), minute, minute + MINUTE_MS - 1)
     got = await pipe.execute()
     read_s = time.perf_counter() - began
     assert sum(len(g) for g in got) > 0
     async with await connect(url) as conn:
         await store.create_staging(conn)
+        await conn.execute(f"create temp table {HEALTH_FLOOR} (like {Tables.DEVICE_HEALTH})".encode())
         began = time.perf_counter()
         await store.copy_rows(conn, rows)
+        async with conn.cursor().copy(
+            f"copy {HEALTH_FLOOR} ({', '.join(HEALTH_COLUMNS)}) from stdin".encode()
+        ) as copy:
+            for row in health_rows:
+                await copy.write_row(row)
         await conn.commit()
         copy_s = time.perf_counter() - began
     return read_s, copy_s
@@ -96,6 +152,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=10_000)
     parser.add_argument("--snapshots", type=int, default=12)
+    parser.add_argument("--statuses", type=int, default=2, help="status messages per meter and minute")
+    parser.add_argument("--minutes", type=int, default=1, help="consecutive minutes, one job each")
     parser.add_argument("--workers", type=int, default=None, help="processes for compute (default: settings)")
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
@@ -104,6 +162,7 @@ async def main() -> None:
 
     logging.basicConfig(level=logging.WARNING, format="  %(message)s")
     logging.getLogger("aggregator.service").setLevel(logging.DEBUG)
+    logging.getLogger("aggregator.healthjob").setLevel(logging.INFO)
 
     uid = uuid.uuid4().hex[:8]
     schema = f"bench_agg_{uid}"
@@ -114,6 +173,8 @@ async def main() -> None:
         "ENERLINK_REDIS_URL": args.redis_url,
         "ENERLINK_KEY_PREFIX": f"bench{uid}:telemetry",
         "ENERLINK_AGGREGATOR_METRICS_PORT": "0",
+        # the benchmark minute is minutes old when aggregated: no meter is to be reported silent
+        "ENERLINK_HEALTH_STATUS_INTERVAL_S": "3600",
     }
     if args.workers:
         environ["ENERLINK_AGGREGATE_WORKERS"] = str(args.workers)
@@ -126,22 +187,26 @@ async def main() -> None:
     try:
         await migrate(url)
         now = await reader.redis_time_ms(r)
-        minute = now // MINUTE_MS * MINUTE_MS - 2 * MINUTE_MS
-        print(f"loading {args.meters} meters x {args.snapshots} snapshots ...", flush=True)
+        first = now // MINUTE_MS * MINUTE_MS - (args.minutes + 1) * MINUTE_MS
+        minutes = [first + k * MINUTE_MS for k in range(args.minutes)]
+        print(
+            f"loading {args.meters} meters x {args.snapshots} snapshots + {args.statuses} status"
+            f" messages x {args.minutes} minute(s) ...",
+            flush=True,
+        )
         began = time.perf_counter()
-        await _load(r, keys, meters, minute, args.snapshots)
+        await _load(r, keys, meters, minute=minutes[0], per_meter=args.snapshots, statuses=args.statuses)
         print(f"  loaded in {time.perf_counter() - began:.1f} s")
         # rows of the real shape for the floor's COPY (built outside the timing)
-        sample = compute(await reader.read_items(r, keys, [(meters[0], minute)]))
+        sample = compute(await reader.read_items(r, keys, [(meters[0], minutes[0])]))
         row = sample.rows[0]
         rows = [(m, *row[1:]) for m in meters]
-        async with await connect(url) as conn:  # only the benchmark minute is due
-            await conn.execute(
-                f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute) values (%s, %s)".encode(),
-                (store.MINUTES, datetime.fromtimestamp((minute - MINUTE_MS) / 1000, UTC)),
-            )
-            await conn.commit()
-        read_s, copy_s = await _floor(r, keys, meters, minute=minute, url=url, rows=rows)
+        at = datetime.fromtimestamp(minutes[0] / 1000, UTC)
+        health_row = (at, 2, -50.5, -51.0, 0.0, 0.0, 0, 1, 0, 7, 7, 1)
+        health_rows = [(m, *health_row) for m in meters]
+        read_s, copy_s = await _floor(
+            r, keys, meters, minute=minutes[0], url=url, rows=rows, health_rows=health_rows
+        )
         floor_s = read_s + copy_s
         from aggregator.service import _executor
 
@@ -149,25 +214,33 @@ async def main() -> None:
             if pool is not None:  # start the worker processes outside the timing
                 list(pool.map(abs, range(settings.workers)))
             aggregator = Aggregator(settings, r, executor=pool)
-            began = time.perf_counter()
-            report = await aggregator.run_job()
-            agg_s = time.perf_counter() - began
-        assert report.rows == args.meters, report
+            for k, minute in enumerate(minutes):
+                if k:
+                    await _load(
+                        r, keys, meters, minute=minute, per_meter=args.snapshots, statuses=args.statuses
+                    )
+                await _only_due(url, minute)
+                began = time.perf_counter()
+                report = await aggregator.run_job()
+                agg_s = time.perf_counter() - began
+                assert report.rows == args.meters, report
+                print(f"  job {k + 1}/{len(minutes)}: {agg_s:.2f} s")
         ratio = agg_s / floor_s
         print(
-            f"meters {args.meters}, snapshots/meter {args.snapshots},"
+            f"meters {args.meters}, snapshots/meter {args.snapshots}, status/meter {args.statuses},"
             f" workers {settings.workers}, cpus {os.cpu_count()}"
         )
         print(
             f"floor:     {floor_s:6.2f} s  (pipelined read {read_s:.2f} s"
-            f" + COPY {args.meters} rows {copy_s:.2f} s)"
+            f" + COPY {args.meters} + {args.meters} health rows {copy_s:.2f} s)"
         )
         print(f"aggregate: {agg_s:6.2f} s  ({100 * agg_s / 60:.1f} % of a minute; aim well under 10 %)")
         print(f"ratio:     {ratio:6.2f} x floor (aim <= 2)")
     finally:
         for i in range(0, len(meters), 1000):
             await r.delete(*[keys.timeseries(m) for m in meters[i : i + 1000]])
-        await r.delete(keys.meters, keys.late_minutes, keys.late_done)
+            await r.delete(*[keys.status_timeseries(m) for m in meters[i : i + 1000]])
+        await r.delete(keys.meters, keys.late_minutes, keys.late_done, keys.latest_status_at)
         await r.aclose()
         with psycopg.connect(args.database_url, autocommit=True) as conn:
             conn.execute(f'drop schema "{schema}" cascade')
