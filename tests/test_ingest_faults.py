@@ -82,8 +82,15 @@ def fault_broker(own_broker: Broker) -> Broker:
     return own_broker.start()
 
 
-def _worker(environ: dict[str, str], broker: Broker, client_id: str) -> ServiceProcess:
-    env = {**environ, "ENERLINK_MQTT_URL": broker.url, "ENERLINK_INGEST_CLIENT_ID": client_id}
+def _worker(
+    environ: dict[str, str], broker: Broker, client_id: str, extra: dict[str, str] | None = None
+) -> ServiceProcess:
+    env = {
+        **environ,
+        "ENERLINK_MQTT_URL": broker.url,
+        "ENERLINK_INGEST_CLIENT_ID": client_id,
+        **(extra or {}),
+    }
     return ServiceProcess(args=["ingest"], env=env)
 
 
@@ -98,9 +105,10 @@ async def _kill_restart_scenario(
     count: int,
     meters: int,
     kills: int,
+    extra: dict[str, str] | None = None,
 ) -> None:
     messages = fleet(count, meters=meters)
-    worker = _worker(environ, broker, f"ingest-{uid}").start()
+    worker = _worker(environ, broker, f"ingest-{uid}", extra).start()
     try:
         # the session must exist before the stream starts (a probe proves the subscription is live)
         async with publisher(broker.url) as pub:
@@ -115,7 +123,7 @@ async def _kill_restart_scenario(
             threshold = count * k // (kills + 1)
             await wait_until(lambda t=threshold: _at_least(client, keys, meters, t), limit_s=120)
             worker.kill()  # kill -9 mid-stream
-            worker = _worker(environ, broker, f"ingest-{uid}").start()  # same client id
+            worker = _worker(environ, broker, f"ingest-{uid}", extra).start()  # same client id
         await sender
         try:
             await wait_until(lambda: _at_least(client, keys, meters, count), limit_s=60, what="all stored")
@@ -149,8 +157,13 @@ async def _at_least(client: aioredis.Redis, keys: Keys, meters: int, n: int) -> 
 
 
 @pytest.mark.parametrize(
-    ("count", "meters", "kills"),
-    [pytest.param(3000, 50, 2, id="short"), pytest.param(15000, 500, 5, id="long", marks=pytest.mark.slow)],
+    ("count", "meters", "kills", "extra"),
+    [
+        pytest.param(3000, 50, 2, None, id="short"),
+        pytest.param(15000, 500, 5, None, id="long", marks=pytest.mark.slow),
+        # the reader stopping at a small cap while each restart resumes a backlog
+        pytest.param(15000, 500, 5, {"ENERLINK_INGEST_MAX_HELD": "300"}, id="capped", marks=pytest.mark.slow),
+    ],
 )
 async def test_kill_9_mid_stream_every_message_exactly_once(
     *,
@@ -163,6 +176,7 @@ async def test_kill_9_mid_stream_every_message_exactly_once(
     count: int,
     meters: int,
     kills: int,
+    extra: dict[str, str] | None,
 ) -> None:
     await _kill_restart_scenario(
         broker=fault_broker,
@@ -174,6 +188,7 @@ async def test_kill_9_mid_stream_every_message_exactly_once(
         count=count,
         meters=meters,
         kills=kills,
+        extra=extra,
     )
 
 
