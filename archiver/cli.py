@@ -8,6 +8,8 @@ from archiver.months import Month
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
 
+RESTORE_REFUSED = 2  # exit status of ``--restore`` when the object is missing or damaged
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     action = parser.add_mutually_exclusive_group()
@@ -26,6 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from archiver.restore import RestoreError
     from archiver.service import run
     from archiver.settings import Settings
 
@@ -34,8 +37,14 @@ def main(args: argparse.Namespace) -> int:
         settings = replace(settings, retention_days=args.retention_days)
     configure_logging(settings.common.log_level, settings.common.log_format)
 
+    refused: list[str] = []
+
     async def _main() -> None:
-        await run(settings, once=args.once, restore=args.restore)
+        try:
+            await run(settings, once=args.once, restore=args.restore)
+        except RestoreError as exc:  # already logged with its problem and the object's name
+            refused.append(exc.problem)
 
     # a month in flight may take a while to abort cleanly (the multipart upload is aborted)
-    return run_service(_main, name="archive", grace_s=60.0)
+    code = run_service(_main, name="archive", grace_s=60.0)
+    return code or (RESTORE_REFUSED if refused else 0)

@@ -1,4 +1,4 @@
-"""Archiving one (table, month): COPY -> gzip -> upload -> verify -> manifest + drop, and restoring it.
+"""Archiving one (table, month): COPY -> gzip -> upload -> verify -> manifest + drop (restoring: restore.py).
 
 Safety argument: rows leave PostgreSQL only in the transaction that records the verified object in
 the manifest. A crash before that commit leaves the rows (and at worst an unreferenced object that
@@ -9,7 +9,6 @@ must equal the rows written, so rows that arrived meanwhile are never dropped un
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import threading
@@ -302,72 +301,3 @@ class MonthArchiver:
             self.store.location(key),
         )
         return MonthResult(table.name, month, rows, reader.raw_bytes, reader.size, sha256, seconds)
-
-    def restore(self, table: ArchivedTable, month: Month) -> int | None:
-        """Load an archived month back into PostgreSQL; the manifest row goes in the same transaction
-        (the month is live data again and is archived again by a later run). Returns rows, or None
-        when the month of this table is not archived."""
-        conn = self.conn
-        entry = manifest_row(conn, table.name, month)
-        if entry is None:
-            return None
-        key = str(entry["object_key"])
-        known = {name for name, _ in _columns(conn, table.name)}
-        with conn.transaction():
-            if is_partitioned(conn, table.name):
-                conn.execute(
-                    sql.SQL("select {}(%s, %s)").format(sql.Identifier(Tables.ENSURE_MONTH_PARTITION)),
-                    (table.name, month.start),
-                )
-            digest = hashlib.sha256()
-            inflate = zlib.decompressobj(31)
-            pending = b""
-            header: list[str] | None = None
-            cur = conn.cursor()
-            copy_cm = None
-            copy = None
-            try:
-                for chunk in self.store.iter_chunks(key):
-                    if self.stop.is_set():
-                        raise Stopped("stopping")
-                    digest.update(chunk)
-                    data = inflate.decompress(chunk)
-                    if header is None:
-                        pending += data
-                        if b"\n" not in pending:
-                            continue
-                        line, _, data = pending.partition(b"\n")
-                        header = next(csv.reader([line.decode()]))
-                        if not set(header) <= known:
-                            raise ArchiveError(
-                                f"{key}: columns {sorted(set(header) - known)} not in {table.name}"
-                            )
-                        copy_cm = cur.copy(
-                            sql.SQL("copy {} ({}) from stdin (format csv)").format(
-                                sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, header))
-                            )
-                        )
-                        copy = copy_cm.__enter__()
-                    assert copy is not None
-                    copy.write(data)
-                if copy is not None:
-                    copy.write(inflate.flush())
-            except BaseException as exc:
-                if copy_cm is not None:
-                    copy_cm.__exit__(type(exc), exc, exc.__traceback__)
-                raise
-            if copy_cm is not None:
-                copy_cm.__exit__(None, None, None)
-            rows = max(cur.rowcount, 0)
-            if digest.hexdigest() != entry["sha256"]:
-                raise ArchiveError(f"{key}: sha256 {digest.hexdigest()} != manifest {entry['sha256']}")
-            if rows != int(entry["row_count"]):
-                raise ArchiveError(f"{key}: loaded {rows} rows, manifest says {entry['row_count']}")
-            conn.execute(
-                sql.SQL("delete from {} where table_name = %s and year = %s and month = %s").format(
-                    sql.Identifier(Tables.ARCHIVE_MANIFEST)
-                ),
-                (table.name, month.year, month.month),
-            )
-        log.info("restored %s %s: %d rows from %s", table.name, month, rows, self.store.location(key))
-        return rows

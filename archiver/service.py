@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from archiver.job import ArchiveError, Hooks, MonthArchiver, MonthResult, Stopped
 from archiver.months import ARCHIVED_TABLES, Month, cutoff, months_due
+from archiver.restore import PROBLEMS, RestoreError, restore_month
 from archiver.settings import Settings
 from archiver.storage import ObjectStore, open_store
 from enerlink.db import migrate
@@ -49,6 +50,15 @@ class _Metrics:
         self.failures = Counter(
             "enerlink_archive_failures", "Months that failed", ["table"], registry=registry
         )
+        self.restore_failures = Counter(
+            "enerlink_archive_restore_failures",
+            "Restores refused or failed, by problem (missing_object, not_gzip, truncated, bad_header,"
+            " bad_row, bad_value, conflict, sha256_mismatch, row_count, size_mismatch, ...)",
+            ["problem"],
+            registry=registry,
+        )
+        for problem in PROBLEMS:
+            self.restore_failures.labels(problem)
 
 
 async def _in_thread(fn: Callable[[threading.Event], T]) -> T:
@@ -127,16 +137,16 @@ def archive_now(
 def restore_now(
     settings: Settings, store: ObjectStore, stop: threading.Event, month: Month
 ) -> dict[str, int]:
-    """Load every archived table's ``month`` back into PostgreSQL; returns rows per table."""
+    """Load every archived table's ``month`` back into PostgreSQL in one transaction (all tables or
+    none); returns rows per table. A damaged or missing object raises :class:`RestoreError`."""
     restored: dict[str, int] = {}
-    with _connect(settings) as conn:
-        archiver = MonthArchiver(conn=conn, store=store, stop=stop)
+    with _connect(settings) as conn, conn.transaction():
         for table in ARCHIVED_TABLES:
-            rows = archiver.restore(table, month)
+            rows = restore_month(conn, store, table, month, stop=stop)
             if rows is not None:
                 restored[table.name] = rows
-    if not restored:
-        raise ArchiveError(f"{month} is not in the archive manifest")
+        if not restored:
+            raise RestoreError("not_archived", str(month), "not in the archive manifest")
     return restored
 
 
@@ -147,17 +157,24 @@ async def run(
     restore: Month | None = None,
     hooks: Hooks | None = None,
     now: datetime | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> RunSummary | None:
-    """Run nightly until cancelled; ``once``: one run now; ``restore``: load a month back and return."""
+    """Run nightly until cancelled; ``once``: one run now; ``restore``: load a month back and return
+    (a refused restore raises :class:`RestoreError`, counted in ``registry``)."""
     await migrate(settings.common.database_url)
     store = open_store(settings.storage)
     await asyncio.to_thread(store.ensure)
+    registry = CollectorRegistry() if registry is None else registry
+    metrics = _Metrics(registry)
     if restore is not None:
-        result = await _in_thread(lambda stop: restore_now(settings, store, stop, restore))
+        try:
+            result = await _in_thread(lambda stop: restore_now(settings, store, stop, restore))
+        except RestoreError as exc:
+            metrics.restore_failures.labels(exc.problem).inc()
+            log.error("restore %s refused (%s): %s; the database is unchanged", restore, exc.problem, exc)
+            raise
         log.info("restore %s: %s", restore, ", ".join(f"{t} {n} rows" for t, n in result.items()))
         return None
-    registry = CollectorRegistry()
-    metrics = _Metrics(registry)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=registry)
     if once:
