@@ -9,6 +9,7 @@ first/last time, energy sums).
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -125,6 +126,7 @@ def wait_drained(stack: Stack, published: Published, *, timeout_s: float) -> Dra
                 return state
             if state.seconds > timeout_s:
                 return state
+            stack.supervise()
             time.sleep(2.0)
     finally:
         client.close()
@@ -260,3 +262,29 @@ def summary(verdict: Verdict, faults: Counter[str], *, meters: int, seconds: flo
         )
     lines += [f"  {example}" for example in verdict.rollup_examples[:10]]
     return "\n".join(lines)
+
+
+_PATTERNS = {
+    "edge messages replayed from its queue": (r"replayed (\d+) queued messages", "fleet"),
+    "edge connection losses": (r"MQTT connection to .* lost or refused", "fleet"),
+    "ingest duplicates absorbed": (r"duplicates (\d+)", "ingest"),
+    "ingest Redis write retries": (r"redis: write of \d+ messages failed", "ingest"),
+    "aggregator minutes beyond retention": (r"(\d+) minutes after the watermark are beyond", "aggregator"),
+}
+
+
+def log_stats(stack: Stack) -> dict[str, int]:
+    """What the faults did, read from the services' logs (shows the faults bit)."""
+    texts = {
+        "fleet": stack.fleet.output(),
+        "ingest": "\n".join(w.output() for w in stack.workers),
+        "aggregator": stack.aggregator.output(),
+    }
+    out: dict[str, int] = {}
+    for label, (pattern, source) in _PATTERNS.items():
+        regex = re.compile(pattern)
+        total = 0
+        for match in regex.finditer(texts[source]):
+            total += int(match.group(1)) if match.groups() else 1
+        out[label] = total
+    return out

@@ -102,6 +102,8 @@ class Chaos:
         self.faults = faults
         self._events: list[_Event] = []
         self._seq = 0
+        self.down: set[str] = set()
+        """Pipeline processes a fault keeps down right now (the supervisor leaves them alone)."""
 
     def _push(self, at: float, label: str, action: Callable[[], None]) -> None:
         self._seq += 1
@@ -109,11 +111,18 @@ class Chaos:
 
     def _actions(self, fault: Fault) -> tuple[Callable[[], None], Callable[[], None]]:
         stack = self.stack
-        if fault.kind == "ingest_kill":
-            worker = next(w for w in stack.workers if w.name == fault.detail)
-            return worker.kill, worker.start
-        if fault.kind == "aggregator_kill":
-            return stack.aggregator.kill, stack.aggregator.start
+        if fault.kind in ("ingest_kill", "aggregator_kill"):
+            proc = stack.aggregator if fault.kind == "aggregator_kill" else stack.worker(fault.detail)
+
+            def _kill() -> None:
+                self.down.add(proc.name)
+                proc.kill()
+
+            def _restart() -> None:
+                proc.start()
+                self.down.discard(proc.name)
+
+            return _kill, _restart
         if fault.kind == "broker_restart":
             return stack.broker.stop, stack.broker.start
         if fault.kind == "redis_crash":
@@ -146,7 +155,8 @@ class Chaos:
             event = heapq.heappop(self._events)
             while (wait := event.at - time.monotonic()) > 0:
                 if stop_early is not None and stop_early():
-                    raise RuntimeError(f"stopped before {event.label}: a pipeline process exited")
+                    raise RuntimeError(f"stopped before {event.label}: the fleet exited early")
+                self.stack.supervise(down=self.down)
                 time.sleep(min(wait, 0.5))
             started = time.monotonic()
             event.action()

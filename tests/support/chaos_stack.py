@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,6 +204,16 @@ class Proxy:
 
 
 @dataclass(frozen=True)
+class Exit:
+    """A pipeline process that exited on its own (not killed by a fault)."""
+
+    name: str
+    code: int | None
+    at: str
+    tail: str
+
+
+@dataclass(frozen=True)
 class StackConfig:
     meters: int = 50
     interval_s: float = 1.0
@@ -210,6 +221,7 @@ class StackConfig:
     status_interval_s: float = 30.0
     workers: int = 2
     grace_s: float = 5.0
+    retention_s: int = 7200
     seed: int = 0
     edge_metrics_port: int = 0
     ingest_metrics_ports: tuple[int, ...] = ()
@@ -226,6 +238,7 @@ class Stack:
         self.logs = self.root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.publish_log = self.root / "published.csv"
+        self.exits: list[Exit] = []
         self.pg = PgServer()
         self.redis = RedisServer(self.root)
         self.broker = Broker(data_dir=self.root / "mosquitto")
@@ -234,6 +247,7 @@ class Stack:
             "ENERLINK_REDIS_URL": self.redis.url,
             "ENERLINK_DATABASE_URL": self.pg.url,
             "ENERLINK_TIMEZONE": "UTC",
+            "ENERLINK_RETENTION_S": str(config.retention_s),
             "ENERLINK_LOG_LEVEL": "INFO",
         }
         self.workers = [
@@ -327,6 +341,27 @@ class Stack:
     def start_fleet(self) -> None:
         self.fleet.start()
 
+    def worker(self, name: str) -> Proc:
+        return next(w for w in self.workers if w.name == name)
+
+    def pipeline(self) -> list[Proc]:
+        return [*self.workers, self.aggregator]
+
+    def supervise(self, *, down: Collection[str] = ()) -> list[Exit]:
+        """Restart ingest workers and the aggregator that exited by themselves, like the compose
+        file's ``restart: unless-stopped`` would; ``down`` names those a fault keeps down. Every such
+        exit is recorded in :attr:`exits` (a service must survive its dependencies' outages)."""
+        found = []
+        for proc in self.pipeline():
+            if proc.name in down or proc.process is None or proc.alive():
+                continue
+            exit_ = Exit(proc.name, proc.process.returncode, time.strftime("%H:%M:%S"), proc.output()[-1500:])
+            found.append(exit_)
+            print(f"supervisor: {proc.name} exited by itself (code {exit_.code}); restarting", flush=True)
+            proc.start()
+        self.exits.extend(found)
+        return found
+
     def processes(self) -> dict[str, Proc]:
         procs: dict[str, Proc] = {w.name: w for w in self.workers}
         procs["aggregator"] = self.aggregator
@@ -334,6 +369,14 @@ class Stack:
         if self.redis.proc is not None:
             procs["redis"] = self.redis.proc
         return procs
+
+    def wait_fleet(self, *, timeout_s: float) -> int | None:
+        """Wait for the fleet to finish its steps and its queue (supervising the pipeline)."""
+        deadline = time.monotonic() + timeout_s
+        while self.fleet.alive() and time.monotonic() < deadline:
+            self.supervise()
+            time.sleep(1.0)
+        return self.fleet.process.poll() if self.fleet.process is not None else None
 
     def broker_pid(self) -> int | None:
         process = self.broker.process

@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from tests.support.chaos_check import read_publish_log, summary, verify, wait_drained
+from tests.support.chaos_check import log_stats, read_publish_log, summary, verify, wait_drained
 from tests.support.chaos_faults import Chaos, FaultPlan, injected, schedule
 from tests.support.chaos_stack import Stack, StackConfig
 
@@ -66,27 +66,33 @@ def test_nothing_lost_nothing_doubled_under_chaos() -> None:
         t0 = time.monotonic()
         stack.start_fleet()
         Chaos(stack, faults).run(t0=t0, stop_early=lambda: not stack.fleet.alive())
-        assert stack.fleet.process is not None
-        fleet_rc = stack.fleet.process.wait(timeout=RUN_S + DRAIN_S)
+        fleet_rc = stack.wait_fleet(timeout_s=RUN_S + DRAIN_S)
         assert fleet_rc == 0, stack.fleet.output()[-3000:]
         published = read_publish_log(stack.publish_log)
         drain = wait_drained(stack, published, timeout_s=DRAIN_S)
         verdict = verify(stack, published)
         table = summary(verdict, injected(faults), meters=METERS, seconds=RUN_S, seed=SEED)
         print(table, flush=True)
+        for label, value in log_stats(stack).items():
+            print(f"{label:<38} {value}", flush=True)
+        exits = "; ".join(f"{e.name} at {e.at} (code {e.code})" for e in stack.exits)
+        print(f"{'services that exited by themselves':<38} {exits or 'none'}", flush=True)
         print(
             f"drain: {drain.seconds:.0f} s, watermark {drain.watermark}, late minutes pending "
             f"{drain.late_pending}, complete {drain.complete}",
             flush=True,
         )
         assert injected(faults).keys() == {f.kind for f in faults}, "a fault was not carried out"
-        assert verdict.published >= METERS * RUN_S * 0.8, "the fleet published far less than it should"
+        assert verdict.published >= METERS * RUN_S * 0.5, "the fleet published far less than it should"
         assert verdict.repeated_publishes == 0, "the edge had a message acknowledged twice"
         assert verdict.stored == verdict.published, table
         assert verdict.lost == 0 and not verdict.missing_minutes, table
         assert verdict.duplicated == 0 and not verdict.doubled_minutes, table
         assert not any(verdict.rollup_mismatches.values()), table
         assert verdict.ok and drain.complete, table
+        # the data survived (a supervisor restarted what died), but a service must not die because a
+        # dependency is briefly away: house rule "every service is safe to kill -9 and restart"
+        assert not stack.exits, "\n\n".join(f"{e.name} exited ({e.code}):\n{e.tail}" for e in stack.exits)
         codes = {p.name: p.stop(timeout=30) for p in [*stack.workers, stack.aggregator]}
         assert all(code == 0 for code in codes.values()), f"exit codes on SIGTERM: {codes}"
         passed = True
