@@ -155,6 +155,32 @@ def _aggregated_minutes(database_url: str, meter_id: str, *, count: int) -> None
             )
 
 
+def _health_minutes(database_url: str, meter_id: str, *, count: int) -> None:
+    """Device-health minutes as the aggregator writes them (one reboot) and a weak-signal event."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for minutes_ago in range(1, count + 1):
+            conn.execute(
+                f"insert into {Tables.DEVICE_HEALTH} (meter_id, minute, sample_count, rssi_avg, rssi_min,"
+                " wifi_disconnected_ratio, mqtt_disconnected_ratio, mqtt_attempts_max, free_heap_min,"
+                " reboots, sensors_connected_min, sensors_total, uptime_last_ms)"
+                " values (%s, %s, 2, %s, %s, 0, 0.5, 1, %s, %s, 6, 7, 60000)",
+                (
+                    meter_id,
+                    now - timedelta(minutes=minutes_ago),
+                    -70.0 - minutes_ago,
+                    -72.0 - minutes_ago,
+                    48 * 1024 + minutes_ago,
+                    1 if minutes_ago == 2 else 0,
+                ),
+            )
+        conn.execute(
+            f"insert into {Tables.EVENTS} (meter_id, at, kind, severity, details)"
+            " values (%s, %s, 'weak_signal', 'warning', '{\"rssi_avg\": -78}')",
+            (meter_id, now - timedelta(minutes=2)),
+        )
+
+
 def _cell(driver: Any, meter_id: str, name: str) -> str:
     from selenium.webdriver.common.by import By
 
@@ -188,6 +214,7 @@ def test_dashboard_shows_the_fleet_and_follows_mqtt(
     wait = WebDriverWait(browser, WAIT_S, poll_frequency=0.2)
     topics = Topics(topic_prefix)
     _aggregated_minutes(database_url, SIM_METERS[0], count=3)
+    _health_minutes(database_url, SIM_METERS[0], count=3)
     browser.get(stack + "/")
     try:
         _follow(browser, wait, environ, topics)
@@ -220,6 +247,16 @@ def _follow(browser: Any, wait: Any, environ: dict[str, str], topics: Topics) ->
     assert browser.find_element(By.ID, "meter-title").text == SIM_METERS[0]
     assert browser.find_elements(By.CSS_SELECTOR, "#live-chart canvas")
     wait.until(lambda d: d.find_element(By.ID, "history-info").text == "3 points")
+    # device health next to the energy charts: three minutes, one reboot, the weak-signal event
+    wait.until(lambda d: d.find_element(By.ID, "health-info").text == "3 points · 1m · 1 reboot · 1 event")
+    assert browser.find_elements(By.CSS_SELECTOR, "#health-chart canvas")
+    summary = browser.find_element(By.ID, "health-summary").text
+    assert "RSSI -71 dBm" in summary and "free heap 48 kB" in summary and "sensors 6/7" in summary
+    assert "MQTT down 50 %" in summary and "last event: weak_signal" in summary
+    ARTIFACTS.mkdir(exist_ok=True)
+    chart = browser.find_element(By.ID, "health-chart")
+    browser.execute_script("arguments[0].scrollIntoView();", chart)
+    chart.screenshot(str(ARTIFACTS / "dashboard-health.png"))
     # the live chart's legend follows the selected meter's messages
     wait.until(
         lambda d: any(
@@ -227,9 +264,10 @@ def _follow(browser: Any, wait: Any, environ: dict[str, str], topics: Topics) ->
             for cell in d.find_elements(By.CSS_SELECTOR, "#live-chart .u-legend .u-value")
         )
     )
-    for resolution in ("5m", "1h", "1d"):
+    for resolution, bucket in (("5m", "1m"), ("1h", "15m"), ("1d", "6h")):
         browser.find_element(By.CSS_SELECTOR, f'#resolution option[value="{resolution}"]').click()
         wait.until(lambda d: "unavailable" not in d.find_element(By.ID, "history-info").text)
+        wait.until(lambda d, b=bucket: f" · {b} · 1 reboot" in d.find_element(By.ID, "health-info").text)
 
 
 def test_dashboard_with_an_api_token(

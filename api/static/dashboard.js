@@ -1,6 +1,7 @@
 // EnerLink dashboard: the fleet at a glance, and for one meter live power (WebSocket), history
 // at 1m/5m/1h/1d and recent events. Plain JS, one library (uPlot, vendored). Talks only to this
-// server's API: GET /meters, /telemetry/latest/data, /telemetry/history/{id}, /events, WS /ws/telemetry.
+// server's API: GET /meters, /telemetry/latest/data, /telemetry/history/{id}, /meters/{id}/health,
+// /events, WS /ws/telemetry.
 "use strict";
 
 (() => {
@@ -16,12 +17,14 @@
   };
   const HISTORY_FIELDS = ["net_solar_solar_power", "net_solar_load_power", "net_grid_net_power", "battery_soc"];
   const COLORS = { solar: "#e0a100", load: "#d9480f", battery: "#2f9e44", grid: "#1c7ed6", soc: "#868e96" };
+  const HEALTH_COLORS = { rssi: "#7048e8", rssiMin: "#b197fc", heap: "#0ca678", reboots: "#c92a2a" };
 
   const $ = (selector) => document.querySelector(selector);
   const meters = new Map(); // meterId -> {info, message, row}
   let selected = localStorage.getItem(SELECTED_KEY);
   let liveChart = null;
   let historyChart = null;
+  let healthChart = null;
   let live = { t: [], solar: [], load: [], battery: [], grid: [] };
   let socket = null;
   let socketRetry = 0;
@@ -370,6 +373,96 @@
     );
   }
 
+  function plural(count, word) {
+    return `${count} ${word}${count === 1 ? "" : "s"}`;
+  }
+
+  function percent(ratio) {
+    return typeof ratio === "number" ? `${(ratio * 100).toFixed(0)} %` : "–";
+  }
+
+  async function loadHealth() {
+    const meterId = selected;
+    const end = new Date();
+    const start = new Date(end.getTime() - HISTORY[$("#resolution").value] * 1000);
+    const query = new URLSearchParams({ start: start.toISOString(), end: end.toISOString() });
+    const info = $("#health-info");
+    const summary = $("#health-summary");
+    let result = { points: [], events: [] };
+    try {
+      result = await api(`/meters/${encodeURIComponent(meterId)}/health?${query}`);
+    } catch (error) {
+      info.textContent = error.status === 404 ? "no health data yet" : `health unavailable (${error.message})`;
+    }
+    if (meterId !== selected) return;
+    const points = asList(result, "points");
+    const events = asList(result, "events");
+    const t = [];
+    const rssi = [];
+    const rssiMin = [];
+    const heap = [];
+    const reboots = [];
+    let rebootCount = 0;
+    for (const point of points) {
+      const when = parseTime(point.bucket);
+      if (when === null) continue;
+      t.push(when / 1000);
+      rssi.push(typeof point.rssi_avg === "number" ? point.rssi_avg : null);
+      rssiMin.push(typeof point.rssi_min === "number" ? point.rssi_min : null);
+      heap.push(typeof point.free_heap_min === "number" ? point.free_heap_min / 1024 : null);
+      reboots.push(point.reboots > 0 ? point.reboots : null);
+      rebootCount += point.reboots || 0;
+    }
+    if (result.bucket) {
+      info.textContent = `${plural(points.length, "point")} · ${result.bucket} · ${plural(rebootCount, "reboot")} · ${plural(events.length, "event")}`;
+    }
+    const last = points.length ? points[points.length - 1] : null;
+    summary.textContent = last
+      ? `latest: RSSI ${last.rssi_avg === null ? "–" : last.rssi_avg.toFixed(0)} dBm` +
+        ` · free heap ${last.free_heap_min === null ? "–" : (last.free_heap_min / 1024).toFixed(0)} kB` +
+        ` · sensors ${last.sensors_connected_min ?? "–"}/${last.sensors_total ?? "–"}` +
+        ` · Wi-Fi down ${percent(last.wifi_disconnected_ratio)} · MQTT down ${percent(last.mqtt_disconnected_ratio)}` +
+        (events.length ? ` · last event: ${events[events.length - 1].kind} at ${events[events.length - 1].at}` : "")
+      : "";
+    const element = $("#health-chart");
+    if (healthChart) healthChart.destroy();
+    element.textContent = "";
+    healthChart = new uPlot(
+      {
+        width: chartWidth(element),
+        height: 220,
+        series: [
+          {},
+          { label: "RSSI avg", stroke: HEALTH_COLORS.rssi, width: 2, scale: "dBm", value: (u, v) => (v === null ? "–" : `${v.toFixed(1)} dBm`) },
+          { label: "RSSI min", stroke: HEALTH_COLORS.rssiMin, width: 1, dash: [4, 4], scale: "dBm", value: (u, v) => (v === null ? "–" : `${v.toFixed(0)} dBm`) },
+          { label: "Free heap min", stroke: HEALTH_COLORS.heap, width: 2, scale: "kB", value: (u, v) => (v === null ? "–" : `${v.toFixed(0)} kB`) },
+          {
+            label: "Reboots",
+            stroke: HEALTH_COLORS.reboots,
+            width: 0,
+            scale: "n",
+            points: { show: true, size: 8, fill: HEALTH_COLORS.reboots },
+            value: (u, v) => (v === null ? "0" : String(v)),
+          },
+        ],
+        axes: [
+          {},
+          { scale: "dBm", label: "dBm", size: 60 },
+          { scale: "kB", side: 1, label: "kB", grid: { show: false }, size: 60 },
+        ],
+        scales: {
+          x: { time: true, range: () => [start.getTime() / 1000, end.getTime() / 1000] },
+          n: { range: (u, min, max) => [0, Math.max(1, max || 1) * 1.2] },
+          // fixed-ish ranges: a 1 dB or 1 kB wobble should not fill the chart
+          dBm: { range: (u, min, max) => [Math.min(-90, (min ?? -90) - 5), Math.max(-40, (max ?? -40) + 5)] },
+          kB: { range: (u, min, max) => [0, Math.max(64, (max ?? 0) * 1.2)] },
+        },
+      },
+      [t, rssi, rssiMin, heap, reboots],
+      element,
+    );
+  }
+
   async function loadEvents() {
     const meterId = selected;
     const body = $("#events tbody");
@@ -412,6 +505,7 @@
     const item = entry(meterId);
     if (item.message) appendLive(item.message);
     loadHistory();
+    loadHealth();
     loadEvents();
   }
 
@@ -427,7 +521,10 @@
       if (socket) socket.close();
       refreshFleet().catch(() => {});
     });
-    $("#resolution").addEventListener("change", () => loadHistory());
+    $("#resolution").addEventListener("change", () => {
+      loadHistory();
+      loadHealth();
+    });
     const poll = () =>
       refreshFleet().catch((error) => {
         if (error.status !== 401) showAlert(`Cannot reach the API: ${error.message}`);
@@ -440,8 +537,12 @@
       if (selected && !$("#meter-section").hidden) loadEvents();
     }, POLL_MS);
     window.addEventListener("resize", () => {
-      for (const [chart, element] of [[liveChart, $("#live-chart")], [historyChart, $("#history-chart")]]) {
-        if (chart) chart.setSize({ width: chartWidth(element), height: 260 });
+      for (const [chart, element, height] of [
+        [liveChart, $("#live-chart"), 260],
+        [historyChart, $("#history-chart"), 260],
+        [healthChart, $("#health-chart"), 220],
+      ]) {
+        if (chart) chart.setSize({ width: chartWidth(element), height });
       }
     });
     connect();
