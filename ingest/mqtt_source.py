@@ -34,6 +34,7 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from enerlink import mqtt
 from ingest.mqtt_reader import Reader
@@ -122,7 +123,13 @@ class Session:
 
     async def subscribe(self, filters: list[str]) -> None:
         """Subscribe; runs beside :meth:`batch` (see :func:`session`), so it may take a while."""
-        await self._client.subscribe([(f, 1) for f in filters], timeout=SUBSCRIBE_TIMEOUT_S)
+        # QoS 1 (see the module docstring); retained messages only when the subscription is new (a
+        # resumed session does not get the topic's retained message again at every reconnect).
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        granted = await self._client.subscribe([(f, options) for f in filters], timeout=SUBSCRIBE_TIMEOUT_S)
+        refused = [f"{f}: {code}" for f, code in zip(filters, granted, strict=False) if _code(code) >= 0x80]
+        if refused:
+            raise aiomqtt.MqttError(f"subscription refused ({'; '.join(refused)})")
 
     def when_subscribed(self, callback: Callable[[], object]) -> None:
         """Call ``callback`` once the broker has acknowledged the subscription."""
@@ -216,3 +223,9 @@ async def session(settings: Settings) -> AsyncIterator[Session]:
             live._subscription.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await live._subscription
+
+
+def _code(granted: object) -> int:
+    """A SUBACK entry as a number (paho gives ``ReasonCode`` on MQTT 5, an int on 3.1.1)."""
+    value = getattr(granted, "value", granted)
+    return value if isinstance(value, int) else 0x80
