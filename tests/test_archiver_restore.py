@@ -177,6 +177,13 @@ def _missing(a: Archive) -> None:
     a.client.remove_object(a.bucket, AGG_KEY)
 
 
+def _row_already_there(a: Archive) -> None:
+    """The object is fine, but a row of the month is back in PostgreSQL (written after archiving)."""
+    insert_rows(
+        a.url, Tables.TELEMETRY_AGGREGATES, [aggregate_row("METER001", OLD.start + timedelta(minutes=3))]
+    )
+
+
 def _events_damaged(a: Archive) -> None:
     """The minute table's object is fine; the events object (restored second) is not."""
     data = a.get(EVENTS_KEY)[:-8]
@@ -200,6 +207,7 @@ CASES: dict[str, tuple[Callable[[Archive], None], str, str]] = {
     ),
     "bad value": (_rewrite(_bad_value), "bad_value", "CSV line 8, column battery_soc_avg"),
     "row count": (_wrong_count, "row_count", f"the manifest says {ROWS + 1}"),
+    "row already in the table": (_row_already_there, "conflict", "duplicate key value"),
     "second table damaged": (_events_damaged, "truncated", EVENTS_KEY),
 }
 
@@ -231,6 +239,13 @@ async def test_damaged_archive_is_refused_and_nothing_changes(archive: Archive, 
     for table, k in ((Tables.TELEMETRY_AGGREGATES, AGG_KEY), (Tables.EVENTS, EVENTS_KEY)):
         archive.match_manifest(original[k], table)
     archive.set_manifest(Tables.TELEMETRY_AGGREGATES, row_count=ROWS)
+    with psycopg.connect(archive.url) as conn:  # the stray row of the conflict case
+        conn.execute(
+            sql.SQL("delete from {} where bucket >= %s and bucket < %s").format(
+                sql.Identifier(Tables.TELEMETRY_AGGREGATES)
+            ),
+            (OLD.start, OLD.end),
+        )
     await run(archive.settings, restore=OLD)
     after = archive.snapshot()
     assert len(after[Tables.TELEMETRY_AGGREGATES]) == ROWS + 1 and len(after[Tables.EVENTS]) == 1

@@ -68,7 +68,7 @@ def _weighted(rows: list[dict[str, Any]], name: str) -> float | None:
     known = [r for r in rows if r[name] is not None]
     if not known:
         return None
-    return sum(r[name] * r["sample_count"] for r in known) / sum(r["sample_count"] for r in known)
+    return float(sum(r[name] * r["sample_count"] for r in known) / sum(r["sample_count"] for r in known))
 
 
 def _expected(rows: list[dict[str, Any]]) -> dict[str, Any]:
