@@ -10,11 +10,15 @@ stored; ``final`` once the aggregator's watermark covers ``period_end`` (:func:`
 called after the ack, on every read, and while ``enerlink settle --wait-final`` polls).
 
 Finalizing: energy = the sum of the minute aggregates' ``import_energy_wh`` / ``export_energy_wh``
-(counter deltas, right across daily resets, settlements and re-flashes); the minute containing a
-boundary is split pro rata by time, so consecutive periods add up to exactly the minutes' sum. Each
-period starts where the previous one ended; a meter's first period starts at its first aggregated
-minute. ``diff`` = device - pipeline; beyond the tolerance (max of ``ENERLINK_SETTLEMENT_TOLERANCE_WH``
-and ``_PCT`` of the period's larger energy) the row is flagged ``mismatch`` and a
+(counter deltas, right across daily resets, settlements and re-flashes); a minute whose data span
+(previous snapshot, last snapshot] straddles a boundary is split pro rata by time, so consecutive
+periods add up to exactly the minutes' sum. Each period starts where the previous one ended; a
+meter's first period starts at its first snapshot in the minute aggregates. A period is finalized
+once the aggregator has done the minute of its end and the next one (about two minutes after the
+close with the default grace).
+
+``diff`` = device - pipeline; beyond the tolerance (max of ``ENERLINK_SETTLEMENT_TOLERANCE_WH`` and
+``_PCT`` of the period's larger energy) the row is flagged ``mismatch`` and a
 ``settlement_mismatch`` warning event is raised. Late data re-aggregated after a settlement is final
 does not change it (a bill, once issued, stays as issued).
 
@@ -177,24 +181,49 @@ async def event(conn: Conn, *, meter_id: str, at: datetime, kind: str, details: 
     )
 
 
+# Each minute row's energy flowed over the span (previous row's last_at, last_at]: its first snapshot
+# is paired with the last one before the minute (the aggregator's baseline), which is the previous
+# row's last snapshot; a meter's very first row spans from its own first_at. A period [start, end)
+# takes from every row the share of that span it covers, so a boundary inside a minute (or inside an
+# outage, whose energy the first minute after it carries) is split by time, and consecutive periods
+# add up to exactly the minutes' sum.
+_ENERGY_SQL = f"""
+with scan as (
+  select bucket, first_at, last_at, import_energy_wh as imp, export_energy_wh as exp,
+         lag(last_at) over (order by bucket) as prev_last
+  from {_AGG}
+  where meter_id = %(meter)s
+    and bucket >= coalesce((select max(bucket) from {_AGG} where meter_id = %(meter)s
+                            and bucket < %(start)s::timestamptz - interval '1 minute'), '-infinity')
+    and bucket <= coalesce((select min(bucket) from {_AGG} where meter_id = %(meter)s
+                            and bucket >= %(end)s::timestamptz), %(end)s::timestamptz)
+), spans as (
+  select imp, exp, coalesce(prev_last, first_at) as lo, last_at as hi from scan
+), shares as (
+  select imp, exp, case
+    when hi > lo then greatest(0.0, extract(epoch from least(hi, %(end)s) - greatest(lo, %(start)s)))
+                      / extract(epoch from hi - lo)
+    when lo >= %(start)s and lo < %(end)s then 1.0 else 0.0 end as share
+  from spans
+)
+select coalesce(sum(coalesce(imp, 0) * share), 0) as imp_wh,
+       coalesce(sum(coalesce(exp, 0) * share), 0) as exp_wh,
+       count(*) filter (where share > 0) as minutes
+from shares"""
+
+
 async def _energy(conn: Conn, *, meter_id: str, start: datetime, end: datetime) -> tuple[float, float, int]:
-    """Import and export Wh in ``[start, end)`` from the minute aggregates, boundary minutes pro rata."""
-    rows = await fetch(
-        conn,
-        "select coalesce(sum(import_energy_wh * share), 0) as imp_wh,"
-        " coalesce(sum(export_energy_wh * share), 0) as exp_wh, count(*) as minutes from ("
-        " select import_energy_wh, export_energy_wh, extract(epoch from least(bucket + interval '1 minute',"
-        " %(end)s) - greatest(bucket, %(start)s)) / 60.0 as share"
-        f" from {_AGG} where meter_id = %(meter)s and bucket < %(end)s"
-        " and bucket > %(start)s::timestamptz - interval '1 minute') m",
-        {"meter": meter_id, "start": start, "end": end},
-    )
+    """Import and export Wh in ``[start, end)`` from the minute aggregates (see ``_ENERGY_SQL``)."""
+    rows = await fetch(conn, _ENERGY_SQL, {"meter": meter_id, "start": start, "end": end})
     return float(rows[0]["imp_wh"]), float(rows[0]["exp_wh"]), int(rows[0]["minutes"])
 
 
-async def _first_minute(conn: Conn, *, meter_id: str, end: datetime) -> datetime:
+async def _first_snapshot(conn: Conn, *, meter_id: str, end: datetime) -> datetime:
+    """Where a meter's first period starts: its first snapshot in the minute aggregates."""
     rows = await fetch(
-        conn, f"select min(bucket) as first from {_AGG} where meter_id = %s and bucket < %s", (meter_id, end)
+        conn,
+        f"select min(first_at) as first from {_AGG} where meter_id = %s and bucket < %s",
+        (meter_id, end),
     )
     first: datetime | None = rows[0]["first"]
     return min(first, end) if first is not None else end
@@ -207,7 +236,7 @@ def _difference(device: float | None, pipeline: float) -> float | None:
 async def _finalize(conn: Conn, s: Settlement, settings: SettlementSettings) -> Settlement:
     assert s.period_end is not None
     async with conn.transaction():
-        start = s.period_start or await _first_minute(conn, meter_id=s.meter_id, end=s.period_end)
+        start = s.period_start or await _first_snapshot(conn, meter_id=s.meter_id, end=s.period_end)
         imp, exp, minutes = await _energy(conn, meter_id=s.meter_id, start=start, end=s.period_end)
         tolerance = max(settings.tolerance_wh, settings.tolerance_pct / 100 * max(imp, exp))
         diff_imp = _difference(s.device_import_wh, imp)
@@ -257,13 +286,12 @@ async def _finalize(conn: Conn, s: Settlement, settings: SettlementSettings) -> 
 
 
 def ready(s: Settlement, watermark: datetime | None) -> bool:
-    """Whether every minute the period touches has been aggregated (watermark = last done minute)."""
-    return (
-        s.status == "pending"
-        and s.period_end is not None
-        and watermark is not None
-        and watermark + _MINUTE >= s.period_end
-    )
+    """Whether the minutes the period's end touches are aggregated: the end's own minute and the next
+    one (whose span may start before the end). The watermark is the last aggregated minute."""
+    if s.status != "pending" or s.period_end is None or watermark is None:
+        return False
+    end_minute = s.period_end.replace(second=0, microsecond=0)
+    return watermark >= end_minute + _MINUTE
 
 
 async def finalize_ready(

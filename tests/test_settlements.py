@@ -68,7 +68,8 @@ async def test_settlement_energy_is_the_sum_of_minute_energies_across_daily_rese
     keys, url = agg.common.keys, agg.common.database_url
     last_closed = ((await now_ms(redis_client)) - 10_000) // MIN * MIN - MIN
     m0 = last_closed - 19 * MIN
-    t1, t2, t3 = m0 + 5 * MIN, m0 + 15 * MIN, m0 + 18 * MIN + 30_000
+    # snapshots every 10 s at :00 ... :50; minute b's energy flowed over (b - 10 s, b + 50 s]
+    t1, t2, t3 = m0 + 5 * MIN - 10_000, m0 + 15 * MIN - 10_000, m0 + 18 * MIN + 30_000
     daily, total, true_imp, true_exp = 40.0, 9000.0, 0.0, 0.0
     points, cumulative = [], []  # (at, import Wh, export Wh since the first point)
     for i, at in enumerate(range(m0 - 10_000, last_closed + MIN, 10_000)):
@@ -93,11 +94,11 @@ async def test_settlement_energy_is_the_sum_of_minute_energies_across_daily_rese
     assert report is not None and report.watermark is not None and report.watermark >= _dt(last_closed)
 
     def true_between(start: int | None, end: int) -> tuple[float, float]:
-        """What the device counted: every sample strictly before the close (it settles just before)."""
-        before = [c for c in cumulative if c[0] < end]
-        base = [c for c in cumulative if start is not None and c[0] < start]
+        """What the device counted in (start, end]: the steps of the samples in it."""
+        upto = [c for c in cumulative if c[0] <= end][-1]
+        base = [c for c in cumulative if start is not None and c[0] <= start]
         b = base[-1] if base else (0, 0.0, 0.0)
-        return before[-1][1] - b[1], before[-1][2] - b[2]
+        return upto[1] - b[1], upto[2] - b[2]
 
     closes = {1: t1, 2: t2, 3: t3}
     tamper = {3: 50.0}
@@ -120,8 +121,8 @@ async def test_settlement_energy_is_the_sum_of_minute_energies_across_daily_rese
     p3, p2, p1 = listed
     assert all(s["status"] == "final" for s in listed)
     assert [s["id"] for s in made] == [p1["id"], p2["id"], p3["id"]]
-    # contiguous periods: each starts where the previous ended; the first at the first aggregated minute
-    assert p1["period_start"] == _dt(m0 - MIN).isoformat().replace("+00:00", "Z")
+    # contiguous periods: each starts where the previous ended; the first at the first snapshot
+    assert p1["period_start"] == _dt(m0 - 10_000).isoformat().replace("+00:00", "Z")
     assert p1["period_end"] == p2["period_start"] and p2["period_end"] == p3["period_start"]
     assert p3["period_end"] == _dt(t3).isoformat().replace("+00:00", "Z")
     with psycopg.connect(url) as conn:
@@ -139,23 +140,26 @@ async def test_settlement_energy_is_the_sum_of_minute_energies_across_daily_rese
     def minute_sum(table: dict[datetime, float], start: int, end: int) -> float:
         return sum(v for b, v in table.items() if _dt(start) <= b < _dt(end))
 
-    # period 2 spans the daily reset and the re-flash: exactly the minutes' sum and the true energy
-    assert p2["import_wh"] == pytest.approx(minute_sum(minutes, t1, t2), abs=1e-5)
+    # period 2 spans the daily reset and the re-flash: exactly its ten minutes' sum and the true energy
+    assert p2["import_wh"] == pytest.approx(minute_sum(minutes, m0 + 5 * MIN, m0 + 15 * MIN), abs=1e-5)
     assert p2["import_wh"] == pytest.approx(true_between(t1, t2)[0], abs=1e-5)
-    assert p2["export_wh"] == pytest.approx(minute_sum(exports, t1, t2), abs=1e-5)
+    assert p2["export_wh"] == pytest.approx(minute_sum(exports, m0 + 5 * MIN, m0 + 15 * MIN), abs=1e-5)
+    assert p2["export_wh"] == pytest.approx(true_between(t1, t2)[1], abs=1e-5)
     assert p2["net_wh"] == pytest.approx(p2["export_wh"] - p2["import_wh"], abs=1e-5)
     assert p2["minutes"] == 10 and p2["mismatch"] is False
     assert p2["diff_import_wh"] == pytest.approx(0.0, abs=1e-4)
-    assert p1["import_wh"] == pytest.approx(minute_sum(minutes, m0 - MIN, t1), abs=1e-5)
-    # the mid-minute close splits its minute pro rata; nothing is lost or counted twice
+    assert p1["import_wh"] == pytest.approx(minute_sum(minutes, m0 - MIN, m0 + 5 * MIN), abs=1e-5)
+    assert p1["import_wh"] == pytest.approx(true_between(None, t1)[0], abs=1e-5) and p1["mismatch"] is False
+    # the close at 18:30 takes 40 s of minute 18's span (17:50, 18:50]; nothing lost or counted twice
     boundary = minutes[_dt(m0 + 18 * MIN)]
-    assert p3["import_wh"] == pytest.approx(minute_sum(minutes, t2, m0 + 18 * MIN) + boundary / 2, abs=1e-5)
+    expected = minute_sum(minutes, m0 + 15 * MIN, m0 + 18 * MIN) + boundary * 40 / 60
+    assert p3["import_wh"] == pytest.approx(expected, abs=1e-5)
     total_pipeline = sum(s["import_wh"] for s in listed)
     assert total_pipeline == pytest.approx(
-        minute_sum(minutes, m0 - MIN, m0 + 18 * MIN) + boundary / 2, abs=1e-5
+        minute_sum(minutes, m0 - MIN, m0 + 18 * MIN) + boundary * 40 / 60, abs=1e-5
     )
     # the tampered counter: 50 Wh more than the pipeline saw -> flagged, and one warning event
-    assert p3["mismatch"] is True and p3["diff_import_wh"] == pytest.approx(50.0, abs=0.5)
+    assert p3["mismatch"] is True and p3["diff_import_wh"] == pytest.approx(50.0, abs=1.0)
     assert p3["device_import_wh"] == pytest.approx(true_between(t2, t3)[0] + 50.0)
     mismatches = _events(url, MISMATCH_EVENT)
     assert len(mismatches) == 1
@@ -280,7 +284,13 @@ async def test_csv_export_and_lazy_finalization(
         with psycopg.connect(url) as conn:
             conn.execute(
                 f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute) values ('minutes', %s)",
-                (datetime(2026, 11, 23, 12, 30, tzinfo=UTC),),
+                (datetime(2026, 11, 23, 12, 30, tzinfo=UTC),),  # the close's own minute ...
+            )
+        still = (await api.client.get(f"/meters/C1/settlements/{sid}")).json()["status"]
+        with psycopg.connect(url) as conn:  # ... and the next one
+            conn.execute(
+                f"update {Tables.AGGREGATOR_WATERMARK} set minute = %s",
+                (datetime(2026, 11, 23, 12, 31, tzinfo=UTC),),
             )
         as_csv = await api.client.get(f"/meters/C1/settlements/{sid}", headers={"Accept": "text/csv"})
         by_query = await api.client.get(f"/meters/C1/settlements/{sid}?format=csv")
@@ -291,9 +301,11 @@ async def test_csv_export_and_lazy_finalization(
     (row,) = list(csv.DictReader(io.StringIO(as_csv.text)))
     assert row["status"] == "final" and row["meter_id"] == "C1" and row["seq"] == "1"
     assert row["period_start"] == "2026-11-23T12:27:00Z" and row["period_end"] == "2026-11-23T12:30:15Z"
-    assert float(row["import_wh"]) == pytest.approx(3.25)  # three minutes + a quarter of 12:30
-    assert float(row["export_wh"]) == pytest.approx(1.3)
-    assert float(row["diff_import_wh"]) == pytest.approx(-0.25) and row["mismatch"] == "False"
+    assert still == "pending"
+    # three minutes + 20 s of 12:30's span (12:29:55, 12:30:55]
+    assert float(row["import_wh"]) == pytest.approx(3 + 1 / 3)
+    assert float(row["export_wh"]) == pytest.approx(1.2 + 0.4 / 3)
+    assert float(row["diff_import_wh"]) == pytest.approx(-1 / 3) and row["mismatch"] == "False"
     assert len(list(csv.DictReader(io.StringIO(whole.text)))) == 1
     assert missing.status_code == 404
 
@@ -323,7 +335,8 @@ async def test_cli_settles_waits_for_the_energies_and_times_out(
         pending_code, pending_out = await cli("CLI1", "--request-id", "cli-1", "--wait-final", "1")
         with psycopg.connect(url) as conn:  # the aggregator passes the close
             conn.execute(
-                f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute) values ('minutes', now())"
+                f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute)"
+                " values ('minutes', now() + interval '2 minutes')"
             )
         final_code, final_out = await cli("CLI1", "--request-id", "cli-1", "--wait-final", "30")
         csv_code, csv_out = await cli("CLI1", "--list", "--csv")
@@ -426,3 +439,67 @@ async def test_fleet_settle_in_one_round_with_timeouts_unknowns_and_a_concurrent
     # each meter got settle once: the winner's round (F1, F2, and F3 if it was the whole fleet) plus F3
     # from the whole fleet's round if that one lost; busy and unknown meters were never sent anything
     assert sorted(m for m, _ in meter.commands("settle")) == ["F1", "F2", "F3"]
+
+
+@pytest.mark.slow
+async def test_a_simulated_meter_and_the_pipeline_agree_and_a_tampered_counter_is_flagged(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """The whole chain with the real simulator: meters publish, the ingest stores, the settle command
+    resets the simulator's settlement counters, the aggregator closes the minutes, and a read
+    finalizes: the honest meter agrees with the pipeline, the tampered one raises the event."""
+    import dataclasses
+
+    import aggregator.service
+    import ingest.service
+    from aggregator.settings import Settings as AggregatorSettings
+    from edge.service import run as run_fleet
+    from edge.settings import Settings as EdgeSettings
+    from ingest.settings import Settings as IngestSettings
+    from tests.support.sim_support import wait_for
+
+    env = Env({**environ, "ENERLINK_AGGREGATOR_METRICS_PORT": "0"})
+    keys = Keys(environ["ENERLINK_KEY_PREFIX"])
+    ready = asyncio.Event()
+    worker = asyncio.create_task(ingest.service.run(IngestSettings.from_env(env), ready=ready), name="ingest")
+    await asyncio.wait_for(ready.wait(), 30)
+    fleet_settings = dataclasses.replace(
+        EdgeSettings.from_env(env),
+        meters=2,
+        speed=1.0,
+        interval_s=2.0,
+        progress=False,
+        status_interval_s=3600.0,
+    )
+    runners: list[Any] = []
+    fleet = asyncio.create_task(run_fleet(fleet_settings, on_ready=runners.append), name="fleet")
+    try:
+        await wait_for(lambda: bool(runners), limit_s=60)
+        runners[0].sim.battery.energy_wh[:] = 0.0  # empty batteries: the homes import from the grid
+        await wait_for(lambda: runners[0].steps >= 10, limit_s=60)
+        assert await redis_client.hexists(keys.meters, "METER002")
+        runners[0].sim.counters.settlement[1, 1] += 100.0  # METER002's import counter, tampered
+        async with serve_api(environ) as api:
+            made = [
+                (await api.client.post(f"/meters/{m}/settlements", json={"timeout_s": 10})).json()
+                for m in ("METER001", "METER002")
+            ]
+            assert all(s["status"] == "pending" for s in made), made
+            end = max(datetime.fromisoformat(s["period_end"].replace("Z", "+00:00")) for s in made)
+            # the end's minute and the next one closed (+ the aggregator's grace)
+            closed_at = end.replace(second=0, microsecond=0).timestamp() + 120 + 12
+            await asyncio.sleep(max(0.0, closed_at - time.time()))
+            await aggregator.service.run(AggregatorSettings.from_env(env), once=True)
+            honest, tampered = [
+                (await api.client.get(f"/meters/{s['meter_id']}/settlements/{s['id']}")).json() for s in made
+            ]
+    finally:
+        for task in (fleet, worker):
+            task.cancel()
+        await asyncio.gather(fleet, worker, return_exceptions=True)
+    assert honest["status"] == tampered["status"] == "final", (honest, tampered)
+    assert honest["minutes"] >= 1 and honest["mismatch"] is False, honest
+    assert abs(honest["diff_import_wh"]) < 10 and abs(honest["diff_export_wh"]) < 10, honest
+    assert tampered["mismatch"] is True and tampered["diff_import_wh"] == pytest.approx(100.0, abs=10.0)
+    (event,) = _events(environ["ENERLINK_DATABASE_URL"], MISMATCH_EVENT)
+    assert event["meter_id"] == "METER002" and event["details"]["settlement_id"] == tampered["id"]
