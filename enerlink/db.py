@@ -6,10 +6,14 @@ They are applied in version order, each in its own transaction, under an advisor
 recorded in ``Tables.MIGRATIONS``; running :func:`migrate` again is a no-op. Objects are created
 in the connection's current schema, so a test isolates itself with ``options=-csearch_path=...``
 in its database URL.
+
+A service may start before PostgreSQL (or restart while it is down): :func:`migrate` waits for it,
+retrying the connection with capped, jittered backoff and logging each attempt, until cancelled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import re
@@ -21,6 +25,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from enerlink.backoff import Backoff
 from schemas.wire import Tables
 
 log = logging.getLogger(__name__)
@@ -68,11 +73,27 @@ async def connect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnect
     return await psycopg.AsyncConnection.connect(url, autocommit=autocommit)
 
 
+async def connect_when_up(
+    url: str, *, autocommit: bool = False
+) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    """Like :func:`connect`, but wait for PostgreSQL to accept connections (backoff, until cancelled)."""
+    backoff = Backoff(initial=0.5, cap=10.0)
+    while True:
+        try:
+            return await connect(url, autocommit=autocommit)
+        except psycopg.OperationalError as exc:
+            delay = backoff.next_delay()
+            log.warning(
+                "postgres: not reachable (attempt %d, next in %.1f s): %s", backoff.attempt, delay, exc
+            )
+            await asyncio.sleep(delay)
+
+
 async def migrate(url: str) -> list[int]:
-    """Apply pending migrations; return the versions applied now."""
-    started = time.monotonic()
+    """Apply pending migrations (waiting for PostgreSQL to be up); return the versions applied now."""
     applied: list[int] = []
-    async with await connect(url) as conn:
+    async with await connect_when_up(url) as conn:
+        started = time.monotonic()
         schema = str((await (await conn.execute("select current_schema()")).fetchone() or ("public",))[0])
         lock_key = zlib.crc32(f"enerlink-migrate:{schema}".encode())
         await conn.execute("select pg_advisory_lock(%s)", (lock_key,))
