@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     registry = CollectorRegistry()
     _metrics(registry, app)
+    registry.register(history.QUERY_STATS)  # refused, timed-out and auto-resolved history/health queries
 
     @app.get("/metrics", include_in_schema=False, dependencies=secured)
     async def metrics() -> Response:
