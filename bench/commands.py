@@ -53,7 +53,7 @@ async def responder(common: CommonSettings) -> AsyncIterator[None]:
         async def _serve() -> None:
             async for message in client.messages:
                 meter = str(message.topic).split("/")[-2]
-                command = sim_commands.parse(bytes(message.payload))  # type: ignore[arg-type]
+                command = sim_commands.parse(bytes(message.payload))
                 result = (
                     {"settled_import_wh": 1.0, "settled_export_wh": 0.5} if command.cmd == "settle" else {}
                 )

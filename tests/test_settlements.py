@@ -126,12 +126,12 @@ async def test_settlement_energy_is_the_sum_of_minute_energies_across_daily_rese
     assert p1["period_end"] == p2["period_start"] and p2["period_end"] == p3["period_start"]
     assert p3["period_end"] == _dt(t3).isoformat().replace("+00:00", "Z")
     with psycopg.connect(url) as conn:
-        minutes = dict(
+        minutes: dict[datetime, float] = dict(
             conn.execute(
                 f"select bucket, import_energy_wh from {Tables.TELEMETRY_AGGREGATES} where meter_id = 'S1'"
             ).fetchall()
         )
-        exports = dict(
+        exports: dict[datetime, float] = dict(
             conn.execute(
                 f"select bucket, export_energy_wh from {Tables.TELEMETRY_AGGREGATES} where meter_id = 'S1'"
             ).fetchall()
@@ -247,7 +247,7 @@ async def test_offline_meter_gives_a_clear_timeout_and_no_settlement(
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(2.0):
                 async for message in c.messages:
-                    received.append(bytes(message.payload))  # type: ignore[arg-type]
+                    received.append(bytes(message.payload))
     assert received == []  # the meter does not settle hours later behind the caller's back
 
 
@@ -404,8 +404,8 @@ async def test_fleet_settle_in_one_round_with_timeouts_unknowns_and_a_concurrent
     environ: dict[str, str], redis_client: aioredis.Redis
 ) -> None:
     common = CommonSettings.from_env(Env(environ))
-    for meter in ("F1", "F2", "F3", "GHOST"):
-        await _register(redis_client, common.keys, meter, online=meter != "GHOST")
+    for name in ("F1", "F2", "F3", "GHOST"):
+        await _register(redis_client, common.keys, name, online=name != "GHOST")
 
     def script(meter: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]] | None:
         if meter == "F3":

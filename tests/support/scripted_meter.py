@@ -55,7 +55,7 @@ async def scripted_meter(
             async with asyncio.TaskGroup() as group:
                 async for message in client.messages:
                     meter = str(message.topic).split("/")[-2]
-                    body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                    body = json.loads(bytes(message.payload))
                     state.received.append((meter, body))
                     group.create_task(_answer(meter, body), name=f"answer-{meter}")
 
