@@ -68,7 +68,7 @@ async def broker_ceiling(broker: Broker, topic: str, *, messages: int, meters: i
 
 async def ingest_rate(
     broker: Broker, redis_url: str, *, messages: int, meters: int, window: int
-) -> tuple[float, list[float]]:
+) -> tuple[float, list[float], float]:
     tag = uuid.uuid4().hex[:8]
     topics, keys = Topics(f"bench{tag}/enerlink"), Keys(f"bench{tag}:telemetry")
     env = {
@@ -102,19 +102,29 @@ async def ingest_rate(
                 body = dict(FIXTURE, meterId="PROBE", datetime=datetime.now(UTC).isoformat())
                 await pub.one(topics.data, orjson.dumps(body))
                 await asyncio.sleep(0.3)
+        assert worker.process is not None
+        cpu_before = _cpu_seconds(worker.process.pid)
         started = await _publish(broker.url, topics.data, messages=messages, meters=meters, window=window)
         started_wall = time.time() - (time.monotonic() - started)  # the first publish, wall clock
         out, _ = await asyncio.wait_for(listener.communicate(), timeout=600)
         arrivals = orjson.loads(out)
         rate = messages / (arrivals[-1][0] - started_wall)
         latencies = [(now - _epoch(stamp)) * 1000 for now, stamp in arrivals]
+        assert worker.process is not None
+        cpu_s = _cpu_seconds(worker.process.pid) - cpu_before
     finally:
         worker.kill()
         keys_left = [k async for k in client.scan_iter(match=f"{keys.prefix}:*", count=1000)]
         if keys_left:
             await client.delete(*keys_left)
         await client.aclose()
-    return rate, latencies
+    return rate, latencies, cpu_s
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _epoch(stamp: str) -> float:
@@ -164,12 +174,16 @@ async def main() -> None:
         kw = {"messages": args.messages, "meters": args.meters, "window": args.window}
         for n in range(1, args.rounds + 1):
             ceiling = await broker_ceiling(broker, f"bench/ceiling{n}/meters/data", **kw)
-            rate, latencies = await ingest_rate(broker, redis_url, **kw)
+            rate, latencies, cpu_s = await ingest_rate(broker, redis_url, **kw)
             ratios.append(rate / ceiling)
             label = f" (round {n})" if args.rounds > 1 else ""
             print(f"broker ceiling     {ceiling:,.0f} msg/s (mosquitto_sub -q 2){label}")
             print(f"ingest (1 worker)  {rate:,.0f} msg/s stored in Redis")
             print(f"ratio              {rate / ceiling:.0%} of the ceiling")
+            print(
+                f"worker CPU         {cpu_s * 1e6 / args.messages:.0f} us per message "
+                f"(capacity about {args.messages / max(cpu_s, 1e-9):,.0f} msg/s on one core)"
+            )
             print(
                 f"latency            p50 {_pct(latencies, 50):.1f} ms, p99 {_pct(latencies, 99):.1f} ms "
                 "(device datetime -> stored)"
