@@ -5,18 +5,32 @@ crash loses what was acknowledged but not yet stored. Here, on the paho client u
 (``aiomqtt.Client._client``; aiomqtt is pinned below 3):
 
 * ``manual_ack_set(True)`` is switched on before connecting (a resumed session redelivers right
-  after CONNACK), and paho's ``on_message`` is replaced by :meth:`Session._on_message`, which only
-  appends ``(topic, payload, mid, qos, dup)`` to a deque: no aiomqtt queue, no per-message task;
+  after CONNACK); the socket is read by :class:`ingest.mqtt_reader.Reader`, installed in place of
+  aiomqtt's reader when paho opens the socket: it decodes PUBLISH packets itself (many per wake-up)
+  and appends ``(topic, payload, mid, qos, dup)`` to a deque: no aiomqtt queue, no per-message task;
 * we subscribe at QoS 1 (devices still publish at QoS 2; QoS 2 with manual ack stalls a resumed
-  session because paho does not answer a re-sent PUBREL it does not know) and send each PUBACK with
-  ``ack(mid, 1)`` only after the batch is in Redis (:meth:`Session.ack`);
-* the broker sends about Receive Maximum (``ENERLINK_INGEST_RECEIVE_MAXIMUM``) unacknowledged
-  messages, so while Redis is down nothing is acknowledged, the window fills and the broker keeps
-  the rest in the persistent session. Mosquitto 2.0 overshoots that window when a session resumes
-  with a backlog (measured: 4,287 held with a window of 1,000, about 8 MB). Reaching
-  :attr:`Session.bound` is logged; nothing is dropped. Pausing the socket reader at the bound
-  (:meth:`Session._pause`, TCP flow control) is written but not switched on: it stalled the kill -9
-  soak test and was not finished in time.
+  session because paho does not answer a re-sent PUBREL it does not know), with retain handling 1
+  (a retained message is delivered when the subscription is new, not at every reconnect), and
+  acknowledge only after the batch is in Redis (:meth:`Session.ack`: the PUBACKs of a batch go out
+  in one write);
+* the subscription runs beside the worker's batches: a resumed session's backlog arrives ahead of
+  the SUBACK, and must be stored and acknowledged for the reader to get to it.
+
+Memory held is bounded (``ENERLINK_INGEST_MAX_HELD`` messages, ``ENERLINK_INGEST_MAX_HELD_BYTES``
+payload bytes). "Held" is every message received and not yet acknowledged: in the deque or in the
+batch being written. The broker is told a Receive Maximum (``ENERLINK_INGEST_RECEIVE_MAXIMUM``), but
+Mosquitto 2.0 overshoots it when a session resumes with a backlog (measured: 4,287 held with a window
+of 1,000), so the window alone is no bound. The reader checks the cap before decoding each PUBLISH;
+at the cap it removes itself from the event loop, and TCP flow control holds the broker back (the
+rest waits in the session queue, where it belongs). Each acknowledgement makes room and resumes it,
+with an immediate read of what is already buffered (bytes in the reader's buffer or an SSL object
+raise no new readable event). So the peak held is at most ``max_held`` messages, and at most
+``max_held_bytes`` plus one message (the broker's ``max_packet_size``, 1 MiB) of payload, plus the
+reader's raw buffer (256 KB); a single message larger than the byte cap still goes through alone.
+While the reader is stopped paho sees no bytes: a stop longer than about 1.5 keepalives (Redis down
+with a full window) ends in a keepalive timeout, a reconnect with backoff and a redelivery, nothing
+lost. Metrics: ``enerlink_ingest_held_messages``, ``..._held_messages_peak``, ``..._held_bytes_peak``,
+``enerlink_ingest_reader_pauses``.
 """
 
 from __future__ import annotations

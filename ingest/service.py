@@ -15,9 +15,13 @@ Design (nothing lost, nothing doubled):
    redelivery is only counted (``duplicates``).
 4. Backpressure: when Redis is down or slow the write is retried with capped exponential backoff
    and nothing is acknowledged; the broker stops sending once Receive Maximum messages are
-   unacknowledged and keeps the rest queued in the session. Memory is bounded by that window.
+   unacknowledged and keeps the rest queued in the session. Memory is bounded by a hard cap
+   (``ENERLINK_INGEST_MAX_HELD`` messages / ``ENERLINK_INGEST_MAX_HELD_BYTES``), enforced by the
+   socket reader because Mosquitto overshoots the window on resume (:mod:`ingest.mqtt_source`).
    If the MQTT connection drops meanwhile, the batch is still written once Redis is back, and the
    broker redelivers it (a duplicate, absorbed).
+5. A flooding device is cut to ``ENERLINK_INGEST_METER_RATE`` readings per second of its own clock,
+   the rest rejected as ``rate_limited``, counted per meter and dead-lettered (:mod:`ingest.limits`).
 
 Operators running several workers in a shared group: Mosquitto keeps routing a share of the
 traffic to a member whose persistent session is disconnected (e.g. killed), delivering it only when
