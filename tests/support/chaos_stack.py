@@ -5,10 +5,13 @@ PostgreSQL, Redis or Mosquitto:
 
 * Mosquitto from the project's configuration (persistence on; restarted with SIGTERM, which saves
   its sessions and queues);
-* Redis with ``appendonly yes`` and ``appendfsync always``: the ingest acknowledges a message to
-  the broker only after Redis answered the write, so the write must be on disk by then, or a
-  kill -9 of Redis would lose acknowledged data (``everysec`` can lose the last second). Batches
-  of up to ``ENERLINK_INGEST_BATCH`` messages share one fsync, so the cost is one fsync per batch;
+* Redis with ``appendonly yes`` and ``appendfsync always``. Without an append-only file a Redis
+  restart loses the live window the aggregator has not closed yet, although the ingest already
+  acknowledged those messages to the broker. The ingest acknowledges only after Redis answered the
+  write, and Redis write()s the AOF before it answers, so a kill -9 of Redis alone is survived with
+  ``everysec`` too; ``always`` also fsyncs before answering, so a power cut or VM crash loses
+  nothing acknowledged either (``everysec``: up to ~1 s). Batches of up to
+  ``ENERLINK_INGEST_BATCH`` messages share one fsync, so the cost is one fsync per batch;
 * PostgreSQL from :mod:`tests.support.pgserver`;
 * a TCP proxy (:mod:`tests.support.chaos_proxy`) between the fleet and the broker, to cut the edge;
 * ``enerlink ingest`` x N (one shared-subscription group), ``enerlink aggregate`` and a simulated
