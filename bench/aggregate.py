@@ -226,9 +226,14 @@ async def main() -> None:
                 assert report.rows == args.meters, report
                 print(f"  job {k + 1}/{len(minutes)}: {agg_s:.2f} s")
         ratio = agg_s / floor_s
+        from redis.utils import HIREDIS_AVAILABLE
+
+        from aggregator.fastparse import DECODER
+
         print(
             f"meters {args.meters}, snapshots/meter {args.snapshots}, status/meter {args.statuses},"
-            f" workers {settings.workers}, cpus {os.cpu_count()}"
+            f" workers {settings.workers}, cpus {os.cpu_count()}, decoder {DECODER},"
+            f" hiredis {'yes' if HIREDIS_AVAILABLE else 'no'}"
         )
         print(
             f"floor:     {floor_s:6.2f} s  (pipelined read {read_s:.2f} s"
