@@ -194,7 +194,9 @@ async def describe_meter(redis: aioredis.Redis, keys: Keys, meter_id: str) -> st
         parts.append("last seen unknown")
     presence = _parse_ack(presence_raw.encode() if isinstance(presence_raw, str) else presence_raw or b"")
     if presence is not None and presence.get("online") is False:
-        since = presence.get("since")
+        since = presence.get("since")  # the ingest writes epoch ms
+        if isinstance(since, int | float) and not isinstance(since, bool) and since > 0:
+            since = _iso_ms(since)
         parts.append(f"offline since {since}" if since else "offline")
     return ", ".join(parts)
 

@@ -54,9 +54,8 @@ def _rows(url: str) -> list[dict[str, Any]]:
 async def _register(redis: aioredis.Redis, keys: Keys, meter: str, *, online: bool | None = None) -> None:
     await redis.hset(keys.meters, meter, str(int(time.time() * 1000) - 300_000))
     if online is not None:
-        await redis.hset(
-            keys.presence, meter, json.dumps({"online": online, "since": "2026-11-23T17:00:00Z"})
-        )
+        since = int(datetime(2026, 11, 23, 17, 0, tzinfo=UTC).timestamp() * 1000)  # epoch ms, as the ingest
+        await redis.hset(keys.presence, meter, json.dumps({"online": online, "since": since}))
 
 
 async def test_settlement_energy_is_the_sum_of_minute_energies_across_daily_reset_and_reflash(
