@@ -164,8 +164,8 @@ async def test_health_aggregates_and_events_from_a_scripted_status_series(
     await store(redis_client, keys, "H2", [(back, status("H2", back, uptime=500_000))])
     with psycopg.connect(url) as conn:
         conn.execute(
-            f"update {Tables.AGGREGATOR_WATERMARK} set minute = minute - interval '1 minute'"
-            " where name = 'health_minutes'"
+            f"update {Tables.AGGREGATOR_WATERMARK} set minute = %s where name = 'health_minutes'",
+            (dt(closed_end - 2 * MIN),),
         )
     await run(settings, once=True)
     after = events(url)
