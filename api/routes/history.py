@@ -46,7 +46,7 @@ STAT_SUFFIXES = ("avg", "min", "max", "last", "ratio")
 _FIELD = re.compile(r"^[a-z0-9_]{1,80}$")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # hashable: a Prometheus registry keys its collectors
 class QueryStats:
     """Bounded-query counters of the history and health routes (a Prometheus collector)."""
 
