@@ -75,6 +75,8 @@ async def test_ten_years_of_history(environ: dict[str, str], database_url: str) 
         hours = await api.client.get("/meters/METER001/history", params={**DECADE, "resolution": "1h"})
         assert hours.status_code == 422 and "87672 points at 1h" in hours.json()["detail"]
         assert history.QUERY_STATS.too_many_points == refused + 2
+        metrics = (await api.client.get("/metrics")).text
+        assert f"enerlink_api_query_too_many_points_total {float(refused + 2)}" in metrics
 
         # a year at auto: 8760 hours fit under 10,000, so the hourly table answers
         year = {"start": "2020-01-01T00:00:00Z", "end": "2020-12-31T00:00:00Z", "resolution": "auto"}
@@ -113,6 +115,8 @@ async def test_a_slow_query_is_cancelled_and_counted(
         assert slow.status_code == 503
         assert "longer than 0.3 s" in slow.json()["detail"] and "coarser" in slow.json()["detail"]
         assert history.QUERY_STATS.timeouts == timeouts + 1
+        metrics = (await api.client.get("/metrics")).text
+        assert f"enerlink_api_query_timeouts_total {float(timeouts + 1)}" in metrics
         assert health.status_code == 200
         again = await api.client.get(path, params=DECADE)
         assert again.status_code == 200 and len(again.json()["points"]) == 120

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -303,3 +304,61 @@ async def test_blocked_send_drops_the_client_even_when_its_queue_has_room(
             assert ended and read < len(payload) * 200
         finally:
             slow.close()
+
+
+def _frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each complete server frame (unmasked, no extensions) in ``data``."""
+    out: list[tuple[int, bytes]] = []
+    at = 0
+    while at + 2 <= len(data):
+        opcode, length = data[at] & 0x0F, data[at + 1] & 0x7F
+        head = 2
+        if length == 126:
+            length, head = int.from_bytes(data[at + 2 : at + 4], "big"), 4
+        elif length == 127:
+            length, head = int.from_bytes(data[at + 2 : at + 10], "big"), 10
+        if at + head + length > len(data):
+            break
+        out.append((opcode, data[at + head : at + head + length]))
+        at += head + length
+    return out
+
+
+def _read_to_end(sock: socket.socket, *, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    chunks = []
+    with contextlib.suppress(ConnectionResetError, TimeoutError):
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def test_a_stalled_client_that_reads_again_gets_the_close_reason(
+    environ: dict[str, str], uid: str, data_fixture_bytes: bytes
+) -> None:
+    """The close is not lost when the peer can still take it: a client that stalls until it is
+    dropped and then reads again finds the 1013 close frame with the reason after its data."""
+    message = json.loads(data_fixture_bytes)
+    message["padding"] = base64.b64encode(os.urandom(48_000)).decode()
+    payload = json.dumps(message).encode()
+    async with serve_api(environ, ENERLINK_API_WS_QUEUE="20", ENERLINK_API_WS_SEND_TIMEOUT_S="20") as api:
+        await _live(api)
+        port = int(api.url.rsplit(":", 1)[1])
+        stalled = await asyncio.to_thread(_raw_websocket, port, "/ws/telemetry")
+        try:
+            endpoint = MqttEndpoint.parse(environ["ENERLINK_MQTT_URL"])
+            async with mqtt.client(endpoint, identifier=f"stall-{uid}") as client:
+                for _ in range(400):  # until the queue of 20 overflows behind the full socket
+                    await client.publish(Topics(environ["ENERLINK_TOPIC_PREFIX"]).data, payload, qos=1)
+                    if "enerlink_api_live_dropped_clients 1.0" in (await api.client.get("/metrics")).text:
+                        break
+            assert "enerlink_api_live_dropped_clients 1.0" in (await api.client.get("/metrics")).text
+            data = await asyncio.to_thread(_read_to_end, stalled, timeout=30)
+        finally:
+            stalled.close()
+    frames = _frames(data)
+    assert frames and all(opcode in (1, 8, 9) for opcode, _ in frames)  # text, close, ping
+    opcode, close = frames[-1]
+    assert opcode == 8
+    assert int.from_bytes(close[:2], "big") == 1013
+    assert close[2:].decode() == "client too slow: 20 messages queued; reconnect"
