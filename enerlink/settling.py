@@ -3,8 +3,8 @@
 
 One round, whatever the number of meters:
 
-1. one transaction claims every meter (per-meter advisory locks taken in a fixed order, so two
-   rounds over overlapping fleets cannot deadlock): stale ``requested`` rows are cleared (event
+1. one transaction claims every meter (per-meter advisory locks taken in ascending key order, so
+   two rounds over overlapping fleets cannot deadlock): stale ``requested`` rows are cleared (event
    ``settlement_abandoned``), a request id already recorded for a meter returns that settlement, a
    meter with a request in flight is ``InProgress``, every other meter gets a ``requested`` row with
    the next ``seq`` starting where its last period ended;
@@ -85,10 +85,11 @@ async def _claim(
     t = table()
     out: dict[str, Result | Settlement] = {}
     async with conn.transaction():
+        # ascending lock keys: two rounds over overlapping fleets always lock in the same order
         await conn.execute(
-            "select pg_advisory_xact_lock(hashtext('enerlink-settle:' || m))"
-            " from unnest(%s::text[]) as m order by m",
-            (sorted(meters),),
+            "select pg_advisory_xact_lock(k) from (select distinct hashtext('enerlink-settle:' || m) as k"
+            " from unnest(%s::text[]) as m order by k) as keys",
+            (meters,),
         )
         stale = await fetch(
             conn,
