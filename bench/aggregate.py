@@ -102,6 +102,16 @@ async def _load(
         await pipe.execute()
 
 
+async def _cpu(r: aioredis.Redis) -> tuple[float, float]:
+    """CPU seconds of this process and of the Redis server (shared: other clients count too)."""
+    info: dict[str, Any] = await r.info("cpu")
+    return time.process_time(), float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _minus(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    return a[0] - b[0], a[1] - b[1]
+
+
 async def _only_due(url: str, minute: int) -> None:
     """Move both watermarks (data, device health) to just before ``minute``."""
     before = datetime.fromtimestamp((minute - MINUTE_MS) / 1000, UTC)
@@ -204,10 +214,12 @@ async def main() -> None:
         at = datetime.fromtimestamp(minutes[0] / 1000, UTC)
         health_row = (at, 2, -50.5, -51.0, 0.0, 0.0, 0, 1, 0, 7, 7, 1)
         health_rows = [(m, *health_row) for m in meters]
+        cpu0 = await _cpu(r)
         read_s, copy_s = await _floor(
             r, keys, meters, minute=minutes[0], url=url, rows=rows, health_rows=health_rows
         )
         floor_s = read_s + copy_s
+        floor_cpu = _minus(await _cpu(r), cpu0)
         from aggregator.service import _executor
 
         with _executor(settings) as pool:
@@ -220,9 +232,11 @@ async def main() -> None:
                         r, keys, meters, minute=minute, per_meter=args.snapshots, statuses=args.statuses
                     )
                 await _only_due(url, minute)
+                cpu0 = await _cpu(r)
                 began = time.perf_counter()
                 report = await aggregator.run_job()
                 agg_s = time.perf_counter() - began
+                agg_cpu = _minus(await _cpu(r), cpu0)
                 assert report.rows == args.meters, report
                 print(f"  job {k + 1}/{len(minutes)}: {agg_s:.2f} s")
         ratio = agg_s / floor_s
@@ -241,6 +255,14 @@ async def main() -> None:
         )
         print(f"aggregate: {agg_s:6.2f} s  ({100 * agg_s / 60:.1f} % of a minute; aim well under 10 %)")
         print(f"ratio:     {ratio:6.2f} x floor (aim <= 2)")
+        # CPU seconds of the client side: the work done, whatever else the machine runs (with
+        # --workers 1 everything the aggregator computes is in this process)
+        where = "" if settings.workers < 2 else " (worker processes not counted: use --workers 1)"
+        print(
+            f"cpu:       client floor {floor_cpu[0]:.2f} s, aggregate {agg_cpu[0]:.2f} s"
+            f" ({agg_cpu[0] / floor_cpu[0]:.2f} x); redis server (shared) floor {floor_cpu[1]:.2f} s,"
+            f" aggregate {agg_cpu[1]:.2f} s{where}"
+        )
     finally:
         for i in range(0, len(meters), 1000):
             await r.delete(*[keys.timeseries(m) for m in meters[i : i + 1000]])
