@@ -7,8 +7,8 @@ kill -9 at any point redoes at most the window it was writing. Per window of up 
 table, one upsert), the events, the meters' event state and the watermark.
 
 Which meters: those in ``latest_status_at`` whose newest status is not older than the window (the
-others have nothing in it). Per meter, two pipelined commands read the window's messages and the
-last message before the window (the reboot baseline).
+others have nothing in it). One Lua call per chunk of :data:`READ_CHUNK` meters returns each one's
+messages in the window and its last message before the window (the reboot baseline).
 
 Late status: the ingest keeps no late index for status messages (unlike data), so a status message
 stored after its minute was aggregated is not re-aggregated, and the events never go back in time
@@ -184,17 +184,32 @@ def _settled(states: dict[str, health.State]) -> None:
         s.changed = s.sensors_changed = False
 
 
+# KEYS: status series of each meter; ARGV: window start, window end (inclusive, ms). Per meter:
+# {members in the window, the last member before it (or none)}. One script call per chunk of meters:
+# status messages are few per meter, and the asyncio client's cost per command was the larger part.
+_READ_STATUS = """
+local out = {}
+for i = 1, #KEYS do
+  local msgs = redis.call('ZRANGEBYSCORE', KEYS[i], ARGV[1], ARGV[2])
+  local base = redis.call('ZREVRANGEBYSCORE', KEYS[i], '(' .. ARGV[1], '-inf', 'LIMIT', 0, 1)
+  out[i] = {msgs, base}
+end
+return out
+"""
+READ_CHUNK = 1000
+
+
 async def _read(
     r: aioredis.Redis, keys: Keys, meters: Sequence[str], lo: int, hi: int
 ) -> list[tuple[list[Any], list[Any]]]:
-    """Per meter: the window's messages and the last one before it (two plain commands each)."""
+    """Per meter: the window's messages and the last one before it."""
+    script = r.register_script(_READ_STATUS)
     pipe = r.pipeline(transaction=False)
-    for meter in meters:
-        key = keys.status_timeseries(meter)
-        pipe.zrangebyscore(key, lo, hi)
-        pipe.zrevrangebyscore(key, f"({lo}", "-inf", start=0, num=1)
+    for i in range(0, len(meters), READ_CHUNK):
+        chunk = [keys.status_timeseries(m) for m in meters[i : i + READ_CHUNK]]
+        await script(keys=chunk, args=[lo, hi], client=pipe)
     replies: list[Any] = await pipe.execute()
-    return list(zip(replies[::2], replies[1::2], strict=True))
+    return [(msgs, base) for reply in replies for msgs, base in reply]
 
 
 def _statuses(meter: str, raws: list[Any], report: HealthReport) -> list[health.Status]:
