@@ -186,7 +186,9 @@ async def test_retried_request_does_not_settle_twice_and_concurrent_requests_do_
         first = await api.client.post("/meters/R1/settlements", headers={"Idempotency-Key": "inv-1"})
         again = await api.client.post("/meters/R1/settlements", json={"request_id": "inv-1"})
         assert first.status_code == 201 and again.status_code == 200, (first.text, again.text)
-        assert again.json() == first.json()
+        assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+        assert first.headers["location"] == f"/meters/R1/settlements/{first.json()['id']}"
+        assert (await api.client.get(first.headers["location"])).json()["id"] == first.json()["id"]
         assert len(meter.commands("settle")) == 1  # the retry did not reach the meter
         assert first.json()["device_import_wh"] == 1.0 and first.json()["status"] == "pending"
         # two different requests at once while the meter is slow: one settles, the other is refused

@@ -142,8 +142,10 @@ async def create_settlement(
         )
     except settlements.SettlementError as exc:
         raise HTTPException(exc.status, str(exc)) from exc
+    response.headers["Location"] = f"/meters/{meter_id}/settlements/{settlement.id}"
     if not created:
         response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
     return _json(settlement)
 
 
