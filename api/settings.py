@@ -7,6 +7,7 @@ from typing import Self
 
 from archiver.storage import StorageSettings
 from enerlink.config import CommonSettings, ConfigError, Env
+from enerlink.settlements import SettlementSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,7 @@ class Settings:
     offline_after_s: float  # /meters: a meter without presence info is online if seen this recently
     query_timeout_s: float  # PostgreSQL statement_timeout of history and health queries
     ws_send_timeout_s: float  # a WebSocket send blocked this long (client not reading) drops the client
+    settlement: SettlementSettings  # commands' ack timeout and settlement tolerances (C1's routes)
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -37,6 +39,7 @@ class Settings:
             offline_after_s=env.float("API_OFFLINE_AFTER_S", 120.0),
             query_timeout_s=env.float("API_QUERY_TIMEOUT_S", 10.0),
             ws_send_timeout_s=env.float("API_WS_SEND_TIMEOUT_S", 10.0),
+            settlement=SettlementSettings.from_env(env),
         )
         if settings.max_points < 1 or settings.ws_queue < 1 or settings.ws_ping_s <= 0:
             raise ConfigError("ENERLINK_API_MAX_POINTS, _WS_QUEUE and _WS_PING_S must be positive")
