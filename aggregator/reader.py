@@ -69,43 +69,67 @@ async def meters(r: Redis, keys: Keys) -> dict[str, int]:
     return {k.decode(): int(float(v)) for k, v in raw.items()}
 
 
-def _queue(pipe: Any, keys: Keys, pairs: Sequence[tuple[str, int]]) -> None:
-    """Four plain commands per item (in-minute members of the live and the late key, and the newest
-    member of each before the minute): cheaper for the single-threaded server than a script that
-    copies every member into Lua and back, which was the serial part when workers read in parallel."""
+# KEYS: timeseries and late-data key of each item, ARGV: each item's minute start (ms). Returns per
+# item {snapshots..., baseline-or-false}: one EVALSHA per chunk instead of four commands per item.
+_READ_ITEMS = """
+local out = {}
+for i = 1, #ARGV do
+  local lo = tonumber(ARGV[i])
+  local hi = lo + 59999
+  local live, late = KEYS[2 * i - 1], KEYS[2 * i]
+  local snaps = redis.call('ZRANGEBYSCORE', live, lo, hi)
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', late, lo, hi)) do snaps[#snaps + 1] = m end
+  local a = redis.call('ZREVRANGEBYSCORE', live, '(' .. ARGV[i], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local b = redis.call('ZREVRANGEBYSCORE', late, '(' .. ARGV[i], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local base = false
+  if #a > 0 and (#b == 0 or tonumber(a[2]) >= tonumber(b[2])) then base = a[1]
+  elseif #b > 0 then base = b[1] end
+  out[i] = {snaps, base}
+end
+return out
+"""
+READ_CHUNK = 500
+
+
+async def read_items(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[Item]:
+    """Snapshots and baseline of every (meter, minute) pair, in this process: one script call per
+    chunk of :data:`READ_CHUNK` items (the asyncio client's cost per command is high)."""
+    script = r.register_script(_READ_ITEMS)
+    pipe = r.pipeline(transaction=False)
+    for i in range(0, len(pairs), READ_CHUNK):
+        chunk = pairs[i : i + READ_CHUNK]
+        chunk_keys = [k for meter, _ in chunk for k in (keys.timeseries(meter), keys.late_data(meter))]
+        await script(keys=chunk_keys, args=[minute for _, minute in chunk], client=pipe)
+    flat = [entry for reply in await pipe.execute() for entry in reply]
+    return [
+        Item(meter, minute, snapshots, baseline or None)
+        for (meter, minute), (snapshots, baseline) in zip(pairs, flat, strict=True)
+    ]
+
+
+def read_items_sync(r: redis.Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[Item]:
+    """The same for worker processes (a plain blocking client): four plain pipelined commands per
+    item (in-minute members of the live and the late key, the newest member of each before the
+    minute). Cheaper for the single-threaded server than the script, which copies every member into
+    Lua and back: with several workers reading at once, the server is the serial part."""
+    pipe = r.pipeline(transaction=False)
     for meter, minute in pairs:
         live, late = keys.timeseries(meter), keys.late_data(meter)
         pipe.zrangebyscore(live, minute, minute + MINUTE_MS - 1)
         pipe.zrangebyscore(late, minute, minute + MINUTE_MS - 1)
         pipe.zrevrangebyscore(live, f"({minute}", "-inf", start=0, num=1, withscores=True)
         pipe.zrevrangebyscore(late, f"({minute}", "-inf", start=0, num=1, withscores=True)
-
-
-def _items(pairs: Sequence[tuple[str, int]], replies: list[Any]) -> list[Item]:
+    replies: list[Any] = pipe.execute()
     out = []
     for i, (meter, minute) in enumerate(pairs):
-        live, late, base_live, base_late = replies[4 * i : 4 * i + 4]
+        live_m, late_m, base_live, base_late = replies[4 * i : 4 * i + 4]
         baseline = None
         if base_live and (not base_late or base_live[0][1] >= base_late[0][1]):
             baseline = base_live[0][0]
         elif base_late:
             baseline = base_late[0][0]
-        out.append(Item(meter, minute, live + late if late else live, baseline))
+        out.append(Item(meter, minute, live_m + late_m if late_m else live_m, baseline))
     return out
-
-
-async def read_items(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[Item]:
-    """Snapshots and baseline of every (meter, minute) pair: one pipelined round trip."""
-    pipe = r.pipeline(transaction=False)
-    _queue(pipe, keys, pairs)
-    return _items(pairs, await pipe.execute())
-
-
-def read_items_sync(r: redis.Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[Item]:
-    """:func:`read_items` for worker processes (a plain blocking client)."""
-    pipe = r.pipeline(transaction=False)
-    _queue(pipe, keys, pairs)
-    return _items(pairs, pipe.execute())
 
 
 async def earliest_ms(r: Redis, keys: Keys, meter_ids: Sequence[str]) -> int | None:

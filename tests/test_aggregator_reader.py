@@ -1,0 +1,55 @@
+"""Both ways of reading a batch from Redis (a script in-process, plain commands in worker
+processes) return the same snapshots and baselines, late data included."""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+
+from aggregator.reader import read_items, read_items_sync
+from tests.conftest import TEST_REDIS_URL
+from tests.test_aggregator import MIN, now_ms, put, settings_for, snapshot
+
+
+async def test_script_and_plain_reads_agree(environ: dict[str, str], redis_client: aioredis.Redis) -> None:
+    keys = settings_for(environ).common.keys
+    m = (await now_ms(redis_client)) // MIN * MIN - 5 * MIN
+    await put(
+        redis_client,
+        keys,
+        "A",
+        [(m - 20_000, snapshot("A", m - 20_000)), (m + 5_000, snapshot("A", m + 5_000))],
+    )
+    # B: its newest point before the minute is late data; a late snapshot inside the minute too
+    await put(
+        redis_client,
+        keys,
+        "B",
+        [(m - 30_000, snapshot("B", m - 30_000)), (m + 1_000, snapshot("B", m + 1_000))],
+    )
+    await put(
+        redis_client,
+        keys,
+        "B",
+        [(m - 10_000, snapshot("B", m - 10_000, import__power=1.0)), (m + 9_000, snapshot("B", m + 9_000))],
+        late=True,
+    )
+    # C: a tie between live and late baselines (the live one wins); D: nothing at all
+    await put(redis_client, keys, "C", [(m - 7_000, snapshot("C", m - 7_000, import__power=2.0))])
+    await put(redis_client, keys, "C", [(m - 7_000, snapshot("C", m - 7_000, import__power=3.0))], late=True)
+    pairs = [("A", m), ("B", m), ("C", m), ("D", m)]
+    scripted = await read_items(redis_client, keys, pairs)
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        plain = read_items_sync(client, keys, pairs)
+    finally:
+        client.close()
+    assert [(i.meter_id, sorted(i.snapshots), i.baseline) for i in scripted] == [
+        (i.meter_id, sorted(i.snapshots), i.baseline) for i in plain
+    ]
+    by_meter = {i.meter_id: i for i in plain}
+    assert len(by_meter["A"].snapshots) == 1 and by_meter["A"].baseline == snapshot("A", m - 20_000)
+    assert len(by_meter["B"].snapshots) == 2
+    assert by_meter["B"].baseline == snapshot("B", m - 10_000, import__power=1.0)
+    assert by_meter["C"].baseline == snapshot("C", m - 7_000, import__power=2.0)
+    assert by_meter["D"].snapshots == [] and by_meter["D"].baseline is None
