@@ -230,7 +230,8 @@ def _statuses(meter: str, raws: list[Any], report: HealthReport) -> list[health.
 
 
 class HealthStep:
-    """Runs inside the aggregator's job (under its advisory lock, on its connection)."""
+    """Runs inside the aggregator's job, under its advisory lock, beside the data minutes on a
+    connection of its own (its tables are its own; events are unique per meter, kind and time)."""
 
     def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
         self.settings = settings
