@@ -70,9 +70,10 @@ class Reader:
 
     def attach(self, sock: Any) -> None:
         """Take over the socket's reader from aiomqtt (call in the event loop, after aiomqtt's)."""
+        if self._paho._sock is not sock or sock.fileno() < 0:
+            return  # already closed (a failed connect): aiomqtt reports it
         self._fd = sock.fileno()
-        if self._fd >= 0:
-            self._loop.add_reader(self._fd, self.read)
+        self._loop.add_reader(self._fd, self.read)
 
     # -- paho's view of the socket ----------------------------------------------------------------
 
@@ -112,6 +113,7 @@ class Reader:
             elif more and not self.paused:
                 self._schedule()  # FILL_MAX reached, or an SSL object may hold decrypted bytes
         except Exception as exc:  # the one boundary: any failure ends this connection
+            self.pause()  # and this reader: nothing more is read from it
             self._on_error(exc)
 
     def _fill(self) -> bool:
@@ -223,8 +225,3 @@ class Reader:
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.read)
-
-    def close(self) -> None:
-        self.paused = True
-        if self._fd >= 0 and self._paho._sock is not None:
-            self._loop.remove_reader(self._fd)
