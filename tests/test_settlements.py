@@ -228,8 +228,8 @@ async def test_offline_meter_gives_a_clear_timeout_and_no_settlement(
     identifier = f"test-off1-{uuid.uuid4().hex[:6]}"
     async with mqtt_client(common.mqtt, identifier=identifier, persistent=True, session_expiry_s=600) as c:
         await c.subscribe(common.topics.command("OFF1"), qos=2)  # then the meter goes away
-    async with serve_api(environ) as api:
-        reply = await api.client.post("/meters/OFF1/settlements", json={"timeout_s": 1.5})
+    async with serve_api(environ, ENERLINK_COMMAND_TIMEOUT_S="1.5") as api:  # the server's own timeout
+        reply = await api.client.post("/meters/OFF1/settlements")
         unknown = await api.client.post("/meters/NEVER1/settlements", json={"timeout_s": 1.5})
         listed = (await api.client.get("/meters/OFF1/settlements")).json()
     assert reply.status_code == 504

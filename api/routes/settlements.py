@@ -9,7 +9,6 @@ minute and its grace later); reading it after that returns it ``final`` with the
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cache
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
@@ -18,7 +17,6 @@ from pydantic import BaseModel, Field
 from api.deps import AppState, State
 from api.models import Problem
 from enerlink import settlements, settling
-from enerlink.config import Env
 from schemas.telemetry import METER_ID_PATTERN
 
 router = APIRouter(tags=["settlements"])
@@ -78,15 +76,8 @@ CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@cache
-def _env_settings() -> settlements.SettlementSettings:
-    return settlements.SettlementSettings.from_env(Env())
-
-
 def settlement_settings(state: State) -> settlements.SettlementSettings:
-    """The API settings' ``settlement`` part when it has one, else built once from the environment."""
-    own = getattr(state.settings, "settlement", None)
-    return own if isinstance(own, settlements.SettlementSettings) else _env_settings()
+    return state.settings.settlement
 
 
 def _wants_csv(request: Request, format: str | None) -> bool:
