@@ -70,10 +70,11 @@ class Reader:
 
     def attach(self, sock: Any) -> None:
         """Take over the socket's reader from aiomqtt (call in the event loop, after aiomqtt's)."""
-        if self._paho._sock is not sock or sock.fileno() < 0:
+        fd: int = sock.fileno()
+        if self._paho._sock is not sock or fd < 0:
             return  # already closed (a failed connect): aiomqtt reports it
-        self._fd = sock.fileno()
-        self._loop.add_reader(self._fd, self.read)
+        self._fd = fd
+        self._loop.add_reader(fd, self.read)
 
     # -- paho's view of the socket ----------------------------------------------------------------
 
