@@ -14,9 +14,10 @@ dead-lettered as one stream entry per meter and batch (the first payload and the
 so the capped dead-letter stream is not flushed by a single device. Acknowledged, therefore
 counted, never silently lost.
 
-What it does not stop: a device inventing a different datetime for every message passes (its data
-is then as wrong as its clock). With several workers in a shared group each applies the limit to
-its own share, so the fleet-wide ceiling is ``rate`` x workers.
+Memory: one entry per meter (the last second seen and its count), at most ``MAX_TRACKED`` meters.
+What it does not stop: a device inventing a different datetime for every message (or alternating
+between two) passes; its data is then as wrong as its clock. With several workers in a shared group
+each applies the limit to its own share, so the fleet-wide ceiling is ``rate`` x workers.
 """
 
 from __future__ import annotations
@@ -24,25 +25,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import islice
 
-MAX_TRACKED = 200_000  # (meter, second) pairs remembered; the oldest half is forgotten beyond it
+MAX_TRACKED = 100_000  # meters remembered (about 150 bytes each); the oldest half is forgotten beyond
 
 
 @dataclass
 class MeterLimiter:
+    """Per meter, the last second of its clock seen and how many messages carried it."""
+
     rate: int
     max_tracked: int = MAX_TRACKED
-    _counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    _last: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def admit(self, meter_id: str, at_ms: int) -> bool:
         """True when the message is within the limit (and count it)."""
         if self.rate <= 0:
             return True
-        key = (meter_id, at_ms // 1000)
-        seen = self._counts.get(key, 0)
-        if seen >= self.rate:
-            return False
-        if not seen and len(self._counts) >= self.max_tracked:
-            for old in list(islice(self._counts, self.max_tracked // 2)):
-                del self._counts[old]
-        self._counts[key] = seen + 1
+        second = at_ms // 1000
+        last = self._last.get(meter_id)
+        if last is not None and last[0] == second:
+            if last[1] >= self.rate:
+                return False
+            self._last[meter_id] = (second, last[1] + 1)
+            return True
+        if last is None and len(self._last) >= self.max_tracked:
+            for old in list(islice(self._last, self.max_tracked // 2)):
+                del self._last[old]
+        self._last[meter_id] = (second, 1)
         return True

@@ -103,3 +103,33 @@ async def test_flooding_meter_is_limited_and_counted_and_the_others_all_stored(
     assert sum(int(e[b"count"]) for e in entries) == limited
     assert len(entries) < limited
     print(f"flood of {FLOOD}: {len(stored)} stored, {limited} rate-limited in {len(entries)} dead letters")
+
+
+async def test_a_meters_backlog_delivered_at_full_speed_is_not_limited(
+    *,
+    broker: Broker,
+    environ: dict[str, str],
+    uid: str,
+    key_prefix: str,
+    topic_prefix: str,
+    redis_client: aioredis.Redis,
+) -> None:
+    """100 minutes of one meter's 5 s readings (an edge replaying its queue, or a session resumed
+    after an outage) arrive in a second or two: far above `rate` per second of arrival, but each
+    reading in a second of its own clock, so all are stored."""
+    keys, topics = Keys(key_prefix), Topics(topic_prefix)
+    settings = ingest_settings(environ, client_id=f"backlog-{uid}")
+    start = ago(minutes=100)
+    backlog = [data_message("BACKLOG", at=start + timedelta(seconds=5 * i), seq=i) for i in range(1200)]
+    async with running(settings), publisher(broker.url, window=100) as pub:
+        await pub.many(((topics.data, p) for p in backlog), qos=1)
+        await wait_until(
+            lambda: _zcard_is(redis_client, keys.timeseries("BACKLOG"), len(backlog)), what="backlog stored"
+        )
+    assert await redis_client.zrange(keys.timeseries("BACKLOG"), 0, -1) == backlog
+    assert not await redis_client.hexists(keys.rejected_counts, "rate_limited")
+    assert await redis_client.xlen(keys.rejected) == 0
+
+
+async def _zcard_is(client: aioredis.Redis, key: str, n: int) -> bool:
+    return int(await client.zcard(key)) >= n
