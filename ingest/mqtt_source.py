@@ -19,18 +19,19 @@ crash loses what was acknowledged but not yet stored. Here, on the paho client u
 Memory held is bounded (``ENERLINK_INGEST_MAX_HELD`` messages, ``ENERLINK_INGEST_MAX_HELD_BYTES``
 payload bytes). "Held" is every message received and not yet acknowledged: in the deque or in the
 batch being written. The broker is told a Receive Maximum (``ENERLINK_INGEST_RECEIVE_MAXIMUM``), but
-Mosquitto 2.0 overshoots it when a session resumes with a backlog (measured: 4,287 held with a window
-of 1,000), so the window alone is no bound. The reader checks the cap before decoding each PUBLISH;
+Mosquitto 2.0 overshoots it when a session resumes with a backlog (measured with the cap lifted:
+17,500 of a 20,000 backlog held at once, window 1,000; libmosquitto's own MQTT 5 client gives up with
+a protocol error), so the window alone is no bound. The reader checks the cap before decoding each PUBLISH;
 at the cap it removes itself from the event loop, and TCP flow control holds the broker back (the
 rest waits in the session queue, where it belongs). Each acknowledgement makes room and resumes it,
 with an immediate read of what is already buffered (bytes in the reader's buffer or an SSL object
 raise no new readable event). So the peak held is at most ``max_held`` messages, and at most
 ``max_held_bytes`` plus one message (the broker's ``max_packet_size``, 1 MiB) of payload, plus the
 reader's raw buffer (256 KB); a single message larger than the byte cap still goes through alone.
-While the reader is stopped paho sees no bytes: a stop longer than about 1.5 keepalives (Redis down
-with a full window) ends in a keepalive timeout, a reconnect with backoff and a redelivery, nothing
-lost. Metrics: ``enerlink_ingest_held_messages``, ``..._held_messages_peak``, ``..._held_bytes_peak``,
-``enerlink_ingest_reader_pauses``.
+While the reader is stopped paho sees no bytes: a stop longer than about two keepalive intervals
+(Redis down while the cap is reached) ends in a keepalive timeout, a reconnect with backoff and a
+redelivery, nothing lost. Metrics: ``enerlink_ingest_held_messages``, ``..._held_messages_peak``,
+``..._held_bytes_peak``, ``enerlink_ingest_reader_pauses``.
 """
 
 from __future__ import annotations
