@@ -17,7 +17,15 @@ from ingest.metrics import IngestMetrics
 from schemas.wire import Keys, Topics
 from tests.support.ingest_support import ingest_settings, running, wait_until
 from tests.support.services import Broker
-from tests.test_ingest_faults import _at_least, check_exactly_once, fleet, publish_all
+from tests.test_ingest_faults import (  # noqa: F401 - own_redis* are fixtures used below
+    _at_least,
+    _Redis,
+    check_exactly_once,
+    fleet,
+    own_redis,
+    own_redis_client,
+    publish_all,
+)
 
 
 @pytest.mark.parametrize(
@@ -75,3 +83,38 @@ async def test_resumed_backlog_never_held_beyond_the_cap(
         # checked before each message is decoded: at most one message beyond the byte cap
         assert 0 < peak_bytes <= cap_bytes + settings.max_payload
     assert metrics.stored.labels(kind="data")._value.get() == count
+
+
+async def test_redis_outage_while_draining_at_the_cap_loses_nothing(
+    *,
+    own_broker: Broker,
+    own_redis: _Redis,  # noqa: F811 - the fixture imported above
+    own_redis_client: aioredis.Redis,  # noqa: F811
+    environ: dict[str, str],
+    uid: str,
+    key_prefix: str,
+    topic_prefix: str,
+) -> None:
+    """The reader stopped at its cap while Redis goes away and comes back: the stop ends with the
+    first write after the outage, nothing is lost, nothing doubled, the peak stays under the cap."""
+    broker = own_broker.start()
+    keys, topics = Keys(key_prefix), Topics(topic_prefix)
+    env = {**environ, "ENERLINK_MQTT_URL": broker.url, "ENERLINK_REDIS_URL": own_redis.url}
+    settings = ingest_settings(env, client_id=f"bound-redis-{uid}", max_held=200)
+    async with running(settings):
+        pass
+    messages = fleet(6000, meters=60)
+    await publish_all(broker.url, topics.data, messages)
+
+    metrics = IngestMetrics()
+    async with running(settings, metrics):
+        await wait_until(lambda: _at_least(own_redis_client, keys, 60, 1000), limit_s=120)
+        own_redis.stop()
+        await asyncio.sleep(2.0)
+        own_redis.start()
+        await wait_until(lambda: _at_least(own_redis_client, keys, 60, 6000), limit_s=300, what="all")
+        await asyncio.sleep(0.5)
+    await check_exactly_once(own_redis_client, keys, messages, 60)
+    assert metrics.write_failures._value.get() >= 1  # it did hit the outage
+    assert metrics.reader_pauses._value.get() >= 1
+    assert 0 < metrics.held_peak._value.get() <= 200
