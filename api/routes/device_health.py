@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from psycopg import sql
 
+from aggregator.health import COLUMNS as HEALTH_COLUMNS
 from api.deps import AppState, iso, utc
 from api.models import Event, HealthBucket, HealthHistory, HealthPoint, Problem
 from api.routes.history import bounded_rows, meter_known, too_many_points
@@ -41,20 +42,7 @@ _ORIGIN = datetime(2000, 1, 1)  # local midnight: day buckets start at midnight 
 
 # weighted by sample_count over the rows where the value is known
 _WEIGHTED = ("rssi_avg", "wifi_disconnected_ratio", "mqtt_disconnected_ratio")
-_COLUMNS = (
-    "minutes",
-    "sample_count",
-    "rssi_avg",
-    "rssi_min",
-    "wifi_disconnected_ratio",
-    "mqtt_disconnected_ratio",
-    "mqtt_attempts_max",
-    "free_heap_min",
-    "reboots",
-    "sensors_connected_min",
-    "sensors_total",
-    "uptime_last_ms",
-)
+_COLUMNS = ("minutes", *HEALTH_COLUMNS[2:])  # the table's columns after meter_id, minute
 
 
 def _bucket_query() -> sql.Composed:
