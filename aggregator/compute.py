@@ -18,6 +18,7 @@ and over a day the minute energies add up to the counters' growth.
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,11 @@ _ENERGY_COLS: list[tuple[int, list[int]]] = [
     )
     for sub in ENERGY_SUBSYSTEMS
 ]
+_COUNTER_COLS: list[int] = [c for total, others in _ENERGY_COLS for c in (total, *others)]
+_ENERGY_LOCAL: list[tuple[int, list[int]]] = [
+    (_COUNTER_COLS.index(total), [_COUNTER_COLS.index(c) for c in others]) for total, others in _ENERGY_COLS
+]
+_WIDTH = len(_VALUE_FIELDS)
 _ALERT = _COL["battery_alert_active"]
 _CONNECTED = _COL["battery_connected"]
 
@@ -143,7 +149,7 @@ def compute(items: Sequence[Item], thresholds: Thresholds = Thresholds()) -> Res
 
 def _compute(items: Sequence[Item], thresholds: Thresholds) -> Result:
     result = Result()
-    vectors: list[list[float]] = []  # snapshot rows of every item, baseline (if any) first
+    vectors: list[tuple[Any, ...]] = []  # snapshot rows of every item, baseline (if any) first
     starts: list[int] = []  # index of each item's first in-minute row
     ends: list[int] = []
     kept: list[tuple[Item, list[int], list[Snap], bool]] = []
@@ -166,18 +172,17 @@ def _compute(items: Sequence[Item], thresholds: Thresholds) -> Result:
         kept.append((item, times, [base_msg, *msgs] if base_msg else msgs, base_msg is not None))
     if not kept:
         return result
-    x = np.asarray(vectors, dtype=np.float64)[:, PERM]
+    x = np.fromiter(itertools.chain.from_iterable(vectors), dtype=np.float64, count=len(vectors) * _WIDTH)
+    x = x.reshape(len(vectors), _WIDTH)[:, PERM]
     s = np.asarray(starts)
     e = np.asarray(ends)
     counts = e - s
     result.samples = int(counts.sum())
-    in_minute = np.zeros(len(x), dtype=bool)
-    group = np.full(len(x), -1)
-    for g, (a, b) in enumerate(zip(starts, ends, strict=True)):
-        in_minute[a:b] = True
-        group[a:b] = g
-        if kept[g][3]:
-            group[a - 1] = g  # the baseline row
+    based = np.fromiter((k[3] for k in kept), dtype=bool, count=len(kept))
+    first = s - based  # every row of x belongs to one item: [baseline,] snapshots, item after item
+    group = np.repeat(np.arange(len(kept)), e - first)
+    in_minute = np.ones(len(x), dtype=bool)
+    in_minute[first[based]] = False
     xm = x[in_minute]
     offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
     sums = np.add.reduceat(xm, offsets, axis=0)
@@ -186,6 +191,7 @@ def _compute(items: Sequence[Item], thresholds: Thresholds) -> Result:
     mx = np.maximum.reduceat(xm, offsets, axis=0)
     last = x[e - 1]
     energy = _energy(x, group, len(kept))
+    quiet = _quiet(x, first, based) if not result.has_temperature else np.zeros(len(kept), dtype=bool)
     # assemble float columns in STAT_COLUMNS order
     floats: list[np.ndarray[Any, Any]] = []
     names: list[str] = []
@@ -215,10 +221,11 @@ def _compute(items: Sequence[Item], thresholds: Thresholds) -> Result:
                 *enums,
             )
         )
-        rows = x[starts[g] - (1 if has_base else 0) : ends[g]]
+        if quiet[g]:
+            continue
         _events(
             item.meter_id,
-            rows,
+            x[first[g] : ends[g]],
             msgs,
             has_base=has_base,
             thresholds=thresholds,
@@ -232,10 +239,11 @@ def _energy(x: np.ndarray[Any, Any], group: np.ndarray[Any, Any], n_groups: int)
     out = np.zeros((n_groups, len(_ENERGY_COLS)))
     if len(x) < 2:
         return out
-    same = (group[1:] == group[:-1]) & (group[1:] >= 0)
+    same = group[1:] == group[:-1]
     pair_group = group[1:][same]
-    prev, cur = x[:-1][same], x[1:][same]
-    for k, (total, others) in enumerate(_ENERGY_COLS):
+    counters = x[:, _COUNTER_COLS]  # only the counters, before the pairs are cut out
+    prev, cur = counters[:-1][same], counters[1:][same]
+    for k, (total, others) in enumerate(_ENERGY_LOCAL):
         dt = cur[:, total] - prev[:, total]
         d_daily = cur[:, others[0]] - prev[:, others[0]]
         fallback = cur[:, [total, *others]].min(axis=1)  # every counter went down: since the reset
@@ -246,6 +254,19 @@ def _energy(x: np.ndarray[Any, Any], group: np.ndarray[Any, Any], n_groups: int)
         pair_energy = np.where(use_total, dt, fallback)
         out[:, k] = np.bincount(pair_group, weights=pair_energy, minlength=n_groups)
     return out
+
+
+def _quiet(x: np.ndarray[Any, Any], first: np.ndarray[Any, Any], has_base: np.ndarray[Any, Any]) -> Any:
+    """Items that raise no event, for the whole batch at once (the common case): battery alert and
+    sensor connection steady over the baseline and the minute, no alert raised from a start without
+    baseline, sensor connected (thermal events are looked at item by item when any snapshot has a
+    temperature)."""
+    flags = x[:, [_ALERT, _CONNECTED]]
+    low = np.minimum.reduceat(flags, first, axis=0)
+    high = np.maximum.reduceat(flags, first, axis=0)
+    start = flags[first]
+    steady = (low == high).all(axis=1)
+    return steady & ((start[:, 0] == 0) | has_base) & (start[:, 1] == 1)
 
 
 def _level(temp: float | None, t: Thresholds) -> int:
