@@ -3,6 +3,7 @@ processes) return the same snapshots and baselines, late data included."""
 
 from __future__ import annotations
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
@@ -53,3 +54,23 @@ async def test_script_and_plain_reads_agree(environ: dict[str, str], redis_clien
     assert by_meter["B"].baseline == snapshot("B", m - 10_000, import__power=1.0)
     assert by_meter["C"].baseline == snapshot("C", m - 7_000, import__power=2.0)
     assert by_meter["D"].snapshots == [] and by_meter["D"].baseline is None
+
+
+async def test_plain_read_error_leaves_the_client_usable(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """An error reply in the middle of a packed batch raises; the connection it left mid-reply is
+    not reused, so the next read on the same client gets its own replies, not the leftovers."""
+    keys = settings_for(environ).common.keys
+    m = (await now_ms(redis_client)) // MIN * MIN - 5 * MIN
+    await put(redis_client, keys, "A", [(m + 5_000, snapshot("A", m + 5_000))])
+    await redis_client.set(keys.timeseries("WRONG"), b"not a sorted set")
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            read_items_sync(client, keys, [("A", m), ("WRONG", m), ("A", m)])
+        again = read_items_sync(client, keys, [("A", m), ("D", m)])
+    finally:
+        client.close()
+    assert [len(i.snapshots) for i in again] == [1, 0]
+    assert again[0].snapshots == [snapshot("A", m + 5_000)]
