@@ -167,6 +167,7 @@ async def mark_replaced(conn: Conn, *, staging: str) -> int:
         f"create temp table if not exists {_REPLACED} (meter_id text, bucket timestamptz)"
         " on commit delete rows".encode()
     )
+    await conn.execute(f"delete from {_REPLACED}".encode())  # a previous shard's, same transaction
     cur = await conn.execute(
         f"insert into {_REPLACED} select s.meter_id, s.bucket from {staging} s"
         f" join {quote(Tables.TELEMETRY_AGGREGATES)} t"
@@ -190,6 +191,7 @@ async def refresh(
         await conn.execute(
             f"create temp table if not exists {_FULL} (like {staging}) on commit delete rows".encode()
         )
+        await conn.execute(f"delete from {_FULL}".encode())  # a previous shard's, same transaction
         await conn.execute(
             f"insert into {_FULL} select * from {staging} s"
             f" where exists (select 1 from {_REPLACED} x where x.meter_id = s.meter_id)".encode()

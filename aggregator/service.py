@@ -26,7 +26,7 @@ import contextlib
 import logging
 import multiprocessing
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -78,6 +78,7 @@ class Aggregator:
     ) -> None:
         self.parallel_min_items = parallel_min_items
         self._rollup_s = 0.0
+        self._wait_s = 0.0
         self.settings = settings
         self.redis = redis
         self.keys: Keys = settings.common.keys
@@ -150,39 +151,50 @@ class Aggregator:
                 ms_to_dt(start).isoformat(),
             )
 
-        def _start(minute: int) -> asyncio.Task[Result]:
-            pairs = [(meter, minute) for meter, seen in fleet.items() if seen >= minute]
-            return asyncio.create_task(self._read_compute(pairs), name=f"aggregate-read-{minute}")
+        def _start(minute: int) -> list[asyncio.Future[Result]]:
+            return self._submit([(meter, minute) for meter, seen in fleet.items() if seen >= minute])
 
-        # While minute m is written to PostgreSQL, minute m + 1 is read and computed (catch-up).
-        upcoming = _start(todo[0]) if todo else None
+        # Each minute's shards are written as they come (one transaction per minute); once the last
+        # one is in, the next minute is read and computed meanwhile (catch-up).
+        upcoming = _start(todo[0]) if todo else []
         try:
             for i, minute in enumerate(todo):
                 began = time.monotonic()
-                assert upcoming is not None
-                result = await upcoming
-                upcoming = _start(todo[i + 1]) if i + 1 < len(todo) else None
-                computed = time.monotonic()
-                await self._write_minute(conn, result, minute=minute, t0=t0, report=report, began=began)
-                log.debug("aggregate: minute %s read+compute %.2f s", ms_to_dt(minute), computed - began)
+                current, upcoming = upcoming, []
+
+                def _last_in(i: int = i) -> None:
+                    nonlocal upcoming
+                    upcoming = _start(todo[i + 1]) if i + 1 < len(todo) else []
+
+                await self._write_minute(
+                    conn, current, minute=minute, t0=t0, report=report, began=began, last_in=_last_in
+                )
         finally:
-            if upcoming is not None:
-                upcoming.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await upcoming
+            for future in upcoming:
+                future.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.gather(*upcoming, return_exceptions=True)
 
     async def _write_minute(
-        self, conn: store.Conn, result: Result, *, minute: int, t0: int, report: JobReport, began: float
+        self,
+        conn: store.Conn,
+        parts: list[asyncio.Future[Result]],
+        *,
+        minute: int,
+        t0: int,
+        report: JobReport,
+        began: float,
+        last_in: Callable[[], None],
     ) -> None:
-        computed = time.monotonic()
         self._rollup_s = 0.0
         bucket = ms_to_dt(minute)
-        await self._write(conn, result, watermark=bucket)
+        result = await self._write(conn, parts, watermark=bucket, last_in=last_in)
         log.debug(
-            "aggregate: minute %s: %d meters, write %.2f s (rollups %.2f s)",
+            "aggregate: minute %s: %d meters in %.2f s (waiting for shards %.2f s, rollups %.2f s)",
             bucket.isoformat(),
             len(result.rows),
-            time.monotonic() - computed,
+            time.monotonic() - began,
+            self._wait_s,
             self._rollup_s,
         )
         report.minutes += 1
@@ -213,8 +225,7 @@ class Aggregator:
                 redo.add((meter, following))
         pairs = sorted(redo, key=lambda p: (p[1], p[0]))
         for i in range(0, len(pairs), LATE_CHUNK):
-            result = await self._read_compute(pairs[i : i + LATE_CHUNK])
-            await self._write(conn, result, watermark=None)
+            result = await self._write(conn, self._submit(pairs[i : i + LATE_CHUNK]), watermark=None)
             report.rows += len(result.rows)
             report.bad += result.bad
             report.events += len(result.events)
@@ -238,58 +249,94 @@ class Aggregator:
         fleet = await reader.meters(self.redis, self.keys)
         await reader.trim_live(self.redis, self.keys, sorted(fleet), cutoff)
 
-    async def _read_compute(self, pairs: Sequence[tuple[str, int]]) -> Result:
-        """Read and compute a batch: in this process (small batches), or sharded over the worker
-        processes, each reading its shard from Redis itself (reads and validation in parallel)."""
+    def _submit(self, pairs: Sequence[tuple[str, int]]) -> list[asyncio.Future[Result]]:
+        """Start reading and computing a batch: in a thread of this process (small batches), or
+        sharded over the worker processes, each reading its shard from Redis itself (reads and
+        validation in parallel). One future per shard, in no particular order of completion."""
         if self.executor is None or self.settings.workers < 2 or len(pairs) < self.parallel_min_items:
-            items = await reader.read_items(self.redis, self.keys, pairs)
-            return await asyncio.to_thread(compute, items, self.thresholds)
+            return [asyncio.ensure_future(self._read_compute_here(pairs))]
         loop = asyncio.get_running_loop()
         shards = 2 * self.settings.workers  # a worker reads its next shard while another computes
         size = -(-len(pairs) // shards)
-        parts = await asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    self.executor,
-                    read_and_compute,
-                    self.settings.common.redis_url,
-                    self.keys.prefix,
-                    list(pairs[i : i + size]),
-                    self.thresholds,
-                )
-                for i in range(0, len(pairs), size)
+        return [
+            loop.run_in_executor(
+                self.executor,
+                read_and_compute,
+                self.settings.common.redis_url,
+                self.keys.prefix,
+                list(pairs[i : i + size]),
+                self.thresholds,
             )
-        )
+            for i in range(0, len(pairs), size)
+        ]
+
+    async def _read_compute_here(self, pairs: Sequence[tuple[str, int]]) -> Result:
+        items = await reader.read_items(self.redis, self.keys, pairs)
+        return await asyncio.to_thread(compute, items, self.thresholds)
+
+    async def _read_compute(self, pairs: Sequence[tuple[str, int]]) -> Result:
+        """Read and compute a batch, all shards merged."""
         merged = Result()
-        for part in parts:
+        for part in await asyncio.gather(*self._submit(pairs)):
             merged.merge(part)
         return merged
 
-    async def _write(self, conn: store.Conn, result: Result, *, watermark: datetime | None) -> None:
+    async def _write(
+        self,
+        conn: store.Conn,
+        parts: list[asyncio.Future[Result]],
+        *,
+        watermark: datetime | None,
+        last_in: Callable[[], None] | None = None,
+    ) -> Result:
+        """Write a batch's shards in one transaction, each as soon as it is computed (PostgreSQL
+        works on one while the workers compute the next): COPY to staging, one upsert, rollups.
+        Then the events and the watermark. ``last_in`` is called once every shard is in."""
+        merged = Result()
+        self._wait_s = 0.0
         try:
             async with conn.transaction():
-                if result.rows:
-                    await self.partitions.ensure(conn, {row[1] for row in result.rows})
-                    await store.copy_rows(conn, result.rows)
-                    replaced = await rollups.mark_replaced(conn, staging=store.STAGING)
-                    await store.upsert_from_staging(conn)
+                waiting = asyncio.as_completed(parts)
+                for n, next_part in enumerate(waiting, start=1):
                     began = time.monotonic()
-                    await rollups.refresh(
-                        conn,
-                        staging=store.STAGING,
-                        timezone=self.settings.common.timezone,
-                        replaced=replaced,
-                        one_per_meter=len({row[0] for row in result.rows}) == len(result.rows),
-                    )
-                    self._rollup_s = time.monotonic() - began
-                inserted = await store.insert_events(conn, result.events)
+                    part = await next_part
+                    self._wait_s += time.monotonic() - began
+                    if n == len(parts) and last_in is not None:
+                        last_in()
+                    merged.merge(part)
+                    await self._write_rows(conn, part.rows)
+                inserted = await store.insert_events(conn, merged.events)
                 if watermark is not None:
                     await store.write_watermark(conn, watermark)
         except Exception as exc:
-            raise AggregateError(f"writing {len(result.rows)} rows failed: {exc}") from exc
-        self.metrics.rows.inc(len(result.rows))
-        self.metrics.bad.inc(result.bad)
+            raise AggregateError(f"writing {len(merged.rows)} rows failed: {exc}") from exc
+        finally:
+            for part in parts:  # the shards not written yet when a write failed
+                part.cancel()
+        self.metrics.rows.inc(len(merged.rows))
+        self.metrics.bad.inc(merged.bad)
         self.metrics.events.inc(inserted)
+        return merged
+
+    async def _write_rows(self, conn: store.Conn, rows: list[tuple[Any, ...]]) -> None:
+        """One shard's minute rows (inside the batch's transaction): COPY to the emptied staging
+        table, note which replace stored rows, one upsert, rollups merged or recomputed."""
+        if not rows:
+            return
+        await self.partitions.ensure(conn, {row[1] for row in rows})
+        await store.clear_staging(conn)
+        await store.copy_rows(conn, rows)
+        replaced = await rollups.mark_replaced(conn, staging=store.STAGING)
+        await store.upsert_from_staging(conn)
+        began = time.monotonic()
+        await rollups.refresh(
+            conn,
+            staging=store.STAGING,
+            timezone=self.settings.common.timezone,
+            replaced=replaced,
+            one_per_meter=len({row[0] for row in rows}) == len(rows),
+        )
+        self._rollup_s += time.monotonic() - began
 
     async def _sensor_events(self, conn: store.Conn) -> int:
         async with conn.transaction():

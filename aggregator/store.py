@@ -93,6 +93,11 @@ async def create_staging(conn: Conn) -> None:
     )
 
 
+async def clear_staging(conn: Conn) -> None:
+    """Empty the staging table inside a transaction (a batch is written shard by shard)."""
+    await conn.execute(f"delete from {STAGING}".encode())
+
+
 _PG_TYPES = {"text": "text", "timestamptz": "timestamptz", "integer": "int4", "double precision": "float8"}
 COPY_TYPES: list[str] = [_PG_TYPES[t.split(" not null")[0]] for _, t in KEY_COLUMNS] + [
     _PG_TYPES[c.sql_type] for c in STAT_COLUMNS
