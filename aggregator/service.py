@@ -79,6 +79,7 @@ class Aggregator:
         self.parallel_min_items = parallel_min_items
         self._rollup_s = 0.0
         self._wait_s = 0.0
+        self._last_in_at = 0.0
         self.settings = settings
         self.redis = redis
         self.keys: Keys = settings.common.keys
@@ -190,12 +191,14 @@ class Aggregator:
         bucket = ms_to_dt(minute)
         result = await self._write(conn, parts, watermark=bucket, last_in=last_in)
         log.debug(
-            "aggregate: minute %s: %d meters in %.2f s (waiting for shards %.2f s, rollups %.2f s)",
+            "aggregate: minute %s: %d meters in %.2f s (waiting for shards %.2f s, rollups %.2f s,"
+            " after the last shard %.2f s)",
             bucket.isoformat(),
             len(result.rows),
             time.monotonic() - began,
             self._wait_s,
             self._rollup_s,
+            time.monotonic() - self._last_in_at,
         )
         report.minutes += 1
         report.rows += len(result.rows)
@@ -301,8 +304,10 @@ class Aggregator:
                     began = time.monotonic()
                     part = await next_part
                     self._wait_s += time.monotonic() - began
-                    if n == len(parts) and last_in is not None:
-                        last_in()
+                    if n == len(parts):
+                        self._last_in_at = time.monotonic()
+                        if last_in is not None:
+                            last_in()
                     merged.merge(part)
                     await self._write_rows(conn, part.rows)
                 inserted = await store.insert_events(conn, merged.events)

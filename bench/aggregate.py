@@ -8,9 +8,9 @@ prefix, and a fresh PostgreSQL schema, then times:
   plus COPYing the same number of rows (already built, the full column set) into a staging table;
   nothing computed;
 * aggregate: one aggregator job for that minute (advisory lock, pipelined read of snapshots and
-  baselines, sanity check of every snapshot (orjson), statistics + energy, COPY to staging, one
-  upsert, 5 min / 1 h / 1 day rollups, events, watermark, device health of the status messages
-  (minute rows, events, state), clean-up).
+  baselines, typed decoding of every snapshot (msgspec), statistics + energy, COPY to staging, one
+  upsert, 5 min / 1 h / 1 day rollups (shard by shard as the worker processes finish), events,
+  watermark, device health of the status messages (minute rows, events, state), clean-up).
 
 ``--minutes K`` aggregates K consecutive minutes one job each (the steady state: rollup buckets
 already hold earlier minutes) and reports the last job; the floor is per minute.
