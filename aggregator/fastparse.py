@@ -176,7 +176,7 @@ def _msgspec_decoder() -> Callable[[bytes, str], Snap] | None:
 
     def parse(raw: bytes, meter_id: str) -> Snap:
         try:
-            msg = decode(raw)
+            msg: Any = decode(raw)
             at = fromisoformat(msg.datetime)
         except (msgspec.MsgspecError, ValueError) as exc:
             raise BadSnapshot(f"unusable snapshot: {exc}") from exc

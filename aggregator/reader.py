@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 import redis
 import redis.asyncio as aioredis
-from hiredis import pack_command as _pack
 
 from aggregator.compute import MINUTE_MS, Item
 from schemas.wire import Keys
@@ -117,7 +117,7 @@ def read_items_sync(r: redis.Redis, keys: Keys, pairs: Sequence[tuple[str, int]]
     The commands are packed by hiredis and sent in one write, and the raw replies read back on one
     pooled connection: redis-py's pipeline object (a Python object per command, response callbacks)
     cost twice the rest of the read."""
-    packed = []
+    packed: list[bytes] = []
     for meter, minute in pairs:
         live, late = keys.timeseries(meter), keys.late_data(meter)
         hi, before = minute + MINUTE_MS - 1, f"({minute}"
@@ -145,7 +145,7 @@ def _roundtrip(r: redis.Redis, packed: list[bytes]) -> list[Any]:
     """Send packed commands in one write, read every reply (an error reply raises). A connection
     left mid-reply is closed, never returned to the pool in that state."""
     pool = r.connection_pool
-    conn = pool.get_connection()
+    conn: Any = pool.get_connection()
     try:
         conn.send_packed_command([b"".join(packed)])
         replies = [conn.read_response(disable_decoding=True) for _ in packed]
@@ -158,6 +158,11 @@ def _roundtrip(r: redis.Redis, packed: list[bytes]) -> list[Any]:
         if isinstance(reply, redis.ResponseError):
             raise reply
     return replies
+
+
+def _pack(args: tuple[str | int, ...]) -> bytes:
+    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # the stub allows 1-tuples only
+    return packed
 
 
 def _newest(reply: Any) -> tuple[bytes, float] | None:

@@ -316,8 +316,8 @@ class Aggregator:
         except Exception as exc:
             raise AggregateError(f"writing {len(merged.rows)} rows failed: {exc}") from exc
         finally:
-            for part in parts:  # the shards not written yet when a write failed
-                part.cancel()
+            for future in parts:  # the shards not written yet when a write failed
+                future.cancel()
         self.metrics.rows.inc(len(merged.rows))
         self.metrics.bad.inc(merged.bad)
         self.metrics.events.inc(inserted)
