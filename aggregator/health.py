@@ -34,7 +34,7 @@ Events (into ``Tables.EVENTS``), each raised once and cleared once, from the mes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -97,7 +97,7 @@ def sensor_key(bus: str, address: str, name: str) -> str:
     return f"{bus}:{address}:{name}"
 
 
-def parse_status(raw: bytes, meter_id: str) -> Status:
+def _parse_status_orjson(raw: bytes, meter_id: str) -> Status:
     """A stored status message (validated by the ingest; only types are re-checked, like data)."""
     try:
         msg = orjson.loads(raw)
@@ -312,3 +312,80 @@ def silence(
         state.status_at_ms = latest_ms
     details = {"last_status_at": _iso(latest_ms), "silent_after_s": limits.silent_ms // 1000}
     out.append(_event(meter_id, latest_ms + limits.silent_ms, "meter_silent", "warning", details))
+
+
+def _msgspec_status() -> Callable[[bytes, str], Status] | None:
+    """With msgspec: typed decoding of the fields device health reads (the same type checks in C:
+    an integer is a JSON integer, a boolean a JSON boolean; other fields skipped unread), about
+    twice as fast as orjson plus the checks above. Same results, same errors."""
+    try:
+        import msgspec
+    except ImportError:
+        return None
+
+    def struct(name: str, fields: list[Any]) -> Any:
+        return msgspec.defstruct(name, fields, gc=False)
+
+    unset = msgspec.UNSET
+    sensor = struct("_Sensor", [("connected", bool), ("address", Any, unset), ("name", Any, unset)])
+    data_type = struct(
+        "_StatusData",
+        [
+            ("wifi", struct("_Wifi", [("connected", bool), ("rssi", int)])),
+            ("mqtt", struct("_Mqtt", [("connected", bool), ("attempts", int)])),
+            ("system", struct("_System", [("free_heap", int), ("uptime", int)])),
+            ("sensors", struct("_Sensors", [(bus, list[sensor]) for bus in BUSES])),  # type: ignore[valid-type]
+        ],
+    )
+    message = struct("_Status", [("meterId", str), ("datetime", str), ("data", data_type)])
+    decode = msgspec.json.Decoder(message).decode
+    fromisoformat = datetime.fromisoformat
+    assert BUSES == ("ina219", "max17048")
+
+    def parse(raw: bytes, meter_id: str) -> Status:
+        try:
+            msg: Any = decode(raw)
+            at = fromisoformat(msg.datetime)
+        except (msgspec.MsgspecError, ValueError) as exc:
+            raise BadSnapshot(f"unusable status: {exc}") from exc
+        if msg.meterId != meter_id:
+            raise BadSnapshot(f"meterId {msg.meterId!r} in the series of {meter_id!r}")
+        if at.tzinfo is None:
+            raise BadSnapshot("datetime without a timezone")
+        data = msg.data
+        disconnected: dict[str, tuple[str, str, str]] = {}
+        connected = total = 0
+        for bus, entries in (("ina219", data.sensors.ina219), ("max17048", data.sensors.max17048)):
+            total += len(entries)
+            for entry in entries:
+                if entry.connected:
+                    connected += 1
+                elif entry.address is unset or entry.name is unset:
+                    raise BadSnapshot(f"a disconnected {bus} sensor without address or name")
+                else:
+                    address, name = str(entry.address), str(entry.name)
+                    disconnected[sensor_key(bus, address, name)] = (bus, address, name)
+        return Status(
+            at_ms=int(at.timestamp() * 1000),
+            rssi=data.wifi.rssi,
+            wifi=data.wifi.connected,
+            mqtt=data.mqtt.connected,
+            attempts=data.mqtt.attempts,
+            heap=data.system.free_heap,
+            uptime=data.system.uptime,
+            disconnected=disconnected,
+            sensors_connected=connected,
+            sensors_total=total,
+        )
+
+    return parse
+
+
+_FAST_STATUS = _msgspec_status()
+
+
+def parse_status(raw: bytes, meter_id: str) -> Status:
+    """A stored status message; raises :class:`BadSnapshot` saying why it is unusable."""
+    if _FAST_STATUS is not None:
+        return _FAST_STATUS(raw, meter_id)
+    return _parse_status_orjson(raw, meter_id)

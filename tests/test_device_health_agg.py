@@ -205,3 +205,75 @@ async def test_sensor_events_of_a_meter_with_a_status_series_come_from_every_mes
         ("F", "sensor_reconnected", 40_000),
         ("F", "sensor_disconnected", MIN),
     ]
+
+
+def _status_variant(path: str, value: Any, *, delete: bool = False) -> bytes:
+    msg = copy.deepcopy(STATUS)
+    *parents, last = path.split(".")
+    node: Any = msg
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node[p]
+    if delete:
+        del node[last]
+    else:
+        node[last] = value
+    return json.dumps(msg).encode()
+
+
+CORRUPT_STATUS: dict[str, bytes] = {
+    "not json": b"\x00 not json",
+    "truncated": json.dumps(STATUS).encode()[:-10],
+    "an array": b"[1, 2]",
+    "other meter": _status_variant("meterId", "SOMEONE_ELSE"),
+    "naive datetime": _status_variant("datetime", "2025-10-26T04:26:57"),
+    "bad datetime": _status_variant("datetime", "soon"),
+    "missing wifi": _status_variant("data.wifi", None, delete=True),
+    "rssi as float": _status_variant("data.wifi.rssi", -39.5),
+    "rssi as string": _status_variant("data.wifi.rssi", "-39"),
+    "heap as bool": _status_variant("data.system.free_heap", True),
+    "connected as int": _status_variant("data.mqtt.connected", 1),
+    "sensor connected as string": _status_variant("data.sensors.ina219.0.connected", "yes"),
+    "missing bus": _status_variant("data.sensors.max17048", None, delete=True),
+}
+
+
+def _decoders() -> dict[str, Any]:
+    from aggregator import health
+
+    found: dict[str, Any] = {"orjson": health._parse_status_orjson}
+    if health._FAST_STATUS is not None:
+        found["msgspec"] = health._FAST_STATUS
+    return found
+
+
+@pytest.mark.parametrize("decoder", ["orjson", "msgspec"])
+@pytest.mark.parametrize("case", sorted(CORRUPT_STATUS))
+def test_a_corrupt_status_is_a_bad_snapshot_error(decoder: str, case: str) -> None:
+    from aggregator.fastparse import BadSnapshot
+
+    decoders = _decoders()
+    if decoder not in decoders:
+        pytest.skip("msgspec not installed")
+    with pytest.raises(BadSnapshot):
+        decoders[decoder](CORRUPT_STATUS[case], "METER001")
+
+
+def test_both_status_decoders_agree() -> None:
+    decoders = _decoders()
+    raws = [
+        json.dumps(STATUS).encode(),
+        status("METER001", 1_761_452_817_000, rssi=-80, wifi=False, attempts=3, import_connected=False),
+        _status_variant("data.sensors.max17048.0.connected", False),
+    ]
+    for raw in raws:
+        parsed = {name: decode(raw, "METER001") for name, decode in decoders.items()}
+        assert len(set(map(repr, parsed.values()))) == 1, parsed
+    first = decoders["orjson"](raws[1], "METER001")
+    assert (first.rssi, first.wifi, first.attempts, first.sensors_connected, first.sensors_total) == (
+        -80,
+        False,
+        3,
+        6,
+        7,
+    )
+    assert list(first.disconnected) == ["ina219:0x41:Import"]
