@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from aggregator import events, reader, rollups, store
+from aggregator import events, memory, reader, rollups, store
 from aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt, read_and_compute
 from aggregator.healthjob import HealthReport, HealthStep
 from aggregator.metrics import Metrics
@@ -74,6 +74,7 @@ class Aggregator:
         *,
         metrics: Metrics | None = None,
         executor: Executor | None = None,
+        compute_thread: Executor | None = None,
         parallel_min_items: int = PARALLEL_MIN_ITEMS,
     ) -> None:
         self.parallel_min_items = parallel_min_items
@@ -85,6 +86,7 @@ class Aggregator:
         self.keys: Keys = settings.common.keys
         self.metrics = metrics or Metrics()
         self.executor = executor
+        self.compute_thread = compute_thread  # None: asyncio's default pool (tests)
         self.partitions = store.Partitions()
         self.thresholds = Thresholds(settings.thermal_warn_c, settings.thermal_crit_c)
         self.health = HealthStep(settings, redis)
@@ -123,6 +125,7 @@ class Aggregator:
             time.monotonic() - started,
             report.watermark.isoformat() if report.watermark else "none",
         )
+        memory.release_free_memory()
         return report
 
     async def _minutes(self, conn: store.Conn, t0: int, closed_end: int, report: JobReport) -> None:
@@ -275,7 +278,8 @@ class Aggregator:
 
     async def _read_compute_here(self, pairs: Sequence[tuple[str, int]]) -> Result:
         items = await reader.read_items(self.redis, self.keys, pairs)
-        return await asyncio.to_thread(compute, items, self.thresholds)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.compute_thread, compute, items, self.thresholds)
 
     async def _read_compute(self, pairs: Sequence[tuple[str, int]]) -> Result:
         """Read and compute a batch, all shards merged."""
@@ -400,8 +404,10 @@ async def run(settings: Settings, *, once: bool = False) -> JobReport | None:
         aioredis.Redis.from_url(settings.common.redis_url) as redis,
         _metrics_server(settings, metrics),
     ):
-        with _executor(settings) as pool:
-            aggregator = Aggregator(settings, redis, metrics=metrics, executor=pool)
+        with _executor(settings) as pool, memory.compute_thread() as compute_thread:
+            aggregator = Aggregator(
+                settings, redis, metrics=metrics, executor=pool, compute_thread=compute_thread
+            )
             if once:
                 return await aggregator.run_job()
             await _scheduled(aggregator, settings)
