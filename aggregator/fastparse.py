@@ -132,6 +132,25 @@ def _parse_orjson(raw: bytes, meter_id: str) -> Snap:
     return Snap(at_ms, at, tuple(vector), enums, float(soc), int(threshold), temperature)
 
 
+def decode_envelope(
+    decode: Callable[[bytes], Any], raw: bytes, *, meter_id: str, what: str
+) -> tuple[Any, datetime]:
+    """Decode a stored message with a msgspec decoder and check its envelope (its series' meterId, a
+    datetime with a timezone); returns the decoded message and its datetime."""
+    import msgspec
+
+    try:
+        msg: Any = decode(raw)
+        at = datetime.fromisoformat(msg.datetime)
+    except (msgspec.MsgspecError, ValueError) as exc:
+        raise BadSnapshot(f"unusable {what}: {exc}") from exc
+    if msg.meterId != meter_id:
+        raise BadSnapshot(f"meterId {msg.meterId!r} in the series of {meter_id!r}")
+    if at.tzinfo is None:
+        raise BadSnapshot("datetime without a timezone")
+    return msg, at
+
+
 def _msgspec_decoder() -> Callable[[bytes, str], Snap] | None:
     """With msgspec installed: typed decoding straight into structs (types checked in C: a number
     is an int or float, a bool a bool, an enum one of its values; unknown fields skipped), about
@@ -172,18 +191,9 @@ def _msgspec_decoder() -> Callable[[bytes, str], Snap] | None:
     )
     soc_at = RAW_ORDER.index(next(f for f in RAW_ORDER if f.column == "battery_soc"))
     threshold_at = RAW_ORDER.index(next(f for f in RAW_ORDER if f.column == "battery_alert_threshold"))
-    fromisoformat = datetime.fromisoformat
 
     def parse(raw: bytes, meter_id: str) -> Snap:
-        try:
-            msg: Any = decode(raw)
-            at = fromisoformat(msg.datetime)
-        except (msgspec.MsgspecError, ValueError) as exc:
-            raise BadSnapshot(f"unusable snapshot: {exc}") from exc
-        if msg.meterId != meter_id:
-            raise BadSnapshot(f"meterId {msg.meterId!r} in the series of {meter_id!r}")
-        if at.tzinfo is None:
-            raise BadSnapshot("datetime without a timezone")
+        msg, at = decode_envelope(decode, raw, meter_id=meter_id, what="snapshot")
         picked = pick(tuple(concat(map(astuple, astuple(msg.data)))))
         vector = picked[:n_values]
         temperature: float | None = None

@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 
 from aggregator.compute import MINUTE_MS, Event, ms_to_dt
-from aggregator.fastparse import BadSnapshot
+from aggregator.fastparse import BadSnapshot, decode_envelope
 from aggregator.settings import HealthThresholds
 
 BUSES = ("ina219", "max17048")
@@ -339,19 +339,10 @@ def _msgspec_status() -> Callable[[bytes, str], Status] | None:
     )
     message = struct("_Status", [("meterId", str), ("datetime", str), ("data", data_type)])
     decode = msgspec.json.Decoder(message).decode
-    fromisoformat = datetime.fromisoformat
     assert BUSES == ("ina219", "max17048")
 
     def parse(raw: bytes, meter_id: str) -> Status:
-        try:
-            msg: Any = decode(raw)
-            at = fromisoformat(msg.datetime)
-        except (msgspec.MsgspecError, ValueError) as exc:
-            raise BadSnapshot(f"unusable status: {exc}") from exc
-        if msg.meterId != meter_id:
-            raise BadSnapshot(f"meterId {msg.meterId!r} in the series of {meter_id!r}")
-        if at.tzinfo is None:
-            raise BadSnapshot("datetime without a timezone")
+        msg, at = decode_envelope(decode, raw, meter_id=meter_id, what="status")
         data = msg.data
         disconnected: dict[str, tuple[str, str, str]] = {}
         connected = total = 0
