@@ -28,6 +28,7 @@ class PublisherCollector(Collector):
             "spooled": ("messages sent to the store-and-forward queue while offline", stats.spooled),
             "replayed": ("queued messages sent after a reconnect", stats.replayed),
             "dropped": ("queued messages dropped by the size/age caps", stats.dropped),
+            "refused": ("messages the broker refused (PUBREC/PUBACK reason), queued again", stats.refused),
             "connect_attempts": ("connection attempts refused or lost", stats.attempts),
         }
         for name, (text, value) in counters.items():

@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -47,6 +46,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.acks import AckTracker, Refused
 from edge.queue import QueueLimits, SpoolQueue
 from enerlink.backoff import Backoff
 from enerlink.config import MqttEndpoint
@@ -104,6 +104,8 @@ class PublisherStats:
     """Messages that went to the queue because the broker was unreachable."""
     dropped: int = 0
     """Queued messages removed by the size/age caps."""
+    refused: int = 0
+    """Messages the broker refused in its PUBREC/PUBACK (e.g. 0x97 quota exceeded), queued again."""
     window: int = 0
     receive_maximum: int | None = None
 
@@ -148,6 +150,9 @@ class Publisher:
         self._replay_cursor = 0
         self._queue: SpoolQueue | None = None
         self._client: aiomqtt.Client | None = None
+        self._acks: AckTracker | None = None
+        self._refusals = Backoff(initial=config.backoff_initial_s, cap=config.backoff_cap_s)
+        self._hold_until = 0.0
         self._tasks: asyncio.TaskGroup | None = None
         self._conn_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -275,6 +280,7 @@ class Publisher:
         # aiomqtt warns once more than this many calls are pending; a full window is normal here.
         client.pending_calls_threshold = 2 * max(1, cfg.max_inflight) + 10
         self._install_hooks(client)
+        self._acks = AckTracker(client)
         return client
 
     def _install_hooks(self, client: aiomqtt.Client) -> None:
@@ -395,7 +401,7 @@ class Publisher:
                 await self._slots.wait()
 
     def _must_spool(self) -> bool:
-        if not self._connected or self._closing:
+        if not self._connected or self._closing or time.monotonic() < self._hold_until:
             return True
         return self.config.strict_order and self._queue is not None and len(self._queue) > 0
 
@@ -419,16 +425,19 @@ class Publisher:
         self._deliveries.pop(key, None)
 
     async def _deliver(self, key: int, message: _Outgoing) -> None:
-        assert self._client is not None and self._queue is not None
+        assert self._acks is not None and self._queue is not None
         try:
             # No await between the check and paho's publish: the session either takes the
             # message (and will retransmit it after a reconnect) or we queue it ourselves.
             if not self._connected:
                 self._requeue(key, message)
                 return
-            await self._client.publish(
-                message.topic, message.payload, qos=self.config.qos, retain=message.retain, timeout=math.inf
+            await self._acks.publish(
+                message.topic, message.payload, qos=self.config.qos, retain=message.retain
             )
+        except Refused as exc:
+            self._refused(key, message, exc)
+            return
         except aiomqtt.MqttCodeError as exc:
             log.warning("publish refused by the session (%s); queued for replay", exc)
             self._requeue(key, message)
@@ -440,6 +449,7 @@ class Publisher:
             self._requeue(key, message)
             return
         message.done = True
+        self._refusals.reset()
         self._stats.published += 1
         if self._on_acked is not None:
             self._on_acked(message.topic, message.payload)
@@ -449,6 +459,30 @@ class Publisher:
         self._inflight.pop(key, None)
         self._changed.set()
         await self._release_slot()
+
+    def _refused(self, key: int, message: _Outgoing, exc: Refused) -> None:
+        """The broker did not take the message: keep it (queue) and hold sending for a backoff."""
+        self._stats.refused += 1
+        now = time.monotonic()
+        if now >= self._hold_until:
+            delay = self._refusals.next_delay()
+            self._hold_until = now + delay
+            log.warning(
+                "%s on %s (%d refused so far): queued again, sending resumes in %.1f s (attempt %d)",
+                exc,
+                message.topic,
+                self._stats.refused,
+                delay,
+                self._refusals.attempt,
+            )
+        self._requeue(key, message)
+
+    async def _wait_hold(self) -> None:
+        """After a refusal, send nothing until the hold is over (live messages are queued)."""
+        wait = self._hold_until - time.monotonic()
+        if wait > 0:  # one sleep: a refusal meanwhile only moves _hold_until while we sleep
+            await asyncio.sleep(wait)
+            await self._wait_hold()
 
     def _requeue(self, key: int, message: _Outgoing) -> None:
         self._inflight.pop(key, None)
@@ -478,6 +512,7 @@ class Publisher:
                 continue
             started = time.monotonic()
             for row in batch:
+                await self._wait_hold()
                 if not await self._acquire_slot():
                     return
                 self._replay_cursor = row.id

@@ -267,6 +267,7 @@ def summary(verdict: Verdict, faults: Counter[str], *, meters: int, seconds: flo
 _PATTERNS = {
     "edge messages replayed from its queue": (r"replayed (\d+) queued messages", "fleet"),
     "edge connection losses": (r"MQTT connection to .* lost or refused", "fleet"),
+    "edge refusals by the broker (holds)": (r"broker refused the message", "fleet"),
     "ingest duplicates absorbed": (r"duplicates (\d+)", "ingest"),
     "ingest Redis write retries": (r"redis: write of \d+ messages failed", "ingest"),
     "aggregator minutes beyond retention": (r"(\d+) minutes after the watermark are beyond", "aggregator"),
