@@ -73,7 +73,8 @@ class AckTracker:
             packet = bytes(inner._in_packet["packet"][:3])
             if len(packet) > 2 and packet[2] >= _REFUSED:
                 (mid,) = struct.unpack("!H", packet[:2])
-                self._pubrec[mid] = packet[2]
+                if mid in inner._out_messages:  # else paho ignores it, and so do we
+                    self._pubrec[mid] = packet[2]
             return handle_pubrec()
 
         def on_publish(
@@ -105,6 +106,7 @@ class AckTracker:
         if qos == 0:
             return
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pubrec.pop(info.mid, None)  # a refusal left from an earlier use of this packet id
         self._waiters[info.mid] = waiter
         try:
             refused = await waiter
