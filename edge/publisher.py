@@ -266,9 +266,12 @@ class Publisher:
             password=cfg.endpoint.password,
             identifier=cfg.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
-            # Clean on the first connection of this process (a previous process's half-finished
-            # packet ids must not collide with ours), resumed on every reconnect after that, so
-            # in-flight QoS 2 messages are retransmitted under their packet id, not duplicated.
+            # paho resets its "first connect" flag in every connect(), which aiomqtt calls on every
+            # reconnect, so in effect every connection starts clean: a previous process's packet
+            # ids never collide with ours, and paho, seeing the clean start, resends each unfinished
+            # QoS 2 message as a whole PUBLISH (never a bare PUBREL the broker would answer with
+            # PUBCOMP and nothing to deliver). A reconnect may duplicate (the ingest absorbs it),
+            # never lose (tests/test_publisher_session.py).
             clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             tls_context=tls_context(cfg.endpoint),

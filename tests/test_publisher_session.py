@@ -1,0 +1,127 @@
+"""A QoS 2 message cut off between the broker's PUBREC and the edge's PUBREL is still delivered.
+
+The broker forwards a QoS 2 message only when it receives PUBREL. If the link breaks after PUBREC
+and before PUBREL arrives, the message waits in the edge's session on the broker. The edge's
+reconnects start clean (paho resets its "first connect" flag on every ``connect()``, which aiomqtt
+calls on every ``async with``, so ``MQTT_CLEAN_START_FIRST_ONLY`` is a clean start every time), so
+that session is discarded, and paho, seeing the clean start, sends every unfinished QoS 2 message
+again as a whole PUBLISH rather than a bare PUBREL (which the broker would answer with PUBCOMP and
+nothing to deliver). Acknowledged therefore means delivered; the cost is a possible duplicate, which
+the ingest absorbs.
+
+Here a loopback proxy that understands MQTT framing drops the first PUBREL and resets both sides,
+which puts a message in exactly that state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+from edge.publisher import Publisher, PublisherConfig
+from enerlink.config import MqttEndpoint
+from enerlink.mqtt import client as mqtt_client
+from tests.support.services import Broker, free_port
+
+PUBREL = 0x62
+
+
+def _packet_end(buf: bytearray) -> int:
+    """End of the first complete MQTT packet in ``buf`` (0 if incomplete)."""
+    length, mult, i = 0, 1, 1
+    while True:
+        if i >= len(buf):
+            return 0
+        byte = buf[i]
+        length += (byte & 0x7F) * mult
+        i += 1
+        if not byte & 0x80:
+            break
+        mult *= 128
+    return i + length if i + length <= len(buf) else 0
+
+
+class PubrelCutter:
+    """Forwards MQTT both ways; on the first PUBREL from the client, drops it and resets both links.
+    Later connections are forwarded untouched."""
+
+    def __init__(self, broker_port: int) -> None:
+        self.broker_port = broker_port
+        self.port = free_port()
+        self.cut = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[PubrelCutter]:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        async with server:
+            yield self
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.broker_port)
+        watching = not self.cut.is_set()
+
+        async def upstream() -> None:
+            buf = bytearray()
+            while chunk := await client_r.read(65536):
+                if not watching:
+                    broker_w.write(chunk)
+                    continue
+                buf += chunk
+                while end := _packet_end(buf):
+                    if buf[0] == PUBREL:
+                        self.cut.set()
+                        raise ConnectionResetError("PUBREL dropped; link cut")
+                    broker_w.write(bytes(buf[:end]))
+                    del buf[:end]
+
+        async def downstream() -> None:
+            while chunk := await broker_r.read(65536):
+                client_w.write(chunk)
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for writer in (client_w, broker_w):
+                writer.transport.abort()  # a reset, not a clean close
+
+
+async def test_message_cut_between_pubrec_and_pubrel_is_delivered_after_reconnect(
+    own_broker: Broker, topic_prefix: str
+) -> None:
+    broker = own_broker.start()
+    topic = f"{topic_prefix}/meters/data"
+    acked: list[bytes] = []
+    got: list[bytes] = []
+    async with (
+        PubrelCutter(broker.port).running() as proxy,
+        mqtt_client(MqttEndpoint.parse(broker.url), identifier=f"sub-{uuid.uuid4().hex[:6]}") as sub,
+    ):
+        await sub.subscribe(topic, qos=2)
+        config = PublisherConfig(
+            endpoint=MqttEndpoint.parse(f"mqtt://127.0.0.1:{proxy.port}"),
+            client_id=f"edge-{uuid.uuid4().hex[:8]}",
+            backoff_initial_s=0.1,
+            backoff_cap_s=0.3,
+        )
+        async with Publisher(config=config, on_acked=lambda _t, p: acked.append(p)) as pub:
+            async with asyncio.timeout(10):
+                await pub.wait_connected()
+            await pub.publish(topic, b"cut-after-pubrec")
+            async with asyncio.timeout(20):
+                await proxy.cut.wait()
+                await pub.drain()
+            stats = pub.stats
+        assert stats.connects >= 2  # the link was really cut and the edge reconnected
+        assert acked == [b"cut-after-pubrec"]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                async for message in sub.messages:
+                    got.append(bytes(message.payload))  # type: ignore[arg-type]
+                    break
+    assert got == [b"cut-after-pubrec"]  # acknowledged means delivered
