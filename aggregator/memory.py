@@ -1,15 +1,18 @@
-"""Keeping the aggregator's resident memory flat across hours of minutes.
+"""Keeping the aggregator's resident memory down across hours of minutes.
 
 Each job allocates and frees a few hundred MB of short-lived objects (decoded snapshots, arrays,
 rows). Python frees them, but glibc's malloc keeps the freed heap, fragmented across one arena per
-thread that ever computed: in the 1-hour soak the aggregator's RSS crept about 1.1 MB/min while
-tracemalloc showed Python's live objects flat. Two measures (measured in-process over 20-40 jobs of
-1,000 meters x 60 snapshots: RSS 300-440 MB without them, 113-121 MB with them):
+thread that ever computed. Two measures (measured in-process over 20-40 jobs of 1,000 meters x 60
+snapshots: RSS 300-440 MB without them, 113-121 MB with them):
 
 * computing in one dedicated thread (:func:`compute_thread`) instead of asyncio's default pool, so
   one arena is reused every minute;
 * :func:`release_free_memory` after every job: ``malloc_trim(0)`` hands freed heap back to the OS
   (a few ms; a no-op where the C library has no ``malloc_trim``).
+
+They lower the level, not the slope: in the one-hour soak the aggregator still grew about 1.1 MB per
+minute (304 -> 356 MB before, 131 -> 192 MB after), with Python's live objects flat. The cause is
+not found yet (README, Performance).
 """
 
 from __future__ import annotations
