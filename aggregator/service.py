@@ -281,13 +281,6 @@ class Aggregator:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.compute_thread, compute, items, self.thresholds)
 
-    async def _read_compute(self, pairs: Sequence[tuple[str, int]]) -> Result:
-        """Read and compute a batch, all shards merged."""
-        merged = Result()
-        for part in await asyncio.gather(*self._submit(pairs)):
-            merged.merge(part)
-        return merged
-
     async def _write(
         self,
         conn: store.Conn,

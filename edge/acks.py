@@ -50,11 +50,6 @@ class Refused(Exception):
         super().__init__(f"broker refused the message: 0x{code:02x} {_NAMES.get(code, 'refused')}")
 
 
-def reason_name(code: int) -> str:
-    """``"0x97 quota exceeded"``: a reason code for logs and metrics."""
-    return f"0x{code:02x} {_NAMES.get(code, 'refused')}"
-
-
 class AckTracker:
     """Per-packet-id outcome of QoS 1/2 publishes on one paho client (the one inside aiomqtt)."""
 

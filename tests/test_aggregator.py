@@ -567,12 +567,12 @@ async def test_worker_processes_compute_the_same_rows(
             ],
         )
     pairs = [(f"W{i:02d}", m) for i in range(40)]
-    one = await Aggregator(inline, redis_client)._read_compute(pairs)
+    (one,) = await asyncio.gather(*Aggregator(inline, redis_client)._submit(pairs))
     with _executor(parallel) as pool:
-        two = await Aggregator(parallel, redis_client, executor=pool, parallel_min_items=1)._read_compute(
-            pairs
-        )
-    assert sorted(one.rows) == sorted(two.rows) and len(one.rows) == 40
+        shards = Aggregator(parallel, redis_client, executor=pool, parallel_min_items=1)._submit(pairs)
+        two = [row for shard in await asyncio.gather(*shards) for row in shard.rows]
+    assert len(shards) > 1  # really sharded over the worker processes
+    assert sorted(one.rows) == sorted(two) and len(one.rows) == 40
 
 
 async def test_scheduled_service_aggregates_serves_metrics_and_stops(
