@@ -1,35 +1,141 @@
-"""Keeping the aggregator's resident memory down across hours of minutes.
+"""Keeping the aggregator's resident memory flat across hours of minutes.
 
-Each job allocates and frees a few hundred MB of short-lived objects (decoded snapshots, arrays,
-rows). Python frees them, but glibc's malloc keeps the freed heap, fragmented across one arena per
-thread that ever computed. Two measures (measured in-process over 20-40 jobs of 1,000 meters x 60
-snapshots: RSS 300-440 MB without them, 113-121 MB with them):
+A job decodes every snapshot of the minute: for 1,000 meters at 1 s that is 60,000 messages and
+several million short-lived Python objects (floats, tuples, structs), 150 MB at the peak. They are
+freed, but CPython's small-object allocator only returns a 1 MiB arena to the OS once every object
+in it is gone, and the few objects that outlive a job (connection state, caches, free lists) end
+up scattered over arenas filled at the peak. So the process grows by 1-2 MB a job, with its live
+objects flat (measured in-process: pymalloc arenas 52 -> 67 over 7 jobs; with ``PYTHONMALLOC=malloc``
+the same jobs stay flat, but take 35 % longer).
 
-* computing in one dedicated thread (:func:`compute_thread`) instead of asyncio's default pool, so
-  one arena is reused every minute;
-* :func:`release_free_memory` after every job: ``malloc_trim(0)`` hands freed heap back to the OS
+Hence:
+
+* the decoding and statistics always run in worker processes (:class:`ComputePool`), never in the
+  main process, which only writes the rows (its own churn is a few hundred KB per job);
+* those processes are replaced by fresh ones every ``renew_after`` jobs, between jobs, so whatever
+  they fragmented is handed back whole. A fresh process costs ~0.5 s of CPU once (imports), spent
+  while the aggregator is idle between minutes;
+* :func:`release_free_memory` after every job: ``malloc_trim(0)`` hands the C heap's freed pages back
   (a few ms; a no-op where the C library has no ``malloc_trim``).
 
-They lower the level, not the slope: in the one-hour soak the aggregator still grew about 1.1 MB per
-minute (304 -> 356 MB before, 131 -> 192 MB after), with Python's live objects flat. The cause is
-not found yet (README, Performance).
+Python 3.11's own ``max_tasks_per_child`` is not used: it can deadlock when a worker retires with
+tasks queued (cpython gh-115634, fixed only in later releases).
+
+Worker processes die with the aggregator: a kill -9 of the main process would otherwise leave them
+blocked on their task queue forever (each holds both ends of it), so each asks Linux for SIGKILL
+when its parent goes (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
-from concurrent.futures import ThreadPoolExecutor
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from functools import cache
+from types import TracebackType
+from typing import Any, ParamSpec, Self, TypeVar
+
+log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_PR_SET_PDEATHSIG = 1
 
 
-def compute_thread() -> ThreadPoolExecutor:
-    """The aggregator's one compute thread (use as a context manager)."""
-    return ThreadPoolExecutor(1, thread_name_prefix="aggregate-compute")
+class ComputePool(Executor):
+    """Worker processes for the aggregator's read-and-compute shards, renewed every ``renew_after``
+    jobs (0: never). Use as a context manager; :meth:`job_done` after each job."""
+
+    def __init__(self, workers: int, *, renew_after: int = 0) -> None:
+        self.workers = workers
+        self.renew_after = renew_after
+        self.renewals = 0
+        self._jobs = 0
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
+        for _ in range(self.workers):  # spawn them all now (one per task while none is idle)
+            pool.submit(os.getpid)
+        return pool
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (for tests and RSS reports)."""
+        return sorted(p.pid for p in list(self._pool._processes.values()) if p.pid is not None)
+
+    async def job_done(self) -> bool:
+        """Count a finished job; at every ``renew_after``-th, replace the processes (the old ones
+        are idle: no job is running). Returns whether they were replaced."""
+        self._jobs += 1
+        if not self.renew_after or self._jobs % self.renew_after:
+            return False
+        began = time.monotonic()
+        old, self._pool = self._pool, self._start()
+        await asyncio.to_thread(old.shutdown, wait=True)
+        self.renewals += 1
+        log.info(
+            "aggregate: worker processes renewed after %d jobs (%d processes, %.2f s)",
+            self.renew_after,
+            self.workers,
+            time.monotonic() - began,
+        )
+        return True
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.shutdown, wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown(wait=True, cancel_futures=True)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer (Linux): SIGKILL when the parent process goes."""
+    if sys.platform != "linux":
+        return
+    name = ctypes.util.find_library("c")
+    if name is not None:
+        ctypes.CDLL(name, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:  # the parent went before the request was in place
+        os._exit(1)
 
 
 @cache
-def _malloc_trim() -> ctypes._NamedFuncPointer | None:
+def _malloc_trim() -> Any:
     name = ctypes.util.find_library("c")
     if name is None:
         return None

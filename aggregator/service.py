@@ -24,10 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,7 +45,6 @@ from schemas.wire import Keys
 
 log = logging.getLogger(__name__)
 
-PARALLEL_MIN_ITEMS = 2000  # smaller batches are computed in a thread of this process
 LATE_CHUNK = 5000
 
 
@@ -74,10 +72,7 @@ class Aggregator:
         *,
         metrics: Metrics | None = None,
         executor: Executor | None = None,
-        compute_thread: Executor | None = None,
-        parallel_min_items: int = PARALLEL_MIN_ITEMS,
     ) -> None:
-        self.parallel_min_items = parallel_min_items
         self._rollup_s = 0.0
         self._wait_s = 0.0
         self._last_in_at = 0.0
@@ -85,8 +80,7 @@ class Aggregator:
         self.redis = redis
         self.keys: Keys = settings.common.keys
         self.metrics = metrics or Metrics()
-        self.executor = executor
-        self.compute_thread = compute_thread  # None: asyncio's default pool (tests)
+        self.executor = executor  # the worker processes; None: a thread of this process (tests)
         self.partitions = store.Partitions()
         self.thresholds = Thresholds(settings.thermal_warn_c, settings.thermal_crit_c)
         self.health = HealthStep(settings, redis)
@@ -256,10 +250,11 @@ class Aggregator:
         await reader.trim_live(self.redis, self.keys, sorted(fleet), cutoff)
 
     def _submit(self, pairs: Sequence[tuple[str, int]]) -> list[asyncio.Future[Result]]:
-        """Start reading and computing a batch: in a thread of this process (small batches), or
-        sharded over the worker processes, each reading its shard from Redis itself (reads and
-        validation in parallel). One future per shard, in no particular order of completion."""
-        if self.executor is None or self.settings.workers < 2 or len(pairs) < self.parallel_min_items:
+        """Start reading and computing a batch, sharded over the worker processes, each reading its
+        shard from Redis itself (reads and validation in parallel; the main process's heap never
+        holds the decoded snapshots: aggregator/memory.py). Without worker processes (tests), in a
+        thread of this process. One future per shard, in no particular order of completion."""
+        if self.executor is None or not pairs:
             return [asyncio.ensure_future(self._read_compute_here(pairs))]
         loop = asyncio.get_running_loop()
         shards = 2 * self.settings.workers  # a worker reads its next shard while another computes
@@ -279,7 +274,7 @@ class Aggregator:
     async def _read_compute_here(self, pairs: Sequence[tuple[str, int]]) -> Result:
         items = await reader.read_items(self.redis, self.keys, pairs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.compute_thread, compute, items, self.thresholds)
+        return await loop.run_in_executor(None, compute, items, self.thresholds)
 
     async def _write(
         self,
@@ -377,16 +372,10 @@ async def _metrics_server(settings: Settings, metrics: Metrics) -> AsyncIterator
         thread.join(timeout=5)
 
 
-@contextlib.contextmanager
-def _executor(settings: Settings) -> Any:
-    if settings.workers < 2:
-        yield None
-        return
-    pool = ProcessPoolExecutor(settings.workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+def compute_pool(settings: Settings) -> memory.ComputePool:
+    """The worker processes (``ENERLINK_AGGREGATE_WORKERS``), renewed every
+    ``ENERLINK_AGGREGATE_RENEW_JOBS`` jobs."""
+    return memory.ComputePool(settings.workers, renew_after=settings.renew_jobs)
 
 
 async def run(settings: Settings, *, once: bool = False) -> JobReport | None:
@@ -396,18 +385,16 @@ async def run(settings: Settings, *, once: bool = False) -> JobReport | None:
     async with (
         aioredis.Redis.from_url(settings.common.redis_url) as redis,
         _metrics_server(settings, metrics),
+        compute_pool(settings) as pool,
     ):
-        with _executor(settings) as pool, memory.compute_thread() as compute_thread:
-            aggregator = Aggregator(
-                settings, redis, metrics=metrics, executor=pool, compute_thread=compute_thread
-            )
-            if once:
-                return await aggregator.run_job()
-            await _scheduled(aggregator, settings)
+        aggregator = Aggregator(settings, redis, metrics=metrics, executor=pool)
+        if once:
+            return await aggregator.run_job()
+        await _scheduled(aggregator, settings, pool)
     return None
 
 
-async def _scheduled(aggregator: Aggregator, settings: Settings) -> None:
+async def _scheduled(aggregator: Aggregator, settings: Settings, pool: memory.ComputePool) -> None:
     ticks: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
 
     def _tick() -> None:
@@ -420,12 +407,12 @@ async def _scheduled(aggregator: Aggregator, settings: Settings) -> None:
     _tick()  # catch up at start-up
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(_loop(aggregator, ticks), name="aggregate-loop")
+            tg.create_task(_loop(aggregator, ticks, pool), name="aggregate-loop")
     finally:
         scheduler.shutdown(wait=False)
 
 
-async def _loop(aggregator: Aggregator, ticks: asyncio.Queue[None]) -> None:
+async def _loop(aggregator: Aggregator, ticks: asyncio.Queue[None], pool: memory.ComputePool) -> None:
     while True:
         await ticks.get()
         try:
@@ -433,3 +420,4 @@ async def _loop(aggregator: Aggregator, ticks: asyncio.Queue[None]) -> None:
         except Exception:
             aggregator.metrics.failures.inc()
             log.exception("aggregate: job failed; next tick retries")
+        await pool.job_done()

@@ -32,7 +32,8 @@ class Settings:
     grace_s: float = 10.0  # a minute is closed this long after it ends
     retention_s: int = 7200  # Redis live window (shared with the ingest): catch-up reaches this far
     late_hold_s: int = 600  # late data of a re-aggregated minute is deleted this long after
-    workers: int = 1  # processes for validation/statistics of large batches (1 = in-process)
+    workers: int = 1  # worker processes that read, validate and compute (aggregator/memory.py)
+    renew_jobs: int = 10  # the worker processes are replaced by fresh ones every this many jobs
     metrics_port: int = 0  # Prometheus port; 0 = off (the default, like the other services)
     thermal_warn_c: float = 45.0
     thermal_crit_c: float = 60.0
@@ -46,6 +47,7 @@ class Settings:
             retention_s=env.int("RETENTION_S", 7200),
             late_hold_s=env.int("AGGREGATE_LATE_HOLD_S", 600),
             workers=env.int("AGGREGATE_WORKERS", min(os.cpu_count() or 1, 4)),
+            renew_jobs=env.int("AGGREGATE_RENEW_JOBS", 10),
             metrics_port=env.int("AGGREGATOR_METRICS_PORT", 0),
             thermal_warn_c=env.float("AGGREGATE_THERMAL_WARN_C", 45.0),
             thermal_crit_c=env.float("AGGREGATE_THERMAL_CRIT_C", 60.0),
@@ -65,6 +67,10 @@ class Settings:
             raise ConfigError(f"ENERLINK_RETENTION_S={settings.retention_s}: must be at least 60")
         if settings.workers < 1:
             raise ConfigError(f"ENERLINK_AGGREGATE_WORKERS={settings.workers}: must be at least 1")
+        if settings.renew_jobs < 0:
+            raise ConfigError(
+                f"ENERLINK_AGGREGATE_RENEW_JOBS={settings.renew_jobs}: must be >= 0 (0 = never)"
+            )
         if settings.thermal_crit_c < settings.thermal_warn_c:
             raise ConfigError(
                 "ENERLINK_AGGREGATE_THERMAL_CRIT_C must be >= ENERLINK_AGGREGATE_THERMAL_WARN_C"

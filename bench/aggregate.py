@@ -239,10 +239,10 @@ async def main() -> None:
         floor_s = read_s + durable_s
         temp_floor_s = read_s + copy_s
         floor_cpu = _minus(await _cpu(r), cpu0)
-        from aggregator.service import _executor
+        from aggregator.service import compute_pool
 
-        with _executor(settings) as pool:
-            if pool is not None:  # start the worker processes outside the timing
+        with compute_pool(settings) as pool:
+            if pool is not None:  # wait for the worker processes outside the timing
                 list(pool.map(abs, range(settings.workers)))
             aggregator = Aggregator(settings, r, executor=pool)
             for k, minute in enumerate(minutes):

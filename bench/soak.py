@@ -9,8 +9,8 @@ Not part of the test suite. It starts the stack of the chaos test without faults
 fsync-always append-only file, a private PostgreSQL, 2 ingest workers, the aggregator and one
 simulated fleet process with its publish log), samples every ``--sample-every`` seconds:
 
-* RSS of every process (fleet, each ingest worker, aggregator, Redis, Mosquitto, PostgreSQL with
-  its backends);
+* RSS of every process (fleet, each ingest worker, aggregator and its worker processes, Redis,
+  Mosquitto, PostgreSQL with its backends);
 * queues: Redis ``used_memory`` and keys, the broker's stored messages (``$SYS``), the edge's
   store-and-forward queue depth and QoS 2 in-flight count (its Prometheus endpoint);
 * rates: messages acknowledged to the fleet and stored by the ingest per second;
@@ -102,10 +102,14 @@ def _pg_rss_kb(data_dir: Path) -> int:
         postmaster = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return 0
+    return rss_kb(postmaster) + _children_rss_kb(postmaster)
+
+
+def _children_rss_kb(parent: int) -> int:
     children = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(postmaster)], capture_output=True, text=True, check=False
+        ["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True, check=False
     ).stdout.split()
-    return rss_kb(postmaster) + sum(rss_kb(int(pid)) for pid in children)
+    return sum(rss_kb(int(pid)) for pid in children)
 
 
 @dataclass
@@ -136,6 +140,8 @@ class Soak:
         procs["mosquitto"] = self.stack.broker_pid()
         rss = {name: rss_kb(pid) / 1024 if pid else 0.0 for name, pid in procs.items()}
         rss["postgres"] = _pg_rss_kb(self.stack.pg.data_dir) / 1024
+        aggregator = procs.get("aggregator")  # its worker processes (renewed every 10 jobs)
+        rss["agg-workers"] = _children_rss_kb(aggregator) / 1024 if aggregator else 0.0
         client = redis.Redis.from_url(self.stack.redis.url)
         try:
             info = client.info("memory")

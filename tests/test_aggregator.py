@@ -541,7 +541,7 @@ def test_cli_once_exits_zero(environ: dict[str, str]) -> None:
 async def test_worker_processes_compute_the_same_rows(
     environ: dict[str, str], redis_client: aioredis.Redis
 ) -> None:
-    from aggregator.service import _executor
+    from aggregator.service import compute_pool
 
     inline = settings_for(environ)
     parallel = settings_for(environ, ENERLINK_AGGREGATE_WORKERS="2")
@@ -568,8 +568,8 @@ async def test_worker_processes_compute_the_same_rows(
         )
     pairs = [(f"W{i:02d}", m) for i in range(40)]
     (one,) = await asyncio.gather(*Aggregator(inline, redis_client)._submit(pairs))
-    with _executor(parallel) as pool:
-        shards = Aggregator(parallel, redis_client, executor=pool, parallel_min_items=1)._submit(pairs)
+    with compute_pool(parallel) as pool:
+        shards = Aggregator(parallel, redis_client, executor=pool)._submit(pairs)
         two = [row for shard in await asyncio.gather(*shards) for row in shard.rows]
     assert len(shards) > 1  # really sharded over the worker processes
     assert sorted(one.rows) == sorted(two) and len(one.rows) == 40

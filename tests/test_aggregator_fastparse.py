@@ -184,7 +184,7 @@ async def test_sharded_job_written_shard_by_shard_equals_sql(
     """Worker processes, every batch split into shards written one by one in the minute's
     transaction: catch-up minutes, then late data for one meter in two minutes (its pairs land in
     different shards, replacing stored rows): minute rows complete, rollups equal SQL."""
-    from aggregator.service import Aggregator, _executor
+    from aggregator.service import Aggregator, compute_pool
 
     settings = settings_for(environ, ENERLINK_AGGREGATE_WORKERS="2")
     keys = settings.common.keys
@@ -206,8 +206,8 @@ async def test_sharded_job_written_shard_by_shard_equals_sql(
             f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute) values ('minutes', %s)",
             (minute_dt(first - MIN),),
         )
-    with _executor(settings) as pool:
-        aggregator = Aggregator(settings, redis_client, executor=pool, parallel_min_items=1)
+    with compute_pool(settings) as pool:
+        aggregator = Aggregator(settings, redis_client, executor=pool)
         report = await aggregator.run_job()
         assert report.minutes >= 6 and report.rows >= 6 * len(meters) and report.bad == 0
         assert len(rows(url)) == 6 * len(meters)
