@@ -219,7 +219,11 @@ def report(soak: Soak, *, args: argparse.Namespace, verdict_text: str, wall_s: f
         for name in names:
             a, b = first.rss_mb.get(name, 0.0), last.rss_mb.get(name, 0.0)
             change = 100 * (b - a) / a if a else float("nan")
-            lines.append(f"  RSS {name:<11} {a:8.1f} MB -> {b:8.1f} MB ({change:+.1f} %)")
+            seen = [s.rss_mb.get(name, 0.0) for s in warm]
+            lines.append(
+                f"  RSS {name:<11} {a:8.1f} MB -> {b:8.1f} MB ({change:+.1f} %);"
+                f" range {min(seen):.1f}-{max(seen):.1f} MB"
+            )
         lines.append(f"  Redis used_memory {first.redis_mb:.1f} MB -> {last.redis_mb:.1f} MB")
         lines.append(f"  broker stored messages {first.broker_stored} -> {last.broker_stored}")
         lines.append(f"  edge queue {first.edge_queue:.0f} -> {last.edge_queue:.0f}")
