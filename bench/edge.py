@@ -35,6 +35,7 @@ from edge.settings import Settings
 from edge.sim.engine import Simulator
 from edge.sim.fleet import generate
 from edge.sim.messages import data_messages, status_message
+from edge.sim.runner import FleetRunner
 from enerlink.config import Env
 
 INTERVAL_S = 5.0
@@ -77,7 +78,7 @@ async def end_to_end(meters: int, steps: int) -> tuple[float, float, int]:
         commands=False,
         client_id=f"bench-{uuid.uuid4().hex[:6]}",
     )
-    runners: list = []
+    runners: list[FleetRunner] = []
     wall, cpu = time.perf_counter(), time.process_time()
     await run(settings, on_ready=runners.append)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -169,7 +169,7 @@ async def listen(redis_url: str, channel: str, count: int) -> None:
     """
     url = urlparse(redis_url)
     reader, writer = await asyncio.open_connection(url.hostname or "127.0.0.1", url.port or 6379)
-    writer.write(hiredis.pack_command(("SUBSCRIBE", channel)))
+    writer.write(hiredis.pack_command(("SUBSCRIBE", channel)))  # type: ignore[arg-type]  # 1-tuples only in the stub
     await writer.drain()
     parser = hiredis.Reader()
     while (reply := parser.gets()) is False:

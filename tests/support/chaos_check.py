@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import psycopg
 import redis
@@ -78,7 +79,7 @@ def _aggregated(conn: psycopg.Connection[tuple[object, ...]]) -> dict[Key, int]:
         " where meter_id <> %s",
         (PROBE_METER,),
     ).fetchall()
-    return {(str(m), b.astimezone(UTC)): int(n) for m, b, n in rows}  # type: ignore[attr-defined]
+    return {(str(m), cast(datetime, b).astimezone(UTC)): cast(int, n) for m, b, n in rows}
 
 
 def _watermark(conn: psycopg.Connection[tuple[object, ...]]) -> datetime | None:

@@ -109,7 +109,7 @@ class Chaos:
         self._seq += 1
         heapq.heappush(self._events, _Event(at, self._seq, label, action))
 
-    def _actions(self, fault: Fault) -> tuple[Callable[[], None], Callable[[], None]]:
+    def _actions(self, fault: Fault) -> tuple[Callable[[], object], Callable[[], object]]:
         stack = self.stack
         if fault.kind in ("ingest_kill", "aggregator_kill"):
             proc = stack.aggregator if fault.kind == "aggregator_kill" else stack.worker(fault.detail)
@@ -141,11 +141,11 @@ class Chaos:
         for fault in self.faults:
             begin, end = self._actions(fault)
 
-            def _begin(f: Fault = fault, act: Callable[[], None] = begin) -> None:
+            def _begin(f: Fault = fault, act: Callable[[], object] = begin) -> None:
                 f.began = time.monotonic() - t0
                 act()
 
-            def _end(f: Fault = fault, act: Callable[[], None] = end) -> None:
+            def _end(f: Fault = fault, act: Callable[[], object] = end) -> None:
                 act()
                 f.ended = time.monotonic() - t0
 

@@ -35,7 +35,7 @@ async def collect(common: CommonSettings, topics: Iterable[str]) -> AsyncIterato
 
         async def _reader() -> None:
             async for message in client.messages:
-                body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                body = json.loads(bytes(message.payload))
                 out.by_topic.setdefault(str(message.topic), []).append(body)
                 if message.retain:
                     out.retained[str(message.topic)] = body
