@@ -40,7 +40,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from functools import cache
-from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
 log = logging.getLogger(__name__)
@@ -80,21 +79,26 @@ class ComputePool(Executor):
         return sorted(p.pid for p in list(self._pool._processes.values()) if p.pid is not None)
 
     async def job_done(self) -> bool:
-        """Count a finished job; at every ``renew_after``-th, replace the processes (the old ones
-        are idle: no job is running). Returns whether they were replaced."""
+        """Count a finished job; at every ``renew_after``-th, or when a worker process died (the
+        pool is then broken: every later task would fail), replace the processes. No job is
+        running. Returns whether they were replaced."""
         self._jobs += 1
-        if not self.renew_after or self._jobs % self.renew_after:
+        broken = bool(getattr(self._pool, "_broken", False))
+        if not broken and (not self.renew_after or self._jobs % self.renew_after):
             return False
         began = time.monotonic()
         old, self._pool = self._pool, self._start()
-        await asyncio.to_thread(old.shutdown, wait=True)
+        await asyncio.to_thread(old.shutdown, wait=True, cancel_futures=True)
         self.renewals += 1
-        log.info(
-            "aggregate: worker processes renewed after %d jobs (%d processes, %.2f s)",
-            self.renew_after,
-            self.workers,
-            time.monotonic() - began,
-        )
+        if broken:
+            log.warning("aggregate: a worker process died; %d fresh ones started", self.workers)
+        else:
+            log.info(
+                "aggregate: worker processes renewed after %d jobs (%d processes, %.2f s)",
+                self.renew_after,
+                self.workers,
+                time.monotonic() - began,
+            )
         return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -103,24 +107,8 @@ class ComputePool(Executor):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await asyncio.to_thread(self.shutdown, wait=True, cancel_futures=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.shutdown(wait=True, cancel_futures=True)
 
 
 def _die_with_parent(parent: int) -> None:

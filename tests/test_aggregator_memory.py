@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,21 @@ async def test_workers_compute_and_are_renewed_between_jobs() -> None:
         assert await pool.job_done() is False
         assert await pool.job_done() is True
         assert pool.renewals == 2
+
+
+async def test_a_dead_worker_is_replaced_after_the_job() -> None:
+    """A worker killed (OOM killer, kill -9) breaks the pool: that job fails, the next one has
+    fresh processes instead of failing for ever."""
+    async with memory.ComputePool(1, renew_after=0) as pool:
+        pid = pool.submit(os.getpid).result(timeout=60)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(os.getpid).result(timeout=60)
+        assert await pool.job_done() is True
+        fresh = pool.submit(os.getpid).result(timeout=60)
+        assert fresh not in (pid, os.getpid())
+        assert pool.renewals == 1
+        assert await pool.job_done() is False  # healthy again: renew_after=0 means never
 
 
 async def test_never_renewed_with_zero() -> None:
