@@ -94,7 +94,7 @@ class ComputePool(Executor):
             log.warning("aggregate: a worker process died; %d fresh ones started", self.workers)
         else:
             log.info(
-                "aggregate: worker processes renewed after %d jobs (%d processes, %.2f s)",
+                "aggregate: worker processes renewed after %d jobs (workers %d, %.2f s)",
                 self.renew_after,
                 self.workers,
                 time.monotonic() - began,
