@@ -242,8 +242,7 @@ async def main() -> None:
         from aggregator.service import compute_pool
 
         with compute_pool(settings) as pool:
-            if pool is not None:  # wait for the worker processes outside the timing
-                list(pool.map(abs, range(settings.workers)))
+            list(pool.map(abs, range(settings.workers)))  # workers up before the timing
             aggregator = Aggregator(settings, r, executor=pool)
             for k, minute in enumerate(minutes):
                 if k:

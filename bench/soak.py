@@ -140,7 +140,7 @@ class Soak:
         procs["mosquitto"] = self.stack.broker_pid()
         rss = {name: rss_kb(pid) / 1024 if pid else 0.0 for name, pid in procs.items()}
         rss["postgres"] = _pg_rss_kb(self.stack.pg.data_dir) / 1024
-        aggregator = procs.get("aggregator")  # its worker processes (renewed every 10 jobs)
+        aggregator = procs.get("aggregator")  # its worker processes, renewed every few jobs
         rss["agg-workers"] = _children_rss_kb(aggregator) / 1024 if aggregator else 0.0
         client = redis.Redis.from_url(self.stack.redis.url)
         try:
