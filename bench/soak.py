@@ -11,8 +11,10 @@ simulated fleet process with its publish log), samples every ``--sample-every`` 
 
 * RSS of every process (fleet, each ingest worker, aggregator and its worker processes, Redis,
   Mosquitto, PostgreSQL with its backends);
-* queues: Redis ``used_memory`` and keys, the broker's stored messages (``$SYS``), the edge's
-  store-and-forward queue depth and QoS 2 in-flight count (its Prometheus endpoint);
+* queues: Redis ``used_memory`` and keys (and where Redis' RSS beyond it sits: allocator
+  fragmentation, the allocator's dirty pages, outside the allocator), the broker's stored
+  messages (``$SYS``), the edge's store-and-forward queue depth and QoS 2 in-flight count (its
+  Prometheus endpoint);
 * rates: messages acknowledged to the fleet and stored by the ingest per second;
 * aggregator lag: now minus the end of the last aggregated minute (its watermark);
 
@@ -118,6 +120,11 @@ class Sample:
     rss_mb: dict[str, float]
     redis_mb: float
     redis_keys: int
+    # where Redis' RSS beyond used_memory sits (INFO memory, MB): allocator fragmentation, dirty
+    # pages the allocator holds, and outside the allocator (Lua heap, fork copy-on-write...)
+    redis_frag_mb: float
+    redis_dirty_mb: float
+    redis_other_mb: float
     broker_stored: int | None
     edge_queue: float
     edge_inflight: float
@@ -146,8 +153,13 @@ class Soak:
         try:
             info = client.info("memory")
             redis_mb, keys = float(info["used_memory"]) / 2**20, int(client.dbsize())
+            frag, dirty, other = (
+                float(info.get(name, "nan")) / 2**20
+                for name in ("allocator_frag_bytes", "allocator_rss_bytes", "rss_overhead_bytes")
+            )
         except redis.RedisError:
             redis_mb, keys = float("nan"), -1
+            frag = dirty = other = float("nan")
         finally:
             client.close()
         edge = _scrape(self.edge_port)
@@ -165,6 +177,9 @@ class Soak:
             rss_mb=rss,
             redis_mb=redis_mb,
             redis_keys=keys,
+            redis_frag_mb=frag,
+            redis_dirty_mb=dirty,
+            redis_other_mb=other,
             broker_stored=_broker_stored(self.stack.broker.port),
             edge_queue=edge.get("enerlink_edge_queue_depth", float("nan")),
             edge_inflight=edge.get("enerlink_edge_inflight", float("nan")),
@@ -187,13 +202,14 @@ def _row(s: Sample, names: list[str]) -> str:
     stored = str(s.broker_stored) if s.broker_stored is not None else "-"
     return (
         f"{s.t:6.0f} {s.pub_rate:7.0f} {s.store_rate:7.0f} {lag} {s.edge_queue:6.0f} {s.edge_inflight:4.0f}"
-        f" {stored:>6} {s.redis_mb:8.1f} {s.redis_keys:6d} {rss}"
+        f" {stored:>6} {s.redis_mb:8.1f} {s.redis_keys:6d}"
+        f" {s.redis_frag_mb:5.1f} {s.redis_dirty_mb:5.1f} {s.redis_other_mb:5.1f} {rss}"
     )
 
 
 def _header(names: list[str]) -> str:
     return (
-        "     t  pub/s  store/s  lag_s  edgeQ infl brokerQ redis_MB  keys "
+        "     t  pub/s  store/s  lag_s  edgeQ infl brokerQ redis_MB  keys  frag dirty other "
         + " ".join(f"{n[:7]:>7}" for n in names)
         + "   (RSS MB)"
     )
@@ -225,6 +241,12 @@ def report(soak: Soak, *, args: argparse.Namespace, verdict_text: str, wall_s: f
                 f" range {min(seen):.1f}-{max(seen):.1f} MB"
             )
         lines.append(f"  Redis used_memory {first.redis_mb:.1f} MB -> {last.redis_mb:.1f} MB")
+        lines.append(
+            "  Redis RSS beyond used_memory: allocator fragmentation"
+            f" {first.redis_frag_mb:.1f} -> {last.redis_frag_mb:.1f} MB, allocator dirty pages"
+            f" {first.redis_dirty_mb:.1f} -> {last.redis_dirty_mb:.1f} MB, outside the allocator"
+            f" {first.redis_other_mb:.1f} -> {last.redis_other_mb:.1f} MB"
+        )
         lines.append(f"  broker stored messages {first.broker_stored} -> {last.broker_stored}")
         lines.append(f"  edge queue {first.edge_queue:.0f} -> {last.edge_queue:.0f}")
     if steady:
