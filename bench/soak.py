@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -215,6 +216,18 @@ def _header(names: list[str]) -> str:
     )
 
 
+def _last_third(samples: list[Sample], name: str) -> str:
+    """Change over the last third of the run (after warm-up): whether a growth has levelled off.
+    The median of the first and of the last three samples, so one sample catching a transient
+    (PostgreSQL with the aggregator's connections open, say) does not decide it."""
+    tail = samples[len(samples) - max(2, len(samples) // 3) :]
+    if len(tail) < 2:
+        return "-"
+    a = statistics.median(s.rss_mb.get(name, 0.0) for s in tail[:3])
+    b = statistics.median(s.rss_mb.get(name, 0.0) for s in tail[-3:])
+    return f"{a:.1f} -> {b:.1f} MB (t={tail[0].t:.0f}-{tail[-1].t:.0f} s, medians of 3)"
+
+
 def report(soak: Soak, *, args: argparse.Namespace, verdict_text: str, wall_s: float) -> str:
     samples = soak.samples
     names = sorted(samples[-1].rss_mb) if samples else []
@@ -238,14 +251,15 @@ def report(soak: Soak, *, args: argparse.Namespace, verdict_text: str, wall_s: f
             seen = [s.rss_mb.get(name, 0.0) for s in warm]
             lines.append(
                 f"  RSS {name:<11} {a:8.1f} MB -> {b:8.1f} MB ({change:+.1f} %);"
-                f" range {min(seen):.1f}-{max(seen):.1f} MB"
+                f" range {min(seen):.1f}-{max(seen):.1f} MB; last third {_last_third(warm, name)}"
             )
         lines.append(f"  Redis used_memory {first.redis_mb:.1f} MB -> {last.redis_mb:.1f} MB")
         lines.append(
             "  Redis RSS beyond used_memory: allocator fragmentation"
             f" {first.redis_frag_mb:.1f} -> {last.redis_frag_mb:.1f} MB, allocator dirty pages"
             f" {first.redis_dirty_mb:.1f} -> {last.redis_dirty_mb:.1f} MB, outside the allocator"
-            f" {first.redis_other_mb:.1f} -> {last.redis_other_mb:.1f} MB"
+            f" {first.redis_other_mb:.1f} -> {last.redis_other_mb:.1f} MB; active defragmentation"
+            f" {'on' if soak.stack.redis.active_defrag else 'not available in this Redis build'}"
         )
         lines.append(f"  broker stored messages {first.broker_stored} -> {last.broker_stored}")
         lines.append(f"  edge queue {first.edge_queue:.0f} -> {last.edge_queue:.0f}")

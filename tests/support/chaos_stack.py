@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
+import redis
 
 from tests.support.ingest_support import ago, data_message
 from tests.support.pgserver import PgServer
@@ -120,6 +121,7 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     appendfsync: str = "always"
     proc: Proc | None = None
+    active_defrag: bool = False  # set by start(): whether this build could switch it on
 
     @property
     def url(self) -> str:
@@ -149,7 +151,20 @@ class RedisServer:
             self.proc = Proc("redis", argv, {}, self.root / "logs" / "redis.log")
         self.proc.start()
         wait_port(self.port, timeout=30)
+        self.active_defrag = self._enable_active_defrag()
         return self
+
+    def _enable_active_defrag(self) -> bool:
+        """As docker-compose.yml does; only a Redis built with its bundled jemalloc can (Debian's
+        package refuses), so this returns whether it is on."""
+        client = redis.Redis(port=self.port, socket_timeout=5)
+        try:
+            client.config_set("activedefrag", "yes")
+        except redis.ResponseError:
+            return False
+        finally:
+            client.close()
+        return True
 
     def crash(self) -> None:
         """kill -9: what is not in the append-only file is gone."""
