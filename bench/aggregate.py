@@ -55,6 +55,7 @@ from aggregator.settings import Settings  # noqa: E402
 from enerlink.config import Env  # noqa: E402
 from enerlink.db import connect, migrate  # noqa: E402
 from schemas.wire import Keys, Tables  # noqa: E402
+from tests.support.chaos_stack import child_pids, cpu_seconds  # noqa: E402
 
 DEFAULT_DB = os.environ.get("ENERLINK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 DEFAULT_REDIS = os.environ.get("ENERLINK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -109,29 +110,12 @@ async def _load(
         await pipe.execute()
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu(pid: int, *, reaped: bool = False) -> float:
-    """CPU seconds of a process (and, with ``reaped``, of its children that have exited)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    if reaped:
-        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
-    return ticks / _TICK
-
-
 def _pg_cpu(postmaster: int | None) -> float:
     """The PostgreSQL cluster's CPU seconds: the postmaster, its live children and the exited ones
     (a backend's CPU lands in the postmaster's cutime once it is reaped). 0 when not on this host."""
     if postmaster is None:
         return 0.0
-    children = Path(f"/proc/{postmaster}/task/{postmaster}/children")
-    live = children.read_text().split() if children.exists() else []
-    return _proc_cpu(postmaster, reaped=True) + sum(_proc_cpu(int(pid)) for pid in live)
+    return cpu_seconds(postmaster, reaped=True) + sum(map(cpu_seconds, child_pids(postmaster)))
 
 
 def _postmaster(url: str) -> int | None:
@@ -148,7 +132,7 @@ async def _cpu(r: aioredis.Redis, *, workers: list[int], postmaster: int | None)
     Redis server and of the PostgreSQL cluster (both shared: other clients count too)."""
     info: dict[str, Any] = await r.info("cpu")
     return (
-        time.process_time() + sum(_proc_cpu(pid) for pid in workers),
+        time.process_time() + sum(map(cpu_seconds, workers)),
         float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
         _pg_cpu(postmaster),
     )

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from schemas.wire import Keys, Topics  # noqa: E402
+from tests.support.chaos_stack import cpu_seconds  # noqa: E402
 from tests.support.ingest_support import publisher  # noqa: E402
 from tests.support.services import FIXTURES, Broker, ServiceProcess  # noqa: E402
 
@@ -133,7 +134,7 @@ async def ingest_rate(
             arrivals = orjson.loads(out)
             return (messages - 1) / (arrivals[-1][0] - arrivals[0][0]), [], float("nan")
         assert worker.process is not None
-        cpu_before = _cpu_seconds(worker.process.pid)
+        cpu_before = cpu_seconds(worker.process.pid)
         started = await _publish(broker.url, topics.data, messages=messages, meters=meters, window=window)
         started_wall = time.time() - (time.monotonic() - started)  # the first publish, wall clock
         out, _ = await asyncio.wait_for(listener.communicate(), timeout=600)
@@ -141,7 +142,7 @@ async def ingest_rate(
         rate = messages / (arrivals[-1][0] - started_wall)
         latencies = [(now - _epoch(stamp)) * 1000 for now, stamp in arrivals]
         assert worker.process is not None
-        cpu_s = _cpu_seconds(worker.process.pid) - cpu_before
+        cpu_s = cpu_seconds(worker.process.pid) - cpu_before
     finally:
         worker.kill()
         keys_left = [k async for k in client.scan_iter(match=f"{keys.prefix}:*", count=1000)]
@@ -149,12 +150,6 @@ async def ingest_rate(
             await client.delete(*keys_left)
         await client.aclose()
     return rate, latencies, cpu_s
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _epoch(stamp: str) -> float:

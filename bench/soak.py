@@ -53,7 +53,7 @@ from tests.support.chaos_check import (  # noqa: E402
     verify,
     wait_drained,
 )
-from tests.support.chaos_stack import Stack, StackConfig, rss_kb  # noqa: E402
+from tests.support.chaos_stack import Stack, StackConfig, child_pids, rss_kb  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
 
 _BROKER_STORED = "$SYS/broker/store/messages/count"
@@ -109,10 +109,7 @@ def _pg_rss_kb(data_dir: Path) -> int:
 
 
 def _children_rss_kb(parent: int) -> int:
-    children = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True, check=False
-    ).stdout.split()
-    return sum(rss_kb(int(pid)) for pid in children)
+    return sum(map(rss_kb, child_pids(parent)))
 
 
 @dataclass

@@ -53,6 +53,28 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """CPU time (user + system) a process has used so far, and with ``reaped`` that of its children
+    that have exited and been waited for (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(parent: int) -> list[int]:
+    """The live child processes of ``parent`` (not counting the ``ps`` this runs)."""
+    with subprocess.Popen(
+        ["ps", "-o", "pid=", "--ppid", str(parent)], stdout=subprocess.PIPE, text=True
+    ) as ps:
+        out, _ = ps.communicate()
+    return [pid for pid in map(int, out.split()) if pid != ps.pid]
+
+
 @dataclass
 class Proc:
     """A subprocess with a clean environment (no ENERLINK_* of the caller leaks in) and a log file."""
