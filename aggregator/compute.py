@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from aggregator import batch, copybin
 from aggregator.columns import ENERGY_SUBSYSTEMS, STAT_COLUMNS
-from aggregator.fastparse import PERM, VALUE_FIELDS, BadSnapshot, Snap, parse
+from aggregator.fastparse import VALUE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,9 @@ _COUNTER_COLS: list[int] = [c for total, others in _ENERGY_COLS for c in (total,
 _ENERGY_LOCAL: list[tuple[int, list[int]]] = [
     (_COUNTER_COLS.index(total), [_COUNTER_COLS.index(c) for c in others]) for total, others in _ENERGY_COLS
 ]
-_WIDTH = len(_VALUE_FIELDS)
 _ALERT = _COL["battery_alert_active"]
+_SOC = _COL["battery_soc"]
+_THRESHOLD = _COL["battery_alert_threshold"]
 _CONNECTED = _COL["battery_connected"]
 
 
@@ -80,14 +82,22 @@ class Event:
 
 @dataclass(slots=True)
 class Result:
+    """A batch's minute rows: as tuples (``rows``), or encoded for a binary COPY (``encoded``,
+    aggregator/copybin.py: what the worker processes send back); ``keys`` (meter, minute start ms)
+    of every row either way."""
+
+    keys: list[tuple[str, int]] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     bad: int = 0
     samples: int = 0
     has_temperature: bool = False  # any snapshot mentions a temperature (thermal events need a look)
 
     def merge(self, other: Result) -> None:
+        self.keys.extend(other.keys)
         self.rows.extend(other.rows)
+        self.encoded.extend(other.encoded)
         self.events.extend(other.events)
         self.bad += other.bad
         self.samples += other.samples
@@ -97,10 +107,15 @@ _CLIENTS: dict[str, Any] = {}
 
 
 def read_and_compute(
-    redis_url: str, key_prefix: str, pairs: Sequence[tuple[str, int]], thresholds: Thresholds
+    redis_url: str,
+    key_prefix: str,
+    pairs: Sequence[tuple[str, int]],
+    thresholds: Thresholds,
+    late: frozenset[str] | None = None,
 ) -> Result:
     """Worker-process entry: read a shard of (meter, minute) pairs from Redis and compute them,
-    so reading, validation and statistics all run in parallel across processes."""
+    so reading, validation and statistics all run in parallel across processes. ``late``: the
+    shard's meters that may hold late data (None: any)."""
     import redis
 
     from aggregator.reader import read_items_sync
@@ -109,97 +124,109 @@ def read_and_compute(
     client = _CLIENTS.get(redis_url)
     if client is None:
         client = _CLIENTS[redis_url] = redis.Redis.from_url(redis_url)
-    return compute(read_items_sync(client, Keys(key_prefix), pairs), thresholds)
+    return compute(read_items_sync(client, Keys(key_prefix), pairs, late=late), thresholds, encode=True)
 
 
 def ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _parse(meter_id: str, raws: Sequence[bytes], result: Result) -> dict[int, Snap]:
-    out: dict[int, Snap] = {}
-    for raw in raws:
-        try:
-            snap = parse(raw, meter_id)
-        except BadSnapshot as exc:
-            result.bad += 1
-            log.debug("meter %s: snapshot skipped: %s", meter_id, exc)
-            continue
-        if snap.at_ms in out:
-            continue
-        out[snap.at_ms] = snap
-        if snap.temperature is not None:
-            result.has_temperature = True
-    return out
-
-
-def compute(items: Sequence[Item], thresholds: Thresholds = Thresholds()) -> Result:
-    """Rows for ``telemetry_aggregates`` (column order of :data:`aggregator.columns.ALL_COLUMNS`).
+def compute(items: Sequence[Item], thresholds: Thresholds = Thresholds(), *, encode: bool = False) -> Result:
+    """Rows for ``telemetry_aggregates`` (column order of :data:`aggregator.columns.ALL_COLUMNS`),
+    as tuples, or with ``encode`` for a binary COPY.
 
     The cyclic garbage collector is paused meanwhile: the batch allocates many small containers and
     holds them all to the end, which otherwise triggers repeated full collections."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compute(items, thresholds)
+        return _compute(items, thresholds, encode=encode)
     finally:
         if enabled:
             gc.enable()
 
 
-def _compute(items: Sequence[Item], thresholds: Thresholds) -> Result:
+@dataclass(slots=True)
+class _Flat:
+    """Every snapshot of a batch in one list, each item's baseline (if any) before its snapshots."""
+
+    raws: list[bytes] = field(default_factory=list)
+    meter_ids: list[str] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)  # the item each belongs to
+    is_base: list[bool] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, items: Sequence[Item]) -> _Flat:
+        flat = cls()
+        for i, item in enumerate(items):
+            n = len(item.snapshots) + (item.baseline is not None)
+            if item.baseline is not None:
+                flat.raws.append(item.baseline)
+            flat.raws.extend(item.snapshots)
+            flat.meter_ids.extend(itertools.repeat(item.meter_id, n))
+            flat.owner.extend(itertools.repeat(i, n))
+            flat.is_base.extend(itertools.repeat(False, n))
+            if item.baseline is not None:
+                flat.is_base[-n] = True
+        return flat
+
+
+def _compute(items: Sequence[Item], thresholds: Thresholds, *, encode: bool) -> Result:
     result = Result()
-    vectors: list[tuple[Any, ...]] = []  # snapshot rows of every item, baseline (if any) first
-    starts: list[int] = []  # index of each item's first in-minute row
-    ends: list[int] = []
-    kept: list[tuple[Item, list[int], list[Snap], bool]] = []
-    for item in items:
-        lo, hi = item.minute_ms, item.minute_ms + MINUTE_MS
-        parsed = _parse(item.meter_id, item.snapshots, result)
-        times = sorted(t for t in parsed if lo <= t < hi)
-        if not times:
-            continue
-        base_msg: Snap | None = None
-        if item.baseline is not None:
-            base = _parse(item.meter_id, [item.baseline], result)
-            base_msg = next((m for t, m in base.items() if t < lo), None)
-        msgs = [parsed[t] for t in times]
-        if base_msg is not None:
-            vectors.append(base_msg.vector)
-        starts.append(len(vectors))
-        vectors.extend(m.vector for m in msgs)
-        ends.append(len(vectors))
-        kept.append((item, times, [base_msg, *msgs] if base_msg else msgs, base_msg is not None))
-    if not kept:
+    flat = _Flat.of(items)
+    if not flat.raws:
         return result
-    x = np.fromiter(itertools.chain.from_iterable(vectors), dtype=np.float64, count=len(vectors) * _WIDTH)
-    x = x.reshape(len(vectors), _WIDTH)[:, PERM]
-    s = np.asarray(starts)
-    e = np.asarray(ends)
+    d = batch.decode(flat.raws, flat.meter_ids)
+    owner = np.asarray(flat.owner)
+    is_base = np.asarray(flat.is_base, dtype=bool)
+    lo = np.fromiter((item.minute_ms for item in items), dtype=np.int64, count=len(items))[owner]
+    at_ms = d.at_ms
+    in_minute = d.ok & ~is_base & (at_ms >= lo) & (at_ms < lo + MINUTE_MS)
+    has_rows = np.zeros(len(items), dtype=bool)
+    has_rows[owner[in_minute]] = True
+    # a baseline counts (and is parsed) only for an item with snapshots in its minute
+    looked_at = ~is_base | has_rows[owner]
+    for row, why in d.errors:
+        if looked_at[row]:
+            log.debug("meter %s: snapshot skipped: %s", flat.meter_ids[row], why)
+    result.bad = int((~d.ok & looked_at).sum())
+    result.has_temperature = bool(np.isfinite(d.temperature[d.ok & looked_at]).any())
+    baseline = d.ok & is_base & has_rows[owner] & (at_ms < lo)
+    candidates = np.flatnonzero(in_minute | baseline)
+    if not len(candidates):
+        return result
+    # item by item, by time (a baseline is before its minute); of equal times the first stored wins
+    order = candidates[np.lexsort((candidates, at_ms[candidates], owner[candidates]))]
+    repeated = np.zeros(len(order), dtype=bool)
+    repeated[1:] = (owner[order[1:]] == owner[order[:-1]]) & (at_ms[order[1:]] == at_ms[order[:-1]])
+    sel = order[~repeated]
+    sel_owner, sel_base, sel_at = owner[sel], is_base[sel], at_ms[sel]
+    starts = np.ones(len(sel), dtype=bool)
+    starts[1:] = sel_owner[1:] != sel_owner[:-1]
+    first = np.flatnonzero(starts)  # each kept item's first row: its baseline or first snapshot
+    based = sel_base[first]
+    s = first + based
+    e = np.append(first[1:], len(sel))
+    x = d.values[sel]
     counts = e - s
     result.samples = int(counts.sum())
-    based = np.fromiter((k[3] for k in kept), dtype=bool, count=len(kept))
-    first = s - based  # every row of x belongs to one item: [baseline,] snapshots, item after item
-    group = np.repeat(np.arange(len(kept)), e - first)
-    in_minute = np.ones(len(x), dtype=bool)
-    in_minute[first[based]] = False
-    xm = x[in_minute]
+    n_kept = len(first)
+    group = np.repeat(np.arange(n_kept), e - first)
+    xm = x[~sel_base]
     offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    sums = np.add.reduceat(xm, offsets, axis=0)
-    avg = sums / counts[:, None]
+    avg = np.add.reduceat(xm, offsets, axis=0) / counts[:, None]
     mn = np.minimum.reduceat(xm, offsets, axis=0)
     mx = np.maximum.reduceat(xm, offsets, axis=0)
     last = x[e - 1]
-    energy = _energy(x, group, len(kept))
-    quiet = _quiet(x, first, based) if not result.has_temperature else np.zeros(len(kept), dtype=bool)
+    energy = _energy(x, group, n_kept)
+    check_thermal = result.has_temperature
+    quiet = _quiet(x, first, based) if not check_thermal else np.zeros(n_kept, dtype=bool)
     # assemble float columns in STAT_COLUMNS order
     floats: list[np.ndarray[Any, Any]] = []
-    names: list[str] = []
     energy_idx = {sub: i for i, sub in enumerate(ENERGY_SUBSYSTEMS)}
     for col in STAT_COLUMNS:
         if col.sql_type == "text":
             continue
-        names.append(col.name)
         if col.stat == "energy":
             floats.append(energy[:, energy_idx[col.subsystem]])
             continue
@@ -207,32 +234,59 @@ def _compute(items: Sequence[Item], thresholds: Thresholds) -> Result:
         j = _COL[col.field.column]
         source = {"avg": avg, "min": mn, "max": mx, "last": last, "ratio": avg}[col.stat]
         floats.append(source[:, j])
-    matrix = np.column_stack(floats).tolist()
-    for g, (item, times, msgs, has_base) in enumerate(kept):
-        enums = msgs[-1].enums
-        result.rows.append(
-            (
-                item.meter_id,
-                ms_to_dt(item.minute_ms),
-                len(times),
-                ms_to_dt(times[0]),
-                ms_to_dt(times[-1]),
-                *matrix[g],
-                *enums,
+    owners = sel_owner[first].tolist()
+    result.keys = [(items[i].meter_id, items[i].minute_ms) for i in owners]
+    texts = [d.enums[row] for row in sel[e - 1].tolist()]
+    if encode:
+        result.encoded.append(
+            copybin.encode_rows(
+                meter_ids=[meter for meter, _ in result.keys],
+                minute_ms=[minute for _, minute in result.keys],
+                counts=counts.tolist(),
+                first_ms=sel_at[s].tolist(),
+                last_ms=sel_at[e - 1].tolist(),
+                floats=np.column_stack(floats),
+                texts=texts,
             )
         )
+    else:
+        matrix = np.column_stack(floats).tolist()
+        for g, (count, first_ms, last_ms) in enumerate(
+            zip(counts.tolist(), sel_at[s].tolist(), sel_at[e - 1].tolist(), strict=True)
+        ):
+            meter, minute = result.keys[g]
+            result.rows.append(
+                (meter, ms_to_dt(minute), count, ms_to_dt(first_ms), ms_to_dt(last_ms), *matrix[g], *texts[g])
+            )
+    for g, i in enumerate(owners):
+        item = items[i]
         if quiet[g]:
             continue
         _events(
             item.meter_id,
-            x[first[g] : ends[g]],
-            msgs,
-            has_base=has_base,
+            x[first[g] : e[g]],
+            [_Point.of(d, row) for row in sel[first[g] : e[g]].tolist()],
+            has_base=bool(based[g]),
             thresholds=thresholds,
             out=result.events,
-            check_thermal=result.has_temperature,
+            check_thermal=check_thermal,
         )
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    """What an event says of the snapshot that raised it."""
+
+    at: datetime
+    temperature: float | None
+
+    @classmethod
+    def of(cls, d: batch.Decoded, row: int) -> _Point:
+        at = d.at[row]
+        assert at is not None  # rows of usable snapshots only
+        temperature = float(d.temperature[row])
+        return cls(at, None if np.isnan(temperature) else temperature)
 
 
 def _energy(x: np.ndarray[Any, Any], group: np.ndarray[Any, Any], n_groups: int) -> np.ndarray[Any, Any]:
@@ -278,7 +332,7 @@ def _level(temp: float | None, t: Thresholds) -> int:
 def _events(
     meter_id: str,
     rows: np.ndarray[Any, Any],
-    msgs: list[Snap],
+    points: list[_Point],
     *,
     has_base: bool,
     thresholds: Thresholds,
@@ -294,10 +348,10 @@ def _events(
     first = 1 if has_base else 0
     prev_alert = alert[0] if has_base else 0.0
     prev_conn = conn[0] if has_base else 1.0
-    prev_level = _level(msgs[0].temperature, thresholds) if has_base else 0
+    prev_level = _level(points[0].temperature, thresholds) if has_base else 0
     for i in range(first, len(rows)):
-        snap = msgs[i]
-        at = snap.at
+        point = points[i]
+        at = point.at
         if alert[i] != prev_alert:
             raised = bool(alert[i])
             out.append(
@@ -306,7 +360,7 @@ def _events(
                     at,
                     "battery_alert_raised" if raised else "battery_alert_cleared",
                     "warning" if raised else "info",
-                    {"soc": snap.soc, "alert_threshold": snap.alert_threshold},
+                    {"soc": float(rows[i, _SOC]), "alert_threshold": int(rows[i, _THRESHOLD])},
                 )
             )
         if conn[i] != prev_conn:
@@ -320,7 +374,7 @@ def _events(
                     {"sensor": "max17048", "subsystem": "battery"},
                 )
             )
-        temp = snap.temperature
+        temp = point.temperature
         level = _level(temp, thresholds)
         if level != prev_level:
             if level > prev_level:

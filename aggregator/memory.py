@@ -64,7 +64,7 @@ class ComputePool(Executor):
         pool = ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_die_with_parent,
+            initializer=_init_worker,
             initargs=(os.getpid(),),
         )
         for _ in range(self.workers):  # spawn them all now (one per task while none is idle)
@@ -112,7 +112,7 @@ class ComputePool(Executor):
 
 
 def _die_with_parent(parent: int) -> None:
-    """Worker initializer (Linux): SIGKILL when the parent process goes."""
+    """SIGKILL when the parent process goes (Linux)."""
     if sys.platform != "linux":
         return
     name = ctypes.util.find_library("c")
@@ -120,6 +120,14 @@ def _die_with_parent(parent: int) -> None:
         ctypes.CDLL(name, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != parent:  # the parent went before the request was in place
         os._exit(1)
+
+
+def _init_worker(parent: int) -> None:
+    """Worker initializer: die with the parent; import what every task runs (numpy, msgspec,
+    redis...) now, while the pool starts between jobs, not in the first job after a renewal."""
+    _die_with_parent(parent)
+    import aggregator.compute
+    import aggregator.reader  # noqa: F401
 
 
 @cache

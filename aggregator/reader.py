@@ -7,7 +7,7 @@ key before the minute (the live one when both have the same score).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import hiredis
@@ -108,29 +108,51 @@ async def read_items(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> 
     ]
 
 
-def read_items_sync(r: redis.Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[Item]:
-    """The same for worker processes (a plain blocking client): four plain pipelined commands per
-    item (in-minute members of the live and the late key, the newest member of each before the
-    minute). Cheaper for the single-threaded server than the script, which copies every member into
-    Lua and back: with several workers reading at once, the server is the serial part.
+async def late_meters(r: Redis, keys: Keys) -> frozenset[str]:
+    """Every meter that may hold late data: those with a minute in ``late_minutes`` or
+    ``late_done``. The ingest flags the minute of every late data message it stores (in the same
+    script; a message older than the live window is always in a closed minute, the window being at
+    least a minute), the flag moves to ``late_done`` when re-aggregated, and a minute's late data is
+    deleted together with its ``late_done`` entry. A message stored after this read is flagged, so
+    the next job's late pass takes it, as it would one stored after the snapshots were read."""
+    pipe = r.pipeline(transaction=False)
+    pipe.zrange(keys.late_minutes, 0, -1)
+    pipe.zrange(keys.late_done, 0, -1)
+    flagged, done = await pipe.execute()
+    return frozenset(Keys.parse_late_member(m.decode())[0] for m in (*flagged, *done))
+
+
+def read_items_sync(
+    r: redis.Redis,
+    keys: Keys,
+    pairs: Sequence[tuple[str, int]],
+    *,
+    late: Collection[str] | None = None,
+) -> list[Item]:
+    """The same for worker processes (a plain blocking client): per item the in-minute members of
+    the live key and its newest member before the minute, and the same of the late key for the
+    meters in ``late`` (None: every meter; see :func:`late_meters`). Plain pipelined commands are
+    cheaper for the single-threaded server than the script, which copies every member into Lua and
+    back: with several workers reading at once, the server is the serial part.
 
     The commands are packed by hiredis and sent in one write, and the raw replies read back on one
     pooled connection: redis-py's pipeline object (a Python object per command, response callbacks)
     cost twice the rest of the read."""
     packed: list[bytes] = []
-    for meter, minute in pairs:
-        live, late = keys.timeseries(meter), keys.late_data(meter)
+    with_late = [late is None or meter in late for meter, _ in pairs]
+    for (meter, minute), also_late in zip(pairs, with_late, strict=True):
         hi, before = minute + MINUTE_MS - 1, f"({minute}"
-        packed += (
-            _pack(("ZRANGEBYSCORE", live, minute, hi)),
-            _pack(("ZRANGEBYSCORE", late, minute, hi)),
-            _pack(("ZREVRANGEBYSCORE", live, before, "-inf", "WITHSCORES", "LIMIT", 0, 1)),
-            _pack(("ZREVRANGEBYSCORE", late, before, "-inf", "WITHSCORES", "LIMIT", 0, 1)),
-        )
-    replies = _roundtrip(r, packed)
+        series = (keys.timeseries(meter), keys.late_data(meter)) if also_late else (keys.timeseries(meter),)
+        for key in series:
+            packed += (
+                _pack(("ZRANGEBYSCORE", key, minute, hi)),
+                _pack(("ZREVRANGEBYSCORE", key, before, "-inf", "WITHSCORES", "LIMIT", 0, 1)),
+            )
+    replies = iter(_roundtrip(r, packed))
     out = []
-    for i, (meter, minute) in enumerate(pairs):
-        live_m, late_m, base_live, base_late = replies[4 * i : 4 * i + 4]
+    for (meter, minute), also_late in zip(pairs, with_late, strict=True):
+        live_m, base_live = next(replies), next(replies)
+        late_m, base_late = (next(replies), next(replies)) if also_late else ([], None)
         a, b = _newest(base_live), _newest(base_late)
         baseline = None
         if a is not None and (b is None or a[1] >= b[1]):

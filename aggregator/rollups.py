@@ -168,10 +168,13 @@ async def mark_replaced(conn: Conn, *, staging: str) -> int:
         " on commit delete rows".encode()
     )
     await conn.execute(f"delete from {_REPLACED}".encode())  # a previous shard's, same transaction
+    # one primary-key probe per staging row, whatever the statistics say: a plain join on a table
+    # not analyzed yet was planned as a sort of the whole month's partition (20 ms for 30,000 rows,
+    # growing with the month) instead of 2,500 probes (3.5 ms)
     cur = await conn.execute(
-        f"insert into {_REPLACED} select s.meter_id, s.bucket from {staging} s"
-        f" join {quote(Tables.TELEMETRY_AGGREGATES)} t"
-        " on t.meter_id = s.meter_id and t.bucket = s.bucket".encode()
+        f"insert into {_REPLACED} select s.meter_id, s.bucket from {staging} s cross join lateral"
+        f" (select from {quote(Tables.TELEMETRY_AGGREGATES)} t"
+        " where t.meter_id = s.meter_id and t.bucket = s.bucket limit 1) stored".encode()
     )
     return max(cur.rowcount, 0)
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import redis.asyncio as aioredis
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -149,8 +149,11 @@ class Aggregator:
                 ms_to_dt(start).isoformat(),
             )
 
+        late = await reader.late_meters(self.redis, self.keys)
+
         def _start(minute: int) -> list[asyncio.Future[Result]]:
-            return self._submit([(meter, minute) for meter, seen in fleet.items() if seen >= minute])
+            pairs = [(meter, minute) for meter, seen in fleet.items() if seen >= minute]
+            return self._submit(pairs, late=late)
 
         # Each minute's shards are written as they come (one transaction per minute); once the last
         # one is in, the next minute is read and computed meanwhile (catch-up).
@@ -191,14 +194,14 @@ class Aggregator:
             "aggregate: minute %s: %d meters in %.2f s (waiting for shards %.2f s, rollups %.2f s,"
             " after the last shard %.2f s)",
             bucket.isoformat(),
-            len(result.rows),
+            len(result.keys),
             time.monotonic() - began,
             self._wait_s,
             self._rollup_s,
             time.monotonic() - self._last_in_at,
         )
         report.minutes += 1
-        report.rows += len(result.rows)
+        report.rows += len(result.keys)
         report.bad += result.bad
         report.events += len(result.events)
         report.watermark = bucket
@@ -225,8 +228,9 @@ class Aggregator:
                 redo.add((meter, following))
         pairs = sorted(redo, key=lambda p: (p[1], p[0]))
         for i in range(0, len(pairs), LATE_CHUNK):
-            result = await self._write(conn, self._submit(pairs[i : i + LATE_CHUNK]), watermark=None)
-            report.rows += len(result.rows)
+            chunk = self._submit(pairs[i : i + LATE_CHUNK], late=None)
+            result = await self._write(conn, chunk, watermark=None)
+            report.rows += len(result.keys)
             report.bad += result.bad
             report.events += len(result.events)
         report.late_pairs += len(pairs)
@@ -249,11 +253,14 @@ class Aggregator:
         fleet = await reader.meters(self.redis, self.keys)
         await reader.trim_live(self.redis, self.keys, sorted(fleet), cutoff)
 
-    def _submit(self, pairs: Sequence[tuple[str, int]]) -> list[asyncio.Future[Result]]:
+    def _submit(
+        self, pairs: Sequence[tuple[str, int]], *, late: frozenset[str] | None
+    ) -> list[asyncio.Future[Result]]:
         """Start reading and computing a batch, sharded over the worker processes, each reading its
         shard from Redis itself (reads and validation in parallel; the main process's heap never
         holds the decoded snapshots: aggregator/memory.py). Without worker processes (tests), in a
-        thread of this process. One future per shard, in no particular order of completion."""
+        thread of this process. One future per shard, in no particular order of completion.
+        ``late``: the meters that may hold late data (:func:`reader.late_meters`; None: any)."""
         if self.executor is None or not pairs:
             return [asyncio.ensure_future(self._read_compute_here(pairs))]
         loop = asyncio.get_running_loop()
@@ -267,6 +274,7 @@ class Aggregator:
                 self.keys.prefix,
                 list(pairs[i : i + size]),
                 self.thresholds,
+                None if late is None else late.intersection(m for m, _ in pairs[i : i + size]),
             )
             for i in range(0, len(pairs), size)
         ]
@@ -274,7 +282,9 @@ class Aggregator:
     async def _read_compute_here(self, pairs: Sequence[tuple[str, int]]) -> Result:
         items = await reader.read_items(self.redis, self.keys, pairs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, compute, items, self.thresholds)
+        return await loop.run_in_executor(
+            None, functools.partial(compute, encode=True), items, self.thresholds
+        )
 
     async def _write(
         self,
@@ -301,28 +311,31 @@ class Aggregator:
                         if last_in is not None:
                             last_in()
                     merged.merge(part)
-                    await self._write_rows(conn, part.rows)
+                    await self._write_rows(conn, part)
                 inserted = await store.insert_events(conn, merged.events)
                 if watermark is not None:
                     await store.write_watermark(conn, watermark)
         except Exception as exc:
-            raise AggregateError(f"writing {len(merged.rows)} rows failed: {exc}") from exc
+            raise AggregateError(f"writing {len(merged.keys)} rows failed: {exc}") from exc
         finally:
             for future in parts:  # the shards not written yet when a write failed
                 future.cancel()
-        self.metrics.rows.inc(len(merged.rows))
+        self.metrics.rows.inc(len(merged.keys))
         self.metrics.bad.inc(merged.bad)
         self.metrics.events.inc(inserted)
         return merged
 
-    async def _write_rows(self, conn: store.Conn, rows: list[tuple[Any, ...]]) -> None:
+    async def _write_rows(self, conn: store.Conn, part: Result) -> None:
         """One shard's minute rows (inside the batch's transaction): COPY to the emptied staging
         table, note which replace stored rows, one upsert, rollups merged or recomputed."""
-        if not rows:
+        if not part.keys:
             return
-        await self.partitions.ensure(conn, {row[1] for row in rows})
+        await self.partitions.ensure(conn, {ms_to_dt(minute) for minute in {m for _, m in part.keys}})
         await store.clear_staging(conn)
-        await store.copy_rows(conn, rows)
+        if part.encoded:
+            await store.copy_encoded(conn, part.encoded)
+        else:
+            await store.copy_rows(conn, part.rows)
         replaced = await rollups.mark_replaced(conn, staging=store.STAGING)
         await store.upsert_from_staging(conn)
         began = time.monotonic()
@@ -331,7 +344,7 @@ class Aggregator:
             staging=store.STAGING,
             timezone=self.settings.common.timezone,
             replaced=replaced,
-            one_per_meter=len({row[0] for row in rows}) == len(rows),
+            one_per_meter=len({meter for meter, _ in part.keys}) == len(part.keys),
         )
         self._rollup_s += time.monotonic() - began
 

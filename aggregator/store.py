@@ -10,6 +10,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from aggregator import copybin
 from aggregator.columns import ALL_COLUMNS, KEY_COLUMNS, STAT_COLUMNS, quote
 from aggregator.compute import Event
 from schemas.wire import Tables
@@ -104,15 +105,26 @@ COPY_TYPES: list[str] = [_PG_TYPES[t.split(" not null")[0]] for _, t in KEY_COLU
 ]
 
 
+def _copy_binary(table: str) -> sql.Composed:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in ALL_COLUMNS)
+    return sql.SQL("copy {} ({}) from stdin (format binary)").format(sql.Identifier(table), columns)
+
+
 async def copy_rows(conn: Conn, rows: Sequence[tuple[Any, ...]], *, table: str = STAGING) -> None:
     """Binary COPY (no float formatting or parsing on either side)."""
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in ALL_COLUMNS)
-    async with conn.cursor().copy(
-        sql.SQL("copy {} ({}) from stdin (format binary)").format(sql.Identifier(table), columns)
-    ) as copy:
+    async with conn.cursor().copy(_copy_binary(table)) as copy:
         copy.set_types(COPY_TYPES)
         for row in rows:
             await copy.write_row(row)
+
+
+async def copy_encoded(conn: Conn, blocks: Sequence[bytes], *, table: str = STAGING) -> None:
+    """Binary COPY of rows encoded by :mod:`aggregator.copybin` (signature and trailer added here)."""
+    async with conn.cursor().copy(_copy_binary(table)) as copy:
+        await copy.write(copybin.SIGNATURE)
+        for block in blocks:
+            await copy.write(block)
+        await copy.write(copybin.TRAILER)
 
 
 async def upsert_from_staging(conn: Conn) -> None:

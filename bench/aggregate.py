@@ -127,6 +127,17 @@ def _postmaster(url: str) -> int | None:
         return None
 
 
+async def _backends_gone(postmaster: int | None, *, before: set[int]) -> None:
+    """Wait (at most 2 s) until the backends started since ``before`` have exited and been reaped:
+    a closed connection's backend still runs its exit for a moment, and its CPU time lands in the
+    postmaster's only once reaped; read earlier, it would be missed."""
+    deadline = time.monotonic() + 2.0
+    while postmaster is not None and time.monotonic() < deadline:
+        if not set(child_pids(postmaster)) - before:
+            return
+        await asyncio.sleep(0.02)
+
+
 async def _cpu(r: aioredis.Redis, *, workers: list[int], postmaster: int | None) -> tuple[float, ...]:
     """CPU seconds of this process with ``workers`` (the aggregator's worker processes), of the
     Redis server and of the PostgreSQL cluster (both shared: other clients count too)."""
@@ -260,10 +271,12 @@ async def main() -> None:
         health_row = (at, 2, -50.5, -51.0, 0.0, 0.0, 0, 1, 0, 7, 7, 1)
         health_rows = [(m, *health_row) for m in meters]
         postmaster = _postmaster(args.database_url)
+        backends = set(child_pids(postmaster)) if postmaster else set()
         cpu0 = await _cpu(r, workers=[], postmaster=postmaster)
         read_s, copy_s, durable_s = await _floor(
             r, keys, meters, minute=minutes[0], url=url, rows=rows, health_rows=health_rows
         )
+        await _backends_gone(postmaster, before=backends)
         floor_s = read_s + durable_s
         temp_floor_s = read_s + copy_s
         floor_cpu = _minus(await _cpu(r, workers=[], postmaster=postmaster), cpu0)
@@ -282,6 +295,7 @@ async def main() -> None:
                 began = time.perf_counter()
                 report = await aggregator.run_job()
                 agg_s = time.perf_counter() - began
+                await _backends_gone(postmaster, before=backends)
                 agg_cpu = _minus(await _cpu(r, workers=pool.pids(), postmaster=postmaster), cpu0)
                 assert report.rows == args.meters, report
                 print(f"  job {k + 1}/{len(minutes)}: {agg_s:.2f} s")

@@ -14,7 +14,9 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 
+from aggregator import reader
 from aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
+from aggregator.compute import compute
 from aggregator.service import Aggregator, run
 from aggregator.settings import Settings
 from enerlink.config import Env
@@ -566,13 +568,26 @@ async def test_worker_processes_compute_the_same_rows(
                 for k in range(12)
             ],
         )
+    # W01's baseline is late data (its minute flagged): the workers read its late key, not W02's
+    at = m - 7_000
+    daily = FIXTURE["data"]["import"]["daily_energy"] - 0.1
+    baseline = snapshot("W01", at, import__total_energy=25.0, import__daily_energy=daily)
+    await put(redis_client, keys, "W01", [(at, baseline)], late=True)
+    await redis_client.zadd(keys.late_minutes, {keys.late_member("W01", at // MIN * MIN): 1})
+    late = await reader.late_meters(redis_client, keys)
+    assert late == {"W01"}
     pairs = [(f"W{i:02d}", m) for i in range(40)]
-    (one,) = await asyncio.gather(*Aggregator(inline, redis_client)._submit(pairs))
+    (one,) = await asyncio.gather(*Aggregator(inline, redis_client)._submit(pairs, late=None))
+    as_tuples = compute(await reader.read_items(redis_client, keys, pairs))
+    energy = ALL_COLUMNS.index("import_energy_wh")
+    assert next(r for r in as_tuples.rows if r[0] == "W01")[energy] == pytest.approx(0.1)  # late baseline
     with compute_pool(parallel) as pool:
-        shards = Aggregator(parallel, redis_client, executor=pool)._submit(pairs)
-        two = [row for shard in await asyncio.gather(*shards) for row in shard.rows]
+        shards = Aggregator(parallel, redis_client, executor=pool)._submit(pairs, late=late)
+        two = await asyncio.gather(*shards)  # in the order submitted: the pairs' order
     assert len(shards) > 1  # really sharded over the worker processes
-    assert sorted(one.rows) == sorted(two) and len(one.rows) == 40
+    assert one.keys == [k for shard in two for k in shard.keys] == pairs
+    assert b"".join(one.encoded) == b"".join(b for shard in two for b in shard.encoded)
+    assert len(one.keys) == 40 and not one.rows
 
 
 async def test_scheduled_service_aggregates_serves_metrics_and_stops(

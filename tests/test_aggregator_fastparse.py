@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 import redis.asyncio as aioredis
@@ -232,3 +233,147 @@ async def test_sharded_job_written_shard_by_shard_equals_sql(
     _assert_same(rows(url, Tables.TELEMETRY_5M), _sql_rollup(url, width="5 minutes"))
     _assert_same(rows(url, Tables.TELEMETRY_1H), _sql_rollup(url, width="1 hour"))
     _assert_same(rows(url, Tables.TELEMETRY_1D), _sql_rollup(url, width="1 day", tz="UTC"))
+
+
+def _batch_inputs() -> tuple[list[bytes], list[str], set[int]]:
+    """300 snapshots over three chunks: corrupt ones (every kind) spread among good ones, some with
+    a temperature (one only as a string, which does not count), integers where floats are usual."""
+    raws: list[bytes] = []
+    bad: set[int] = set()
+    cases = sorted(CORRUPT)
+    for i in range(300):
+        at = 1_761_452_830_000 + i * 1000
+        if i % 23 == 5:
+            case = cases[(i // 23) % len(cases)]
+            raws.append(CORRUPT[case].replace(b"METER001", b"B") if case != "other meter" else CORRUPT[case])
+            bad.add(i)
+            continue
+        values: dict[str, Any] = {"import__power": 100 + i, "battery__soc": 50.5 + i / 10}
+        if i % 17 == 3:
+            values["battery__temperature"] = 40 + i / 7
+            values["solar_input__temperature"] = 70.0
+        if i % 29 == 4:
+            values["load_home__temperature"] = "hot"
+        raws.append(snapshot("B", at, **values))
+    return raws, ["B"] * len(raws), bad
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["msgspec-chunks", "one-by-one"])
+def test_batch_decoding_equals_the_snapshot_decoder(monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
+    """aggregator/batch.py gives, row by row, what fastparse.parse gives snapshot by snapshot: the
+    same values (VALUE_FIELDS order), times, enums and temperature; the same snapshots refused, for
+    the same reason; the good ones in a chunk with a bad one are kept."""
+    from aggregator import batch
+
+    if not fast:
+        monkeypatch.setattr(batch, "_FAST", None)
+    elif batch._FAST is None:
+        pytest.skip("msgspec not installed")
+    raws, ids, bad = _batch_inputs()
+    decoded = batch.decode(raws, ids)
+    assert {row for row, _ in decoded.errors} == bad == set(np.flatnonzero(~decoded.ok).tolist())
+    for row, why in decoded.errors:
+        with pytest.raises(fastparse.BadSnapshot) as refused:
+            fastparse.parse(raws[row], "B")
+        assert why == str(refused.value)
+    position = {f: i for i, f in enumerate(fastparse.RAW_ORDER)}
+    for row, raw in enumerate(raws):
+        if row in bad:
+            assert not decoded.values[row].any() and decoded.at[row] is None
+            continue
+        snap = fastparse.parse(raw, "B")
+        assert decoded.values[row].tolist() == [
+            float(snap.vector[position[f]]) for f in fastparse.VALUE_FIELDS
+        ]
+        assert (decoded.at_ms[row], decoded.at[row], decoded.enums[row]) == (snap.at_ms, snap.at, snap.enums)
+        temperature = decoded.temperature[row]
+        assert (None if np.isnan(temperature) else float(temperature)) == snap.temperature
+    with_temperature = [r for r in range(300) if r not in bad and r % 17 == 3]
+    assert with_temperature and all(decoded.temperature[r] == max(40 + r / 7, 70.0) for r in with_temperature)
+
+
+def _counters(wh: float) -> dict[str, float]:
+    """The import channel's total and daily counters at ``wh`` (both growing alike: no reset)."""
+    return {"import__total_energy": wh, "import__daily_energy": wh - 8.0}
+
+
+def test_compute_picks_each_minutes_snapshots_and_baseline() -> None:
+    """Per item: the snapshots inside its minute, a repeated time counted once (the first stored),
+    the baseline only when before the minute; a bad snapshot is counted, a bad baseline only for an
+    item that has a minute to aggregate. Hand-computed values."""
+    from aggregator.compute import Item, compute
+
+    m = 1_761_452_820_000  # a minute start
+    items = [
+        Item(
+            "A",
+            m,
+            [
+                snapshot("A", m + 10_000, import__power=100.0, **_counters(10.0)),
+                snapshot("A", m + 10_000, import__power=999.0, **_counters(10.0)),  # same time
+                snapshot("A", m + 30_000, import__power=300.0, **_counters(10.5)),
+                snapshot("A", m + 70_000, import__power=5000.0),  # the next minute
+                CORRUPT["truncated"].replace(b"METER001", b"A"),
+            ],
+            snapshot("A", m - 5_000, import__power=1.0, **_counters(9.75)),
+        ),
+        Item("N", m, [snapshot("N", m - 1_000)], b"not json"),  # nothing in the minute
+        Item("C", m, [snapshot("C", m + 20_000, import__total_energy=3.0)], snapshot("C", m + 5_000)),
+    ]
+    result = compute(items)
+    assert result.bad == 1 and result.samples == 3
+    from aggregator.columns import ALL_COLUMNS
+
+    got = {row[0]: dict(zip(ALL_COLUMNS, row, strict=True)) for row in result.rows}
+    assert sorted(got) == ["A", "C"]
+    a, c = got["A"], got["C"]
+    assert a["sample_count"] == 2 and a["import_power_avg"] == 200.0
+    assert (a["import_power_min"], a["import_power_max"]) == (100.0, 300.0)
+    assert a["first_at"].timestamp() * 1000 == m + 10_000 and a["last_at"].timestamp() * 1000 == m + 30_000
+    assert a["import_energy_wh"] == pytest.approx(0.75)  # from the baseline's counters on
+    assert a["import_total_energy_last"] == 10.5
+    assert c["sample_count"] == 1 and c["import_energy_wh"] == 0.0  # its "baseline" is inside the minute
+
+
+def test_rows_encoded_for_binary_copy_store_the_same_values(environ: dict[str, str]) -> None:
+    """aggregator/copybin.py's bytes, COPYed, give exactly the rows psycopg's own binary COPY of the
+    same tuples gives: texts (non-ASCII meter id), times (microseconds), counts, every float."""
+    import asyncio
+
+    from aggregator import store
+    from aggregator.compute import Item, compute
+    from enerlink.db import connect, migrate
+
+    m = 1_761_452_820_000
+    items = [
+        Item(
+            meter,
+            m,
+            [
+                snapshot(meter, m + k * 5_000 + 123, import__power=1.5 * k + n, battery__soc=99.9 - k / 3)
+                for k in range(1 + n % 4)
+            ],
+        )
+        for n, meter in enumerate(["A", "Zählerß-07", "B" * 40])
+    ]
+    as_tuples = compute(items)
+    encoded = compute(items, encode=True)
+    assert encoded.keys == [(i.meter_id, m) for i in items] and not encoded.rows
+    url = environ["ENERLINK_DATABASE_URL"]
+
+    async def _copy_both() -> tuple[list[Any], list[Any]]:
+        await migrate(url)
+        async with await connect(url) as conn:
+            for table in ("_copy_tuples", "_copy_encoded"):
+                await conn.execute(f"create temp table {table} (like {Tables.TELEMETRY_AGGREGATES})".encode())
+            await store.copy_rows(conn, as_tuples.rows, table="_copy_tuples")
+            await store.copy_encoded(conn, encoded.encoded, table="_copy_encoded")
+            found = []
+            for table in ("_copy_tuples", "_copy_encoded"):
+                cur = await conn.execute(f"select * from {table} order by meter_id".encode())
+                found.append(await cur.fetchall())
+        return found[0], found[1]
+
+    from_tuples, from_encoded = asyncio.run(_copy_both())
+    assert len(from_tuples) == 3 and from_encoded == from_tuples
+    assert sorted(from_tuples) == sorted(as_tuples.rows)

@@ -74,3 +74,41 @@ async def test_plain_read_error_leaves_the_client_usable(
         client.close()
     assert [len(i.snapshots) for i in again] == [1, 0]
     assert again[0].snapshots == [snapshot("A", m + 5_000)]
+
+
+async def test_late_keys_are_read_only_for_meters_that_may_hold_late_data(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """The regular pass reads a meter's late key only when the meter has a minute flagged in
+    ``late_minutes`` or ``late_done`` (every late message's minute is flagged when stored)."""
+    from aggregator.reader import late_meters
+
+    keys = settings_for(environ).common.keys
+    m = (await now_ms(redis_client)) // MIN * MIN - 5 * MIN
+    for meter in ("B", "E"):
+        await put(redis_client, keys, meter, [(m + 1_000, snapshot(meter, m + 1_000))])
+        await put(
+            redis_client,
+            keys,
+            meter,
+            [(m - 10_000, snapshot(meter, m - 10_000)), (m + 9_000, snapshot(meter, m + 9_000))],
+            late=True,
+        )
+    assert await late_meters(redis_client, keys) == frozenset()
+    await redis_client.zadd(keys.late_minutes, {keys.late_member("B", m - MIN): 1})
+    await redis_client.zadd(keys.late_done, {keys.late_member("E|x", m): 1})  # a meter id with "|"
+    assert await late_meters(redis_client, keys) == {"B", "E|x"}
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        pairs = [("B", m), ("E", m)]
+        everything = read_items_sync(client, keys, pairs)
+        flagged = read_items_sync(client, keys, pairs, late=frozenset({"B"}))
+        none = read_items_sync(client, keys, pairs, late=frozenset())
+    finally:
+        client.close()
+    assert [(len(i.snapshots), i.baseline) for i in everything] == [
+        (2, snapshot("B", m - 10_000)),
+        (2, snapshot("E", m - 10_000)),
+    ]
+    assert [(len(i.snapshots), i.baseline) for i in flagged] == [(2, snapshot("B", m - 10_000)), (1, None)]
+    assert [(len(i.snapshots), i.baseline) for i in none] == [(1, None), (1, None)]

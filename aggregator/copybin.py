@@ -1,0 +1,88 @@
+"""Minute rows encoded for PostgreSQL's binary COPY in the worker processes, straight from the matrix.
+
+A shard's 2,500 rows of ~200 columns used to travel to the main process as Python tuples (pickled,
+unpickled) and be encoded there value by value; the bytes are built here instead, the float columns
+in one numpy pass (each value with its 4-byte length, big-endian), and the main process writes them
+as they are (:func:`aggregator.store.copy_encoded`).
+
+The row format is PostgreSQL's (``COPY ... FROM STDIN (FORMAT binary)``): a 16-bit field count,
+then each field as a 32-bit length and its bytes; ``timestamptz`` is microseconds since
+2000-01-01 UTC (int64), ``integer`` int32, ``double precision`` IEEE float64, ``text`` UTF-8. The
+signature and the trailer are added by the writer around all shards' rows.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from aggregator.columns import ALL_COLUMNS, KEY_COLUMNS, STAT_COLUMNS
+
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+TRAILER = b"\xff\xff"
+_PG_EPOCH_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+_FLOATS = [c for c in STAT_COLUMNS if c.sql_type != "text"]
+_TEXTS = [c for c in STAT_COLUMNS if c.sql_type == "text"]
+assert list(STAT_COLUMNS) == _FLOATS + _TEXTS, "text columns must come last"
+assert [t for _, t in KEY_COLUMNS] == [
+    "text not null",
+    "timestamptz not null",
+    "integer not null",
+    "timestamptz not null",
+    "timestamptz not null",
+]
+_HEAD = struct.Struct(">hi")  # field count, length of meter_id
+_KEYS = struct.Struct(">iqiiiqiq")  # bucket, sample_count, first_at, last_at with their lengths
+_LEN = struct.Struct(">i")
+_FIELD = np.dtype([("length", ">i4"), ("value", ">f8")])
+N_FLOATS = len(_FLOATS)
+
+
+def encode_rows(
+    *,
+    meter_ids: Sequence[str],
+    minute_ms: Sequence[int],
+    counts: Sequence[int],
+    first_ms: Sequence[int],
+    last_ms: Sequence[int],
+    floats: np.ndarray[Any, Any],
+    texts: Sequence[Sequence[str]],
+) -> bytes:
+    """The rows (column order of ``ALL_COLUMNS``; ``floats`` has one row per meter and the float
+    columns in ``STAT_COLUMNS`` order, ``texts`` the text ones), without signature or trailer."""
+    n = len(meter_ids)
+    if not n:
+        return b""
+    assert floats.shape == (n, N_FLOATS)
+    fields = np.empty((n, N_FLOATS), dtype=_FIELD)
+    fields["length"] = 8
+    fields["value"] = floats
+    block = fields.tobytes()
+    width = N_FLOATS * _FIELD.itemsize
+    n_columns = len(ALL_COLUMNS)
+    out: list[bytes] = []
+    for i in range(n):
+        meter = meter_ids[i].encode()
+        out.append(_HEAD.pack(n_columns, len(meter)))
+        out.append(meter)
+        out.append(
+            _KEYS.pack(
+                8,
+                (minute_ms[i] - _PG_EPOCH_MS) * 1000,
+                4,
+                counts[i],
+                8,
+                (first_ms[i] - _PG_EPOCH_MS) * 1000,
+                8,
+                (last_ms[i] - _PG_EPOCH_MS) * 1000,
+            )
+        )
+        out.append(block[i * width : (i + 1) * width])
+        for text in texts[i]:
+            raw = text.encode()
+            out.append(_LEN.pack(len(raw)))
+            out.append(raw)
+    return b"".join(out)
