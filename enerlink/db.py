@@ -92,7 +92,10 @@ async def connect_when_up(
 async def migrate(url: str) -> list[int]:
     """Apply pending migrations (waiting for PostgreSQL to be up); return the versions applied now."""
     applied: list[int] = []
-    async with await connect_when_up(url) as conn:
+    # Autocommit: each migration's ``transaction()`` is then a real transaction, committed before the
+    # advisory lock is released. (Inside an implicit outer transaction it would be a savepoint, committed
+    # only after the unlock, and a process waiting on the lock would not see it: "already exists".)
+    async with await connect_when_up(url, autocommit=True) as conn:
         started = time.monotonic()
         schema = str((await (await conn.execute("select current_schema()")).fetchone() or ("public",))[0])
         lock_key = zlib.crc32(f"enerlink-migrate:{schema}".encode())
@@ -104,7 +107,6 @@ async def migrate(url: str) -> list[int]:
                     " applied_at timestamptz not null default now())"
                 ).format(sql.Identifier(Tables.MIGRATIONS))
             )
-            await conn.commit()
             cur = await conn.execute(
                 sql.SQL("select version from {}").format(sql.Identifier(Tables.MIGRATIONS))
             )
@@ -127,7 +129,6 @@ async def migrate(url: str) -> list[int]:
                 applied.append(migration.version)
         finally:
             await conn.execute("select pg_advisory_unlock(%s)", (lock_key,))
-            await conn.commit()
     if applied:
         log.info("schema %s: applied migrations %s in %.2f s", schema, applied, time.monotonic() - started)
     return applied

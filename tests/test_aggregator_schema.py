@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg import sql
 
 from aggregator.columns import ALL_COLUMNS
-from enerlink.db import migrate
+from enerlink.db import discover, migrate
 from schemas.fields import BOOL_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS
 from schemas.wire import Tables
 
@@ -61,3 +63,20 @@ async def test_migration_creates_partitioned_aggregates(database_url: str) -> No
             f"select tableoid::regclass::text from {Tables.TELEMETRY_AGGREGATES}"
         ).fetchone()  # type: ignore[misc]
         assert where == name
+
+
+async def test_concurrent_migrations_on_a_fresh_schema_apply_each_version_once(database_url: str) -> None:
+    """Services started together (compose) all migrate at once: none may fail, none may apply twice.
+
+    Each migration commits before the advisory lock is released, so a process that waited on the
+    lock sees every version the first one applied.
+    """
+    results = await asyncio.gather(*(migrate(database_url) for _ in range(8)))
+    applied = sorted(v for result in results for v in result)
+    expected = sorted(m.version for m in discover())
+    assert applied == expected
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            sql.SQL("select version from {} order by version").format(sql.Identifier(Tables.MIGRATIONS))
+        ).fetchall()
+    assert [r[0] for r in rows] == expected
