@@ -332,10 +332,7 @@ class Aggregator:
             return
         await self.partitions.ensure(conn, {ms_to_dt(minute) for minute in {m for _, m in part.keys}})
         await store.clear_staging(conn)
-        if part.encoded:
-            await store.copy_encoded(conn, part.encoded)
-        else:
-            await store.copy_rows(conn, part.rows)
+        await store.copy_encoded(conn, part.encoded)  # both compute paths encode (compute(encode=True))
         replaced = await rollups.mark_replaced(conn, staging=store.STAGING)
         await store.upsert_from_staging(conn)
         began = time.monotonic()
