@@ -17,6 +17,7 @@ stored after its minute was aggregated is not re-aggregated, and the events neve
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -285,19 +286,9 @@ class HealthStep:
         report: HealthReport,
     ) -> None:
         meters = sorted(m for m, at in latest.items() if at >= lo)
-        rows: list[tuple[Any, ...]] = []
-        found: list[Event] = []
         replies = await self._read(meters, lo, end - 1) if meters else []
-        for meter, (msgs, base) in zip(meters, replies, strict=True):
-            statuses = _statuses(meter, msgs, report)
-            if not statuses:
-                continue
-            baseline = next(iter(_statuses(meter, base, HealthReport())), None)
-            rows.extend(health.minute_rows(meter, statuses, baseline))
-            state = states.setdefault(meter, health.State())
-            if baseline is not None and (state.status_at_ms is None or baseline.at_ms > state.status_at_ms):
-                state.uptime_ms = baseline.uptime  # the stored position lags: a reboot since counts
-            health.advance(meter, state, statuses, limits=self.limits, out=found)
+        # decoding in a thread: the event loop meanwhile goes on writing the data minute's shards
+        rows, found = await asyncio.to_thread(self._compute, meters, replies, states, report)
         async with conn.transaction():
             if rows:
                 await _copy_upsert(
@@ -312,6 +303,28 @@ class HealthStep:
             await _write_watermark(conn, ms_to_dt(end - MINUTE_MS))
         _settled(states)
         report.rows += len(rows)
+
+    def _compute(
+        self,
+        meters: Sequence[str],
+        replies: Sequence[tuple[list[Any], list[Any]]],
+        states: dict[str, health.State],
+        report: HealthReport,
+    ) -> tuple[list[tuple[Any, ...]], list[Event]]:
+        """A window's minute rows and events from each meter's messages; advances ``states``."""
+        rows: list[tuple[Any, ...]] = []
+        found: list[Event] = []
+        for meter, (msgs, base) in zip(meters, replies, strict=True):
+            statuses = _statuses(meter, msgs, report)
+            if not statuses:
+                continue
+            baseline = next(iter(_statuses(meter, base, HealthReport())), None)
+            rows.extend(health.minute_rows(meter, statuses, baseline))
+            state = states.setdefault(meter, health.State())
+            if baseline is not None and (state.status_at_ms is None or baseline.at_ms > state.status_at_ms):
+                state.uptime_ms = baseline.uptime  # the stored position lags: a reboot since counts
+            health.advance(meter, state, statuses, limits=self.limits, out=found)
+        return rows, found
 
     async def _read(self, meters: Sequence[str], lo: int, hi: int) -> list[tuple[list[Any], list[Any]]]:
         return await _read(self.redis, self.keys, meters, lo, hi)

@@ -1,19 +1,23 @@
 """5-minute, hourly and daily rollups kept in step with the minute rows, like continuous aggregates.
 
-After each upsert of minute rows (the staging table holds exactly the rows just written), the
-buckets those rows fall in are brought up to date, in the same transaction, one statement per level:
+The 5-minute table is brought up to date after each upsert of minute rows (the staging table holds
+exactly the rows just written), in the same transaction; the hourly and daily levels are views over
+folded tables (aggregator/fold.py), which take the 5-minute rows a fifth of the fleet at a time
+(:func:`fold_minute`), so a minute's job writes one rollup row per meter, not three:
 
 * minute rows that are new (the common case: the minute just closed, catch-up, a backfilled minute
-  never seen before) are *merged* into each level's row: the staging rows are grouped by bucket and
-  combined with the stored row (counts added, averages re-weighted, min/max, energies summed, the
-  ``_last`` values of whichever is later). This reads one row per bucket instead of every minute of
-  it, which keeps the per-minute cost flat through the hour and the day;
+  never seen before) are *merged* into their 5-minute row: the staging rows are grouped by bucket
+  and combined with the stored row (counts added, averages re-weighted, min/max, energies summed,
+  the ``_last`` values of whichever is later). This reads one row per bucket instead of every
+  minute of it, which keeps the per-minute cost flat. A new row inside its meter's folded range
+  (a backfill of an hour already folded) is merged into the folded hourly and daily rows too;
 * for a meter any of whose minute rows *replace* a stored one (re-aggregation after late data), its
-  buckets are recomputed in full, each level from the level below: 5 min from minutes, 1 h from
-  5 min, and the local day (``ENERLINK_TIMEZONE``) from the whole hours inside it plus the 5-minute
-  rows of partial hours at its edges (zones with :30 / :45 offsets).
+  buckets are recomputed in full, each level from the level below: 5 min from minutes, then, for
+  rows inside the folded range, the folded hour from its folded 5-minute rows and the local day
+  (``ENERLINK_TIMEZONE``) from the folded hours inside it plus the folded 5-minute rows of partial
+  hours at its edges (zones with :30 / :45 offsets).
 
-Both give the same rows as computing the buckets from the minute rows in SQL (tested).
+The views give the same rows as computing the buckets from the minute rows in SQL (tested).
 
 Column meanings over a bucket: ``sample_count`` summed, ``first_at`` min, ``last_at`` max,
 ``*_avg`` and ``*_ratio`` sample-weighted means, ``*_min``/``*_max`` min/max, ``*_energy_wh`` summed,
@@ -22,9 +26,14 @@ Column meanings over a bucket: ``sample_count`` summed, ``first_at`` min, ``last
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import cast
+
 from psycopg import AsyncConnection
 
+from aggregator import fold
 from aggregator.columns import ALL_COLUMNS, STAT_COLUMNS, quote
+from aggregator.compute import ms_to_dt
 from schemas.wire import Tables
 
 _EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
@@ -107,23 +116,29 @@ def _columns(alias: str) -> str:
     return ", ".join(f"{alias}.{quote(c)}" for c in ALL_COLUMNS[2:])
 
 
-def _level_sql(*, target: str, source: str, keys_from: str, width: str) -> str:
+def _level_sql(*, target: str, source: str, keys_from: str, width: str, folded: bool = False) -> str:
+    """Recompute ``target``'s buckets of ``keys_from`` from ``source``; with ``folded`` only from the
+    source rows inside their meter's folded range (aggregator/fold.py)."""
     parts = f"""
   select k.meter_id, k.b, s.bucket, {_columns("s")}
   from (select distinct meter_id, date_bin(interval '{width}', bucket, {_EPOCH}) as b from {keys_from}) k
   join {quote(source)} s on s.meter_id = k.meter_id and s.bucket >= k.b
     and s.bucket < k.b + interval '{width}'"""
+    if folded:
+        parts += f"\n  where {fold.in_folded_range('s')}"
     return _rollup_sql(target, parts)
 
 
-def _daily_sql(staging: str) -> str:
-    five, hour = quote(Tables.TELEMETRY_5M), quote(Tables.TELEMETRY_1H)
+def _daily_sql(keys_from: str) -> str:
+    """Recompute the folded daily rows of the days of ``keys_from`` (meter_id, bucket) from the
+    folded hours inside each day and the folded 5-minute rows of partial hours at its edges."""
+    five, hour = quote(Tables.TELEMETRY_5M), quote(Tables.TELEMETRY_1H_FOLDED)
     parts = f"""
   with days as (
     select distinct meter_id,
       (date_trunc('day', bucket at time zone %(tz)s) at time zone %(tz)s) as d0,
       ((date_trunc('day', bucket at time zone %(tz)s) + interval '1 day') at time zone %(tz)s) as d1
-    from {staging}
+    from {keys_from}
   )
   select k.meter_id, k.d0 as b, h.bucket, {_columns("h")}
   from days k join {hour} h on h.meter_id = k.meter_id and h.bucket >= k.d0
@@ -132,24 +147,28 @@ def _daily_sql(staging: str) -> str:
   select k.meter_id, k.d0 as b, f.bucket, {_columns("f")}
   from days k join {five} f on f.meter_id = k.meter_id and f.bucket >= k.d0 and f.bucket < k.d1
     and not (date_bin(interval '1 hour', f.bucket, {_EPOCH}) >= k.d0
-             and date_bin(interval '1 hour', f.bucket, {_EPOCH}) + interval '1 hour' <= k.d1)"""
-    return _rollup_sql(Tables.TELEMETRY_1D, parts)
+             and date_bin(interval '1 hour', f.bucket, {_EPOCH}) + interval '1 hour' <= k.d1)
+    and {fold.in_folded_range("f")}"""
+    return _rollup_sql(Tables.TELEMETRY_1D_FOLDED, parts)
 
 
 _FULL = "_enerlink_agg_full"  # staging rows of meters whose buckets are recomputed in full
 _REPLACED = "_enerlink_agg_replaced"  # (meter, minute) of staging rows that replace stored ones
 _BUCKETS = {
     Tables.TELEMETRY_5M: f"date_bin(interval '5 minutes', s.bucket, {_EPOCH})",
-    Tables.TELEMETRY_1H: f"date_bin(interval '1 hour', s.bucket, {_EPOCH})",
-    Tables.TELEMETRY_1D: "(date_trunc('day', s.bucket at time zone %(tz)s) at time zone %(tz)s)",
+    Tables.TELEMETRY_1H_FOLDED: f"date_bin(interval '1 hour', s.bucket, {_EPOCH})",
+    Tables.TELEMETRY_1D_FOLDED: fold.daily_bucket("s.bucket", "%(tz)s"),
 }
 
 
 def _merge_sql(target: str, *, staging: str, one_per_meter: bool) -> str:
     """Merge the new minute rows of ``staging`` into ``target``; with ``one_per_meter`` (a single
-    minute for the whole fleet, the common case) each staging row is its bucket's part as it is."""
+    minute for the whole fleet, the common case) each staging row is its bucket's part as it is.
+    Into a folded table, only the rows inside their meter's folded range."""
     new_rows = f"""from {staging} s
   where not exists (select 1 from {_REPLACED} x where x.meter_id = s.meter_id)"""
+    if target != Tables.TELEMETRY_5M:
+        new_rows += f" and {fold.in_folded_range('s')}"
     if one_per_meter:
         return f"""{_insert(target)}
 select s.meter_id, {_BUCKETS[target]}, {_columns("s")} {new_rows}
@@ -174,22 +193,34 @@ async def mark_replaced(conn: Conn, *, staging: str) -> int:
     cur = await conn.execute(
         f"insert into {_REPLACED} select s.meter_id, s.bucket from {staging} s cross join lateral"
         f" (select from {quote(Tables.TELEMETRY_AGGREGATES)} t"
-        " where t.meter_id = s.meter_id and t.bucket = s.bucket limit 1) stored".encode()
+        " where t.meter_id = s.meter_id and t.bucket = s.bucket limit 1) stored".encode(),
+        prepare=True,
     )
     return max(cur.rowcount, 0)
 
 
 async def refresh(
-    conn: Conn, *, staging: str, timezone: str, replaced: int, one_per_meter: bool = False
+    conn: Conn,
+    *,
+    staging: str,
+    timezone: str,
+    replaced: int,
+    one_per_meter: bool = False,
+    maybe_folded: bool = True,
 ) -> None:
     """Bring every rollup bucket touched by the minute rows in ``staging`` up to date (same
     transaction as the minute upsert; :func:`mark_replaced` ran before it and found ``replaced``).
-    ``one_per_meter``: the caller knows ``staging`` holds at most one row per meter."""
-    await conn.execute(b"set local jit = off")  # compiling ~300 expressions costs more than it saves
-    await conn.execute(b"set local work_mem = '64MB'")
-    for target in _BUCKETS:
-        params = {"tz": timezone} if target == Tables.TELEMETRY_1D else None
-        await conn.execute(_merge_sql(target, staging=staging, one_per_meter=one_per_meter).encode(), params)
+    ``one_per_meter``: the caller knows ``staging`` holds at most one row per meter;
+    ``maybe_folded=False``: it knows none lies in its meter's folded range (:func:`folded_after`).
+    The statements run once per shard are prepared (parsed and planned once a job)."""
+    await _session(conn)
+    await conn.execute(fold.ensure_meters_sql(staging).encode(), prepare=True)
+    # the common case: every new minute row is after its meter's folded range, 5-minute rows only
+    folded = maybe_folded and await _any_folded(conn, staging=staging)
+    for target in list(_BUCKETS) if folded else [Tables.TELEMETRY_5M]:
+        params = {"tz": timezone} if target == Tables.TELEMETRY_1D_FOLDED else None
+        statement = _merge_sql(target, staging=staging, one_per_meter=one_per_meter).encode()
+        await conn.execute(statement, params, prepare=True)
     if replaced:
         await conn.execute(
             f"create temp table if not exists {_FULL} (like {staging}) on commit delete rows".encode()
@@ -202,8 +233,68 @@ async def refresh(
         await _recompute(conn, staging=_FULL, timezone=timezone)
 
 
+async def _session(conn: Conn) -> None:
+    await conn.execute(b"set local jit = off")  # compiling ~300 expressions costs more than it saves
+    await conn.execute(b"set local work_mem = '64MB'")
+
+
+async def _any_folded(conn: Conn, *, staging: str) -> bool:
+    """Whether a new (not replacing) minute row of ``staging`` lies in its meter's folded range."""
+    cur = await conn.execute(
+        f"select exists (select 1 from {staging} s where {fold.in_folded_range('s')}"
+        f" and not exists (select 1 from {_REPLACED} x where x.meter_id = s.meter_id))".encode()
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def fold_minute(conn: Conn, *, minute_ms: int, timezone: str) -> int:
+    """In the transaction of the minute ``minute_ms``, before its rows (PostgreSQL is otherwise idle
+    while the first shard is computed): the meters of its phase fold their 5-minute rows complete
+    by then into the folded tables (aggregator/fold.py). Returns how many 5-minute rows."""
+    params = {"phase": fold.phase_of(minute_ms), "boundary": ms_to_dt(fold.boundary_ms(minute_ms))}
+    for statement in fold.due_sql():
+        await conn.execute(statement.encode(), params if "%(" in statement else None)
+    for statement in fold.parts_sql():
+        await conn.execute(statement.encode(), params if "%(" in statement else None)
+    cur = await conn.execute(fold.count_parts_sql().encode())
+    counted = await cur.fetchone()
+    rows, meters = cast(tuple[int, int], counted or (0, 0))
+    if rows:
+        await _session(conn)
+        for target in (Tables.TELEMETRY_1H_FOLDED, Tables.TELEMETRY_1D_FOLDED):
+            tz = {"tz": timezone} if target == Tables.TELEMETRY_1D_FOLDED else None
+            bucket = _BUCKETS[target]
+            if rows == meters:  # one 5-minute row a meter (every fold but the first or a catch-up)
+                statement = f"{_insert(target)}\nselect s.meter_id, {bucket}, {_columns('s')}"
+                statement += f" from {fold.PARTS} s\n{_merge_tail()}"
+            else:
+                parts = f"select s.meter_id, {bucket} as b, s.bucket, {_columns('s')} from {fold.PARTS} s"
+                statement = _rollup_sql(target, parts, merge=True)
+            await conn.execute(statement.encode(), tz)
+    await conn.execute(fold.advance_sql().encode(), params)
+    return rows
+
+
+async def folded_after(conn: Conn, minute: datetime) -> bool:
+    """Whether some meter's folded range reaches past ``minute`` (else no row of that minute is in
+    one: the per-shard check is skipped). Only right after migration 0008, or a backfill folded."""
+    cur = await conn.execute(
+        f"select exists (select 1 from {quote(Tables.ROLLUP_FOLD)} where folded_until > %s)".encode(),
+        (minute,),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def set_timezone(conn: Conn, timezone: str) -> None:
+    """Record the daily buckets' zone for the daily view (a change applies to new days only)."""
+    await conn.execute(fold.timezone_sql().encode(), {"tz": timezone})
+
+
 async def _recompute(conn: Conn, *, staging: str, timezone: str) -> None:
-    """Recompute in full every rollup bucket touched by the minute rows in ``staging``."""
+    """Recompute in full every rollup bucket touched by the minute rows in ``staging``: the
+    5-minute rows, then the folded hourly and daily rows of those inside the folded range."""
     five_keys = f"(select distinct meter_id, bucket from {staging}) m"
     await conn.execute(
         _level_sql(
@@ -213,13 +304,18 @@ async def _recompute(conn: Conn, *, staging: str, timezone: str) -> None:
             width="5 minutes",
         ).encode()
     )
+    folded = f"(select s.meter_id, s.bucket from {staging} s where {fold.in_folded_range('s')})"
     hour_keys = (
         f"(select distinct meter_id, date_bin(interval '5 minutes', bucket, {_EPOCH}) as bucket"
-        f" from {staging}) m"
+        f" from {folded} f) m"
     )
     await conn.execute(
         _level_sql(
-            target=Tables.TELEMETRY_1H, source=Tables.TELEMETRY_5M, keys_from=hour_keys, width="1 hour"
+            target=Tables.TELEMETRY_1H_FOLDED,
+            source=Tables.TELEMETRY_5M,
+            keys_from=hour_keys,
+            width="1 hour",
+            folded=True,
         ).encode()
     )
-    await conn.execute(_daily_sql(staging).encode(), {"tz": timezone})
+    await conn.execute(_daily_sql(f"{folded} f").encode(), {"tz": timezone})

@@ -96,6 +96,7 @@ class Aggregator:
             try:
                 await store.create_staging(conn)
                 await self.partitions.ensure_ahead(conn, datetime.now(UTC))
+                await rollups.set_timezone(conn, self.settings.common.timezone)
                 async with asyncio.TaskGroup() as tg:  # device health on a connection of its own
                     health = tg.create_task(self._health(t0, closed_end), name="aggregate-health")
                     await self._minutes(conn, t0, closed_end, report)
@@ -264,7 +265,7 @@ class Aggregator:
         if self.executor is None or not pairs:
             return [asyncio.ensure_future(self._read_compute_here(pairs))]
         loop = asyncio.get_running_loop()
-        shards = 2 * self.settings.workers  # a worker reads its next shard while another computes
+        shards = 4 * self.settings.workers  # small shards: PostgreSQL starts early, and the last one is short
         size = -(-len(pairs) // shards)
         return [
             loop.run_in_executor(
@@ -301,6 +302,14 @@ class Aggregator:
         self._wait_s = 0.0
         try:
             async with conn.transaction():
+                maybe_folded = True
+                if watermark is not None:  # a minute pass: fold while the first shard is computed
+                    await rollups.fold_minute(
+                        conn,
+                        minute_ms=int(watermark.timestamp() * 1000),
+                        timezone=self.settings.common.timezone,
+                    )
+                    maybe_folded = await rollups.folded_after(conn, watermark)
                 waiting = asyncio.as_completed(parts)
                 for n, next_part in enumerate(waiting, start=1):
                     began = time.monotonic()
@@ -311,7 +320,7 @@ class Aggregator:
                         if last_in is not None:
                             last_in()
                     merged.merge(part)
-                    await self._write_rows(conn, part)
+                    await self._write_rows(conn, part, maybe_folded=maybe_folded)
                 inserted = await store.insert_events(conn, merged.events)
                 if watermark is not None:
                     await store.write_watermark(conn, watermark)
@@ -325,7 +334,7 @@ class Aggregator:
         self.metrics.events.inc(inserted)
         return merged
 
-    async def _write_rows(self, conn: store.Conn, part: Result) -> None:
+    async def _write_rows(self, conn: store.Conn, part: Result, *, maybe_folded: bool) -> None:
         """One shard's minute rows (inside the batch's transaction): COPY to the emptied staging
         table, note which replace stored rows, one upsert, rollups merged or recomputed."""
         if not part.keys:
@@ -334,7 +343,7 @@ class Aggregator:
         await store.clear_staging(conn)
         await store.copy_encoded(conn, part.encoded)  # both compute paths encode (compute(encode=True))
         replaced = await rollups.mark_replaced(conn, staging=store.STAGING)
-        await store.upsert_from_staging(conn)
+        await store.upsert_from_staging(conn, replaces=replaced > 0)
         began = time.monotonic()
         await rollups.refresh(
             conn,
@@ -342,6 +351,7 @@ class Aggregator:
             timezone=self.settings.common.timezone,
             replaced=replaced,
             one_per_meter=len({meter for meter, _ in part.keys}) == len(part.keys),
+            maybe_folded=maybe_folded,
         )
         self._rollup_s += time.monotonic() - began
 

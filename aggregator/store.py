@@ -127,13 +127,16 @@ async def copy_encoded(conn: Conn, blocks: Sequence[bytes], *, table: str = STAG
         await copy.write(copybin.TRAILER)
 
 
-async def upsert_from_staging(conn: Conn) -> None:
+async def upsert_from_staging(conn: Conn, *, replaces: bool = True) -> None:
+    """The staging rows into the minute table; ``replaces=False`` when none has a stored row (the
+    caller checked, in this transaction, under the aggregator's lock): a plain insert, without the
+    speculative insertion an upsert does for each row."""
     cols = ", ".join(quote(c) for c in ALL_COLUMNS)
     sets = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in ALL_COLUMNS[2:])
-    await conn.execute(
-        f"insert into {quote(Tables.TELEMETRY_AGGREGATES)} ({cols}) select {cols} from {STAGING}"
-        f" on conflict (meter_id, bucket) do update set {sets}".encode()
-    )
+    upsert = f" on conflict (meter_id, bucket) do update set {sets}" if replaces else ""
+    table = quote(Tables.TELEMETRY_AGGREGATES)
+    statement = f"insert into {table} ({cols}) select {cols} from {STAGING}{upsert}".encode()
+    await conn.execute(statement, prepare=True)  # once per shard: parsed and planned once
 
 
 _EVENTS_STAGING = "_enerlink_events_staging"

@@ -10,11 +10,14 @@ prefix, and a fresh PostgreSQL schema, then times:
   The COPY into temporary tables (no WAL, no index) is timed too and printed as a lower bound;
 * aggregate: one aggregator job for that minute (advisory lock, pipelined read of snapshots and
   baselines, typed decoding of every snapshot (msgspec), statistics + energy, COPY to staging, one
-  upsert, 5 min / 1 h / 1 day rollups (shard by shard as the worker processes finish), events,
-  watermark, device health of the status messages (minute rows, events, state), clean-up).
+  upsert, the 5-minute rollup (shard by shard as the worker processes finish), a fifth of the
+  fleet's fold into the hourly and daily rollups, events, watermark, device health of the status
+  messages (minute rows, events, state), clean-up). The job ends with that minute, as in service.
 
 ``--minutes K`` aggregates K consecutive minutes one job each (the steady state: rollup buckets
-already hold earlier minutes) and reports the last job; the floor is per minute.
+already hold earlier minutes, Redis holds K minutes; 6 or more for the hourly and daily fold of a
+complete 5-minute bucket) and reports the last job. The floor is measured before the first job and
+again before the last (reading from a larger Redis costs more): the ratio is to the lower one.
 
 Prints both, the ratio (aim: <= 2) and the share of a minute (aim: well under 10 %).
 Also the CPU seconds each side used: this process with the aggregator's worker processes, the
@@ -31,6 +34,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import dataclasses
+import gc
 import json
 import os
 import sys
@@ -190,6 +195,7 @@ async def _floor(
     async with await connect(url) as conn:
         await store.create_staging(conn)
         await conn.execute(f"create temp table {HEALTH_FLOOR} (like {Tables.DEVICE_HEALTH})".encode())
+        await conn.execute(f"drop table if exists {DURABLE_FLOOR}, {DURABLE_HEALTH_FLOOR}".encode())
         await conn.execute(
             f"create table {DURABLE_FLOOR} (like {Tables.TELEMETRY_AGGREGATES} including indexes)".encode()
         )
@@ -270,17 +276,15 @@ async def main() -> None:
         at = datetime.fromtimestamp(minutes[0] / 1000, UTC)
         health_row = (at, 2, -50.5, -51.0, 0.0, 0.0, 0, 1, 0, 7, 7, 1)
         health_rows = [(m, *health_row) for m in meters]
+        # these ~2 million objects are the bench's own, not the service's: out of the collector's
+        # reach, so neither side's collections walk them
+        gc.collect()
+        gc.freeze()
         postmaster = _postmaster(args.database_url)
         backends = set(child_pids(postmaster)) if postmaster else set()
-        cpu0 = await _cpu(r, workers=[], postmaster=postmaster)
-        read_s, copy_s, durable_s = await _floor(
-            r, keys, meters, minute=minutes[0], url=url, rows=rows, health_rows=health_rows
-        )
-        await _backends_gone(postmaster, before=backends)
-        floor_s = read_s + durable_s
-        temp_floor_s = read_s + copy_s
-        floor_cpu = _minus(await _cpu(r, workers=[], postmaster=postmaster), cpu0)
         from aggregator.service import compute_pool
+
+        floors: list[tuple[tuple[float, float, float], tuple[float, ...]]] = []
 
         with compute_pool(settings) as pool:
             list(pool.map(abs, range(settings.workers)))  # workers up before the timing
@@ -290,7 +294,20 @@ async def main() -> None:
                     await _load(
                         r, keys, meters, minute=minute, per_meter=args.snapshots, statuses=args.statuses
                     )
+                if k in (0, len(minutes) - 1):
+                    # the floor of the first minute (Redis holding one minute) and of the minute
+                    # reported (Redis holding K): the ratio is taken against the lower of the two
+                    cpu0 = await _cpu(r, workers=[], postmaster=postmaster)
+                    timings = await _floor(
+                        r, keys, meters, minute=minute, url=url, rows=rows, health_rows=health_rows
+                    )
+                    await _backends_gone(postmaster, before=backends)
+                    floors.append((timings, _minus(await _cpu(r, workers=[], postmaster=postmaster), cpu0)))
                 await _only_due(url, minute)
+                # the job ends with this minute, as a job in service does (not with the empty
+                # minutes after it, up to now): its grace is the time since the minute closed
+                since = await reader.redis_time_ms(r) - (minute + MINUTE_MS)
+                aggregator.settings = dataclasses.replace(settings, grace_s=(since - 20_000) / 1000)
                 cpu0 = await _cpu(r, workers=pool.pids(), postmaster=postmaster)
                 began = time.perf_counter()
                 report = await aggregator.run_job()
@@ -299,6 +316,9 @@ async def main() -> None:
                 agg_cpu = _minus(await _cpu(r, workers=pool.pids(), postmaster=postmaster), cpu0)
                 assert report.rows == args.meters, report
                 print(f"  job {k + 1}/{len(minutes)}: {agg_s:.2f} s")
+        (read_s, copy_s, durable_s), floor_cpu = min(floors, key=lambda f: f[0][0] + f[0][2])
+        floor_s = read_s + durable_s
+        temp_floor_s = read_s + copy_s
         ratio = agg_s / floor_s
         from redis.utils import HIREDIS_AVAILABLE
 
@@ -313,6 +333,12 @@ async def main() -> None:
             f"floor:     {floor_s:6.2f} s  (pipelined read {read_s:.2f} s + COPY of {args.meters} minute"
             f" + {args.meters} health rows into logged tables with their keys {durable_s:.2f} s)"
         )
+        if len(floors) > 1:
+            print(
+                "           the lower of: "
+                + ", ".join(f"{f[0][0] + f[0][2]:.2f} s" for f in floors)
+                + " (first minute, Redis holding one; the minute reported, Redis holding all)"
+            )
         print(
             f"           {temp_floor_s:6.2f} s  with the COPY into temporary tables instead"
             f" ({copy_s:.2f} s: no WAL, no index; a lower bound)"

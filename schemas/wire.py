@@ -169,6 +169,14 @@ class Tables:
     TELEMETRY_5M = "telemetry_aggregates_5m"
     TELEMETRY_1H = "telemetry_aggregates_1h"
     TELEMETRY_1D = "telemetry_aggregates_1d"
+    #: ``TELEMETRY_1H`` and ``TELEMETRY_1D`` are views since migration 0008 (aggregator/fold.py): each
+    #: one's folded table (the 5-minute buckets already folded in) plus the 5-minute rows not yet folded.
+    TELEMETRY_1H_FOLDED = "telemetry_aggregates_1h_folded"
+    TELEMETRY_1D_FOLDED = "telemetry_aggregates_1d_folded"
+    #: Per meter: the 5-minute buckets before ``folded_until`` are folded into the folded tables.
+    ROLLUP_FOLD = "rollup_fold"
+    #: One row: the time zone of the daily buckets (``ENERLINK_TIMEZONE``), for the daily view.
+    ROLLUP_STATE = "rollup_state"
     AGGREGATOR_WATERMARK = "aggregator_watermark"
     EVENTS = "events"
     ARCHIVE_MANIFEST = "archive_manifest"

@@ -305,8 +305,11 @@ async def test_late_data_reaggregates_the_minute_and_the_next_one(
     assert await redis_client.zcard(keys.late_data("M")) == 0
 
 
-def _sql_rollup(url: str, *, width: str, tz: str | None = None) -> dict[tuple[str, datetime], dict[str, Any]]:
-    """The rollup computed directly from minute rows, in SQL (the reference for the rollup tables)."""
+def _sql_rollup(
+    url: str, *, width: str, tz: str | None = None, source: str = Tables.TELEMETRY_AGGREGATES
+) -> dict[tuple[str, datetime], dict[str, Any]]:
+    """The rollup computed directly from minute rows (``source``: all of them, or a subquery), in
+    SQL: the reference for the rollup tables and views."""
     if tz is None:
         key = f"date_bin(interval '{width}', bucket, timestamptz '1970-01-01 00:00:00+00')"
     else:
@@ -323,7 +326,7 @@ def _sql_rollup(url: str, *, width: str, tz: str | None = None) -> dict[tuple[st
         else:
             exprs.append(f"(array_agg({n} order by bucket desc))[1] as {n}")
     query = (
-        f"select meter_id, {key} as bucket, {', '.join(exprs)} from {Tables.TELEMETRY_AGGREGATES}"
+        f"select meter_id, {key} as bucket, {', '.join(exprs)} from {source} m"
         f" group by meter_id, {key} order by 1, 2"
     )
     with psycopg.connect(url) as conn:

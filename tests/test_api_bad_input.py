@@ -30,9 +30,9 @@ def _months() -> list[datetime]:
 def _seed(url: str) -> None:
     """One row a month in the daily table, a few in the finer ones (a wrong table shows)."""
     daily = [aggregate_row("METER001", at, battery_soc_avg=float(i)) for i, at in enumerate(_months())]
-    insert_rows(url, Tables.TELEMETRY_1D, daily)
+    insert_rows(url, Tables.TELEMETRY_1D_FOLDED, daily)
     for table, step in (
-        (Tables.TELEMETRY_1H, timedelta(hours=1)),
+        (Tables.TELEMETRY_1H_FOLDED, timedelta(hours=1)),
         (Tables.TELEMETRY_5M, timedelta(minutes=5)),
         (Tables.TELEMETRY_AGGREGATES, timedelta(minutes=1)),
     ):

@@ -1,0 +1,228 @@
+"""Hourly and daily rollups as views over folded tables (aggregator/fold.py, migration 0008), on real
+Redis and PostgreSQL: each minute folds one phase of the fleet, the views always equal the rollups
+computed in SQL from the minute rows, and the migration keeps the rows written before it."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import redis.asyncio as aioredis
+from psycopg import sql
+
+from aggregator import fold
+from aggregator.columns import STAT_COLUMNS
+from aggregator.service import Aggregator
+from enerlink.db import discover, migrate
+from schemas.wire import Tables
+from tests.support.aggdata import aggregate_row, insert_rows
+from tests.test_aggregator import (
+    MIN,
+    _assert_same,
+    _sql_rollup,
+    now_ms,
+    put,
+    rows,
+    settings_for,
+    snapshot,
+)
+
+FIVE = 5 * MIN
+LEVELS_FOLDED = {view: folded for view, (folded, _) in fold.LEVELS.items()}
+METERS = [f"F{i:02d}" for i in range(15)]
+
+
+def _fold_state(url: str) -> dict[str, tuple[int, datetime]]:
+    with psycopg.connect(url) as conn:
+        found = conn.execute(
+            sql.SQL("select meter_id, phase, folded_until from {}").format(sql.Identifier(Tables.ROLLUP_FOLD))
+        ).fetchall()
+    return {m: (p, u) for m, p, u in found}
+
+
+def _folded_reference(url: str, *, width: str) -> dict[tuple[str, datetime], dict[str, Any]]:
+    """What a folded table must hold: the rollup, computed in SQL, of each meter's minute rows
+    before its ``folded_until``."""
+    source = (
+        f"(select t.* from {Tables.TELEMETRY_AGGREGATES} t join {Tables.ROLLUP_FOLD} r"
+        " on r.meter_id = t.meter_id and t.bucket < r.folded_until)"
+    )
+    return _sql_rollup(url, width=width, tz="UTC" if width == "1 day" else None, source=source)
+
+
+async def _job(aggregator: Aggregator, r: aioredis.Redis, minute: int) -> None:
+    """One service job that ends with ``minute`` (its grace is the time since the minute closed)."""
+    since = await now_ms(r) - (minute + MIN)
+    aggregator.settings = dataclasses.replace(aggregator.settings, grace_s=(since - 20_000) / 1000)
+    report = await aggregator.run_job()
+    assert report.watermark == datetime.fromtimestamp(minute / 1000, UTC)
+
+
+async def test_each_minute_folds_one_phase_and_the_views_stay_exact(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    settings = settings_for(environ)
+    keys, url = settings.common.keys, settings.common.database_url
+    await migrate(url)
+    start = (await now_ms(redis_client)) // FIVE * FIVE - 4 * FIVE  # 4 whole 5-minute buckets ago
+    aggregator = Aggregator(settings, redis_client)
+    phases: dict[str, int] = {}
+    for k in range(17):  # three 5-minute boundaries and a bit
+        minute = start + k * MIN
+        for i, meter in enumerate(METERS):
+            points = [minute + s * 20_000 + i for s in range(3)]
+            await put(
+                redis_client,
+                keys,
+                meter,
+                [(at, snapshot(meter, at, battery__soc=float(k + i))) for at in points],
+            )
+        before = _fold_state(url)
+        await _job(aggregator, redis_client, minute)
+        after = _fold_state(url)
+        phases = {m: p for m, (p, _) in after.items()}
+        moved = {m for m in after if m in before and after[m][1] != before[m][1]}
+        boundary = datetime.fromtimestamp(fold.boundary_ms(minute) / 1000, UTC)
+        due = {m for m, (p, u) in before.items() if p == fold.phase_of(minute) and u < boundary}
+        assert moved == due, k  # only this minute's phase folded, and all of it that was behind
+        assert all(after[m][1] == boundary for m in moved)
+        # readers see every minute so far, whatever is folded
+        _assert_same(rows(url, Tables.TELEMETRY_5M), _sql_rollup(url, width="5 minutes"))
+        _assert_same(rows(url, Tables.TELEMETRY_1H), _sql_rollup(url, width="1 hour"))
+        _assert_same(rows(url, Tables.TELEMETRY_1D), _sql_rollup(url, width="1 day", tz="UTC"))
+    assert len(set(phases.values())) > 1  # the fleet is spread over phases
+    # the folded tables hold exactly the folded range; past a first round every meter lags at most
+    # one complete bucket plus the open one
+    _assert_same(rows(url, Tables.TELEMETRY_1H_FOLDED), _folded_reference(url, width="1 hour"))
+    _assert_same(rows(url, Tables.TELEMETRY_1D_FOLDED), _folded_reference(url, width="1 day"))
+    last_boundary = datetime.fromtimestamp((start + 16 * MIN) // FIVE * FIVE / 1000, UTC)
+    for meter, (_, until) in _fold_state(url).items():
+        assert last_boundary - timedelta(minutes=5) <= until <= last_boundary, meter
+
+
+def _every_column(k: int) -> dict[str, Any]:
+    """Every statistic of a minute row filled, as the aggregator writes them (k: a distinct minute)."""
+    return {
+        c.name: f"state{k % 3}" if c.sql_type == "text" else float(k * 7 % 11) + i / 100
+        for i, c in enumerate(STAT_COLUMNS)
+    }
+
+
+def _old_schema(url: str) -> None:
+    """The schema as migrations before 0008 left it (rollup tables, no views)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            f"create table {Tables.MIGRATIONS} (version int primary key, name text not null,"
+            " applied_at timestamptz not null default now())"
+        )
+        for migration in discover():
+            if migration.version >= 8:
+                continue
+            with conn.transaction():
+                for statement in migration.statements():
+                    conn.execute(statement.encode())
+                conn.execute(
+                    f"insert into {Tables.MIGRATIONS} (version, name) values (%s, %s)".encode(),
+                    (migration.version, migration.name),
+                )
+
+
+def _old_rollups(url: str) -> None:
+    """The old rollup tables as the aggregator kept them: every minute so far, open buckets too."""
+    names = ["meter_id", "bucket", "sample_count", "first_at", "last_at", *(c.name for c in STAT_COLUMNS)]
+    with psycopg.connect(url) as conn:
+        for table, width in (
+            (Tables.TELEMETRY_5M, "5 minutes"),
+            (Tables.TELEMETRY_1H, "1 hour"),
+            (Tables.TELEMETRY_1D, "1 day"),
+        ):
+            reference = _sql_rollup(url, width=width, tz="UTC" if width == "1 day" else None)
+            for row in reference.values():
+                conn.execute(
+                    sql.SQL("insert into {} ({}) values ({})").format(
+                        sql.Identifier(table),
+                        sql.SQL(", ").join(map(sql.Identifier, names)),
+                        sql.SQL(", ").join(sql.Placeholder() * len(names)),
+                    ),
+                    [row[n] for n in names],
+                )
+        conn.commit()
+
+
+async def test_migration_keeps_rollups_and_later_minutes_of_an_open_bucket_are_folded_in(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    settings = settings_for(environ)
+    keys, url = settings.common.keys, settings.common.database_url
+    _old_schema(url)
+    start = (await now_ms(redis_client)) // FIVE * FIVE - 3 * FIVE
+    # seven minutes written before the upgrade: one whole 5-minute bucket and two minutes of the next
+    minutes = [start + k * MIN for k in range(7)]
+    insert_rows(
+        url,
+        Tables.TELEMETRY_AGGREGATES,
+        [
+            aggregate_row(m, datetime.fromtimestamp(at / 1000, UTC), **_every_column(k))
+            for k, at in enumerate(minutes)
+            for m in ("A", "B")
+        ],
+    )
+    _old_rollups(url)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute) values ('minutes', %s)",
+            (datetime.fromtimestamp(minutes[-1] / 1000, UTC),),
+        )
+        conn.commit()
+    before = {t: rows(url, t) for t in (Tables.TELEMETRY_1H, Tables.TELEMETRY_1D)}
+
+    assert await migrate(url) == [v.version for v in discover() if v.version >= 8]
+    for table, old in before.items():  # the views show the rows the tables held
+        _assert_same(rows(url, table), old)
+    open_bucket = datetime.fromtimestamp((start + FIVE) / 1000, UTC)
+    assert {m: u for m, (_, u) in _fold_state(url).items()} == {
+        "A": open_bucket + timedelta(minutes=5),
+        "B": open_bucket + timedelta(minutes=5),
+    }
+
+    # the open bucket's remaining minutes, then the next bucket's first, through the aggregator
+    aggregator = Aggregator(settings, redis_client)
+    for k in range(7, 11):
+        minute = start + k * MIN
+        for meter in ("A", "B"):
+            await put(redis_client, keys, meter, [(minute + 1_000, snapshot(meter, minute + 1_000))])
+        await _job(aggregator, redis_client, minute)
+        _assert_same(rows(url, Tables.TELEMETRY_5M), _sql_rollup(url, width="5 minutes"))
+        _assert_same(rows(url, Tables.TELEMETRY_1H), _sql_rollup(url, width="1 hour"))
+        _assert_same(rows(url, Tables.TELEMETRY_1D), _sql_rollup(url, width="1 day", tz="UTC"))
+        # minutes 7-9 lie inside the folded range the migration set: merged into the folded rows
+        _assert_same(rows(url, Tables.TELEMETRY_1H_FOLDED), _folded_reference(url, width="1 hour"))
+        _assert_same(rows(url, Tables.TELEMETRY_1D_FOLDED), _folded_reference(url, width="1 day"))
+    folded = rows(url, Tables.TELEMETRY_1D_FOLDED)
+    assert sum(r["sample_count"] for (m, _), r in folded.items() if m == "A") >= 7 * 12 + 3
+
+
+async def test_a_view_query_for_one_meter_reaches_the_primary_keys(environ: dict[str, str]) -> None:
+    """The API's query shape: the meter and the range are pushed into the view down to the primary
+    keys of the folded table, ``rollup_fold`` and the 5-minute table (with sequential scans
+    disabled, a condition not pushed down would still show as one)."""
+    settings = settings_for(environ)
+    url = settings.common.database_url
+    await migrate(url)
+    with psycopg.connect(url) as conn:
+        conn.execute("set enable_seqscan = off")
+        for view in fold.LEVELS:
+            plan = "\n".join(
+                str(r[0])
+                for r in conn.execute(
+                    sql.SQL(
+                        "explain select * from {} where meter_id = %s and bucket >= %s and bucket < %s"
+                    ).format(sql.Identifier(view)),
+                    ("X", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)),
+                ).fetchall()
+            )
+            for table in (Tables.TELEMETRY_5M, LEVELS_FOLDED[view], Tables.ROLLUP_FOLD):
+                assert f"Seq Scan on {table} " not in plan, plan
+                assert f"Index Scan using {table}_pkey" in plan, plan
