@@ -180,13 +180,23 @@ select s.meter_id, {_BUCKETS[target]}, {_columns("s")} {new_rows}
 Conn = AsyncConnection[tuple[object, ...]]
 
 
-async def mark_replaced(conn: Conn, *, staging: str) -> int:
-    """Before the minute upsert: note the staging rows that will replace a stored minute row."""
+async def none_replaced(conn: Conn) -> None:
+    """The minute rows of ``staging`` were inserted without conflict: none replaces a stored row
+    (the note of a previous shard in the same transaction is cleared)."""
+    await _replaced_table(conn)
+
+
+async def _replaced_table(conn: Conn) -> None:
     await conn.execute(
         f"create temp table if not exists {_REPLACED} (meter_id text, bucket timestamptz)"
         " on commit delete rows".encode()
     )
-    await conn.execute(f"delete from {_REPLACED}".encode())  # a previous shard's, same transaction
+    await conn.execute(f"delete from {_REPLACED}".encode(), prepare=True)  # a previous shard's
+
+
+async def mark_replaced(conn: Conn, *, staging: str) -> int:
+    """Before the minute upsert: note the staging rows that will replace a stored minute row."""
+    await _replaced_table(conn)
     # one primary-key probe per staging row, whatever the statistics say: a plain join on a table
     # not analyzed yet was planned as a sort of the whole month's partition (20 ms for 30,000 rows,
     # growing with the month) instead of 2,500 probes (3.5 ms)

@@ -5,8 +5,10 @@ minute; the second waits, then finds the watermark advanced and nothing left to 
 
 1. ``T0`` = Redis ``TIME``; the last closed minute is the one that ended at least ``grace_s`` ago;
 2. every minute after the watermark up to it, oldest first (catch-up; never further back than the
-   Redis retention), one pass for the whole fleet: pipelined read, compute, COPY into a staging
-   table, one upsert, rollups, events and the watermark in one transaction;
+   Redis retention), one pass for the whole fleet: in one transaction, a fifth of the fleet folds
+   its complete 5-minute rows into the hourly and daily rollups (fold.py) while the worker
+   processes read and compute, then per shard COPY into a staging table, one insert (an upsert if
+   a row was already stored), the 5-minute rollup; events and the watermark;
 3. late minutes flagged by the ingest with score <= T0 (plus each one's next minute with data,
    whose counter baseline changed) re-aggregated the same way; then those flags are removed unless
    raised again since T0;
@@ -40,6 +42,7 @@ from aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt,
 from aggregator.healthjob import HealthReport, HealthStep
 from aggregator.metrics import Metrics
 from aggregator.settings import Settings
+from aggregator.shard import write_shard
 from enerlink.db import connect, migrate
 from schemas.wire import Keys
 
@@ -320,7 +323,14 @@ class Aggregator:
                         if last_in is not None:
                             last_in()
                     merged.merge(part)
-                    await self._write_rows(conn, part, maybe_folded=maybe_folded)
+                    self._rollup_s += await write_shard(
+                        conn,
+                        part,
+                        partitions=self.partitions,
+                        timezone=self.settings.common.timezone,
+                        maybe_folded=maybe_folded,
+                        new_minute=watermark is not None,
+                    )
                 inserted = await store.insert_events(conn, merged.events)
                 if watermark is not None:
                     await store.write_watermark(conn, watermark)
@@ -333,27 +343,6 @@ class Aggregator:
         self.metrics.bad.inc(merged.bad)
         self.metrics.events.inc(inserted)
         return merged
-
-    async def _write_rows(self, conn: store.Conn, part: Result, *, maybe_folded: bool) -> None:
-        """One shard's minute rows (inside the batch's transaction): COPY to the emptied staging
-        table, note which replace stored rows, one upsert, rollups merged or recomputed."""
-        if not part.keys:
-            return
-        await self.partitions.ensure(conn, {ms_to_dt(minute) for minute in {m for _, m in part.keys}})
-        await store.clear_staging(conn)
-        await store.copy_encoded(conn, part.encoded)  # both compute paths encode (compute(encode=True))
-        replaced = await rollups.mark_replaced(conn, staging=store.STAGING)
-        await store.upsert_from_staging(conn, replaces=replaced > 0)
-        began = time.monotonic()
-        await rollups.refresh(
-            conn,
-            staging=store.STAGING,
-            timezone=self.settings.common.timezone,
-            replaced=replaced,
-            one_per_meter=len({meter for meter, _ in part.keys}) == len(part.keys),
-            maybe_folded=maybe_folded,
-        )
-        self._rollup_s += time.monotonic() - began
 
     async def _sensor_events(self, conn: store.Conn) -> int:
         async with conn.transaction():

@@ -131,24 +131,14 @@ def _old_schema(url: str) -> None:
 
 def _old_rollups(url: str) -> None:
     """The old rollup tables as the aggregator kept them: every minute so far, open buckets too."""
-    names = ["meter_id", "bucket", "sample_count", "first_at", "last_at", *(c.name for c in STAT_COLUMNS)]
-    with psycopg.connect(url) as conn:
-        for table, width in (
-            (Tables.TELEMETRY_5M, "5 minutes"),
-            (Tables.TELEMETRY_1H, "1 hour"),
-            (Tables.TELEMETRY_1D, "1 day"),
-        ):
-            reference = _sql_rollup(url, width=width, tz="UTC" if width == "1 day" else None)
-            for row in reference.values():
-                conn.execute(
-                    sql.SQL("insert into {} ({}) values ({})").format(
-                        sql.Identifier(table),
-                        sql.SQL(", ").join(map(sql.Identifier, names)),
-                        sql.SQL(", ").join(sql.Placeholder() * len(names)),
-                    ),
-                    [row[n] for n in names],
-                )
-        conn.commit()
+    for table, width in (
+        (Tables.TELEMETRY_5M, "5 minutes"),
+        (Tables.TELEMETRY_1H, "1 hour"),
+        (Tables.TELEMETRY_1D, "1 day"),
+    ):
+        insert_rows(
+            url, table, _sql_rollup(url, width=width, tz="UTC" if width == "1 day" else None).values()
+        )
 
 
 async def test_migration_keeps_rollups_and_later_minutes_of_an_open_bucket_are_folded_in(
@@ -226,3 +216,34 @@ async def test_a_view_query_for_one_meter_reaches_the_primary_keys(environ: dict
             for table in (Tables.TELEMETRY_5M, LEVELS_FOLDED[view], Tables.ROLLUP_FOLD):
                 assert f"Seq Scan on {table} " not in plan, plan
                 assert f"Index Scan using {table}_pkey" in plan, plan
+
+
+async def test_minute_rows_already_stored_after_the_watermark_are_replaced(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """A minute after the watermark is inserted without probing for stored rows first; when one is
+    there after all (a watermark moved back by hand, a restore), the insert fails under a savepoint
+    and the minute is written as a re-aggregation instead: rows replaced, rollups recomputed."""
+    settings = settings_for(environ)
+    keys, url = settings.common.keys, settings.common.database_url
+    await migrate(url)
+    minute = (await now_ms(redis_client)) // MIN * MIN - 3 * MIN
+    aggregator = Aggregator(settings, redis_client)
+    for meter in ("A", "B"):
+        await put(
+            redis_client, keys, meter, [(minute + 1_000, snapshot(meter, minute + 1_000, import__power=1.0))]
+        )
+    await _job(aggregator, redis_client, minute)
+    assert rows(url)[("A", datetime.fromtimestamp(minute / 1000, UTC))]["import_power_max"] == 1.0
+    with psycopg.connect(url) as conn:  # the watermark moved back by hand, a snapshot added to A
+        conn.execute(f"update {Tables.AGGREGATOR_WATERMARK} set minute = minute - interval '1 minute'")
+        conn.commit()
+    await put(redis_client, keys, "A", [(minute + 2_000, snapshot("A", minute + 2_000, import__power=9.0))])
+    await _job(aggregator, redis_client, minute)
+    stored = rows(url)
+    assert len(stored) == 2
+    assert stored[("A", datetime.fromtimestamp(minute / 1000, UTC))]["import_power_max"] == 9.0
+    assert stored[("A", datetime.fromtimestamp(minute / 1000, UTC))]["sample_count"] == 2
+    _assert_same(rows(url, Tables.TELEMETRY_5M), _sql_rollup(url, width="5 minutes"))
+    _assert_same(rows(url, Tables.TELEMETRY_1H), _sql_rollup(url, width="1 hour"))
+    _assert_same(rows(url, Tables.TELEMETRY_1D), _sql_rollup(url, width="1 day", tz="UTC"))

@@ -1,0 +1,57 @@
+"""One shard's minute rows into PostgreSQL, inside the minute's (or late batch's) transaction."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import psycopg
+
+from aggregator import rollups, store
+from aggregator.compute import Result, ms_to_dt
+
+log = logging.getLogger(__name__)
+
+
+async def write_shard(
+    conn: store.Conn,
+    part: Result,
+    *,
+    partitions: store.Partitions,
+    timezone: str,
+    maybe_folded: bool,
+    new_minute: bool = False,
+) -> float:
+    """COPY to the emptied staging table, note which rows replace stored ones, one insert or
+    upsert, the 5-minute rollup merged or recomputed (rollups.refresh). Returns the rollup's seconds.
+
+    ``new_minute`` (a minute after the watermark: no stored row expected) inserts first, under a
+    savepoint, and only if a row was there after all notes the replaced rows and upserts: a
+    successful insert proves none was replaced, without a primary-key probe per row."""
+    if not part.keys:
+        return 0.0
+    await partitions.ensure(conn, {ms_to_dt(minute) for minute in {m for _, m in part.keys}})
+    await store.clear_staging(conn)
+    await store.copy_encoded(conn, part.encoded)  # both compute paths encode (compute(encode=True))
+    replaced = -1
+    if new_minute:
+        try:
+            async with conn.transaction():
+                await store.upsert_from_staging(conn, replaces=False)
+            await rollups.none_replaced(conn)
+            replaced = 0
+        except psycopg.errors.UniqueViolation:
+            log.warning("aggregate: minute rows already stored after the watermark; replacing them")
+    if replaced < 0:
+        replaced = await rollups.mark_replaced(conn, staging=store.STAGING)
+        await store.upsert_from_staging(conn, replaces=replaced > 0)
+    began = time.monotonic()
+    await rollups.refresh(
+        conn,
+        staging=store.STAGING,
+        timezone=timezone,
+        replaced=replaced,
+        one_per_meter=len({meter for meter, _ in part.keys}) == len(part.keys),
+        maybe_folded=maybe_folded,
+    )
+    return time.monotonic() - began
