@@ -219,7 +219,8 @@ async def refresh(
     maybe_folded: bool = True,
 ) -> None:
     """Bring every rollup bucket touched by the minute rows in ``staging`` up to date (same
-    transaction as the minute upsert; :func:`mark_replaced` ran before it and found ``replaced``).
+    transaction as the minute upsert; :func:`mark_replaced` ran before it and found ``replaced``,
+    or the rows were inserted without conflict and :func:`none_replaced` ran: 0).
     ``one_per_meter``: the caller knows ``staging`` holds at most one row per meter;
     ``maybe_folded=False``: it knows none lies in its meter's folded range (:func:`folded_after`).
     The statements run once per shard are prepared (parsed and planned once a job)."""

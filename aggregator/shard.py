@@ -9,6 +9,7 @@ import psycopg
 
 from aggregator import rollups, store
 from aggregator.compute import Result, ms_to_dt
+from schemas.wire import Tables
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,10 @@ async def write_shard(
     """COPY to the emptied staging table, note which rows replace stored ones, one insert or
     upsert, the 5-minute rollup merged or recomputed (rollups.refresh). Returns the rollup's seconds.
 
-    ``new_minute`` (a minute after the watermark: no stored row expected) inserts first, under a
-    savepoint, and only if a row was there after all notes the replaced rows and upserts: a
-    successful insert proves none was replaced, without a primary-key probe per row."""
+    ``new_minute`` (a minute after the watermark: no stored row expected) COPYs the rows into the
+    minute table too, under a savepoint, and only if a row was there after all notes the replaced
+    rows and upserts: a successful COPY proves none was replaced, without a primary-key probe per
+    row (and COPY inserts in batches, which an ``insert ... select`` does not)."""
     if not part.keys:
         return 0.0
     await partitions.ensure(conn, {ms_to_dt(minute) for minute in {m for _, m in part.keys}})
@@ -36,8 +38,8 @@ async def write_shard(
     replaced = -1
     if new_minute:
         try:
-            async with conn.transaction():
-                await store.upsert_from_staging(conn, replaces=False)
+            async with conn.transaction():  # COPY again, into the minute table: cheaper than an insert
+                await store.copy_encoded(conn, part.encoded, table=Tables.TELEMETRY_AGGREGATES)
             await rollups.none_replaced(conn)
             replaced = 0
         except psycopg.errors.UniqueViolation:
