@@ -107,27 +107,31 @@ def in_folded_range(alias: str) -> str:
     )
 
 
-def due_sql() -> list[str]:
-    """Statements filling the due table (%(phase)s, %(boundary)s) with the meters to fold now
-    (the index probes of :func:`parts_sql` are one per due meter, never a scan of the table)."""
+def temp_tables_sql() -> list[str]:
+    """The fold's temporary tables, created once a session, emptied (a previous minute's rows)."""
     return [
         f"create temp table if not exists {_DUE} (meter_id text, folded_until timestamptz)"
         " on commit delete rows",
-        f"delete from {_DUE}",
-        f"insert into {_DUE} select meter_id, folded_until from {quote(Tables.ROLLUP_FOLD)}"
-        " where phase = %(phase)s and folded_until < %(boundary)s",
-    ]
-
-
-def parts_sql() -> list[str]:
-    """Statements filling :data:`PARTS` (shaped like the 5-minute table) with the rows to fold."""
-    return [
         f"create temp table if not exists {PARTS} (like {quote(Tables.TELEMETRY_5M)}) on commit delete rows",
+        f"delete from {_DUE}",
         f"delete from {PARTS}",
-        f"""insert into {PARTS} select f.*
-  from {_DUE} d cross join lateral (select * from {quote(Tables.TELEMETRY_5M)} f5
-    where f5.meter_id = d.meter_id and f5.bucket >= d.folded_until and f5.bucket < %(boundary)s) f""",
     ]
+
+
+def due_sql() -> str:
+    """The meters to fold now (%(phase)s, %(boundary)s) into the due table."""
+    return (
+        f"insert into {_DUE} select meter_id, folded_until from {quote(Tables.ROLLUP_FOLD)}"
+        " where phase = %(phase)s and folded_until < %(boundary)s"
+    )
+
+
+def parts_sql() -> str:
+    """The 5-minute rows to fold into :data:`PARTS` (shaped like the 5-minute table): one index
+    probe per due meter, never a scan of the table."""
+    return f"""insert into {PARTS} select f.*
+  from {_DUE} d cross join lateral (select * from {quote(Tables.TELEMETRY_5M)} f5
+    where f5.meter_id = d.meter_id and f5.bucket >= d.folded_until and f5.bucket < %(boundary)s) f"""
 
 
 def count_parts_sql() -> str:

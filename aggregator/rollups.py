@@ -264,10 +264,10 @@ async def fold_minute(conn: Conn, *, minute_ms: int, timezone: str) -> int:
     while the first shard is computed): the meters of its phase fold their 5-minute rows complete
     by then into the folded tables (aggregator/fold.py). Returns how many 5-minute rows."""
     params = {"phase": fold.phase_of(minute_ms), "boundary": ms_to_dt(fold.boundary_ms(minute_ms))}
-    for statement in fold.due_sql():
-        await conn.execute(statement.encode(), params if "%(" in statement else None)
-    for statement in fold.parts_sql():
-        await conn.execute(statement.encode(), params if "%(" in statement else None)
+    for statement in fold.temp_tables_sql():
+        await conn.execute(statement.encode())
+    await conn.execute(fold.due_sql().encode(), params)
+    await conn.execute(fold.parts_sql().encode(), params)
     cur = await conn.execute(fold.count_parts_sql().encode())
     counted = await cur.fetchone()
     rows, meters = cast(tuple[int, int], counted or (0, 0))

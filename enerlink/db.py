@@ -89,8 +89,9 @@ async def connect_when_up(
             await asyncio.sleep(delay)
 
 
-async def migrate(url: str) -> list[int]:
-    """Apply pending migrations (waiting for PostgreSQL to be up); return the versions applied now."""
+async def migrate(url: str, *, until: int | None = None) -> list[int]:
+    """Apply pending migrations (waiting for PostgreSQL to be up), with ``until`` only those up to
+    that version (a schema as an older release left it); return the versions applied now."""
     applied: list[int] = []
     # Autocommit: each migration's ``transaction()`` is then a real transaction, committed before the
     # advisory lock is released. (Inside an implicit outer transaction it would be a savepoint, committed
@@ -112,7 +113,7 @@ async def migrate(url: str) -> list[int]:
             )
             done = {int(row[0]) for row in await cur.fetchall()}  # type: ignore[call-overload]
             for migration in discover():
-                if migration.version in done:
+                if migration.version in done or (until is not None and migration.version > until):
                     continue
                 try:
                     async with conn.transaction():

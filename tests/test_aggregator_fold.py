@@ -110,25 +110,6 @@ def _every_column(k: int) -> dict[str, Any]:
     }
 
 
-def _old_schema(url: str) -> None:
-    """The schema as migrations before 0008 left it (rollup tables, no views)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            f"create table {Tables.MIGRATIONS} (version int primary key, name text not null,"
-            " applied_at timestamptz not null default now())"
-        )
-        for migration in discover():
-            if migration.version >= 8:
-                continue
-            with conn.transaction():
-                for statement in migration.statements():
-                    conn.execute(statement.encode())
-                conn.execute(
-                    f"insert into {Tables.MIGRATIONS} (version, name) values (%s, %s)".encode(),
-                    (migration.version, migration.name),
-                )
-
-
 def _old_rollups(url: str) -> None:
     """The old rollup tables as the aggregator kept them: every minute so far, open buckets too."""
     for table, width in (
@@ -146,7 +127,7 @@ async def test_migration_keeps_rollups_and_later_minutes_of_an_open_bucket_are_f
 ) -> None:
     settings = settings_for(environ)
     keys, url = settings.common.keys, settings.common.database_url
-    _old_schema(url)
+    await migrate(url, until=7)  # the schema as migrations before 0008 left it
     start = (await now_ms(redis_client)) // FIVE * FIVE - 3 * FIVE
     # seven minutes written before the upgrade: one whole 5-minute bucket and two minutes of the next
     minutes = [start + k * MIN for k in range(7)]
