@@ -59,16 +59,17 @@ from aggregator.service import Aggregator  # noqa: E402
 from aggregator.settings import Settings  # noqa: E402
 from enerlink.config import Env  # noqa: E402
 from enerlink.db import connect, migrate  # noqa: E402
+from schemas.examples import DATA_EXAMPLE, STATUS_EXAMPLE  # noqa: E402
 from schemas.wire import Keys, Tables  # noqa: E402
 from tests.support.chaos_stack import child_pids, cpu_seconds  # noqa: E402
 
 DEFAULT_DB = os.environ.get("ENERLINK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 DEFAULT_REDIS = os.environ.get("ENERLINK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "meter-data.json"
+FIXTURE = DATA_EXAMPLE
 HEALTH_FLOOR = "_bench_health_floor"
 DURABLE_FLOOR = "_bench_floor_minutes"
 DURABLE_HEALTH_FLOOR = "_bench_floor_health"
-STATUS_FIXTURE = ROOT.parent / "shared" / "fixtures" / "meter-status.json"
+STATUS_FIXTURE = STATUS_EXAMPLE
 
 
 def _message(base: dict[str, object], meter: str, at_ms: int, i: int) -> bytes:

@@ -2,7 +2,8 @@
 
 Field meanings follow the firmware's payload specification (seeds/003): voltage in V, current
 in mA, power in mW, energy in Wh, SOC in %, charge rate in %/h, uptime in ms, heap in bytes,
-RSSI in dBm. ``shared/fixtures/meter-data.json`` and ``meter-status.json`` validate unchanged.
+RSSI in dBm. The firmware's own messages, ``schemas/examples/meter-data.json`` and
+``meter-status.json``, validate unchanged.
 
 Rules beyond the types:
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from enerlink.devservices import mosquitto_config, prepare_data_dir
+from schemas.examples import EXAMPLES_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+FIXTURES = EXAMPLES_DIR
 
 
 def free_port() -> int:
