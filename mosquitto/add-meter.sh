@@ -51,9 +51,11 @@ cat >>"$METERS_ACL" <<BLOCK
 user $meter
 topic write $prefix/meters/data
 topic write $prefix/meters/status
+topic write $prefix/meters/resent
 topic write $prefix/meters/$meter/presence
 topic write $prefix/meters/$meter/cmd/ack
 topic read $prefix/meters/$meter/cmd
+topic read $prefix/meters/$meter/confirm
 
 BLOCK
 auth_set_password "$meter" "$password"

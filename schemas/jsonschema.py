@@ -12,12 +12,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from schemas.delivery import Confirmation, ResendCommand, ResendResult
 from schemas.telemetry import DataMessage, StatusMessage
 
 JSON_DIR = Path(__file__).with_name("json")
 SCHEMA_FILES: dict[str, type[BaseModel]] = {
     "meter-data.schema.json": DataMessage,
     "meter-status.schema.json": StatusMessage,
+    "meter-confirm.schema.json": Confirmation,
+    "meter-resend-command.schema.json": ResendCommand,
+    "meter-resend-result.schema.json": ResendResult,
 }
 
 

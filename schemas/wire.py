@@ -42,6 +42,24 @@ class Topics:
         """A meter's answer to a command."""
         return f"{self.prefix}/meters/{meter_id}/cmd/ack"
 
+    def confirm(self, meter_id: str) -> str:
+        """Retained confirmation to one meter of what the pipeline stored (:mod:`schemas.delivery`);
+        the broker ACL lets only that meter read it."""
+        return f"{self.prefix}/meters/{meter_id}/confirm"
+
+    @property
+    def all_confirm(self) -> str:
+        return f"{self.prefix}/meters/+/confirm"
+
+    @property
+    def resent(self) -> str:
+        """Data messages a meter republishes from its log on request (the stored bytes, unchanged)."""
+        return f"{self.prefix}/meters/resent"
+
+    @property
+    def all_command_acks(self) -> str:
+        return f"{self.prefix}/meters/+/cmd/ack"
+
     def presence(self, meter_id: str) -> str:
         """Retained online/offline marker; the edge's MQTT last will publishes ``offline`` here."""
         return f"{self.prefix}/meters/{meter_id}/presence"
@@ -139,6 +157,16 @@ class Keys:
     def gaps(self) -> str:
         """Hash: meterId -> JSON {last_seq, missed, duplicates}."""
         return f"{self.prefix}:gaps"
+
+    def seq_record(self, meter_id: str) -> str:
+        """String: the ``seq`` ranges of one meter stored in Redis, and those the meter said it does not
+        hold (:mod:`schemas.delivery`); what confirmations and gap repair are computed from."""
+        return f"{self.prefix}:seqs:{meter_id}"
+
+    def repaired(self, meter_id: str) -> str:
+        """Sorted set: score = message datetime (epoch ms), member = ``seq`` of a data message that was
+        stored from ``Topics.resent`` (a repaired gap); same window as :meth:`timeseries`."""
+        return f"{self.prefix}:repaired:{meter_id}"
 
     @property
     def presence(self) -> str:
