@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
+import orjson
 import psycopg
 import redis
 
@@ -43,6 +44,8 @@ class Published:
     repeated: list[tuple[str, str]] = field(default_factory=list)
     """(meter, seq) acknowledged more than once: the edge itself sent a message twice."""
     last_minute: datetime | None = None
+    last_seq: dict[str, int] = field(default_factory=dict)
+    """Per meter, the highest ``seq`` the broker acknowledged."""
 
 
 def read_publish_log(path: Path) -> Published:
@@ -60,6 +63,8 @@ def read_publish_log(path: Path) -> Published:
         if (meter, seq) in seen:
             out.repeated.append((meter, seq))
         seen.add((meter, seq))
+        if seq:
+            out.last_seq[meter] = max(out.last_seq.get(meter, 0), int(seq))
         if out.last_minute is None or minute > out.last_minute:
             out.last_minute = minute
     return out
@@ -235,6 +240,73 @@ def verify(stack: Stack, published: Published) -> Verdict:
         repeated_publishes=len(published.repeated),
         minutes=len(published.per_minute),
     )
+
+
+@dataclass
+class SeqVerdict:
+    """Per meter, every ``seq`` from 1 to its last: stored once in Redis, counted once in PostgreSQL."""
+
+    meters: int = 0
+    expected: int = 0
+    missing: dict[str, list[int]] = field(default_factory=dict)
+    """meter -> seqs in 1..last that Redis does not hold (first few)."""
+    missing_total: int = 0
+    doubled_total: int = 0
+    """Readings whose ``seq`` is stored more than once (two members with one seq)."""
+    count_mismatches: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """meter -> (distinct seqs stored, sum of sample_count) where they differ."""
+
+    @property
+    def ok(self) -> bool:
+        return self.missing_total == 0 and self.doubled_total == 0 and not self.count_mismatches
+
+
+def verify_seqs(stack: Stack, published: Published) -> SeqVerdict:
+    keys = Keys()
+    out = SeqVerdict(meters=len(published.last_seq))
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        with psycopg.connect(stack.pg.url) as conn:
+            counted = dict(
+                conn.execute(
+                    f"select meter_id, sum(sample_count)::bigint from {quote(Tables.TELEMETRY_AGGREGATES)}"
+                    " group by meter_id"
+                ).fetchall()
+            )
+        for meter, last in sorted(published.last_seq.items()):
+            members = [
+                *client.zrange(keys.timeseries(meter), 0, -1),
+                *client.zrange(keys.late_data(meter), 0, -1),
+            ]
+            seqs = Counter(int(orjson.loads(m)["seq"]) for m in members)
+            out.expected += last
+            absent = [n for n in range(1, last + 1) if n not in seqs]
+            if absent:
+                out.missing[meter] = absent[:10]
+                out.missing_total += len(absent)
+            out.doubled_total += sum(n - 1 for n in seqs.values() if n > 1)
+            in_pg = int(cast(int, counted.get(meter, 0)))
+            if in_pg != len(seqs):
+                out.count_mismatches[meter] = (len(seqs), in_pg)
+    finally:
+        client.close()
+    return out
+
+
+def seq_summary(verdict: SeqVerdict) -> str:
+    lines = [
+        f"{'meters with seq':<38} {verdict.meters}",
+        f"{'readings expected (seq 1..last)':<38} {verdict.expected}",
+        f"{'seqs missing from Redis':<38} {verdict.missing_total}",
+        f"{'seqs stored twice':<38} {verdict.doubled_total}",
+        f"{'meters whose sample_count differs':<38} {len(verdict.count_mismatches)}",
+    ]
+    lines += [f"  {meter}: missing {seqs}" for meter, seqs in list(verdict.missing.items())[:10]]
+    lines += [
+        f"  {meter}: {n} seqs stored, {m} counted in PostgreSQL"
+        for meter, (n, m) in list(verdict.count_mismatches.items())[:10]
+    ]
+    return "\n".join(lines)
 
 
 def summary(verdict: Verdict, faults: Counter[str], *, meters: int, seconds: float, seed: int) -> str:

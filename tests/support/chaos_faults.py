@@ -6,6 +6,12 @@ itself):
 * ``ingest_kill``: kill -9 of one ingest worker, restarted with the same client id 0.5-3 s later;
 * ``aggregator_kill``: kill -9 of the aggregator, restarted 0.5-3 s later;
 * ``broker_restart``: Mosquitto stopped (SIGTERM: sessions and queues saved) and started 1-3 s later;
+* ``broker_kill_workers_down``: every ingest worker killed (kill -9), then Mosquitto killed (kill -9,
+  with an autosave interval longer than the run: every session, queue and message it acknowledged is
+  gone) and started again at once; the workers come back 3-8 s later. Meanwhile the broker
+  acknowledges the fleet's messages and routes them to nobody (no subscription exists);
+* ``broker_restart_workers_down``: the same with a clean broker restart (SIGTERM): Mosquitto 2.0 saves
+  the workers' sessions but not their ``$share`` subscriptions, so it drops the fleet's messages too;
 * ``redis_crash``: kill -9 of Redis, started 1-3 s later from its append-only file;
 * ``pg_pause``: PostgreSQL stopped (fast shutdown) for ``pg_pause_s`` (20 s);
 * ``edge_cut``: the fleet's link to the broker cut for ``edge_cut_s`` (30 s): the proxy is killed
@@ -20,6 +26,7 @@ from __future__ import annotations
 import heapq
 import logging
 import random
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,7 +36,18 @@ from tests.support.chaos_stack import Stack
 
 log = logging.getLogger(__name__)
 
-KINDS = ("ingest_kill", "aggregator_kill", "broker_restart", "redis_crash", "pg_pause", "edge_cut")
+KINDS = (
+    "ingest_kill",
+    "aggregator_kill",
+    "broker_restart",
+    "broker_kill_workers_down",
+    "broker_restart_workers_down",
+    "redis_crash",
+    "pg_pause",
+    "edge_cut",
+)
+#: Kinds that take every ingest worker down: they never overlap each other or ``ingest_kill``.
+_WORKERS_DOWN = ("broker_kill_workers_down", "broker_restart_workers_down")
 
 
 @dataclass(frozen=True)
@@ -68,7 +86,35 @@ def _duration(kind: str, plan: FaultPlan, rng: random.Random) -> float:
         return plan.edge_cut_s
     if kind in ("broker_restart", "redis_crash"):
         return rng.uniform(1.0, 3.0)
+    if kind in _WORKERS_DOWN:
+        return rng.uniform(3.0, 8.0)
     return rng.uniform(0.5, 3.0)
+
+
+#: Kinds that stop or start the broker or ingest workers: never two of them at once (a worker or the
+#: broker restarted by one while another keeps it down would run twice).
+_EXCLUSIVE = ("ingest_kill", "broker_restart", *_WORKERS_DOWN)
+_MARGIN_S = 2.0
+
+
+def _free(faults: list[Fault], at: float, duration: float) -> bool:
+    return all(
+        at + duration + _MARGIN_S <= f.at or f.at + f.duration + _MARGIN_S <= at
+        for f in faults
+        if f.kind in _EXCLUSIVE
+    )
+
+
+def _place(faults: list[Fault], kind: str, at: float, duration: float, plan: FaultPlan) -> float | None:
+    """``at``, or the first moment after it where an exclusive kind fits (None: none in the window)."""
+    if kind not in _EXCLUSIVE:
+        return at
+    moment = at
+    while moment + duration <= plan.window_s:
+        if _free(faults, moment, duration):
+            return moment
+        moment += 0.5
+    return None
 
 
 def schedule(plan: FaultPlan, rng: random.Random, *, workers: int) -> list[Fault]:
@@ -78,14 +124,25 @@ def schedule(plan: FaultPlan, rng: random.Random, *, workers: int) -> list[Fault
             moment = plan.start_after_s + rng.expovariate(1.0 / plan.mean_gap_s)
             while True:
                 duration = _duration(kind, plan, rng)
-                if moment + duration > plan.window_s:
+                placed = _place(faults, kind, moment, duration, plan)
+                if placed is None or placed + duration > plan.window_s:
                     break
-                faults.append(Fault(kind, moment, duration))
-                moment += duration + 5.0 + rng.expovariate(1.0 / plan.mean_gap_s)
-        else:
+                faults.append(Fault(kind, placed, duration))
+                moment = placed + duration + 5.0 + rng.expovariate(1.0 / plan.mean_gap_s)
+        elif kind not in _EXCLUSIVE:
             duration = _duration(kind, plan, rng)
             latest = max(plan.start_after_s, plan.window_s - duration)
             faults.append(Fault(kind, rng.uniform(plan.start_after_s, latest), duration))
+    if not plan.long:
+        # one slot of the window each, in random order, so they never overlap
+        order = list(_EXCLUSIVE)
+        rng.shuffle(order)
+        slot = (plan.window_s - plan.start_after_s) / len(order)
+        for i, kind in enumerate(order):
+            duration = _duration(kind, plan, rng)
+            begin = plan.start_after_s + i * slot
+            latest = max(begin, begin + slot - duration - _MARGIN_S)
+            faults.append(Fault(kind, rng.uniform(begin, latest), duration))
     for fault in faults:
         if fault.kind == "ingest_kill":
             fault.detail = f"ingest-{rng.randrange(workers)}"
@@ -125,6 +182,21 @@ class Chaos:
             return _kill, _restart
         if fault.kind == "broker_restart":
             return stack.broker.stop, stack.broker.start
+        if fault.kind in _WORKERS_DOWN:
+            sig = signal.SIGKILL if fault.kind == "broker_kill_workers_down" else signal.SIGTERM
+
+            def _down() -> None:
+                for worker in stack.workers:
+                    self.down.add(worker.name)
+                    worker.kill()
+                stack.broker.restart(sig=sig, down_s=0.5)
+
+            def _up() -> None:
+                for worker in stack.workers:
+                    worker.start()
+                    self.down.discard(worker.name)
+
+            return _down, _up
         if fault.kind == "redis_crash":
             return stack.redis.crash, stack.redis.start
         if fault.kind == "pg_pause":

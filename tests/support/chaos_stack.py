@@ -3,8 +3,8 @@
 Everything runs on free loopback ports under one temporary folder, never on the machine's shared
 PostgreSQL, Redis or Mosquitto:
 
-* Mosquitto from the project's configuration (persistence on; restarted with SIGTERM, which saves
-  its sessions and queues);
+* Mosquitto from the project's configuration (persistence on, saved only on a clean stop, which
+  keeps its sessions and queues; a kill -9 loses them);
 * Redis with ``appendonly yes`` and ``appendfsync always``. Without an append-only file a Redis
   restart loses the live window the aggregator has not closed yet, although the ingest already
   acknowledged those messages to the broker. The ingest acknowledges only after Redis answered the
@@ -281,7 +281,8 @@ class Stack:
         self.exits: list[Exit] = []
         self.pg = PgServer()
         self.redis = RedisServer(self.root)
-        self.broker = Broker(data_dir=self.root / "mosquitto")
+        # saved on a clean stop only: a kill -9 loses every session and every message it acknowledged
+        self.broker = Broker(data_dir=self.root / "mosquitto", extra_conf="autosave_interval 86400")
         self.proxy = Proxy(self.broker.port, self.root)
         common = {
             "ENERLINK_REDIS_URL": self.redis.url,

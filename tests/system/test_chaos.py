@@ -9,10 +9,15 @@ Private Mosquitto, Redis (append-only, fsync always), PostgreSQL, 2 ingest worke
 subscription group, the aggregator and a simulated fleet (1 s interval, store-and-forward on,
 publish log on) run as subprocesses (:mod:`tests.support.chaos_stack`). While the fleet publishes,
 faults hit at seeded random moments (:mod:`tests.support.chaos_faults`): kill -9 of an ingest
-worker and of the aggregator, Mosquitto restarted, Redis crashed (kill -9), PostgreSQL stopped for
-20 s, the edge cut from the broker. Then the fleet stops by itself (``--steps``) once its queue is
-delivered, the pipeline drains until the aggregator's watermark passes the last published minute,
-and :mod:`tests.support.chaos_check` compares per meter and minute.
+worker and of the aggregator, Mosquitto restarted, Mosquitto killed (kill -9, nothing saved) and
+restarted while every ingest worker is down, Mosquitto restarted cleanly while every worker is down
+(it forgets their shared subscriptions), Redis crashed (kill -9), PostgreSQL stopped for 20 s, the
+edge cut from the broker. The broker loses acknowledged messages in the two workers-down faults: the
+meters' logs, confirmations and resend requests must repair every one of them.
+Then the fleet stops by itself (``--steps``) once its queue is delivered and every reading is
+confirmed, the pipeline drains until the aggregator's watermark passes the last published minute,
+and :mod:`tests.support.chaos_check` compares per meter and minute, and per meter checks that every
+``seq`` from 1 to the last is stored once in Redis and counted once in ``sample_count``.
 
 Short version (CI, about 3 minutes): 50 meters for 80 s, each fault kind once, the edge cut for
 15 s instead of 30 (a 30 s cut takes the edge another 60 s to replay at its replay rate of half the
@@ -30,7 +35,16 @@ import time
 
 import pytest
 
-from tests.support.chaos_check import Published, log_stats, read_publish_log, summary, verify, wait_drained
+from tests.support.chaos_check import (
+    Published,
+    log_stats,
+    read_publish_log,
+    seq_summary,
+    summary,
+    verify,
+    verify_seqs,
+    wait_drained,
+)
 from tests.support.chaos_faults import Chaos, FaultPlan, injected, schedule
 from tests.support.chaos_stack import Stack, StackConfig
 
@@ -71,7 +85,9 @@ def test_nothing_lost_nothing_doubled_under_chaos() -> None:
         published = read_publish_log(stack.publish_log)
         drain = wait_drained(stack, published, timeout_s=DRAIN_S)
         verdict = verify(stack, published)
+        seqs = verify_seqs(stack, published)
         table = summary(verdict, injected(faults), meters=METERS, seconds=RUN_S, seed=SEED)
+        table += "\n" + seq_summary(seqs)
         print(table, flush=True)
         for label, value in log_stats(stack).items():
             print(f"{label:<38} {value}", flush=True)
@@ -92,6 +108,7 @@ def test_nothing_lost_nothing_doubled_under_chaos() -> None:
         assert verdict.duplicated == 0 and not verdict.doubled_minutes, table
         assert not any(verdict.rollup_mismatches.values()), table
         assert verdict.ok and drain.complete, table
+        assert seqs.meters == METERS and seqs.ok, table
         # the data survived (a supervisor restarted what died), but a service must not die because a
         # dependency is briefly away: house rule "every service is safe to kill -9 and restart"
         assert not stack.exits, "\n\n".join(f"{e.name} exited ({e.code}):\n{e.tail}" for e in stack.exits)
