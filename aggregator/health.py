@@ -1,4 +1,4 @@
-"""Device health from status messages (issue 10): minute rows and technician events. Pure, no I/O.
+"""Device health from status messages: minute rows and technician events. Pure, no I/O.
 
 Rows of ``Tables.DEVICE_HEALTH``, one per meter per minute with at least one usable status message:
 

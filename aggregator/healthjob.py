@@ -1,4 +1,4 @@
-"""The device-health step of an aggregation job: Redis status series -> PostgreSQL (issue 10).
+"""The device-health step of an aggregation job: Redis status series -> PostgreSQL.
 
 It keeps a watermark of its own (``health_minutes`` in ``Tables.AGGREGATOR_WATERMARK``), so it
 catches up, oldest first and within the Redis retention, exactly like the data minutes, and a

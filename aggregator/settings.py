@@ -11,7 +11,7 @@ from enerlink.config import CommonSettings, ConfigError, Env
 
 @dataclass(frozen=True, slots=True)
 class HealthThresholds:
-    """When device-health events are raised (issue 10); see aggregator/health.py."""
+    """When device-health events are raised; see aggregator/health.py."""
 
     weak_rssi_dbm: float = -75.0  # RSSI below this ...
     weak_rssi_s: int = 600  # ... in every status message for this long: weak_signal

@@ -64,7 +64,7 @@ def _doctor(args: argparse.Namespace) -> int:
     import importlib
 
     try:
-        doctor = importlib.import_module("edge.doctor")  # helper E's module
+        doctor = importlib.import_module("edge.doctor")
     except ImportError:
         print("enerlink edge doctor: not available in this build (edge/doctor.py missing)")
         return 2

@@ -1,4 +1,4 @@
-"""Device health (issue 10) on real Redis and PostgreSQL: a scripted series of status messages,
+"""Device health on real Redis and PostgreSQL: a scripted series of status messages,
 stored as the ingest stores them, gives exact minute aggregates and the technician events."""
 
 from __future__ import annotations

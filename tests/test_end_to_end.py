@@ -1,4 +1,4 @@
-"""Issue 2's walking skeleton, end to end on the real services: a firmware message published at
+"""The walking skeleton, end to end on the real services: a firmware message published at
 QoS 2 reaches Redis, a telemetry_aggregates row with the right statistics and the HTTP API; a row
 400 days old is archived to S3 (moto, real minio client) and leaves PostgreSQL, last week's stays."""
 

@@ -1,4 +1,4 @@
-"""A flooding device does not starve the fleet (issue 9): per-meter rate limit, counted, dead-lettered.
+"""A flooding device does not starve the fleet: per-meter rate limit, counted, dead-lettered.
 
 One meter publishes as fast as the test can (each message stamped with the current time, like a
 device stuck in a loop) while 50 normal meters publish their readings; on the real broker and Redis.

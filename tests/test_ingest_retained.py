@@ -1,4 +1,4 @@
-"""A huge retained message on the data topic (issue 9), layer by layer.
+"""A huge retained message on the data topic, layer by layer.
 
 * The project's broker (``max_packet_size 1048576`` in mosquitto/mosquitto.conf) refuses it: the
   publisher is disconnected ("oversize packet"), nothing is retained, the worker never sees it.

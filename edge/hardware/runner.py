@@ -115,7 +115,7 @@ def emulated_bus(sensors: tuple[SensorSpec, ...], truth: TruthModel) -> Emulated
 
 
 def default_truth(meter_id: str) -> TruthModel:
-    """The simulator's physics for one lab meter (helper D's ``edge.sim.truth.SimTruth``) when the
+    """The simulator's physics for one lab meter (``edge.sim.truth.SimTruth``) when the
     [sim] extra is installed, else the small deterministic :class:`LabModel`."""
     try:
         from edge.sim.truth import SimTruth
