@@ -1,8 +1,13 @@
-"""Print the README's table of every ENERLINK_* setting from .env.example (name, default, meaning)."""
+"""The table of every ENERLINK_* setting (name, default, meaning), from .env.example.
+
+    python scripts/settings_table.py            # print it
+    python scripts/settings_table.py --write    # replace it in docs/configuration.md
+"""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,5 +30,19 @@ def table(text: str) -> str:
     return "\n".join(lines)
 
 
+START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+
+
+def write(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    body = table((ROOT / ".env.example").read_text(encoding="utf-8"))
+    doc.write_text(f"{head}{START}\n{body}\n{END}{tail}", encoding="utf-8")
+
+
 if __name__ == "__main__":
-    print(table((ROOT / ".env.example").read_text(encoding="utf-8")))
+    if "--write" in sys.argv[1:]:
+        write(ROOT / "docs" / "configuration.md")
+    else:
+        print(table((ROOT / ".env.example").read_text(encoding="utf-8")))

@@ -1,7 +1,7 @@
 """aggregator.memory: worker processes renewed between jobs, gone with their parent; freed heap
 handed back to the OS after each job.
 
-The effect on RSS is measured by bench/soak.py (README, Performance), not asserted here: how much
+The effect on RSS is measured by bench/soak.py (docs/performance.md), not asserted here: how much
 memory a process holds depends on what else the machine and the allocator did, which a test can't
 control. What is asserted is the mechanism: which processes compute, and when they are replaced.
 """
