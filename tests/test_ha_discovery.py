@@ -21,13 +21,14 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from enerlink import mqtt
 from enerlink.config import Env, MqttEndpoint
-from hass.discovery import SENSORS
+from hass.discovery import SENSORS, node_id
 from hass.energy import MeterCounters, Reading
 from hass.service import run
 from hass.settings import Settings
 from schemas.wire import Keys
 from tests.conftest import load_fixture
 from tests.support.ingest_support import wait_until
+from tests.support.services import ServiceProcess
 
 ENERGY = [s.key for s in SENSORS if s.device_class == "energy"]
 T0 = datetime(2026, 3, 1, 22, 0, tzinfo=UTC)
@@ -416,3 +417,89 @@ def test_lifetime_never_decreases_whatever_the_counters_do(
         assert counters.lifetime["import"] - before["import"] <= bound + 1e-9
         before = dict(counters.lifetime)
     assert not counters.advance(1, current(*snapshots[-1]))  # older than the last seen: nothing changes
+
+
+async def test_enerlink_up_makes_the_simulated_meters_home_assistant_devices(
+    environ: dict[str, str], uid: str
+) -> None:
+    settings = hass_settings(environ, uid)
+    topics, prefix = settings.common.topics, settings.discovery_prefix
+    env = {
+        **environ,
+        "ENERLINK_HA_DISCOVERY": "true",
+        "ENERLINK_HA_DISCOVERY_PREFIX": prefix,
+        "ENERLINK_HA_CLIENT_ID": f"hass-{uid}",
+    }
+    meters = ["METER001", "METER002"]
+    up = ServiceProcess(args=["up", "--meters", "2", "--interval", "1", "--no-api", "--no-console"], env=env)
+    async with watching(settings.common.mqtt, f"{prefix}/#", f"{topics.prefix}/meters/+/ha/state") as seen:
+        up.start()
+        try:
+            await wait_until(
+                lambda: _true(
+                    len(seen.configs()) == 2 * len(SENSORS)
+                    and all(len(seen.states(topics.ha_state(m))) >= 3 for m in meters)
+                ),
+                limit_s=90,
+                what="configs and states of both simulated meters",
+            )
+        finally:
+            code = up.terminate(timeout=60)
+    assert code == 0, up.output()[-3000:]
+    for meter in meters:
+        configs = by_key({t: p for t, p in seen.configs().items() if f"/{node_id(meter)}/" in t})
+        assert len(configs) == len(SENSORS)
+        readings = [_rendered(configs, s) for s in seen.states(topics.ha_state(meter))]
+        for key in ENERGY:
+            series = [r[key] for r in readings]
+            assert series == sorted(series), (meter, key)
+        assert readings[-1]["home_consumption"] > 0  # a simulated home uses energy
+        assert 0 <= readings[-1]["battery_soc"] <= 100
+
+
+async def test_kill_9_and_restart_continue_the_same_sums(environ: dict[str, str], uid: str) -> None:
+    settings = hass_settings(environ, uid)
+    topics, endpoint = settings.common.topics, settings.common.mqtt
+    env = {
+        **environ,
+        "ENERLINK_HA_DISCOVERY": "true",
+        "ENERLINK_HA_DISCOVERY_PREFIX": settings.discovery_prefix,
+        "ENERLINK_HA_CLIENT_ID": f"hass-{uid}",
+    }
+    meter = f"K{uid}"
+    state_topic = topics.ha_state(meter)
+    model = Meter()
+    configs = by_key(dict(discovery_configs(settings, meter)))
+
+    async def send(k: int, event: str = "") -> None:
+        at = T0 + timedelta(seconds=10 * k)
+        await publish(endpoint, (topics.data, message(meter, at, model.step(CHARGING, event)), False))
+        await wait_until(
+            lambda: _true(any(s["at"] == at.isoformat() for s in seen.states(state_topic))),
+            what=f"state {k}",
+        )
+
+    def bridge_status() -> list[bytes]:
+        return [p for t, p, _ in seen.messages if t == topics.ha_bridge]
+
+    async with watching(endpoint, state_topic, topics.ha_bridge) as seen:
+        first = ServiceProcess(args=["hass"], env=env).start()
+        try:
+            await wait_until(lambda: _true(bridge_status()[-1:] == [b"online"]), what="bridge online")
+            for k in range(3):
+                await send(k)
+        finally:
+            first.kill()  # kill -9: the broker publishes the bridge's last will
+        await wait_until(lambda: _true(bridge_status()[-1:] == [b"offline"]), what="last will")
+        model.step(CHARGING, "reflash")  # energy the bridge never sees: the meter is re-flashed meanwhile
+        second = ServiceProcess(args=["hass"], env=env).start()
+        try:
+            await wait_until(lambda: _true(bridge_status()[-1:] == [b"online"]), what="bridge online again")
+            await send(4)
+        finally:
+            assert second.terminate() == 0, second.output()[-3000:]
+    series = [_rendered(configs, s)["grid_import"] for s in seen.states(state_topic)]
+    assert series == sorted(series)
+    # the first message starts at its counter; each step adds 2 Wh; across the re-flash and the missed
+    # message, the re-flashed counter's daily counter still shows both steps
+    assert series[-1] == pytest.approx((502.0 + 4 * 2.0) / 1000, abs=1e-8)
