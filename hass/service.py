@@ -46,6 +46,7 @@ from enerlink import mqtt
 from enerlink.backoff import Backoff
 from hass import discovery
 from hass.energy import MeterCounters, readings
+from hass.metrics import HassMetrics
 from hass.settings import Settings
 from schemas.telemetry import METER_ID_PATTERN, DataMessage, epoch_ms
 
@@ -58,8 +59,9 @@ _METER_ID = re.compile(METER_ID_PATTERN)
 
 @dataclass
 class _Tally:
-    data: int = 0
-    presence: int = 0
+    """What happened since the last INFO summary line (the metrics count the same since start)."""
+
+    received: Counter[str] = field(default_factory=Counter)
     states: int = 0
     configs: int = 0
     stale: int = 0
@@ -75,7 +77,12 @@ class _Batch:
 
 
 async def run(
-    settings: Settings, *, once: bool = False, idle_s: float = 1.0, ready: asyncio.Event | None = None
+    settings: Settings,
+    *,
+    once: bool = False,
+    idle_s: float = 1.0,
+    ready: asyncio.Event | None = None,
+    metrics: HassMetrics | None = None,
 ) -> None:
     """Run until cancelled; with ``once``, stop after ``idle_s`` seconds without a message.
 
@@ -86,17 +93,21 @@ async def run(
         if ready is not None:
             ready.set()
         return
+    metrics = metrics or HassMetrics()
+    metrics.serve(port=settings.metrics_port, host=settings.metrics_host)
     client = aioredis.Redis.from_url(
         settings.common.redis_url, decode_responses=False, socket_timeout=10, socket_connect_timeout=5
     )
     async with client:
-        await _Bridge(settings=settings, redis=client).loop(once=once, idle_s=idle_s, ready=ready)
+        bridge = _Bridge(settings=settings, redis=client, metrics=metrics)
+        await bridge.loop(once=once, idle_s=idle_s, ready=ready)
 
 
 @dataclass
 class _Bridge:
     settings: Settings
     redis: aioredis.Redis
+    metrics: HassMetrics
     announced: set[str] = field(default_factory=set)
     tally: _Tally = field(default_factory=_Tally)
 
@@ -119,6 +130,7 @@ class _Bridge:
                     if backoff.attempt:
                         log.info("mqtt: reconnected after %d attempt(s)", backoff.attempt)
                     backoff.reset()
+                    self.metrics.connected.set(1)
                     self.announced.clear()  # configs again after every (re)connect
                     if ready is not None:
                         ready.set()
@@ -131,10 +143,12 @@ class _Bridge:
                             )
                     return
             except aiomqtt.MqttError as exc:
+                self.metrics.connected.set(0)
                 delay = backoff.next_delay()
                 log.warning("mqtt: %s; reconnect attempt %d in %.1f s", exc, backoff.attempt, delay)
                 await asyncio.sleep(delay)
             finally:
+                self.metrics.connected.set(0)
                 self._summary(force=True)
 
     async def _pump(self, client: aiomqtt.Client, *, once: bool, idle_s: float) -> None:
@@ -168,6 +182,8 @@ class _Bridge:
             chunk = out[i : i + PUBLISH_WINDOW]
             await asyncio.gather(*(client.publish(t, p, qos=1, retain=True) for t, p in chunk))
         self.announced |= fresh
+        self.metrics.configs.inc(len(publishes))
+        self.metrics.states.inc(len(states))
 
     def _sort(self, messages: list[aiomqtt.Message]) -> _Batch:
         """Data messages per meter, meters seen, Home Assistant's birth; bad input counted and skipped."""
@@ -182,20 +198,22 @@ class _Bridge:
                 try:
                     data = DataMessage.model_validate_json(payload)
                 except ValidationError as exc:
-                    self.tally.rejected["invalid_data"] += 1
+                    self._reject("invalid_data")
                     log.debug("hass: data message rejected: %s", exc.errors()[:1])
                     continue
-                self.tally.data += 1
+                self._received("data")
                 batch.data.setdefault(data.meterId, []).append(data)
                 batch.meters.add(data.meterId)
             elif topic == s.discovery.status:
-                batch.birth = batch.birth or payload == discovery.ONLINE.encode()
+                if payload == discovery.ONLINE.encode():
+                    batch.birth = True
+                    self._received("birth")
             elif topic.startswith(presence_head) and topic.endswith(presence_tail):
                 meter = topic[len(presence_head) : -len(presence_tail)]
                 if _METER_ID.match(meter) is None:
-                    self.tally.rejected["invalid_meter_id"] += 1
+                    self._reject("invalid_meter_id")
                     continue
-                self.tally.presence += 1
+                self._received("presence")
                 batch.meters.add(meter)
         return batch
 
@@ -207,10 +225,11 @@ class _Bridge:
         while True:
             try:
                 stored: list[bytes | None] = await self.redis.hmget(key, meters)  # type: ignore[assignment]
-                moved, states = self._step(meters, stored, data)
+                moved, states, stale = self._step(meters, stored, data)
                 if moved:
                     await self.redis.hset(key, mapping=moved)
             except (RedisError, OSError) as exc:
+                self.metrics.redis_failures.inc()
                 delay = backoff.next_delay()
                 name = type(exc).__name__
                 log.warning("redis: %s: %s; retry attempt %d in %.1f s", name, exc, backoff.attempt, delay)
@@ -218,14 +237,18 @@ class _Bridge:
                 continue
             if backoff.attempt:
                 log.info("redis: counter state written after %d attempt(s)", backoff.attempt)
+            self.tally.stale += stale
+            self.metrics.stale.inc(stale)
             return states
 
     def _step(
         self, meters: list[str], stored: list[bytes | None], data: dict[str, list[DataMessage]]
-    ) -> tuple[dict[Any, bytes], list[tuple[str, bytes]]]:
+    ) -> tuple[dict[Any, bytes], list[tuple[str, bytes]], int]:
+        """New counter state per meter that moved, its newest state message, messages not newer."""
         topics = self.settings.common.topics
         moved: dict[Any, bytes] = {}
         states: list[tuple[str, bytes]] = []
+        stale = 0
         for meter, raw in zip(meters, stored, strict=True):
             counters = self._load(meter, raw)
             newest: DataMessage | None = None
@@ -234,7 +257,7 @@ class _Bridge:
                 if counters is None:
                     counters = MeterCounters.start(at, current)
                 elif not counters.advance(at, current):
-                    self.tally.stale += 1
+                    stale += 1
                     continue
                 newest = message
             if newest is None or counters is None:
@@ -242,7 +265,7 @@ class _Bridge:
             moved[meter] = counters.dumps()
             at_text = newest.datetime.isoformat()
             states.append((topics.ha_state(meter), discovery.state(newest.data, counters, at=at_text)))
-        return moved, states
+        return moved, states, stale
 
     def _load(self, meter: str, raw: bytes | None) -> MeterCounters | None:
         if raw is None:
@@ -250,22 +273,30 @@ class _Bridge:
         try:
             return MeterCounters.loads(raw)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            self.tally.rejected["bad_counter_state"] += 1
+            self._reject("bad_counter_state")
             log.error("hass: counter state of %s unreadable (%s); starting from its counters", meter, exc)
             return None
+
+    def _received(self, kind: str) -> None:
+        self.tally.received[kind] += 1
+        self.metrics.received.labels(kind=kind).inc()
+
+    def _reject(self, reason: str) -> None:
+        self.tally.rejected[reason] += 1
+        self.metrics.rejected.labels(reason=reason).inc()
 
     def _summary(self, *, force: bool = False) -> None:
         t = self.tally
         elapsed = time.monotonic() - t.since
         if elapsed < SUMMARY_EVERY_S and not force:
             return
-        if t.data or t.presence or t.rejected:
+        if t.received or t.rejected:
             rejected = ", ".join(f"{r} {n}" for r, n in t.rejected.most_common()) or "none"
             log.info(
                 "hass: %d data and %d presence messages over %.0f s: %d states, %d configs published, "
                 "%d not newer than the last seen, rejected %s",
-                t.data,
-                t.presence,
+                t.received["data"],
+                t.received["presence"],
                 elapsed,
                 t.states,
                 t.configs,

@@ -19,6 +19,8 @@ class Settings:
     discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX
     client_id: str = "enerlink-hass"
     max_queued: int = 20_000
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -27,6 +29,8 @@ class Settings:
             enabled=env.bool("HA_DISCOVERY", False),
             discovery_prefix=env.str("HA_DISCOVERY_PREFIX", DEFAULT_DISCOVERY_PREFIX),
             client_id=env.str("HA_CLIENT_ID", "enerlink-hass"),
+            metrics_port=env.int("HA_METRICS_PORT", 0),
+            metrics_host=env.str("HA_METRICS_HOST", "127.0.0.1"),
         )
         settings.check()
         return settings

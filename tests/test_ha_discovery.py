@@ -23,6 +23,7 @@ from enerlink import mqtt
 from enerlink.config import Env, MqttEndpoint
 from hass.discovery import SENSORS, node_id
 from hass.energy import MeterCounters, Reading
+from hass.metrics import HassMetrics
 from hass.service import run
 from hass.settings import Settings
 from schemas.wire import Keys
@@ -90,9 +91,9 @@ async def watching(endpoint: MqttEndpoint, *filters: str) -> AsyncIterator[Seen]
 
 
 @contextlib.asynccontextmanager
-async def bridge(settings: Settings) -> AsyncIterator[None]:
+async def bridge(settings: Settings, metrics: HassMetrics | None = None) -> AsyncIterator[None]:
     ready = asyncio.Event()
-    task = asyncio.create_task(run(settings, ready=ready), name="hass")
+    task = asyncio.create_task(run(settings, ready=ready, metrics=metrics), name="hass")
     try:
         await asyncio.wait_for(ready.wait(), 30)
         yield
@@ -324,7 +325,8 @@ async def test_resets_never_decrease_nor_spike(environ: dict[str, str], uid: str
             sent += [(topics.data, sent[-3][1], False), (topics.data, b"not json", False)]
             sent.append((topics.data, message(meter, at, {"import": (-1.0, 0.0, 0.0)}), False))
     last = (T0 + timedelta(seconds=200)).isoformat()
-    async with watching(endpoint, state_topic) as seen, bridge(settings):
+    metrics = HassMetrics()
+    async with watching(endpoint, state_topic) as seen, bridge(settings, metrics):
         for item in sent:  # one at a time, so that most messages are a state of their own
             await publish(endpoint, item)
         await wait_until(
@@ -351,6 +353,10 @@ async def test_resets_never_decrease_nor_spike(environ: dict[str, str], uid: str
     assert previous["grid_import"] == pytest.approx((502.0 + 9 * 2.0 + 11 * 1.0) / 1000, abs=1e-8)
     assert previous["battery_charge"] == pytest.approx(9 * 2.0 / 1000, abs=1e-8)
     assert previous["battery_discharge"] == pytest.approx(11 * 1.0 / 1000, abs=1e-8)
+    sample = metrics.registry.get_sample_value
+    assert sample("enerlink_hass_rejected_total", {"reason": "invalid_data"}) == 2  # bad input counted
+    assert sample("enerlink_hass_stale_total") == 1  # the redelivered older message changed nothing
+    assert sample("enerlink_hass_received_total", {"kind": "data"}) == 22
 
 
 def discovery_configs(settings: Settings, meter: str) -> list[tuple[str, bytes]]:
