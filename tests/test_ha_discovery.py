@@ -8,9 +8,12 @@ import contextlib
 import copy
 import json
 import re
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +32,7 @@ from hass.settings import Settings
 from schemas.wire import Keys
 from tests.conftest import load_fixture
 from tests.support.ingest_support import wait_until
+from tests.support.secured_broker import SERVICE_PASSWORDS, SecuredBroker
 from tests.support.services import ServiceProcess
 
 ENERGY = [s.key for s in SENSORS if s.device_class == "energy"]
@@ -509,3 +513,58 @@ async def test_kill_9_and_restart_continue_the_same_sums(environ: dict[str, str]
     # the first message starts at its counter; each step adds 2 Wh; across the re-flash and the missed
     # message, the re-flashed counter's daily counter still shows both steps
     assert series[-1] == pytest.approx((502.0 + 4 * 2.0) / 1000, abs=1e-8)
+
+
+@pytest.fixture(scope="module")
+def secured() -> Iterator[SecuredBroker]:
+    """The production broker configuration (mosquitto/acl, init-auth.sh, add-meter.sh)."""
+    broker = SecuredBroker(root=Path(tempfile.mkdtemp(prefix="enerlink-secured-")), tls=False)
+    broker.script("add-meter.sh", "METER001", "pw-meter-001")
+    broker.start()
+    yield broker
+    broker.stop()
+    shutil.rmtree(broker.root, ignore_errors=True)
+
+
+async def test_production_broker_accounts_carry_discovery_to_home_assistant(
+    secured: SecuredBroker, environ: dict[str, str], uid: str
+) -> None:
+    def url(user: str, password: str) -> str:
+        return f"mqtt://{user}:{password}@127.0.0.1:{secured.port}"
+
+    env = {
+        **environ,
+        "ENERLINK_MQTT_URL": url("enerlink-hass", SERVICE_PASSWORDS["MQTT_HASS_PASSWORD"]),
+        "ENERLINK_TOPIC_PREFIX": "enerlink",  # the prefix the production ACL names
+        "ENERLINK_HA_DISCOVERY": "true",
+        "ENERLINK_HA_CLIENT_ID": f"hass-{uid}",
+    }
+    settings = Settings.from_env(Env(env))
+    topics, prefix = settings.common.topics, settings.discovery_prefix
+    assert prefix == "homeassistant"
+    home_assistant = MqttEndpoint.parse(
+        url("homeassistant", SERVICE_PASSWORDS["MQTT_HOMEASSISTANT_PASSWORD"])
+    )
+    meter = MqttEndpoint.parse(url("METER001", "pw-meter-001"))
+    state_topic = topics.ha_state("METER001")
+    filters = (f"{prefix}/#", state_topic, topics.ha_bridge, topics.data, topics.presence("METER001"))
+    async with watching(home_assistant, *filters) as seen, bridge(settings):
+        await publish(
+            meter,
+            (topics.presence("METER001"), b'{"online": true}', True),
+            (topics.data, message("METER001", T0, {}), False),
+        )
+        await wait_until(
+            lambda: _true(len(seen.configs()) == len(SENSORS) and len(seen.states(state_topic)) == 1),
+            what="configs and state as Home Assistant's account reads them",
+        )
+        mark = len(seen.messages)
+        await publish(home_assistant, (f"{prefix}/status", b"online", False))  # Home Assistant's birth
+        await wait_until(lambda: _true(len(_configs(seen, mark)) == len(SENSORS)), what="configs after birth")
+    got = {t for t, _, _ in seen.messages}
+    assert topics.presence("METER001") in got and topics.ha_bridge in got
+    assert topics.data not in got  # Home Assistant's account reads no telemetry
+    state = _rendered(by_key(seen.configs()), seen.states(state_topic)[-1])
+    assert state["grid_import"] == pytest.approx(
+        load_fixture("meter-data.json")["data"]["import"]["total_energy"] / 1000
+    )
