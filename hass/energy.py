@@ -25,6 +25,8 @@ message, nothing a dashboard shows).
 
 A message not newer than the last one seen (a redelivery, a replayed backlog arriving after newer
 data) changes nothing: the counters are cumulative, so its energy is in the newer message already.
+(So a meter whose clock went back gets no new state until its clock passes the last message seen;
+messages dated more than a day ahead are skipped for the same reason, see :mod:`hass.service`.)
 The state lives in Redis (``Keys.ha_counters``), written before the HA state is published, so a
 restarted bridge continues the same sums.
 """

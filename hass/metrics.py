@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-REASONS = ("invalid_data", "invalid_meter_id", "bad_counter_state")
+REASONS = ("invalid_data", "future", "invalid_meter_id", "bad_counter_state")
 
 
 @dataclass

@@ -53,6 +53,9 @@ from schemas.telemetry import METER_ID_PATTERN, DataMessage, epoch_ms
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0
 BATCH = 500
+#: A data message dated further ahead is skipped (as the ingest rejects it): one bogus date would
+#: otherwise hold back every later message of its meter (only messages newer than the last one count).
+MAX_FUTURE_MS = 86_400_000
 PUBLISH_WINDOW = 200  # publishes awaited together (paho keeps at most its in-flight window on the wire)
 _METER_ID = re.compile(METER_ID_PATTERN)
 
@@ -191,6 +194,7 @@ class _Bridge:
         topics = s.common.topics
         presence_head, presence_tail = f"{topics.prefix}/meters/", "/presence"
         batch = _Batch()
+        latest_ms = time.time_ns() // 1_000_000 + MAX_FUTURE_MS
         for message in messages:
             topic = message.topic.value
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
@@ -202,6 +206,9 @@ class _Bridge:
                     log.debug("hass: data message rejected: %s", exc.errors()[:1])
                     continue
                 self._received("data")
+                if epoch_ms(data.datetime) > latest_ms:
+                    self._reject("future")
+                    continue
                 batch.data.setdefault(data.meterId, []).append(data)
                 batch.meters.add(data.meterId)
             elif topic == s.discovery.status:

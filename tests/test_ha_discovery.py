@@ -308,7 +308,7 @@ async def test_resets_never_decrease_nor_spike(environ: dict[str, str], uid: str
     state_topic = topics.ha_state(meter)
     events = {3: "midnight", 6: "reflash", 9: "dip", 12: "jump", 15: "midnight", 17: "everything"}
     meter_model = Meter()
-    sent: list[tuple[str, bytes, bool]] = []
+    sent: list[tuple[bytes, str | None]] = []  # payload, the state it must give (None: no state)
     expected: dict[str, dict[str, float]] = {}
     life = {c: 500.0 for c in CHARGING} | {"charge": 0.0, "discharge": 0.0}
     for k in range(21):
@@ -324,21 +324,25 @@ async def test_resets_never_decrease_nor_spike(environ: dict[str, str], uid: str
             balance -= energy["load_smart_mtr"] + energy["load_home"]
             life["charge" if balance > 0 else "discharge"] += abs(balance)
         expected[at.isoformat()] = dict(life)
-        sent.append((topics.data, message(meter, at, counters), False))
+        sent.append((message(meter, at, counters), at.isoformat()))
         if k == 7:  # a redelivered older message, and bad input beside good data
-            sent += [(topics.data, sent[-3][1], False), (topics.data, b"not json", False)]
-            sent.append((topics.data, message(meter, at, {"import": (-1.0, 0.0, 0.0)}), False))
+            sent += [(sent[-3][0], None), (b"not json", None)]
+            sent.append((message(meter, at, {"import": (-1.0, 0.0, 0.0)}), None))
+            sent.append((message(meter, at + timedelta(days=3650), counters), None))
     last = (T0 + timedelta(seconds=200)).isoformat()
     metrics = HassMetrics()
     async with watching(endpoint, state_topic) as seen, bridge(settings, metrics):
-        for item in sent:  # one at a time, so that most messages are a state of their own
-            await publish(endpoint, item)
-        await wait_until(
-            lambda: _true(any(s["at"] == last for s in seen.states(state_topic))), what="the last state"
-        )
+        for payload, gives in sent:  # one at a time: each good message is a state of its own
+            await publish(endpoint, (topics.data, payload, False))
+            if gives is not None:
+                await wait_until(
+                    lambda at=gives: _true(any(s["at"] == at for s in seen.states(state_topic))),
+                    what=f"the state of {gives}",
+                )
     configs = by_key({t: p for t, p in discovery_configs(settings, meter)})
     states = seen.states(state_topic)
-    assert len(states) > 10
+    assert [s["at"] for s in states] == [gives for _, gives in sent if gives is not None]
+    assert states[-1]["at"] == last
     previous: dict[str, float] = {}
     for state in states:
         got = _rendered(configs, state)
@@ -360,7 +364,8 @@ async def test_resets_never_decrease_nor_spike(environ: dict[str, str], uid: str
     sample = metrics.registry.get_sample_value
     assert sample("enerlink_hass_rejected_total", {"reason": "invalid_data"}) == 2  # bad input counted
     assert sample("enerlink_hass_stale_total") == 1  # the redelivered older message changed nothing
-    assert sample("enerlink_hass_received_total", {"kind": "data"}) == 22
+    assert sample("enerlink_hass_rejected_total", {"reason": "future"}) == 1  # it would hold back the rest
+    assert sample("enerlink_hass_received_total", {"kind": "data"}) == 23
 
 
 def discovery_configs(settings: Settings, meter: str) -> list[tuple[str, bytes]]:
