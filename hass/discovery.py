@@ -6,8 +6,10 @@ MQTT sensor's options (https://www.home-assistant.io/integrations/sensor.mqtt/):
 ``value_template`` (rendered with Jinja2, ``value_json`` being the parsed payload), ``device_class``,
 ``state_class``, ``unit_of_measurement``, ``unique_id``, ``device`` (grouping a meter's sensors into
 one device) and an ``availability`` list. Per-entity configs, not the newer device-based discovery
-(``<prefix>/device/<node_id>/config``, Home Assistant 2024.12+), so any Home Assistant with MQTT
-discovery understands them; keys are spelt out, not abbreviated.
+(``<prefix>/device/<node_id>/config``, Home Assistant 2024.12+), so releases before that read them
+too (``origin`` and ``suggested_display_precision`` need a 2023 release or newer); keys are spelt
+out, not abbreviated. One entity is one retained message: deleting it (an empty retained payload on
+its topic) removes that sensor alone.
 
 Every sensor of a meter reads the same compact state message on ``Topics.ha_state(meter)`` (the data
 topic is shared by all meters, with the meter id inside the JSON, so it cannot be a state topic):
