@@ -20,6 +20,7 @@ COPY ingest ./ingest
 COPY aggregator ./aggregator
 COPY archiver ./archiver
 COPY api ./api
+COPY hass ./hass
 # "sim" brings the simulator's science libraries (the demo fleet); EXTRAS= for a leaner image
 ARG EXTRAS=sim
 RUN /opt/enerlink/bin/pip install --no-compile "./${EXTRAS:+[${EXTRAS}]}" \

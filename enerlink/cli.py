@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("ingest.cli", "MQTT -> Redis: validate and store every message exactly once"),
     "aggregate": ("aggregator.cli", "Redis -> PostgreSQL: per-minute statistics and rollups"),
     "archive": ("archiver.cli", "PostgreSQL -> MinIO (or a folder): archive year-old months"),
+    "hass": ("hass.cli", "Home Assistant MQTT discovery and states for every meter (ENERLINK_HA_DISCOVERY)"),
     "api": ("api.cli", "HTTP API, live WebSocket and dashboard"),
     "settle": ("enerlink.settle_cli", "close a meter's billing period (settle command + settlement record)"),
     "up": ("enerlink.up", "everything in one process: a simulated fleet and every service"),

@@ -2,7 +2,8 @@
 
 A simulated fleet, the ingest, the aggregator, the archiver and the API run side by side in one
 ``asyncio.TaskGroup``, each with the settings it would read on its own, plus the live console that
-prints one line per data message as it reaches the broker. SIGTERM/Ctrl-C drains them all.
+prints one line per data message as it reaches the broker, and, with ``ENERLINK_HA_DISCOVERY=true``,
+the Home Assistant bridge (:mod:`hass.service`). SIGTERM/Ctrl-C drains them all.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ async def run_all(args: argparse.Namespace) -> None:
     import api.service
     import archiver.service
     import edge.service
+    import hass.service
     import ingest.service
     from aggregator.settings import Settings as AggregatorSettings
     from api.settings import Settings as ApiSettings
@@ -36,6 +38,7 @@ async def run_all(args: argparse.Namespace) -> None:
     from enerlink import console
     from enerlink.config import Env
     from enerlink.db import migrate
+    from hass.settings import Settings as HassSettings
     from ingest.settings import Settings as IngestSettings
 
     env = Env()
@@ -46,6 +49,7 @@ async def run_all(args: argparse.Namespace) -> None:
     if args.port is not None:
         api_settings = dataclasses.replace(api_settings, port=args.port)
     ingest_settings = IngestSettings.from_env(env)
+    hass_settings = HassSettings.from_env(env)
     common = ingest_settings.common
     await migrate(common.database_url)  # once, before the services that share the schema start
     log.info(
@@ -66,6 +70,10 @@ async def run_all(args: argparse.Namespace) -> None:
             group.create_task(api.service.run(api_settings), name="api")
         if not args.no_console:
             group.create_task(console.run(common), name="console")
+        if hass_settings.enabled:
+            hass_ready = asyncio.Event()
+            group.create_task(hass.service.run(hass_settings, ready=hass_ready), name="hass")
+            await hass_ready.wait()
         await ready.wait()  # meters start once the ingest's subscription is in place
         if args.meters > 0:
             group.create_task(edge.service.run(edge_settings), name="edge")

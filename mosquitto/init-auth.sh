@@ -2,7 +2,7 @@
 # Prepare the broker's authentication folder (compose's one-shot mosquitto-init job, or by hand):
 #   - the services' accounts in the password file, with passwords from the environment (.env):
 #     MQTT_INGEST_PASSWORD, MQTT_API_PASSWORD, MQTT_SIM_PASSWORD, MQTT_OPERATOR_PASSWORD,
-#     MQTT_HEALTH_PASSWORD (an unset one leaves that account as it is, or absent);
+#     MQTT_HEALTH_PASSWORD, MQTT_HASS_PASSWORD, MQTT_HOMEASSISTANT_PASSWORD (an unset one leaves that account as it is, or absent);
 #   - the effective ACL: the acl template beside this script followed by the meters' blocks.
 # Meters are added with add-meter.sh. AUTH_DIR defaults to /mosquitto/auth (the container's).
 set -eu
@@ -12,7 +12,8 @@ HERE=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 auth_prepare
 for account in enerlink-ingest:MQTT_INGEST_PASSWORD enerlink-api:MQTT_API_PASSWORD \
   enerlink-sim:MQTT_SIM_PASSWORD enerlink-operator:MQTT_OPERATOR_PASSWORD \
-  enerlink-health:MQTT_HEALTH_PASSWORD; do
+  enerlink-health:MQTT_HEALTH_PASSWORD enerlink-hass:MQTT_HASS_PASSWORD \
+  homeassistant:MQTT_HOMEASSISTANT_PASSWORD; do
   user=${account%%:*}
   var=${account#*:}
   eval "password=\${$var:-}"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 DEFAULT_TOPIC_PREFIX = "enerlink"
 DEFAULT_KEY_PREFIX = "telemetry"
+DEFAULT_DISCOVERY_PREFIX = "homeassistant"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,16 @@ class Topics:
     @property
     def all_presence(self) -> str:
         return f"{self.prefix}/meters/+/presence"
+
+    def ha_state(self, meter_id: str) -> str:
+        """Retained Home Assistant state of one meter: lifetime kWh counters that never decrease, power,
+        SOC and voltage (published by :mod:`hass`; the discovery configs point at it)."""
+        return f"{self.prefix}/meters/{meter_id}/ha/state"
+
+    @property
+    def ha_bridge(self) -> str:
+        """Retained ``online``/``offline`` (last will) of the Home Assistant bridge (:mod:`hass`)."""
+        return f"{self.prefix}/ha/bridge"
 
     @staticmethod
     def shared(group: str, topic: str) -> str:
@@ -184,9 +195,37 @@ class Keys:
         return f"{self.prefix}:live"
 
     @property
+    def ha_counters(self) -> str:
+        """Hash: meterId -> JSON of the Home Assistant bridge's counter state (last counters seen and the
+        lifetime sums that only grow; :mod:`hass.energy`)."""
+        return f"{self.prefix}:ha:counters"
+
+    @property
     def rate_limited(self) -> str:
         """Hash: meterId -> count of messages the ingest dropped over the per-meter rate limit."""
         return f"{self.prefix}:rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class HaDiscovery:
+    """Home Assistant's MQTT discovery topics under its discovery prefix (default ``homeassistant``).
+
+    ``<prefix>/<component>/<node_id>/<object_id>/config`` (retained; an empty payload removes the
+    entity) and HA's birth/last-will topic ``<prefix>/status`` (``online`` when HA (re)starts).
+    """
+
+    prefix: str = DEFAULT_DISCOVERY_PREFIX
+
+    def config(self, component: str, node_id: str, object_id: str) -> str:
+        return f"{self.prefix}/{component}/{node_id}/{object_id}/config"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}/status"
+
+    @property
+    def everything(self) -> str:
+        return f"{self.prefix}/#"
 
 
 class Tables:

@@ -1,7 +1,7 @@
 """The table of every ENERLINK_* setting (name, default, meaning), from .env.example.
 
-    python scripts/settings_table.py            # print it
-    python scripts/settings_table.py --write    # replace it in docs/configuration.md
+python scripts/settings_table.py            # print it
+python scripts/settings_table.py --write    # replace it in docs/configuration.md
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from enerlink.cli import COMMANDS, build_parser
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-PACKAGES = ("enerlink", "schemas", "edge", "ingest", "aggregator", "archiver", "api")
+PACKAGES = ("enerlink", "schemas", "edge", "ingest", "aggregator", "archiver", "api", "hass")
 _GETTER = re.compile(r"\benv\.(?:str|int|float|bool|path|optional|raw|list|seconds)\(\s*\"([A-Z0-9_]+)\"")
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 _SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|REQUIREPASS", re.IGNORECASE)
@@ -93,10 +93,14 @@ def test_the_whole_stack_is_there() -> None:
         "archiver": "archive",
         "api": "api",
         "simulator": "edge",
+        "hass": "hass",
     }
     # the simulated fleet is a profile: on with COMPOSE_PROFILES=demo, off for production
     assert services()["simulator"]["profiles"] == ["demo"]
-    assert all("profiles" not in svc for name, svc in services().items() if name != "simulator")
+    # Home Assistant discovery too: COMPOSE_PROFILES=homeassistant
+    assert services()["hass"]["profiles"] == ["homeassistant"]
+    optional = ("simulator", "hass")
+    assert all("profiles" not in svc for name, svc in services().items() if name not in optional)
 
 
 @pytest.mark.parametrize("name", sorted(enerlink_services()))
@@ -141,6 +145,7 @@ def test_every_long_running_service_has_a_health_check_and_waits_for_healthy_dep
         "archiver": {"postgres", "minio-init"},
         "api": {"mosquitto", "redis", "postgres"},
         "simulator": {"mosquitto"},
+        "hass": {"mosquitto", "redis"},
     }
     for name, required in needs.items():
         assert required <= set(all_services[name].get("depends_on", {})), name

@@ -57,7 +57,7 @@ def test_env_example_documents_every_variable_the_code_reads() -> None:
 
     root = Path(__file__).resolve().parents[1]
     read = set()
-    for package in ("enerlink", "ingest", "aggregator", "archiver", "api", "edge"):
+    for package in ("enerlink", "ingest", "aggregator", "archiver", "api", "edge", "hass"):
         for path in (root / package).rglob("*.py"):
             read |= set(re.findall(r'env\.\w+\("([A-Z0-9_]+)"', path.read_text(encoding="utf-8")))
     listed = set(re.findall(r"^#?\s*ENERLINK_([A-Z0-9_]+)=", (root / ".env.example").read_text(), re.M))

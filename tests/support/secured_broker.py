@@ -27,6 +27,8 @@ SERVICE_PASSWORDS = {
     "MQTT_SIM_PASSWORD": "sim-secret",
     "MQTT_OPERATOR_PASSWORD": "operator-secret",
     "MQTT_HEALTH_PASSWORD": "health-secret",
+    "MQTT_HASS_PASSWORD": "hass-secret",
+    "MQTT_HOMEASSISTANT_PASSWORD": "homeassistant-secret",
 }
 
 

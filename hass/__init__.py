@@ -1,0 +1,1 @@
+"""Home Assistant MQTT discovery for EnerLink meters (see :mod:`hass.service`)."""
