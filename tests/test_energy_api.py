@@ -11,17 +11,12 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 
-from aggregator.service import run as aggregate
-from aggregator.settings import Settings as AggregatorSettings
-from enerlink.config import Env
-from schemas.wire import Keys, Tables
+from schemas.wire import Tables
 from tests.support.apiserver import serve_api
-from tests.support.energyday import BLOCK_MS, Household
+from tests.support.energyday import BLOCK_MS, MIN_MS, Household, aggregate_homes
 
 TZ = "Asia/Kolkata"  # UTC+05:30: local hours start at :30 UTC, local midnight is 18:30 UTC
-MIN = 60_000
 HOUR = 3_600_000
 FLOW_KEYS = {  # response field -> the test's flow
     "grid_import_kwh": "import",
@@ -38,33 +33,6 @@ def _ms(moment: datetime) -> int:
 
 def _z(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-async def _aggregate(
-    environ: dict[str, str], redis: aioredis.Redis, homes: list[Household], span: tuple[int, int]
-) -> None:
-    """The homes' messages stored as the ingest stores a backfill, then one aggregator run."""
-    settings = AggregatorSettings.from_env(
-        Env(
-            {
-                **environ,
-                "ENERLINK_TIMEZONE": TZ,
-                "ENERLINK_AGGREGATOR_METRICS_PORT": "0",
-                "ENERLINK_AGGREGATE_WORKERS": "1",
-            }
-        )
-    )
-    keys = settings.common.keys
-    for home in homes:
-        points = home.messages(start_ms=span[0], end_ms=span[1])
-        await redis.zadd(keys.late_data(home.meter_id), {raw: at for at, raw in points})
-        await redis.hset(keys.meters, home.meter_id, str(points[-1][0]))
-        s, us = await redis.time()
-        now = int(s) * 1000 + int(us) // 1000
-        await redis.zadd(
-            keys.late_minutes, {Keys.late_member(home.meter_id, at // MIN * MIN): now for at, _ in points}
-        )
-    await aggregate(settings, once=True)
 
 
 def _sql_buckets(url: str, meter_id: str, *, unit: str) -> dict[datetime, dict[str, float]]:
@@ -108,14 +76,14 @@ def _check(bucket: dict[str, Any], wh: dict[str, float]) -> None:
 
 
 async def test_energy_per_local_hour_and_day_equals_the_minute_rows_and_the_counters(
-    environ: dict[str, str], redis_client: aioredis.Redis, database_url: str
+    environ: dict[str, str], database_url: str
 ) -> None:
     start = datetime(2025, 10, 26, 16, 0, tzinfo=UTC)  # 21:30 local; local midnight at 18:30 UTC
     end = start + timedelta(hours=5)
     # the local hour 16:30-17:30 UTC has no sun, and charges the battery from the grid in part of it
-    dark = range((30 * MIN) // BLOCK_MS, (90 * MIN) // BLOCK_MS)
+    dark = range((30 * MIN_MS) // BLOCK_MS, (90 * MIN_MS) // BLOCK_MS)
     homes = [Household("P", TZ, 1, dark), Household("Q", TZ, 3, dark)]
-    await _aggregate(environ, redis_client, homes, (_ms(start), _ms(end)))
+    await aggregate_homes(environ, homes, start_ms=_ms(start), end_ms=_ms(end), timezone=TZ)
 
     async with serve_api(environ, ENERLINK_TIMEZONE=TZ) as api:
         hourly = {}

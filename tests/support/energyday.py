@@ -12,8 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import redis.asyncio as aioredis
+
+from aggregator.service import run as aggregate
+from aggregator.settings import Settings as AggregatorSettings
+from enerlink.config import Env
+from schemas.wire import Keys
 from tests.conftest import load_fixture
 
+MIN_MS = 60_000
 STEP_MS = 10_000
 BLOCK_MS = 300_000
 CHANNELS = ("import", "export", "solar_output", "load_home", "load_smart_mtr")
@@ -94,3 +101,27 @@ class Household:
                 key = "battery_charge" if flows["battery"] > 0 else "battery_discharge"
                 out[key] += abs(flows["battery"])
         return out
+
+
+async def aggregate_homes(
+    environ: dict[str, str], homes: list[Household], *, start_ms: int, end_ms: int, timezone: str
+) -> None:
+    """The homes' messages from ``start_ms`` to ``end_ms`` stored as the ingest stores a backfill
+    (late data and one late flag per minute), then one run of the real aggregator."""
+    extra = {
+        "ENERLINK_TIMEZONE": timezone,
+        "ENERLINK_AGGREGATOR_METRICS_PORT": "0",
+        "ENERLINK_AGGREGATE_WORKERS": "1",
+    }
+    settings = AggregatorSettings.from_env(Env({**environ, **extra}))
+    keys = settings.common.keys
+    async with aioredis.Redis.from_url(settings.common.redis_url) as redis:
+        for home in homes:
+            points = home.messages(start_ms=start_ms, end_ms=end_ms)
+            await redis.zadd(keys.late_data(home.meter_id), {raw: at for at, raw in points})
+            await redis.hset(keys.meters, home.meter_id, str(points[-1][0]))
+            s, us = await redis.time()
+            now = int(s) * 1000 + int(us) // 1000
+            flags = {Keys.late_member(home.meter_id, at // MIN_MS * MIN_MS): now for at, _ in points}
+            await redis.zadd(keys.late_minutes, flags)
+    await aggregate(settings, once=True)
