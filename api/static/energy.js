@@ -99,7 +99,6 @@
       ...FLOWS.map(([name]) => buckets.map((b) => b[`${name}_kwh`])),
       ...RATIOS.map(([name]) => buckets.map((b) => b[`${name}_pct`])),
     ];
-    const stepped = uPlot.paths.stepped ? uPlot.paths.stepped({ align: 1 }) : undefined;
     const range = [Date.parse(result.start) / 1000, Date.parse(result.end) / 1000];
     panel.charts[key] = new uPlot(
       {
@@ -112,8 +111,7 @@
             label,
             stroke: color,
             width: 2,
-            paths: stepped,
-            points: { show: true, size: 4 },
+            points: { show: true, size: 5 },
             value: (u, v) => formatEnergy(v),
           })),
           ...RATIOS.map(([, label, color]) => ({
