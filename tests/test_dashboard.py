@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -308,6 +308,10 @@ def _energy_cell(driver: Any, panel: str, period: str, name: str) -> str:
     return str(cells[0].text) if cells else ""
 
 
+def _shows(panel: str, period: str, text: str) -> Callable[[Any], bool]:
+    return lambda driver: _energy_cell(driver, panel, period, "grid_import") == text
+
+
 def _energy_row(mwh: dict[str, int]) -> dict[str, str]:
     """A summary row of the energy panel as the page formats it, from the test's own mWh."""
 
@@ -365,11 +369,7 @@ def test_energy_panels_show_the_fleet_and_the_chosen_meter(
                     browser.find_element(By.CSS_SELECTOR, '#fleet tr[data-meter-id="ENERGY1"]').click()
                 for period, start in (("today", midnight_ms), ("month", 0)):
                     row = expected(selected, start)
-                    wait.until(
-                        lambda d, p=panel, r=period, v=row: (
-                            _energy_cell(d, p, r, "grid_import") == v["grid_import"]
-                        )
-                    )
+                    wait.until(_shows(panel, period, row["grid_import"]))
                     assert {name: _energy_cell(browser, panel, period, name) for name in row} == row, (
                         panel,
                         period,
