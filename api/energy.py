@@ -107,7 +107,7 @@ def window(
     return Window(start=start_at.astimezone(utc), end=end_at.astimezone(utc), buckets=buckets)
 
 
-def _local_bucket(bucket: Bucket) -> str:
+def local_bucket_sql(bucket: Bucket) -> str:
     """SQL: the instant starting the local hour or day of the 5-minute row ``f`` (zone %(tz)s)."""
     if bucket == "1d":
         return daily_bucket("f.bucket", "%(tz)s")
@@ -139,7 +139,7 @@ flows as (
 select b, count(distinct meter_id), sum(imp), sum(exp), sum(sol), sum(load),
   sum(greatest(sol + imp - load - exp, 0)), sum(greatest(load + exp - sol - imp, 0))
 from flows group by b order by b"""
-    ).format(rows=rows, local=sql.SQL(_local_bucket(bucket)))
+    ).format(rows=rows, local=sql.SQL(local_bucket_sql(bucket)))
 
 
 def percent(part: float, whole: float) -> float | None:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
+from api import energy
 from schemas.wire import Tables
 from tests.support.apiserver import serve_api
 from tests.support.energyday import BLOCK_MS, MIN_MS, Household, aggregate_homes
@@ -202,3 +203,38 @@ async def test_energy_defaults_bounds_and_refusals(environ: dict[str, str]) -> N
         assert (await api.client.get("/meters/bad id/energy")).status_code == 422
         unknown = await api.client.get("/meters/NOSUCH/energy")
         assert unknown.status_code == 404 and "unknown meter NOSUCH" in unknown.json()["detail"]
+
+
+def test_local_hours_and_days_across_daylight_saving_changes(database_url: str) -> None:
+    """Europe/Lisbon: 2025-03-30 has 23 local hours, 2025-10-26 has 25 (01:00-02:00 twice); the
+    window counts them, and PostgreSQL puts every 5-minute bucket in the local hour and day that
+    Python's zoneinfo gives."""
+    zone = ZoneInfo("Europe/Lisbon")
+    now = datetime(2025, 11, 1, tzinfo=UTC)
+    for day, hours in ((datetime(2025, 3, 30), 23), (datetime(2025, 10, 26), 25)):
+        local = day.replace(tzinfo=zone)
+        span = energy.window(
+            bucket="1h", start=local, end=local.astimezone(UTC) + timedelta(hours=12), now=now, zone=zone
+        )
+        assert span.buckets == 12
+        span = energy.window(bucket="1h", start=local, end=None, now=local + timedelta(hours=3), zone=zone)
+        assert (span.start, span.buckets) == (local.astimezone(UTC), hours)
+        assert energy.window(bucket="1d", start=local, end=None, now=local, zone=zone).buckets == 1
+    starts = [datetime(2025, 10, 25, 22, 0, tzinfo=UTC) + timedelta(minutes=5 * i) for i in range(12 * 6)]
+    with psycopg.connect(database_url) as conn:
+        for bucket in ("1h", "1d"):
+            expr = energy.local_bucket_sql(bucket).replace("f.bucket", "f.b")
+            query = f"select f.b, {expr} from unnest(%(at)s::timestamptz[]) as f(b) order by 1"
+            got: dict[datetime, datetime] = dict(
+                conn.execute(query.encode(), {"tz": "Europe/Lisbon", "at": starts}).fetchall()
+            )
+            for at in starts:
+                local = at.astimezone(zone)
+                if bucket == "1h":
+                    expected = local.replace(minute=0, second=0, microsecond=0)
+                else:
+                    expected = datetime.combine(local.date(), datetime.min.time(), tzinfo=zone)
+                # UTC: a wall time in the repeated hour never equals an instant of another zone
+                assert got[at] == expected.astimezone(UTC), (bucket, at)
+            # 22:00-04:00 UTC: six local hours (01:00 twice), two local days
+            assert len(set(got.values())) == (6 if bucket == "1h" else 2)
