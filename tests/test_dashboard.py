@@ -379,7 +379,11 @@ def test_energy_panels_show_the_fleet_and_the_chosen_meter(
                     assert browser.find_elements(By.CSS_SELECTOR, f"#{panel} .energy-{chart} canvas")
             for name in ("solar", "grid_import", "battery_discharge"):
                 assert float(_energy_cell(browser, "fleet-energy", "month", name).split()[0]) > 0, name
+            panel_element = browser.find_element(By.ID, "meter-energy")
+            browser.execute_script("arguments[0].scrollIntoView();", panel_element)
+            ARTIFACTS.mkdir(exist_ok=True)
+            panel_element.screenshot(str(ARTIFACTS / "dashboard-meter-energy.png"))
         finally:
             ARTIFACTS.mkdir(exist_ok=True)
             browser.save_screenshot(str(ARTIFACTS / "dashboard-energy.png"))
-    assert _severe(browser) == []
+        assert _severe(browser) == []  # while the API still runs (the WebSocket reconnects after)
