@@ -26,7 +26,7 @@ to 0-100; ``None`` when the denominator is 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -69,7 +69,7 @@ def _next(moment: datetime, *, bucket: Bucket, zone: ZoneInfo) -> datetime:
     """The bucket boundary after the boundary ``moment``."""
     if bucket == "1d":
         return _local_midnight(moment.astimezone(zone).date() + timedelta(days=1), zone)
-    return (moment.astimezone(ZoneInfo("UTC")) + timedelta(hours=1)).astimezone(zone)
+    return (moment.astimezone(UTC) + timedelta(hours=1)).astimezone(zone)
 
 
 def window(
@@ -92,10 +92,12 @@ def window(
         start_at = _local_midnight(last_day - timedelta(days=days - 1), zone)
     else:
         start_at = _floor(start, bucket=bucket, zone=zone)
-    if start_at >= end_at:
+    # compared in UTC: within one zone Python compares wall times, blind to a repeated hour
+    first, last = start_at.astimezone(UTC), end_at.astimezone(UTC)
+    if first >= last:
         raise RangeError("start must be before end")
     buckets, at = 0, start_at
-    while at < end_at:
+    while at.astimezone(UTC) < last:
         buckets += 1
         if buckets > MAX_BUCKETS[bucket]:
             raise RangeError(
@@ -103,8 +105,7 @@ def window(
                 f" buckets of {bucket}: narrow the range" + (" or use bucket=1d" if bucket == "1h" else "")
             )
         at = _next(at, bucket=bucket, zone=zone)
-    utc = ZoneInfo("UTC")
-    return Window(start=start_at.astimezone(utc), end=end_at.astimezone(utc), buckets=buckets)
+    return Window(start=first, end=last, buckets=buckets)
 
 
 def local_bucket_sql(bucket: Bucket) -> str:

@@ -220,6 +220,14 @@ def test_local_hours_and_days_across_daylight_saving_changes(database_url: str) 
         span = energy.window(bucket="1h", start=local, end=None, now=local + timedelta(hours=3), zone=zone)
         assert (span.start, span.buckets) == (local.astimezone(UTC), hours)
         assert energy.window(bucket="1d", start=local, end=None, now=local, zone=zone).buckets == 1
+    # the first 01:00-02:00 of 2025-10-26 (00:00-01:00 UTC): one hour, though both ends read 01:00
+    first = datetime(2025, 10, 26, 0, 10, tzinfo=UTC)
+    span = energy.window(bucket="1h", start=first, end=first + timedelta(minutes=50), now=now, zone=zone)
+    assert (span.start, span.end, span.buckets) == (
+        first - timedelta(minutes=10),
+        first + timedelta(minutes=50),
+        1,
+    )
     starts = [datetime(2025, 10, 25, 22, 0, tzinfo=UTC) + timedelta(minutes=5 * i) for i in range(12 * 6)]
     with psycopg.connect(database_url) as conn:
         for bucket in ("1h", "1d"):
