@@ -10,15 +10,18 @@ Needs Debian's Chromium and its driver: ``apt-get install -y chromium chromium-d
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -28,6 +31,7 @@ from api.dashboard import STATIC_DIR
 from enerlink.config import MqttEndpoint
 from schemas.wire import Tables, Topics
 from tests.conftest import load_fixture
+from tests.support.energyday import BLOCK_MS, MIN_MS, Household, aggregate_homes
 from tests.support.services import ROOT, ServiceProcess, free_port, wait_port
 
 APT_LINE = "apt-get install -y chromium chromium-driver"
@@ -295,3 +299,91 @@ def test_dashboard_with_an_api_token(
         wait.until(lambda d: _cell(d, "DASHTOKEN", "solar") == "3.00 W")
         assert not browser.find_element(By.ID, "alert").is_displayed()
         assert _severe(browser) == []
+
+
+def _energy_cell(driver: Any, panel: str, period: str, name: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    cells = driver.find_elements(By.CSS_SELECTOR, f'#{panel} tr[data-range="{period}"] td.{name}')
+    return str(cells[0].text) if cells else ""
+
+
+def _shows(panel: str, period: str, text: str) -> Callable[[Any], bool]:
+    return lambda driver: _energy_cell(driver, panel, period, "grid_import") == text
+
+
+def _energy_row(mwh: dict[str, int]) -> dict[str, str]:
+    """A summary row of the energy panel as the page formats it, from the test's own mWh."""
+
+    def kwh(value: int) -> str:
+        return f"{value / 1e6:.{1 if abs(value) >= 100e6 else 3}f} kWh"
+
+    def pct(part: int, whole: int) -> str:
+        return "\u2013" if whole <= 0 else f"{min(100.0, max(0.0, 100 * part / whole)):.1f} %"
+
+    load = mwh["load_home"] + mwh["load_smart_mtr"]
+    return {
+        "grid_import": kwh(mwh["import"]),
+        "grid_export": kwh(mwh["export"]),
+        "solar": kwh(mwh["solar_output"]),
+        "load": kwh(load),
+        "battery_charge": kwh(mwh["battery_charge"]),
+        "battery_discharge": kwh(mwh["battery_discharge"]),
+        "self_consumption": pct(mwh["solar_output"] - mwh["export"], mwh["solar_output"]),
+        "self_sufficiency": pct(load - mwh["import"], load),
+    }
+
+
+def test_energy_panels_show_the_fleet_and_the_chosen_meter(
+    browser: Any, environ: dict[str, str], uid: str
+) -> None:
+    """Minute rows written by the real aggregator from messages with counters (the last half hour);
+    the fleet's and a meter's energy panels show today's and the last 30 days' kWh and percentages
+    equal to the test's own sums of what it put into the counters."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    tz = "Asia/Kolkata"
+    env = {**environ, "ENERLINK_TIMEZONE": tz}
+    now_ms = int(time.time() * 1000)
+    start_ms = now_ms // BLOCK_MS * BLOCK_MS - 30 * MIN_MS
+    dark = range(0, 3)  # the first quarter of an hour without sun: grid import
+    homes = [Household("ENERGY1", tz, 1000, dark), Household("ENERGY2", tz, 2000, dark)]
+    end_ms = now_ms // MIN_MS * MIN_MS - 2 * MIN_MS  # closed minutes
+    asyncio.run(aggregate_homes(env, homes, start_ms=start_ms, end_ms=end_ms, timezone=tz))
+    local_now = datetime.now(ZoneInfo(tz))
+    midnight_ms = int(local_now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() * 1000)
+    forever = now_ms + 86_400_000
+
+    def expected(selected: list[Household], start: int) -> dict[str, str]:
+        parts = [home.flows_between(start, forever) for home in selected]
+        return _energy_row({k: sum(p[k] for p in parts) for k in parts[0]})
+
+    wait = WebDriverWait(browser, WAIT_S, poll_frequency=0.2)
+    with _running(env, uid, fleet=False) as url:
+        browser.get(url + "/")
+        try:
+            for panel, selected in (("fleet-energy", homes), ("meter-energy", homes[:1])):
+                if panel == "meter-energy":
+                    wait.until(lambda d: _cell(d, "ENERGY1", "meter") == "ENERGY1")
+                    browser.find_element(By.CSS_SELECTOR, '#fleet tr[data-meter-id="ENERGY1"]').click()
+                for period, start in (("today", midnight_ms), ("month", 0)):
+                    row = expected(selected, start)
+                    wait.until(_shows(panel, period, row["grid_import"]))
+                    assert {name: _energy_cell(browser, panel, period, name) for name in row} == row, (
+                        panel,
+                        period,
+                    )
+                assert "Asia/Kolkata" in browser.find_element(By.CSS_SELECTOR, f"#{panel} .energy-info").text
+                for chart in ("hourly", "daily"):
+                    assert browser.find_elements(By.CSS_SELECTOR, f"#{panel} .energy-{chart} canvas")
+            for name in ("solar", "grid_import", "battery_discharge"):
+                assert float(_energy_cell(browser, "fleet-energy", "month", name).split()[0]) > 0, name
+            panel_element = browser.find_element(By.ID, "meter-energy")
+            browser.execute_script("arguments[0].scrollIntoView();", panel_element)
+            ARTIFACTS.mkdir(exist_ok=True)
+            panel_element.screenshot(str(ARTIFACTS / "dashboard-meter-energy.png"))
+        finally:
+            ARTIFACTS.mkdir(exist_ok=True)
+            browser.save_screenshot(str(ARTIFACTS / "dashboard-energy.png"))
+        assert _severe(browser) == []  # while the API still runs (the WebSocket reconnects after)

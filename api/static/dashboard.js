@@ -1,7 +1,7 @@
 // EnerLink dashboard: the fleet at a glance, and for one meter live power (WebSocket), history
 // at 1m/5m/1h/1d and recent events. Plain JS, one library (uPlot, vendored). Talks only to this
 // server's API: GET /meters, /telemetry/latest/data, /telemetry/history/{id}, /meters/{id}/health,
-// /events, WS /ws/telemetry.
+// /events, WS /ws/telemetry; the energy panels are energy.js's.
 "use strict";
 
 (() => {
@@ -507,11 +507,13 @@
     loadHistory();
     loadHealth();
     loadEvents();
+    document.dispatchEvent(new CustomEvent("enerlink:meter", { detail: meterId })); // energy.js
   }
 
   // --- start --------------------------------------------------------------------------------------
   function start() {
     takeTokenFromUrl();
+    window.enerlink = { api }; // for energy.js
     $("#token-input").value = token();
     $("#token-form").addEventListener("submit", (event) => {
       event.preventDefault();
