@@ -50,6 +50,17 @@ class Topics:
     def all_presence(self) -> str:
         return f"{self.prefix}/meters/+/presence"
 
+    @property
+    def fleet_command(self) -> str:
+        """Commands to the simulated fleet process (start, stop): ``schemas.simulation.FleetCommand``."""
+        return f"{self.prefix}/fleet/cmd"
+
+    @property
+    def fleet_state(self) -> str:
+        """The simulated fleet's state, retained (``schemas.simulation.FleetState``); its last will
+        says ``online: false``."""
+        return f"{self.prefix}/fleet/state"
+
     @staticmethod
     def shared(group: str, topic: str) -> str:
         """An MQTT 5 shared subscription: each message goes to one member of ``group``."""
