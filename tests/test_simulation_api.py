@@ -233,3 +233,44 @@ async def test_fleet_runs_from_the_start_by_default(environ: dict[str, str], env
             await _stop(fleet)
     assert state["online"] is True and state["running"] is True and state["meters"] == 2
     assert isinstance(stopped, httpx.Response) and stopped.json()["running"] is False
+
+
+async def test_inside_up_idle_then_started_from_the_api(environ: dict[str, str], redis_client: Any) -> None:
+    """``enerlink up --idle``: the fleet inside the one-process pipeline waits for a start from its own
+    API, then its meters' data go through the ingest into Redis."""
+    from schemas.wire import Keys
+    from tests.support.services import free_port
+
+    keys = Keys(environ["ENERLINK_KEY_PREFIX"])
+    port = free_port()
+    args = ["up", "--meters", "2", "--interval", "1", "--idle", "--no-console", "--port", str(port)]
+    up = ServiceProcess(args=args, env=environ).start()
+    idle: dict[str, Any] = {}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client:
+
+            async def fleet_online() -> bool:
+                try:
+                    idle.update((await client.get("/simulation")).json())
+                except httpx.TransportError:
+                    return False
+                return idle.get("online") is True
+
+            async with asyncio.timeout(60):
+                while not await fleet_online():  # noqa: ASYNC110 (polling another process)
+                    await asyncio.sleep(0.3)
+            await asyncio.sleep(2.0)
+            before = await redis_client.hlen(keys.latest_data)
+            started = await client.post("/simulation/start", json={"speed": 2})
+            async with asyncio.timeout(30):
+                while await redis_client.hlen(keys.latest_data) < 2:  # noqa: ASYNC110 (polling Redis)
+                    await asyncio.sleep(0.2)
+            stopped = await client.post("/simulation/stop")
+    finally:
+        code = up.terminate(timeout=60)
+    assert idle["running"] is False and idle["meters"] == 2, up.output()[-3000:]
+    assert before == 0
+    assert started.status_code == 200 and started.json()["running"] is True and started.json()["speed"] == 2
+    assert sorted(await redis_client.hkeys(keys.latest_data)) == [b"METER001", b"METER002"]
+    assert stopped.status_code == 200 and stopped.json()["running"] is False
+    assert code == 0, up.output()[-3000:]
