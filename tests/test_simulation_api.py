@@ -274,3 +274,26 @@ async def test_inside_up_idle_then_started_from_the_api(environ: dict[str, str],
     assert sorted(await redis_client.hkeys(keys.latest_data)) == [b"METER001", b"METER002"]
     assert stopped.status_code == 200 and stopped.json()["running"] is False
     assert code == 0, up.output()[-3000:]
+
+
+async def test_a_fleet_file_keeps_its_size(environ: dict[str, str], env: Env) -> None:
+    from pathlib import Path
+
+    import edge.sim
+
+    example = Path(edge.sim.__file__).with_name("fleet.example.toml")
+    fleet = _idle_fleet(env, fleet_file=example)
+    try:
+        async with serve_api(environ) as api:
+            async with asyncio.timeout(30):
+                while not (await api.client.get("/simulation")).json()["online"]:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+            resized = await api.client.post("/simulation/start", json={"meters": 99})
+            started = await api.client.post("/simulation/start", json={"interval_s": 2})
+            await api.client.post("/simulation/stop")
+    finally:
+        await _stop(fleet)
+    assert resized.status_code == 409
+    assert resized.json()["detail"] == f"the fleet file {example} has 3 meters; meters cannot change"
+    assert started.status_code == 200 and started.json()["meters"] == 3 and started.json()["interval_s"] == 2
+    assert started.json()["fleet"] == str(example)
