@@ -34,6 +34,7 @@ from edge.sim.messages import iso
 from edge.sim.runner import FleetRunner
 from edge.sim.scenarios import ACTIVE_SCENARIOS
 from schemas.simulation import FleetCommand, FleetState, SimulationParams
+from schemas.wire import Topics
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class FleetController:
     _announced: float = 0.0
 
     @property
-    def topics(self):  # type: ignore[no-untyped-def]
+    def topics(self) -> Topics:
         return self.runner.settings.common.topics
 
     def now(self) -> float:
