@@ -73,8 +73,10 @@ class FleetController:
         return self.runner.settings.common.topics
 
     def now(self) -> float:
-        """Simulated time of the current run (wall time while stopped)."""
-        return self._clock.now() if self._clock is not None and self.running else time.time()
+        """Simulated time of the current run (wall time while stopped or before its first step)."""
+        if self._clock is None or not self.running or self.runner.sim.last_epoch is None:
+            return time.time()
+        return self._clock.now()
 
     def state(
         self, *, online: bool = True, command_id: str | None = None, error: str | None = None
