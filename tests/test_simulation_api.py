@@ -219,19 +219,28 @@ async def test_fleet_process_answers_mqtt_commands_and_its_last_will(
 
 
 async def test_fleet_runs_from_the_start_by_default(environ: dict[str, str], env: Env) -> None:
-    """Without ``idle`` the fleet runs from the start (as before), and says so on its state topic."""
+    """Without ``idle`` the fleet runs from the start (as before), and its state tells the scenarios
+    its meters run."""
+    from tests.support.sim_support import publish
+
     topics = Topics(environ["ENERLINK_TOPIC_PREFIX"])
     common = EdgeSettings.from_env(env).common
-    async with collect(common, [topics.data, topics.fleet_state]) as got:
+    async with collect(common, [topics.data, topics.fleet_state, topics.command_ack("+")]) as got:
         fleet = _idle_fleet(env, idle=False, interval_s=1.0, speed=2.0)
         try:
             await wait_for(lambda: len(got.on(topics.data)) >= 2, limit_s=30)
+            for meter in ("METER001", "METER002"):
+                await publish(common, topics.command(meter), b'{"cmd": "scenario", "name": "heatwave"}')
+            await publish(common, topics.command("METER002"), b'{"cmd": "scenario", "name": "cloudy"}')
+            await wait_for(lambda: len(got.on(topics.command_ack("METER002"))) == 2)
+            await wait_for(lambda: (_state(got, topics) or {}).get("scenarios", {}).get("cloudy") == 1)
             async with serve_api(environ) as api:
                 state = (await api.client.get("/simulation")).json()
                 stopped = await api.client.post("/simulation/stop")
         finally:
             await _stop(fleet)
     assert state["online"] is True and state["running"] is True and state["meters"] == 2
+    assert state["scenarios"] == {"heatwave": 2, "cloudy": 1}
     assert isinstance(stopped, httpx.Response) and stopped.json()["running"] is False
 
 
