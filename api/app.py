@@ -33,6 +33,7 @@ from api.routes import (
     latest,
     meters,
     settlements,
+    simulation,
 )
 from api.settings import Settings
 from archiver.storage import open_store
@@ -88,7 +89,17 @@ def create_app(settings: Settings) -> FastAPI:
     )
     secured = [Depends(require_token)]
     app.include_router(health.router)
-    for module in (latest, history, meters, archive, settlements, commands, device_health, energy):
+    for module in (
+        latest,
+        history,
+        meters,
+        archive,
+        settlements,
+        commands,
+        device_health,
+        energy,
+        simulation,
+    ):
         app.include_router(module.router, dependencies=secured)
     app.include_router(ws.router)
 

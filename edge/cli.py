@@ -43,6 +43,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="publish one step and exit")
     parser.add_argument("--steps", type=int, help="publish N steps, deliver everything queued, then exit")
     parser.add_argument("--interactive", action="store_true", help="command line on stdin (type help)")
+    parser.add_argument(
+        "--idle",
+        action="store_true",
+        help="start stopped: the meters run once started (POST /simulation/start)",
+    )
     hardware = parser.add_mutually_exclusive_group()
     hardware.add_argument("--hardware", action="store_true", help="read the real INA219/MAX17048 over I2C")
     hardware.add_argument(
@@ -133,6 +138,8 @@ def settings_from_args(args: argparse.Namespace, env: Env | None = None) -> Sett
         changes["console"] = True
     if getattr(args, "interactive", False):
         changes["interactive"] = True
+    if getattr(args, "idle", False):
+        changes["idle"] = True
     if getattr(args, "no_progress", False):
         changes["progress"] = False
     settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]

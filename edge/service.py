@@ -3,6 +3,10 @@
 :func:`run` is what ``enerlink edge`` and ``enerlink up`` call. ``settings.on_data`` receives every
 data message dict as it is published (``enerlink up`` can print console lines from it), and
 :func:`run` returns the :class:`~edge.sim.runner.FleetRunner` counters via ``on_ready``.
+
+A live fleet (no ``--from/--to``, ``--once`` or ``--steps``) is also a controller
+(:mod:`edge.sim.controller`): started and stopped over MQTT (the API's ``/simulation`` routes), it
+stays connected while stopped. It starts running at once unless ``settings.idle`` (``--idle``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 
@@ -23,6 +27,7 @@ from edge.settings import Settings
 from edge.sim import fleet as fleet_mod
 from edge.sim.clock import Clock
 from edge.sim.console import run_console
+from edge.sim.controller import FleetController, control_loop, last_will
 from edge.sim.engine import Simulator
 from edge.sim.metrics import SimMetrics
 from edge.sim.runner import FleetRunner, command_loop, tick_loop, weather_loop
@@ -90,13 +95,24 @@ async def run(
         # hours to drain a minute of a large fleet's backlog)
         replay_rate=max(20.0, 0.5 * sim.size / settings.interval_s * max(1.0, settings.speed)),
     )
+    steps = 1 if once else (max_steps if max_steps is not None else settings.max_steps)
+    live = not clock.backfill and steps is None
+    on_connect: list[Callable[[], Awaitable[None]]] = []  # the controller's state, on every connect
+
+    async def connected() -> None:
+        for hook in on_connect:
+            await hook()
+
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     publish_log: PublishLog | None = None
     if settings.publish_log is not None:
         publish_log = PublishLog(settings.publish_log, data_topic=settings.common.topics.data)
     with publish_log or contextlib.nullcontext():
         async with Publisher(
-            config=config, on_acked=publish_log.record if publish_log is not None else None
+            config=config,
+            on_acked=publish_log.record if publish_log is not None else None,
+            will=last_will(settings, meters=sim.size) if live else None,
+            on_connect=connected if live else None,
         ) as pub:
             await _serve(
                 settings,
@@ -105,8 +121,9 @@ async def run(
                 pub=pub,
                 store=store,
                 seqs=seqs,
-                steps=1 if once else (max_steps if max_steps is not None else settings.max_steps),
+                steps=steps,
                 on_ready=on_ready,
+                on_connect=on_connect if live else None,
             )
 
 
@@ -120,7 +137,9 @@ async def _serve(
     seqs: np.ndarray,
     steps: int | None,
     on_ready: Callable[[FleetRunner], None] | None,
+    on_connect: list[Callable[[], Awaitable[None]]] | None,
 ) -> None:
+    """Publish until cancelled or done; ``on_connect`` given: a live fleet under MQTT control."""
     started = time.monotonic()
     metrics = SimMetrics()
     metrics.meters.set(sim.size)
@@ -142,18 +161,10 @@ async def _serve(
             await asyncio.wait_for(pub.wait_connected(), timeout=10.0)
         if settings.commands:
             await pub.subscribe(settings.common.topics.command("+"))
-        await runner.presence(True)
-        async with asyncio.TaskGroup() as group:
-            ticks = group.create_task(tick_loop(runner, clock, max_steps=steps), name="sim-ticks")
-            background = [group.create_task(command_loop(runner, clock), name="sim-commands")]
-            if isinstance(sim.weather, OpenMeteoWeather):
-                background.append(group.create_task(weather_loop(runner), name="sim-weather"))
-            watched = {ticks}
-            if settings.interactive:
-                watched.add(group.create_task(run_console(runner, clock.now), name="sim-console"))
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            for task in [*background, *watched]:
-                task.cancel()
+        if on_connect is not None:
+            await _control(runner, on_connect=on_connect)
+        else:
+            await _publish(runner, clock, steps=steps)
         await pub.drain()
     finally:
         with contextlib.suppress(Exception):  # clean shutdown: meters go offline, state is kept
@@ -169,3 +180,59 @@ async def _serve(
             runner.commands_ok + runner.commands_failed,
             runner.commands_failed,
         )
+
+
+async def _publish(runner: FleetRunner, clock: Clock, *, steps: int | None) -> None:
+    """A backfill or a bounded run: the meters publish from start to end."""
+    await runner.presence(True)
+    async with asyncio.TaskGroup() as group:
+        ticks = group.create_task(tick_loop(runner, clock, max_steps=steps), name="sim-ticks")
+        background = [group.create_task(command_loop(runner, clock), name="sim-commands")]
+        if isinstance(runner.sim.weather, OpenMeteoWeather):
+            background.append(group.create_task(weather_loop(runner), name="sim-weather"))
+        watched = {ticks}
+        if runner.settings.interactive:
+            watched.add(group.create_task(run_console(runner, clock.now), name="sim-console"))
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        for task in [*background, *watched]:
+            task.cancel()
+
+
+async def _control(runner: FleetRunner, *, on_connect: list[Callable[[], Awaitable[None]]]) -> None:
+    """A live fleet: runs (unless ``idle``) and takes start/stop on the fleet command topic until
+    cancelled (or the interactive console ends)."""
+    settings = runner.settings
+
+    def build(meters: int) -> Simulator:
+        fleet = build_fleet(dataclasses.replace(settings, meters=meters))
+        return Simulator.create(fleet, weather=build_weather(settings, fleet))
+
+    controller: FleetController | None = None
+    try:
+        async with asyncio.TaskGroup() as group:
+            controller = FleetController(
+                runner=runner, build=build, group=group, fixed_size=settings.fleet_file is not None
+            )
+            on_connect.append(controller.announce)
+            await runner.pub.subscribe(settings.common.topics.fleet_command)
+            if settings.idle:
+                await controller.announce()
+            else:
+                await controller.start()
+                await controller.announce()
+            watched = {group.create_task(control_loop(controller), name="sim-control")}
+            background = []
+            if isinstance(runner.sim.weather, OpenMeteoWeather):
+                background.append(group.create_task(weather_loop(runner), name="sim-weather"))
+            if settings.interactive:
+                watched.add(group.create_task(run_console(runner, controller.now), name="sim-console"))
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            await controller.stop()
+            for task in [*background, *watched]:
+                task.cancel()
+    finally:
+        if controller is not None:
+            on_connect.clear()
+            controller.running = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(controller.announce(online=False), timeout=10.0)

@@ -59,6 +59,8 @@ class Settings:
     progress: bool = True
     interactive: bool = False
     """Read scenario/settle/status commands from stdin while running (``--interactive``)."""
+    idle: bool = False
+    """A live fleet starts stopped (``--idle``) and waits for a start on the fleet command topic."""
 
     @classmethod
     def from_env(cls, env: Env) -> Self:

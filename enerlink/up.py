@@ -20,6 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--meters", type=int, default=3, help="simulated meters (default 3; 0 = none)")
     parser.add_argument("--interval", type=float, default=None, help="seconds between data messages")
     parser.add_argument("--no-console", action="store_true", help="do not print the live console lines")
+    parser.add_argument(
+        "--idle", action="store_true", help="the simulated meters start stopped (POST /simulation/start)"
+    )
     parser.add_argument("--no-api", action="store_true", help="do not serve the HTTP API")
     parser.add_argument("--port", type=int, default=None, help="API port (ENERLINK_API_PORT, default 8000)")
 
@@ -42,7 +45,9 @@ async def run_all(args: argparse.Namespace) -> None:
     from ingest.settings import Settings as IngestSettings
 
     env = Env()
-    edge_settings = dataclasses.replace(EdgeSettings.from_env(env), meters=args.meters, console=False)
+    edge_settings = dataclasses.replace(
+        EdgeSettings.from_env(env), meters=args.meters, console=False, idle=args.idle
+    )
     if args.interval is not None:
         edge_settings = dataclasses.replace(edge_settings, interval_s=args.interval)
     api_settings = ApiSettings.from_env(env)

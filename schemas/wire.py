@@ -79,6 +79,17 @@ class Topics:
         """Retained ``online``/``offline`` (last will) of the Home Assistant bridge (:mod:`hass`)."""
         return f"{self.prefix}/ha/bridge"
 
+    @property
+    def fleet_command(self) -> str:
+        """Commands to the simulated fleet process (start, stop): ``schemas.simulation.FleetCommand``."""
+        return f"{self.prefix}/fleet/cmd"
+
+    @property
+    def fleet_state(self) -> str:
+        """The simulated fleet's state, retained (``schemas.simulation.FleetState``); its last will
+        says ``online: false``."""
+        return f"{self.prefix}/fleet/state"
+
     @staticmethod
     def shared(group: str, topic: str) -> str:
         """An MQTT 5 shared subscription: each message goes to one member of ``group``."""

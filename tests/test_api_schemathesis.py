@@ -21,9 +21,16 @@ from tests.support.aggdata import aggregate_row, insert_rows
 from tests.support.services import ServiceProcess, free_port, wait_port
 
 ST = Path(sys.executable).with_name("st")
-#: Operations that wait for a meter's acknowledgement and answer 504 when none comes (nobody answers
-#: here): excluded from the fuzz; tests/test_commands_api.py and tests/test_settlements.py cover them.
-DEVICE_POSTS = ("POST /commands", "POST /meters/{meter_id}/commands", "POST /meters/{meter_id}/settlements")
+#: Operations that wait for a meter's (or the simulated fleet's) answer and answer 504 when none comes
+#: (nobody answers here): excluded from the fuzz; tests/test_commands_api.py, tests/test_settlements.py
+#: and tests/test_simulation_api.py cover them.
+DEVICE_POSTS = (
+    "POST /commands",
+    "POST /meters/{meter_id}/commands",
+    "POST /meters/{meter_id}/settlements",
+    "POST /simulation/start",
+    "POST /simulation/stop",
+)
 
 
 def test_schemathesis_finds_no_server_errors(

@@ -283,3 +283,23 @@ def test_test_broker_keeps_every_production_limit(tmp_path: Path) -> None:
     assert ["listener", "1234", "127.0.0.1"] in local
     assert ["allow_anonymous", "true"] in local
     assert not {"password_file", "acl_file", "include_dir", "certfile"} & set(keys)
+
+
+async def test_fleet_control_topics(secured: SecuredBroker) -> None:
+    """The api (and the operator) command the simulated fleet and read its state; a meter can do
+    neither."""
+    async with _client(secured, "enerlink-sim") as sim:
+        await sim.subscribe(TOPICS.fleet_command, qos=1)
+        await sim.publish(TOPICS.fleet_state, b"fleet state", qos=1, retain=True)
+        async with _client(secured, "METER001") as meter:
+            await meter.publish(TOPICS.fleet_command, b"spoofed", qos=1)
+            await meter.publish(TOPICS.fleet_state, b"spoofed", qos=1, retain=True)
+        for user in ("enerlink-api", "enerlink-operator"):
+            async with _client(secured, user) as controller:
+                await controller.publish(TOPICS.fleet_command, user.encode(), qos=1)
+        commands = [(await _next_message(sim)).payload for _ in range(2)]
+    async with _client(secured, "enerlink-api") as api:
+        await api.subscribe(TOPICS.fleet_state, qos=1)
+        state = await _next_message(api)
+    assert commands == [b"enerlink-api", b"enerlink-operator"]
+    assert state.payload == b"fleet state"

@@ -387,3 +387,39 @@ def test_energy_panels_show_the_fleet_and_the_chosen_meter(
             ARTIFACTS.mkdir(exist_ok=True)
             browser.save_screenshot(str(ARTIFACTS / "dashboard-energy.png"))
         assert _severe(browser) == []  # while the API still runs (the WebSocket reconnects after)
+
+
+def test_dashboard_stops_and_starts_the_simulated_fleet(stack: str, browser: Any) -> None:
+    """The Stop and Start buttons drive the simulated fleet process over the API: stopped, its meters
+    go offline in the fleet table; started again (with the speed typed in), they come back online."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, WAIT_S, poll_frequency=0.2)
+    browser.get(stack + "/")
+    pill = (By.ID, "simulation-state")
+    try:
+        wait.until(lambda d: d.find_element(*pill).text == "running")
+        wait.until(lambda d: all(_cell(d, m, "state") == "online" for m in SIM_METERS))
+        wait.until(lambda d: all(_cell(d, m, "solar").endswith("W") for m in SIM_METERS))
+        assert browser.find_element(By.ID, "simulation-meters").get_attribute("value") == "2"
+        browser.find_element(By.ID, "simulation-stop").click()
+        wait.until(lambda d: d.find_element(*pill).text == "stopped")
+        assert browser.find_element(By.ID, "simulation-stop").get_attribute("disabled") is not None
+        wait.until(lambda d: all(_cell(d, m, "state") == "offline" for m in SIM_METERS))
+        speed = browser.find_element(By.ID, "simulation-speed")
+        speed.clear()
+        speed.send_keys("2")
+        browser.find_element(By.ID, "simulation-start").click()
+        wait.until(lambda d: d.find_element(*pill).text == "running")
+        wait.until(lambda d: all(_cell(d, m, "state") == "online" for m in SIM_METERS))
+        info = browser.find_element(By.ID, "simulation-info").text
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.find_element(By.ID, "simulation-section").screenshot(
+            str(ARTIFACTS / "dashboard-simulation.png")
+        )
+    state = json.loads(_get(stack + "/simulation")[1])
+    assert state["running"] is True and state["speed"] == 2 and state["meters"] == 2
+    assert "data messages sent" in info
+    assert _severe(browser) == []

@@ -1,7 +1,8 @@
 // EnerLink dashboard: the fleet at a glance, and for one meter live power (WebSocket), history
 // at 1m/5m/1h/1d and recent events. Plain JS, one library (uPlot, vendored). Talks only to this
 // server's API: GET /meters, /telemetry/latest/data, /telemetry/history/{id}, /meters/{id}/health,
-// /events, WS /ws/telemetry; the energy panels are energy.js's.
+// /events, WS /ws/telemetry; the simulated fleet: GET /simulation, POST /simulation/start|stop; the
+// energy panels are energy.js's.
 "use strict";
 
 (() => {
@@ -70,6 +71,24 @@
       throw new HttpError(response.status, detail);
     }
     return response.json();
+  }
+
+  async function post(path, body) {
+    const headers = { Accept: "application/json", "Content-Type": "application/json" };
+    if (token()) headers.Authorization = `Bearer ${token()}`;
+    const response = await fetch(path, { method: "POST", headers, body: JSON.stringify(body || {}) });
+    let payload = null;
+    try {
+      payload = await response.json();
+    } catch (_) {
+      /* not JSON */
+    }
+    if (!response.ok) {
+      let detail = payload && payload.detail !== undefined ? payload.detail : response.statusText;
+      if (Array.isArray(detail)) detail = detail.map((d) => `${(d.loc || []).slice(-1)[0]}: ${d.msg}`).join("; ");
+      throw new HttpError(response.status, typeof detail === "string" ? detail : JSON.stringify(detail));
+    }
+    return payload;
   }
 
   function showAlert(text) {
@@ -510,6 +529,54 @@
     document.dispatchEvent(new CustomEvent("enerlink:meter", { detail: meterId })); // energy.js
   }
 
+  // --- simulated fleet ---------------------------------------------------------------------------
+  function renderSimulation(state) {
+    const pill = $("#simulation-state");
+    const label = !state.online ? "no fleet process" : state.running ? "running" : "stopped";
+    pill.dataset.state = !state.online ? "offline" : state.running ? "running" : "stopped";
+    pill.textContent = label;
+    for (const [id, key] of [
+      ["#simulation-meters", "meters"],
+      ["#simulation-interval", "interval_s"],
+      ["#simulation-speed", "speed"],
+    ]) {
+      const input = $(id);
+      if (state[key] && document.activeElement !== input) input.value = state[key];
+    }
+    const scenarios = Object.entries(state.scenarios || {}).map(([name, n]) => `${name} ×${n}`);
+    $("#simulation-info").textContent = state.online
+      ? `${state.messages_sent} data messages sent · scenarios: ${scenarios.join(", ") || "none"}`
+      : "start `enerlink up` or `enerlink edge --simulate` to control a simulated fleet here";
+    $("#simulation-start").disabled = !state.online;
+    $("#simulation-stop").disabled = !state.online || !state.running;
+  }
+
+  async function refreshSimulation() {
+    renderSimulation(await api("/simulation"));
+  }
+
+  async function simulation(action) {
+    const body = {};
+    if (action === "start") {
+      for (const [id, key] of [
+        ["#simulation-meters", "meters"],
+        ["#simulation-interval", "interval_s"],
+        ["#simulation-speed", "speed"],
+      ]) {
+        const value = $(id).value.trim();
+        if (value) body[key] = Number(value);
+      }
+    }
+    try {
+      renderSimulation(await post(`/simulation/${action}`, body));
+      showAlert("");
+      window.setTimeout(() => refreshFleet().catch(() => {}), 2000);
+    } catch (error) {
+      if (error.status === 401) showAlert("This server needs an API token: enter it above (or open /?token=…).");
+      else showAlert(`Simulation ${action}: ${error.message}`);
+    }
+  }
+
   // --- start --------------------------------------------------------------------------------------
   function start() {
     takeTokenFromUrl();
@@ -523,6 +590,14 @@
       if (socket) socket.close();
       refreshFleet().catch(() => {});
     });
+    $("#simulation-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      simulation("start");
+    });
+    $("#simulation-stop").addEventListener("click", () => simulation("stop"));
+    const pollSimulation = () => refreshSimulation().catch(() => {});
+    pollSimulation();
+    window.setInterval(pollSimulation, POLL_MS);
     $("#resolution").addEventListener("change", () => {
       loadHistory();
       loadHealth();

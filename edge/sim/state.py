@@ -2,7 +2,8 @@
 
 One JSON file per simulator (``{state_dir}/sim-{client_id}.json``), written atomically (temp file,
 fsync, rename) so a crash mid-write leaves the previous state. Meters are matched by id, so a
-fleet that grows or shrinks keeps the state of the meters it still has.
+fleet that grows or shrinks keeps the state of the meters it still has, and the state of the meters
+it no longer has is kept in the file (a fleet started again with more meters continues their counters).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ VERSION = 1
 @dataclass(slots=True)
 class StateStore:
     path: Path
+    others: dict[str, Any] = field(default_factory=dict)
+    """Saved meters that the fleet restored from this file does not have; written back on save."""
 
     def save(self, sim: Simulator, seqs: np.ndarray) -> None:
         b, c = sim.battery, sim.counters
-        meters: dict[str, Any] = {}
+        meters: dict[str, Any] = {k: v for k, v in self.others.items() if k not in sim.index}
         for i, spec in enumerate(sim.fleet.meters):
             meters[spec.id] = {
                 "energy_wh": float(b.energy_wh[i]),
@@ -72,6 +75,7 @@ class StateStore:
             return 0
         saved: dict[str, Any] = document.get("meters", {})
         b, c = sim.battery, sim.counters
+        self.others = {k: v for k, v in saved.items() if k not in sim.index}
         restored = 0
         for i, spec in enumerate(sim.fleet.meters):
             entry = saved.get(spec.id)
