@@ -30,6 +30,15 @@ wait_for() { # name, command...
 }
 need() { command -v "$1" >/dev/null 2>&1; }
 is_root() { [ "$(id -u)" = 0 ]; }
+admin=() admin_known=0 admin_ok=0
+can_admin() { # root, or passwordless sudo (asked once, and only when something needs it)
+  if [ "$admin_known" = 0 ]; then
+    admin_known=1
+    if is_root; then admin_ok=1; elif need sudo && sudo -n true 2>/dev/null; then admin=(sudo -n); admin_ok=1; fi
+  fi
+  [ "$admin_ok" = 1 ]
+}
+as_admin() { if can_admin; then "${admin[@]}" "$@"; else "$@"; fi; }
 as_postgres() { if is_root; then runuser -u postgres -- "$@"; else "$@"; fi; }
 pg_bin_dir() { # the newest installed server's bin folder, or nothing
   local found="" dir
@@ -58,17 +67,13 @@ if ! port_open "$MQTT_PORT" && ! need mosquitto; then
   packages+=(mosquitto)
   need mosquitto_sub || packages+=(mosquitto-clients)
 fi
-if [ "${#packages[@]}" -gt 0 ] && need apt-get; then
-  sudo=()
-  if ! is_root && need sudo && sudo -n true 2>/dev/null; then sudo=(sudo); fi
-  if is_root || [ "${#sudo[@]}" -gt 0 ]; then
-    say "installing ${packages[*]} with apt-get"
-    if ! "${sudo[@]}" apt-get update -qq ||
-      ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}"; then
-      say "apt-get could not install ${packages[*]}"; exit 1
-    fi
-    case " ${packages[*]} " in *" postgresql "*) installed_postgresql=1 ;; esac
+if [ "${#packages[@]}" -gt 0 ] && need apt-get && can_admin; then
+  say "installing ${packages[*]} with apt-get"
+  if ! as_admin apt-get update -qq ||
+    ! as_admin env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}"; then
+    say "apt-get could not install ${packages[*]}"; exit 1
   fi
+  case " ${packages[*]} " in *" postgresql "*) installed_postgresql=1 ;; esac
 fi
 
 # --- Redis ---------------------------------------------------------------------------------------
@@ -92,15 +97,16 @@ if [ "$installed_postgresql" = 1 ] && [ -n "$cluster" ]; then
   # initialised under .run/ below (the package's default asks every TCP client for one).
   hba="$PG_ETC_DIR/$cluster/main/pg_hba.conf"
   say "letting 127.0.0.1 connect to the new cluster without a password ($hba)"
-  rules=$(cat "$hba")
-  printf 'host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n%s\n' "$rules" >"$hba"
-  if port_open "$PG_PORT"; then pg_ctlcluster --skip-systemctl-redirect "$cluster" main reload; fi
+  rules=$(as_admin cat "$hba")
+  printf 'host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n%s\n' "$rules" |
+    as_admin tee "$hba" >/dev/null
+  if port_open "$PG_PORT"; then as_admin pg_ctlcluster --skip-systemctl-redirect "$cluster" main reload; fi
 fi
 if port_open "$PG_PORT"; then
   say "postgresql answers on 127.0.0.1:$PG_PORT"
 elif [ -n "$cluster" ] && need pg_ctlcluster; then
   say "starting the system postgresql cluster"
-  pg_ctlcluster --skip-systemctl-redirect "$cluster" main start
+  as_admin pg_ctlcluster --skip-systemctl-redirect "$cluster" main start
   wait_for postgresql port_open "$PG_PORT"
 elif [ -n "$pg_bin" ]; then
   data="$RUN_DIR/postgres"

@@ -78,25 +78,20 @@ class Sandbox:
 
     def add_apt_get(self) -> None:
         """apt-get that logs ``DEBIAN_FRONTEND`` and its arguments, and installs by linking."""
-        links = {
-            "redis-server": [("redis-server", _real("redis-server"))],
-            "redis-tools": [("redis-cli", _real("redis-cli"))],
-            "mosquitto": [("mosquitto", _real("mosquitto"))],
-            "mosquitto-clients": [("mosquitto_sub", _real("mosquitto_sub"))],
-            "postgresql": [],
-            "postgresql-client": [("psql", str(PG_VERSIONS[-1].parent / "psql"))],
+
+        def link(*targets: str) -> str:
+            return " ".join(f'ln -s "{target}" "{self.fake_bin}/";' for target in targets)
+
+        installs = {
+            "redis-server": link(_real("redis-server")),
+            "redis-tools": link(_real("redis-cli")),
+            "mosquitto": link(_real("mosquitto")),
+            "mosquitto-clients": link(_real("mosquitto_sub")),
         }
-        cases = "\n".join(
-            f"      {package}) "
-            + " ".join(f'ln -s "{target}" "{self.fake_bin}/{name}";' for name, target in items)
-            + (
-                f' ln -s "{PG_VERSIONS[-1].parent.parent}" "{self.root}/pg-lib/";'
-                if package == "postgresql"
-                else ""
-            )
-            + " ;;"
-            for package, items in links.items()
-        )
+        if PG_VERSIONS:  # the server's folder (found by the script), psql on the PATH
+            installs["postgresql"] = f'ln -s "{PG_VERSIONS[-1].parents[1]}" "{self.root}/pg-lib/";'
+            installs["postgresql-client"] = link(str(PG_VERSIONS[-1].parent / "psql"))
+        cases = "\n".join(f"      {package}) {command} ;;" for package, command in installs.items())
         _write_exe(
             self.fake_bin / "apt-get",
             f"""#!/bin/bash
@@ -120,8 +115,9 @@ fi
         _write_exe(
             self.fake_bin / "sudo",
             f"""#!/bin/bash
-if [ "$1" = -n ]; then {"exit 0" if sudo else "echo 'sudo: a password is required' >&2; exit 1"}; fi
+[ "$1" = -n ] && shift
 echo "sudo $*" >>"{self.apt_log}"
+if [ "$*" = true ]; then {"exit 0" if sudo else "echo 'sudo: a password is required' >&2; exit 1"}; fi
 exec "$@"
 """,
         )
@@ -283,6 +279,7 @@ def test_with_passwordless_sudo_only_the_missing_packages_are_installed(sandbox:
     assert result.returncode == 0, out
     assert "[services] installing redis-server redis-tools with apt-get" in out
     assert sandbox.apt_calls() == [
+        "sudo true",  # may it? (without a password)
         "sudo apt-get update -qq",
         "apt-get DEBIAN_FRONTEND= update -qq",
         "sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server redis-tools",
@@ -292,6 +289,12 @@ def test_with_passwordless_sudo_only_the_missing_packages_are_installed(sandbox:
     assert client.ping()
     client.close()
     assert "mosquitto answers" in out and "postgresql answers" in out
+    # Nothing missing: sudo is not even asked.
+    calls = sandbox.apt_calls()
+    again = sandbox.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "redis answers" in again.stdout
+    assert sandbox.apt_calls() == calls
 
 
 @pytest.mark.parametrize("sudo", [False, None], ids=["sudo-asks-a-password", "no-sudo"])
@@ -303,7 +306,7 @@ def test_a_user_who_cannot_install_gets_the_apt_line(sandbox: Sandbox, sudo: boo
     assert "[services] redis-server is not installed" in result.stdout
     assert "[services] mosquitto is not installed" in result.stdout
     assert f"[services]   {APT_LINE}" in result.stdout
-    assert sandbox.apt_calls() == []
+    assert sandbox.apt_calls() == (["sudo true"] if sudo is False else [])  # asked, refused
     assert not (sandbox.fake_bin / "redis-server").exists()
 
 
