@@ -24,6 +24,12 @@ tasks queued (cpython gh-115634, fixed only in later releases).
 Worker processes die with the aggregator: a kill -9 of the main process would otherwise leave them
 blocked on their task queue forever (each holds both ends of it), so each asks Linux for SIGKILL
 when its parent goes (``PR_SET_PDEATHSIG``).
+
+Worker processes ignore SIGINT and SIGTERM: Ctrl-C reaches the whole process group, and a service
+manager may signal every process of the service, but the aggregator owns the shutdown (it drains,
+then shuts the pool down). They are started with both signals blocked, the way ``multiprocessing``
+starts its resource tracker, so one arriving while a worker still imports is held, then discarded by
+the initializer's ``SIG_IGN``: no ``KeyboardInterrupt`` traceback from a worker, whenever it comes.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _PR_SET_PDEATHSIG = 1
+_PARENT_OWNS = (signal.SIGINT, signal.SIGTERM)  # the signals worker processes leave to the parent
 
 
 class ComputePool(Executor):
@@ -67,8 +74,14 @@ class ComputePool(Executor):
             initializer=_init_worker,
             initargs=(os.getpid(),),
         )
-        for _ in range(self.workers):  # spawn them all now (one per task while none is idle)
-            pool.submit(os.getpid)
+        # Spawned with SIGINT/SIGTERM blocked (the mask is inherited); the pool's threads started
+        # here keep them blocked too, which is harmless: the event loop's thread still takes them.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _PARENT_OWNS)
+        try:
+            for _ in range(self.workers):  # spawn them all now (one per task while none is idle)
+                pool.submit(os.getpid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return pool
 
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
@@ -122,9 +135,18 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _leave_signals_to_parent() -> None:
+    """Ignore SIGINT/SIGTERM (the parent drains and shuts the pool down), then unblock them."""
+    for sig in _PARENT_OWNS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _PARENT_OWNS)
+
+
 def _init_worker(parent: int) -> None:
-    """Worker initializer: die with the parent; import what every task runs (numpy, msgspec,
-    redis...) now, while the pool starts between jobs, not in the first job after a renewal."""
+    """Worker initializer: leave SIGINT/SIGTERM to the parent; die with the parent; import what
+    every task runs (numpy, msgspec, redis...) now, while the pool starts between jobs, not in the
+    first job after a renewal."""
+    _leave_signals_to_parent()
     _die_with_parent(parent)
     import aggregator.compute
     import aggregator.reader  # noqa: F401

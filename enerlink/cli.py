@@ -39,9 +39,15 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(args_list)
-    args = parser.parse_args(args_list)
-    result: int = args._main(args)
+    try:
+        parser = build_parser(args_list)
+        args = parser.parse_args(args_list)
+        result: int = args._main(args)
+    except KeyboardInterrupt:
+        # Ctrl-C before a service's runner took the signals over (while its modules import) or in a
+        # command that has no runner: stopped, nothing drained, no traceback.
+        print(f"enerlink: interrupted ({' '.join(args_list[:1]) or 'no command'})", file=sys.stderr)
+        return 130
     return result
 
 

@@ -12,6 +12,8 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +70,30 @@ async def run_all(args: argparse.Namespace) -> None:
     )
     ready = asyncio.Event()
     async with asyncio.TaskGroup() as group:
-        group.create_task(ingest.service.run(ingest_settings, ready=ready), name="ingest")
-        group.create_task(aggregator.service.run(AggregatorSettings.from_env(env)), name="aggregator")
-        group.create_task(archiver.service.run(ArchiverSettings.from_env(env)), name="archiver")
+
+        def start(name: str, service: Coroutine[Any, Any, object]) -> None:
+            group.create_task(service, name=name).add_done_callback(_report_stopped)
+
+        start("ingest", ingest.service.run(ingest_settings, ready=ready))
+        start("aggregator", aggregator.service.run(AggregatorSettings.from_env(env)))
+        start("archiver", archiver.service.run(ArchiverSettings.from_env(env)))
         if not args.no_api:
-            group.create_task(api.service.run(api_settings), name="api")
+            start("api", api.service.run(api_settings))
         if not args.no_console:
-            group.create_task(console.run(common), name="console")
+            start("console", console.run(common))
         if hass_settings.enabled:
             hass_ready = asyncio.Event()
-            group.create_task(hass.service.run(hass_settings, ready=hass_ready), name="hass")
+            start("hass", hass.service.run(hass_settings, ready=hass_ready))
             await hass_ready.wait()
         await ready.wait()  # meters start once the ingest's subscription is in place
         if args.meters > 0:
-            group.create_task(edge.service.run(edge_settings), name="edge")
+            start("edge", edge.service.run(edge_settings))
+
+
+def _report_stopped(task: asyncio.Task[Any]) -> None:
+    """One line per service as it finishes its drain (a failure is reported by the task group)."""
+    if task.cancelled() or task.exception() is None:
+        log.info("up: %s stopped", task.get_name())
 
 
 def main(args: argparse.Namespace) -> int:

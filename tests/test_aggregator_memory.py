@@ -8,6 +8,7 @@ control. What is asserted is the mechanism: which processes compute, and when th
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import signal
@@ -99,6 +100,30 @@ def test_workers_die_with_a_killed_aggregator() -> None:
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [p for p in workers if _alive(p)]
+
+
+@pytest.mark.parametrize("when", ["starting", "idle"])
+async def test_workers_leave_sigint_and_sigterm_to_the_aggregator(
+    when: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C reaches the whole process group, a service manager may signal every process: a worker
+    still importing (``starting``) or waiting for a task (``idle``) neither dies nor prints a
+    ``KeyboardInterrupt`` traceback; the aggregator shuts it down when it has drained."""
+    async with memory.ComputePool(2) as pool:
+        workers = pool.pids()
+        assert len(workers) == 2
+        if when == "idle":
+            assert {pool.submit(os.getpid).result(timeout=60) for _ in range(4)} <= set(workers)
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)
+            os.kill(pid, signal.SIGTERM)
+        assert {pool.submit(os.getpid).result(timeout=60) for _ in range(6)} <= set(workers)
+        await asyncio.sleep(0.5)  # a worker the signals would end has gone by now
+        assert pool.pids() == workers and all(_alive(p) for p in workers)
+        assert await pool.job_done() is False  # not broken: nothing to replace
+    assert not [p for p in workers if _alive(p)]  # shut down by the pool
+    err = capfd.readouterr().err
+    assert "KeyboardInterrupt" not in err and "Traceback" not in err, err
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
