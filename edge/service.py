@@ -13,12 +13,15 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from edge.metrics import register_publisher
+from edge.delivery import Delivery
+from edge.metrics import register_log, register_publisher
 from edge.publish_log import PublishLog
 from edge.publisher import Publisher, PublisherConfig
+from edge.readings_log import ReadingsLog
 from edge.settings import Settings
 from edge.sim import fleet as fleet_mod
 from edge.sim.clock import Clock
@@ -49,6 +52,23 @@ def state_path(settings: Settings) -> StateStore:
     return StateStore(settings.state_dir / f"sim-{settings.client_id}.json")
 
 
+def log_path(settings: Settings) -> Path:
+    """The fleet's delivery log (:mod:`edge.readings_log`), next to its state and outbox."""
+    return settings.state_dir / f"sim-{settings.client_id}-log.sqlite3"
+
+
+def resume_seqs(readings: ReadingsLog, ids: list[str], seqs: np.ndarray) -> int:
+    """Continue every meter's ``seq`` after the highest it logged (the saved state may be older than
+    the last tick before a crash); returns how many meters the log moved forward."""
+    moved = 0
+    for i, meter_id in enumerate(ids):
+        highest = readings.highest(meter_id)
+        if highest > seqs[i]:
+            seqs[i] = highest
+            moved += 1
+    return moved
+
+
 async def run(
     settings: Settings,
     *,
@@ -72,6 +92,11 @@ async def run(
     store = state_path(settings)
     seqs = np.zeros(sim.size, dtype=np.int64)
     restored = 0 if clock.backfill else store.restore(sim, seqs)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    readings = ReadingsLog(log_path(settings), settings=settings.log)
+    moved = resume_seqs(readings, fleet.ids, seqs)
+    if moved:
+        log.info("seq of %d meters continues from the delivery log (newer than the saved state)", moved)
     log.info(
         "simulating %d meters (%s), interval %.1f s, speed %.1f, %s, restored state of %d",
         sim.size,
@@ -90,11 +115,10 @@ async def run(
         # hours to drain a minute of a large fleet's backlog)
         replay_rate=max(20.0, 0.5 * sim.size / settings.interval_s * max(1.0, settings.speed)),
     )
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
     publish_log: PublishLog | None = None
     if settings.publish_log is not None:
         publish_log = PublishLog(settings.publish_log, data_topic=settings.common.topics.data)
-    with publish_log or contextlib.nullcontext():
+    with readings, publish_log or contextlib.nullcontext():
         async with Publisher(
             config=config, on_acked=publish_log.record if publish_log is not None else None
         ) as pub:
@@ -105,6 +129,7 @@ async def run(
                 pub=pub,
                 store=store,
                 seqs=seqs,
+                readings=readings,
                 steps=1 if once else (max_steps if max_steps is not None else settings.max_steps),
                 on_ready=on_ready,
             )
@@ -118,6 +143,7 @@ async def _serve(
     pub: Publisher,
     store: StateStore,
     seqs: np.ndarray,
+    readings: ReadingsLog,
     steps: int | None,
     on_ready: Callable[[FleetRunner], None] | None,
 ) -> None:
@@ -125,7 +151,19 @@ async def _serve(
     metrics = SimMetrics()
     metrics.meters.set(sim.size)
     register_publisher(metrics.registry, lambda: pub.stats)
+    register_log(metrics.registry, lambda: readings.stats)
     metrics.serve(settings.metrics_port)
+    live_rate = sim.size / settings.interval_s * max(1.0, settings.speed)
+    delivery = Delivery(
+        log=readings,
+        pub=pub,
+        topics=settings.common.topics,
+        meters=sim.index,
+        clock=lambda: sim.last_epoch if clock.backfill and sim.last_epoch else clock.now(),
+        # a fleet re-sends at least a quarter of its live rate (one meter's default would take hours)
+        rate=max(settings.log.resend_rate, 0.25 * live_rate),
+        pending_limit=max(16, sim.size),
+    )
     runner = FleetRunner(
         metrics=metrics,
         settings=settings,
@@ -134,6 +172,8 @@ async def _serve(
         store=store,
         seqs=seqs,
         started_epoch=clock.start if clock.start is not None else time.time(),
+        readings=readings,
+        delivery=delivery,
     )
     if on_ready is not None:
         on_ready(runner)
@@ -142,10 +182,14 @@ async def _serve(
             await asyncio.wait_for(pub.wait_connected(), timeout=10.0)
         if settings.commands:
             await pub.subscribe(settings.common.topics.command("+"))
+        await pub.subscribe(settings.common.topics.all_confirm, qos=1)  # kept across reconnects
         await runner.presence(True)
         async with asyncio.TaskGroup() as group:
             ticks = group.create_task(tick_loop(runner, clock, max_steps=steps), name="sim-ticks")
-            background = [group.create_task(command_loop(runner, clock), name="sim-commands")]
+            background = [
+                group.create_task(command_loop(runner, clock), name="sim-commands"),
+                group.create_task(delivery.run(), name="sim-delivery"),
+            ]
             if isinstance(sim.weather, OpenMeteoWeather):
                 background.append(group.create_task(weather_loop(runner), name="sim-weather"))
             watched = {ticks}

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from edge.readings_log import LogSettings
 from enerlink.config import CommonSettings, ConfigError, Env
 
 DataCallback = Callable[[dict[str, Any]], None]
@@ -59,6 +60,8 @@ class Settings:
     progress: bool = True
     interactive: bool = False
     """Read scenario/settle/status commands from stdin while running (``--interactive``)."""
+    log: LogSettings = field(default_factory=LogSettings)
+    """The delivery log (kept until confirmed) and re-sends (:mod:`edge.delivery`)."""
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -87,6 +90,7 @@ class Settings:
             client_id=env.str("SIM_CLIENT_ID", "enerlink-sim"),
             metrics_port=env.int("EDGE_METRICS_PORT", 0),
             publish_log=Path(publish_log).expanduser() if publish_log else None,
+            log=LogSettings.from_env(env),
         )
         settings.validate()
         return settings
