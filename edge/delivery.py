@@ -256,15 +256,16 @@ class Delivery:
 
     async def _resend_timer(self) -> None:
         period = min(5.0, max(0.1, self.log.settings.resend_after_s / 4))
+        sent = 0
         while True:
+            if not sent:  # the first round waits too: retained confirmations land first
+                await asyncio.sleep(period)
             try:
                 sent = await self.resend_due()
             except Exception:  # one boundary per round (a full disk, a bug): log, count, carry on
                 log.exception("re-sending unconfirmed readings failed")
                 self.log.stats.errors += 1
                 sent = 0
-            if not sent:
-                await asyncio.sleep(period)
 
     async def _prune(self) -> None:
         while True:
