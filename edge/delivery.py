@@ -2,10 +2,11 @@
 publisher, shared by the simulated fleet and the hardware edge.
 
 * **Confirmations** (``Topics.confirm(meter)``, retained, QoS 1): every logged ``seq <= through`` and
-  in ``ranges`` is marked confirmed. A confirmation naming seqs above the meter's highest logged seq
-  is stale (from before a re-flash reset ``seq``): the parts above are ignored, the rest confirms only
-  rows logged before its ``at``, and it is counted. Malformed or naming another meter: counted,
-  logged once per kind, ignored.
+  in ``ranges`` is marked confirmed (those arriving within :data:`CONFIRM_BATCH_S` in one
+  transaction). A confirmation naming seqs above the meter's highest logged seq is stale (from before
+  a re-flash reset ``seq``): the parts above are ignored, the rest confirms only rows logged before
+  its ``at``, and it is counted. Malformed or naming another meter: counted, logged once per kind,
+  ignored.
 * **Resend requests** (``{"cmd": "resend", "ranges": [[a, b], ...], "id": ...}`` on the meter's
   command topic): queued (at most ``pending_limit``), served one at a time: the stored bytes are
   republished unchanged on ``Topics.resent`` at the shared bounded rate, then the ack goes out on
@@ -34,7 +35,7 @@ import orjson
 from pydantic import ValidationError
 
 from edge.publisher import Publisher
-from edge.readings_log import Logged, ReadingsLog
+from edge.readings_log import Confirm, Logged, ReadingsLog
 from schemas.delivery import (
     MAX_RESEND_READINGS,
     RESEND_COMMAND,
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 60.0
 TIMER_BATCH = 100
+CONFIRM_BATCH_S = 0.1
+FIRST_ROUND_S = 1.0
 
 
 def iso(epoch_s: float) -> str:
@@ -103,6 +106,8 @@ class Delivery:
         self.pace = Pace(log.settings.resend_rate if rate is None else rate)
         self.pending_limit = max(1, pending_limit)
         self._requests: asyncio.Queue[tuple[str, ResendCommand]] = asyncio.Queue()
+        self._confirmations: list[Confirm] = []
+        self._confirmed = asyncio.Event()
         self._warned: set[str] = set()
 
     # --- confirmations --------------------------------------------------------------------------
@@ -114,19 +119,20 @@ class Delivery:
             return parts[1]
         return None
 
-    def on_confirmation(self, topic: str, payload: bytes) -> int:
-        """Apply one confirmation; returns the rows it confirmed. Never raises on bad input."""
+    def on_confirmation(self, topic: str, payload: bytes) -> bool:
+        """Check one confirmation and queue it for :meth:`apply_confirmations` (one transaction for
+        all that arrived meanwhile); False when it is ignored. Never raises on bad input."""
         meter_id = self.confirm_meter(topic)
         if meter_id is None or meter_id not in self.meters or not payload:
-            return 0  # not ours (another fleet's meter), or a retained confirmation being cleared
+            return False  # not ours (another fleet's meter), or a retained confirmation being cleared
         try:
             confirmation = Confirmation.model_validate_json(payload)
         except ValidationError as exc:
             self._invalid("malformed", f"{topic}: {exc.errors()[0]['msg']}")
-            return 0
+            return False
         if confirmation.meterId != meter_id:
             self._invalid("foreign", f"{topic} carries meterId {confirmation.meterId!r}")
-            return 0
+            return False
         highest = self.log.highest(meter_id)
         through, ranges = confirmation.through, list(confirmation.ranges)
         before_ms: int | None = None
@@ -135,7 +141,21 @@ class Delivery:
             through = min(through, highest)
             ranges = [(first, min(last, highest)) for first, last in ranges if first <= highest]
             before_ms = int(confirmation.at.timestamp() * 1000)
-        return self.log.confirm(meter_id, through=through, ranges=ranges, created_before_ms=before_ms)
+        self._confirmations.append(Confirm(meter_id, through, tuple(ranges), before_ms))
+        self._confirmed.set()
+        return True
+
+    def apply_confirmations(self) -> int:
+        """Mark what the queued confirmations name; returns the rows confirmed."""
+        pending, self._confirmations = self._confirmations, []
+        self._confirmed.clear()
+        if not pending:
+            return 0
+        started = time.perf_counter()
+        changed = self.log.confirm_many(pending)
+        elapsed = time.perf_counter() - started
+        log.debug("%d confirmations marked %d readings in %.3f s", len(pending), changed, elapsed)
+        return changed
 
     def _invalid(self, kind: str, detail: str) -> None:
         counts = self.log.stats.invalid_confirmations
@@ -235,6 +255,7 @@ class Delivery:
         """One round of the timer: republish due unconfirmed rows (at most :data:`TIMER_BATCH`)."""
         if not self.pub.connected or self.pub.stats.queued > 0:
             return 0
+        self.apply_confirmations()  # what arrived meanwhile is not due any more
         sent: list[Logged] = []
         started = time.perf_counter()
         for row in self.log.due(limit=TIMER_BATCH):
@@ -256,9 +277,10 @@ class Delivery:
 
     async def _resend_timer(self) -> None:
         period = min(5.0, max(0.1, self.log.settings.resend_after_s / 4))
+        await asyncio.sleep(max(period, FIRST_ROUND_S))  # the retained confirmations land first
         sent = 0
         while True:
-            if not sent:  # the first round waits too: retained confirmations land first
+            if not sent:
                 await asyncio.sleep(period)
             try:
                 sent = await self.resend_due()
@@ -266,6 +288,16 @@ class Delivery:
                 log.exception("re-sending unconfirmed readings failed")
                 self.log.stats.errors += 1
                 sent = 0
+
+    async def _apply_confirmations(self) -> None:
+        while True:
+            await self._confirmed.wait()
+            await asyncio.sleep(CONFIRM_BATCH_S)  # gather what arrives meanwhile into one transaction
+            try:
+                self.apply_confirmations()
+            except Exception:
+                log.exception("applying confirmations failed")
+                self.log.stats.errors += 1
 
     async def _prune(self) -> None:
         while True:
@@ -279,6 +311,7 @@ class Delivery:
     async def run(self) -> None:
         """Serve resend requests, re-send unconfirmed readings and prune the log until cancelled."""
         async with asyncio.TaskGroup() as group:
+            group.create_task(self._apply_confirmations(), name="edge-confirmations")
             group.create_task(self._serve_requests(), name="edge-resend-requests")
             group.create_task(self._resend_timer(), name="edge-resend-timer")
             group.create_task(self._prune(), name="edge-log-prune")

@@ -41,6 +41,7 @@ _SCHEMA = (
     )
     """,
     "create index if not exists readings_due on readings (next_resend_ms) where confirmed_ms is null",
+    "create index if not exists readings_unconfirmed on readings (meter_id, seq) where confirmed_ms is null",
     "create index if not exists readings_created on readings (created_ms, meter_id, seq)",
 )
 _CHUNK = 500
@@ -102,6 +103,17 @@ class Entry:
     seq: int
     topic: str
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    """One confirmation to apply: ``seq <= through`` and ``ranges`` (optionally only rows logged
+    before ``created_before_ms``)."""
+
+    meter_id: str
+    through: int
+    ranges: tuple[tuple[int, int], ...] = ()
+    created_before_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,23 +231,31 @@ class ReadingsLog:
     ) -> int:
         """Mark confirmed every unconfirmed row of the meter with ``seq <= through`` or in ``ranges``
         (and, when given, logged before ``created_before_ms``); returns how many rows changed."""
+        item = Confirm(meter_id, through, tuple(ranges), created_before_ms)
+        return self.confirm_many([item], now_ms=now_ms)
+
+    def confirm_many(self, items: Iterable[Confirm], *, now_ms: int | None = None) -> int:
+        """Apply several confirmations in one transaction (a fleet gets many per second)."""
         now = _now_ms() if now_ms is None else now_ms
-        parts: list[tuple[int, int]] = [(1, through)] if through >= 1 else []
-        parts += list(ranges)
-        if not parts:
+        statements: list[tuple[str, tuple[object, ...]]] = []
+        for item in items:
+            parts = ([(1, item.through)] if item.through >= 1 else []) + list(item.ranges)
+            extra = "" if item.created_before_ms is None else " and created_ms <= ?"
+            tail: tuple[int, ...] = () if item.created_before_ms is None else (item.created_before_ms,)
+            for first, last in parts:
+                # the partial index holds only unconfirmed rows: confirmed history is never scanned
+                sql = (
+                    "update readings indexed by readings_unconfirmed set confirmed_ms = ?"
+                    f" where meter_id = ? and seq between ? and ? and confirmed_ms is null{extra}"
+                )
+                statements.append((sql, (now, item.meter_id, first, last, *tail)))
+        if not statements:
             return 0
-        extra = "" if created_before_ms is None else " and created_ms <= ?"
-        tail: tuple[int, ...] = () if created_before_ms is None else (created_before_ms,)
         changed = 0
         self._db.execute("begin immediate")
         try:
-            for first, last in parts:
-                cur = self._db.execute(
-                    "update readings set confirmed_ms = ? where meter_id = ? and seq between ? and ?"
-                    f" and confirmed_ms is null{extra}",
-                    (now, meter_id, first, last, *tail),
-                )
-                changed += cur.rowcount or 0
+            for sql, params in statements:
+                changed += self._db.execute(sql, params).rowcount or 0
             self._db.execute("commit")
         except BaseException:
             self._db.execute("rollback")

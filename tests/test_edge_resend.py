@@ -118,6 +118,8 @@ async def test_unconfirmed_readings_are_resent_after_the_timeout_and_confirmed_o
         try:
             twice = lambda: len(got.by_seq(topics.resent, "METER002").get(1, [])) >= 2  # noqa: E731
             await wait_for(twice, limit_s=30)
+            path = log_path(settings)
+            await wait_for(lambda: log_rows(path)[("METER002", 1)].resends >= 2, limit_s=10)
         finally:
             await _stop(task)
         await send(common, topics.confirm("METER001"), b"", retain=True)
