@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import generate_latest
 
 from edge.readings_log import Entry, LogSettings, ReadingsLog
 from edge.service import log_path, run
@@ -92,6 +93,8 @@ async def test_confirmations_mark_exactly_through_and_ranges(env: Env) -> None:
         await wait_for(lambda: sum(invalid.values()) >= 5)
         await asyncio.sleep(0.3)
         assert invalid == {"stale": 1, "malformed": 3, "foreign": 1}
+        scraped = generate_latest(runner.metrics.registry).decode()
+        assert 'enerlink_edge_log_invalid_confirmations_total{kind="malformed"} 3.0' in scraped
         assert stats.confirmed == 4
         after = log_rows(log_path(settings))
         assert {key for key, row in after.items() if row.confirmed} == confirmed

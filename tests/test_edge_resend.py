@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client import generate_latest
 
 from edge.hardware.model import LabModel
 from edge.hardware.runner import HardwareConfig, emulated_bus, run_hardware
@@ -73,6 +74,11 @@ async def test_resend_request_republishes_the_stored_bytes_and_names_what_is_not
             assert payloads == data[meter][seq]  # exactly the bytes published live, once
     stats = runner.readings.stats
     assert (stats.resent_request, stats.not_held, stats.resend_requests) == (4, 5, {"ok": 2})
+    scraped = generate_latest(runner.metrics.registry).decode()
+    assert 'enerlink_edge_log_resent_total{reason="request"} 4.0' in scraped
+    assert 'enerlink_edge_resend_requests_total{outcome="ok"} 2.0' in scraped
+    assert "enerlink_edge_log_not_held_total 5.0" in scraped
+    assert "enerlink_edge_log_confirmed_total 2.0" in scraped
 
 
 async def test_bad_resend_requests_are_refused_with_a_reason(env: Env) -> None:

@@ -4,8 +4,12 @@ Tasks (one TaskGroup): ``sample`` (every sensor at ``sample_rate_hz``, in a work
 I2C is blocking; at each interval boundary the interval is summarised, energy added to the
 counters and a data message queued), ``send`` (hands messages to the publisher), ``status``
 (every ``status_interval_s``, at once when a sensor is lost or found, and after every (re)connect
-via the publisher's hook) and ``commands`` (``settle``, ``status_now`` on the meter's command topic,
-acknowledged on its ack topic). Counters are persisted at most every ``persist_every_s`` and on exit.
+via the publisher's hook), ``commands`` (``settle``, ``status_now``, ``resend`` on the meter's command
+topic, acknowledged on its ack topic; confirmations on its confirm topic) and ``delivery``
+(:mod:`edge.delivery`: resend requests, timed re-sends, pruning). Every data message is written to the
+delivery log (:mod:`edge.readings_log`) as it is made, before it is queued for the publisher, and
+``seq`` continues from the log's newest after a restart. Counters are persisted at most every
+``persist_every_s`` and on exit.
 """
 
 from __future__ import annotations

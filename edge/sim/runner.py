@@ -1,6 +1,10 @@
 """The simulated fleet on the wire: one MQTT connection (``edge.publisher.Publisher``) for every
 meter, data every interval, status every 30 s (QoS 2), commands in and acks out, state saved.
 
+Every tick's data messages are written to the delivery log (:mod:`edge.readings_log`) in one
+transaction before the first is handed to the publisher; confirmations (``{prefix}/meters/+/confirm``)
+and ``resend`` commands go to :mod:`edge.delivery`.
+
 One process, one connection, many meters: a per-meter MQTT last will is impossible, so each
 simulated meter's retained presence (``{prefix}/meters/{id}/presence``) is set to
 ``{"online": true}`` at start and ``{"online": false}`` on a clean shutdown only.
