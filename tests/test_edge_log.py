@@ -202,6 +202,9 @@ def test_row_cap_is_enforced_as_readings_are_logged(tmp_path: Path) -> None:
         log.append_many([Entry(m, 7, "t/data", b"x" * 10) for m in ("A", "B")], now_ms=base + 7)
         assert log.stats.rows == 10
         assert log.stats.pruned == 4 and log.stats.dropped_unconfirmed == 1  # A3, then B1 (oldest)
+        kept = (log.stats.rows, log.stats.bytes, log.stats.unconfirmed)
+    with ReadingsLog(path) as fresh:  # the running counts equal a recount of the file
+        assert (fresh.stats.rows, fresh.stats.bytes, fresh.stats.unconfirmed) == kept == (10, 100, 10)
     rows = log_rows(path)
     assert sorted(s for m, s in rows if m == "A") == [4, 5, 6, 7]
     assert sorted(s for m, s in rows if m == "B") == [2, 3, 4, 5, 6, 7]
