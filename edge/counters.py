@@ -7,7 +7,8 @@
 * SD-card friendly: :meth:`Counters.maybe_persist` writes at most every ``persist_every_s``
   (default 60 s), plus :meth:`Counters.close` on exit. A crash loses at most that much energy.
 * ``seq`` is reserved in blocks (``seq_block``): the stored high-water mark is always ahead of every
-  number handed out, so after a crash ``seq`` jumps forward (a gap the backend sees) but never repeats.
+  number handed out, so after a crash ``seq`` jumps forward but never repeats. The hardware edge then
+  continues from its delivery log instead (:meth:`Counters.resume_after`), so there is no jump.
 """
 
 from __future__ import annotations
@@ -141,6 +142,14 @@ class Counters:
             self.state.seq_reserved = self.state.seq + self.seq_block - 1
             self.persist()
         return self.state.seq
+
+    def resume_after(self, seq: int) -> None:
+        """Continue with ``seq + 1`` (the highest ``seq`` in the edge's delivery log, which every
+        published message went through): after a crash no number is skipped or issued twice. The
+        reserved block stays ahead, so nothing needs writing here."""
+        if seq > 0:
+            self.state.seq = seq
+            self.state.seq_reserved = max(self.state.seq_reserved, seq)
 
     def settle(self, *, now: float | None = None) -> dict[str, float]:
         """Reset ``settlement`` (persisted at once); returns the settled values for the ack."""

@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from edge.publisher import PublisherStats
+from edge.readings_log import LogStats
 
 
 class PublisherCollector(Collector):
@@ -45,3 +46,59 @@ class PublisherCollector(Collector):
 
 def register_publisher(registry: CollectorRegistry, stats: Callable[[], PublisherStats | None]) -> None:
     registry.register(PublisherCollector(stats))
+
+
+class LogCollector(Collector):
+    """The delivery log's counters (:class:`edge.readings_log.LogStats`), read at scrape time."""
+
+    def __init__(self, stats: Callable[[], LogStats | None]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        if stats is None:
+            return
+        counters = {
+            "logged": ("data messages written to the delivery log before publishing", stats.logged),
+            "confirmed": ("logged readings the pipeline confirmed it stored", stats.confirmed),
+            "not_held": ("readings asked for in resend requests that the log does not hold", stats.not_held),
+            "pruned": ("rows pruned from the delivery log (keep window and caps)", stats.pruned),
+            "dropped_unconfirmed": (
+                "UNCONFIRMED readings pruned because the log was full (lost unless stored)",
+                stats.dropped_unconfirmed,
+            ),
+            "errors": ("re-send rounds or prunes that failed", stats.errors),
+        }
+        for name, (text, value) in counters.items():
+            yield CounterMetricFamily(f"enerlink_edge_log_{name}", text, value=value)
+        resent = CounterMetricFamily(
+            "enerlink_edge_log_resent", "readings republished on the resent topic", labels=["reason"]
+        )
+        resent.add_metric(["request"], stats.resent_request)
+        resent.add_metric(["timer"], stats.resent_timer)
+        yield resent
+        invalid = CounterMetricFamily(
+            "enerlink_edge_log_invalid_confirmations",
+            "confirmations ignored (malformed, foreign) or partly ignored (stale)",
+            labels=["kind"],
+        )
+        for kind in ("malformed", "foreign", "stale"):
+            invalid.add_metric([kind], stats.invalid_confirmations.get(kind, 0))
+        yield invalid
+        requests = CounterMetricFamily(
+            "enerlink_edge_resend_requests", "resend requests by outcome", labels=["outcome"]
+        )
+        for outcome in ("ok", "invalid", "oversized", "busy", "failed"):
+            requests.add_metric([outcome], stats.resend_requests.get(outcome, 0))
+        yield requests
+        gauges = {
+            "unconfirmed": ("logged readings not yet confirmed", stats.unconfirmed),
+            "rows": ("rows in the delivery log", stats.rows),
+            "bytes": ("payload bytes in the delivery log", stats.bytes),
+        }
+        for name, (text, value) in gauges.items():
+            yield GaugeMetricFamily(f"enerlink_edge_log_{name}", text, value=value)
+
+
+def register_log(registry: CollectorRegistry, stats: Callable[[], LogStats | None]) -> None:
+    registry.register(LogCollector(stats))

@@ -17,12 +17,15 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import numpy as np
 
-from edge.metrics import register_publisher
+from edge.delivery import Delivery
+from edge.metrics import register_log, register_publisher
 from edge.publish_log import PublishLog
 from edge.publisher import Publisher, PublisherConfig
+from edge.readings_log import ReadingsLog, resume_seqs
 from edge.settings import Settings
 from edge.sim import fleet as fleet_mod
 from edge.sim.clock import Clock
@@ -54,6 +57,11 @@ def state_path(settings: Settings) -> StateStore:
     return StateStore(settings.state_dir / f"sim-{settings.client_id}.json")
 
 
+def log_path(settings: Settings) -> Path:
+    """The fleet's delivery log (:mod:`edge.readings_log`), next to its state and outbox."""
+    return settings.state_dir / f"sim-{settings.client_id}-log.sqlite3"
+
+
 async def run(
     settings: Settings,
     *,
@@ -77,6 +85,11 @@ async def run(
     store = state_path(settings)
     seqs = np.zeros(sim.size, dtype=np.int64)
     restored = 0 if clock.backfill else store.restore(sim, seqs)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    readings = ReadingsLog(log_path(settings), settings=settings.log)
+    moved = resume_seqs(readings, fleet.ids, seqs)
+    if moved:
+        log.info("seq of %d meters continues from the delivery log (newer than the saved state)", moved)
     log.info(
         "simulating %d meters (%s), interval %.1f s, speed %.1f, %s, restored state of %d",
         sim.size,
@@ -103,11 +116,10 @@ async def run(
         for hook in on_connect:
             await hook()
 
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
     publish_log: PublishLog | None = None
     if settings.publish_log is not None:
         publish_log = PublishLog(settings.publish_log, data_topic=settings.common.topics.data)
-    with publish_log or contextlib.nullcontext():
+    with readings, publish_log or contextlib.nullcontext():
         async with Publisher(
             config=config,
             on_acked=publish_log.record if publish_log is not None else None,
@@ -121,6 +133,7 @@ async def run(
                 pub=pub,
                 store=store,
                 seqs=seqs,
+                readings=readings,
                 steps=steps,
                 on_ready=on_ready,
                 on_connect=on_connect if live else None,
@@ -135,6 +148,7 @@ async def _serve(
     pub: Publisher,
     store: StateStore,
     seqs: np.ndarray,
+    readings: ReadingsLog,
     steps: int | None,
     on_ready: Callable[[FleetRunner], None] | None,
     on_connect: list[Callable[[], Awaitable[None]]] | None,
@@ -144,7 +158,19 @@ async def _serve(
     metrics = SimMetrics()
     metrics.meters.set(sim.size)
     register_publisher(metrics.registry, lambda: pub.stats)
+    register_log(metrics.registry, lambda: readings.stats)
     metrics.serve(settings.metrics_port)
+    live_rate = sim.size / settings.interval_s * max(1.0, settings.speed)
+    delivery = Delivery(
+        log=readings,
+        pub=pub,
+        topics=settings.common.topics,
+        meters=sim.index,
+        clock=lambda: sim.last_epoch if clock.backfill and sim.last_epoch else clock.now(),
+        # a fleet re-sends at least a quarter of its live rate (one meter's default would take hours)
+        rate=max(settings.log.resend_rate, 0.25 * live_rate),
+        pending_limit=max(16, sim.size),
+    )
     runner = FleetRunner(
         metrics=metrics,
         settings=settings,
@@ -153,6 +179,8 @@ async def _serve(
         store=store,
         seqs=seqs,
         started_epoch=clock.start if clock.start is not None else time.time(),
+        readings=readings,
+        delivery=delivery,
     )
     if on_ready is not None:
         on_ready(runner)
@@ -161,6 +189,7 @@ async def _serve(
             await asyncio.wait_for(pub.wait_connected(), timeout=10.0)
         if settings.commands:
             await pub.subscribe(settings.common.topics.command("+"))
+        await pub.subscribe(settings.common.topics.all_confirm, qos=1)  # kept across reconnects
         if on_connect is not None:
             await _control(runner, on_connect=on_connect)
         else:
@@ -188,14 +217,32 @@ async def _publish(runner: FleetRunner, clock: Clock, *, steps: int | None) -> N
     async with asyncio.TaskGroup() as group:
         ticks = group.create_task(tick_loop(runner, clock, max_steps=steps), name="sim-ticks")
         background = [group.create_task(command_loop(runner, clock), name="sim-commands")]
+        if runner.delivery is not None:
+            background.append(group.create_task(runner.delivery.run(), name="sim-delivery"))
         if isinstance(runner.sim.weather, OpenMeteoWeather):
             background.append(group.create_task(weather_loop(runner), name="sim-weather"))
         watched = {ticks}
         if runner.settings.interactive:
             watched.add(group.create_task(run_console(runner, clock.now), name="sim-console"))
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if ticks.done() and runner.settings.confirm_wait_s > 0:
+            await _await_confirmations(runner, timeout_s=runner.settings.confirm_wait_s)
         for task in [*background, *watched]:
             task.cancel()
+
+
+async def _await_confirmations(runner: FleetRunner, *, timeout_s: float) -> None:
+    """A bounded run's end: wait (re-sending meanwhile) until the pipeline confirmed every reading."""
+    readings = runner.readings
+    if readings is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    while (left := readings.stats.unconfirmed) > 0:
+        if time.monotonic() >= deadline:
+            log.warning("%d readings still unconfirmed after %.0f s; stopping anyway", left, timeout_s)
+            return
+        await asyncio.sleep(1.0)
+    log.info("every reading is confirmed by the pipeline")
 
 
 async def _control(runner: FleetRunner, *, on_connect: list[Callable[[], Awaitable[None]]]) -> None:
@@ -222,6 +269,8 @@ async def _control(runner: FleetRunner, *, on_connect: list[Callable[[], Awaitab
                 await controller.announce()
             watched = {group.create_task(control_loop(controller), name="sim-control")}
             background = []
+            if runner.delivery is not None:
+                background.append(group.create_task(runner.delivery.run(), name="sim-delivery"))
             if isinstance(runner.sim.weather, OpenMeteoWeather):
                 background.append(group.create_task(weather_loop(runner), name="sim-weather"))
             if settings.interactive:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from edge.readings_log import LogSettings
 from enerlink.config import CommonSettings, ConfigError, Env
 
 DataCallback = Callable[[dict[str, Any]], None]
@@ -61,6 +62,11 @@ class Settings:
     """Read scenario/settle/status commands from stdin while running (``--interactive``)."""
     idle: bool = False
     """A live fleet starts stopped (``--idle``) and waits for a start on the fleet command topic."""
+    log: LogSettings = field(default_factory=LogSettings)
+    """The delivery log (kept until confirmed) and re-sends (:mod:`edge.delivery`)."""
+    confirm_wait_s: float = 0.0
+    """A bounded run (``--steps``) waits at its end up to this long for the pipeline to confirm every
+    reading, re-sending meanwhile (0: it stops once the broker took everything)."""
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -89,6 +95,8 @@ class Settings:
             client_id=env.str("SIM_CLIENT_ID", "enerlink-sim"),
             metrics_port=env.int("EDGE_METRICS_PORT", 0),
             publish_log=Path(publish_log).expanduser() if publish_log else None,
+            log=LogSettings.from_env(env),
+            confirm_wait_s=env.float("SIM_CONFIRM_WAIT_S", 0.0),
         )
         settings.validate()
         return settings

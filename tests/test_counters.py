@@ -43,6 +43,24 @@ def test_seq_never_repeats_after_a_crash(tmp_path: Path) -> None:
     assert again.next_seq() > max(handed_out)
 
 
+def test_seq_resumes_after_the_delivery_logs_newest_without_a_jump(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    first = Counters(path)
+    assert [first.next_seq() for _ in range(3)] == [1, 2, 3]
+    first._db.close()  # type: ignore[union-attr]  # a crash: the reserved block is all that was stored
+    second = Counters(path)
+    second.resume_after(0)  # an empty log changes nothing: the reserved block's jump stands
+    assert second.state.seq == second.state.seq_reserved > 3
+    second.resume_after(3)
+    assert second.next_seq() == 4
+    second.close()
+    third = Counters(path)
+    third.resume_after(2000)  # a log ahead of the counters (their file replaced): never reuse a seq
+    assert third.next_seq() == 2001
+    third.close()
+    assert Counters(path).state.seq == 2001
+
+
 def test_writes_are_bounded(tmp_path: Path) -> None:
     counters = Counters(tmp_path / "c.sqlite3", persist_every_s=60.0)
     writes = counters.writes

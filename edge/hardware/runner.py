@@ -4,8 +4,12 @@ Tasks (one TaskGroup): ``sample`` (every sensor at ``sample_rate_hz``, in a work
 I2C is blocking; at each interval boundary the interval is summarised, energy added to the
 counters and a data message queued), ``send`` (hands messages to the publisher), ``status``
 (every ``status_interval_s``, at once when a sensor is lost or found, and after every (re)connect
-via the publisher's hook) and ``commands`` (``settle``, ``status_now`` on the meter's command topic,
-acknowledged on its ack topic). Counters are persisted at most every ``persist_every_s`` and on exit.
+via the publisher's hook), ``commands`` (``settle``, ``status_now``, ``resend`` on the meter's command
+topic, acknowledged on its ack topic; confirmations on its confirm topic) and ``delivery``
+(:mod:`edge.delivery`: resend requests, timed re-sends, pruning). Every data message is written to the
+delivery log (:mod:`edge.readings_log`) as it is made, before it is queued for the publisher, and
+``seq`` continues from the log's newest after a restart. Counters are persisted at most every
+``persist_every_s`` and on exit.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import orjson
 from prometheus_client import CollectorRegistry, start_http_server
 
 from edge.counters import Counters
+from edge.delivery import Delivery, is_resend
 from edge.hardware.bus import EmulatedBus, open_board_bus, smbus_scan
 from edge.hardware.ina219 import EmulatedINA219
 from edge.hardware.max17048 import EmulatedMAX17048
@@ -33,9 +38,10 @@ from edge.hardware.model import LabModel, TruthModel
 from edge.hardware.sampler import Sampler
 from edge.hardware.sensors import DEFAULT_SENSORS, SensorArray, SensorSpec, parse_sensors
 from edge.hardware.watchdog import notify, watchdog_period_s
-from edge.metrics import register_publisher
+from edge.metrics import register_log, register_publisher
 from edge.publisher import Publisher, PublisherConfig
 from edge.queue import QueueLimits
+from edge.readings_log import LogSettings, ReadingsLog
 from edge.status import overall, read_os_status
 from enerlink.config import CommonSettings, ConfigError, Env
 
@@ -62,6 +68,8 @@ class HardwareConfig:
     """Prometheus /metrics of the publisher (publish rate, queue depth); 0 = off."""
     queue_limits: QueueLimits = field(default_factory=QueueLimits)
     replay_rate: float = 20.0
+    log: LogSettings = field(default_factory=LogSettings)
+    """The delivery log (kept until confirmed) and re-sends (:mod:`edge.delivery`)."""
     alert_threshold: int = 10
     battery_capacity_mah: float = 2000.0
     truth: TruthModel | None = None
@@ -95,6 +103,7 @@ class HardwareConfig:
                 max_age_s=env.float("EDGE_QUEUE_MAX_AGE_DAYS", 7.0) * 86400,
             ),
             replay_rate=env.float("EDGE_REPLAY_RATE", 20.0),
+            log=LogSettings.from_env(env),
             alert_threshold=env.int("EDGE_ALERT_THRESHOLD", 10),
             battery_capacity_mah=env.float("EDGE_BATTERY_MAH", 2000.0),
         )
@@ -156,12 +165,16 @@ class HardwareMeter:
             timezone=config.common.timezone,
             persist_every_s=config.persist_every_s,
         )
+        self.readings = ReadingsLog(config.state_dir / f"{config.meter_id}.log.sqlite3", settings=config.log)
+        # every published data message went through the log first: continue right after its newest
+        self.counters.resume_after(self.readings.highest(config.meter_id))
         self.outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=1000)
         self.status_wanted = asyncio.Event()
         self.grid_power = (0.0, 0.0)
         self.published_data = 0
         self.samples = 0
         self.publisher: Publisher | None = None
+        self.delivery: Delivery | None = None
 
     @property
     def topics(self) -> Any:
@@ -257,7 +270,9 @@ async def _sample_loop(meter: HardwareMeter, *, max_messages: int | None) -> Non
             message = meter.take_interval(now, time.monotonic())
             if meter.config.on_data is not None:
                 meter.config.on_data(message)
-            await meter.outbox.put((meter.topics.data, orjson.dumps(message)))
+            payload = orjson.dumps(message)
+            meter.readings.append(meter.config.meter_id, message["seq"], meter.topics.data, payload)
+            await meter.outbox.put((meter.topics.data, payload))
             produced += 1
             next_publish = (now // interval + 1) * interval
         next_sample += period
@@ -294,10 +309,22 @@ async def _status_loop(meter: HardwareMeter) -> None:
 
 
 async def _command_loop(meter: HardwareMeter, pub: Publisher) -> None:
+    delivery = meter.delivery
     async for message in pub.messages():
-        ack = meter.command(bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b"")
-        log.info("command %s: ok=%s", ack.get("cmd"), ack.get("ok"))
-        await pub.publish(meter.topics.command_ack(meter.config.meter_id), orjson.dumps(ack))
+        topic = str(message.topic)
+        payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
+        try:
+            if delivery is not None and delivery.confirm_meter(topic):
+                delivery.on_confirmation(topic, payload)
+                continue
+            if delivery is not None and is_resend(payload):
+                await delivery.request(meter.config.meter_id, payload)
+                continue
+            ack = meter.command(payload)
+            log.info("command %s: ok=%s", ack.get("cmd"), ack.get("ok"))
+            await pub.publish(meter.topics.command_ack(meter.config.meter_id), orjson.dumps(ack))
+        except Exception:  # one boundary per message: log, move on
+            log.exception("message on %s failed", topic)
 
 
 async def run_hardware(config: HardwareConfig, *, max_messages: int | None = None) -> None:
@@ -338,17 +365,23 @@ async def run_hardware(config: HardwareConfig, *, max_messages: int | None = Non
     try:
         async with Publisher(config=pub_config, on_connect=on_connect) as pub:
             meter.publisher = pub
+            meter.delivery = delivery = Delivery(
+                log=meter.readings, pub=pub, topics=topics, meters={config.meter_id}
+            )
             registry = CollectorRegistry()
             register_publisher(registry, lambda: pub.stats)
+            register_log(registry, lambda: meter.readings.stats)
             if config.metrics_port:
                 start_http_server(config.metrics_port, addr="127.0.0.1", registry=registry)
             await pub.subscribe(topics.command(config.meter_id))
+            await pub.subscribe(topics.confirm(config.meter_id), qos=1)  # kept across reconnects
             async with asyncio.TaskGroup() as tg:
                 sampler = tg.create_task(_sample_loop(meter, max_messages=max_messages), name="edge-sample")
                 others = [
                     tg.create_task(_send_loop(meter, pub), name="edge-send"),
                     tg.create_task(_status_loop(meter), name="edge-status"),
                     tg.create_task(_command_loop(meter, pub), name="edge-commands"),
+                    tg.create_task(delivery.run(), name="edge-delivery"),
                 ]
                 if (period := watchdog_period_s()) is not None:
                     others.append(tg.create_task(_watchdog_loop(meter, period), name="edge-watchdog"))
@@ -361,3 +394,4 @@ async def run_hardware(config: HardwareConfig, *, max_messages: int | None = Non
     finally:
         notify("STOPPING=1")
         meter.counters.close()
+        meter.readings.close()

@@ -27,6 +27,7 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
+from edge.readings_log import resume_seqs
 from edge.settings import Settings
 from edge.sim.clock import Clock
 from edge.sim.engine import Simulator
@@ -200,6 +201,10 @@ class FleetController:
         sim = self.build(meters)
         seqs = np.zeros(sim.size, dtype=np.int64)
         restored = await asyncio.to_thread(runner.store.restore, sim, seqs)
+        if runner.readings is not None:
+            resume_seqs(runner.readings, sim.fleet.ids, seqs)
+        if runner.delivery is not None:
+            runner.delivery.meters = sim.index
         runner.sim, runner.seqs = sim, seqs
         runner.metrics.meters.set(sim.size)
         log.info("fleet resized to %d meters (state of %d restored)", sim.size, restored)
@@ -225,9 +230,11 @@ async def control_loop(controller: FleetController) -> None:
     fleet_topic = controller.topics.fleet_command
     async for message in runner.pub.messages():
         try:
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
             if str(message.topic) == fleet_topic:
-                payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
                 await controller.handle(bytes(payload))
+            elif runner.delivery is not None and runner.delivery.confirm_meter(str(message.topic)):
+                runner.delivery.on_confirmation(str(message.topic), bytes(payload))  # also while stopped
             elif controller.running:
                 await runner.command(message, controller.now())
         except Exception:  # one boundary per message: log, count, move on

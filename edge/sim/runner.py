@@ -1,6 +1,10 @@
 """The simulated fleet on the wire: one MQTT connection (``edge.publisher.Publisher``) for every
 meter, data every interval, status every 30 s (QoS 2), commands in and acks out, state saved.
 
+Every tick's data messages are written to the delivery log (:mod:`edge.readings_log`) in one
+transaction before the first is handed to the publisher; confirmations (``{prefix}/meters/+/confirm``)
+and ``resend`` commands go to :mod:`edge.delivery`.
+
 One process, one connection, many meters: a per-meter MQTT last will is impossible, so each
 simulated meter's retained presence (``{prefix}/meters/{id}/presence``) is set to
 ``{"online": true}`` at start and ``{"online": false}`` on a clean shutdown only.
@@ -21,7 +25,9 @@ import aiomqtt
 import numpy as np
 import orjson
 
+from edge.delivery import Delivery, is_resend
 from edge.publisher import Publisher
+from edge.readings_log import Entry, ReadingsLog
 from edge.settings import Settings
 from edge.sim import commands
 from edge.sim.clock import Clock, Progress
@@ -59,6 +65,9 @@ class FleetRunner:
     store: StateStore
     seqs: np.ndarray
     started_epoch: float
+    readings: ReadingsLog | None = None
+    """The delivery log: every data message is in it before it is handed to the publisher."""
+    delivery: Delivery | None = None
     published: int = 0
     statuses: int = 0
     commands_ok: int = 0
@@ -85,8 +94,15 @@ class FleetRunner:
         seqs = self.seqs.tolist()
         topic = self.topics.data
         on_data, console = self.settings.on_data, self.settings.console
-        for message in data_messages(self.sim, sim_step, seqs=seqs):
-            await self.pub.publish(topic, orjson.dumps(message))
+        messages = list(data_messages(self.sim, sim_step, seqs=seqs))
+        payloads = [orjson.dumps(message) for message in messages]
+        if self.readings is not None:  # one transaction for the tick, durable before any publish
+            ids = self.sim.fleet.ids
+            self.readings.append_many(
+                Entry(ids[i], seqs[i], topic, payload) for i, payload in enumerate(payloads)
+            )
+        for message, payload in zip(messages, payloads, strict=True):
+            await self.pub.publish(topic, payload)
             if on_data is not None:
                 on_data(message)
             if console:
@@ -123,6 +139,9 @@ class FleetRunner:
         if index is None:
             return  # not one of ours (another simulator or a hardware edge answers it)
         payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        if self.delivery is not None and is_resend(bytes(payload)):
+            await self.delivery.request(meter_id, bytes(payload))
+            return
         command: commands.Command | None = None
         try:
             command = commands.parse(bytes(payload))
@@ -175,6 +194,10 @@ async def command_loop(runner: FleetRunner, clock: Clock) -> None:
     async for message in runner.pub.messages():
         now = runner.sim.last_epoch if clock.backfill and runner.sim.last_epoch else clock.now()
         try:
+            if runner.delivery is not None and runner.delivery.confirm_meter(str(message.topic)):
+                payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+                runner.delivery.on_confirmation(str(message.topic), bytes(payload))
+                continue
             await runner.command(message, now)
         except Exception:  # one boundary per message: log, count, move on
             runner.commands_failed += 1
