@@ -124,7 +124,8 @@ with r as (
 select m.meter_id, m.b, count(*)::int as minutes, sum(m.sample_count)::bigint as received,
   sum(m.expected) filter (where m.has_seq)::bigint as expected,
   sum(coalesce(m.repaired_count, 0)) filter (where m.has_seq)::bigint as repaired,
-  greatest(sum(m.expected - m.sample_count) filter (where m.has_seq), 0)::bigint as missing
+  case when bool_or(m.has_seq) then greatest(sum(m.expected - m.sample_count) filter (where m.has_seq), 0)
+  end::bigint as missing
 from m group by m.meter_id, m.b order by m.meter_id, m.b"""
 
 
