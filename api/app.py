@@ -23,7 +23,17 @@ from psycopg_pool import AsyncConnectionPool
 from api import ws
 from api.deps import State, require_token
 from api.live import LiveHub
-from api.routes import archive, commands, device_health, health, history, latest, meters, settlements
+from api.routes import (
+    archive,
+    commands,
+    completeness,
+    device_health,
+    health,
+    history,
+    latest,
+    meters,
+    settlements,
+)
 from api.settings import Settings
 from archiver.storage import open_store
 from enerlink.db import migrate
@@ -78,7 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     secured = [Depends(require_token)]
     app.include_router(health.router)
-    for module in (latest, history, meters, archive, settlements, commands, device_health):
+    for module in (latest, history, meters, archive, settlements, commands, device_health, completeness):
         app.include_router(module.router, dependencies=secured)
     app.include_router(ws.router)
 

@@ -129,6 +129,21 @@ select m.meter_id, m.b, count(*)::int as minutes, sum(m.sample_count)::bigint as
 from m group by m.meter_id, m.b order by m.meter_id, m.b"""
 
 
+def fleet_query(bucket: Bucket) -> str:
+    """The fleet per bucket in ``[%(start)s, %(end)s)``: bucket, meters, meters with ``seq``, meters
+    below ``%(threshold)s``, minutes, received, expected, repaired, missing (over meters with
+    ``seq``; received over all)."""
+    return f"""
+select q.b, count(*)::int, (count(*) filter (where q.expected is not null))::int,
+  (count(*) filter (where q.expected > 0
+    and (q.expected - q.missing)::float8 / q.expected < %(threshold)s))::int,
+  sum(q.minutes)::bigint, sum(q.received)::bigint, sum(q.expected)::bigint, sum(q.repaired)::bigint,
+  sum(q.missing)::bigint
+from ({query(bucket=bucket, one_meter=False)})
+  as q(meter_id, b, minutes, received, expected, repaired, missing)
+group by q.b order by q.b"""
+
+
 def params(*, start: datetime, end: datetime, timezone: str, meter_id: str | None = None) -> dict[str, Any]:
     return {"start": start, "end": end, "tz": timezone, "lookback": LOOKBACK, "meter": meter_id}
 
