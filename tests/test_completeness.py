@@ -164,3 +164,78 @@ async def test_migration_keeps_old_rows_as_unknown(database_url: str) -> None:
             conn, meter_id="OLD", start=bucket, end=dt(int(bucket.timestamp() * 1000) + MIN), bucket="1h"
         )
     assert (old.received, old.expected, old.repaired, old.missing, old.ratio) == (6, None, None, None, None)
+
+
+async def test_settlement_waits_for_missing_readings_until_repaired_or_the_deadline(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    from enerlink.config import CommonSettings, Env
+    from tests.support.aggdata import aggregate_row, insert_rows
+    from tests.support.apiserver import serve_api
+    from tests.support.scripted_meter import scripted_meter
+
+    common = CommonSettings.from_env(Env(environ))
+    url = environ["ENERLINK_DATABASE_URL"]
+    now = await now_ms(redis_client)
+    close_ms = now // MIN * MIN - 2 * MIN + 15_000  # recent: the repair deadline (1 h) is ahead
+    first = now // MIN * MIN - 6 * MIN
+    for meter in ("G1", "D1"):
+        await redis_client.hset(common.keys.meters, meter, str(now))
+
+    def script(meter: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        return close_ms / 1000, {"settled_import_wh": 1.0, "settled_export_wh": 0.0}
+
+    def minutes(meter: str, *, lost: int) -> list[dict[str, Any]]:
+        # four minutes of 6 readings (seq 1..24); ``lost`` readings before the third never arrived
+        out = []
+        for k in range(4):
+            seq_first = 1 + 6 * k
+            count = 6 - lost if k == 2 else 6
+            out.append(
+                aggregate_row(
+                    meter,
+                    dt(first + k * MIN),
+                    sample_count=count,
+                    seq_first=seq_first + (6 - count),
+                    seq_last=seq_first + 5,
+                    repaired_count=0,
+                    import_energy_wh=0.25,
+                )
+            )
+        return out
+
+    await migrate(url)
+    insert_rows(url, Tables.TELEMETRY_AGGREGATES, minutes("G1", lost=2) + minutes("D1", lost=1))
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute) values ('minutes', %s)",
+            (dt(close_ms // MIN * MIN + MIN),),  # the close's minute and the next are aggregated
+        )
+    async with serve_api(environ) as api, scripted_meter(common, ["G1"], script):
+        made = await api.client.post("/meters/G1/settlements")
+        assert made.status_code == 201, made.text
+        sid = made.json()["id"]
+        still = (await api.client.get(f"/meters/G1/settlements/{sid}")).json()
+        assert still["status"] == "pending" and still["readings_missing"] is None
+        # the two readings are re-sent and the minute re-aggregated
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                f"update {Tables.TELEMETRY_AGGREGATES} set sample_count = 6, seq_first = 13,"
+                " repaired_count = 2 where meter_id = 'G1' and bucket = %s",
+                (dt(first + 2 * MIN),),
+            )
+        done = (await api.client.get(f"/meters/G1/settlements/{sid}")).json()
+    assert done["status"] == "final"
+    assert (done["readings_expected"], done["readings_received"], done["readings_repaired"]) == (24, 24, 2)
+    assert done["readings_missing"] == 0
+
+    # D1: a reading never comes back; past the deadline the settlement is final with it missing
+    async with (
+        serve_api(environ, ENERLINK_SETTLEMENT_REPAIR_DEADLINE_S="0") as api,
+        scripted_meter(common, ["D1"], script),
+    ):
+        made = await api.client.post("/meters/D1/settlements")
+        assert made.status_code == 201, made.text
+        late = made.json()
+    assert late["status"] == "final"
+    assert (late["readings_expected"], late["readings_received"], late["readings_missing"]) == (24, 23, 1)
