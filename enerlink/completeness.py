@@ -95,38 +95,34 @@ def _bucket_sql(bucket: Bucket) -> str:
 
 def query(*, bucket: Bucket, one_meter: bool) -> str:
     """Per meter and bucket in ``[%(start)s, %(end)s)`` (of meter ``%(meter)s`` with ``one_meter``):
-    meter_id, bucket, minutes, received, expected, repaired, missing (see the module's rule)."""
-    where = "r.meter_id = %(meter)s and " if one_meter else ""
+    meter_id, bucket, minutes, received, expected, repaired, missing (see the module's rule). One
+    scan of the minute rows: the window partitioned by meter and by having a ``seq`` gives each row
+    with one the previous row with one (the meter's row before the range for the first)."""
+    where = "t.meter_id = %(meter)s and " if one_meter else ""
     return f"""
-with r as (
-  select r.meter_id, r.bucket, r.sample_count, r.seq_first, r.seq_last, r.repaired_count
-  from {_AGG} r where {where}r.bucket >= %(start)s and r.bucket < %(end)s
-), prev as (
-  select m.meter_id, (select t.seq_last from {_AGG} t where t.meter_id = m.meter_id
-      and t.bucket < %(start)s and t.bucket >= %(start)s::timestamptz - %(lookback)s
-      and t.seq_last is not null order by t.bucket desc limit 1) as seq_last
-  from (select distinct meter_id from r where seq_last is not null) m
-), s as (
-  select r.meter_id, r.bucket, r.seq_first, r.seq_last,
-    lag(r.seq_last, 1, p.seq_last) over (partition by r.meter_id order by r.bucket) as before
-  from r join prev p on p.meter_id = r.meter_id where r.seq_last is not null
-), e as (
-  select s.meter_id, s.bucket, case
-    when s.seq_last < s.seq_first then null
-    when s.before is null or s.seq_first <= s.before then s.seq_last - s.seq_first + 1
-    else s.seq_last - s.before end as expected
-  from s
-), m as (
-  select r.meter_id, {_bucket_sql(bucket)} as b, r.sample_count, r.repaired_count,
-    r.seq_last is not null as has_seq, coalesce(e.expected, r.sample_count) as expected
-  from r left join e on e.meter_id = r.meter_id and e.bucket = r.bucket
-)
 select m.meter_id, m.b, count(*)::int as minutes, sum(m.sample_count)::bigint as received,
   sum(m.expected) filter (where m.has_seq)::bigint as expected,
   sum(coalesce(m.repaired_count, 0)) filter (where m.has_seq)::bigint as repaired,
-  case when bool_or(m.has_seq) then greatest(sum(m.expected - m.sample_count) filter (where m.has_seq), 0)
-  end::bigint as missing
-from m group by m.meter_id, m.b order by m.meter_id, m.b"""
+  case when bool_or(m.has_seq)
+    then greatest(sum(m.expected - m.sample_count) filter (where m.has_seq), 0) end::bigint as missing
+from (
+  select r.meter_id, {_bucket_sql(bucket)} as b, r.sample_count, r.repaired_count, r.has_seq, case
+    when not r.has_seq then null
+    when r.seq_last < r.seq_first then r.sample_count
+    when r.before is null or r.seq_first <= r.before then r.seq_last - r.seq_first + 1
+    else r.seq_last - r.before end as expected
+  from (
+    select t.meter_id, t.bucket, t.sample_count, t.seq_first, t.seq_last, t.repaired_count,
+      t.seq_last is not null as has_seq,
+      case when t.seq_last is not null then coalesce(lag(t.seq_last) over w,
+        (select p.seq_last from {_AGG} p where p.meter_id = t.meter_id and p.bucket < %(start)s
+           and p.bucket >= %(start)s::timestamptz - %(lookback)s and p.seq_last is not null
+         order by p.bucket desc limit 1)) end as before
+    from {_AGG} t where {where}t.bucket >= %(start)s and t.bucket < %(end)s
+    window w as (partition by t.meter_id, t.seq_last is not null order by t.bucket)
+  ) r
+) m
+group by m.meter_id, m.b order by m.meter_id, m.b"""
 
 
 def fleet_query(bucket: Bucket) -> str:
