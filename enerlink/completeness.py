@@ -14,7 +14,8 @@ with a ``seq``, looked for up to :data:`LOOKBACK` back):
 * a restart of ``seq`` (a re-flash: ``seq_first <= before``): counted from the new ``seq_first``,
   ``seq_last - seq_first + 1``; a restart inside the minute (``seq_last < seq_first``): the minute's
   own readings (what was issued around the restart cannot be known);
-* received = ``sample_count``, repaired = ``repaired_count``.
+* received = ``sample_count``, repaired = ``repaired_count`` (what ``Keys.repaired`` listed for the
+  minute when it was last aggregated: it lives as long as the live window).
 
 A bucket (hour, or day of ``ENERLINK_TIMEZONE``) adds up its minutes: expected and repaired over its
 minutes with a ``seq``, received over all of them, missing = max(expected - received with ``seq``,

@@ -5,10 +5,12 @@ repaired_count, a repaired gap re-aggregated, the hourly rule (gaps, restarts, n
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+import pytest
 import redis.asyncio as aioredis
 
 from aggregator.service import Aggregator
@@ -38,7 +40,7 @@ def dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-async def feed(r: aioredis.Redis, keys: Keys, meter: str, points: list[tuple[int, int | None]]) -> None:
+async def feed(r: aioredis.Redis, keys: Keys, meter: str, points: Sequence[tuple[int, int | None]]) -> None:
     await put(r, keys, meter, [(at, reading(meter, at, seq)) for at, seq in points])
 
 
@@ -91,8 +93,8 @@ async def test_repaired_gap_is_reaggregated_and_the_low_hour_raises_one_event(
     low = events(settings.common.database_url, completeness.LOW_EVENT)
     assert [(m, at) for m, at, _ in low] == [("S1", dt(h))]  # N1: unknown, no event
     assert low[0][2]["missing"] == 2 and low[0][2]["expected"] == 18
-    assert aggregator.metrics.completeness_missing._value.get() == 2  # type: ignore[attr-defined]
-    assert aggregator.metrics.completeness_below._value.get() == 1  # type: ignore[attr-defined]
+    assert aggregator.metrics.completeness_missing._value.get() == 2
+    assert aggregator.metrics.completeness_below._value.get() == 1
 
     # the edge re-sends 13 and 14: stored as late data, listed as repaired, the minute flagged
     t = await now_ms(redis_client)
@@ -239,3 +241,21 @@ async def test_settlement_waits_for_missing_readings_until_repaired_or_the_deadl
         late = made.json()
     assert late["status"] == "final"
     assert (late["readings_expected"], late["readings_received"], late["readings_missing"]) == (24, 23, 1)
+
+
+def test_seq_is_decoded_alike_on_both_paths_and_a_bad_one_is_flagged() -> None:
+    from aggregator import batch, fastparse
+
+    at = 1_764_000_000_000
+    raws = [reading("P1", at, 41), reading("P1", at + 10_000, None), reading("P1", at + 20_000, 2**40)]
+    bad = json.loads(reading("P1", at + 30_000, 1))
+    bad["seq"] = "43"
+    raws.append(json.dumps(bad).encode())
+    decoded = batch.decode(raws, ["P1"] * len(raws))
+    assert decoded.seq[:3].tolist() == [41, -1, 2**40]
+    assert decoded.ok.tolist() == [True, True, True, False]
+    assert [fastparse.parse(raw, "P1").seq for raw in raws[:3]] == [41, None, 2**40]
+    assert [fastparse._parse_orjson(raw, "P1").seq for raw in raws[:3]] == [41, None, 2**40]
+    for parse in (fastparse.parse, fastparse._parse_orjson):
+        with pytest.raises(fastparse.BadSnapshot):
+            parse(raws[3], "P1")
