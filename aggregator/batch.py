@@ -53,6 +53,7 @@ class Decoded:
     at_ms: np.ndarray[Any, np.dtype[np.int64]]
     ok: np.ndarray[Any, np.dtype[np.bool_]]
     temperature: np.ndarray[Any, np.dtype[np.float64]]  # highest subsystem temperature, NaN: none
+    seq: np.ndarray[Any, np.dtype[np.int64]]  # the message's ``seq``; -1: none
     at: list[datetime | None] = field(default_factory=list)  # the message's own offset
     enums: list[tuple[str, ...]] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (row, why)
@@ -70,6 +71,7 @@ def decode(raws: Sequence[bytes], meter_ids: Sequence[str]) -> Decoded:
         at_ms=np.zeros(n, dtype=np.int64),
         ok=np.ones(n, dtype=bool),
         temperature=np.full(n, np.nan),
+        seq=np.full(n, -1, dtype=np.int64),
     )
     for lo in range(0, n, CHUNK):
         hi = min(lo + CHUNK, n)
@@ -100,6 +102,8 @@ def _one_by_one(out: Decoded, lo: int, raws: Sequence[bytes], meter_ids: Sequenc
         out.enums.append(snap.enums)
         if snap.temperature is not None:
             out.temperature[i] = snap.temperature
+        if snap.seq is not None:
+            out.seq[i] = snap.seq
 
 
 def _fast_path() -> Any:
@@ -114,6 +118,7 @@ def _fast_path() -> Any:
     concat = itertools.chain.from_iterable
     get_id, get_datetime = operator.attrgetter("meterId"), operator.attrgetter("datetime")
     get_data, get_tz = operator.attrgetter("data"), operator.attrgetter("tzinfo")
+    get_seq = operator.attrgetter("seq")
     pick_values = operator.itemgetter(*LAYOUT.positions([(f.subsystem, f.name) for f in VALUE_FIELDS]))
     pick_enums = operator.itemgetter(*LAYOUT.positions(ENUM_POSITIONS))
     pick_temps = operator.itemgetter(*LAYOUT.positions(TEMPERATURES))
@@ -133,6 +138,9 @@ def _fast_path() -> Any:
         rows = list(map(tuple, map(concat, map(each_astuple, map(astuple, map(get_data, msgs))))))
         flat = np.fromiter(concat(map(pick_values, rows)), dtype=np.float64, count=n * WIDTH)
         out.values[lo : lo + n] = flat.reshape(n, WIDTH)
+        seqs = list(map(get_seq, msgs))
+        if seqs.count(None) != n:
+            out.seq[lo : lo + n] = [-1 if s is None else s for s in seqs]
         out.at.extend(ats)
         out.enums.extend(map(pick_enums, rows))
         temps = list(map(pick_temps, rows))

@@ -10,6 +10,12 @@ the rollup SQL can never disagree:
 * every bool field: ``{column}_ratio``, the share of the minute's snapshots in which it was true
   (a reader wants "importing 40 % of the minute" rather than one arbitrary last value);
 * every enum field: ``{column}_last`` (text), the state at the end of the minute.
+
+The minute table alone also has :data:`SEQ_COLUMNS` (migration 0009, after every statistic column):
+``seq_first`` / ``seq_last``, the ``seq`` of the minute's first and last snapshot carrying one (null
+when none does), and ``repaired_count``, its snapshots listed in ``Keys.repaired`` (stored from a
+meter's re-sent readings). Completeness is computed from them (enerlink/completeness.py); the
+rollups do not carry them.
 """
 
 from __future__ import annotations
@@ -68,6 +74,14 @@ def _stat_columns() -> tuple[StatColumn, ...]:
 
 STAT_COLUMNS: tuple[StatColumn, ...] = _stat_columns()
 ALL_COLUMNS: tuple[str, ...] = tuple(name for name, _ in KEY_COLUMNS) + tuple(c.name for c in STAT_COLUMNS)
+#: Columns of the minute table only (see the module's docstring), in table order after ALL_COLUMNS.
+SEQ_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("seq_first", "bigint"),
+    ("seq_last", "bigint"),
+    ("repaired_count", "smallint"),
+)
+#: What the aggregator writes into the minute table, in this order.
+MINUTE_COLUMNS: tuple[str, ...] = ALL_COLUMNS + tuple(name for name, _ in SEQ_COLUMNS)
 
 
 def quote(name: str) -> str:

@@ -57,12 +57,14 @@ _CONNECTED = _COL["battery_connected"]
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One meter's minute: raw snapshots (timeseries and late data) and the last one before it."""
+    """One meter's minute: raw snapshots (timeseries and late data), the last one before it, and
+    how many of the minute's readings are listed as repaired (``Keys.repaired``)."""
 
     meter_id: str
     minute_ms: int
     snapshots: Sequence[bytes]
     baseline: bytes | None = None
+    repaired: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +113,13 @@ def read_and_compute(
     key_prefix: str,
     pairs: Sequence[tuple[str, int]],
     thresholds: Thresholds,
+    *,
     late: frozenset[str] | None = None,
+    repaired: frozenset[str] | None = None,
 ) -> Result:
     """Worker-process entry: read a shard of (meter, minute) pairs from Redis and compute them,
     so reading, validation and statistics all run in parallel across processes. ``late``: the
-    shard's meters that may hold late data (None: any)."""
+    shard's meters that may hold late data, ``repaired`` those with repaired readings (None: any)."""
     import redis
 
     from aggregator.reader import read_items_sync
@@ -124,7 +128,8 @@ def read_and_compute(
     client = _CLIENTS.get(redis_url)
     if client is None:
         client = _CLIENTS[redis_url] = redis.Redis.from_url(redis_url)
-    return compute(read_items_sync(client, Keys(key_prefix), pairs, late=late), thresholds, encode=True)
+    items = read_items_sync(client, Keys(key_prefix), pairs, late=late, repaired=repaired)
+    return compute(items, thresholds, encode=True)
 
 
 def ms_to_dt(ms: int) -> datetime:
@@ -132,7 +137,7 @@ def ms_to_dt(ms: int) -> datetime:
 
 
 def compute(items: Sequence[Item], thresholds: Thresholds = Thresholds(), *, encode: bool = False) -> Result:
-    """Rows for ``telemetry_aggregates`` (column order of :data:`aggregator.columns.ALL_COLUMNS`),
+    """Rows for ``telemetry_aggregates`` (column order of :data:`aggregator.columns.MINUTE_COLUMNS`),
     as tuples, or with ``encode`` for a binary COPY.
 
     The cyclic garbage collector is paused meanwhile: the batch allocates many small containers and
@@ -237,6 +242,8 @@ def _compute(items: Sequence[Item], thresholds: Thresholds, *, encode: bool) -> 
     owners = sel_owner[first].tolist()
     result.keys = [(items[i].meter_id, items[i].minute_ms) for i in owners]
     texts = [d.enums[row] for row in sel[e - 1].tolist()]
+    seq_first, seq_last = _seqs(d.seq[sel], sel_base, first)
+    repaired = [items[i].repaired for i in owners]
     if encode:
         result.encoded.append(
             copybin.encode_rows(
@@ -247,6 +254,9 @@ def _compute(items: Sequence[Item], thresholds: Thresholds, *, encode: bool) -> 
                 last_ms=sel_at[e - 1].tolist(),
                 floats=np.column_stack(floats),
                 texts=texts,
+                seq_first=seq_first,
+                seq_last=seq_last,
+                repaired=repaired,
             )
         )
     else:
@@ -255,8 +265,19 @@ def _compute(items: Sequence[Item], thresholds: Thresholds, *, encode: bool) -> 
             zip(counts.tolist(), sel_at[s].tolist(), sel_at[e - 1].tolist(), strict=True)
         ):
             meter, minute = result.keys[g]
+            seqs = (None, None) if seq_last[g] < 0 else (seq_first[g], seq_last[g])
             result.rows.append(
-                (meter, ms_to_dt(minute), count, ms_to_dt(first_ms), ms_to_dt(last_ms), *matrix[g], *texts[g])
+                (
+                    meter,
+                    ms_to_dt(minute),
+                    count,
+                    ms_to_dt(first_ms),
+                    ms_to_dt(last_ms),
+                    *matrix[g],
+                    *texts[g],
+                    *seqs,
+                    repaired[g],
+                )
             )
     for g, i in enumerate(owners):
         item = items[i]
@@ -272,6 +293,25 @@ def _compute(items: Sequence[Item], thresholds: Thresholds, *, encode: bool) -> 
             check_thermal=check_thermal,
         )
     return result
+
+
+def _seqs(
+    seq: np.ndarray[Any, Any], is_base: np.ndarray[Any, Any], first: np.ndarray[Any, Any]
+) -> tuple[list[int], list[int]]:
+    """Per kept item (rows ``first[g]`` up to the next item's, by time): the ``seq`` of its first and
+    last in-minute snapshot that carries one; -1 for both when none does."""
+    n = len(first)
+    has = (seq >= 0) & ~is_base
+    if not has.any():
+        none = [-1] * n
+        return none, list(none)
+    index = np.arange(len(seq))
+    lo = np.minimum.reduceat(np.where(has, index, len(seq)), first)
+    hi = np.maximum.reduceat(np.where(has, index, -1), first)
+    found = hi >= 0
+    seq_first = np.where(found, seq[np.minimum(lo, len(seq) - 1)], -1)
+    seq_last = np.where(found, seq[np.maximum(hi, 0)], -1)
+    return seq_first.tolist(), seq_last.tolist()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,9 @@ as they are (:func:`aggregator.store.copy_encoded`).
 The row format is PostgreSQL's (``COPY ... FROM STDIN (FORMAT binary)``): a 16-bit field count,
 then each field as a 32-bit length and its bytes; ``timestamptz`` is microseconds since
 2000-01-01 UTC (int64), ``integer`` int32, ``double precision`` IEEE float64, ``text`` UTF-8. The
-signature and the trailer are added by the writer around all shards' rows.
+signature and the trailer are added by the writer around all shards' rows. After the statistics
+come the minute table's ``seq_first``, ``seq_last`` (int8, NULL when the minute has no ``seq``) and
+``repaired_count`` (int2): ``MINUTE_COLUMNS``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.columns import ALL_COLUMNS, KEY_COLUMNS, STAT_COLUMNS
+from aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -37,6 +39,10 @@ assert [t for _, t in KEY_COLUMNS] == [
 _HEAD = struct.Struct(">hi")  # field count, length of meter_id
 _KEYS = struct.Struct(">iqiiiqiq")  # bucket, sample_count, first_at, last_at with their lengths
 _LEN = struct.Struct(">i")
+assert [t for _, t in SEQ_COLUMNS] == ["bigint", "bigint", "smallint"]
+_SEQS = struct.Struct(">iqiqih")  # seq_first, seq_last, repaired_count with their lengths
+_NO_SEQS = struct.Struct(">iiih")  # seq_first and seq_last NULL (length -1), repaired_count
+_NULL = -1
 _FIELD = np.dtype([("length", ">i4"), ("value", ">f8")])
 N_FLOATS = len(_FLOATS)
 
@@ -50,9 +56,13 @@ def encode_rows(
     last_ms: Sequence[int],
     floats: np.ndarray[Any, Any],
     texts: Sequence[Sequence[str]],
+    seq_first: Sequence[int],
+    seq_last: Sequence[int],
+    repaired: Sequence[int],
 ) -> bytes:
-    """The rows (column order of ``ALL_COLUMNS``; ``floats`` has one row per meter and the float
-    columns in ``STAT_COLUMNS`` order, ``texts`` the text ones), without signature or trailer."""
+    """The rows (column order of ``MINUTE_COLUMNS``; ``floats`` has one row per meter and the float
+    columns in ``STAT_COLUMNS`` order, ``texts`` the text ones; ``seq_first`` / ``seq_last`` -1 when
+    the minute has no ``seq``), without signature or trailer."""
     n = len(meter_ids)
     if not n:
         return b""
@@ -62,7 +72,7 @@ def encode_rows(
     fields["value"] = floats
     block = fields.tobytes()
     width = N_FLOATS * _FIELD.itemsize
-    n_columns = len(ALL_COLUMNS)
+    n_columns = len(MINUTE_COLUMNS)
     out: list[bytes] = []
     for i in range(n):
         meter = meter_ids[i].encode()
@@ -85,4 +95,9 @@ def encode_rows(
             raw = text.encode()
             out.append(_LEN.pack(len(raw)))
             out.append(raw)
+        count = min(repaired[i], 32_767)
+        if seq_last[i] < 0:
+            out.append(_NO_SEQS.pack(_NULL, _NULL, 2, count))
+        else:
+            out.append(_SEQS.pack(8, seq_first[i], 8, seq_last[i], 2, count))
     return b"".join(out)

@@ -8,6 +8,7 @@ batch or poisoning a statistic:
 
 * the bytes are JSON (orjson: NaN/Infinity are not JSON, so every number is finite) and an object;
 * ``meterId`` is the meter the key belongs to, ``datetime`` an ISO 8601 string with a timezone;
+* ``seq``, when present (firmware that numbers its data messages), an integer (not a bool);
 * every numeric and bool field of every subsystem is present and a JSON number or boolean (no
   null, string, array or object: one ``set(map(type, ...))`` per snapshot), every enum field one of
   its allowed values.
@@ -91,6 +92,7 @@ class Snap:
     soc: float
     alert_threshold: int
     temperature: float | None
+    seq: int | None = None  # the message's ``seq`` (None: the firmware sends none)
 
 
 def _temperature(data: dict[str, Any]) -> float | None:
@@ -111,6 +113,7 @@ def _parse_orjson(raw: bytes, meter_id: str) -> Snap:
         enums = tuple(data[sub][name] for sub, name, _ in _ENUMS)
         battery = data["battery"]
         soc, threshold = battery["soc"], battery["alert_threshold"]
+        seq = msg.get("seq")
     except BadSnapshot:
         raise
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -122,9 +125,11 @@ def _parse_orjson(raw: bytes, meter_id: str) -> Snap:
     for value, (_, name, allowed) in zip(enums, _ENUMS, strict=True):
         if not isinstance(value, str) or value not in allowed:
             raise BadSnapshot(f"{name} {value!r} not one of {sorted(allowed)}")
+    if seq is not None and type(seq) is not int:
+        raise BadSnapshot(f"seq {seq!r} is not an integer")
     temperature = _temperature(data) if b'"temperature"' in raw else None
     at_ms = int(at.timestamp() * 1000)
-    return Snap(at_ms, at, tuple(vector), enums, float(soc), int(threshold), temperature)
+    return Snap(at_ms, at, tuple(vector), enums, float(soc), int(threshold), temperature, seq)
 
 
 def decode_envelope(
@@ -184,7 +189,9 @@ def _msgspec_layout() -> MsgspecLayout | None:
     rename = {f"f{i}": sub for i, sub in enumerate(_SUBSYSTEMS)}
     data_type = msgspec.defstruct("_Data", structs, rename=rename, gc=False)
     message = msgspec.defstruct(
-        "_Message", [("meterId", str), ("datetime", str), ("data", data_type)], gc=False
+        "_Message",
+        [("meterId", str), ("datetime", str), ("data", data_type), ("seq", int | None, None)],
+        gc=False,
     )
     return MsgspecLayout(msgspec.json.Decoder(message).decode, tuple(flat))
 
@@ -242,6 +249,7 @@ def _msgspec_decoder(layout: MsgspecLayout | None) -> Callable[[bytes, str], Sna
             float(vector[soc_at]),
             int(vector[threshold_at]),
             temperature,
+            msg.seq,
         )
 
     return parse

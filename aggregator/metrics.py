@@ -40,3 +40,29 @@ class Metrics:
         )
         self.events = Counter("enerlink_aggregator_events_total", "Events inserted", registry=r)
         self.failures = Counter("enerlink_aggregator_job_failures_total", "Jobs that failed", registry=r)
+        # completeness of the last closed hour evaluated (aggregator/completeness.py), fleet-wide
+        prefix = "enerlink_aggregator_completeness"
+        last = "in the last closed hour evaluated, meters with seq"
+        self.completeness_hour = Gauge(
+            f"{prefix}_hour_timestamp_seconds", "Start of the last closed hour evaluated", registry=r
+        )
+        self.completeness_expected = Gauge(
+            f"{prefix}_expected_readings", f"Readings expected {last}", registry=r
+        )
+        self.completeness_received = Gauge(
+            f"{prefix}_received_readings", f"Readings received {last}", registry=r
+        )
+        self.completeness_repaired = Gauge(
+            f"{prefix}_repaired_readings", f"Readings received by re-sending {last}", registry=r
+        )
+        self.completeness_missing = Gauge(
+            f"{prefix}_missing_readings", f"Readings still missing {last}", registry=r
+        )
+        self.completeness_meters = Gauge(
+            f"{prefix}_meters", "Meters with seq in the last closed hour", registry=r
+        )
+        self.completeness_below = Gauge(
+            f"{prefix}_meters_below_threshold",
+            "Meters below ENERLINK_COMPLETENESS_THRESHOLD in the last closed hour",
+            registry=r,
+        )

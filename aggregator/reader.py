@@ -2,7 +2,8 @@
 
 A (meter, minute) item's snapshots are the members of ``timeseries(meter)`` and ``late_data(meter)``
 with scores inside the minute; its baseline (for counter deltas) is the newest member of either
-key before the minute (the live one when both have the same score).
+key before the minute (the live one when both have the same score); its repaired count the members
+of ``repaired(meter)`` inside the minute (read only for meters that have that key).
 """
 
 from __future__ import annotations
@@ -70,14 +71,15 @@ async def meters(r: Redis, keys: Keys) -> dict[str, int]:
     return {k.decode(): int(float(v)) for k, v in raw.items()}
 
 
-# KEYS: timeseries and late-data key of each item, ARGV: each item's minute start (ms). Returns per
-# item {snapshots..., baseline-or-false}: one EVALSHA per chunk instead of four commands per item.
+# KEYS: timeseries, late-data and repaired key of each item, ARGV: each item's minute start (ms).
+# Returns per item {snapshots..., baseline-or-false, repaired count}: one EVALSHA per chunk instead
+# of five commands per item.
 _READ_ITEMS = """
 local out = {}
 for i = 1, #ARGV do
   local lo = tonumber(ARGV[i])
   local hi = lo + 59999
-  local live, late = KEYS[2 * i - 1], KEYS[2 * i]
+  local live, late = KEYS[3 * i - 2], KEYS[3 * i - 1]
   local snaps = redis.call('ZRANGEBYSCORE', live, lo, hi)
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', late, lo, hi)) do snaps[#snaps + 1] = m end
   local a = redis.call('ZREVRANGEBYSCORE', live, '(' .. ARGV[i], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
@@ -85,7 +87,16 @@ for i = 1, #ARGV do
   local base = false
   if #a > 0 and (#b == 0 or tonumber(a[2]) >= tonumber(b[2])) then base = a[1]
   elseif #b > 0 then base = b[1] end
-  out[i] = {snaps, base}
+  out[i] = {snaps, base, redis.call('ZCOUNT', KEYS[3 * i], lo, hi)}
+end
+return out
+"""
+
+# The given keys that exist (KEYS: one chunk of meters' repaired keys).
+_EXISTING = """
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then out[#out + 1] = KEYS[i] end
 end
 return out
 """
@@ -99,13 +110,29 @@ async def read_items(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> 
     pipe = r.pipeline(transaction=False)
     for i in range(0, len(pairs), READ_CHUNK):
         chunk = pairs[i : i + READ_CHUNK]
-        chunk_keys = [k for meter, _ in chunk for k in (keys.timeseries(meter), keys.late_data(meter))]
+        chunk_keys = [
+            k
+            for meter, _ in chunk
+            for k in (keys.timeseries(meter), keys.late_data(meter), keys.repaired(meter))
+        ]
         await script(keys=chunk_keys, args=[minute for _, minute in chunk], client=pipe)
     flat = [entry for reply in await pipe.execute() for entry in reply]
     return [
-        Item(meter, minute, snapshots, baseline or None)
-        for (meter, minute), (snapshots, baseline) in zip(pairs, flat, strict=True)
+        Item(meter, minute, snapshots, baseline or None, int(repaired))
+        for (meter, minute), (snapshots, baseline, repaired) in zip(pairs, flat, strict=True)
     ]
+
+
+async def repaired_meters(r: Redis, keys: Keys, meter_ids: Sequence[str]) -> frozenset[str]:
+    """The meters with a ``repaired`` key (readings stored from ``Topics.resent`` in the live window):
+    only their minutes read it. One script call per 1,000 meters."""
+    found: set[str] = set()
+    prefix = len(keys.repaired(""))
+    for i in range(0, len(meter_ids), 1000):
+        chunk = [keys.repaired(m) for m in meter_ids[i : i + 1000]]
+        existing: list[bytes] = await r.eval(_EXISTING, len(chunk), *chunk)
+        found.update(k.decode()[prefix:] for k in existing)
+    return frozenset(found)
 
 
 async def late_meters(r: Redis, keys: Keys) -> frozenset[str]:
@@ -128,20 +155,26 @@ def read_items_sync(
     pairs: Sequence[tuple[str, int]],
     *,
     late: Collection[str] | None = None,
+    repaired: Collection[str] | None = None,
 ) -> list[Item]:
     """The same for worker processes (a plain blocking client): per item the in-minute members of
-    the live key and its newest member before the minute, and the same of the late key for the
-    meters in ``late`` (None: every meter; see :func:`late_meters`). Plain pipelined commands are
-    cheaper for the single-threaded server than the script, which copies every member into Lua and
-    back: with several workers reading at once, the server is the serial part.
+    the live key and its newest member before the minute, the same of the late key for the
+    meters in ``late`` (None: every meter; see :func:`late_meters`), and the in-minute count of the
+    repaired key for the meters in ``repaired`` (None: every meter; see :func:`repaired_meters`).
+    Plain pipelined commands are cheaper for the single-threaded server than the script, which
+    copies every member into Lua and back: with several workers reading at once, the server is the
+    serial part.
 
     The commands are packed by hiredis and sent in one write, and the raw replies read back on one
     pooled connection: redis-py's pipeline object (a Python object per command, response callbacks)
     cost twice the rest of the read."""
     packed: list[bytes] = []
     with_late = [late is None or meter in late for meter, _ in pairs]
-    for (meter, minute), also_late in zip(pairs, with_late, strict=True):
+    with_repaired = [repaired is None or meter in repaired for meter, _ in pairs]
+    for (meter, minute), also_late, also_repaired in zip(pairs, with_late, with_repaired, strict=True):
         hi, before = minute + MINUTE_MS - 1, f"({minute}"
+        if also_repaired:
+            packed.append(_pack(("ZCOUNT", keys.repaired(meter), minute, hi)))
         series = (keys.timeseries(meter), keys.late_data(meter)) if also_late else (keys.timeseries(meter),)
         for key in series:
             packed += (
@@ -150,7 +183,8 @@ def read_items_sync(
             )
     replies = iter(_roundtrip(r, packed))
     out = []
-    for (meter, minute), also_late in zip(pairs, with_late, strict=True):
+    for (meter, minute), also_late, also_repaired in zip(pairs, with_late, with_repaired, strict=True):
+        count = int(next(replies)) if also_repaired else 0
         live_m, base_live = next(replies), next(replies)
         late_m, base_late = (next(replies), next(replies)) if also_late else ([], None)
         a, b = _newest(base_live), _newest(base_late)
@@ -159,7 +193,7 @@ def read_items_sync(
             baseline = a[0]
         elif b is not None:
             baseline = b[0]
-        out.append(Item(meter, minute, live_m + late_m if late_m else live_m, baseline))
+        out.append(Item(meter, minute, live_m + late_m if late_m else live_m, baseline, count))
     return out
 
 

@@ -18,7 +18,9 @@ minute; the second waits, then finds the watermark advanced and nothing left to 
    technician events (healthjob.py, health.py; a watermark of its own);
 6. the ingest's online/offline stream is copied into ``events`` (position kept in PostgreSQL), and
    sensors reported disconnected in the newest status messages of meters without a status series
-   raise events (see events.py).
+   raise events (see events.py);
+7. completeness of the hours closed meanwhile: ``completeness_low`` events and fleet gauges
+   (completeness.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from aggregator import events, memory, reader, rollups, store
+from aggregator.completeness import HourlyCompleteness
 from aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt, read_and_compute
 from aggregator.healthjob import HealthReport, HealthStep
 from aggregator.metrics import Metrics
@@ -87,6 +90,11 @@ class Aggregator:
         self.partitions = store.Partitions()
         self.thresholds = Thresholds(settings.thermal_warn_c, settings.thermal_crit_c)
         self.health = HealthStep(settings, redis)
+        self.completeness = HourlyCompleteness(
+            threshold=settings.completeness.threshold,
+            delay_s=settings.completeness_delay_s,
+            metrics=self.metrics,
+        )
 
     async def run_job(self) -> JobReport:
         started = time.monotonic()
@@ -108,6 +116,7 @@ class Aggregator:
                 await self._cleanup(t0, report)
                 report.events += await self._stream_events(conn)
                 report.events += await self._sensor_events(conn)
+                report.events += await self._completeness(conn)
             finally:
                 await conn.execute("select pg_advisory_unlock(%s)", (key,))
         if report.watermark is not None:
@@ -154,10 +163,11 @@ class Aggregator:
             )
 
         late = await reader.late_meters(self.redis, self.keys)
+        repaired = await reader.repaired_meters(self.redis, self.keys, sorted(fleet)) if todo else frozenset()
 
         def _start(minute: int) -> list[asyncio.Future[Result]]:
             pairs = [(meter, minute) for meter, seen in fleet.items() if seen >= minute]
-            return self._submit(pairs, late=late)
+            return self._submit(pairs, late=late, repaired=repaired)
 
         # Each minute's shards are written as they come (one transaction per minute); once the last
         # one is in, the next minute is read and computed meanwhile (catch-up).
@@ -232,7 +242,7 @@ class Aggregator:
                 redo.add((meter, following))
         pairs = sorted(redo, key=lambda p: (p[1], p[0]))
         for i in range(0, len(pairs), LATE_CHUNK):
-            chunk = self._submit(pairs[i : i + LATE_CHUNK], late=None)
+            chunk = self._submit(pairs[i : i + LATE_CHUNK], late=None, repaired=None)
             result = await self._write(conn, chunk, watermark=None)
             report.rows += len(result.keys)
             report.bad += result.bad
@@ -258,13 +268,18 @@ class Aggregator:
         await reader.trim_live(self.redis, self.keys, sorted(fleet), cutoff)
 
     def _submit(
-        self, pairs: Sequence[tuple[str, int]], *, late: frozenset[str] | None
+        self,
+        pairs: Sequence[tuple[str, int]],
+        *,
+        late: frozenset[str] | None,
+        repaired: frozenset[str] | None,
     ) -> list[asyncio.Future[Result]]:
         """Start reading and computing a batch, sharded over the worker processes, each reading its
         shard from Redis itself (reads and validation in parallel; the main process's heap never
         holds the decoded snapshots: aggregator/memory.py). Without worker processes (tests), in a
         thread of this process. One future per shard, in no particular order of completion.
-        ``late``: the meters that may hold late data (:func:`reader.late_meters`; None: any)."""
+        ``late``: the meters that may hold late data (:func:`reader.late_meters`; None: any),
+        ``repaired``: those with repaired readings (:func:`reader.repaired_meters`; None: any)."""
         if self.executor is None or not pairs:
             return [asyncio.ensure_future(self._read_compute_here(pairs))]
         loop = asyncio.get_running_loop()
@@ -273,12 +288,17 @@ class Aggregator:
         return [
             loop.run_in_executor(
                 self.executor,
-                read_and_compute,
+                functools.partial(
+                    read_and_compute,
+                    late=None if late is None else late.intersection(m for m, _ in pairs[i : i + size]),
+                    repaired=None
+                    if repaired is None
+                    else repaired.intersection(m for m, _ in pairs[i : i + size]),
+                ),
                 self.settings.common.redis_url,
                 self.keys.prefix,
                 list(pairs[i : i + size]),
                 self.thresholds,
-                None if late is None else late.intersection(m for m, _ in pairs[i : i + size]),
             )
             for i in range(0, len(pairs), size)
         ]
@@ -343,6 +363,11 @@ class Aggregator:
         self.metrics.bad.inc(merged.bad)
         self.metrics.events.inc(inserted)
         return merged
+
+    async def _completeness(self, conn: store.Conn) -> int:
+        inserted = await self.completeness.run(conn, await store.read_watermark(conn))
+        self.metrics.events.inc(inserted)
+        return inserted
 
     async def _sensor_events(self, conn: store.Conn) -> int:
         async with conn.transaction():

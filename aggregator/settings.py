@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
 
+from enerlink.completeness import CompletenessSettings
 from enerlink.config import CommonSettings, ConfigError, Env
 
 
@@ -38,6 +39,8 @@ class Settings:
     thermal_warn_c: float = 45.0
     thermal_crit_c: float = 60.0
     health: HealthThresholds = HealthThresholds()
+    completeness: CompletenessSettings = field(default_factory=CompletenessSettings)
+    completeness_delay_s: float = 300.0  # a closed hour's completeness is evaluated this long after it
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -60,6 +63,8 @@ class Settings:
                 status_interval_s=env.int("HEALTH_STATUS_INTERVAL_S", 60),
                 silent_intervals=env.int("HEALTH_SILENT_INTERVALS", 3),
             ),
+            completeness=CompletenessSettings.from_env(env),
+            completeness_delay_s=env.float("COMPLETENESS_EVAL_DELAY_S", 300.0),
         )
         if not 0 <= settings.grace_s < 60:
             raise ConfigError(f"ENERLINK_AGGREGATE_GRACE_S={settings.grace_s}: must be within 0..59")
@@ -75,6 +80,8 @@ class Settings:
             raise ConfigError(
                 "ENERLINK_AGGREGATE_THERMAL_CRIT_C must be >= ENERLINK_AGGREGATE_THERMAL_WARN_C"
             )
+        if settings.completeness_delay_s < 0:
+            raise ConfigError("ENERLINK_COMPLETENESS_EVAL_DELAY_S must not be negative")
         h = settings.health
         if h.reboots < 1 or h.reboot_window_s < 1 or h.weak_rssi_s < 0:
             raise ConfigError(

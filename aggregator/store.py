@@ -11,7 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from aggregator import copybin
-from aggregator.columns import ALL_COLUMNS, KEY_COLUMNS, STAT_COLUMNS, quote
+from aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS, quote
 from aggregator.compute import Event
 from schemas.wire import Tables
 
@@ -99,14 +99,23 @@ async def clear_staging(conn: Conn) -> None:
     await conn.execute(f"delete from {STAGING}".encode())
 
 
-_PG_TYPES = {"text": "text", "timestamptz": "timestamptz", "integer": "int4", "double precision": "float8"}
-COPY_TYPES: list[str] = [_PG_TYPES[t.split(" not null")[0]] for _, t in KEY_COLUMNS] + [
-    _PG_TYPES[c.sql_type] for c in STAT_COLUMNS
-]
+_PG_TYPES = {
+    "text": "text",
+    "timestamptz": "timestamptz",
+    "integer": "int4",
+    "double precision": "float8",
+    "bigint": "int8",
+    "smallint": "int2",
+}
+COPY_TYPES: list[str] = (
+    [_PG_TYPES[t.split(" not null")[0]] for _, t in KEY_COLUMNS]
+    + [_PG_TYPES[c.sql_type] for c in STAT_COLUMNS]
+    + [_PG_TYPES[t] for _, t in SEQ_COLUMNS]
+)
 
 
 def _copy_binary(table: str) -> sql.Composed:
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in ALL_COLUMNS)
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in MINUTE_COLUMNS)
     return sql.SQL("copy {} ({}) from stdin (format binary)").format(sql.Identifier(table), columns)
 
 
@@ -131,8 +140,8 @@ async def upsert_from_staging(conn: Conn, *, replaces: bool = True) -> None:
     """The staging rows into the minute table; ``replaces=False`` when none has a stored row (the
     caller checked, in this transaction, under the aggregator's lock): a plain insert, without the
     speculative insertion an upsert does for each row."""
-    cols = ", ".join(quote(c) for c in ALL_COLUMNS)
-    sets = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in ALL_COLUMNS[2:])
+    cols = ", ".join(quote(c) for c in MINUTE_COLUMNS)
+    sets = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in MINUTE_COLUMNS[2:])
     upsert = f" on conflict (meter_id, bucket) do update set {sets}" if replaces else ""
     table = quote(Tables.TELEMETRY_AGGREGATES)
     statement = f"insert into {table} ({cols}) select {cols} from {STAGING}{upsert}".encode()

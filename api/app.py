@@ -26,6 +26,7 @@ from api.live import LiveHub
 from api.routes import (
     archive,
     commands,
+    completeness,
     device_health,
     energy,
     health,
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
         settlements,
         commands,
         device_health,
+        completeness,
         energy,
         simulation,
     ):

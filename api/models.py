@@ -112,3 +112,46 @@ class HealthHistory(BaseModel):
     points: list[HealthPoint]
     events: list[Event] = Field(description="the meter's events in the range, oldest first")
     events_truncated: bool = Field(description="more events than returned: narrow the range")
+
+
+class CompletenessPoint(BaseModel):
+    bucket: str | None = Field(
+        description="start of the bucket, ISO 8601 UTC (null for a range's total)",
+        examples=["2025-10-26T04:00:00Z"],
+    )
+    minutes: int = Field(description="minute rows in the bucket", examples=[60])
+    received: int = Field(description="readings stored", examples=[358])
+    expected: int | None = Field(
+        None, description="readings the meter issued, from seq; null: unknown (no seq)"
+    )
+    repaired: int | None = Field(None, description="readings stored after a re-send; null: unknown")
+    missing: int | None = Field(None, description="expected readings not stored (yet); null: unknown")
+    completeness: float | None = Field(
+        None, description="share of the expected readings stored, 0..1; null: unknown", examples=[0.9944]
+    )
+
+
+class MeterCompleteness(BaseModel):
+    meter_id: str = Field(examples=["METER001"])
+    bucket: Literal["1h", "1d"]
+    timezone: str = Field(description="days start at midnight of this zone", examples=["UTC"])
+    start: str = Field(examples=["2025-10-26T00:00:00Z"])
+    end: str = Field(examples=["2025-10-27T00:00:00Z"])
+    threshold: float = Field(description="ENERLINK_COMPLETENESS_THRESHOLD", examples=[0.99])
+    total: CompletenessPoint
+    points: list[CompletenessPoint] = Field(description="buckets with minute rows, oldest first")
+
+
+class FleetCompletenessPoint(CompletenessPoint):
+    meters: int = Field(description="meters with minute rows in the bucket", examples=[1200])
+    meters_with_seq: int = Field(description="meters whose completeness is known", examples=[1100])
+    meters_below_threshold: int = Field(examples=[3])
+
+
+class FleetCompleteness(BaseModel):
+    bucket: Literal["1h", "1d"]
+    timezone: str = Field(examples=["UTC"])
+    start: str = Field(examples=["2025-10-26T00:00:00Z"])
+    end: str = Field(examples=["2025-10-27T00:00:00Z"])
+    threshold: float = Field(examples=[0.99])
+    points: list[FleetCompletenessPoint]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Self
 
 from archiver.storage import StorageSettings
+from enerlink.completeness import CompletenessSettings
 from enerlink.config import CommonSettings, ConfigError, Env
 from enerlink.settlements import SettlementSettings
 
@@ -24,6 +25,7 @@ class Settings:
     query_timeout_s: float  # PostgreSQL statement_timeout of history and health queries
     ws_send_timeout_s: float  # a WebSocket send blocked this long (client not reading) drops the client
     settlement: SettlementSettings  # commands' ack timeout and settlement tolerances (C1's routes)
+    completeness: CompletenessSettings  # the threshold the completeness routes report against
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -40,6 +42,7 @@ class Settings:
             query_timeout_s=env.float("API_QUERY_TIMEOUT_S", 10.0),
             ws_send_timeout_s=env.float("API_WS_SEND_TIMEOUT_S", 10.0),
             settlement=SettlementSettings.from_env(env),
+            completeness=CompletenessSettings.from_env(env),
         )
         if settings.max_points < 1 or settings.ws_queue < 1 or settings.ws_ping_s <= 0:
             raise ConfigError("ENERLINK_API_MAX_POINTS, _WS_QUEUE and _WS_PING_S must be positive")

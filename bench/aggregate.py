@@ -72,9 +72,11 @@ DURABLE_HEALTH_FLOOR = "_bench_floor_health"
 STATUS_FIXTURE = STATUS_EXAMPLE
 
 
-def _message(base: dict[str, object], meter: str, at_ms: int, i: int) -> bytes:
+def _message(base: dict[str, object], meter: str, at_ms: int, i: int, *, seq: bool = False) -> bytes:
     msg = copy.deepcopy(base)
     msg["meterId"] = meter
+    if seq:
+        msg["seq"] = at_ms // 1000  # increasing per meter, like the firmware's counter
     msg["datetime"] = datetime.fromtimestamp(at_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
     data = msg["data"]
     assert isinstance(data, dict)
@@ -95,7 +97,14 @@ def _status(base: dict[str, Any], meter: str, at_ms: int, i: int) -> bytes:
 
 
 async def _load(
-    r: aioredis.Redis, keys: Keys, meters: list[str], *, minute: int, per_meter: int, statuses: int
+    r: aioredis.Redis,
+    keys: Keys,
+    meters: list[str],
+    *,
+    minute: int,
+    per_meter: int,
+    statuses: int,
+    seq: bool = False,
 ) -> None:
     base = json.loads(FIXTURE.read_bytes())
     status = json.loads(STATUS_FIXTURE.read_bytes())
@@ -103,7 +112,10 @@ async def _load(
     for i in range(0, len(meters), 500):
         pipe = r.pipeline(transaction=False)
         for meter in meters[i : i + 500]:
-            snaps = {_message(base, meter, minute + k * step, k): minute + k * step for k in range(per_meter)}
+            snaps = {
+                _message(base, meter, minute + k * step, k, seq=seq): minute + k * step
+                for k in range(per_meter)
+            }
             pipe.zadd(keys.timeseries(meter), snaps)
             pipe.hset(keys.meters, meter, minute + MINUTE_MS - 1)
             if statuses:
@@ -227,6 +239,7 @@ async def main() -> None:
     parser.add_argument("--snapshots", type=int, default=12)
     parser.add_argument("--statuses", type=int, default=2, help="status messages per meter and minute")
     parser.add_argument("--minutes", type=int, default=1, help="consecutive minutes, one job each")
+    parser.add_argument("--seq", action="store_true", help="data messages carry seq (completeness)")
     parser.add_argument("--workers", type=int, default=None, help="processes for compute (default: settings)")
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
@@ -268,7 +281,9 @@ async def main() -> None:
             flush=True,
         )
         began = time.perf_counter()
-        await _load(r, keys, meters, minute=minutes[0], per_meter=args.snapshots, statuses=args.statuses)
+        await _load(
+            r, keys, meters, minute=minutes[0], per_meter=args.snapshots, statuses=args.statuses, seq=args.seq
+        )
         print(f"  loaded in {time.perf_counter() - began:.1f} s")
         # rows of the real shape for the floor's COPY (built outside the timing)
         sample = compute(await reader.read_items(r, keys, [(meters[0], minutes[0])]))
@@ -293,7 +308,13 @@ async def main() -> None:
             for k, minute in enumerate(minutes):
                 if k:
                     await _load(
-                        r, keys, meters, minute=minute, per_meter=args.snapshots, statuses=args.statuses
+                        r,
+                        keys,
+                        meters,
+                        minute=minute,
+                        per_meter=args.snapshots,
+                        statuses=args.statuses,
+                        seq=args.seq,
                     )
                 if k in (0, len(minutes) - 1):
                     # the floor of the first minute (Redis holding one minute) and of the minute

@@ -17,6 +17,13 @@ meter's first period starts at its first snapshot in the minute aggregates. A pe
 once the aggregator has done the minute of its end and the next one (about two minutes after the
 close with the default grace).
 
+Completeness: a period whose minutes still miss readings (from ``seq``: enerlink/completeness.py;
+the minutes the period touches, ``[start's minute, end)``) stays ``pending`` while the pipeline
+repairs them (the edge re-sends, the aggregator re-aggregates), until none is missing or
+``ENERLINK_SETTLEMENT_REPAIR_DEADLINE_S`` has passed since ``period_end``; it is then final with
+``readings_expected`` / ``_received`` / ``_repaired`` / ``_missing`` recorded (null for a meter
+without ``seq``, which is finalized as soon as the watermark allows, as before).
+
 ``diff`` = device - pipeline; beyond the tolerance (max of ``ENERLINK_SETTLEMENT_TOLERANCE_WH`` and
 ``_PCT`` of the period's larger energy) the row is flagged ``mismatch`` and a
 ``settlement_mismatch`` warning event is raised. Late data re-aggregated after a settlement is final
@@ -44,7 +51,7 @@ from psycopg.rows import dict_row
 
 from aggregator.columns import quote
 from aggregator.store import read_watermark
-from enerlink import commands
+from enerlink import commands, completeness
 from enerlink.config import ConfigError, Env
 from schemas.wire import Tables
 
@@ -65,6 +72,7 @@ class SettlementSettings:
     commands: commands.CommandSettings
     tolerance_wh: float  # device vs pipeline difference allowed per channel, Wh ...
     tolerance_pct: float  # ... or this share of the period's energy when larger
+    repair_deadline_s: float = 3600.0  # a period missing readings stays pending at most this long
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -72,9 +80,12 @@ class SettlementSettings:
             commands=commands.CommandSettings.from_env(env),
             tolerance_wh=env.float("SETTLEMENT_TOLERANCE_WH", 10.0),
             tolerance_pct=env.float("SETTLEMENT_TOLERANCE_PCT", 1.0),
+            repair_deadline_s=env.float("SETTLEMENT_REPAIR_DEADLINE_S", 3600.0),
         )
         if settings.tolerance_wh < 0 or settings.tolerance_pct < 0:
             raise ConfigError("ENERLINK_SETTLEMENT_TOLERANCE_WH and _PCT must not be negative")
+        if settings.repair_deadline_s < 0:
+            raise ConfigError("ENERLINK_SETTLEMENT_REPAIR_DEADLINE_S must not be negative")
         return settings
 
 
@@ -129,11 +140,15 @@ class Settlement:
     requested_at: datetime
     acked_at: datetime | None
     finalized_at: datetime | None
+    readings_expected: int | None = None  # the period's readings from seq (null: unknown) ...
+    readings_received: int | None = None
+    readings_repaired: int | None = None  # ... stored after a re-send
+    readings_missing: int | None = None  # ... still missing when it became final
     ack: dict[str, Any] | None = None  # the meter's acknowledgement as received (not in JSON/CSV)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Self:
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
+        return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON/CSV fields (times as ISO 8601 UTC)."""
@@ -233,10 +248,30 @@ def _difference(device: float | None, pipeline: float) -> float | None:
     return None if device is None else round(device - pipeline, 6)
 
 
+async def _readings(
+    conn: Conn, *, meter_id: str, start: datetime, end: datetime
+) -> completeness.Completeness:
+    """The completeness of the minutes a period touches."""
+    parts = await completeness.of_meter(
+        conn, meter_id=meter_id, start=start.replace(second=0, microsecond=0), end=end, bucket="all"
+    )
+    return completeness.total(parts)
+
+
+def _repairing(s: Settlement, readings: completeness.Completeness, settings: SettlementSettings) -> bool:
+    """Readings of the period are missing and the repair deadline has not passed yet."""
+    assert s.period_end is not None
+    deadline = s.period_end + timedelta(seconds=settings.repair_deadline_s)
+    return bool(readings.missing) and datetime.now(UTC) < deadline
+
+
 async def _finalize(conn: Conn, s: Settlement, settings: SettlementSettings) -> Settlement:
     assert s.period_end is not None
     async with conn.transaction():
         start = s.period_start or await _first_snapshot(conn, meter_id=s.meter_id, end=s.period_end)
+        readings = await _readings(conn, meter_id=s.meter_id, start=start, end=s.period_end)
+        if _repairing(s, readings, settings):
+            return s
         imp, exp, minutes = await _energy(conn, meter_id=s.meter_id, start=start, end=s.period_end)
         tolerance = max(settings.tolerance_wh, settings.tolerance_pct / 100 * max(imp, exp))
         diff_imp = _difference(s.device_import_wh, imp)
@@ -247,7 +282,9 @@ async def _finalize(conn: Conn, s: Settlement, settings: SettlementSettings) -> 
             conn,
             f"update {_T} set status = 'final', finalized_at = now(), period_start = %s, import_wh = %s,"
             " export_wh = %s, net_wh = %s, minutes = %s, diff_import_wh = %s, diff_export_wh = %s,"
-            " tolerance_wh = %s, mismatch = %s where id = %s and status = 'pending' returning *",
+            " tolerance_wh = %s, mismatch = %s, readings_expected = %s, readings_received = %s,"
+            " readings_repaired = %s, readings_missing = %s where id = %s and status = 'pending'"
+            " returning *",
             (
                 start,
                 round(imp, 6),
@@ -258,6 +295,10 @@ async def _finalize(conn: Conn, s: Settlement, settings: SettlementSettings) -> 
                 diff_exp,
                 round(tolerance, 6),
                 mismatch,
+                readings.expected,
+                readings.received,
+                readings.repaired,
+                readings.missing,
                 s.id,
             ),
         )
@@ -265,6 +306,14 @@ async def _finalize(conn: Conn, s: Settlement, settings: SettlementSettings) -> 
             rows = await fetch(conn, f"select * from {_T} where id = %s", (s.id,))
             return Settlement.from_row(rows[0])
         done = Settlement.from_row(rows[0])
+        if readings.missing:
+            log.warning(
+                "settlement %s of %s: final with %d of %d readings missing (repair deadline passed)",
+                done.id,
+                s.meter_id,
+                readings.missing,
+                readings.expected or 0,
+            )
         if mismatch:
             await event(
                 conn,
@@ -297,7 +346,8 @@ def ready(s: Settlement, watermark: datetime | None) -> bool:
 async def finalize_ready(
     connect: Connect, settlements: Sequence[Settlement], settings: SettlementSettings
 ) -> list[Settlement]:
-    """The settlements with every ``pending`` one the watermark has passed made ``final``."""
+    """The settlements with every ``pending`` one the watermark has passed made ``final`` (unless
+    readings of its period are missing and the repair deadline has not passed)."""
     if not any(s.status == "pending" for s in settlements):
         return list(settlements)
     started = time.monotonic()

@@ -580,12 +580,12 @@ async def test_worker_processes_compute_the_same_rows(
     late = await reader.late_meters(redis_client, keys)
     assert late == {"W01"}
     pairs = [(f"W{i:02d}", m) for i in range(40)]
-    (one,) = await asyncio.gather(*Aggregator(inline, redis_client)._submit(pairs, late=None))
+    (one,) = await asyncio.gather(*Aggregator(inline, redis_client)._submit(pairs, late=None, repaired=None))
     as_tuples = compute(await reader.read_items(redis_client, keys, pairs))
     energy = ALL_COLUMNS.index("import_energy_wh")
     assert next(r for r in as_tuples.rows if r[0] == "W01")[energy] == pytest.approx(0.1)  # late baseline
     with compute_pool(parallel) as pool:
-        shards = Aggregator(parallel, redis_client, executor=pool)._submit(pairs, late=late)
+        shards = Aggregator(parallel, redis_client, executor=pool)._submit(pairs, late=late, repaired=None)
         two = await asyncio.gather(*shards)  # in the order submitted: the pairs' order
     assert len(shards) > 1  # really sharded over the worker processes
     assert one.keys == [k for shard in two for k in shard.keys] == pairs

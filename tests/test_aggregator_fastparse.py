@@ -322,9 +322,9 @@ def test_compute_picks_each_minutes_snapshots_and_baseline() -> None:
     ]
     result = compute(items)
     assert result.bad == 1 and result.samples == 3
-    from aggregator.columns import ALL_COLUMNS
+    from aggregator.columns import MINUTE_COLUMNS
 
-    got = {row[0]: dict(zip(ALL_COLUMNS, row, strict=True)) for row in result.rows}
+    got = {row[0]: dict(zip(MINUTE_COLUMNS, row, strict=True)) for row in result.rows}
     assert sorted(got) == ["A", "C"]
     a, c = got["A"], got["C"]
     assert a["sample_count"] == 2 and a["import_power_avg"] == 200.0

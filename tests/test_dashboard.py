@@ -257,6 +257,10 @@ def _follow(browser: Any, wait: Any, environ: dict[str, str], topics: Topics) ->
     summary = browser.find_element(By.ID, "health-summary").text
     assert "RSSI -71 dBm" in summary and "free heap 48 kB" in summary and "sensors 6/7" in summary
     assert "MQTT down 50 %" in summary and "last event: weak_signal" in summary
+    # completeness: the rows inserted above carry no seq (today's firmware): unknown, 24 hour cells
+    wait.until(lambda d: d.find_element(By.ID, "completeness-info").text == "last 24 h: unknown (no seq)")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#completeness-hours span")) == 24
+    assert browser.find_element(By.CSS_SELECTOR, "#completeness-days tbody td").text.startswith("20")
     ARTIFACTS.mkdir(exist_ok=True)
     chart = browser.find_element(By.ID, "health-chart")
     browser.execute_script("arguments[0].scrollIntoView();", chart)

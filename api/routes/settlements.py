@@ -68,6 +68,14 @@ class SettlementOut(BaseModel):
     requested_at: datetime
     acked_at: datetime | None
     finalized_at: datetime | None
+    readings_expected: int | None = Field(
+        None, description="readings the period's minutes should hold, from seq; null: unknown (no seq)"
+    )
+    readings_received: int | None = Field(None, description="readings stored in the period's minutes")
+    readings_repaired: int | None = Field(None, description="of those, stored after a re-send")
+    readings_missing: int | None = Field(
+        None, description="still missing when final (the repair deadline passed); a pending period waits"
+    )
 
 
 CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -1,8 +1,8 @@
 // EnerLink dashboard: the fleet at a glance, and for one meter live power (WebSocket), history
 // at 1m/5m/1h/1d and recent events. Plain JS, one library (uPlot, vendored). Talks only to this
 // server's API: GET /meters, /telemetry/latest/data, /telemetry/history/{id}, /meters/{id}/health,
-// /events, WS /ws/telemetry; the simulated fleet: GET /simulation, POST /simulation/start|stop; the
-// energy panels are energy.js's.
+// /meters/{id}/completeness, /events, WS /ws/telemetry; the simulated fleet: GET /simulation,
+// POST /simulation/start|stop; the energy panels are energy.js's.
 "use strict";
 
 (() => {
@@ -505,6 +505,62 @@
     $("#events-empty").hidden = events.length > 0;
   }
 
+  // --- completeness: last 24 h by hour, last 7 days ------------------------------------------------
+  async function loadCompleteness() {
+    const meterId = selected;
+    const path = `/meters/${encodeURIComponent(meterId)}/completeness`;
+    const end = new Date();
+    const hourStart = new Date(Math.floor(end.getTime() / 3600000) * 3600000 - 23 * 3600000);
+    let hours = null;
+    let days = null;
+    try {
+      [hours, days] = await Promise.all([
+        api(`${path}?${new URLSearchParams({ bucket: "1h", start: hourStart.toISOString() })}`),
+        api(`${path}?bucket=1d`),
+      ]);
+    } catch (error) {
+      if (meterId === selected) {
+        $("#completeness-info").textContent =
+          error.status === 404 ? "no data yet" : `completeness unavailable (${error.message})`;
+      }
+      return;
+    }
+    if (meterId !== selected) return;
+    const threshold = hours.threshold;
+    const byHour = new Map(asList(hours, "points").map((p) => [parseTime(p.bucket), p]));
+    const strip = $("#completeness-hours");
+    strip.textContent = "";
+    for (let i = 0; i < 24; i += 1) {
+      const at = hourStart.getTime() + i * 3600000;
+      const point = byHour.get(at);
+      const cellEl = document.createElement("span");
+      const ratio = point ? point.completeness : null;
+      cellEl.dataset.state = typeof ratio !== "number" ? "unknown" : ratio < threshold ? "low" : "ok";
+      cellEl.title = `${new Date(at).toISOString().slice(0, 13)}:00Z · ` +
+        (point ? `${point.received} received, ${point.expected ?? "?"} expected, ${point.missing ?? "?"} missing, ` +
+          `${point.repaired ?? "?"} repaired` : "no data");
+      strip.appendChild(cellEl);
+    }
+    const body = $("#completeness-days tbody");
+    body.textContent = "";
+    for (const point of asList(days, "points").slice().reverse()) {
+      const row = document.createElement("tr");
+      const share = typeof point.completeness === "number" ? `${(point.completeness * 100).toFixed(2)} %` : null;
+      const values = [point.bucket.slice(0, 10), point.expected, point.received, point.repaired, point.missing, share];
+      values.forEach((value, i) => {
+        const td = document.createElement("td");
+        td.textContent = value === null || value === undefined ? "–" : String(value);
+        if (i > 0) td.className = "num";
+        row.appendChild(td);
+      });
+      body.appendChild(row);
+    }
+    const total = hours.total || {};
+    $("#completeness-info").textContent = typeof total.completeness === "number"
+      ? `last 24 h: ${(total.completeness * 100).toFixed(2)} % · ${total.missing} missing · ${total.repaired} repaired`
+      : "last 24 h: unknown (no seq)";
+  }
+
   function renderMeterState() {
     const item = entry(selected);
     const pill = $("#meter-state");
@@ -526,6 +582,7 @@
     loadHistory();
     loadHealth();
     loadEvents();
+    loadCompleteness();
     document.dispatchEvent(new CustomEvent("enerlink:meter", { detail: meterId })); // energy.js
   }
 
