@@ -48,6 +48,7 @@ from paho.mqtt.properties import Properties
 
 from edge.acks import AckTracker, Refused
 from edge.queue import QueueLimits, SpoolQueue
+from enerlink import mqtt_internals
 from enerlink.backoff import Backoff
 from enerlink.config import MqttEndpoint
 from enerlink.mqtt import tls_context
@@ -288,7 +289,7 @@ class Publisher:
 
     def _install_hooks(self, client: aiomqtt.Client) -> None:
         """Read the CONNACK's Receive Maximum and see disconnects the moment paho does."""
-        inner: paho.Client = client._client  # aiomqtt drops the CONNACK properties
+        inner = mqtt_internals.paho_client(client)  # aiomqtt drops the CONNACK properties
         aiomqtt_on_connect = cast("Callable[..., None]", inner.on_connect)
         aiomqtt_on_disconnect = cast("Callable[..., None]", inner.on_disconnect)
 
@@ -318,10 +319,7 @@ class Publisher:
         client = self._client
         backoff = Backoff(initial=self.config.backoff_initial_s, cap=self.config.backoff_cap_s)
         while True:
-            # aiomqtt leaves the previous connection's "connected" future resolved after an
-            # unexpected disconnect; a fresh one makes __aenter__ wait for the new CONNACK.
-            if client._connected.done():
-                client._connected = asyncio.get_running_loop().create_future()
+            mqtt_internals.renew_connected(client)
             try:
                 async with client:
                     self._connected = True
@@ -353,7 +351,7 @@ class Publisher:
             finally:
                 self._connected = False
                 self._wake_slots()
-                _release_stuck_client(client)
+                mqtt_internals.release_stuck(client)
             await backoff.sleep()
 
     async def _session(self, client: aiomqtt.Client) -> None:
@@ -529,12 +527,3 @@ class Publisher:
                 time.monotonic() - started,
                 len(queue),
             )
-
-
-def _release_stuck_client(client: aiomqtt.Client) -> None:
-    """aiomqtt keeps its reuse lock when a graceful DISCONNECT times out on a dead socket; without
-    this the next ``async with client`` fails forever with "not reentrant"."""
-    if client._lock.locked():
-        if not client._disconnected.done():
-            client._disconnected.set_result(None)
-        client._lock.release()
