@@ -33,7 +33,6 @@ async def test_the_checked_objects_are_the_real_classes() -> None:
     client = aiomqtt.Client("127.0.0.1", identifier="introspection")
     inner = mqtt_internals.paho_client(client)
     assert type(inner) is paho.Client
-    assert inner is getattr(client, "_client")
     # names of the public API used instead of private ones
     for name in ("manual_ack_set", "ack", "on_socket_open", "on_connect", "protocol", "socket"):
         assert hasattr(inner, name), f"paho Client.{name} is gone"
