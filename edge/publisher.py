@@ -335,6 +335,7 @@ class Publisher:
             try:
                 async with client:
                     since = time.monotonic()
+                    mqtt_internals.check_connected(client)
                     self._connected = True
                     self._changed.set()
                     self._stats.connects += 1

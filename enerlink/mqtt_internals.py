@@ -83,6 +83,19 @@ def fail_connection(client: aiomqtt.Client, exc: BaseException) -> None:
         future.set_exception(exc)
 
 
+def check_connected(client: aiomqtt.Client) -> None:
+    """Call right after ``async with client`` is entered: :class:`aiomqtt.MqttError` if the link is
+    already gone. aiomqtt 2.5's ``__aenter__`` drops a disconnect that arrives between the CONNACK
+    and its return (it replaces a completed "disconnected" future with a fresh one), which leaves a
+    client that believes it is connected on a closed socket, for ever (seen when the broker closes a
+    connection at once because another client took the id over)."""
+    if not paho_client(client).is_connected():
+        future = disconnected(client)
+        if not future.done():
+            future.set_result(None)  # lets ``async with`` exit without a DISCONNECT on a closed socket
+        raise aiomqtt.MqttError("connection lost right after the CONNACK")
+
+
 def renew_connected(client: aiomqtt.Client) -> None:
     """aiomqtt leaves the previous connection's "connected" future resolved after an unexpected
     disconnect; a fresh one makes the next ``async with`` wait for the new CONNACK."""

@@ -214,6 +214,7 @@ async def session(settings: Settings) -> AsyncIterator[Session]:
     )
     live = Session(client, max_held=settings.max_held, max_held_bytes=settings.max_held_bytes)
     async with client:
+        mqtt_internals.check_connected(client)
         # A resumed session's backlog arrives right after CONNACK, ahead of the SUBACK: the worker
         # must store (and acknowledge) while the subscription is pending, or the reader, stopped at
         # its cap, would never reach the SUBACK.

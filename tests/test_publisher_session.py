@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import signal
 import uuid
 from collections.abc import AsyncIterator
+
+import pytest
 
 from edge.publisher import Publisher, PublisherConfig
 from enerlink.config import MqttEndpoint
@@ -181,3 +184,24 @@ async def test_session_lost_by_the_broker_message_cut_after_pubrec_is_sent_again
     assert acked == [b"cut-then-session-lost"]
     assert got == [b"cut-then-session-lost"]
     assert _clean_start_flags(broker, config.client_id)[-1] == "c0"  # it asked to resume
+
+
+async def test_two_publishers_on_one_client_id_log_the_takeover_loop_and_back_off(
+    own_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = own_broker.start()
+    client_id = f"twin-{uuid.uuid4().hex[:8]}"
+    config = PublisherConfig(
+        endpoint=MqttEndpoint.parse(broker.url),
+        client_id=client_id,
+        backoff_initial_s=0.05,
+        backoff_cap_s=0.2,
+    )
+    with caplog.at_level(logging.ERROR, logger="enerlink.takeover"):
+        async with Publisher(config=config) as one, Publisher(config=config) as two:
+            await asyncio.sleep(12.0)
+            attempts = one.stats.attempts + two.stats.attempts
+    assert f"another client uses the same MQTT client id '{client_id}'" in caplog.text
+    # without the takeover backoff each twin reconnects within 0.2 s: some 60 evictions in 12 s
+    assert 4 <= attempts < 30, attempts
+    assert len(_clean_start_flags(broker, client_id)) < 35
