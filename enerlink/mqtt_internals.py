@@ -10,7 +10,7 @@ so an upgrade that renames one fails a test naming it instead of silently breaki
 
 Pinned: aiomqtt 2.5 (``aiomqtt>=2.5,<3``), paho-mqtt 2.x. What the public API covers is used
 directly by the callers (``paho.Client.manual_ack_set``/``ack``/``on_socket_open``/``on_connect``/
-``protocol``/``socket()``, ``aiomqtt.Client.identifier``/``messages``).
+``protocol``/``socket()``/``is_connected()``, ``aiomqtt.Client.messages``).
 """
 
 from __future__ import annotations
