@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from collections.abc import Callable
 from typing import Any, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
-from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
+
+from enerlink import mqtt_internals
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +54,17 @@ class AckTracker:
     """Per-packet-id outcome of QoS 1/2 publishes on one paho client (the one inside aiomqtt)."""
 
     def __init__(self, client: aiomqtt.Client) -> None:
-        self._inner: paho.Client = client._client
+        self._inner: paho.Client = mqtt_internals.paho_client(client)
         self._waiters: dict[int, asyncio.Future[int]] = {}
         self._pubrec: dict[int, int] = {}
         self._install()
 
     def _install(self) -> None:
         inner = self._inner
-        handle_pubrec = inner._handle_pubrec
         aiomqtt_on_publish = cast("Callable[..., None]", inner.on_publish)
 
-        def on_pubrec() -> MQTTErrorCode:
-            packet = bytes(inner._in_packet["packet"][:3])
-            if len(packet) > 2 and packet[2] >= _REFUSED:
-                (mid,) = struct.unpack("!H", packet[:2])
-                if mid in inner._out_messages:  # else paho ignores it, and so do we
-                    self._pubrec[mid] = packet[2]
-            return handle_pubrec()
+        def on_refused(mid: int, code: int) -> None:
+            self._pubrec[mid] = code
 
         def on_publish(
             paho_client: paho.Client, userdata: Any, mid: int, reason_code: Any, properties: Any = None
@@ -80,14 +74,17 @@ class AckTracker:
             if waiter is None:
                 aiomqtt_on_publish(paho_client, userdata, mid, reason_code, properties)
                 return
-            if not refused and isinstance(reason_code, ReasonCode) and reason_code.value >= _REFUSED:
-                message = paho_client._out_messages.get(mid)
-                if message is not None and message.qos == 1:  # a PUBACK's reason (PUBCOMP's is not)
-                    refused = reason_code.value
+            if (
+                not refused
+                and isinstance(reason_code, ReasonCode)
+                and reason_code.value >= _REFUSED
+                and mqtt_internals.outgoing_qos(paho_client, mid) == 1  # a PUBACK's (PUBCOMP's is not)
+            ):
+                refused = reason_code.value
             if not waiter.done():
                 waiter.set_result(refused)
 
-        inner._handle_pubrec = on_pubrec  # type: ignore[method-assign]
+        mqtt_internals.install_pubrec_hook(inner, on_refused)
         inner.on_publish = on_publish
 
     async def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> None:

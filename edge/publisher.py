@@ -48,9 +48,11 @@ from paho.mqtt.properties import Properties
 
 from edge.acks import AckTracker, Refused
 from edge.queue import QueueLimits, SpoolQueue
+from enerlink import mqtt_internals
 from enerlink.backoff import Backoff
 from enerlink.config import MqttEndpoint
 from enerlink.mqtt import tls_context
+from enerlink.takeover import TakeoverWatch
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,7 @@ class Publisher:
         self._stats = PublisherStats(window=max(1, config.max_inflight))
         self._limit = max(1, config.max_inflight)
         self._connected = False
+        self._resuming = False  # a connection of this process succeeded: reconnects resume the session
         self._closing = False
         self._slots = asyncio.Condition()
         self._queue_changed = asyncio.Event()
@@ -266,12 +269,13 @@ class Publisher:
             password=cfg.endpoint.password,
             identifier=cfg.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
-            # paho resets its "first connect" flag in every connect(), which aiomqtt calls on every
-            # reconnect, so in effect every connection starts clean: a previous process's packet
-            # ids never collide with ours, and paho, seeing the clean start, resends each unfinished
-            # QoS 2 message as a whole PUBLISH (never a bare PUBREL the broker would answer with
-            # PUBCOMP and nothing to deliver). A reconnect may duplicate (the ingest absorbs it),
-            # never lose (tests/test_publisher_session.py).
+            # The first connection of the process starts clean (a previous process's packet ids
+            # never collide with ours); every reconnect resumes the session (Clean Start 0, set in
+            # on_connect: paho resets its "first connect" flag in every connect(), which aiomqtt
+            # calls on every reconnect), so an exchange cut after PUBREC is finished with PUBREL and
+            # delivered once. If the broker lost the session (CONNACK session present = 0) those
+            # exchanges go again as whole PUBLISH, never a bare PUBREL the broker would answer with
+            # PUBCOMP and nothing to deliver (tests/test_publisher_session.py).
             clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             tls_context=tls_context(cfg.endpoint),
@@ -288,7 +292,7 @@ class Publisher:
 
     def _install_hooks(self, client: aiomqtt.Client) -> None:
         """Read the CONNACK's Receive Maximum and see disconnects the moment paho does."""
-        inner: paho.Client = client._client  # aiomqtt drops the CONNACK properties
+        inner = mqtt_internals.paho_client(client)  # aiomqtt drops the CONNACK properties
         aiomqtt_on_connect = cast("Callable[..., None]", inner.on_connect)
         aiomqtt_on_disconnect = cast("Callable[..., None]", inner.on_disconnect)
 
@@ -300,6 +304,12 @@ class Publisher:
                 self._stats.receive_maximum = int(received) if received else None
                 self._limit = max(1, min(self.config.max_inflight, int(received or _MQTT_MAX_RECEIVE)))
                 self._stats.window = self._limit
+                if self._resuming and not getattr(flags, "session_present", False):
+                    resent = mqtt_internals.resend_unfinished_as_publish(paho_client)
+                    if resent:
+                        log.warning("the broker lost the session: %d messages in flight sent again", resent)
+                self._resuming = True
+                mqtt_internals.set_clean_start(client, False)  # reconnects resume the session
             aiomqtt_on_connect(paho_client, userdata, flags, reason_code, properties)
 
         def on_disconnect(
@@ -317,13 +327,15 @@ class Publisher:
         assert self._client is not None
         client = self._client
         backoff = Backoff(initial=self.config.backoff_initial_s, cap=self.config.backoff_cap_s)
+        takeover = TakeoverWatch(self.config.client_id, setting="each meter its own client id")
         while True:
-            # aiomqtt leaves the previous connection's "connected" future resolved after an
-            # unexpected disconnect; a fresh one makes __aenter__ wait for the new CONNACK.
-            if client._connected.done():
-                client._connected = asyncio.get_running_loop().create_future()
+            mqtt_internals.renew_connected(client)
+            since: float | None = None
+            extra = 0.0
             try:
                 async with client:
+                    since = time.monotonic()
+                    mqtt_internals.check_connected(client)
                     self._connected = True
                     self._changed.set()
                     self._stats.connects += 1
@@ -339,6 +351,8 @@ class Publisher:
                     await self._session(client)
             except* aiomqtt.MqttError as group:
                 self._stats.attempts += 1
+                uptime = None if since is None else time.monotonic() - since
+                extra = takeover.disconnected(group, uptime_s=uptime)
                 log.warning(
                     "MQTT connection to %r lost or refused (attempt %d): %s",
                     self.config.endpoint,
@@ -353,8 +367,10 @@ class Publisher:
             finally:
                 self._connected = False
                 self._wake_slots()
-                _release_stuck_client(client)
+                mqtt_internals.release_stuck(client)
             await backoff.sleep()
+            if extra:
+                await asyncio.sleep(extra)  # another client uses this id: slow the takeover loop down
 
     async def _session(self, client: aiomqtt.Client) -> None:
         for topic, qos in self._subscriptions.items():
@@ -529,12 +545,3 @@ class Publisher:
                 time.monotonic() - started,
                 len(queue),
             )
-
-
-def _release_stuck_client(client: aiomqtt.Client) -> None:
-    """aiomqtt keeps its reuse lock when a graceful DISCONNECT times out on a dead socket; without
-    this the next ``async with client`` fails forever with "not reentrant"."""
-    if client._lock.locked():
-        if not client._disconnected.done():
-            client._disconnected.set_result(None)
-        client._lock.release()

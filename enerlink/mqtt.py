@@ -27,13 +27,18 @@ def client(
     will: aiomqtt.Will | None = None,
     keepalive: int = 30,
     max_queued_incoming: int = 0,
+    receive_maximum: int | None = None,
     **kwargs: Any,
 ) -> aiomqtt.Client:
     """An MQTT 5 client. ``persistent`` keeps the broker-side session (and its queue) across
-    disconnects for ``session_expiry_s`` seconds, so QoS 1/2 messages wait for us."""
+    disconnects for ``session_expiry_s`` seconds, so QoS 1/2 messages wait for us; every CONNECT
+    then has Clean Start 0. ``receive_maximum`` is the CONNECT's Receive Maximum (the broker's
+    in-flight window towards us)."""
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if persistent:
         properties.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:
+        properties.ReceiveMaximum = receive_maximum
     return aiomqtt.Client(
         hostname=endpoint.host,
         port=endpoint.port,

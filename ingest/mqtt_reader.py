@@ -28,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
+
+from enerlink import mqtt_internals
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +63,16 @@ class Reader:
         self._eof = False  # the broker closed the stream, or the socket failed (``_error``)
         self._error: OSError | None = None
         self._fd = -1
-        self._v5 = client._protocol == paho.MQTTv5
+        self._v5 = client.protocol == paho.MQTTv5
         self.paused = False
         self.pauses = 0
         self._scheduled = False
-        client._sock_recv = self._paho_recv  # type: ignore[method-assign]
+        mqtt_internals.replace_socket_recv(client, self._paho_recv)
 
     def attach(self, sock: Any) -> None:
         """Take over the socket's reader from aiomqtt (call in the event loop, after aiomqtt's)."""
         fd: int = sock.fileno()
-        if self._paho._sock is not sock or fd < 0:
+        if self._paho.socket() is not sock or fd < 0:
             return  # already closed (a failed connect): aiomqtt reports it
         self._fd = fd
         self._loop.add_reader(fd, self.read)
@@ -119,7 +120,7 @@ class Reader:
 
     def _fill(self) -> bool:
         """Read what the socket holds; True when it stopped at :data:`FILL_MAX` (maybe more there)."""
-        sock = self._paho._sock
+        sock = self._paho.socket()
         if sock is None or self._eof:
             return False
         if self._pos:
@@ -133,7 +134,7 @@ class Reader:
             except (BlockingIOError, ssl.SSLWantReadError):
                 break
             except ssl.SSLWantWriteError:
-                self._paho._call_socket_register_write()
+                mqtt_internals.request_write(self._paho)
                 break
             except OSError as exc:
                 self._eof, self._error = True, exc
@@ -144,7 +145,7 @@ class Reader:
             self._buf += chunk
             got += len(chunk)
         if got:
-            self._paho._last_bytes_received = time.monotonic()
+            mqtt_internals.note_bytes_received(self._paho)
         return got >= FILL_MAX
 
     def _drain(self) -> None:
@@ -217,7 +218,7 @@ class Reader:
         if not self.paused:
             return
         self.paused = False
-        if self._paho._sock is None or self._fd < 0:
+        if self._paho.socket() is None or self._fd < 0:
             return
         self._loop.add_reader(self._fd, self.read)
         self._schedule()

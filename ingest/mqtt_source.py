@@ -2,7 +2,7 @@
 
 aiomqtt 2.5 acknowledges a message as soon as paho receives it and queues it without bound, so a
 crash loses what was acknowledged but not yet stored. Here, on the paho client underneath
-(``aiomqtt.Client._client``; aiomqtt is pinned below 3):
+(reached, like every private name, through :mod:`enerlink.mqtt_internals`):
 
 * ``manual_ack_set(True)`` is switched on before connecting (a resumed session redelivers right
   after CONNACK); the socket is read by :class:`ingest.mqtt_reader.Reader`, installed in place of
@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -48,18 +47,15 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from enerlink import mqtt
+from enerlink import mqtt, mqtt_internals
 from ingest.mqtt_reader import Reader
 from ingest.settings import Settings
 from schemas.wire import Topics
 
 log = logging.getLogger(__name__)
 SUBSCRIBE_TIMEOUT_S = 300.0
-PUBACK = PacketTypes.PUBACK << 4
-_PUBACK = struct.Struct("!BBH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +85,7 @@ class Session:
 
     def __init__(self, client: aiomqtt.Client, *, max_held: int, max_held_bytes: int) -> None:
         self._client = client
-        self._paho: paho.Client = client._client
+        self._paho: paho.Client = mqtt_internals.paho_client(client)
         self._buffer: deque[Incoming] = deque()
         self._ready = asyncio.Event()
         self.max_held = max_held
@@ -103,14 +99,10 @@ class Session:
         self._paho.manual_ack_set(True)
         self._paho.on_message = self._on_message  # QoS 2 deliveries only (paho's own flow)
         self._reader = Reader(self._paho, on_publish=self._take, full=self._full, on_error=self._fail)
-        aiomqtt_open = self._paho.on_socket_open
-
-        def on_socket_open(client: paho.Client, userdata: Any, sock: Any) -> None:
-            if aiomqtt_open is not None:
-                aiomqtt_open(client, userdata, sock)  # aiomqtt's reader, misc (keepalive) task
-            loop.call_soon_threadsafe(self._reader.attach, sock)  # ... then ours replaces the reader
-
-        self._paho.on_socket_open = on_socket_open
+        # after aiomqtt's own (its reader, misc (keepalive) task), ours replaces the reader
+        mqtt_internals.chain_on_socket_open(
+            self._paho, lambda sock: loop.call_soon_threadsafe(self._reader.attach, sock)
+        )
 
     def _take(self, topic: str, payload: bytes, mid: int, qos: int, dup: bool) -> None:
         self._buffer.append(Incoming(topic=topic, payload=payload, mid=mid, qos=qos, dup=dup))
@@ -128,8 +120,7 @@ class Session:
         return self.held >= self.max_held or self.held_bytes >= self.max_held_bytes
 
     def _fail(self, exc: BaseException) -> None:
-        if not self._client._disconnected.done():
-            self._client._disconnected.set_exception(exc)
+        mqtt_internals.fail_connection(self._client, exc)
 
     @property
     def pauses(self) -> int:
@@ -167,7 +158,7 @@ class Session:
 
         Raises :class:`aiomqtt.MqttError` when the connection is lost.
         """
-        disconnected: asyncio.Future[None] = self._client._disconnected
+        disconnected = mqtt_internals.disconnected(self._client)
         while not self._buffer:
             self._check(disconnected)
             self._ready.clear()
@@ -201,11 +192,9 @@ class Session:
         """
         self.held -= len(messages)
         self.held_bytes -= sum(len(m.payload) for m in messages)
-        if self._client._disconnected.done():
+        if mqtt_internals.is_disconnected(self._client):
             return  # mids belong to the lost connection; the broker redelivers them
-        pubacks = b"".join(_PUBACK.pack(PUBACK, 2, m.mid) for m in messages if m.qos == 1)
-        if pubacks:
-            self._paho._packet_queue(PUBACK, pubacks, 0, 0)
+        mqtt_internals.queue_pubacks(self._paho, [m.mid for m in messages if m.qos == 1])
         for message in messages:
             if message.qos == 2:
                 self._paho.ack(message.mid, 2)
@@ -221,11 +210,11 @@ async def session(settings: Settings) -> AsyncIterator[Session]:
         identifier=settings.client_id,
         persistent=True,
         session_expiry_s=settings.session_expiry_s,
+        receive_maximum=settings.receive_maximum,
     )
-    if client._properties is not None:  # always set by enerlink.mqtt.client
-        client._properties.ReceiveMaximum = settings.receive_maximum
     live = Session(client, max_held=settings.max_held, max_held_bytes=settings.max_held_bytes)
     async with client:
+        mqtt_internals.check_connected(client)
         # A resumed session's backlog arrives right after CONNACK, ahead of the SUBACK: the worker
         # must store (and acknowledge) while the subscription is pending, or the reader, stopped at
         # its cap, would never reach the SUBACK.

@@ -26,7 +26,8 @@ Design (nothing lost, nothing doubled):
 Operators running several workers in a shared group: Mosquitto keeps routing a share of the
 traffic to a member whose persistent session is disconnected (e.g. killed), delivering it only when
 that member comes back. Restart a failed worker promptly with the SAME client id (systemd
-``Restart=always``, a fixed ``ENERLINK_INGEST_CLIENT_ID`` per instance); a worker retired for good
+``Restart=always``; the default id ``enerlink-ingest-<host>-<n>`` comes back, see
+:mod:`enerlink.identity`); a worker retired for good
 must be started once with its id and stopped cleanly, or its queued share is lost when its
 session expires (``ENERLINK_INGEST_SESSION_EXPIRY_S``).
 """
@@ -37,13 +38,15 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiomqtt
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from enerlink.backoff import Backoff
+from enerlink.identity import claim_client_id
+from enerlink.takeover import TakeoverWatch
 from ingest import mqtt_source
 from ingest.limits import MeterLimiter
 from ingest.metrics import IngestMetrics
@@ -53,6 +56,7 @@ from ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Reject
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0
+STATE_DIR = "ENERLINK_INGEST_STATE_DIR"
 
 
 @dataclass
@@ -81,6 +85,10 @@ async def run(
 
     ``ready`` is set once the first subscription is in place (callers that publish right away).
     """
+    if not settings.client_id:  # a default id of this worker's own (enerlink.identity)
+        with claim_client_id("enerlink-ingest", state_dir=settings.state_dir, setting=STATE_DIR) as client_id:
+            claimed = replace(settings, client_id=client_id)
+            return await run(claimed, once=once, idle_s=idle_s, ready=ready, metrics=metrics)
     metrics = metrics or IngestMetrics()
     metrics.serve(port=settings.metrics_port, host=settings.metrics_host)
     validator = Validator(
@@ -122,6 +130,7 @@ class _Worker:
 
     async def loop(self, *, once: bool, idle_s: float) -> None:
         backoff = Backoff(initial=0.2, cap=10.0)
+        takeover = TakeoverWatch(self.settings.client_id, setting="ENERLINK_INGEST_CLIENT_ID")
         log.info(
             "ingest %s: subscribing %s (retention %d s)",
             self.settings.client_id,
@@ -129,8 +138,10 @@ class _Worker:
             self.settings.retention_s,
         )
         while True:
+            since: float | None = None
             try:
                 async with mqtt_source.session(self.settings) as live:
+                    since = time.monotonic()
                     self.metrics.connected.set(1)
                     if backoff.attempt:
                         log.info("mqtt: reconnected after %d attempt(s)", backoff.attempt)
@@ -141,7 +152,8 @@ class _Worker:
                     return
             except aiomqtt.MqttError as exc:
                 self.metrics.connected.set(0)
-                delay = backoff.next_delay()
+                uptime = None if since is None else time.monotonic() - since
+                delay = max(backoff.next_delay(), takeover.disconnected(exc, uptime_s=uptime))
                 log.warning("mqtt: %s; reconnect attempt %d in %.1f s", exc, backoff.attempt, delay)
                 await asyncio.sleep(delay)
             finally:

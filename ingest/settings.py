@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Self
 
 from enerlink.config import CommonSettings, ConfigError, Env
@@ -13,11 +14,13 @@ class Settings:
     """Everything :func:`ingest.service.run` needs.
 
     ``client_id`` must be stable per worker (the broker keeps its persistent session under it) and
-    unique within the shared-subscription group.
+    unique among connected clients. Empty (the default): :func:`ingest.service.run` claims
+    ``enerlink-ingest-<host>-<n>`` with a lock file in ``state_dir`` (:mod:`enerlink.identity`).
     """
 
     common: CommonSettings
-    client_id: str = "enerlink-ingest"
+    client_id: str = ""
+    state_dir: Path = Path(".run/ingest")
     share_group: str = "ingest"  # "" = plain subscription (one worker)
     retention_s: int = 7200
     max_payload: int = 262_144
@@ -38,7 +41,8 @@ class Settings:
     def from_env(cls, env: Env) -> Self:
         settings = cls(
             common=CommonSettings.from_env(env),
-            client_id=env.str("INGEST_CLIENT_ID", "enerlink-ingest"),
+            client_id=env.str("INGEST_CLIENT_ID", ""),
+            state_dir=env.path("INGEST_STATE_DIR", ".run/ingest"),
             share_group=_share_group(env),
             retention_s=env.int("RETENTION_S", 7200),
             max_payload=env.int("INGEST_MAX_PAYLOAD", 262_144),

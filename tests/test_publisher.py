@@ -14,6 +14,7 @@ import pytest
 
 from edge.publisher import OFFLINE, ONLINE, Publisher, PublisherConfig
 from edge.queue import QueueLimits
+from enerlink import mqtt_internals
 from enerlink.config import MqttEndpoint
 from enerlink.mqtt import client as mqtt_client
 from tests.support.edge_mqtt import MosquittoSub
@@ -220,7 +221,9 @@ async def test_last_will_on_broken_connection(broker: Broker, topic_prefix: str)
                 first = await anext(aiter(obs.messages))
             assert first.payload == ONLINE
             # Cut the socket without DISCONNECT: the broker must publish the will.
-            sock = pub._client._client.socket()  # type: ignore[union-attr]
+            assert pub._client is not None
+            sock = mqtt_internals.paho_client(pub._client).socket()
+            assert sock is not None
             sock.shutdown(socket.SHUT_RDWR)
             async with asyncio.timeout(10):
                 async for message in obs.messages:
