@@ -266,6 +266,8 @@ class StackConfig:
     edge_metrics_port: int = 0
     ingest_metrics_ports: tuple[int, ...] = ()
     aggregator_metrics_port: int = 0
+    confirm_wait_s: float = 600.0
+    resend_after_s: float = 20.0
 
 
 class Stack:
@@ -332,6 +334,10 @@ class Stack:
                 "ENERLINK_SIM_CLIENT_ID": "chaos-fleet",
                 "ENERLINK_STATE_DIR": str(self.root / "state"),
                 "ENERLINK_EDGE_PUBLISH_LOG": str(self.publish_log),
+                # the run ends once the pipeline confirmed every reading (re-sending meanwhile); the
+                # meters re-send what stays unconfirmed after 20 s instead of 2 minutes
+                "ENERLINK_SIM_CONFIRM_WAIT_S": str(config.confirm_wait_s),
+                "ENERLINK_EDGE_RESEND_AFTER_S": str(config.resend_after_s),
                 "ENERLINK_EDGE_METRICS_PORT": str(config.edge_metrics_port),
             },
             logs=self.logs,
