@@ -74,7 +74,9 @@ class Incoming:
 def subscriptions(settings: Settings) -> list[str]:
     """The topic filters the ingest subscribes to (shared when a group is configured)."""
     topics: Topics = settings.common.topics
-    filters = [topics.data, topics.status, topics.all_presence]
+    filters = [topics.data, topics.status, topics.all_presence, topics.resent]
+    if settings.confirm_interval_s > 0:
+        filters.append(topics.all_command_acks)  # resend acks (any worker may get a meter's ack)
     if settings.share_group:
         filters = [Topics.shared(settings.share_group, f) for f in filters]
     return filters
@@ -130,6 +132,15 @@ class Session:
     def _fail(self, exc: BaseException) -> None:
         if not self._client._disconnected.done():
             self._client._disconnected.set_exception(exc)
+
+    @property
+    def client(self) -> aiomqtt.Client:
+        """The connection, for publishing (confirmations, resend requests)."""
+        return self._client
+
+    @property
+    def connected(self) -> bool:
+        return not self._client._disconnected.done()
 
     @property
     def pauses(self) -> int:

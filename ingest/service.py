@@ -20,7 +20,11 @@ Design (nothing lost, nothing doubled):
    socket reader because Mosquitto overshoots the window on resume (:mod:`ingest.mqtt_source`).
    If the MQTT connection drops meanwhile, the batch is still written once Redis is back, and the
    broker redelivers it (a duplicate, absorbed).
-5. A flooding device is cut to ``ENERLINK_INGEST_METER_RATE`` readings per second of its own clock,
+5. Delivery to meters (:mod:`ingest.delivery`): every stored data message with a ``seq`` goes into the
+   meter's seq record in the same script; a task beside the message loop confirms what is stored
+   and asks meters to resend what is missing. Resent readings (``Topics.resent``) are ingested like
+   data; resend acks (``Topics.all_command_acks``) record what a meter no longer holds.
+6. A flooding device is cut to ``ENERLINK_INGEST_METER_RATE`` readings per second of its own clock,
    the rest rejected as ``rate_limited``, counted per meter and dead-lettered (:mod:`ingest.limits`).
 
 Operators running several workers in a shared group: Mosquitto keeps routing a share of the
@@ -45,11 +49,32 @@ from redis.exceptions import RedisError
 
 from enerlink.backoff import Backoff
 from ingest import mqtt_source
+from ingest.delivery import Delivery
 from ingest.limits import MeterLimiter
 from ingest.metrics import IngestMetrics
-from ingest.redis_store import LATE_DATA, LATE_MINUTE, NEW, PRESENCE_CHANGED, SEQ_DUPLICATE, RedisStore
+from ingest.redis_store import (
+    LATE_DATA,
+    LATE_MINUTE,
+    NEW,
+    PRESENCE_CHANGED,
+    RECORD_RESET,
+    REPAIRED,
+    SEQ_DUPLICATE,
+    BatchResult,
+    RedisStore,
+)
+from ingest.seq_record import MAX_RANGES
 from ingest.settings import Settings
-from ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Rejection, Validator
+from ingest.validate import (
+    RATE_LIMITED,
+    Ignored,
+    Measurement,
+    Outcome,
+    Presence,
+    Rejection,
+    ResendAck,
+    Validator,
+)
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0
@@ -64,6 +89,8 @@ class _Tally:
     stored: int = 0
     duplicates: int = 0
     late: int = 0
+    repaired: int = 0
+    lost: int = 0
     write_s: float = 0.0
     rejected: Counter[str] = field(default_factory=Counter)
     since: float = field(default_factory=time.monotonic)
@@ -99,9 +126,16 @@ async def run(
             rejected_maxlen=settings.rejected_maxlen,
             events_maxlen=settings.events_maxlen,
             publish_live=settings.publish_live,
+            confirm_interval_ms=int(settings.confirm_interval_s * 1000),
+            grace_ms=int(settings.gap_grace_s * 1000),
+            record_ttl_ms=settings.seq_record_ttl_s * 1000,
         )
         worker = _Worker(settings=settings, store=store, validator=validator, metrics=metrics, ready=ready)
-        await worker.loop(once=once, idle_s=idle_s)
+        worker.delivery = Delivery(settings=settings, client=client, metrics=metrics, mqtt=worker.mqtt_client)
+        async with asyncio.TaskGroup() as group:
+            confirmer = group.create_task(worker.delivery.run(), name="delivery")
+            pump = group.create_task(worker.loop(once=once, idle_s=idle_s), name="ingest")
+            pump.add_done_callback(lambda _: confirmer.cancel())
 
 
 @dataclass
@@ -116,6 +150,14 @@ class _Worker:
     pauses: int = 0
     tally: _Tally = field(default_factory=_Tally)
     limiter: MeterLimiter = field(init=False)
+    delivery: Delivery | None = None
+    live: mqtt_source.Session | None = None
+    _logged: set[str] = field(default_factory=set)  # meters whose bad resend ack was logged
+
+    def mqtt_client(self) -> aiomqtt.Client | None:
+        """The current connection (for publishing), ``None`` while disconnected."""
+        live = self.live
+        return live.client if live is not None and live.connected else None
 
     def __post_init__(self) -> None:
         self.limiter = MeterLimiter(rate=self.settings.meter_rate)
@@ -137,7 +179,11 @@ class _Worker:
                     backoff.reset()
                     if self.ready is not None:
                         live.when_subscribed(self.ready.set)
-                    await self._pump(live, once=once, idle_s=idle_s)
+                    self.live = live
+                    try:
+                        await self._pump(live, once=once, idle_s=idle_s)
+                    finally:
+                        self.live = None
                     return
             except aiomqtt.MqttError as exc:
                 self.metrics.connected.set(0)
@@ -179,9 +225,9 @@ class _Worker:
             classify, admit = self.validator.classify, self._admit
             outcomes = [admit(classify(topic=m.topic, payload=m.payload, now_ms=now_ms)) for m in batch]
             self._held(live)
-            flags = await self._write(outcomes)
+            result = await self._write(outcomes)
             live.ack(batch)
-            self._count(batch, outcomes, flags)
+            self._count(batch, outcomes, result)
             self._summary()
 
     def _admit(self, outcome: Outcome) -> Outcome:
@@ -191,7 +237,11 @@ class _Worker:
             return Rejection(
                 reason=RATE_LIMITED,
                 detail=f"over {self.limiter.rate} messages in one second of the meter's clock",
-                topic=topics.data if outcome.kind == "data" else topics.status,
+                topic=topics.resent
+                if outcome.resent
+                else topics.data
+                if outcome.kind == "data"
+                else topics.status,
                 payload=outcome.payload,
                 meter_id=outcome.meter_id,
             )
@@ -205,7 +255,7 @@ class _Worker:
         m.held_bytes_peak.set(max(self.peak_bytes, live.peak_bytes))
         m.reader_pauses.set(self.pauses + live.pauses)
 
-    async def _write(self, outcomes: list[Outcome]) -> list[int]:
+    async def _write(self, outcomes: list[Outcome]) -> BatchResult:
         """Write until it succeeds: nothing is acknowledged (or read) meanwhile."""
         backoff = Backoff(initial=0.1, cap=5.0)
         while True:
@@ -231,9 +281,17 @@ class _Worker:
             self.metrics.gap_missed.inc(result.seq_missed)
             self.metrics.gap_duplicates.inc(result.count(SEQ_DUPLICATE))
             self.tally.write_s += result.seconds
-            return result.flags
+            for meter, n in result.given_up:
+                self.metrics.given_up.inc(n)
+                log.warning(
+                    "meter %s: seq record full (%d ranges): %d readings of its oldest holes GIVEN UP (lost)",
+                    meter,
+                    MAX_RANGES,
+                    n,
+                )
+            return result
 
-    def _count(self, batch: list[mqtt_source.Incoming], outcomes: list[Outcome], flags: list[int]) -> None:
+    def _count(self, batch: list[mqtt_source.Incoming], outcomes: list[Outcome], result: BatchResult) -> None:
         """Tally the batch locally, then touch each metric once (not once per message)."""
         m, t = self.metrics, self.tally
         t.batches += 1
@@ -241,13 +299,21 @@ class _Worker:
         received: Counter[str] = Counter()
         stored: Counter[str] = Counter()
         rejected: Counter[str] = Counter()
-        redeliveries = duplicates = late = late_minutes = 0
-        for incoming, outcome, flag in zip(batch, outcomes, flags, strict=True):
+        redeliveries = duplicates = late = late_minutes = repaired = 0
+        for incoming, outcome, flag in zip(batch, outcomes, result.flags, strict=True):
             if incoming.dup:
                 redeliveries += 1
             if isinstance(outcome, Rejection):
                 rejected[outcome.reason] += 1
+                if outcome.reason == "invalid_ack":
+                    m.resend_acks.labels(outcome="malformed").inc()
+                    self._log_ack(outcome.topic, f"malformed resend ack on {outcome.topic}: {outcome.detail}")
                 log.debug("rejected %s on %s: %s", outcome.reason, outcome.topic, outcome.detail)
+                continue
+            if isinstance(outcome, ResendAck):
+                self._ack(outcome, lost=flag)
+                continue
+            if isinstance(outcome, Ignored):
                 continue
             if isinstance(outcome, Presence):
                 received["presence"] += 1
@@ -265,6 +331,15 @@ class _Worker:
                 late += 1
             if flag & LATE_MINUTE:
                 late_minutes += 1
+            if flag & REPAIRED:
+                repaired += 1
+            if flag & RECORD_RESET:
+                m.record_resets.inc()
+                log.info(
+                    "meter %s restarted its seq at %s: its seq record starts again",
+                    outcome.meter_id,
+                    outcome.seq,
+                )
         for kind, n in received.items():
             m.received.labels(kind=kind).inc(n)
         for kind, n in stored.items():
@@ -276,13 +351,37 @@ class _Worker:
             (m.duplicates, duplicates),
             (m.late, late),
             (m.late_minutes, late_minutes),
+            (m.repaired, repaired),
         ):
             if n:
                 counter.inc(n)
         t.stored += sum(stored.values())
         t.duplicates += duplicates
         t.late += late
+        t.repaired += repaired
         t.rejected.update(rejected)
+
+    def _ack(self, ack: ResendAck, *, lost: int) -> None:
+        """A meter's answer to a resend request (its ``not_held`` is already in the seq record)."""
+        if self.delivery is not None:
+            self.delivery.on_ack(ack.meter_id, ack.command_id)
+        if not ack.ok:
+            self.metrics.resend_acks.labels(outcome="refused").inc()
+            self._log_ack(
+                ack.meter_id, f"meter {ack.meter_id} refused resend request {ack.command_id}: {ack.error}"
+            )
+            return
+        self.metrics.resend_acks.labels(outcome="ok").inc()
+        if lost:
+            self.metrics.not_held.inc(lost)
+            self.tally.lost += lost
+            log.warning("meter %s no longer holds %d readings it was asked for: lost", ack.meter_id, lost)
+
+    def _log_ack(self, key: str, line: str) -> None:
+        """Log a bad ack once per meter (topic) and process; they are all counted."""
+        if key not in self._logged and len(self._logged) < 10_000:
+            self._logged.add(key)
+            log.warning("%s (further ones only counted)", line)
 
     def _summary(self, *, force: bool = False) -> None:
         t = self.tally
@@ -294,13 +393,15 @@ class _Worker:
         rejected = ", ".join(f"{reason} {n}" for reason, n in t.rejected.most_common()) or "none"
         log.info(
             "ingest: %d messages in %d batches over %.0f s: stored %d, duplicates %d, late %d, "
-            "rejected %s; redis %.1f ms per batch",
+            "repaired %d, lost %d, rejected %s; redis %.1f ms per batch",
             t.received,
             t.batches,
             elapsed,
             t.stored,
             t.duplicates,
             t.late,
+            t.repaired,
+            t.lost,
             rejected,
             1000 * t.write_s / max(t.batches, 1),
         )

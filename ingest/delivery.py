@@ -1,0 +1,288 @@
+"""Confirmations to meters and gap repair, from the seq records in Redis (:mod:`ingest.seq_record`).
+
+Every worker runs :meth:`Delivery.run` beside its message loop (one named task of the worker's
+TaskGroup). One round every ``ENERLINK_INGEST_CONFIRM_INTERVAL_S``:
+
+1. **Confirm.** The store script schedules a meter in ``Keys.confirm_due`` whenever a data message with
+   a ``seq`` of it was stored (or came again), no earlier than one interval after its last
+   confirmation. The round claims the due meters atomically (``confirm_claim.lua``: any number of
+   workers, each meter to one of them, at most once per interval), publishes a
+   :class:`~schemas.delivery.Confirmation` per meter, retained at QoS 1 on ``Topics.confirm(meter)``,
+   then releases them (``confirm_done.lua``: a meter whose record changed meanwhile stays due). A worker
+   killed in between leaves its claims due again after :data:`CLAIM_S`: the confirmation is never lost,
+   it comes later.
+2. **Repair.** Meters whose record has holes are in ``Keys.resend_due``, first due after the grace
+   period (``ENERLINK_INGEST_GAP_GRACE_S``). The round claims at most as many as it has free slots
+   (``ENERLINK_INGEST_RESEND_CONCURRENCY`` meters with a request outstanding per worker), asks each
+   for its oldest holes with a :class:`~schemas.delivery.ResendCommand` (bounded by
+   ``MAX_RESEND_RANGES``/``MAX_RESEND_READINGS``) on ``Topics.command(meter)``, QoS 1, expiring when the
+   next attempt is due, and schedules the next attempt after a capped jittered exponential backoff
+   (``ENERLINK_INGEST_RESEND_BACKOFF_S`` doubling up to ``..._BACKOFF_MAX_S``). The schedule is the
+   cross-worker lease: a claimed meter is not due for anyone else. A request is outstanding until its
+   ack reaches this worker or the next attempt is due (with a shared group, the ack may reach another
+   worker: that one records it, this one frees the slot at expiry).
+
+Publishing uses the worker's MQTT connection and never holds up ingestion: a round claims a bounded
+number of meters, publishes them with a bounded number in flight, and while disconnected it claims
+nothing (the due sets keep everything for later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiomqtt
+import redis.asyncio as aioredis
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from redis.exceptions import RedisError
+
+from enerlink.backoff import Backoff
+from ingest.metrics import IngestMetrics
+from ingest.seq_record import SeqRecord, parse_ranges, script
+from ingest.settings import Settings
+from schemas.delivery import (
+    MAX_CONFIRM_RANGES,
+    MAX_RESEND_RANGES,
+    MAX_RESEND_READINGS,
+    Confirmation,
+    ResendCommand,
+    resend_size,
+)
+
+log = logging.getLogger(__name__)
+
+CLAIM_S = 30.0  # a claimed meter is due again after this if its worker never finished the round
+CLAIM_BATCH = 500  # meters claimed per script call
+MAX_CLAIMS_PER_ROUND = 20  # script calls per round (10,000 confirmations at most)
+IN_FLIGHT = 64  # publishes awaiting their PUBACK at once
+PUBLISH_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Round:
+    confirmed: int = 0
+    asked: int = 0
+    readings: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Delivery:
+    settings: Settings
+    client: aioredis.Redis
+    metrics: IngestMetrics
+    mqtt: Callable[[], aiomqtt.Client | None]
+    """The worker's current MQTT client, ``None`` while disconnected."""
+    outstanding: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """meter -> (request id, monotonic time it stops counting against the concurrency limit)."""
+
+    def __post_init__(self) -> None:
+        self._claim = self.client.register_script(script("confirm_claim.lua"))
+        self._done = self.client.register_script(script("confirm_done.lua"))
+        self._resend = self.client.register_script(script("resend_claim.lua"))
+        self._keys = self.settings.common.keys
+        self._topics = self.settings.common.topics
+        self._record_prefix = self._keys.seq_record("")
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.confirm_interval_s > 0
+
+    async def run(self) -> None:
+        """Rounds until cancelled; a failed round is logged, counted and retried at the next one."""
+        if not self.enabled:
+            return
+        backoff = Backoff(initial=self.settings.confirm_interval_s, cap=60.0)
+        while True:
+            await asyncio.sleep(
+                self.settings.confirm_interval_s if not backoff.attempt else backoff.next_delay()
+            )
+            try:
+                await self.round()
+                backoff.reset()
+            except (RedisError, OSError) as exc:
+                self.metrics.delivery_failures.labels(stage="redis").inc()
+                backoff.next_delay()
+                log.warning(
+                    "delivery: round failed (%s: %s); retry attempt %d",
+                    type(exc).__name__,
+                    exc,
+                    backoff.attempt,
+                )
+
+    async def round(self) -> None:
+        client = self.mqtt()
+        if client is None:
+            return  # disconnected: everything stays due in Redis
+        r = _Round()
+        await self._confirm(client, r)
+        await self._repair(client, r)
+        if r.confirmed or r.asked or r.failed:
+            log.info(
+                "delivery: confirmed %d meters, asked %d meters for %d readings (%d outstanding), "
+                "%d publishes failed, in %.1f ms",
+                r.confirmed,
+                r.asked,
+                r.readings,
+                len(self.outstanding),
+                r.failed,
+                1000 * (time.perf_counter() - r.started),
+            )
+
+    def on_ack(self, meter_id: str, command_id: str | None) -> None:
+        """A resend ack reached this worker: the meter's slot is free."""
+        request = self.outstanding.get(meter_id)
+        if request is not None and request[0] == command_id:
+            del self.outstanding[meter_id]
+            self.metrics.resend_outstanding.set(len(self.outstanding))
+
+    # -- confirmations ------------------------------------------------------------------------
+
+    async def _confirm(self, client: aiomqtt.Client, r: _Round) -> None:
+        interval_ms = int(self.settings.confirm_interval_s * 1000)
+        for _ in range(MAX_CLAIMS_PER_ROUND):
+            raw = await self._claim(
+                keys=[self._keys.confirm_due], args=[self._record_prefix, CLAIM_BATCH, int(CLAIM_S * 1000)]
+            )
+            claimed_at = int(raw[0])
+            pairs = [(_text(m), _text(t)) for m, t in zip(raw[1::2], raw[2::2], strict=True)]
+            if not pairs:
+                return
+            at = datetime.now(UTC)
+            sent = await self._publish_all(
+                client,
+                [
+                    (self._topics.confirm(meter), _confirmation(meter, text, at), True, None)
+                    for meter, text in pairs
+                ],
+            )
+            ok = [pair for pair, done in zip(pairs, sent, strict=True) if done]
+            r.confirmed += len(ok)
+            r.failed += len(pairs) - len(ok)
+            self.metrics.confirmations.inc(len(ok))
+            if ok:
+                args: list[str | int] = [self._record_prefix, interval_ms, claimed_at]
+                for meter, text in ok:
+                    args += (meter, text)
+                await self._done(keys=[self._keys.confirm_due], args=args)
+            if len(ok) < len(pairs) or len(pairs) < CLAIM_BATCH:
+                return  # failures stay claimed (due again after CLAIM_S); or nothing more is due
+
+    # -- gap repair ---------------------------------------------------------------------------
+
+    async def _repair(self, client: aiomqtt.Client, r: _Round) -> None:
+        now = time.monotonic()
+        for meter in [m for m, (_, until) in self.outstanding.items() if until <= now]:
+            del self.outstanding[meter]
+        free = self.settings.resend_concurrency - len(self.outstanding)
+        if free > 0:
+            raw = await self._resend(
+                keys=[self._keys.resend_due],
+                args=[
+                    self._record_prefix,
+                    free,
+                    int(CLAIM_S * 1000),
+                    int(self.settings.gap_grace_s * 1000),
+                    MAX_RESEND_RANGES,
+                    MAX_RESEND_READINGS,
+                ],
+            )
+            await self._ask(client, r, int(raw[0]), raw[1:])
+        self.metrics.resend_outstanding.set(len(self.outstanding))
+
+    async def _ask(self, client: aiomqtt.Client, r: _Round, claimed_at: int, raw: list[object]) -> None:
+        requests: list[tuple[str, ResendCommand, float]] = []
+        for meter_raw, attempt, ranges in zip(raw[0::3], raw[1::3], raw[2::3], strict=True):
+            meter = _text(meter_raw)
+            backoff = Backoff(
+                initial=self.settings.resend_backoff_s,
+                cap=self.settings.resend_backoff_max_s,
+                attempt=int(str(attempt)) - 1,
+            )
+            command = ResendCommand(ranges=parse_ranges(_text(ranges)), id=uuid.uuid4().hex[:16])
+            requests.append((meter, command, backoff.next_delay()))
+        if not requests:
+            return
+        sent = await self._publish_all(
+            client,
+            [
+                (
+                    self._topics.command(meter),
+                    command.model_dump_json(exclude_none=True).encode(),
+                    False,
+                    _expiring(delay),
+                )
+                for meter, command, delay in requests
+            ],
+        )
+        pipe = self.client.pipeline(transaction=False)
+        now = time.monotonic()
+        for (meter, command, delay), done in zip(requests, sent, strict=True):
+            if not done:
+                r.failed += 1  # claimed: asked again once the claim lapses
+                continue
+            size = resend_size(command.ranges)
+            r.asked += 1
+            r.readings += size
+            self.metrics.resend_requests.inc()
+            self.metrics.resend_requested_readings.inc(size)
+            assert command.id is not None
+            self.outstanding[meter] = (command.id, now + delay)
+            pipe.zadd(self._keys.resend_due, {meter: claimed_at + int(delay * 1000)}, xx=True)
+        await pipe.execute()
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    async def _publish_all(
+        self, client: aiomqtt.Client, messages: list[tuple[str, bytes, bool, Properties | None]]
+    ) -> list[bool]:
+        """Publish at QoS 1 with a bounded number in flight; True for each one the broker acknowledged."""
+        results = [False] * len(messages)
+
+        async def one(
+            i: int, topic: str, payload: bytes, retain: bool, properties: Properties | None
+        ) -> None:
+            try:
+                await client.publish(
+                    topic, payload, qos=1, retain=retain, properties=properties, timeout=PUBLISH_TIMEOUT_S
+                )
+                results[i] = True
+            except aiomqtt.MqttError as exc:
+                self.metrics.delivery_failures.labels(stage="publish").inc()
+                log.debug("delivery: publish on %s failed: %s", topic, exc)
+            finally:
+                self._in_flight.release()
+
+        async with asyncio.TaskGroup() as group:
+            for i, (topic, payload, retain, properties) in enumerate(messages):
+                await self._in_flight.acquire()
+                group.create_task(one(i, topic, payload, retain, properties), name=f"publish-{topic}")
+        return results
+
+
+def _confirmation(meter: str, text: str, at: datetime) -> bytes:
+    record = SeqRecord.parse(text)
+    body = Confirmation(
+        meterId=meter, through=record.through, ranges=record.ranges[-MAX_CONFIRM_RANGES:], at=at
+    )
+    return body.model_dump_json().encode()
+
+
+def _expiring(delay_s: float) -> Properties:
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.MessageExpiryInterval = max(1, math.ceil(delay_s))
+    return properties
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
