@@ -21,10 +21,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from schemas.delivery import RESEND_COMMAND, ResendResult
 from schemas.telemetry import METER_ID_PATTERN, DataMessage, MeterId, StatusMessage, epoch_ms
@@ -113,8 +113,8 @@ class _Ack(BaseModel):
     meterId: MeterId
     cmd: str | None = None
     id: str | None = Field(default=None, max_length=128)
-    ok: bool
-    result: ResendResult | None = None
+    ok: StrictBool
+    result: dict[str, Any] | None = None
     error: str | None = None
 
 
@@ -204,15 +204,25 @@ class Validator:
             return self._reject("invalid_ack", detail, topic, payload)
         if ack.cmd != RESEND_COMMAND:
             return Ignored(topic=topic)
-        if ack.ok and ack.result is None:
+        if not ack.ok:
+            return ResendAck(
+                meter_id=meter_id, command_id=ack.id, ok=False, not_held=[], error=(ack.error or "")[:300]
+            )
+        if ack.result is None:
             return self._reject("invalid_ack", "result: missing in a resend ack", topic, payload)
+        try:
+            result = ResendResult.model_validate(ack.result)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+            where = ".".join(str(part) for part in ("result", *error["loc"]))
+            return self._reject("invalid_ack", f"{where}: {error['msg']}", topic, payload)
         return ResendAck(
             meter_id=meter_id,
             command_id=ack.id,
-            ok=ack.ok,
-            not_held=list(ack.result.not_held) if ack.result else [],
-            error=(ack.error or "")[:300],
-            resent=ack.result.resent if ack.result else 0,
+            ok=True,
+            not_held=list(result.not_held),
+            error="",
+            resent=result.resent,
         )
 
     @staticmethod
