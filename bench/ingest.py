@@ -10,6 +10,11 @@ a) to ``mosquitto_sub -q 2`` (the broker ceiling: how fast the broker delivers t
 b) to one ``enerlink ingest`` worker (a subprocess, fresh session), timed from the first publish
    until every message is in Redis.
 
+``--confirm both`` (the default) runs b) twice per round, with confirmations to meters and gap repair on
+(``ENERLINK_INGEST_CONFIRM_INTERVAL_S=5``: seq records in the store script, a confirmation per meter
+every 5 s) and off (``0``), and prints the cost of confirming as the drop in the ratio; ``on``/``off``
+run one of them.
+
 It prints both rates, their ratio, and end-to-end latency p50/p99: device datetime (stamped at
 publish) to the moment the ingest announced the stored message on the live channel (published by the
 same Lua script that stores it). ``--drain`` measures instead how fast a backlog queued in a
@@ -89,7 +94,14 @@ async def drain_ceiling(broker: Broker, topic: str, *, messages: int, meters: in
 
 
 async def ingest_rate(
-    broker: Broker, redis_url: str, *, messages: int, meters: int, window: int, drain: bool = False
+    broker: Broker,
+    redis_url: str,
+    *,
+    messages: int,
+    meters: int,
+    window: int,
+    drain: bool = False,
+    confirm: bool = True,
 ) -> tuple[float, list[float], float]:
     """Live: publish to a running worker. ``drain``: queue the stream while the worker is down (its
     session kept), restart it, time first to last stored."""
@@ -105,6 +117,7 @@ async def ingest_rate(
         # the bench's fleet reports 5-20 times per second per meter (real meters: every 5 s), which a
         # per-meter limit of readings per second would cut; the limit is measured by its own test
         "ENERLINK_INGEST_METER_RATE": "0",
+        "ENERLINK_INGEST_CONFIRM_INTERVAL_S": "5" if confirm else "0",
     }
     worker = ServiceProcess(args=["ingest"], env=env).start()
     client = aioredis.Redis.from_url(redis_url)
@@ -207,40 +220,55 @@ async def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=1, help="ceiling/ingest pairs, alternated (the machine's load varies)"
     )
+    parser.add_argument(
+        "--confirm",
+        choices=("both", "on", "off"),
+        default="both",
+        help="confirmations to meters (and gap repair) on, off, or both in each round (their cost)",
+    )
     args = parser.parse_args()
     redis_url = os.environ.get("ENERLINK_REDIS_URL", "redis://127.0.0.1:6379/0")
     print(f"messages           {args.messages} from {args.meters} meters, QoS 2, window {args.window}")
     broker = Broker().start()
-    ratios = []
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.confirm]
+    ratios: dict[bool, list[float]] = {mode: [] for mode in modes}
     try:
         kw = {"messages": args.messages, "meters": args.meters, "window": args.window}
         for n in range(1, args.rounds + 1):
             measure = drain_ceiling if args.drain else broker_ceiling
             ceiling = await measure(broker, f"bench/ceiling{n}/meters/data", **kw)
-            rate, latencies, cpu_s = await ingest_rate(broker, redis_url, drain=args.drain, **kw)
-            if args.drain:
-                print(f"broker ceiling     {ceiling:,.0f} msg/s draining a backlog (mosquitto_sub -q 2)")
-                print(f"ingest (1 worker)  {rate:,.0f} msg/s draining the same backlog into Redis")
-                print(f"ratio              {rate / ceiling:.0%} of the ceiling")
-                ratios.append(rate / ceiling)
-                continue
-            ratios.append(rate / ceiling)
             label = f" (round {n})" if args.rounds > 1 else ""
-            print(f"broker ceiling     {ceiling:,.0f} msg/s (mosquitto_sub -q 2){label}")
-            print(f"ingest (1 worker)  {rate:,.0f} msg/s stored in Redis")
-            print(f"ratio              {rate / ceiling:.0%} of the ceiling")
-            print(
-                f"worker CPU         {cpu_s * 1e6 / args.messages:.0f} us per message "
-                f"(capacity about {args.messages / max(cpu_s, 1e-9):,.0f} msg/s on one core)"
-            )
-            print(
-                f"latency            p50 {_pct(latencies, 50):.1f} ms, p99 {_pct(latencies, 99):.1f} ms "
-                "(device datetime -> stored)"
-            )
+            what = "draining a backlog " if args.drain else ""
+            print(f"broker ceiling     {ceiling:,.0f} msg/s {what}(mosquitto_sub -q 2){label}")
+            for confirm in modes:
+                rate, latencies, cpu_s = await ingest_rate(
+                    broker, redis_url, drain=args.drain, confirm=confirm, **kw
+                )
+                ratios[confirm].append(rate / ceiling)
+                tag = "confirmations " + ("on" if confirm else "off")
+                print(f"ingest (1 worker)  {rate:,.0f} msg/s stored in Redis, {tag}")
+                print(f"ratio              {rate / ceiling:.0%} of the ceiling, {tag}")
+                if args.drain:
+                    continue
+                print(
+                    f"worker CPU         {cpu_s * 1e6 / args.messages:.0f} us per message "
+                    f"(capacity about {args.messages / max(cpu_s, 1e-9):,.0f} msg/s on one core)"
+                )
+                print(
+                    f"latency            p50 {_pct(latencies, 50):.1f} ms, p99 {_pct(latencies, 99):.1f} ms "
+                    "(device datetime -> stored)"
+                )
     finally:
         broker.stop()
-    if args.rounds > 1:
-        print(f"median ratio       {statistics.median(ratios):.0%} over {args.rounds} rounds")
+    medians = {mode: statistics.median(values) for mode, values in ratios.items()}
+    for mode, value in medians.items():
+        print(
+            f"median ratio       {value:.0%} over {args.rounds} round(s), "
+            f"confirmations {'on' if mode else 'off'}"
+        )
+    if len(medians) == 2:
+        cost = (medians[False] - medians[True]) / medians[False]
+        print(f"cost of confirming {cost:.1%} of the ratio without confirmations (median of each)")
 
 
 if __name__ == "__main__":

@@ -102,23 +102,29 @@ class Delivery:
         """Rounds until cancelled; a failed round is logged, counted and retried at the next one."""
         if not self.enabled:
             return
-        backoff = Backoff(initial=self.settings.confirm_interval_s, cap=60.0)
+        interval = self.settings.confirm_interval_s
+        backoff = Backoff(initial=interval, cap=max(60.0, interval))
+        delay = interval
         while True:
-            await asyncio.sleep(
-                self.settings.confirm_interval_s if not backoff.attempt else backoff.next_delay()
-            )
+            await asyncio.sleep(delay)
             try:
                 await self.round()
-                backoff.reset()
             except (RedisError, OSError) as exc:
-                self.metrics.delivery_failures.labels(stage="redis").inc()
-                backoff.next_delay()
-                log.warning(
-                    "delivery: round failed (%s: %s); retry attempt %d",
-                    type(exc).__name__,
-                    exc,
-                    backoff.attempt,
-                )
+                stage, detail = "redis", f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # the one boundary: a bad round must not stop ingestion
+                log.exception("delivery: round failed")
+                stage, detail = "round", f"{type(exc).__name__}: {exc}"
+            else:
+                if backoff.attempt:
+                    log.info("delivery: rounds succeed again after %d failed attempt(s)", backoff.attempt)
+                backoff.reset()
+                delay = interval
+                continue
+            self.metrics.delivery_failures.labels(stage=stage).inc()
+            delay = backoff.next_delay()
+            log.warning(
+                "delivery: round failed (%s); retry attempt %d in %.1f s", detail, backoff.attempt, delay
+            )
 
     async def round(self) -> None:
         client = self.mqtt()
