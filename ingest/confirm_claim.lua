@@ -2,7 +2,8 @@
 --
 -- KEYS[1]  confirm_due (sorted set: meter -> Redis ms from when it may be confirmed)
 -- ARGV     record key prefix (Keys.seq_record(meter) = prefix .. meter), most meters, claim_ms
--- Each meter due is claimed: its record's k = now, its due score pushed claim_ms ahead (if the
+-- Each meter due is claimed: its record's k = now (u = 0: the next change schedules it again), its
+-- due score pushed claim_ms ahead (if the
 -- worker dies before confirm_done.lua, another one confirms it then). Returns now, then
 -- (meter, record text) pairs; a meter without a record (expired) leaves the set.
 
@@ -15,7 +16,7 @@ for _, meter in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT'
   local raw = redis.call('GET', key)
   if raw then
     local r = rec_parse(raw)
-    r.k = now
+    r.k, r.u = now, 0
     local text = rec_text(r)
     redis.call('SET', key, text, 'KEEPTTL')
     redis.call('ZADD', KEYS[1], 'XX', now + claim, meter)

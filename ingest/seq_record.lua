@@ -2,11 +2,12 @@
 -- change it (this file is prepended to store.lua, confirm_claim.lua, confirm_done.lua and
 -- resend_claim.lua; see ingest/seq_record.py for the format and its meaning).
 --
--- Text: 't:<ms>;c:<through>;r:<ranges>;k:<ms>;a:<attempts>;g:<seq>;e:<ms>;z:<seq>', fields absent
--- when 0/empty.
+-- Text: 't:<ms>;c:<through>;r:<ranges>;k:<ms>;u:<ms>;a:<attempts>;g:<seq>;e:<ms>;z:<seq>', fields
+-- absent when 0/empty.
 --   t  newest message datetime (epoch ms) recorded        c  every seq 1..c is known
 --   r  known ranges beyond c ('a-b' or 'a' for one seq, comma separated, ascending, not adjacent)
---   k  when the last confirmation was claimed (Redis ms)   a  resend requests since the record had
+--   k  when the last confirmation was claimed (Redis ms)   u  when scheduled in confirm_due since then
+--   a  resend requests since the record had
 --   no hole                                                g  holes at or below g are old enough to ask for
 --   e, z  datetime and seq of the message that restarted the record (re-flash): a message older than e
 --   with a seq >= z is from before the restart and is not recorded
@@ -19,7 +20,7 @@ local function rec_num(x)
 end
 
 local function rec_parse(raw)
-  local r = {t = 0, c = 0, r = {}, k = 0, a = 0, g = 0, e = 0, z = 0}
+  local r = {t = 0, c = 0, r = {}, k = 0, u = 0, a = 0, g = 0, e = 0, z = 0}
   if not raw then
     return r
   end
@@ -57,21 +58,21 @@ local function rec_ranges_text(list)
 end
 
 local function rec_text(r)
-  local out = 't:' .. rec_num(r.t) .. ';c:' .. rec_num(r.c)
+  local out = string.format('t:%.0f;c:%.0f', r.t, r.c)
   if #r.r > 0 then
     out = out .. ';r:' .. rec_ranges_text(r.r)
   end
   if r.k > 0 then
-    out = out .. ';k:' .. rec_num(r.k)
+    out = out .. string.format(';k:%.0f', r.k)
   end
-  if r.a > 0 then
-    out = out .. ';a:' .. rec_num(r.a)
+  if r.u > 0 then
+    out = out .. string.format(';u:%.0f', r.u)
   end
-  if r.g > 0 then
-    out = out .. ';g:' .. rec_num(r.g)
+  if r.a > 0 or r.g > 0 then
+    out = out .. string.format(';a:%.0f;g:%.0f', r.a, r.g)
   end
   if r.e > 0 then
-    out = out .. ';e:' .. rec_num(r.e) .. ';z:' .. rec_num(r.z)
+    out = out .. string.format(';e:%.0f;z:%.0f', r.e, r.z)
   end
   return out
 end

@@ -3,8 +3,8 @@
 One short string per meter (tens of bytes while nothing is missing), written only by Lua scripts
 (:file:`seq_record.lua` holds the functions; it is prepended to every script that touches the record):
 
-``t:<ms>;c:<through>;r:<ranges>;k:<ms>;a:<attempts>;g:<seq>;e:<ms>;z:<seq>`` (fields absent when 0
-or empty), e.g.
+``t:<ms>;c:<through>;r:<ranges>;k:<ms>;u:<ms>;a:<attempts>;g:<seq>;e:<ms>;z:<seq>`` (fields absent
+when 0 or empty), e.g.
 ``t:1765000000000;c:500;r:503-900,902;k:1765000001234``
 
 * ``t``: the newest message datetime (epoch ms) recorded; a ``seq`` lower than the highest known one on
@@ -16,6 +16,8 @@ or empty), e.g.
   gaps between them (and between ``c`` and the first, when ``c > 0``) are the *holes* gap repair asks for.
   A record first seen at seq 5000 has ``c:0;r:5000-...``: nothing below its first range is a hole;
 * ``k``: when its last confirmation was claimed (Redis ms): the next one waits one interval;
+* ``u``: when the meter was scheduled in ``Keys.confirm_due`` after that claim (later messages skip the
+  ``ZADD``; absent = not yet);
 * ``a``: resend requests sent since the record last had no hole (the backoff's attempt);
 * ``g``: holes at or below this seq are old enough to ask for (the newest seq when the holes were
   noticed, or at the previous request): out-of-order arrival gets the grace period;

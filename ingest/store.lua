@@ -247,11 +247,15 @@ for meter, e in pairs(records) do
     r.a, r.g = 0, 0
     redis.call('ZREM', KEYS[K_RESEND_DUE], meter)
   end
+  -- due for a confirmation: once per claim (u), again if long overdue (should the entry be gone)
+  if r.u == 0 or now > r.u + confirm_interval + 60000 then
+    redis.call('ZADD', KEYS[K_CONFIRM_DUE], 'NX', math.max(now, r.k + confirm_interval), meter)
+    r.u = now
+  end
   local text = rec_text(r)
   if text ~= e.raw then
     redis.call('SET', e.key, text, 'PX', record_ttl)
   end
-  redis.call('ZADD', KEYS[K_CONFIRM_DUE], 'NX', math.max(now, r.k + confirm_interval), meter)
 end
 results[#results + 1] = given_up
 for _, v in ipairs(given_up_meters) do

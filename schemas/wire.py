@@ -162,11 +162,11 @@ class Keys:
         """String: the ``seq`` ranges of one meter stored in Redis, and those the meter said it does not
         hold (:mod:`schemas.delivery`); what confirmations and gap repair are computed from.
 
-        Format (written by the ingest's Lua scripts, ``ingest/seq_record.py``):
-        ``t:<newest datetime ms>;c:<through>;r:<ranges beyond through>;k:<last confirmed ms>;a:<resend
-        attempts>;g:<holes up to this seq may be asked for>;e:<restart datetime ms>;z:<restart seq>``, fields
-        absent when 0 or empty; ranges are ``a-b`` or ``a``, comma separated. Every seq in 1..c and in r is
-        stored or not held by the meter (or given up: at most 256 ranges are kept).
+        Format (written by the ingest's Lua scripts, ``ingest/seq_record.py``): ``t:<newest datetime
+        ms>;c:<through>;r:<ranges beyond through>;k:<last confirmed ms>;u:<scheduled ms>;a:<resend
+        attempts>;g:<holes up to this seq may be asked for>;e:<restart datetime ms>;z:<restart seq>``,
+        fields absent when 0 or empty; ranges are ``a-b`` or ``a``, comma separated. Every seq in 1..c and
+        in r is stored or not held by the meter (or given up: at most 256 ranges are kept).
         """
         return f"{self.prefix}:seqs:{meter_id}"
 
