@@ -48,6 +48,7 @@ from enerlink.backoff import Backoff
 from ingest.metrics import IngestMetrics
 from ingest.seq_record import SeqRecord, parse_ranges, script
 from ingest.settings import Settings
+from ingest.validate import ResendAck
 from schemas.delivery import (
     MAX_CONFIRM_RANGES,
     MAX_RESEND_RANGES,
@@ -64,6 +65,7 @@ CLAIM_BATCH = 500  # meters claimed per script call
 MAX_CLAIMS_PER_ROUND = 20  # script calls per round (10,000 confirmations at most)
 IN_FLIGHT = 64  # publishes awaiting their PUBACK at once
 PUBLISH_TIMEOUT_S = 10.0
+LOGGED_MAX = 10_000  # meters whose bad acks are remembered as logged
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Delivery:
     """The worker's current MQTT client, ``None`` while disconnected."""
     outstanding: dict[str, tuple[str, float]] = field(default_factory=dict)
     """meter -> (request id, monotonic time it stops counting against the concurrency limit)."""
+    _logged: set[str] = field(default_factory=set)  # meters (topics) whose bad ack was logged
 
     def __post_init__(self) -> None:
         self._claim = self.client.register_script(script("confirm_claim.lua"))
@@ -145,12 +148,34 @@ class Delivery:
                 1000 * (time.perf_counter() - r.started),
             )
 
-    def on_ack(self, meter_id: str, command_id: str | None) -> None:
-        """A resend ack reached this worker: the meter's slot is free."""
-        request = self.outstanding.get(meter_id)
-        if request is not None and request[0] == command_id:
-            del self.outstanding[meter_id]
+    def on_ack(self, ack: ResendAck, *, lost: int) -> int:
+        """A meter's answer to a resend request, its ``not_held`` already in the seq record (``lost`` seqs
+        newly recorded as not held); frees the meter's slot. Returns ``lost``."""
+        request = self.outstanding.get(ack.meter_id)
+        if request is not None and request[0] == ack.command_id:
+            del self.outstanding[ack.meter_id]
             self.metrics.resend_outstanding.set(len(self.outstanding))
+        if not ack.ok:
+            self.metrics.resend_acks.labels(outcome="refused").inc()
+            self._log_once(
+                ack.meter_id, f"meter {ack.meter_id} refused resend request {ack.command_id}: {ack.error}"
+            )
+            return 0
+        self.metrics.resend_acks.labels(outcome="ok").inc()
+        if lost:
+            self.metrics.not_held.inc(lost)
+            log.warning("meter %s no longer holds %d readings it was asked for: lost", ack.meter_id, lost)
+        return lost
+
+    def malformed_ack(self, topic: str, detail: str) -> None:
+        """Counted (and rejected as ``invalid_ack`` by the store) and logged once per topic."""
+        self.metrics.resend_acks.labels(outcome="malformed").inc()
+        self._log_once(topic, f"malformed resend ack on {topic}: {detail}")
+
+    def _log_once(self, key: str, line: str) -> None:
+        if key not in self._logged and len(self._logged) < LOGGED_MAX:
+            self._logged.add(key)
+            log.warning("%s (further ones only counted)", line)
 
     # -- confirmations ------------------------------------------------------------------------
 
@@ -165,23 +190,31 @@ class Delivery:
             if not pairs:
                 return
             at = datetime.now(UTC)
-            sent = await self._publish_all(
-                client,
-                [
-                    (self._topics.confirm(meter), _confirmation(meter, text, at), True, None)
-                    for meter, text in pairs
-                ],
-            )
-            ok = [pair for pair, done in zip(pairs, sent, strict=True) if done]
-            r.confirmed += len(ok)
-            r.failed += len(pairs) - len(ok)
-            self.metrics.confirmations.inc(len(ok))
+            messages: list[tuple[str, bytes, bool, Properties | None]] = []
+            sendable: list[tuple[str, str]] = []
+            unusable: list[tuple[str, str]] = []
+            for meter, text in pairs:
+                try:
+                    payload = _confirmation(meter, text, at)
+                except ValueError as exc:  # a record or meter id no confirmation can carry: drop it
+                    self.metrics.delivery_failures.labels(stage="record").inc()
+                    log.warning("delivery: no confirmation for %r (record %r): %s", meter, text, exc)
+                    unusable.append((meter, text))
+                    continue
+                messages.append((self._topics.confirm(meter), payload, True, None))
+                sendable.append((meter, text))
+            sent = await self._publish_all(client, messages)
+            confirmed = [pair for pair, done in zip(sendable, sent, strict=True) if done]
+            r.confirmed += len(confirmed)
+            r.failed += len(sendable) - len(confirmed)
+            self.metrics.confirmations.inc(len(confirmed))
+            ok = confirmed + unusable
             if ok:
                 args: list[str | int] = [self._record_prefix, interval_ms, claimed_at]
                 for meter, text in ok:
                     args += (meter, text)
                 await self._done(keys=[self._keys.confirm_due], args=args)
-            if len(ok) < len(pairs) or len(pairs) < CLAIM_BATCH:
+            if len(confirmed) < len(sendable) or len(pairs) < CLAIM_BATCH:
                 return  # failures stay claimed (due again after CLAIM_S); or nothing more is due
 
     # -- gap repair ---------------------------------------------------------------------------

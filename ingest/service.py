@@ -66,6 +66,7 @@ from ingest.redis_store import (
 from ingest.seq_record import MAX_RANGES
 from ingest.settings import Settings
 from ingest.validate import (
+    INVALID_ACK,
     RATE_LIMITED,
     Ignored,
     Measurement,
@@ -152,7 +153,6 @@ class _Worker:
     limiter: MeterLimiter = field(init=False)
     delivery: Delivery | None = None
     live: mqtt_source.Session | None = None
-    _logged: set[str] = field(default_factory=set)  # meters whose bad resend ack was logged
 
     def mqtt_client(self) -> aiomqtt.Client | None:
         """The current connection (for publishing), ``None`` while disconnected."""
@@ -305,13 +305,13 @@ class _Worker:
                 redeliveries += 1
             if isinstance(outcome, Rejection):
                 rejected[outcome.reason] += 1
-                if outcome.reason == "invalid_ack":
-                    m.resend_acks.labels(outcome="malformed").inc()
-                    self._log_ack(outcome.topic, f"malformed resend ack on {outcome.topic}: {outcome.detail}")
+                if outcome.reason == INVALID_ACK and self.delivery is not None:
+                    self.delivery.malformed_ack(outcome.topic, outcome.detail)
                 log.debug("rejected %s on %s: %s", outcome.reason, outcome.topic, outcome.detail)
                 continue
             if isinstance(outcome, ResendAck):
-                self._ack(outcome, lost=flag)
+                if self.delivery is not None:
+                    self.tally.lost += self.delivery.on_ack(outcome, lost=flag)
                 continue
             if isinstance(outcome, Ignored):
                 continue
@@ -360,28 +360,6 @@ class _Worker:
         t.late += late
         t.repaired += repaired
         t.rejected.update(rejected)
-
-    def _ack(self, ack: ResendAck, *, lost: int) -> None:
-        """A meter's answer to a resend request (its ``not_held`` is already in the seq record)."""
-        if self.delivery is not None:
-            self.delivery.on_ack(ack.meter_id, ack.command_id)
-        if not ack.ok:
-            self.metrics.resend_acks.labels(outcome="refused").inc()
-            self._log_ack(
-                ack.meter_id, f"meter {ack.meter_id} refused resend request {ack.command_id}: {ack.error}"
-            )
-            return
-        self.metrics.resend_acks.labels(outcome="ok").inc()
-        if lost:
-            self.metrics.not_held.inc(lost)
-            self.tally.lost += lost
-            log.warning("meter %s no longer holds %d readings it was asked for: lost", ack.meter_id, lost)
-
-    def _log_ack(self, key: str, line: str) -> None:
-        """Log a bad ack once per meter (topic) and process; they are all counted."""
-        if key not in self._logged and len(self._logged) < 10_000:
-            self._logged.add(key)
-            log.warning("%s (further ones only counted)", line)
 
     def _summary(self, *, force: bool = False) -> None:
         t = self.tally

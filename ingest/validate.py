@@ -47,6 +47,7 @@ REASONS: tuple[str, ...] = (
     "rate_limited",
 )
 RATE_LIMITED = "rate_limited"
+INVALID_ACK = "invalid_ack"
 
 _METER_ID = re.compile(METER_ID_PATTERN)
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
@@ -198,10 +199,10 @@ class Validator:
         except ValidationError as exc:
             error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
             where = ".".join(str(part) for part in error["loc"]) or "(message)"
-            return self._reject("invalid_ack", f"{where}: {error['msg']}", topic, payload)
+            return self._reject(INVALID_ACK, f"{where}: {error['msg']}", topic, payload)
         if ack.meterId != meter_id:
             detail = f"ack from {ack.meterId!r} on the topic of {meter_id!r}"
-            return self._reject("invalid_ack", detail, topic, payload)
+            return self._reject(INVALID_ACK, detail, topic, payload)
         if ack.cmd != RESEND_COMMAND:
             return Ignored(topic=topic)
         if not ack.ok:
@@ -209,13 +210,13 @@ class Validator:
                 meter_id=meter_id, command_id=ack.id, ok=False, not_held=[], error=(ack.error or "")[:300]
             )
         if ack.result is None:
-            return self._reject("invalid_ack", "result: missing in a resend ack", topic, payload)
+            return self._reject(INVALID_ACK, "result: missing in a resend ack", topic, payload)
         try:
             result = ResendResult.model_validate(ack.result)
         except ValidationError as exc:
             error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
             where = ".".join(str(part) for part in ("result", *error["loc"]))
-            return self._reject("invalid_ack", f"{where}: {error['msg']}", topic, payload)
+            return self._reject(INVALID_ACK, f"{where}: {error['msg']}", topic, payload)
         return ResendAck(
             meter_id=meter_id,
             command_id=ack.id,
