@@ -189,7 +189,7 @@ class Delivery:
             pairs = [(_text(m), _text(t)) for m, t in zip(raw[1::2], raw[2::2], strict=True)]
             if not pairs:
                 return
-            at = datetime.now(UTC)
+            at = datetime.fromtimestamp(claimed_at / 1000, UTC)  # Redis' clock, the same for every worker
             messages: list[tuple[str, bytes, bool, Properties | None]] = []
             sendable: list[tuple[str, str]] = []
             unusable: list[tuple[str, str]] = []

@@ -99,7 +99,7 @@ async def test_at_most_one_confirmation_per_meter_per_interval_with_two_workers(
     spacing = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
     print(f"{len(confirmations)} confirmations in {elapsed:.1f} s, spacing {spacing}")
     assert len(confirmations) <= math.ceil((elapsed + 2 * interval) / interval) + 1
-    assert all(s >= 0.8 * interval for s in spacing), spacing  # the claim's clock is Redis'; publish jitters
+    assert all(s >= interval for s in spacing), spacing  # ``at`` is the claim's time, on Redis' clock
     throughs = [m.body["through"] for m in confirmations]
     assert throughs == sorted(throughs) and throughs[-1] == count
 
