@@ -229,3 +229,33 @@ async def test_bad_acks_and_bad_resent_messages_are_rejected_with_a_reason(
     assert metrics.resend_acks.labels(outcome="ok")._value.get() == 0
     assert int(await redis_client.zcard(keys.timeseries(meter))) == 4
     assert metrics.repaired._value.get() == 1
+
+
+async def test_two_workers_do_not_ask_the_same_meter_at_once(
+    broker: Broker, environ: dict[str, str], redis_client: aioredis.Redis, topic_prefix: str, key_prefix: str
+) -> None:
+    topics, keys = Topics(topic_prefix), Keys(key_prefix)
+    common = {
+        "confirm_interval_s": 0.2,
+        "gap_grace_s": 0.3,
+        "resend_backoff_s": 60.0,
+        "share_group": f"g{key_prefix[1:11]}",
+    }
+    first = ingest_settings(environ, client_id=f"r1-{key_prefix}", **common)
+    second = ingest_settings(environ, client_id=f"r2-{key_prefix}", **common)
+    meters = [f"TWICE{i}" for i in range(6)]
+    async with (
+        running(first),
+        running(second),
+        publisher(broker.url) as pub,
+        listening(broker.url, [topics.command(m) for m in meters]) as heard,
+    ):
+        for meter in meters:
+            await pub.many((topics.data, p) for p in readings(meter, [1, 2, 4], start=ago(minutes=3)))
+        await wait_until(lambda: _count(heard, len(meters)), what="every meter asked")
+        await asyncio.sleep(2.0)  # both workers run many rounds meanwhile
+    assert sorted(m.topic for m in heard.messages) == sorted(topics.command(m) for m in meters)
+    assert all(m.body["ranges"] == [[3, 3]] for m in heard.messages)
+    for meter in meters:
+        rec = await record(redis_client, keys, meter)
+        assert rec is not None and rec.attempts == 1
