@@ -24,6 +24,12 @@ local function rec_parse(raw)
   if not raw then
     return r
   end
+  -- the usual record (nothing missing, confirmed, scheduled again) in one match
+  local t, c, k, u = string.match(raw, '^t:(%d+);c:(%d+);k:(%d+);u:(%d+)$')
+  if t then
+    r.t, r.c, r.k, r.u = tonumber(t), tonumber(c), tonumber(k), tonumber(u)
+    return r
+  end
   for key, val in string.gmatch(raw, '(%a):([^;]*)') do
     if key == 'r' then
       local list = r.r
@@ -58,6 +64,9 @@ local function rec_ranges_text(list)
 end
 
 local function rec_text(r)
+  if #r.r == 0 and r.a == 0 and r.g == 0 and r.e == 0 and r.k > 0 and r.u > 0 then
+    return string.format('t:%.0f;c:%.0f;k:%.0f;u:%.0f', r.t, r.c, r.k, r.u) -- the usual record
+  end
   local out = string.format('t:%.0f;c:%.0f', r.t, r.c)
   if #r.r > 0 then
     out = out .. ';r:' .. rec_ranges_text(r.r)
