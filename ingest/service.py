@@ -234,14 +234,11 @@ class _Worker:
         """The per-meter rate limit (:mod:`ingest.limits`) on valid data and status messages."""
         if isinstance(outcome, Measurement) and not self.limiter.admit(outcome.meter_id, outcome.at_ms):
             topics = self.settings.common.topics
+            topic = topics.resent if outcome.resent else topics.data
             return Rejection(
                 reason=RATE_LIMITED,
                 detail=f"over {self.limiter.rate} messages in one second of the meter's clock",
-                topic=topics.resent
-                if outcome.resent
-                else topics.data
-                if outcome.kind == "data"
-                else topics.status,
+                topic=topics.status if outcome.kind == "status" else topic,
                 payload=outcome.payload,
                 meter_id=outcome.meter_id,
             )
