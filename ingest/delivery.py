@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 CLAIM_S = 30.0  # a claimed meter is due again after this if its worker never finished the round
 CLAIM_BATCH = 500  # meters claimed per script call
 MAX_CLAIMS_PER_ROUND = 20  # script calls per round (10,000 confirmations at most)
-IN_FLIGHT = 64  # publishes awaiting their PUBACK at once
+IN_FLIGHT = 20  # publishes awaiting their PUBACK at once (paho's own in-flight window)
 PUBLISH_TIMEOUT_S = 10.0
 LOGGED_MAX = 10_000  # meters whose bad acks are remembered as logged
 
@@ -95,7 +95,6 @@ class Delivery:
         self._keys = self.settings.common.keys
         self._topics = self.settings.common.topics
         self._record_prefix = self._keys.seq_record("")
-        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
 
     @property
     def enabled(self) -> bool:
@@ -285,27 +284,26 @@ class Delivery:
     async def _publish_all(
         self, client: aiomqtt.Client, messages: list[tuple[str, bytes, bool, Properties | None]]
     ) -> list[bool]:
-        """Publish at QoS 1 with a bounded number in flight; True for each one the broker acknowledged."""
+        """Publish at QoS 1, at most IN_FLIGHT awaiting their PUBACK; True for each one acknowledged."""
         results = [False] * len(messages)
+        # aiomqtt warns above this many pending calls; ours are bounded by IN_FLIGHT
+        client.pending_calls_threshold = max(client.pending_calls_threshold, IN_FLIGHT + 10)
+        queue = iter(enumerate(messages))
 
-        async def one(
-            i: int, topic: str, payload: bytes, retain: bool, properties: Properties | None
-        ) -> None:
-            try:
-                await client.publish(
-                    topic, payload, qos=1, retain=retain, properties=properties, timeout=PUBLISH_TIMEOUT_S
-                )
-                results[i] = True
-            except aiomqtt.MqttError as exc:
-                self.metrics.delivery_failures.labels(stage="publish").inc()
-                log.debug("delivery: publish on %s failed: %s", topic, exc)
-            finally:
-                self._in_flight.release()
+        async def sender() -> None:
+            for i, (topic, payload, retain, properties) in queue:  # shared: each message taken once
+                try:
+                    await client.publish(
+                        topic, payload, qos=1, retain=retain, properties=properties, timeout=PUBLISH_TIMEOUT_S
+                    )
+                    results[i] = True
+                except aiomqtt.MqttError as exc:
+                    self.metrics.delivery_failures.labels(stage="publish").inc()
+                    log.debug("delivery: publish on %s failed: %s", topic, exc)
 
         async with asyncio.TaskGroup() as group:
-            for i, (topic, payload, retain, properties) in enumerate(messages):
-                await self._in_flight.acquire()
-                group.create_task(one(i, topic, payload, retain, properties), name=f"publish-{topic}")
+            for n in range(min(IN_FLIGHT, len(messages))):
+                group.create_task(sender(), name=f"publish-{n}")
         return results
 
 
