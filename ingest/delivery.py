@@ -22,9 +22,11 @@ TaskGroup). One round every ``ENERLINK_INGEST_CONFIRM_INTERVAL_S``:
    ack reaches this worker or the next attempt is due (with a shared group, the ack may reach another
    worker: that one records it, this one frees the slot at expiry).
 
-Publishing uses the worker's MQTT connection and never holds up ingestion: a round claims a bounded
-number of meters, publishes them with a bounded number in flight, and while disconnected it claims
-nothing (the due sets keep everything for later).
+Publishing uses the worker's MQTT connection (:meth:`ingest.mqtt_source.Session.publish`: queued in
+paho, which keeps its in-flight window and sends the rest as PUBACKs return) and never holds up
+ingestion: a round claims a bounded number of meters (:data:`CLAIM_BATCH` per call), publishes them,
+waits for their PUBACKs, and only then releases them; while disconnected it claims nothing (the due
+sets keep everything for later).
 """
 
 from __future__ import annotations
@@ -38,14 +40,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import aiomqtt
 import redis.asyncio as aioredis
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from redis.exceptions import RedisError
 
 from enerlink.backoff import Backoff
 from ingest.metrics import IngestMetrics
+from ingest.mqtt_source import Session
 from ingest.seq_record import SeqRecord, parse_ranges, script
 from ingest.settings import Settings
 from ingest.validate import ResendAck
@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 CLAIM_S = 30.0  # a claimed meter is due again after this if its worker never finished the round
 CLAIM_BATCH = 500  # meters claimed per script call
 MAX_CLAIMS_PER_ROUND = 20  # script calls per round (10,000 confirmations at most)
-IN_FLIGHT = 20  # publishes awaiting their PUBACK at once (paho's own in-flight window)
+PUBACK_POLL_S = 0.02  # how often a round looks for the PUBACKs of what it published
 PUBLISH_TIMEOUT_S = 10.0
 LOGGED_MAX = 10_000  # meters whose bad acks are remembered as logged
 
@@ -82,7 +82,7 @@ class Delivery:
     settings: Settings
     client: aioredis.Redis
     metrics: IngestMetrics
-    mqtt: Callable[[], aiomqtt.Client | None]
+    mqtt: Callable[[], Session | None]
     """The worker's current MQTT client, ``None`` while disconnected."""
     outstanding: dict[str, tuple[str, float]] = field(default_factory=dict)
     """meter -> (request id, monotonic time it stops counting against the concurrency limit)."""
@@ -178,7 +178,7 @@ class Delivery:
 
     # -- confirmations ------------------------------------------------------------------------
 
-    async def _confirm(self, client: aiomqtt.Client, r: _Round) -> None:
+    async def _confirm(self, client: Session, r: _Round) -> None:
         interval_ms = int(self.settings.confirm_interval_s * 1000)
         for _ in range(MAX_CLAIMS_PER_ROUND):
             raw = await self._claim(
@@ -189,7 +189,7 @@ class Delivery:
             if not pairs:
                 return
             at = datetime.fromtimestamp(claimed_at / 1000, UTC)  # Redis' clock, the same for every worker
-            messages: list[tuple[str, bytes, bool, Properties | None]] = []
+            messages: list[tuple[str, bytes, bool, int | None]] = []
             sendable: list[tuple[str, str]] = []
             unusable: list[tuple[str, str]] = []
             for meter, text in pairs:
@@ -218,7 +218,7 @@ class Delivery:
 
     # -- gap repair ---------------------------------------------------------------------------
 
-    async def _repair(self, client: aiomqtt.Client, r: _Round) -> None:
+    async def _repair(self, client: Session, r: _Round) -> None:
         now = time.monotonic()
         for meter in [m for m, (_, until) in self.outstanding.items() if until <= now]:
             del self.outstanding[meter]
@@ -238,7 +238,7 @@ class Delivery:
             await self._ask(client, r, int(raw[0]), raw[1:])
         self.metrics.resend_outstanding.set(len(self.outstanding))
 
-    async def _ask(self, client: aiomqtt.Client, r: _Round, claimed_at: int, raw: list[object]) -> None:
+    async def _ask(self, client: Session, r: _Round, claimed_at: int, raw: list[object]) -> None:
         requests: list[tuple[str, ResendCommand, float]] = []
         for meter_raw, attempt, ranges in zip(raw[0::3], raw[1::3], raw[2::3], strict=True):
             meter = _text(meter_raw)
@@ -258,7 +258,7 @@ class Delivery:
                     self._topics.command(meter),
                     command.model_dump_json(exclude_none=True).encode(),
                     False,
-                    _expiring(delay),
+                    max(1, math.ceil(delay)),
                 )
                 for meter, command, delay in requests
             ],
@@ -282,28 +282,23 @@ class Delivery:
     # -- publishing ---------------------------------------------------------------------------
 
     async def _publish_all(
-        self, client: aiomqtt.Client, messages: list[tuple[str, bytes, bool, Properties | None]]
+        self, live: Session, messages: list[tuple[str, bytes, bool, int | None]]
     ) -> list[bool]:
-        """Publish at QoS 1, at most IN_FLIGHT awaiting their PUBACK; True for each one acknowledged."""
-        results = [False] * len(messages)
-        # aiomqtt warns above this many pending calls; ours are bounded by IN_FLIGHT
-        client.pending_calls_threshold = max(client.pending_calls_threshold, IN_FLIGHT + 10)
-        queue = iter(enumerate(messages))
-
-        async def sender() -> None:
-            for i, (topic, payload, retain, properties) in queue:  # shared: each message taken once
-                try:
-                    await client.publish(
-                        topic, payload, qos=1, retain=retain, properties=properties, timeout=PUBLISH_TIMEOUT_S
-                    )
-                    results[i] = True
-                except aiomqtt.MqttError as exc:
-                    self.metrics.delivery_failures.labels(stage="publish").inc()
-                    log.debug("delivery: publish on %s failed: %s", topic, exc)
-
-        async with asyncio.TaskGroup() as group:
-            for n in range(min(IN_FLIGHT, len(messages))):
-                group.create_task(sender(), name=f"publish-{n}")
+        """Publish at QoS 1 (paho keeps its in-flight window, the rest queued: at most one claim batch);
+        True for each message the broker acknowledged within PUBLISH_TIMEOUT_S."""
+        infos = [
+            live.publish(topic, payload, retain=retain, expiry_s=expiry)
+            for topic, payload, retain, expiry in messages
+        ]
+        deadline = time.monotonic() + PUBLISH_TIMEOUT_S
+        pending = [info for info in infos if info is not None]
+        while pending and live.connected and time.monotonic() < deadline:
+            await asyncio.sleep(PUBACK_POLL_S)
+            pending = [info for info in pending if not info.is_published()]
+        results = [info is not None and info.is_published() for info in infos]
+        failed = results.count(False)
+        if failed:
+            self.metrics.delivery_failures.labels(stage="publish").inc(failed)
         return results
 
 
@@ -313,12 +308,6 @@ def _confirmation(meter: str, text: str, at: datetime) -> bytes:
         meterId=meter, through=record.through, ranges=record.ranges[-MAX_CONFIRM_RANGES:], at=at
     )
     return body.model_dump_json().encode()
-
-
-def _expiring(delay_s: float) -> Properties:
-    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    properties.MessageExpiryInterval = max(1, math.ceil(delay_s))
-    return properties
 
 
 def _text(value: object) -> str:

@@ -49,6 +49,7 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from enerlink import mqtt
@@ -134,13 +135,23 @@ class Session:
             self._client._disconnected.set_exception(exc)
 
     @property
-    def client(self) -> aiomqtt.Client:
-        """The connection, for publishing (confirmations, resend requests)."""
-        return self._client
-
-    @property
     def connected(self) -> bool:
         return not self._client._disconnected.done()
+
+    def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, expiry_s: int | None = None
+    ) -> paho.MQTTMessageInfo | None:
+        """Queue a QoS 1 publish on this connection without waiting (confirmations, resend requests):
+        paho keeps at most its in-flight window unacknowledged and sends the rest as PUBACKs come back;
+        ``is_published()`` turns true on the PUBACK. ``None`` when disconnected (nothing queued)."""
+        if not self.connected:
+            return None
+        properties = None
+        if expiry_s is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = expiry_s
+        info = self._paho.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        return info if info.rc == paho.MQTT_ERR_SUCCESS else None
 
     @property
     def pauses(self) -> int:

@@ -154,10 +154,10 @@ class _Worker:
     delivery: Delivery | None = None
     live: mqtt_source.Session | None = None
 
-    def mqtt_client(self) -> aiomqtt.Client | None:
+    def mqtt_client(self) -> mqtt_source.Session | None:
         """The current connection (for publishing), ``None`` while disconnected."""
         live = self.live
-        return live.client if live is not None and live.connected else None
+        return live if live is not None and live.connected else None
 
     def __post_init__(self) -> None:
         self.limiter = MeterLimiter(rate=self.settings.meter_rate)
