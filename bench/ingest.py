@@ -10,6 +10,13 @@ a) to ``mosquitto_sub -q 2`` (the broker ceiling: how fast the broker delivers t
 b) to one ``enerlink ingest`` worker (a subprocess, fresh session), timed from the first publish
    until every message is in Redis.
 
+``--own-redis`` starts a redis-server of its own, so that the CPU per message of the whole pipeline
+(worker + Redis + broker, time used by each process, robust to a loaded machine) is printed too.
+``--confirm both`` (the default) runs b) twice per round, with confirmations to meters and gap repair on
+(``ENERLINK_INGEST_CONFIRM_INTERVAL_S=5``: seq records in the store script, a confirmation per meter
+every 5 s) and off (``0``), and prints the cost of confirming as the drop in the ratio; ``on``/``off``
+run one of them.
+
 It prints both rates, their ratio, and end-to-end latency p50/p99: device datetime (stamped at
 publish) to the moment the ingest announced the stored message on the live channel (published by the
 same Lua script that stores it). ``--drain`` measures instead how fast a backlog queued in a
@@ -24,6 +31,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -41,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from schemas.wire import Keys, Topics  # noqa: E402
 from tests.support.chaos_stack import cpu_seconds  # noqa: E402
 from tests.support.ingest_support import publisher  # noqa: E402
-from tests.support.services import FIXTURES, Broker, ServiceProcess  # noqa: E402
+from tests.support.services import FIXTURES, Broker, ServiceProcess, free_port, wait_port  # noqa: E402
 
 FIXTURE = orjson.loads((FIXTURES / "meter-data.json").read_bytes())
 
@@ -89,8 +97,16 @@ async def drain_ceiling(broker: Broker, topic: str, *, messages: int, meters: in
 
 
 async def ingest_rate(
-    broker: Broker, redis_url: str, *, messages: int, meters: int, window: int, drain: bool = False
-) -> tuple[float, list[float], float]:
+    broker: Broker,
+    redis_url: str,
+    *,
+    messages: int,
+    meters: int,
+    window: int,
+    drain: bool = False,
+    confirm: bool = True,
+    pids: dict[str, int] | None = None,
+) -> tuple[float, list[float], dict[str, float]]:
     """Live: publish to a running worker. ``drain``: queue the stream while the worker is down (its
     session kept), restart it, time first to last stored."""
     tag = uuid.uuid4().hex[:8]
@@ -105,6 +121,7 @@ async def ingest_rate(
         # the bench's fleet reports 5-20 times per second per meter (real meters: every 5 s), which a
         # per-meter limit of readings per second would cut; the limit is measured by its own test
         "ENERLINK_INGEST_METER_RATE": "0",
+        "ENERLINK_INGEST_CONFIRM_INTERVAL_S": "5" if confirm else "0",
     }
     worker = ServiceProcess(args=["ingest"], env=env).start()
     client = aioredis.Redis.from_url(redis_url)
@@ -132,17 +149,20 @@ async def ingest_rate(
             worker = ServiceProcess(args=["ingest"], env=env).start()  # resumes the session
             out, _ = await asyncio.wait_for(listener.communicate(), timeout=600)
             arrivals = orjson.loads(out)
-            return (messages - 1) / (arrivals[-1][0] - arrivals[0][0]), [], float("nan")
+            return (messages - 1) / (arrivals[-1][0] - arrivals[0][0]), [], {}
         assert worker.process is not None
-        cpu_before = cpu_seconds(worker.process.pid)
+        pids = {"worker": worker.process.pid, **(pids or {})}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         started = await _publish(broker.url, topics.data, messages=messages, meters=meters, window=window)
         started_wall = time.time() - (time.monotonic() - started)  # the first publish, wall clock
         out, _ = await asyncio.wait_for(listener.communicate(), timeout=600)
         arrivals = orjson.loads(out)
         rate = messages / (arrivals[-1][0] - started_wall)
         latencies = [(now - _epoch(stamp)) * 1000 for now, stamp in arrivals]
-        assert worker.process is not None
-        cpu_s = cpu_seconds(worker.process.pid) - cpu_before
+        if confirm:  # CPU until every meter is confirmed (the rate above is until every message is stored)
+            while await client.zcard(keys.confirm_due):  # noqa: ASYNC110 (polling Redis)
+                await asyncio.sleep(0.1)
+        cpu_s = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     finally:
         worker.kill()
         keys_left = [k async for k in client.scan_iter(match=f"{keys.prefix}:*", count=1000)]
@@ -150,6 +170,14 @@ async def ingest_rate(
             await client.delete(*keys_left)
         await client.aclose()
     return rate, latencies, cpu_s
+
+
+def _own_redis() -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return f"redis://127.0.0.1:{port}/0", process
 
 
 def _epoch(stamp: str) -> float:
@@ -207,40 +235,81 @@ async def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=1, help="ceiling/ingest pairs, alternated (the machine's load varies)"
     )
+    parser.add_argument(
+        "--confirm",
+        choices=("both", "on", "off"),
+        default="both",
+        help="confirmations to meters (and gap repair) on, off, or both in each round (their cost)",
+    )
+    parser.add_argument(
+        "--own-redis",
+        action="store_true",
+        help="start a redis-server of the bench's own, so its CPU per message is measured too",
+    )
     args = parser.parse_args()
     redis_url = os.environ.get("ENERLINK_REDIS_URL", "redis://127.0.0.1:6379/0")
     print(f"messages           {args.messages} from {args.meters} meters, QoS 2, window {args.window}")
     broker = Broker().start()
-    ratios = []
+    assert broker.process is not None
+    pids = {"broker": broker.process.pid}
+    own_redis = None
+    if args.own_redis:
+        redis_url, own_redis = _own_redis()
+        pids["redis"] = own_redis.pid
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.confirm]
+    ratios: dict[bool, list[float]] = {mode: [] for mode in modes}
+    cpus: dict[bool, list[float]] = {mode: [] for mode in modes}
     try:
         kw = {"messages": args.messages, "meters": args.meters, "window": args.window}
         for n in range(1, args.rounds + 1):
             measure = drain_ceiling if args.drain else broker_ceiling
             ceiling = await measure(broker, f"bench/ceiling{n}/meters/data", **kw)
-            rate, latencies, cpu_s = await ingest_rate(broker, redis_url, drain=args.drain, **kw)
-            if args.drain:
-                print(f"broker ceiling     {ceiling:,.0f} msg/s draining a backlog (mosquitto_sub -q 2)")
-                print(f"ingest (1 worker)  {rate:,.0f} msg/s draining the same backlog into Redis")
-                print(f"ratio              {rate / ceiling:.0%} of the ceiling")
-                ratios.append(rate / ceiling)
-                continue
-            ratios.append(rate / ceiling)
             label = f" (round {n})" if args.rounds > 1 else ""
-            print(f"broker ceiling     {ceiling:,.0f} msg/s (mosquitto_sub -q 2){label}")
-            print(f"ingest (1 worker)  {rate:,.0f} msg/s stored in Redis")
-            print(f"ratio              {rate / ceiling:.0%} of the ceiling")
-            print(
-                f"worker CPU         {cpu_s * 1e6 / args.messages:.0f} us per message "
-                f"(capacity about {args.messages / max(cpu_s, 1e-9):,.0f} msg/s on one core)"
-            )
-            print(
-                f"latency            p50 {_pct(latencies, 50):.1f} ms, p99 {_pct(latencies, 99):.1f} ms "
-                "(device datetime -> stored)"
-            )
+            what = "draining a backlog " if args.drain else ""
+            print(f"broker ceiling     {ceiling:,.0f} msg/s {what}(mosquitto_sub -q 2){label}")
+            for confirm in modes:
+                rate, latencies, cpu_s = await ingest_rate(
+                    broker, redis_url, drain=args.drain, confirm=confirm, pids=pids, **kw
+                )
+                ratios[confirm].append(rate / ceiling)
+                tag = "confirmations " + ("on" if confirm else "off")
+                print(f"ingest (1 worker)  {rate:,.0f} msg/s stored in Redis, {tag}")
+                print(f"ratio              {rate / ceiling:.0%} of the ceiling, {tag}")
+                if args.drain:
+                    continue
+                worker_s = cpu_s["worker"]
+                print(
+                    f"worker CPU         {worker_s * 1e6 / args.messages:.0f} us per message "
+                    f"(capacity about {args.messages / max(worker_s, 1e-9):,.0f} msg/s on one core)"
+                )
+                per = {name: s * 1e6 / args.messages for name, s in cpu_s.items()}
+                cpus[confirm].append(sum(per.values()))
+                parts = ", ".join(f"{name} {us:.0f}" for name, us in per.items())
+                print(f"pipeline CPU       {sum(per.values()):.0f} us per message ({parts})")
+                print(
+                    f"latency            p50 {_pct(latencies, 50):.1f} ms, p99 {_pct(latencies, 99):.1f} ms "
+                    "(device datetime -> stored)"
+                )
     finally:
         broker.stop()
-    if args.rounds > 1:
-        print(f"median ratio       {statistics.median(ratios):.0%} over {args.rounds} rounds")
+        if own_redis is not None:
+            own_redis.kill()
+            own_redis.wait()
+    medians = {mode: statistics.median(values) for mode, values in ratios.items()}
+    for mode, value in medians.items():
+        print(
+            f"median ratio       {value:.0%} over {args.rounds} round(s), "
+            f"confirmations {'on' if mode else 'off'}"
+        )
+    if len(medians) == 2:
+        cost = (medians[False] - medians[True]) / medians[False]
+        print(f"cost of confirming {cost:.1%} of the ratio without confirmations (median of each)")
+        if all(cpus.values()):
+            on, off = statistics.median(cpus[True]), statistics.median(cpus[False])
+            print(
+                f"CPU of confirming  {on - off:+.0f} us per message = {(on - off) / off:+.1%} "
+                "(median of each)"
+            )
 
 
 if __name__ == "__main__":

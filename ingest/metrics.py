@@ -89,6 +89,54 @@ class IngestMetrics:
             "times the MQTT reader stopped at the held cap (TCP flow control) since start",
             registry=r,
         )
+        self.confirmations = Counter(
+            "enerlink_ingest_confirmations", "confirmations published to meters (retained, QoS 1)", registry=r
+        )
+        self.resend_requests = Counter(
+            "enerlink_ingest_resend_requests", "resend requests published to meters", registry=r
+        )
+        self.resend_requested_readings = Counter(
+            "enerlink_ingest_resend_requested_readings", "readings asked for by resend requests", registry=r
+        )
+        self.repaired = Counter(
+            "enerlink_ingest_repaired_readings",
+            "data messages newly stored from the resent topic (repaired gaps)",
+            registry=r,
+        )
+        self.not_held = Counter(
+            "enerlink_ingest_not_held_readings",
+            "readings a meter said it does not hold (lost; never asked for again)",
+            registry=r,
+        )
+        self.given_up = Counter(
+            "enerlink_ingest_given_up_readings",
+            "readings given up by the seq record's size bound (oldest holes; lost)",
+            registry=r,
+        )
+        self.record_resets = Counter(
+            "enerlink_ingest_seq_record_resets",
+            "seq records restarted (the meter restarted its seq)",
+            registry=r,
+        )
+        self.resend_acks = Counter(
+            "enerlink_ingest_resend_acks",
+            "meters' answers to resend requests, by outcome (ok, refused = ok:false, malformed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.delivery_failures = Counter(
+            "enerlink_ingest_delivery_failures",
+            "confirmation/resend rounds or publishes that failed (retried later), by stage",
+            ["stage"],
+            registry=r,
+        )
+        self.resend_outstanding = Gauge(
+            "enerlink_ingest_resend_outstanding",
+            "meters with a resend request outstanding from this worker (ENERLINK_INGEST_RESEND_CONCURRENCY)",
+            registry=r,
+        )
+        for outcome in ("ok", "refused", "malformed"):
+            self.resend_acks.labels(outcome=outcome)
         for reason in REASONS:
             self.rejected.labels(reason=reason)
         for kind in ("data", "status", "presence"):

@@ -47,6 +47,8 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from enerlink import mqtt, mqtt_internals
@@ -70,7 +72,9 @@ class Incoming:
 def subscriptions(settings: Settings) -> list[str]:
     """The topic filters the ingest subscribes to (shared when a group is configured)."""
     topics: Topics = settings.common.topics
-    filters = [topics.data, topics.status, topics.all_presence]
+    filters = [topics.data, topics.status, topics.all_presence, topics.resent]
+    if settings.confirm_interval_s > 0:
+        filters.append(topics.all_command_acks)  # resend acks (any worker may get a meter's ack)
     if settings.share_group:
         filters = [Topics.shared(settings.share_group, f) for f in filters]
     return filters
@@ -121,6 +125,25 @@ class Session:
 
     def _fail(self, exc: BaseException) -> None:
         mqtt_internals.fail_connection(self._client, exc)
+
+    @property
+    def connected(self) -> bool:
+        return not mqtt_internals.is_disconnected(self._client)
+
+    def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, expiry_s: int | None = None
+    ) -> paho.MQTTMessageInfo | None:
+        """Queue a QoS 1 publish on this connection without waiting (confirmations, resend requests):
+        paho keeps at most its in-flight window unacknowledged and sends the rest as PUBACKs come back;
+        ``is_published()`` turns true on the PUBACK. ``None`` when disconnected (nothing queued)."""
+        if not self.connected:
+            return None
+        properties = None
+        if expiry_s is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = expiry_s
+        info = self._paho.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        return info if info.rc == paho.MQTT_ERR_SUCCESS else None
 
     @property
     def pauses(self) -> int:

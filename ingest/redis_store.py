@@ -9,6 +9,12 @@ One ``EVALSHA`` per batch (one network round trip) stores every item of the batc
   ``latest_data[meter]`` is replaced only when the message's datetime is >= the one recorded in
   ``latest_data_at[meter]``. ``meters[meter]`` = last seen (Redis time, epoch ms). Data with ``seq``
   updates ``gaps[meter]`` (JSON ``{last_seq, last_at, missed, duplicates, resets}``).
+* seq record (when ``confirm_interval_ms`` > 0; :mod:`ingest.seq_record`): every data message with a
+  ``seq`` (stored now or already there) is added to ``seq_record(meter)``, the meter is scheduled in
+  ``confirm_due`` (no earlier than one interval after its last confirmation) and, while its record has
+  holes, in ``resend_due`` (after the grace period). A data message newly stored from
+  ``Topics.resent`` is also added to ``repaired(meter)`` (score = datetime, member = seq, same TTL as the
+  timeseries). A resend ack's ``not_held`` ranges (item ``n``) become known in the record (lost).
 * late-minute index: every newly stored data message whose minute had already ended when it was
   stored (Redis ``TIME`` >= minute start + 60 s) adds ``late_member(meter, minute_ms)`` to
   ``late_minutes`` with score = Redis ``TIME`` in ms (the clock the aggregator compares with),
@@ -30,17 +36,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from importlib import resources
+from dataclasses import dataclass, field
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Rejection
+from ingest.seq_record import ranges_text, script
+from ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Rejection, ResendAck
 from schemas.wire import Keys
 
-SCRIPT = resources.files("ingest").joinpath("store.lua").read_text(encoding="utf-8")
+SCRIPT = script("store.lua")
 PAYLOAD_SAMPLE = 1024  # bytes of a rejected payload kept in the dead-letter stream
 
 NEW = 1
@@ -49,13 +55,17 @@ LATE_MINUTE = 4
 LATEST = 8
 PRESENCE_CHANGED = 16
 SEQ_DUPLICATE = 32
-SEQ_MISSED_UNIT = 64  # flags // 64 = sequence numbers skipped before this message
+REPAIRED = 64
+RECORD_RESET = 128
+SEQ_MISSED_UNIT = 1024  # flags // 1024 = sequence numbers skipped before this message
 
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     flags: list[int]
     seconds: float
+    given_up: list[tuple[str, int]] = field(default_factory=list)
+    """Meters whose seq record reached its size bound, and how many readings were given up."""
 
     def count(self, bit: int) -> int:
         return sum(1 for f in self.flags if f & bit)
@@ -75,6 +85,9 @@ class RedisStore:
     rejected_maxlen: int = 10_000
     events_maxlen: int = 100_000
     publish_live: bool = True
+    confirm_interval_ms: int = 0  # 0 = no seq records (no confirmations, no gap repair)
+    grace_ms: int = 10_000
+    record_ttl_ms: int = 8 * 86_400_000
     _sha: str | None = None
 
     async def write(self, items: Sequence[Outcome]) -> BatchResult:
@@ -84,8 +97,12 @@ class RedisStore:
             return await self._write_limited(items, limited)
         keys, args = self._arguments(items)
         started = time.perf_counter()
-        flags = await self._evalsha(keys, args)
-        return BatchResult(flags=[int(f) for f in flags], seconds=time.perf_counter() - started)
+        raw = await self._evalsha(keys, args)
+        return BatchResult(
+            flags=[int(f) for f in raw[: len(items)]],
+            seconds=time.perf_counter() - started,
+            given_up=_given_up(raw[len(items) :]),
+        )
 
     async def _write_limited(self, items: Sequence[Outcome], limited: list[int]) -> BatchResult:
         """The batch with its ``rate_limited`` rejections folded into one item per meter."""
@@ -102,7 +119,8 @@ class RedisStore:
         raw = await self._evalsha(keys, args)
         kept_flags = iter(int(f) for f in raw[: len(kept)])
         flags = [1 if i in skip else next(kept_flags) for i in range(len(items))]
-        return BatchResult(flags=flags, seconds=time.perf_counter() - started)
+        extras = raw[len(kept) + len(folded) :]
+        return BatchResult(flags=flags, seconds=time.perf_counter() - started, given_up=_given_up(extras))
 
     async def _evalsha(self, keys: list[str], args: list[str | bytes | int]) -> list[int]:
         if self._sha is None:
@@ -144,6 +162,8 @@ class RedisStore:
             k.presence,
             k.events,
             k.rate_limited,
+            k.confirm_due,
+            k.resend_due,
         ]
         args: list[str | bytes | int] = [
             self.retention_ms,
@@ -151,20 +171,32 @@ class RedisStore:
             self.events_maxlen,
             k.live_channel if self.publish_live else "",
             len(items) + len(folded),
+            self.confirm_interval_ms,
+            self.grace_ms,
+            self.record_ttl_ms,
         ]
         for item in items:
             if isinstance(item, Measurement):
                 if item.kind == "data":
-                    keys += (k.timeseries(item.meter_id), k.late_data(item.meter_id))
+                    meter = item.meter_id
+                    keys += (k.timeseries(meter), k.late_data(meter), k.seq_record(meter), k.repaired(meter))
                     minute = item.at_ms - item.at_ms % 60_000
                     seq = "" if item.seq is None else item.seq
-                    late = Keys.late_member(item.meter_id, minute)
-                    args += ("d", item.meter_id, item.at_ms, seq, late, item.payload)
+                    late = Keys.late_member(meter, minute)
+                    args += ("d", meter, item.at_ms, seq, late, item.payload, "1" if item.resent else "")
                 else:
                     keys.append(k.status_timeseries(item.meter_id))
                     args += ("s", item.meter_id, item.at_ms, item.payload)
             elif isinstance(item, Presence):
                 args += ("p", item.meter_id, "1" if item.online else "0", item.payload)
+            elif isinstance(item, ResendAck):
+                if item.ok and item.not_held:
+                    keys.append(k.seq_record(item.meter_id))
+                    args += ("n", item.meter_id, ranges_text(item.not_held))
+                else:
+                    args.append("x")
+            elif not isinstance(item, Rejection):
+                args.append("x")  # nothing to store
             else:
                 assert isinstance(item, Rejection)
                 args += ("r", item.reason, item.topic, item.detail, item.payload[:PAYLOAD_SAMPLE])
@@ -186,6 +218,15 @@ class RedisStore:
 class _Limited:
     meter_id: str
     rejections: list[Rejection]
+
+
+def _given_up(extras: Sequence[object]) -> list[tuple[str, int]]:
+    """The trailing (meter, count) pairs after the total (see store.lua)."""
+    pairs = extras[1:]
+    return [
+        (bytes(m).decode() if isinstance(m, bytes) else str(m), int(str(n)))
+        for m, n in zip(pairs[::2], pairs[1::2], strict=True)
+    ]
 
 
 def _is_limited(item: Outcome) -> bool:

@@ -20,7 +20,11 @@ Design (nothing lost, nothing doubled):
    socket reader because Mosquitto overshoots the window on resume (:mod:`ingest.mqtt_source`).
    If the MQTT connection drops meanwhile, the batch is still written once Redis is back, and the
    broker redelivers it (a duplicate, absorbed).
-5. A flooding device is cut to ``ENERLINK_INGEST_METER_RATE`` readings per second of its own clock,
+5. Delivery to meters (:mod:`ingest.delivery`): every stored data message with a ``seq`` goes into the
+   meter's seq record in the same script; a task beside the message loop confirms what is stored
+   and asks meters to resend what is missing. Resent readings (``Topics.resent``) are ingested like
+   data; resend acks (``Topics.all_command_acks``) record what a meter no longer holds.
+6. A flooding device is cut to ``ENERLINK_INGEST_METER_RATE`` readings per second of its own clock,
    the rest rejected as ``rate_limited``, counted per meter and dead-lettered (:mod:`ingest.limits`).
 
 Operators running several workers in a shared group: Mosquitto keeps routing a share of the
@@ -48,11 +52,33 @@ from enerlink.backoff import Backoff
 from enerlink.identity import claim_client_id
 from enerlink.takeover import TakeoverWatch
 from ingest import mqtt_source
+from ingest.delivery import Delivery
 from ingest.limits import MeterLimiter
 from ingest.metrics import IngestMetrics
-from ingest.redis_store import LATE_DATA, LATE_MINUTE, NEW, PRESENCE_CHANGED, SEQ_DUPLICATE, RedisStore
+from ingest.redis_store import (
+    LATE_DATA,
+    LATE_MINUTE,
+    NEW,
+    PRESENCE_CHANGED,
+    RECORD_RESET,
+    REPAIRED,
+    SEQ_DUPLICATE,
+    BatchResult,
+    RedisStore,
+)
+from ingest.seq_record import MAX_RANGES
 from ingest.settings import Settings
-from ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Rejection, Validator
+from ingest.validate import (
+    INVALID_ACK,
+    RATE_LIMITED,
+    Ignored,
+    Measurement,
+    Outcome,
+    Presence,
+    Rejection,
+    ResendAck,
+    Validator,
+)
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0
@@ -68,6 +94,8 @@ class _Tally:
     stored: int = 0
     duplicates: int = 0
     late: int = 0
+    repaired: int = 0
+    lost: int = 0
     write_s: float = 0.0
     rejected: Counter[str] = field(default_factory=Counter)
     since: float = field(default_factory=time.monotonic)
@@ -107,9 +135,16 @@ async def run(
             rejected_maxlen=settings.rejected_maxlen,
             events_maxlen=settings.events_maxlen,
             publish_live=settings.publish_live,
+            confirm_interval_ms=int(settings.confirm_interval_s * 1000),
+            grace_ms=int(settings.gap_grace_s * 1000),
+            record_ttl_ms=settings.seq_record_ttl_s * 1000,
         )
         worker = _Worker(settings=settings, store=store, validator=validator, metrics=metrics, ready=ready)
-        await worker.loop(once=once, idle_s=idle_s)
+        worker.delivery = Delivery(settings=settings, client=client, metrics=metrics, mqtt=worker.mqtt_client)
+        async with asyncio.TaskGroup() as group:
+            confirmer = group.create_task(worker.delivery.run(), name="delivery")
+            pump = group.create_task(worker.loop(once=once, idle_s=idle_s), name="ingest")
+            pump.add_done_callback(lambda _: confirmer.cancel())
 
 
 @dataclass
@@ -124,6 +159,13 @@ class _Worker:
     pauses: int = 0
     tally: _Tally = field(default_factory=_Tally)
     limiter: MeterLimiter = field(init=False)
+    delivery: Delivery | None = None
+    live: mqtt_source.Session | None = None
+
+    def mqtt_client(self) -> mqtt_source.Session | None:
+        """The current connection (for publishing), ``None`` while disconnected."""
+        live = self.live
+        return live if live is not None and live.connected else None
 
     def __post_init__(self) -> None:
         self.limiter = MeterLimiter(rate=self.settings.meter_rate)
@@ -148,7 +190,11 @@ class _Worker:
                     backoff.reset()
                     if self.ready is not None:
                         live.when_subscribed(self.ready.set)
-                    await self._pump(live, once=once, idle_s=idle_s)
+                    self.live = live
+                    try:
+                        await self._pump(live, once=once, idle_s=idle_s)
+                    finally:
+                        self.live = None
                     return
             except aiomqtt.MqttError as exc:
                 self.metrics.connected.set(0)
@@ -191,19 +237,20 @@ class _Worker:
             classify, admit = self.validator.classify, self._admit
             outcomes = [admit(classify(topic=m.topic, payload=m.payload, now_ms=now_ms)) for m in batch]
             self._held(live)
-            flags = await self._write(outcomes)
+            result = await self._write(outcomes)
             live.ack(batch)
-            self._count(batch, outcomes, flags)
+            self._count(batch, outcomes, result)
             self._summary()
 
     def _admit(self, outcome: Outcome) -> Outcome:
         """The per-meter rate limit (:mod:`ingest.limits`) on valid data and status messages."""
         if isinstance(outcome, Measurement) and not self.limiter.admit(outcome.meter_id, outcome.at_ms):
             topics = self.settings.common.topics
+            topic = topics.resent if outcome.resent else topics.data
             return Rejection(
                 reason=RATE_LIMITED,
                 detail=f"over {self.limiter.rate} messages in one second of the meter's clock",
-                topic=topics.data if outcome.kind == "data" else topics.status,
+                topic=topics.status if outcome.kind == "status" else topic,
                 payload=outcome.payload,
                 meter_id=outcome.meter_id,
             )
@@ -217,7 +264,7 @@ class _Worker:
         m.held_bytes_peak.set(max(self.peak_bytes, live.peak_bytes))
         m.reader_pauses.set(self.pauses + live.pauses)
 
-    async def _write(self, outcomes: list[Outcome]) -> list[int]:
+    async def _write(self, outcomes: list[Outcome]) -> BatchResult:
         """Write until it succeeds: nothing is acknowledged (or read) meanwhile."""
         backoff = Backoff(initial=0.1, cap=5.0)
         while True:
@@ -243,9 +290,17 @@ class _Worker:
             self.metrics.gap_missed.inc(result.seq_missed)
             self.metrics.gap_duplicates.inc(result.count(SEQ_DUPLICATE))
             self.tally.write_s += result.seconds
-            return result.flags
+            for meter, n in result.given_up:
+                self.metrics.given_up.inc(n)
+                log.warning(
+                    "meter %s: seq record full (%d ranges): %d readings of its oldest holes GIVEN UP (lost)",
+                    meter,
+                    MAX_RANGES,
+                    n,
+                )
+            return result
 
-    def _count(self, batch: list[mqtt_source.Incoming], outcomes: list[Outcome], flags: list[int]) -> None:
+    def _count(self, batch: list[mqtt_source.Incoming], outcomes: list[Outcome], result: BatchResult) -> None:
         """Tally the batch locally, then touch each metric once (not once per message)."""
         m, t = self.metrics, self.tally
         t.batches += 1
@@ -253,13 +308,21 @@ class _Worker:
         received: Counter[str] = Counter()
         stored: Counter[str] = Counter()
         rejected: Counter[str] = Counter()
-        redeliveries = duplicates = late = late_minutes = 0
-        for incoming, outcome, flag in zip(batch, outcomes, flags, strict=True):
+        redeliveries = duplicates = late = late_minutes = repaired = 0
+        for incoming, outcome, flag in zip(batch, outcomes, result.flags, strict=True):
             if incoming.dup:
                 redeliveries += 1
             if isinstance(outcome, Rejection):
                 rejected[outcome.reason] += 1
+                if outcome.reason == INVALID_ACK and self.delivery is not None:
+                    self.delivery.malformed_ack(outcome.topic, outcome.detail)
                 log.debug("rejected %s on %s: %s", outcome.reason, outcome.topic, outcome.detail)
+                continue
+            if isinstance(outcome, ResendAck):
+                if self.delivery is not None:
+                    self.tally.lost += self.delivery.on_ack(outcome, lost=flag)
+                continue
+            if isinstance(outcome, Ignored):
                 continue
             if isinstance(outcome, Presence):
                 received["presence"] += 1
@@ -277,6 +340,15 @@ class _Worker:
                 late += 1
             if flag & LATE_MINUTE:
                 late_minutes += 1
+            if flag & REPAIRED:
+                repaired += 1
+            if flag & RECORD_RESET:
+                m.record_resets.inc()
+                log.info(
+                    "meter %s restarted its seq at %s: its seq record starts again",
+                    outcome.meter_id,
+                    outcome.seq,
+                )
         for kind, n in received.items():
             m.received.labels(kind=kind).inc(n)
         for kind, n in stored.items():
@@ -288,12 +360,14 @@ class _Worker:
             (m.duplicates, duplicates),
             (m.late, late),
             (m.late_minutes, late_minutes),
+            (m.repaired, repaired),
         ):
             if n:
                 counter.inc(n)
         t.stored += sum(stored.values())
         t.duplicates += duplicates
         t.late += late
+        t.repaired += repaired
         t.rejected.update(rejected)
 
     def _summary(self, *, force: bool = False) -> None:
@@ -306,13 +380,15 @@ class _Worker:
         rejected = ", ".join(f"{reason} {n}" for reason, n in t.rejected.most_common()) or "none"
         log.info(
             "ingest: %d messages in %d batches over %.0f s: stored %d, duplicates %d, late %d, "
-            "rejected %s; redis %.1f ms per batch",
+            "repaired %d, lost %d, rejected %s; redis %.1f ms per batch",
             t.received,
             t.batches,
             elapsed,
             t.stored,
             t.duplicates,
             t.late,
+            t.repaired,
+            t.lost,
             rejected,
             1000 * t.write_s / max(t.batches, 1),
         )

@@ -36,6 +36,12 @@ class Settings:
     publish_live: bool = True
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    confirm_interval_s: float = 5.0  # 0 = no seq records, confirmations or gap repair
+    gap_grace_s: float = 10.0
+    resend_concurrency: int = 50
+    resend_backoff_s: float = 30.0
+    resend_backoff_max_s: float = 1800.0
+    seq_record_ttl_s: int = 8 * 86_400
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -58,6 +64,12 @@ class Settings:
             publish_live=env.bool("INGEST_PUBLISH_LIVE", True),
             metrics_port=env.int("INGEST_METRICS_PORT", 0),
             metrics_host=env.str("INGEST_METRICS_HOST", "127.0.0.1"),
+            confirm_interval_s=env.float("INGEST_CONFIRM_INTERVAL_S", 5.0),
+            gap_grace_s=env.float("INGEST_GAP_GRACE_S", 10.0),
+            resend_concurrency=env.int("INGEST_RESEND_CONCURRENCY", 50),
+            resend_backoff_s=env.float("INGEST_RESEND_BACKOFF_S", 30.0),
+            resend_backoff_max_s=env.float("INGEST_RESEND_BACKOFF_MAX_S", 1800.0),
+            seq_record_ttl_s=env.int("INGEST_SEQ_RECORD_TTL_S", 8 * 86_400),
         )
         settings.check()
         return settings
@@ -80,6 +92,25 @@ class Settings:
             raise ConfigError(f"ENERLINK_RETENTION_S={self.retention_s}: must be at least 60")
         if self.max_payload < 1024:
             raise ConfigError(f"ENERLINK_INGEST_MAX_PAYLOAD={self.max_payload}: must be at least 1024")
+        if not 0 <= self.confirm_interval_s <= 3600:
+            raise ConfigError(
+                f"ENERLINK_INGEST_CONFIRM_INTERVAL_S={self.confirm_interval_s}: must be 0 (off)..3600"
+            )
+        if self.gap_grace_s < 0:
+            raise ConfigError(f"ENERLINK_INGEST_GAP_GRACE_S={self.gap_grace_s}: must be 0 or more")
+        if self.resend_concurrency < 1:
+            raise ConfigError(
+                f"ENERLINK_INGEST_RESEND_CONCURRENCY={self.resend_concurrency}: must be at least 1"
+            )
+        if not 0 < self.resend_backoff_s <= self.resend_backoff_max_s:
+            raise ConfigError(
+                "ENERLINK_INGEST_RESEND_BACKOFF_S must be above 0 and at most "
+                "ENERLINK_INGEST_RESEND_BACKOFF_MAX_S"
+            )
+        if self.seq_record_ttl_s < 60:
+            raise ConfigError(
+                f"ENERLINK_INGEST_SEQ_RECORD_TTL_S={self.seq_record_ttl_s}: must be at least 60"
+            )
         if any(c in self.share_group for c in "/+#"):
             raise ConfigError(f"ENERLINK_INGEST_SHARE_GROUP={self.share_group!r}: no '/', '+' or '#'")
 

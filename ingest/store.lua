@@ -1,38 +1,62 @@
 -- EnerLink ingest: store one batch atomically (see ingest/redis_store.py for the contract).
+-- ingest/seq_record.lua (the seq record's functions) is prepended to this script.
 --
--- KEYS[1..12]  latest_data, latest_data_at, latest_status, latest_status_at, meters, gaps,
---              late_minutes, rejected, rejected_counts, presence, events, rate_limited
--- KEYS[13..]   per item keys, in item order: data -> timeseries, late_data; status -> status_timeseries
--- ARGV[1..5]   retention_ms, rejected_maxlen, events_maxlen, live_channel ('' = off), item count
--- ARGV[6..]    items; each starts with its kind:
---              'd' meter at_ms seq('' = none) late_member payload
+-- KEYS[1..14]  latest_data, latest_data_at, latest_status, latest_status_at, meters, gaps,
+--              late_minutes, rejected, rejected_counts, presence, events, rate_limited,
+--              confirm_due, resend_due
+-- KEYS[15..]   per item keys, in item order: data -> timeseries, late_data, seq_record, repaired;
+--              status -> status_timeseries; not held -> seq_record
+-- ARGV[1..8]   retention_ms, rejected_maxlen, events_maxlen, live_channel ('' = off), item count,
+--              confirm_interval_ms (0 = no seq records, confirmations or gap repair), grace_ms,
+--              record_ttl_ms
+-- ARGV[9..]    items; each starts with its kind:
+--              'd' meter at_ms seq('' = none) late_member payload resent('1' = from Topics.resent)
 --              's' meter at_ms payload
 --              'p' meter online('1'/'0') payload
 --              'r' reason topic detail payload(first 1 KB)
 --              'l' meter count topic detail payload(first 1 KB): count messages of one meter dropped
 --                  over the rate limit, one dead letter for all of them
+--              'n' meter ranges('a-b,c-d'): seqs the meter said it does not hold (a resend ack)
+--              'x': nothing (an ack with nothing to record)
 -- Returns one integer per item: bit 1 = newly stored (0 = already there: a redelivery),
 -- 2 = went to late_data (older than the window), 4 = flagged in late_minutes, 8 = became latest,
--- 16 = presence changed, 32 = seq seen again, 64 * n = n sequence numbers skipped.
+-- 16 = presence changed, 32 = seq seen again, 64 = repaired (newly stored from Topics.resent),
+-- 128 = the seq record restarted (re-flash), 1024 * n = n sequence numbers skipped; for 'n' items
+-- the number of seqs newly recorded as not held. Then: readings given up by the seq records' size
+-- bound, followed by (meter, count) pairs of the meters concerned.
 
 local K_LATEST_DATA, K_LATEST_DATA_AT, K_LATEST_STATUS, K_LATEST_STATUS_AT = 1, 2, 3, 4
 local K_METERS, K_GAPS, K_LATE_MINUTES, K_REJECTED, K_REJECTED_COUNTS, K_PRESENCE, K_EVENTS =
   5, 6, 7, 8, 9, 10, 11
-local K_RATE_LIMITED = 12
+local K_RATE_LIMITED, K_CONFIRM_DUE, K_RESEND_DUE = 12, 13, 14
 
 local retention = tonumber(ARGV[1])
 local rejected_maxlen = ARGV[2]
 local events_maxlen = ARGV[3]
 local live_channel = ARGV[4]
 local count = tonumber(ARGV[5])
+local confirm_interval = tonumber(ARGV[6])
+local grace = tonumber(ARGV[7])
+local record_ttl = ARGV[8]
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local horizon = now - retention
 
 local results = {}
-local a = 6
-local k = 13
+local a = 9
+local k = 15
+local records = {} -- meter -> {key, raw, r}
+
+local function record_of(meter, key)
+  local e = records[meter]
+  if not e then
+    local raw = redis.call('GET', key)
+    e = {key = key, raw = raw, r = rec_parse(raw)}
+    records[meter] = e
+  end
+  return e
+end
 local touched_latest_data, touched_latest_status = false, false
 
 local function newer_wins(hash, at_hash, meter, at, payload)
@@ -46,7 +70,7 @@ local function newer_wins(hash, at_hash, meter, at, payload)
 end
 
 local function track_seq(meter, seq, at, new)
-  -- returns 32 for a sequence number seen again, 64 * n for n sequence numbers skipped
+  -- returns 32 for a sequence number seen again, 1024 * n for n sequence numbers skipped
   local raw = redis.call('HGET', KEYS[K_GAPS], meter)
   local g
   local out = 0
@@ -66,7 +90,7 @@ local function track_seq(meter, seq, at, new)
     local skipped = seq - g.last_seq - 1
     g.missed = g.missed + skipped
     g.last_seq, g.last_at = seq, at
-    out = 64 * skipped
+    out = 1024 * skipped
   elseif at > g.last_at then
     -- a lower sequence number on a newer message: the device restarted its counter
     g.resets = g.resets + 1
@@ -83,10 +107,10 @@ for _ = 1, count do
   local kind = ARGV[a]
   if kind == 'd' then
     local meter, at, seq = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
-    local late_member, payload = ARGV[a + 4], ARGV[a + 5]
-    a = a + 6
-    local series, late = KEYS[k], KEYS[k + 1]
-    k = k + 2
+    local late_member, payload, resent = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6] == '1'
+    a = a + 7
+    local series, late, record_key, repaired = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+    k = k + 4
     local flags = 0
     local target = series
     if at < horizon then
@@ -108,11 +132,20 @@ for _ = 1, count do
       if target == series and live_channel ~= '' then
         redis.call('PUBLISH', live_channel, payload)
       end
+      if resent and seq ~= '' then
+        redis.call('ZADD', repaired, at, seq)
+        redis.call('PEXPIRE', repaired, retention)
+        flags = flags + 64
+      end
     end
     flags = flags + newer_wins(K_LATEST_DATA, K_LATEST_DATA_AT, meter, at, payload)
     touched_latest_data = true
     if seq ~= '' then
-      flags = flags + track_seq(meter, tonumber(seq), at, added == 1)
+      local n = tonumber(seq)
+      flags = flags + track_seq(meter, n, at, added == 1)
+      if confirm_interval > 0 and n >= 1 and n <= 9007199254740992 then
+        flags = flags + 128 * rec_add_seq(record_of(meter, record_key).r, n, at)
+      end
     end
     redis.call('HSET', KEYS[K_METERS], meter, now)
     results[#results + 1] = flags
@@ -157,6 +190,27 @@ for _ = 1, count do
     redis.call('HINCRBY', KEYS[K_REJECTED_COUNTS], 'rate_limited', n)
     redis.call('HINCRBY', KEYS[K_RATE_LIMITED], meter, n)
     results[#results + 1] = n
+  elseif kind == 'x' then -- nothing to store (keeps the results aligned with the items)
+    a = a + 1
+    results[#results + 1] = 0
+  elseif kind == 'n' then
+    local meter, text = ARGV[a + 1], ARGV[a + 2]
+    a = a + 3
+    local key = KEYS[k]
+    k = k + 1
+    local lost = 0
+    if confirm_interval > 0 then
+      local r = record_of(meter, key).r
+      local high = rec_high(r)
+      for token in string.gmatch(text, '[^,]+') do
+        local x, y = string.match(token, '^(%d+)%-(%d+)$')
+        x, y = tonumber(x), math.min(tonumber(y), high)
+        if x <= y then
+          lost = lost + rec_add_range(r, x, y)
+        end
+      end
+    end
+    results[#results + 1] = lost
   else -- 'r'
     local reason, topic, detail, payload = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
     a = a + 5
@@ -174,5 +228,37 @@ end
 if touched_latest_status then
   redis.call('PEXPIRE', KEYS[K_LATEST_STATUS], retention)
   redis.call('PEXPIRE', KEYS[K_LATEST_STATUS_AT], retention)
+end
+-- the seq records: size bound, gap repair schedule, confirmation schedule, write back
+local given_up, given_up_meters = 0, {}
+for meter, e in pairs(records) do
+  local r = e.r
+  local lost = rec_bound(r)
+  if lost > 0 then
+    given_up = given_up + lost
+    given_up_meters[#given_up_meters + 1] = meter
+    given_up_meters[#given_up_meters + 1] = lost
+  end
+  if rec_has_holes(r) then
+    if redis.call('ZADD', KEYS[K_RESEND_DUE], 'NX', now + grace, meter) == 1 then
+      r.g = rec_high(r) -- the holes up to here are asked for once the grace period is over
+    end
+  elseif r.a > 0 or r.g > 0 then
+    r.a, r.g = 0, 0
+    redis.call('ZREM', KEYS[K_RESEND_DUE], meter)
+  end
+  -- due for a confirmation: once per claim (u), again if long overdue (should the entry be gone)
+  if r.u == 0 or now > r.u + confirm_interval + 60000 then
+    redis.call('ZADD', KEYS[K_CONFIRM_DUE], 'NX', math.max(now, r.k + confirm_interval), meter)
+    r.u = now
+  end
+  local text = rec_text(r)
+  if text ~= e.raw then
+    redis.call('SET', e.key, text, 'PX', record_ttl)
+  end
+end
+results[#results + 1] = given_up
+for _, v in ipairs(given_up_meters) do
+  results[#results + 1] = v
 end
 return results

@@ -7,7 +7,13 @@ against the contract in :mod:`schemas.telemetry`. What is stored is the payload 
 Rejection reasons are a small closed set (they label metrics and count in Redis):
 ``payload_too_large``, ``not_json``, ``not_object``, ``not_finite``, ``invalid_meter_id``,
 ``missing_field``, ``wrong_type``, ``invalid_value``, ``out_of_range``, ``bad_datetime``,
-``future_datetime``, ``unknown_topic``, and ``rate_limited`` (set by the worker, :mod:`ingest.limits`).
+``future_datetime``, ``unknown_topic``, ``invalid_ack``, and ``rate_limited`` (set by the worker,
+:mod:`ingest.limits`).
+
+``Topics.resent`` (readings a meter republishes from its log) is validated exactly like ``Topics.data``
+(the outcome is marked ``resent``). A meter's command ack (``Topics.command_ack``) becomes a
+:class:`ResendAck` when it answers a ``resend`` request (:mod:`schemas.delivery`), :class:`Ignored` for
+any other command, or ``invalid_ack`` when it is malformed or names another meter.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from schemas.telemetry import METER_ID_PATTERN, DataMessage, StatusMessage, epoch_ms
+from schemas.delivery import RESEND_COMMAND, ResendResult
+from schemas.telemetry import METER_ID_PATTERN, DataMessage, MeterId, StatusMessage, epoch_ms
 from schemas.wire import Topics
 
 REASONS: tuple[str, ...] = (
@@ -36,9 +43,11 @@ REASONS: tuple[str, ...] = (
     "bad_datetime",
     "future_datetime",
     "unknown_topic",
+    "invalid_ack",
     "rate_limited",
 )
 RATE_LIMITED = "rate_limited"
+INVALID_ACK = "invalid_ack"
 
 _METER_ID = re.compile(METER_ID_PATTERN)
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
@@ -54,6 +63,26 @@ class Measurement:
     at_ms: int  # message datetime, epoch ms
     seq: int | None
     payload: bytes
+    resent: bool = False  # from ``Topics.resent``
+
+
+@dataclass(frozen=True, slots=True)
+class ResendAck:
+    """A meter's answer to a resend request: ``not_held`` when ``ok``, else ``error``."""
+
+    meter_id: str
+    command_id: str | None
+    ok: bool
+    not_held: list[tuple[int, int]]
+    error: str
+    resent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A message nothing is done with (the ack of a command other than ``resend``)."""
+
+    topic: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +103,20 @@ class Rejection:
     meter_id: str = ""  # known for ``rate_limited`` only
 
 
-Outcome = Measurement | Presence | Rejection
+Outcome = Measurement | Presence | Rejection | ResendAck | Ignored
+
+
+class _Ack(BaseModel):
+    """The envelope of a command ack (``edge``: ``{"meterId","datetime","cmd","id","ok","result"}``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    meterId: MeterId
+    cmd: str | None = None
+    id: str | None = Field(default=None, max_length=128)
+    ok: StrictBool
+    result: dict[str, Any] | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +136,24 @@ class Validator:
             return self._measurement("data", topic, payload, now_ms)
         if topic == self.topics.status:
             return self._measurement("status", topic, payload, now_ms)
-        meter_id = self._presence_meter(topic)
+        if topic == self.topics.resent:
+            return self._measurement("data", topic, payload, now_ms, resent=True)
+        meter_id = self._meter_topic(topic, "/presence")
         if meter_id is not None:
             return self._presence(meter_id, topic, payload)
+        meter_id = self._meter_topic(topic, "/cmd/ack")
+        if meter_id is not None:
+            return self._ack(meter_id, topic, payload)
         return self._reject("unknown_topic", "not a data, status or presence topic", topic, payload)
 
     def _measurement(
-        self, kind: Literal["data", "status"], topic: str, payload: bytes, now_ms: int
+        self,
+        kind: Literal["data", "status"],
+        topic: str,
+        payload: bytes,
+        now_ms: int,
+        *,
+        resent: bool = False,
     ) -> Measurement | Rejection:
         model = DataMessage if kind == "data" else StatusMessage
         try:
@@ -115,11 +168,12 @@ class Validator:
             )
             return self._reject("future_datetime", detail, topic, payload)
         seq = message.seq if isinstance(message, DataMessage) else None
-        return Measurement(kind=kind, meter_id=message.meterId, at_ms=at_ms, seq=seq, payload=payload)
+        return Measurement(
+            kind=kind, meter_id=message.meterId, at_ms=at_ms, seq=seq, payload=payload, resent=resent
+        )
 
-    def _presence_meter(self, topic: str) -> str | None:
+    def _meter_topic(self, topic: str, tail: str) -> str | None:
         head = f"{self.topics.prefix}/meters/"
-        tail = "/presence"
         if topic.startswith(head) and topic.endswith(tail) and len(topic) > len(head) + len(tail):
             return topic[len(head) : -len(tail)]
         return None
@@ -138,6 +192,39 @@ class Validator:
             reason = "missing_field" if online is None else "wrong_type"
             return self._reject(reason, "presence: 'online' must be true or false", topic, payload)
         return Presence(meter_id=meter_id, online=online, payload=payload)
+
+    def _ack(self, meter_id: str, topic: str, payload: bytes) -> ResendAck | Ignored | Rejection:
+        try:
+            ack = _Ack.model_validate_json(payload)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+            where = ".".join(str(part) for part in error["loc"]) or "(message)"
+            return self._reject(INVALID_ACK, f"{where}: {error['msg']}", topic, payload)
+        if ack.meterId != meter_id:
+            detail = f"ack from {ack.meterId!r} on the topic of {meter_id!r}"
+            return self._reject(INVALID_ACK, detail, topic, payload)
+        if ack.cmd != RESEND_COMMAND:
+            return Ignored(topic=topic)
+        if not ack.ok:
+            return ResendAck(
+                meter_id=meter_id, command_id=ack.id, ok=False, not_held=[], error=(ack.error or "")[:300]
+            )
+        if ack.result is None:
+            return self._reject(INVALID_ACK, "result: missing in a resend ack", topic, payload)
+        try:
+            result = ResendResult.model_validate(ack.result)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+            where = ".".join(str(part) for part in ("result", *error["loc"]))
+            return self._reject(INVALID_ACK, f"{where}: {error['msg']}", topic, payload)
+        return ResendAck(
+            meter_id=meter_id,
+            command_id=ack.id,
+            ok=True,
+            not_held=list(result.not_held),
+            error="",
+            resent=result.resent,
+        )
 
     @staticmethod
     def _reject(reason: str, detail: str, topic: str, payload: bytes) -> Rejection:

@@ -5,7 +5,7 @@ stored it (and for a replay window after that). The pipeline:
 
 * **confirms** on the meter's own topic ``Topics.confirm(meter)`` (retained, QoS 1), at most once per
   meter every few seconds, with a :class:`Confirmation`: ``through`` (every ``seq`` from 1 to it is
-  stored, or was declared not held by the meter) and ``ranges`` (stored ranges beyond a gap);
+  stored, or was declared not held by the meter) and ``ranges`` (the same beyond a gap);
 * **asks for gaps** with a ``resend`` command on ``Topics.command(meter)`` (:class:`ResendCommand`);
   the meter republishes exactly the stored bytes on ``Topics.resent`` and acknowledges on
   ``Topics.command_ack(meter)`` with a :class:`ResendResult` in the usual command ack, naming the
@@ -63,7 +63,8 @@ class Confirmation(_Contract):
     through: int = Field(ge=0, le=2**53)
     """Every ``seq`` in 1..through is stored (or the meter said it does not hold it)."""
     ranges: Ranges = Field(default_factory=list, max_length=MAX_CONFIRM_RANGES)
-    """Stored ranges beyond ``through`` (each starts above ``through + 1``)."""
+    """Ranges beyond ``through`` that are stored or that the meter said it does not hold (each starts
+    above ``through + 1``)."""
     at: datetime
     """When the pipeline sent it (ISO 8601 with a timezone)."""
 

@@ -182,8 +182,27 @@ class Keys:
 
     def seq_record(self, meter_id: str) -> str:
         """String: the ``seq`` ranges of one meter stored in Redis, and those the meter said it does not
-        hold (:mod:`schemas.delivery`); what confirmations and gap repair are computed from."""
+        hold (:mod:`schemas.delivery`); what confirmations and gap repair are computed from.
+
+        Format (written by the ingest's Lua scripts, ``ingest/seq_record.py``): ``t:<newest datetime
+        ms>;c:<through>;r:<ranges beyond through>;k:<last confirmed ms>;u:<scheduled ms>;a:<resend
+        attempts>;g:<holes up to this seq may be asked for>;e:<restart datetime ms>;z:<restart seq>``,
+        fields absent when 0 or empty; ranges are ``a-b`` or ``a``, comma separated. Every seq in 1..c and
+        in r is stored or not held by the meter (or given up: at most 256 ranges are kept).
+        """
         return f"{self.prefix}:seqs:{meter_id}"
+
+    @property
+    def confirm_due(self) -> str:
+        """Sorted set: meterId -> Redis ms from when the meter's next confirmation may be sent (its seq
+        record changed); the ingest workers claim due meters atomically."""
+        return f"{self.prefix}:confirm:due"
+
+    @property
+    def resend_due(self) -> str:
+        """Sorted set: meterId -> Redis ms from when the meter (whose seq record has holes) may be asked to
+        resend; a claim pushes it ahead (the cross-worker lease), then to the backoff's next attempt."""
+        return f"{self.prefix}:resend:due"
 
     def repaired(self, meter_id: str) -> str:
         """Sorted set: score = message datetime (epoch ms), member = ``seq`` of a data message that was

@@ -1,0 +1,314 @@
+"""Confirmations to meters and gap repair, from the seq records in Redis (:mod:`ingest.seq_record`).
+
+Every worker runs :meth:`Delivery.run` beside its message loop (one named task of the worker's
+TaskGroup). One round every ``ENERLINK_INGEST_CONFIRM_INTERVAL_S``:
+
+1. **Confirm.** The store script schedules a meter in ``Keys.confirm_due`` whenever a data message with
+   a ``seq`` of it was stored (or came again), no earlier than one interval after its last
+   confirmation. The round claims the due meters atomically (``confirm_claim.lua``: any number of
+   workers, each meter to one of them, at most once per interval), publishes a
+   :class:`~schemas.delivery.Confirmation` per meter, retained at QoS 1 on ``Topics.confirm(meter)``,
+   then releases them (``confirm_done.lua``: a meter whose record changed meanwhile stays due). A worker
+   killed in between leaves its claims due again after :data:`CLAIM_S`: the confirmation is never lost,
+   it comes later.
+2. **Repair.** Meters whose record has holes are in ``Keys.resend_due``, first due after the grace
+   period (``ENERLINK_INGEST_GAP_GRACE_S``). The round claims at most as many as it has free slots
+   (``ENERLINK_INGEST_RESEND_CONCURRENCY`` meters with a request outstanding per worker), asks each
+   for its oldest holes with a :class:`~schemas.delivery.ResendCommand` (bounded by
+   ``MAX_RESEND_RANGES``/``MAX_RESEND_READINGS``) on ``Topics.command(meter)``, QoS 1, expiring when the
+   next attempt is due, and schedules the next attempt after a capped jittered exponential backoff
+   (``ENERLINK_INGEST_RESEND_BACKOFF_S`` doubling up to ``..._BACKOFF_MAX_S``). The schedule is the
+   cross-worker lease: a claimed meter is not due for anyone else. A request is outstanding until its
+   ack reaches this worker or the next attempt is due (with a shared group, the ack may reach another
+   worker: that one records it, this one frees the slot at expiry).
+
+Publishing uses the worker's MQTT connection (:meth:`ingest.mqtt_source.Session.publish`: queued in
+paho, which keeps its in-flight window and sends the rest as PUBACKs return) and never holds up
+ingestion: a round claims a bounded number of meters (:data:`CLAIM_BATCH` per call), publishes them,
+waits for their PUBACKs, and only then releases them; while disconnected it claims nothing (the due
+sets keep everything for later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from enerlink.backoff import Backoff
+from ingest.metrics import IngestMetrics
+from ingest.mqtt_source import Session
+from ingest.seq_record import SeqRecord, parse_ranges, script
+from ingest.settings import Settings
+from ingest.validate import ResendAck
+from schemas.delivery import (
+    MAX_CONFIRM_RANGES,
+    MAX_RESEND_RANGES,
+    MAX_RESEND_READINGS,
+    Confirmation,
+    ResendCommand,
+    resend_size,
+)
+
+log = logging.getLogger(__name__)
+
+CLAIM_S = 30.0  # a claimed meter is due again after this if its worker never finished the round
+CLAIM_BATCH = 500  # meters claimed per script call
+MAX_CLAIMS_PER_ROUND = 20  # script calls per round (10,000 confirmations at most)
+PUBACK_POLL_S = 0.02  # how often a round looks for the PUBACKs of what it published
+PUBLISH_TIMEOUT_S = 10.0
+LOGGED_MAX = 10_000  # meters whose bad acks are remembered as logged
+
+
+@dataclass
+class _Round:
+    confirmed: int = 0
+    asked: int = 0
+    readings: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Delivery:
+    settings: Settings
+    client: aioredis.Redis
+    metrics: IngestMetrics
+    mqtt: Callable[[], Session | None]
+    """The worker's current MQTT client, ``None`` while disconnected."""
+    outstanding: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """meter -> (request id, monotonic time it stops counting against the concurrency limit)."""
+    _logged: set[str] = field(default_factory=set)  # meters (topics) whose bad ack was logged
+
+    def __post_init__(self) -> None:
+        self._claim = self.client.register_script(script("confirm_claim.lua"))
+        self._done = self.client.register_script(script("confirm_done.lua"))
+        self._resend = self.client.register_script(script("resend_claim.lua"))
+        self._keys = self.settings.common.keys
+        self._topics = self.settings.common.topics
+        self._record_prefix = self._keys.seq_record("")
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.confirm_interval_s > 0
+
+    async def run(self) -> None:
+        """Rounds until cancelled; a failed round is logged, counted and retried at the next one."""
+        if not self.enabled:
+            return
+        interval = self.settings.confirm_interval_s
+        backoff = Backoff(initial=interval, cap=max(60.0, interval))
+        delay = interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.round()
+            except (RedisError, OSError) as exc:
+                stage, detail = "redis", f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # the one boundary: a bad round must not stop ingestion
+                log.exception("delivery: round failed")
+                stage, detail = "round", f"{type(exc).__name__}: {exc}"
+            else:
+                if backoff.attempt:
+                    log.info("delivery: rounds succeed again after %d failed attempt(s)", backoff.attempt)
+                backoff.reset()
+                delay = interval
+                continue
+            self.metrics.delivery_failures.labels(stage=stage).inc()
+            delay = backoff.next_delay()
+            log.warning(
+                "delivery: round failed (%s); retry attempt %d in %.1f s", detail, backoff.attempt, delay
+            )
+
+    async def round(self) -> None:
+        client = self.mqtt()
+        if client is None:
+            return  # disconnected: everything stays due in Redis
+        r = _Round()
+        await self._confirm(client, r)
+        await self._repair(client, r)
+        if r.confirmed or r.asked or r.failed:
+            log.info(
+                "delivery: confirmed %d meters, asked %d meters for %d readings (%d outstanding), "
+                "%d publishes failed, in %.1f ms",
+                r.confirmed,
+                r.asked,
+                r.readings,
+                len(self.outstanding),
+                r.failed,
+                1000 * (time.perf_counter() - r.started),
+            )
+
+    def on_ack(self, ack: ResendAck, *, lost: int) -> int:
+        """A meter's answer to a resend request, its ``not_held`` already in the seq record (``lost`` seqs
+        newly recorded as not held); frees the meter's slot. Returns ``lost``."""
+        request = self.outstanding.get(ack.meter_id)
+        if request is not None and request[0] == ack.command_id:
+            del self.outstanding[ack.meter_id]
+            self.metrics.resend_outstanding.set(len(self.outstanding))
+        if not ack.ok:
+            self.metrics.resend_acks.labels(outcome="refused").inc()
+            self._log_once(
+                ack.meter_id, f"meter {ack.meter_id} refused resend request {ack.command_id}: {ack.error}"
+            )
+            return 0
+        self.metrics.resend_acks.labels(outcome="ok").inc()
+        if lost:
+            self.metrics.not_held.inc(lost)
+            log.warning("meter %s no longer holds %d readings it was asked for: lost", ack.meter_id, lost)
+        return lost
+
+    def malformed_ack(self, topic: str, detail: str) -> None:
+        """Counted (and rejected as ``invalid_ack`` by the store) and logged once per topic."""
+        self.metrics.resend_acks.labels(outcome="malformed").inc()
+        self._log_once(topic, f"malformed resend ack on {topic}: {detail}")
+
+    def _log_once(self, key: str, line: str) -> None:
+        if key not in self._logged and len(self._logged) < LOGGED_MAX:
+            self._logged.add(key)
+            log.warning("%s (further ones only counted)", line)
+
+    # -- confirmations ------------------------------------------------------------------------
+
+    async def _confirm(self, client: Session, r: _Round) -> None:
+        interval_ms = int(self.settings.confirm_interval_s * 1000)
+        for _ in range(MAX_CLAIMS_PER_ROUND):
+            raw = await self._claim(
+                keys=[self._keys.confirm_due], args=[self._record_prefix, CLAIM_BATCH, int(CLAIM_S * 1000)]
+            )
+            claimed_at = int(raw[0])
+            pairs = [(_text(m), _text(t)) for m, t in zip(raw[1::2], raw[2::2], strict=True)]
+            if not pairs:
+                return
+            at = datetime.fromtimestamp(claimed_at / 1000, UTC)  # Redis' clock, the same for every worker
+            messages: list[tuple[str, bytes, bool, int | None]] = []
+            sendable: list[tuple[str, str]] = []
+            unusable: list[tuple[str, str]] = []
+            for meter, text in pairs:
+                try:
+                    payload = _confirmation(meter, text, at)
+                except ValueError as exc:  # a record or meter id no confirmation can carry: drop it
+                    self.metrics.delivery_failures.labels(stage="record").inc()
+                    log.warning("delivery: no confirmation for %r (record %r): %s", meter, text, exc)
+                    unusable.append((meter, text))
+                    continue
+                messages.append((self._topics.confirm(meter), payload, True, None))
+                sendable.append((meter, text))
+            sent = await self._publish_all(client, messages)
+            confirmed = [pair for pair, done in zip(sendable, sent, strict=True) if done]
+            r.confirmed += len(confirmed)
+            r.failed += len(sendable) - len(confirmed)
+            self.metrics.confirmations.inc(len(confirmed))
+            ok = confirmed + unusable
+            if ok:
+                args: list[str | int] = [self._record_prefix, interval_ms, claimed_at]
+                for meter, text in ok:
+                    args += (meter, text)
+                await self._done(keys=[self._keys.confirm_due], args=args)
+            if len(confirmed) < len(sendable) or len(pairs) < CLAIM_BATCH:
+                return  # failures stay claimed (due again after CLAIM_S); or nothing more is due
+
+    # -- gap repair ---------------------------------------------------------------------------
+
+    async def _repair(self, client: Session, r: _Round) -> None:
+        now = time.monotonic()
+        for meter in [m for m, (_, until) in self.outstanding.items() if until <= now]:
+            del self.outstanding[meter]
+        free = self.settings.resend_concurrency - len(self.outstanding)
+        if free > 0:
+            raw = await self._resend(
+                keys=[self._keys.resend_due],
+                args=[
+                    self._record_prefix,
+                    free,
+                    int(CLAIM_S * 1000),
+                    int(self.settings.gap_grace_s * 1000),
+                    MAX_RESEND_RANGES,
+                    MAX_RESEND_READINGS,
+                ],
+            )
+            await self._ask(client, r, int(raw[0]), raw[1:])
+        self.metrics.resend_outstanding.set(len(self.outstanding))
+
+    async def _ask(self, client: Session, r: _Round, claimed_at: int, raw: list[object]) -> None:
+        requests: list[tuple[str, ResendCommand, float]] = []
+        for meter_raw, attempt, ranges in zip(raw[0::3], raw[1::3], raw[2::3], strict=True):
+            meter = _text(meter_raw)
+            backoff = Backoff(
+                initial=self.settings.resend_backoff_s,
+                cap=self.settings.resend_backoff_max_s,
+                attempt=int(str(attempt)) - 1,
+            )
+            command = ResendCommand(ranges=parse_ranges(_text(ranges)), id=uuid.uuid4().hex[:16])
+            requests.append((meter, command, backoff.next_delay()))
+        if not requests:
+            return
+        sent = await self._publish_all(
+            client,
+            [
+                (
+                    self._topics.command(meter),
+                    command.model_dump_json(exclude_none=True).encode(),
+                    False,
+                    max(1, math.ceil(delay)),
+                )
+                for meter, command, delay in requests
+            ],
+        )
+        pipe = self.client.pipeline(transaction=False)
+        now = time.monotonic()
+        for (meter, command, delay), done in zip(requests, sent, strict=True):
+            if not done:
+                r.failed += 1  # claimed: asked again once the claim lapses
+                continue
+            size = resend_size(command.ranges)
+            r.asked += 1
+            r.readings += size
+            self.metrics.resend_requests.inc()
+            self.metrics.resend_requested_readings.inc(size)
+            assert command.id is not None
+            self.outstanding[meter] = (command.id, now + delay)
+            pipe.zadd(self._keys.resend_due, {meter: claimed_at + int(delay * 1000)}, xx=True)
+        await pipe.execute()
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    async def _publish_all(
+        self, live: Session, messages: list[tuple[str, bytes, bool, int | None]]
+    ) -> list[bool]:
+        """Publish at QoS 1 (paho keeps its in-flight window, the rest queued: at most one claim batch);
+        True for each message the broker acknowledged within PUBLISH_TIMEOUT_S."""
+        infos = [
+            live.publish(topic, payload, retain=retain, expiry_s=expiry)
+            for topic, payload, retain, expiry in messages
+        ]
+        deadline = time.monotonic() + PUBLISH_TIMEOUT_S
+        pending = [info for info in infos if info is not None]
+        while pending and live.connected and time.monotonic() < deadline:
+            await asyncio.sleep(PUBACK_POLL_S)
+            pending = [info for info in pending if not info.is_published()]
+        results = [info is not None and info.is_published() for info in infos]
+        failed = results.count(False)
+        if failed:
+            self.metrics.delivery_failures.labels(stage="publish").inc(failed)
+        return results
+
+
+def _confirmation(meter: str, text: str, at: datetime) -> bytes:
+    record = SeqRecord.parse(text)
+    body = Confirmation(
+        meterId=meter, through=record.through, ranges=record.ranges[-MAX_CONFIRM_RANGES:], at=at
+    )
+    return body.model_dump_json().encode()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
