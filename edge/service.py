@@ -104,7 +104,7 @@ async def run(
         client_id=settings.client_id,
         queue_path=settings.state_dir / f"sim-{settings.client_id}-outbox.sqlite3",
         max_inflight=settings.max_inflight,
-        # after an outage, catch up at half the fleet's own rate (E's default of 20/s would take
+        # after an outage, catch up at half the fleet's own rate (one meter's default of 20/s would take
         # hours to drain a minute of a large fleet's backlog)
         replay_rate=max(20.0, 0.5 * sim.size / settings.interval_s * max(1.0, settings.speed)),
     )
