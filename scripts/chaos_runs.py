@@ -29,6 +29,8 @@ FIELDS = {
     "seq missing": r"seqs missing from Redis\s+(\d+)",
     "seq twice": r"seqs stored twice\s+(\d+)",
     "repaired": r"ingest readings repaired\s+(\d+)",
+    "re-sent asked": r"edge readings re-sent on request\s+(\d+)",
+    "re-sent timer": r"edge readings re-sent unconfirmed\s+(\d+)",
 }
 
 

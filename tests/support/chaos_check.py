@@ -343,6 +343,10 @@ _PATTERNS = {
     "edge refusals by the broker (holds)": (r"broker refused the message", "fleet"),
     "ingest duplicates absorbed": (r"duplicates (\d+)", "ingest"),
     "ingest Redis write retries": (r"redis: write of \d+ messages failed", "ingest"),
+    "ingest readings repaired": (r"repaired (\d+), lost", "ingest"),
+    "ingest readings lost (not held)": (r"repaired \d+, lost (\d+)", "ingest"),
+    "edge readings re-sent on request": (r"resend request \S+ for \S+: (\d+) resent", "fleet"),
+    "edge readings re-sent unconfirmed": (r"re-sent (\d+) unconfirmed readings", "fleet"),
     "aggregator minutes beyond retention": (r"(\d+) minutes after the watermark are beyond", "aggregator"),
 }
 
