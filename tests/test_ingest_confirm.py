@@ -189,6 +189,11 @@ async def test_kill_between_store_and_confirmation(
             except AssertionError:
                 print(worker.output()[-3000:])
                 raise
-        assert await redis_client.zscore(keys.confirm_due, "KILL01") is None  # done, nothing pending
+
+        # the worker marks the meter done right after publishing: nothing stays pending
+        async def done() -> bool:
+            return await redis_client.zscore(keys.confirm_due, "KILL01") is None
+
+        await wait_until(done, limit_s=10, what="the meter leaving confirm:due")
     finally:
         worker.kill()
