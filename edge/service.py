@@ -283,5 +283,7 @@ async def _control(runner: FleetRunner, *, on_connect: list[Callable[[], Awaitab
         if controller is not None:
             on_connect.clear()
             controller.running = False
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(controller.announce(online=False), timeout=10.0)
+            except Exception as exc:  # the broker may be gone at shutdown: say so and finish stopping
+                log.warning("could not announce the fleet offline: %s", exc or type(exc).__name__)

@@ -49,6 +49,7 @@ from hass.energy import MeterCounters, readings
 from hass.metrics import HassMetrics
 from hass.settings import Settings
 from schemas.telemetry import METER_ID_PATTERN, DataMessage, epoch_ms
+from schemas.wire import Topics
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0
@@ -58,6 +59,12 @@ BATCH = 500
 MAX_FUTURE_MS = 86_400_000
 PUBLISH_WINDOW = 200  # publishes awaited together (paho keeps at most its in-flight window on the wire)
 _METER_ID = re.compile(METER_ID_PATTERN)
+
+
+def _presence_meter(topics: Topics, topic: str) -> str | None:
+    """The meter a presence topic names, or None when ``topic`` is not one."""
+    parts = topic.rsplit("/", 2)
+    return parts[1] if len(parts) == 3 and topics.presence(parts[1]) == topic else None
 
 
 @dataclass
@@ -192,7 +199,6 @@ class _Bridge:
         """Data messages per meter, meters seen, Home Assistant's birth; bad input counted and skipped."""
         s = self.settings
         topics = s.common.topics
-        presence_head, presence_tail = f"{topics.prefix}/meters/", "/presence"
         batch = _Batch()
         latest_ms = time.time_ns() // 1_000_000 + MAX_FUTURE_MS
         for message in messages:
@@ -215,8 +221,7 @@ class _Bridge:
                 if payload == discovery.ONLINE.encode():
                     batch.birth = True
                     self._received("birth")
-            elif topic.startswith(presence_head) and topic.endswith(presence_tail):
-                meter = topic[len(presence_head) : -len(presence_tail)]
+            elif (meter := _presence_meter(topics, topic)) is not None:
                 if _METER_ID.match(meter) is None:
                     self._reject("invalid_meter_id")
                     continue

@@ -8,10 +8,9 @@
 -- (meter, record text) pairs; a meter without a record (expired) leaves the set.
 
 local prefix, limit, claim = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = redis_now_ms()
 local out = {now}
-for _, meter in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)) do
+for _, meter in ipairs(due_meters(KEYS[1], now, limit)) do
   local key = prefix .. meter
   local raw = redis.call('GET', key)
   if raw then

@@ -1,6 +1,7 @@
 -- EnerLink ingest: the per-meter seq record (Keys.seq_record), shared by the scripts that read or
 -- change it (this file is prepended to store.lua, confirm_claim.lua, confirm_done.lua and
--- resend_claim.lua; see ingest/seq_record.py for the format and its meaning).
+-- resend_claim.lua; see ingest/seq_record.py for the format and its meaning), with the clock and the
+-- due sets those scripts read.
 --
 -- Text: 't:<ms>;c:<through>;r:<ranges>;k:<ms>;u:<ms>;a:<attempts>;g:<seq>;e:<ms>;z:<seq>', fields
 -- absent when 0/empty.
@@ -14,6 +15,17 @@
 -- "Known" = stored in Redis, or declared not held by the meter (never asked again).
 
 local REC_MAX_RANGES = 256
+
+-- Redis's clock in ms (every script dates from it, never from the worker's clock).
+local function redis_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The meters of a due set (meter -> Redis ms from when it is due) due by now, at most limit.
+local function due_meters(key, now, limit)
+  return redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, limit)
+end
 
 local function rec_num(x)
   return string.format('%.0f', x)

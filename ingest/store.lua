@@ -39,8 +39,7 @@ local confirm_interval = tonumber(ARGV[6])
 local grace = tonumber(ARGV[7])
 local record_ttl = ARGV[8]
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = redis_now_ms()
 local horizon = now - retention
 
 local results = {}

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from aggregator.service import Aggregator
+from aggregator.settings import Settings
 from enerlink import completeness
 from enerlink.db import connect, migrate
 from schemas.wire import Keys, Tables
@@ -34,6 +35,12 @@ def reading(meter: str, at_ms: int, seq: int | None) -> bytes:
 def closed_hour(now: int) -> int:
     """Start of the hour before the current one (closed, inside a two-hour catch-up)."""
     return now // HOUR * HOUR - HOUR
+
+
+async def _closed_hour_run(environ: dict[str, str], r: aioredis.Redis) -> tuple[Settings, int]:
+    """Settings keeping four hours and judging an hour as soon as it closes, and the last closed hour."""
+    settings = settings_for(environ, ENERLINK_RETENTION_S="14400", ENERLINK_COMPLETENESS_EVAL_DELAY_S="0")
+    return settings, closed_hour(await now_ms(r))
 
 
 def dt(ms: int) -> datetime:
@@ -62,9 +69,8 @@ async def hourly(url: str, meter: str, hour: int) -> list[completeness.Completen
 async def test_repaired_gap_is_reaggregated_and_the_low_hour_raises_one_event(
     environ: dict[str, str], redis_client: aioredis.Redis
 ) -> None:
-    settings = settings_for(environ, ENERLINK_RETENTION_S="14400", ENERLINK_COMPLETENESS_EVAL_DELAY_S="0")
+    settings, h = await _closed_hour_run(environ, redis_client)
     keys = settings.common.keys
-    h = closed_hour(await now_ms(redis_client))
     a, b, c = h + 10 * MIN, h + 11 * MIN, h + 12 * MIN
     # S1: seq 1..12 over two minutes, 13 and 14 lost, 15..18 in the third minute
     points = [(a + i * 10_000, 1 + i) for i in range(6)] + [(b + i * 10_000, 7 + i) for i in range(6)]
@@ -123,9 +129,8 @@ async def test_repaired_gap_is_reaggregated_and_the_low_hour_raises_one_event(
 async def test_rule_across_minutes_restarts_and_days(
     environ: dict[str, str], redis_client: aioredis.Redis
 ) -> None:
-    settings = settings_for(environ, ENERLINK_RETENTION_S="14400", ENERLINK_COMPLETENESS_EVAL_DELAY_S="0")
+    settings, h = await _closed_hour_run(environ, redis_client)
     keys = settings.common.keys
-    h = closed_hour(await now_ms(redis_client))
     a, b, c, d = (h + k * MIN for k in (1, 2, 30, 31))
     points = [(a + i * 10_000, 100 + i) for i in range(6)]  # first minute with seq: 100..105 (6)
     points += [(b + i * 10_000, 108 + i) for i in range(3)]  # 106, 107 lost: expected 110 - 105 = 5

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import shutil
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,8 @@ from edge.readings_log import LogSettings
 from edge.service import log_path, run
 from edge.settings import Settings
 from enerlink.config import CommonSettings, Env, MqttEndpoint
-from enerlink.mqtt import client as mqtt_client
 from schemas.wire import Topics
-from tests.support.delivery_support import Raw, confirmation, log_rows, resend
+from tests.support.delivery_support import Raw, confirmation, log_rows, raw_client, resend
 from tests.support.secured_broker import SERVICE_PASSWORDS, SecuredBroker
 from tests.support.sim_support import wait_for
 
@@ -54,23 +52,9 @@ async def _ingest(broker: SecuredBroker, meter_id: str) -> AsyncIterator[tuple[A
     """The ingest's account: reads data, resent and the meter's acks; writes confirm and cmd."""
     password = SERVICE_PASSWORDS["MQTT_INGEST_PASSWORD"]
     endpoint = MqttEndpoint.parse(f"mqtt://enerlink-ingest:{password}@127.0.0.1:{broker.port}")
-    out = Raw()
-    async with mqtt_client(endpoint, identifier=f"ingest-{uuid.uuid4().hex[:8]}") as client:
-        for topic in (TOPICS.data, TOPICS.resent, TOPICS.command_ack(meter_id)):
-            await client.subscribe(topic, qos=2)
-
-        async def _reader() -> None:
-            async for message in client.messages:
-                payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-                out.messages.append((str(message.topic), bytes(payload)))
-
-        task = asyncio.create_task(_reader(), name="test-ingest-reader")
-        try:
-            yield client, out
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    topics = (TOPICS.data, TOPICS.resent, TOPICS.command_ack(meter_id))
+    async with raw_client(endpoint, topics, name="ingest") as (client, out):
+        yield client, out
 
 
 async def _round_trip(client: Any, got: Raw, meter_id: str, path: Path) -> None:

@@ -4,7 +4,6 @@ confirmation names them, confirmations applied exactly (and bad ones counted), t
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import logging
 from pathlib import Path
@@ -16,28 +15,10 @@ from prometheus_client import generate_latest
 
 from edge.readings_log import Entry, LogSettings, ReadingsLog
 from edge.service import log_path, run
-from edge.settings import Settings
 from enerlink.config import Env
-from tests.support.delivery_support import collect_raw, confirmation, log_rows, send
+from tests.support.delivery_support import collect_raw, confirmation, fast, log_rows, running, send, stop
 from tests.support.services import Broker
 from tests.support.sim_support import wait_for
-
-
-def fast(env: Env, **changes: Any) -> Settings:
-    base = Settings.from_env(env)
-    return dataclasses.replace(base, **{"speed": 20.0, "interval_s": 5.0, "progress": False, **changes})
-
-
-async def _running(settings: Settings) -> tuple[asyncio.Task[None], Any]:
-    ready: list[Any] = []
-    task = asyncio.create_task(run(settings, on_ready=ready.append), name="fleet-under-test")
-    await wait_for(lambda: bool(ready) and ready[0].steps >= 1, limit_s=30)
-    return task, ready[0]
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_readings_are_logged_before_publishing_and_kept_after_pubcomp(env: Env) -> None:
@@ -70,7 +51,7 @@ async def test_readings_are_logged_before_publishing_and_kept_after_pubcomp(env:
 async def test_confirmations_mark_exactly_through_and_ranges(env: Env) -> None:
     settings = fast(env, meters=2)
     topics, common = settings.common.topics, settings.common
-    task, runner = await _running(settings)
+    task, runner = await running(settings)
     try:
         await wait_for(lambda: runner.steps >= 6, limit_s=30)
         stats = runner.readings.stats
@@ -107,7 +88,7 @@ async def test_confirmations_mark_exactly_through_and_ranges(env: Env) -> None:
         rows = log_rows(log_path(settings))
         assert all(rows[("METER002", s)].confirmed for s in range(1, highest + 1))
     finally:
-        await _stop(task)
+        await stop(task)
 
 
 async def test_confirmations_are_received_again_after_a_broker_restart(
@@ -117,7 +98,7 @@ async def test_confirmations_are_received_again_after_a_broker_restart(
     env = Env({**environ, "ENERLINK_MQTT_URL": own_broker.url})
     settings = fast(env, meters=1)
     topics, common = settings.common.topics, settings.common
-    task, runner = await _running(settings)
+    task, runner = await running(settings)
     try:
         await wait_for(lambda: runner.steps >= 3, limit_s=30)
         connects = runner.pub.stats.connects
@@ -129,7 +110,7 @@ async def test_confirmations_are_received_again_after_a_broker_restart(
         assert runner.readings.is_confirmed("METER001", 2) is True
         assert runner.readings.is_confirmed("METER001", 3) is False
     finally:
-        await _stop(task)
+        await stop(task)
 
 
 # --- prune rules (the log's own SQLite file) ----------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -31,6 +32,29 @@ def _check_no_reuse_no_hole(got: Raw, topic: str, rows_path: Path, meters: list[
         assert held == list(range(1, held[-1] + 1)), f"{meter}: a seq was skipped"
 
 
+async def _killed(args: list[str], environ: dict[str, str], got: Raw, topic: str, count: int) -> None:
+    """Run the edge until ``count`` readings arrived on ``topic``, then kill -9 it."""
+    process = ServiceProcess(args=args, env=environ).start()
+    try:
+        await wait_for(lambda: len(got.on(topic)) >= count, limit_s=60)
+    finally:
+        process.kill()
+
+
+async def _restarted(
+    args: list[str], environ: dict[str, str], got: Raw, topic: str, count: int
+) -> list[dict[str, Any]]:
+    """Run the edge again until ``count`` more messages arrived, stop it (exit 0); its readings."""
+    split = len(got.messages)
+    process = ServiceProcess(args=args, env=environ).start()
+    try:
+        await wait_for(lambda: len(got.messages) >= split + count, limit_s=60)
+    finally:
+        code = process.terminate()
+    assert code == 0, process.output()
+    return [orjson.loads(p) for t, p in got.messages[split:] if t == topic]
+
+
 async def test_fleet_killed_keeps_its_log_and_continues_its_seq(environ: dict[str, str]) -> None:
     # the fleet's saved state is written only on a clean stop here: after the kill, seq comes from the log
     environ = {**environ, "ENERLINK_SIM_SAVE_EVERY": "3600", "ENERLINK_SIM_SPEED": "10"}
@@ -38,21 +62,10 @@ async def test_fleet_killed_keeps_its_log_and_continues_its_seq(environ: dict[st
     topic = settings.common.topics.data
     args = ["edge", "--simulate", "--meters", "2", "--interval", "1"]
     async with collect_raw(settings.common, [topic]) as got:
-        first = ServiceProcess(args=args, env=environ).start()
-        try:
-            await wait_for(lambda: len(got.on(topic)) >= 10, limit_s=60)
-        finally:
-            first.kill()
+        await _killed(args, environ, got, topic, 10)
         logged = log_rows(log_path(settings))
         highest = {m: max(s for mm, s in logged if mm == m) for m in ("METER001", "METER002")}
-        split = len(got.messages)
-        second = ServiceProcess(args=args, env=environ).start()
-        try:
-            await wait_for(lambda: len(got.messages) >= split + 10, limit_s=60)
-        finally:
-            code = second.terminate()
-    assert code == 0, second.output()
-    after = [orjson.loads(p) for t, p in got.messages[split:] if t == topic]
+        after = await _restarted(args, environ, got, topic, 10)
     for meter, last in highest.items():
         assert next(m["seq"] for m in after if m["meterId"] == meter) == last + 1
     _check_no_reuse_no_hole(got, topic, log_path(settings), ["METER001", "METER002"])
@@ -65,19 +78,8 @@ async def test_hardware_edge_killed_continues_its_seq_from_the_log(environ: dict
     path = settings.state_dir / f"{meter}.log.sqlite3"
     args = ["edge", "--emulate-hardware", "--meter-id", meter, "--interval", "0.5"]
     async with collect_raw(settings.common, [topic]) as got:
-        first = ServiceProcess(args=args, env=environ).start()
-        try:
-            await wait_for(lambda: len(got.on(topic)) >= 3, limit_s=60)
-        finally:
-            first.kill()
+        await _killed(args, environ, got, topic, 3)
         highest = max(s for _, s in log_rows(path))
-        split = len(got.messages)
-        second = ServiceProcess(args=args, env=environ).start()
-        try:
-            await wait_for(lambda: len(got.messages) >= split + 3, limit_s=60)
-        finally:
-            code = second.terminate()
-    assert code == 0, second.output()
-    after = [orjson.loads(p)["seq"] for t, p in got.messages[split:] if t == topic]
-    assert after[0] == highest + 1  # the counters alone would jump to their reserved block (1001)
+        after = await _restarted(args, environ, got, topic, 3)
+    assert after[0]["seq"] == highest + 1  # the counters alone would jump to their reserved block (1001)
     _check_no_reuse_no_hole(got, topic, path, [meter])

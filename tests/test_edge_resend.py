@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 import uuid
 from pathlib import Path
-from typing import Any
 
 import orjson
 from prometheus_client import generate_latest
@@ -18,28 +17,19 @@ from edge.hardware.runner import HardwareConfig, emulated_bus, run_hardware
 from edge.hardware.sensors import DEFAULT_SENSORS
 from edge.readings_log import LogSettings
 from edge.service import log_path, run
-from edge.settings import Settings
 from enerlink.config import CommonSettings, Env
 from schemas.delivery import ResendResult
-from tests.support.delivery_support import collect_raw, confirmation, log_rows, resend, send
+from tests.support.delivery_support import (
+    collect_raw,
+    confirmation,
+    fast,
+    log_rows,
+    resend,
+    running,
+    send,
+    stop,
+)
 from tests.support.sim_support import wait_for
-
-
-def fast(env: Env, **changes: Any) -> Settings:
-    base = Settings.from_env(env)
-    return dataclasses.replace(base, **{"speed": 20.0, "interval_s": 5.0, "progress": False, **changes})
-
-
-async def _running(settings: Settings) -> tuple[asyncio.Task[None], Any]:
-    ready: list[Any] = []
-    task = asyncio.create_task(run(settings, on_ready=ready.append), name="fleet-under-test")
-    await wait_for(lambda: bool(ready) and ready[0].steps >= 1, limit_s=30)
-    return task, ready[0]
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_resend_request_republishes_the_stored_bytes_and_names_what_is_not_held(env: Env) -> None:
@@ -48,7 +38,7 @@ async def test_resend_request_republishes_the_stored_bytes_and_names_what_is_not
     topics, common = settings.common.topics, settings.common
     ack1, ack2 = topics.command_ack("METER001"), topics.command_ack("METER002")
     async with collect_raw(common, [topics.data, topics.resent, ack1, ack2]) as got:
-        task, runner = await _running(settings)
+        task, runner = await running(settings)
         try:
             await wait_for(lambda: runner.steps >= 5, limit_s=30)
             await send(common, topics.confirm("METER001"), confirmation("METER001", through=2))
@@ -57,7 +47,7 @@ async def test_resend_request_republishes_the_stored_bytes_and_names_what_is_not
             await send(common, topics.command("METER002"), resend([(1, 2)], "r2"), qos=2)
             await wait_for(lambda: len(got.on(ack1)) >= 1 and len(got.on(ack2)) >= 1, limit_s=20)
         finally:
-            await _stop(task)
+            await stop(task)
     (first,) = got.json(ack1)
     assert first["ok"] is True and first["cmd"] == "resend" and first["id"] == "r1"
     assert first["meterId"] == "METER001"
@@ -93,13 +83,13 @@ async def test_bad_resend_requests_are_refused_with_a_reason(env: Env) -> None:
         "zero": b'{"cmd": "resend", "ranges": [[0, 3]], "id": "zero"}',
     }
     async with collect_raw(common, [ack, topics.resent]) as got:
-        task, runner = await _running(settings)
+        task, runner = await running(settings)
         try:
             for payload in bad.values():
                 await send(common, topics.command("METER001"), payload, qos=2)
             await wait_for(lambda: len(got.on(ack)) >= len(bad), limit_s=20)
         finally:
-            await _stop(task)
+            await stop(task)
     acks = {a["id"]: a for a in got.json(ack)}
     assert set(acks) == set(bad)
     assert all(a["ok"] is False and a["cmd"] == "resend" and "result" not in a for a in acks.values())
@@ -120,14 +110,14 @@ async def test_unconfirmed_readings_are_resent_after_the_timeout_and_confirmed_o
     await send(common, topics.confirm("METER001"), confirmation("METER001", through=2), retain=True)
     await asyncio.sleep(1.0)  # every logged reading is now older than the timeout
     async with collect_raw(common, [topics.resent]) as got:
-        task, runner = await _running(dataclasses.replace(settings, speed=1.0))
+        task, runner = await running(dataclasses.replace(settings, speed=1.0))
         try:
             twice = lambda: len(got.by_seq(topics.resent, "METER002").get(1, [])) >= 2  # noqa: E731
             await wait_for(twice, limit_s=30)
             path = log_path(settings)
             await wait_for(lambda: log_rows(path)[("METER002", 1)].resends >= 2, limit_s=10)
         finally:
-            await _stop(task)
+            await stop(task)
         await send(common, topics.confirm("METER001"), b"", retain=True)
     rows = log_rows(log_path(settings))
     assert rows[("METER001", 1)].confirmed and rows[("METER001", 2)].confirmed

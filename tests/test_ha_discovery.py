@@ -339,6 +339,13 @@ async def test_resets_never_decrease_nor_spike(environ: dict[str, str], uid: str
                     lambda at=gives: _true(any(s["at"] == at for s in seen.states(state_topic))),
                     what=f"the state of {gives}",
                 )
+        # a presence topic that names no valid meter id is counted and skipped
+        await publish(endpoint, (topics.presence("bad meter"), b'{"online": true}', False))
+        reason = {"reason": "invalid_meter_id"}
+        await wait_until(
+            lambda: _true(metrics.registry.get_sample_value("enerlink_hass_rejected_total", reason) == 1),
+            what="the bad presence rejected",
+        )
     configs = by_key({t: p for t, p in discovery_configs(settings, meter)})
     states = seen.states(state_topic)
     assert [s["at"] for s in states] == [gives for _, gives in sent if gives is not None]

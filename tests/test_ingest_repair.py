@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from ingest.metrics import IngestMetrics
 from schemas.delivery import ResendCommand
 from schemas.wire import Keys, Topics
-from tests.support.ingest_delivery_support import listening, readings, record, retained
+from tests.support.ingest_delivery_support import holds, listening, readings, record, retained
 from tests.support.ingest_support import (
     ago,
     data_message,
@@ -26,10 +26,6 @@ from tests.support.ingest_support import (
     wait_until,
 )
 from tests.support.services import Broker
-
-
-async def _stored(client: aioredis.Redis, keys: Keys, meter: str, count: int) -> bool:
-    return int(await client.zcard(keys.timeseries(meter))) >= count
 
 
 def _ack(
@@ -64,13 +60,13 @@ async def test_hole_is_asked_for_after_grace_with_backoff_until_not_held(
     ):
         for payload in readings(meter, [1, 2, 3], start=start):
             await pub.one(topics.data, payload)
-        await wait_until(lambda: _stored(redis_client, keys, meter, 3))
+        await wait_until(lambda: holds(redis_client, keys, meter, 3))
         await asyncio.sleep(0.6)
         assert heard.messages == []  # no hole, no request
         for payload in readings(meter, [6, 7], start=start):
             await pub.one(topics.data, payload)
         hole_seen = time.monotonic()
-        await wait_until(lambda: _stored(redis_client, keys, meter, 5))
+        await wait_until(lambda: holds(redis_client, keys, meter, 5))
         requests = await heard.wait_for(topics.command(meter), 4)
         commands = [ResendCommand.model_validate(m.body) for m in requests]
         assert all(c.ranges == [(4, 5)] for c in commands), commands  # exactly the hole
@@ -123,7 +119,7 @@ async def test_outstanding_requests_are_limited_per_worker(
         for meter in meters:
             await pub.many((topics.data, p) for p in readings(meter, [1, 2, 5], start=start))
         for meter in meters:
-            await wait_until(lambda m=meter: _stored(redis_client, keys, m, 3))  # type: ignore[misc]
+            await wait_until(lambda m=meter: holds(redis_client, keys, m, 3))  # type: ignore[misc]
         await wait_until(lambda: _count(heard, 2), what="two requests")
         await asyncio.sleep(1.5)  # every meter is due by now; only two slots
         assert len(heard.messages) == 2
@@ -161,7 +157,7 @@ async def test_resent_readings_store_once_and_are_marked_repaired(
     async with running(settings, metrics), publisher(broker.url) as pub:
         for seq in (1, 2, 3, 5):
             await pub.one(topics.data, payloads[seq])
-        await wait_until(lambda: _stored(redis_client, keys, meter, 4))
+        await wait_until(lambda: holds(redis_client, keys, meter, 4))
         await redis_client.delete(keys.late_minutes)
         # a resend of a reading already stored: nothing new
         await pub.one(topics.resent, payloads[2])

@@ -1,10 +1,12 @@
-"""Helpers for the edge's delivery tests: raw payload collection, confirmations and resend requests
-as the pipeline sends them, and an independent read of a meter's log file."""
+"""Support for the edge's delivery tests: a fast simulated fleet run in the background, raw payload
+collection, confirmations and resend requests as the pipeline sends them, and an independent read of
+a meter's log file."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import sqlite3
 import uuid
@@ -16,8 +18,30 @@ from typing import Any
 import aiomqtt
 import orjson
 
-from enerlink.config import CommonSettings
+from edge.service import run
+from edge.settings import Settings
+from enerlink.config import CommonSettings, Env, MqttEndpoint
 from enerlink.mqtt import client as mqtt_client
+from tests.support.sim_support import wait_for
+
+
+def fast(env: Env, **changes: Any) -> Settings:
+    """The simulated fleet's settings from ``env``, 20 times faster, without progress output."""
+    base = Settings.from_env(env)
+    return dataclasses.replace(base, **{"speed": 20.0, "interval_s": 5.0, "progress": False, **changes})
+
+
+async def running(settings: Settings) -> tuple[asyncio.Task[None], Any]:
+    """The fleet started in the background, once it has taken a step: its task and its runner."""
+    ready: list[Any] = []
+    task = asyncio.create_task(run(settings, on_ready=ready.append), name="fleet-under-test")
+    await wait_for(lambda: bool(ready) and ready[0].steps >= 1, limit_s=30)
+    return task, ready[0]
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 @dataclass
@@ -43,10 +67,13 @@ class Raw:
 
 
 @contextlib.asynccontextmanager
-async def collect_raw(common: CommonSettings, topics: Iterable[str]) -> AsyncIterator[Raw]:
-    """Subscribe (QoS 2) before yielding; keep the exact payload bytes of every message."""
+async def raw_client(
+    endpoint: MqttEndpoint, topics: Iterable[str], *, name: str
+) -> AsyncIterator[tuple[aiomqtt.Client, Raw]]:
+    """A client subscribed (QoS 2) to ``topics`` before yielding, with the exact payload bytes of every
+    message it receives."""
     out = Raw()
-    async with mqtt_client(common.mqtt, identifier=f"test-raw-{uuid.uuid4().hex[:8]}") as client:
+    async with mqtt_client(endpoint, identifier=f"{name}-{uuid.uuid4().hex[:8]}") as client:
         for topic in topics:
             await client.subscribe(topic, qos=2)
 
@@ -55,14 +82,21 @@ async def collect_raw(common: CommonSettings, topics: Iterable[str]) -> AsyncIte
                 payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
                 out.messages.append((str(message.topic), bytes(payload)))
 
-        task = asyncio.create_task(_reader(), name="test-raw-collector")
+        task = asyncio.create_task(_reader(), name=f"{name}-reader")
         try:
-            yield out
-            await asyncio.sleep(0.3)
+            yield client, out
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@contextlib.asynccontextmanager
+async def collect_raw(common: CommonSettings, topics: Iterable[str]) -> AsyncIterator[Raw]:
+    """Subscribe (QoS 2) before yielding; keep the exact payload bytes of every message."""
+    async with raw_client(common.mqtt, topics, name="test-raw") as (_, out):
+        yield out
+        await asyncio.sleep(0.3)
 
 
 async def send(

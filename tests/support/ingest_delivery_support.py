@@ -91,6 +91,11 @@ async def retained(url: str, topic: str, *, limit_s: float = 2.0) -> dict[str, A
         return found[-1].body if found else None
 
 
+async def holds(client: aioredis.Redis, keys: Keys, meter: str, count: int) -> bool:
+    """Whether Redis holds at least ``count`` readings of ``meter``."""
+    return int(await client.zcard(keys.timeseries(meter))) >= count
+
+
 async def record(client: aioredis.Redis, keys: Keys, meter: str) -> SeqRecord | None:
     raw = await client.get(keys.seq_record(meter))
     return SeqRecord.parse(raw) if raw is not None else None
