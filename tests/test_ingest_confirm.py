@@ -65,6 +65,8 @@ async def test_confirmation_says_what_is_stored(
     assert await redis_client.get(keys.seq_record("NOSEQ1")) is None
     raw = await redis_client.get(keys.seq_record("CONT01"))
     assert raw is not None and len(raw) < 48, raw  # a meter with nothing missing costs a few tens of bytes
+    for meter in ("CONT01", "GAPPY1"):  # set when created, kept by each update, renewed at each claim
+        assert 0 < await redis_client.pttl(keys.seq_record(meter)) <= settings.seq_record_ttl_s * 1000
 
 
 async def _through(messages: list, through: int) -> bool:  # type: ignore[type-arg]
@@ -189,6 +191,10 @@ async def test_kill_between_store_and_confirmation(
             except AssertionError:
                 print(worker.output()[-3000:])
                 raise
-        assert await redis_client.zscore(keys.confirm_due, "KILL01") is None  # done, nothing pending
+
+        async def released() -> bool:  # once the broker's PUBACK for the confirmation reached the worker
+            return await redis_client.zscore(keys.confirm_due, "KILL01") is None
+
+        await wait_until(released, limit_s=10, what="done, nothing pending")
     finally:
         worker.kill()
