@@ -46,56 +46,16 @@ local horizon = now - retention
 local results = {}
 local a = 9
 local k = 15
--- meter -> {key, raw, t, c, k, u} while the record is the usual one (nothing beyond c, no repair, no
--- restart: read and written without a table of ranges), {key, raw, r} once it is not
-local records = {}
+local records = {} -- meter -> {key, raw, r}
 
 local function record_of(meter, key)
   local e = records[meter]
   if not e then
     local raw = redis.call('GET', key)
-    e = {key = key, raw = raw}
-    local t, c, k, u
-    if raw then
-      t, c, k, u = string.match(raw, '^t:(%d+);c:(%d+);k:(%d+);u:(%d+)$')
-    else
-      t, c, k, u = 0, 0, 0, 0
-    end
-    if t then
-      e.t, e.c, e.k, e.u = tonumber(t), tonumber(c), tonumber(k), tonumber(u)
-    else
-      e.r = rec_parse(raw)
-    end
+    e = {key = key, raw = raw, r = rec_parse(raw)}
     records[meter] = e
   end
   return e
-end
-
--- the record of ``e`` as a table (leaving the usual form for good)
-local function record_table(e)
-  local r = e.r
-  if not r then
-    r = {t = e.t, c = e.c, r = {}, k = e.k, u = e.u, a = 0, g = 0, e = 0, z = 0}
-    e.r = r
-  end
-  return r
-end
-
--- one seq stored at datetime ``at``: the next one (or one already known, not a restart) in the usual
--- record without parsing anything else; returns 1 when the record restarted (re-flash)
-local function record_seq(e, seq, at)
-  if not e.r then
-    if seq == e.c + 1 or (seq == e.c and seq > 0) or (seq < e.c and at <= e.t) then
-      if seq > e.c then
-        e.c = seq
-      end
-      if at > e.t then
-        e.t = at
-      end
-      return 0
-    end
-  end
-  return rec_add_seq(record_table(e), seq, at)
 end
 local touched_latest_data, touched_latest_status = false, false
 
@@ -184,7 +144,7 @@ for _ = 1, count do
       local n = tonumber(seq)
       flags = flags + track_seq(meter, n, at, added == 1)
       if confirm_interval > 0 and n >= 1 and n <= 9007199254740992 then
-        flags = flags + 128 * record_seq(record_of(meter, record_key), n, at)
+        flags = flags + 128 * rec_add_seq(record_of(meter, record_key).r, n, at)
       end
     end
     redis.call('HSET', KEYS[K_METERS], meter, now)
@@ -240,7 +200,7 @@ for _ = 1, count do
     k = k + 1
     local lost = 0
     if confirm_interval > 0 then
-      local r = record_table(record_of(meter, key))
+      local r = record_of(meter, key).r
       local high = rec_high(r)
       for token in string.gmatch(text, '[^,]+') do
         local x, y = string.match(token, '^(%d+)%-(%d+)$')
@@ -271,49 +231,34 @@ if touched_latest_status then
 end
 -- the seq records: size bound, gap repair schedule, confirmation schedule, write back
 local given_up, given_up_meters = 0, {}
-local function due_for_confirmation(meter, u, k)
-  -- once per claim (u), again if long overdue (should the entry be gone); returns the new u
-  if u == 0 or now > u + confirm_interval + 60000 then
-    redis.call('ZADD', KEYS[K_CONFIRM_DUE], 'NX', math.max(now, k + confirm_interval), meter)
-    return now
+for meter, e in pairs(records) do
+  local r = e.r
+  local lost = rec_bound(r)
+  if lost > 0 then
+    given_up = given_up + lost
+    given_up_meters[#given_up_meters + 1] = meter
+    given_up_meters[#given_up_meters + 1] = lost
   end
-  return u
-end
--- a record's TTL is set when it is created and renewed when it is claimed for a confirmation (which
--- every change leads to within an interval): SET with KEEPTTL costs half a SET with PX
-local function write_record(e, text)
+  if rec_has_holes(r) then
+    if redis.call('ZADD', KEYS[K_RESEND_DUE], 'NX', now + grace, meter) == 1 then
+      r.g = rec_high(r) -- the holes up to here are asked for once the grace period is over
+    end
+  elseif r.a > 0 or r.g > 0 then
+    r.a, r.g = 0, 0
+    redis.call('ZREM', KEYS[K_RESEND_DUE], meter)
+  end
+  -- due for a confirmation: once per claim (u), again if long overdue (should the entry be gone)
+  if r.u == 0 or now > r.u + confirm_interval + 60000 then
+    redis.call('ZADD', KEYS[K_CONFIRM_DUE], 'NX', math.max(now, r.k + confirm_interval), meter)
+    r.u = now
+  end
+  -- the TTL is set when the record is created and renewed when it is claimed for a confirmation (which
+  -- every change leads to within an interval): a SET with KEEPTTL costs Redis about half one with PX
+  local text = rec_text(r)
   if not e.raw then
     redis.call('SET', e.key, text, 'PX', record_ttl)
   elseif text ~= e.raw then
     redis.call('SET', e.key, text, 'KEEPTTL')
-  end
-end
-for meter, e in pairs(records) do
-  local r = e.r
-  if not r then -- the usual record: only t, c and perhaps u changed
-    e.u = due_for_confirmation(meter, e.u, e.k)
-    if e.k > 0 then
-      write_record(e, string.format('t:%.0f;c:%.0f;k:%.0f;u:%.0f', e.t, e.c, e.k, e.u))
-    else
-      write_record(e, string.format('t:%.0f;c:%.0f;u:%.0f', e.t, e.c, e.u))
-    end
-  else
-    local lost = rec_bound(r)
-    if lost > 0 then
-      given_up = given_up + lost
-      given_up_meters[#given_up_meters + 1] = meter
-      given_up_meters[#given_up_meters + 1] = lost
-    end
-    if rec_has_holes(r) then
-      if redis.call('ZADD', KEYS[K_RESEND_DUE], 'NX', now + grace, meter) == 1 then
-        r.g = rec_high(r) -- the holes up to here are asked for once the grace period is over
-      end
-    elseif r.a > 0 or r.g > 0 then
-      r.a, r.g = 0, 0
-      redis.call('ZREM', KEYS[K_RESEND_DUE], meter)
-    end
-    r.u = due_for_confirmation(meter, r.u, r.k)
-    write_record(e, rec_text(r))
   end
 end
 results[#results + 1] = given_up
