@@ -1,12 +1,15 @@
-"""The confirmation bytes the ingest writes directly are what the contract's model reads and writes."""
+"""The confirmation bytes the ingest writes directly are what the contract's model reads and writes; the
+broker takes the window they are published with."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from ingest.delivery import confirmation_at, confirmation_payload
+from ingest.mqtt_source import PUBLISH_WINDOW
 from schemas.delivery import MAX_CONFIRM_RANGES, MAX_SEQ, Confirmation
 
 AT = datetime(2026, 12, 6, 5, 30, 1, 234000, tzinfo=UTC)
@@ -57,3 +60,11 @@ def test_only_the_newest_ranges_are_sent() -> None:
 def test_what_no_confirmation_can_carry_is_refused(meter: str, text: str) -> None:
     with pytest.raises(ValueError):
         confirmation_payload(meter, text, AT_JSON)
+
+
+def test_the_broker_takes_the_ingests_publish_window() -> None:
+    """Mosquitto discards what a client sends beyond its Receive Maximum (``max_inflight_messages``)
+    while the client library reports success: the project's broker must take the ingest's whole window."""
+    conf = (Path(__file__).resolve().parents[1] / "mosquitto" / "mosquitto.conf").read_text(encoding="utf-8")
+    values = [int(line.split()[1]) for line in conf.splitlines() if line.startswith("max_inflight_messages ")]
+    assert values == [values[0]] and values[0] >= PUBLISH_WINDOW, values
