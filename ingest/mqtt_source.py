@@ -61,7 +61,7 @@ SUBSCRIBE_TIMEOUT_S = 300.0
 #: QoS 1 publishes (confirmations, resend requests) paho keeps in flight. Its default, 20, sends each of
 #: the rest alone when a PUBACK comes back: a write, and a wakeup of the broker and of this worker, per
 #: confirmation. 100 lets a claim's confirmations go out in bursts (the pipeline's CPU of confirming went
-#: from about +44 to +20 us per message in the ingest bench). Mosquitto discards what a client sends
+#: from about +44 to +20-30 us per message in the ingest bench). Mosquitto discards what a client sends
 #: beyond the Receive Maximum it advertises (its ``max_inflight_messages``): keep that at least this
 #: (mosquitto/mosquitto.conf: 100; a test checks).
 PUBLISH_WINDOW = 100
