@@ -251,9 +251,13 @@ for meter, e in pairs(records) do
     redis.call('ZADD', KEYS[K_CONFIRM_DUE], 'NX', math.max(now, r.k + confirm_interval), meter)
     r.u = now
   end
+  -- the TTL is set when the record is created and renewed when it is claimed for a confirmation (which
+  -- every change leads to within an interval): a SET with KEEPTTL costs Redis about half one with PX
   local text = rec_text(r)
-  if text ~= e.raw then
+  if not e.raw then
     redis.call('SET', e.key, text, 'PX', record_ttl)
+  elseif text ~= e.raw then
+    redis.call('SET', e.key, text, 'KEEPTTL')
   end
 end
 results[#results + 1] = given_up

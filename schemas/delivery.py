@@ -31,10 +31,12 @@ MAX_CONFIRM_RANGES = 64
 #: Most ranges one resend request may name, and most readings it may ask for in all.
 MAX_RESEND_RANGES = 16
 MAX_RESEND_READINGS = 2000
+#: The largest ``seq`` (the largest integer every JSON parser reads exactly).
+MAX_SEQ = 2**53
 #: The ``cmd`` value of a resend request.
 RESEND_COMMAND: Literal["resend"] = "resend"
 
-Seq = Annotated[int, Field(ge=1, le=2**53)]
+Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
 Range = tuple[Seq, Seq]
 
 
@@ -60,7 +62,7 @@ class Confirmation(_Contract):
     """Pipeline -> meter on ``Topics.confirm(meter)``: what is durably stored."""
 
     meterId: MeterId
-    through: int = Field(ge=0, le=2**53)
+    through: int = Field(ge=0, le=MAX_SEQ)
     """Every ``seq`` in 1..through is stored (or the meter said it does not hold it)."""
     ranges: Ranges = Field(default_factory=list, max_length=MAX_CONFIRM_RANGES)
     """Ranges beyond ``through`` that are stored or that the meter said it does not hold (each starts

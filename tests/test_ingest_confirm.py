@@ -16,7 +16,7 @@ from ingest.metrics import IngestMetrics
 from ingest.seq_record import MAX_RANGES
 from schemas.delivery import Confirmation
 from schemas.wire import Keys, Topics
-from tests.support.ingest_delivery_support import holds, listening, readings, record, retained
+from tests.support.ingest_delivery_support import listening, readings, record, retained
 from tests.support.ingest_support import (
     ago,
     data_message,
@@ -26,6 +26,10 @@ from tests.support.ingest_support import (
     wait_until,
 )
 from tests.support.services import Broker, ServiceProcess
+
+
+async def _stored(client: aioredis.Redis, keys: Keys, meter: str, count: int) -> bool:
+    return int(await client.zcard(keys.timeseries(meter))) >= count
 
 
 async def test_confirmation_says_what_is_stored(
@@ -40,7 +44,7 @@ async def test_confirmation_says_what_is_stored(
         for payload in readings("GAPPY1", [1, 2, 3, 6, 7], start=start):
             await pub.one(topics.data, payload)
         await pub.one(topics.data, data_message("NOSEQ1", at=start))
-        await wait_until(lambda: holds(redis_client, keys, "GAPPY1", 5))
+        await wait_until(lambda: _stored(redis_client, keys, "GAPPY1", 5))
         async with listening(broker.url, [topics.confirm("CONT01"), topics.confirm("GAPPY1")]) as heard:
             await wait_until(lambda: _through(heard.on(topics.confirm("CONT01")), 5), what="CONT01 through 5")
             await wait_until(lambda: _through(heard.on(topics.confirm("GAPPY1")), 3), what="GAPPY1 through 3")
@@ -61,6 +65,8 @@ async def test_confirmation_says_what_is_stored(
     assert await redis_client.get(keys.seq_record("NOSEQ1")) is None
     raw = await redis_client.get(keys.seq_record("CONT01"))
     assert raw is not None and len(raw) < 48, raw  # a meter with nothing missing costs a few tens of bytes
+    for meter in ("CONT01", "GAPPY1"):  # set when created, kept by each update, renewed at each claim
+        assert 0 < await redis_client.pttl(keys.seq_record(meter)) <= settings.seq_record_ttl_s * 1000
 
 
 async def _through(messages: list, through: int) -> bool:  # type: ignore[type-arg]
@@ -84,7 +90,7 @@ async def test_at_most_one_confirmation_per_meter_per_interval_with_two_workers(
             for i in range(0, count, 10):  # a burst lasting about 3 s, spread over both workers
                 await pub.many((topics.data, p) for p in payloads[i : i + 10])
                 await asyncio.sleep(0.3)
-        await wait_until(lambda: holds(redis_client, keys, "BURST1", count))
+        await wait_until(lambda: _stored(redis_client, keys, "BURST1", count))
         await wait_until(
             lambda: _through(heard.on(topics.confirm("BURST1")), count), what="final confirmation"
         )
@@ -110,14 +116,14 @@ async def test_reflash_restarts_the_record(
     async with running(settings, metrics), publisher(broker.url) as pub:
         for payload in readings("FLASH1", [1, 2, 3, 4, 5, 6, 7, 8], start=start):
             await pub.one(topics.data, payload)
-        await wait_until(lambda: holds(redis_client, keys, "FLASH1", 8))
+        await wait_until(lambda: _stored(redis_client, keys, "FLASH1", 8))
         before = await record(redis_client, keys, "FLASH1")
         assert before is not None and before.through == 8
         # re-flashed: seq starts at 1 again, on newer datetimes
         later = start + timedelta(minutes=5)
         for payload in readings("FLASH1", [1, 2, 3], start=later):
             await pub.one(topics.data, payload)
-        await wait_until(lambda: holds(redis_client, keys, "FLASH1", 11))
+        await wait_until(lambda: _stored(redis_client, keys, "FLASH1", 11))
         # an old reading of the first life arriving late does not confuse the new record
         await pub.one(topics.resent, readings("FLASH1", [8], start=start)[0])
         await asyncio.sleep(0.5)
@@ -137,7 +143,7 @@ async def test_size_bound_gives_up_the_oldest_holes(
     seqs = list(range(1, 2 * (MAX_RANGES + 10), 2))  # every other seq: MAX_RANGES + 9 holes
     async with running(settings, metrics), publisher(broker.url) as pub:
         await pub.many((topics.data, p) for p in readings("HOLEY1", seqs, start=ago(hours=2), step_s=1.0))
-        await wait_until(lambda: holds(redis_client, keys, "HOLEY1", len(seqs)))
+        await wait_until(lambda: _stored(redis_client, keys, "HOLEY1", len(seqs)))
         await asyncio.sleep(0.3)
     rec = await record(redis_client, keys, "HOLEY1")
     assert rec is not None
@@ -173,7 +179,7 @@ async def test_kill_between_store_and_confirmation(
             await wait_until(probed, limit_s=60, what="worker subscribed")
             for payload in readings("KILL01", [1, 2, 3, 4, 5], start=ago(minutes=3)):
                 await pub.one(topics.data, payload)
-        await wait_until(lambda: holds(redis_client, keys, "KILL01", 5))
+        await wait_until(lambda: _stored(redis_client, keys, "KILL01", 5))
         assert await redis_client.zscore(keys.confirm_due, "KILL01") is not None
         worker.kill()  # kill -9: stored (and acknowledged), not confirmed
         assert await retained(kill_broker.url, topics.confirm("KILL01"), limit_s=0.5) is None
@@ -186,10 +192,9 @@ async def test_kill_between_store_and_confirmation(
                 print(worker.output()[-3000:])
                 raise
 
-        # the worker marks the meter done right after publishing: nothing stays pending
-        async def done() -> bool:
+        async def released() -> bool:  # once the broker's PUBACK for the confirmation reached the worker
             return await redis_client.zscore(keys.confirm_due, "KILL01") is None
 
-        await wait_until(done, limit_s=10, what="the meter leaving confirm:due")
+        await wait_until(released, limit_s=10, what="done, nothing pending")
     finally:
         worker.kill()

@@ -301,6 +301,8 @@ class Stack:
                     **common,
                     "ENERLINK_MQTT_URL": self.broker.url,
                     "ENERLINK_INGEST_CLIENT_ID": f"chaos-ingest-{i}",
+                    # the fleet re-sends after resend_after_s (20 s): confirm well within it
+                    "ENERLINK_INGEST_CONFIRM_INTERVAL_S": "5",
                     "ENERLINK_INGEST_METRICS_PORT": str(
                         config.ingest_metrics_ports[i] if i < len(config.ingest_metrics_ports) else 0
                     ),
