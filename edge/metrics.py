@@ -15,6 +15,16 @@ from prometheus_client.registry import Collector
 from edge.publisher import PublisherStats
 from edge.readings_log import LogStats
 
+Figures = dict[str, tuple[str, float]]
+
+
+def _families(prefix: str, *, counters: Figures, gauges: Figures) -> Iterator[Metric]:
+    """One counter or gauge family per ``name -> (help text, value)``, named ``{prefix}_{name}``."""
+    for name, (text, value) in counters.items():
+        yield CounterMetricFamily(f"{prefix}_{name}", text, value=value)
+    for name, (text, value) in gauges.items():
+        yield GaugeMetricFamily(f"{prefix}_{name}", text, value=value)
+
 
 class PublisherCollector(Collector):
     def __init__(self, stats: Callable[[], PublisherStats | None]) -> None:
@@ -24,7 +34,7 @@ class PublisherCollector(Collector):
         stats = self._stats()
         if stats is None:
             return
-        counters = {
+        counters: Figures = {
             "published": ("messages acknowledged by the broker (QoS 2 complete)", stats.published),
             "spooled": ("messages sent to the store-and-forward queue while offline", stats.spooled),
             "replayed": ("queued messages sent after a reconnect", stats.replayed),
@@ -32,16 +42,13 @@ class PublisherCollector(Collector):
             "refused": ("messages the broker refused (PUBREC/PUBACK reason), queued again", stats.refused),
             "connect_attempts": ("connection attempts refused or lost", stats.attempts),
         }
-        for name, (text, value) in counters.items():
-            yield CounterMetricFamily(f"enerlink_edge_{name}", text, value=value)
-        gauges = {
+        gauges: Figures = {
             "queue_depth": ("messages waiting in the store-and-forward queue", stats.queued),
             "inflight": ("QoS 2 messages in flight", stats.inflight),
             "window": ("QoS 2 in-flight window (broker Receive Maximum, capped)", stats.window),
             "connected": ("1 when connected to the broker", int(stats.connected)),
         }
-        for name, (text, value) in gauges.items():
-            yield GaugeMetricFamily(f"enerlink_edge_{name}", text, value=value)
+        yield from _families("enerlink_edge", counters=counters, gauges=gauges)
 
 
 def register_publisher(registry: CollectorRegistry, stats: Callable[[], PublisherStats | None]) -> None:
@@ -58,7 +65,7 @@ class LogCollector(Collector):
         stats = self._stats()
         if stats is None:
             return
-        counters = {
+        counters: Figures = {
             "logged": ("data messages written to the delivery log before publishing", stats.logged),
             "confirmed": ("logged readings the pipeline confirmed it stored", stats.confirmed),
             "not_held": ("readings asked for in resend requests that the log does not hold", stats.not_held),
@@ -69,8 +76,6 @@ class LogCollector(Collector):
             ),
             "errors": ("re-send rounds or prunes that failed", stats.errors),
         }
-        for name, (text, value) in counters.items():
-            yield CounterMetricFamily(f"enerlink_edge_log_{name}", text, value=value)
         resent = CounterMetricFamily(
             "enerlink_edge_log_resent", "readings republished on the resent topic", labels=["reason"]
         )
@@ -91,13 +96,12 @@ class LogCollector(Collector):
         for outcome in ("ok", "invalid", "oversized", "busy", "failed"):
             requests.add_metric([outcome], stats.resend_requests.get(outcome, 0))
         yield requests
-        gauges = {
+        gauges: Figures = {
             "unconfirmed": ("logged readings not yet confirmed", stats.unconfirmed),
             "rows": ("rows in the delivery log", stats.rows),
             "bytes": ("payload bytes in the delivery log", stats.bytes),
         }
-        for name, (text, value) in gauges.items():
-            yield GaugeMetricFamily(f"enerlink_edge_log_{name}", text, value=value)
+        yield from _families("enerlink_edge_log", counters=counters, gauges=gauges)
 
 
 def register_log(registry: CollectorRegistry, stats: Callable[[], LogStats | None]) -> None:

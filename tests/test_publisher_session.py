@@ -112,12 +112,7 @@ async def test_message_cut_between_pubrec_and_pubrel_is_delivered_after_reconnec
         mqtt_client(MqttEndpoint.parse(broker.url), identifier=f"sub-{uuid.uuid4().hex[:6]}") as sub,
     ):
         await sub.subscribe(topic, qos=2)
-        config = PublisherConfig(
-            endpoint=MqttEndpoint.parse(f"mqtt://127.0.0.1:{proxy.port}"),
-            client_id=f"edge-{uuid.uuid4().hex[:8]}",
-            backoff_initial_s=0.1,
-            backoff_cap_s=0.3,
-        )
+        config = _through(proxy.port)
         async with Publisher(config=config, on_acked=lambda _t, p: acked.append(p)) as pub:
             async with asyncio.timeout(10):
                 await pub.wait_connected()
@@ -138,6 +133,16 @@ async def test_message_cut_between_pubrec_and_pubrel_is_delivered_after_reconnec
     assert flags[0] == "c1" and set(flags[1:]) == {"c0"}, flags  # the reconnects resumed the session
 
 
+def _through(port: int) -> PublisherConfig:
+    """A publisher of its own client id that connects through the proxy on ``port``, reconnecting fast."""
+    return PublisherConfig(
+        endpoint=MqttEndpoint.parse(f"mqtt://127.0.0.1:{port}"),
+        client_id=f"edge-{uuid.uuid4().hex[:8]}",
+        backoff_initial_s=0.1,
+        backoff_cap_s=0.3,
+    )
+
+
 def _clean_start_flags(broker: Broker, client_id: str) -> list[str]:
     pattern = re.compile(rf"New client connected from \S+ as {re.escape(client_id)} \(p\d, (c\d)")
     return pattern.findall(broker.log())
@@ -155,12 +160,7 @@ async def test_session_lost_by_the_broker_message_cut_after_pubrec_is_sent_again
     got: list[bytes] = []
     async with PubrelCutter(broker.port).running() as proxy:
         proxy.reopen.clear()
-        config = PublisherConfig(
-            endpoint=MqttEndpoint.parse(f"mqtt://127.0.0.1:{proxy.port}"),
-            client_id=f"edge-{uuid.uuid4().hex[:8]}",
-            backoff_initial_s=0.1,
-            backoff_cap_s=0.3,
-        )
+        config = _through(proxy.port)
         async with Publisher(config=config, on_acked=lambda _t, p: acked.append(p)) as pub:
             async with asyncio.timeout(10):
                 await pub.wait_connected()
