@@ -36,10 +36,10 @@ class Settings:
     publish_live: bool = True
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
-    # 0 = no seq records, confirmations or gap repair. 15 s: a meter reporting every 5 s gets one
-    # confirmation per 3 readings (each costs the pipeline about as much CPU as a reading), and a reading
-    # waits at most about two intervals (30 s) for it, well inside the edge's re-send after 120 s
-    confirm_interval_s: float = 15.0
+    # 0 = no seq records, confirmations or gap repair. 30 s: a meter reporting every 5 s gets one
+    # confirmation per 6 readings (each costs the pipeline about as much CPU as a reading), and a reading
+    # waits at most about two intervals (60 s) for it, inside the edge's re-send after 120 s
+    confirm_interval_s: float = 30.0
     gap_grace_s: float = 10.0
     resend_concurrency: int = 50
     resend_backoff_s: float = 30.0
@@ -67,7 +67,7 @@ class Settings:
             publish_live=env.bool("INGEST_PUBLISH_LIVE", True),
             metrics_port=env.int("INGEST_METRICS_PORT", 0),
             metrics_host=env.str("INGEST_METRICS_HOST", "127.0.0.1"),
-            confirm_interval_s=env.float("INGEST_CONFIRM_INTERVAL_S", 15.0),
+            confirm_interval_s=env.float("INGEST_CONFIRM_INTERVAL_S", 30.0),
             gap_grace_s=env.float("INGEST_GAP_GRACE_S", 10.0),
             resend_concurrency=env.int("INGEST_RESEND_CONCURRENCY", 50),
             resend_backoff_s=env.float("INGEST_RESEND_BACKOFF_S", 30.0),
