@@ -41,6 +41,7 @@ from enerlink import commands, settlements, settling  # noqa: E402
 from enerlink.config import CommonSettings, Env  # noqa: E402
 from enerlink.db import migrate  # noqa: E402
 from enerlink.mqtt import client as mqtt_client  # noqa: E402
+from schemas.commands import parse_command  # noqa: E402
 
 BASE_URL = os.environ.get("ENERLINK_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -53,7 +54,7 @@ async def responder(common: CommonSettings) -> AsyncIterator[None]:
         async def _serve() -> None:
             async for message in client.messages:
                 meter = str(message.topic).split("/")[-2]
-                command = sim_commands.parse(bytes(message.payload))
+                command = parse_command(bytes(message.payload))
                 result = (
                     {"settled_import_wh": 1.0, "settled_export_wh": 0.5} if command.cmd == "settle" else {}
                 )

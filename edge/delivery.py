@@ -114,10 +114,7 @@ class Delivery:
 
     def confirm_meter(self, topic: str) -> str | None:
         """The meter a confirmation topic names, or None when ``topic`` is not one."""
-        parts = topic.rsplit("/", 2)
-        if len(parts) == 3 and self.topics.confirm(parts[1]) == topic:
-            return parts[1]
-        return None
+        return self.topics.meter_of(topic, "confirm")
 
     def on_confirmation(self, topic: str, payload: bytes) -> bool:
         """Check one confirmation and queue it for :meth:`apply_confirmations` (one transaction for

@@ -22,7 +22,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -44,14 +43,14 @@ from enerlink.settlements import (
     fetch,
     finalize_ready,
     parse_time,
-    reading,
     table,
 )
+from schemas.commands import Command, SettleResult
 
 log = logging.getLogger(__name__)
 
 _STALE_GRACE_S = 30.0
-_BODY = {"cmd": "settle"}
+_BODY = Command(cmd="settle").body()
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,12 +165,11 @@ async def _record(
     ids, ends, imports, exports, acks = [], [], [], [], []
     for meter in acked:
         ack = answers[meter].ack or {}
-        raw = ack.get("result")
-        result: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        settled = SettleResult.of(ack.get("result"))
         ids.append(claimed[meter].id)
         ends.append(parse_time(ack.get("datetime")) or now)
-        imports.append(reading(result, "settled_import_wh"))
-        exports.append(reading(result, "settled_export_wh"))
+        imports.append(settled.settled_import_wh)
+        exports.append(settled.settled_export_wh)
         acks.append(json.dumps(ack))
     async with conn.transaction():
         extra = {m: {"settlement_id": s.id, "seq": s.seq} for m, s in claimed.items()}

@@ -63,8 +63,7 @@ _METER_ID = re.compile(METER_ID_PATTERN)
 
 def _presence_meter(topics: Topics, topic: str) -> str | None:
     """The meter a presence topic names, or None when ``topic`` is not one."""
-    parts = topic.rsplit("/", 2)
-    return parts[1] if len(parts) == 3 and topics.presence(parts[1]) == topic else None
+    return topics.meter_of(topic, "presence")
 
 
 @dataclass

@@ -138,10 +138,10 @@ class Validator:
             return self._measurement("status", topic, payload, now_ms)
         if topic == self.topics.resent:
             return self._measurement("data", topic, payload, now_ms, resent=True)
-        meter_id = self._meter_topic(topic, "/presence")
+        meter_id = self.topics.meter_of(topic, "presence")
         if meter_id is not None:
             return self._presence(meter_id, topic, payload)
-        meter_id = self._meter_topic(topic, "/cmd/ack")
+        meter_id = self.topics.meter_of(topic, "cmd/ack")
         if meter_id is not None:
             return self._ack(meter_id, topic, payload)
         return self._reject("unknown_topic", "not a data, status or presence topic", topic, payload)
@@ -171,12 +171,6 @@ class Validator:
         return Measurement(
             kind=kind, meter_id=message.meterId, at_ms=at_ms, seq=seq, payload=payload, resent=resent
         )
-
-    def _meter_topic(self, topic: str, tail: str) -> str | None:
-        head = f"{self.topics.prefix}/meters/"
-        if topic.startswith(head) and topic.endswith(tail) and len(topic) > len(head) + len(tail):
-            return topic[len(head) : -len(tail)]
-        return None
 
     def _presence(self, meter_id: str, topic: str, payload: bytes) -> Presence | Rejection:
         if not _METER_ID.match(meter_id):

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from schemas.commands import Command, CommandAck
 from schemas.delivery import Confirmation, ResendCommand, ResendResult
 from schemas.telemetry import DataMessage, StatusMessage
 
@@ -19,6 +20,8 @@ JSON_DIR = Path(__file__).with_name("json")
 SCHEMA_FILES: dict[str, type[BaseModel]] = {
     "meter-data.schema.json": DataMessage,
     "meter-status.schema.json": StatusMessage,
+    "meter-command.schema.json": Command,
+    "meter-command-ack.schema.json": CommandAck,
     "meter-confirm.schema.json": Confirmation,
     "meter-resend-command.schema.json": ResendCommand,
     "meter-resend-result.schema.json": ResendResult,

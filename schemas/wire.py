@@ -8,6 +8,10 @@ and tenants can share one broker and one Redis without seeing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+#: The per-meter topics whose meter id :meth:`Topics.meter_of` reads back.
+MeterTopic = Literal["cmd", "cmd/ack", "presence", "confirm"]
 
 DEFAULT_TOPIC_PREFIX = "enerlink"
 DEFAULT_KEY_PREFIX = "telemetry"
@@ -73,6 +77,15 @@ class Topics:
         """Retained Home Assistant state of one meter: lifetime kWh counters that never decrease, power,
         SOC and voltage (published by :mod:`hass`; the discovery configs point at it)."""
         return f"{self.prefix}/meters/{meter_id}/ha/state"
+
+    def meter_of(self, topic: str, kind: MeterTopic) -> str | None:
+        """The meter id in a per-meter topic of ``kind`` (``cmd``, ``cmd/ack``, ``presence``,
+        ``confirm``), or None when ``topic`` is not one (wrong prefix or kind, or an id spanning levels)."""
+        head, tail = f"{self.prefix}/meters/", f"/{kind}"
+        if not (topic.startswith(head) and topic.endswith(tail)):
+            return None
+        meter = topic[len(head) : -len(tail)]
+        return meter if meter and "/" not in meter else None
 
     @property
     def ha_bridge(self) -> str:

@@ -18,6 +18,7 @@ from edge.hardware.sensors import DEFAULT_SENSORS
 from edge.status import mem_available, overall, read_os_status, uptime_ms, wireless
 from enerlink.config import CommonSettings, Env
 from enerlink.mqtt import client as mqtt_client
+from schemas.commands import CommandAck, SettleResult
 from schemas.telemetry import DataMessage, StatusMessage
 from tests.support.services import Broker
 
@@ -109,6 +110,10 @@ async def test_emulated_meter_publishes_valid_messages_and_answers_settle(
     lost = [m for m in data if m["data"]["solar_input"].get("valid") is False]
     assert lost, "a data message while the sensor was gone says valid: false"
     assert acks[0]["ok"] is True and acks[0]["id"] == "c1" and acks[0]["cmd"] == "settle"
+    ack = CommandAck.model_validate(acks[0])  # the contract's ack, with the settled values billing reads
+    settled = SettleResult.of(ack.result)
+    assert settled.settled_import_wh is not None and settled.settled_export_wh is not None
+    assert settled.settled_import_wh + settled.settled_export_wh > 0  # the lab model exports a little
     after = data[-1]["data"]["import"]["settlement_energy"]
     assert after <= data[-1]["data"]["import"]["total_energy"]
     inv = status[-1]["data"]["sensors"]
@@ -219,3 +224,41 @@ def test_simulator_physics_feed_the_emulated_chips() -> None:
     gauge = sensors.read_gauge("Battery Fuel Gauge")
     assert gauge is not None
     assert gauge.soc_pct == pytest.approx(float(truth.sim.battery.soc[0]), abs=1 / 256)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("payload", "cmd", "error"),
+    [
+        (b'{"cmd": "status_now", "id": "s1"}', "status_now", None),
+        (
+            b'{"cmd": "scenario", "name": "heatwave", "id": "s2"}',
+            "scenario",
+            "unsupported command 'scenario'",
+        ),
+        (b'{"cmd": "reboot", "id": "s3"}', None, "cmd: Input should be"),
+        (b"not json", None, "Invalid JSON"),
+        (
+            b'{"cmd": "settle", "duration_s": -1, "id": "s5"}',
+            None,
+            "duration_s: Input should be greater than 0",
+        ),
+    ],
+)
+def test_hardware_meter_answers_every_command_with_a_contract_ack(
+    environ: dict[str, str], payload: bytes, cmd: str | None, error: str | None
+) -> None:
+    meter = HardwareMeter(_config(environ))
+    try:
+        ack = meter.command(payload)
+    finally:
+        meter.counters.close()
+        meter.readings.close()
+    body = orjson.loads(ack.payload())
+    assert CommandAck.model_validate(body) == ack and body["meterId"] == meter.config.meter_id
+    assert body["cmd"] == cmd and body["ok"] is (error is None)
+    if error is None:
+        assert body["result"] == {} and "error" not in body
+    else:
+        assert error in body["error"] and "result" not in body
+    command_id = orjson.loads(payload).get("id") if payload.startswith(b"{") else None
+    assert body.get("id") == command_id

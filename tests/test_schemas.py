@@ -7,12 +7,15 @@ import json
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 from pydantic import ValidationError
 
+from schemas.commands import SCENARIOS, CommandError, SettleResult, command_id_of, parse_command
 from schemas.fields import BOOL_FIELDS, DATA_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS
 from schemas.jsonschema import JSON_DIR, SCHEMA_FILES, render
 from schemas.telemetry import DataMessage, StatusMessage
+from schemas.wire import Topics
 from tests.conftest import load_fixture
 
 
@@ -118,3 +121,30 @@ def test_field_catalogue_covers_every_data_field() -> None:
     counters = {f.column for f in NUMERIC_FIELDS if f.kind == "counter"}
     assert {"import_daily_energy", "export_settlement_energy", "solar_output_total_energy"} <= counters
     assert "net_grid_net_total" not in counters  # signed, not a counter
+
+
+def test_meter_topics_read_back_only_their_own_kind_and_prefix() -> None:
+    topics = Topics("t1/enerlink")
+    assert topics.meter_of(topics.command("M1"), "cmd") == "M1"
+    assert topics.meter_of(topics.command_ack("M1"), "cmd/ack") == "M1"
+    assert topics.meter_of(topics.command_ack("M1"), "cmd") is None
+    assert topics.meter_of(topics.presence("M-2"), "presence") == "M-2"
+    assert topics.meter_of(topics.confirm("M3"), "confirm") == "M3"
+    assert topics.meter_of(Topics("other").confirm("M3"), "confirm") is None
+    assert topics.meter_of("t1/enerlink/meters/a/b/presence", "presence") is None  # an id spans levels
+    assert topics.meter_of("t1/enerlink/meters//presence", "presence") is None
+
+
+def test_commands_parse_to_the_contract_or_say_what_is_wrong() -> None:
+    command = parse_command(b'{"cmd": "scenario", "name": "cloudy", "duration_s": 60, "extra": 1}')
+    assert command.body() == {"cmd": "scenario", "name": "cloudy", "duration_s": 60}
+    with pytest.raises(CommandError, match="cmd: Input should be"):
+        parse_command(b'{"cmd": "format_disk"}')
+    with pytest.raises(CommandError, match="id: String should have at most 128"):
+        parse_command(orjson.dumps({"cmd": "settle", "id": "x" * 129}))
+    assert command_id_of(b'{"cmd": "nope", "id": "c9"}') == "c9"
+    assert command_id_of(b"[1]") is None and command_id_of(b"{") is None
+    assert next(iter(SCENARIOS)) == "normal" and all(SCENARIOS.values())
+    assert SettleResult.of({"settled_import_wh": 1, "settled_export_wh": True}) == SettleResult(
+        settled_import_wh=1.0
+    )

@@ -10,8 +10,6 @@ events table (kind ``command``). Meters the pipeline has never heard of are not 
 
 from __future__ import annotations
 
-import re
-from functools import cache
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, HTTPException, Path
@@ -20,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.deps import AppState, State
 from api.models import Problem
 from api.routes.settlements import REQUEST_ID_PATTERN, SettlementOut, settlement_settings
-from edge.sim import scenarios as sim_scenarios
 from enerlink import commands, settlements, settling
+from schemas.commands import SCENARIO_NAMES, SCENARIOS, Command, CommandName
 from schemas.telemetry import METER_ID_PATTERN, MeterId
 
 router = APIRouter(tags=["commands"])
@@ -40,29 +38,10 @@ class Scenario(BaseModel):
     description: str
 
 
-@cache
-def scenario_catalogue() -> tuple[tuple[str, str], ...]:
-    """(name, description) of every scenario, from the table in the scenarios module's docstring
-    (continuation lines joined), so the simulator's documentation is the one source."""
-    doc = sim_scenarios.__doc__ or ""
-    found: dict[str, list[str]] = {}
-    current: str | None = None
-    for line in doc.splitlines():
-        match = re.match(r"^(\S+)\s{2,}(\S.*)$", line)
-        if match and match.group(1) in sim_scenarios.SCENARIOS:
-            current = match.group(1)
-            found[current] = [match.group(2).strip().replace("``", "")]
-        elif current and line.startswith(" ") and line.strip() and not line.startswith("="):
-            found[current].append(line.strip().replace("``", ""))
-        elif not line.strip() or line.startswith("="):
-            current = None if line.startswith("=") else current
-    return tuple((name, " ".join(found.get(name, []))) for name in sim_scenarios.SCENARIOS)
-
-
 class CommandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cmd: Literal["scenario", "clear", "settle", "status_now"]
+    cmd: CommandName
     name: str | None = Field(default=None, max_length=64, description="scenario: which one (GET /scenarios)")
     duration_s: float | None = Field(default=None, gt=0, le=365 * 86400, description="scenario: how long")
     sensor: str | None = Field(default=None, max_length=64, description="sensor_failure: which INA219")
@@ -73,9 +52,9 @@ class CommandIn(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.cmd == "scenario" and self.name not in sim_scenarios.SCENARIOS:
-            raise ValueError(f"scenario needs a name, one of {list(sim_scenarios.SCENARIOS)}")
-        if self.cmd == "clear" and self.name is not None and self.name not in sim_scenarios.SCENARIOS:
+        if self.cmd == "scenario" and self.name not in SCENARIO_NAMES:
+            raise ValueError(f"scenario needs a name, one of {list(SCENARIO_NAMES)}")
+        if self.cmd == "clear" and self.name is not None and self.name not in SCENARIO_NAMES:
             raise ValueError(f"clear: unknown scenario {self.name!r}")
         if self.cmd not in ("scenario", "clear") and self.name is not None:
             raise ValueError(f"{self.cmd} takes no name")
@@ -85,7 +64,7 @@ class CommandIn(BaseModel):
 
     def message(self) -> dict[str, Any]:
         """The JSON the meter receives (without ``id``)."""
-        return self.model_dump(exclude_none=True, include={"cmd", "name", "duration_s", "sensor"})
+        return Command(cmd=self.cmd, name=self.name, duration_s=self.duration_s, sensor=self.sensor).body()
 
 
 class FleetCommandIn(CommandIn):
@@ -126,7 +105,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get("/scenarios", response_model=list[Scenario], summary="Scenarios a simulated meter can run")
 async def scenarios() -> list[Scenario]:
-    return [Scenario(name=n, description=d) for n, d in scenario_catalogue()]
+    return [Scenario(name=n, description=d) for n, d in SCENARIOS.items()]
 
 
 def _text(value: bytes | str) -> str:

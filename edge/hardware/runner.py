@@ -44,6 +44,7 @@ from edge.queue import QueueLimits
 from edge.readings_log import LogSettings, ReadingsLog
 from edge.status import overall, read_os_status
 from enerlink.config import CommonSettings, ConfigError, Env
+from schemas.commands import CommandAck, CommandError, SettleResult, command_id_of, make_ack, parse_command
 
 log = logging.getLogger(__name__)
 METER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -229,26 +230,30 @@ class HardwareMeter:
             events=self.sensors.drain_events(),
         )
 
-    def command(self, payload: bytes) -> dict[str, Any]:
-        """Answer one command: ``settle`` (reset settlement counters) or ``status_now``."""
-        ack: dict[str, Any] = {"meterId": self.config.meter_id, "datetime": iso(time.time())}
+    def command(self, payload: bytes) -> CommandAck:
+        """Answer one command (:mod:`schemas.commands`): ``settle`` (reset the settlement counters) or
+        ``status_now``; anything else gets an error ack."""
+        at, meter_id = iso(time.time()), self.config.meter_id
         try:
-            body = orjson.loads(payload)
-            name = body.get("cmd") if isinstance(body, dict) else None
-            if isinstance(body, dict) and "id" in body:
-                ack["id"] = body["id"]
-        except orjson.JSONDecodeError:
-            name = None
-        ack["cmd"] = name
-        if name == "settle":
+            command = parse_command(payload)
+        except CommandError as exc:
+            return make_ack(meter_id, at=at, cmd=None, command_id=command_id_of(payload), error=str(exc))
+        result: dict[str, Any] | None = None
+        error: str | None = None
+        if command.cmd == "settle":
             settled = self.counters.settle()
-            ack.update(ok=True, result={"settled": {k: round(v, 5) for k, v in settled.items()}})
-        elif name == "status_now":
+            result = {
+                **SettleResult(
+                    settled_import_wh=round(settled["import"], 5),
+                    settled_export_wh=round(settled["export"], 5),
+                ).model_dump(),
+                "settled": {k: round(v, 5) for k, v in settled.items()},  # every channel, for the log
+            }
+        elif command.cmd == "status_now":
             self.status_wanted.set()
-            ack.update(ok=True, result={})
         else:
-            ack.update(ok=False, error=f"unsupported command {name!r} on a hardware meter")
-        return ack
+            error = f"unsupported command {command.cmd!r} on a hardware meter"
+        return make_ack(meter_id, at=at, cmd=command.cmd, command_id=command.id, result=result, error=error)
 
 
 async def _sample_loop(meter: HardwareMeter, *, max_messages: int | None) -> None:
@@ -321,8 +326,8 @@ async def _command_loop(meter: HardwareMeter, pub: Publisher) -> None:
                 await delivery.request(meter.config.meter_id, payload)
                 continue
             ack = meter.command(payload)
-            log.info("command %s: ok=%s", ack.get("cmd"), ack.get("ok"))
-            await pub.publish(meter.topics.command_ack(meter.config.meter_id), orjson.dumps(ack))
+            log.info("command %s: ok=%s", ack.cmd, ack.ok)
+            await pub.publish(meter.topics.command_ack(meter.config.meter_id), ack.payload())
         except Exception:  # one boundary per message: log, move on
             log.exception("message on %s failed", topic)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from edge.sim import commands
 from edge.sim.scenarios import ACTIVE_SCENARIOS
+from schemas.commands import Command, CommandError
 
 if TYPE_CHECKING:
     from edge.sim.runner import FleetRunner
@@ -33,7 +34,7 @@ def _meters(runner: FleetRunner, text: str | None) -> list[int]:
     for meter_id in text.split(","):
         index = runner.sim.index.get(meter_id.strip())
         if index is None:
-            raise commands.CommandError(f"unknown meter {meter_id.strip()!r}")
+            raise CommandError(f"unknown meter {meter_id.strip()!r}")
         picked.append(index)
     return picked
 
@@ -59,19 +60,19 @@ def handle(runner: FleetRunner, line: str, *, now: float) -> tuple[str, bool]:
             ), True
         if verb == "scenario":
             if not rest:
-                raise commands.CommandError("scenario needs a NAME")
+                raise CommandError("scenario needs a NAME")
             body: dict[str, object] = {"cmd": "scenario", "name": rest[0]}
             if len(rest) > 2:
                 body["duration_s"] = float(rest[2])
-            command = commands.Command.model_validate(body)
+            command = Command.model_validate(body)
             meters = _meters(runner, rest[1] if len(rest) > 1 else None)
         elif verb in ("clear", "settle"):
-            command = commands.Command(cmd=verb)  # type: ignore[arg-type]
+            command = Command(cmd=verb)  # type: ignore[arg-type]
             meters = _meters(runner, rest[0] if rest else None)
         else:
             return f"unknown command {verb!r}; {HELP}", True
         result = commands.apply(runner.sim, meters, command, epoch_s=now)
-    except (commands.CommandError, ValueError) as exc:
+    except (CommandError, ValueError) as exc:
         return f"error: {exc}", True
     return f"ok: {command.cmd} on {len(meters)} meters {result}", True
 

@@ -14,9 +14,9 @@ import json
 import sys
 from typing import Any
 
-from edge.sim.scenarios import SCENARIOS
 from enerlink import commands
 from enerlink.config import CommonSettings, ConfigError, Env
+from schemas.commands import SCENARIO_NAMES, Command
 
 
 def configure(actions: Any) -> None:
@@ -27,7 +27,7 @@ def configure(actions: Any) -> None:
     ):
         parser = actions.add_parser(name, help=help_text, description=help_text)
         if name == "scenario":
-            parser.add_argument("name", choices=(*SCENARIOS, "clear"))
+            parser.add_argument("name", choices=(*SCENARIO_NAMES, "clear"))
             parser.add_argument("--duration", type=float, help="seconds; default until cleared")
             parser.add_argument("--sensor", help="sensor_failure: which INA219 (default 'Solar Input')")
         parser.add_argument("--meter", action="append", default=[], help="meter id (repeat or comma list)")
@@ -41,18 +41,18 @@ def configure(actions: Any) -> None:
 
 
 def build_command(args: argparse.Namespace) -> dict[str, Any]:
+    """The command body (:class:`schemas.commands.Command`) the arguments ask for."""
     if args.command_name == "settle":
-        return {"cmd": "settle"}
-    if args.command_name == "status-now":
-        return {"cmd": "status_now"}
-    if args.name in ("clear", "normal"):
-        return {"cmd": "clear"}
-    body: dict[str, Any] = {"cmd": "scenario", "name": args.name}
-    if args.duration:
-        body["duration_s"] = args.duration
-    if args.sensor:
-        body["sensor"] = args.sensor
-    return body
+        command = Command(cmd="settle")
+    elif args.command_name == "status-now":
+        command = Command(cmd="status_now")
+    elif args.name in ("clear", "normal"):
+        command = Command(cmd="clear")
+    else:
+        command = Command(
+            cmd="scenario", name=args.name, duration_s=args.duration or None, sensor=args.sensor or None
+        )
+    return command.body()
 
 
 def target_meters(args: argparse.Namespace) -> list[str]:

@@ -36,6 +36,7 @@ from edge.sim.messages import data_messages, status_message
 from edge.sim.metrics import SimMetrics
 from edge.sim.state import StateStore
 from enerlink.console import format_power
+from schemas.commands import Command, CommandError, parse_command
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +133,7 @@ class FleetRunner:
 
     async def command(self, message: aiomqtt.Message, now: float) -> None:
         """Handle one command message; a bad one gets an error ack, never an exception."""
-        topic = str(message.topic)
-        parts = topic.split("/")
-        meter_id = parts[-2] if len(parts) >= 2 else ""
+        meter_id = self.topics.meter_of(str(message.topic), "cmd") or ""
         index = self.sim.index.get(meter_id)
         if index is None:
             return  # not one of ours (another simulator or a hardware edge answers it)
@@ -142,9 +141,9 @@ class FleetRunner:
         if self.delivery is not None and is_resend(bytes(payload)):
             await self.delivery.request(meter_id, bytes(payload))
             return
-        command: commands.Command | None = None
+        command: Command | None = None
         try:
-            command = commands.parse(bytes(payload))
+            command = parse_command(bytes(payload))
             result = commands.apply(self.sim, [index], command, epoch_s=now)
             if command.cmd == "status_now":
                 await self.statuses_now(now, [index])
@@ -152,7 +151,7 @@ class FleetRunner:
             self.commands_ok += 1
             self.metrics.commands.labels("ok").inc()
             log.info("command %s for %s: %s", command.cmd, meter_id, result)
-        except commands.CommandError as exc:
+        except CommandError as exc:
             reply = commands.ack(meter_id, epoch_s=now, command=command, error=str(exc))
             self.commands_failed += 1
             self.metrics.commands.labels("rejected").inc()

@@ -1,21 +1,7 @@
 """Scenarios a running simulator can switch on per meter, optionally for a duration.
 
-Several can be active at once on one meter; ``normal`` (or the ``clear`` command) ends them all.
-
-=================  ====================================================================
-normal             no scenario
-heatwave           45 degC ambient (more cooling load, hotter battery and PV cells)
-cloudy             overcast (cloud cover >= 95 %): PV down to ~30 % of clear sky
-grid_outage        no import or export; the battery carries the load until empty, then
-                   the load is shed; surplus PV that cannot be stored is curtailed
-hvac_failure       no air conditioning; the battery's surroundings heat up, its
-                   temperature climbs
-degradation        battery ageing x500 (health falls within hours)
-thermal_runaway    battery at 65-75 degC, battery alert, status ``error``
-sensor_failure     one INA219 (``sensor``, default "Solar Input") reads nothing:
-                   ``connected: false``, ``valid: false`` in its section and inventory
-weak_wifi          RSSI below -80 dBm, MQTT reconnect attempts climb, status ``warning``
-=================  ====================================================================
+Several can be active at once on one meter; ``normal`` (or the ``clear`` command) ends them all. The
+names and what each does are part of the command contract: :data:`schemas.commands.SCENARIOS`.
 """
 
 from __future__ import annotations
@@ -25,17 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-SCENARIOS: tuple[str, ...] = (
-    "normal",
-    "heatwave",
-    "cloudy",
-    "grid_outage",
-    "hvac_failure",
-    "degradation",
-    "thermal_runaway",
-    "sensor_failure",
-    "weak_wifi",
-)
+from schemas.commands import SCENARIO_NAMES
+
+SCENARIOS: tuple[str, ...] = SCENARIO_NAMES
 ACTIVE_SCENARIOS = SCENARIOS[1:]
 # INA219 channels in the order the firmware lists them (address, name, data section)
 CHANNELS: tuple[tuple[str, str, str], ...] = (

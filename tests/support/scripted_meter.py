@@ -15,6 +15,7 @@ from typing import Any
 from edge.sim import commands as sim_commands
 from enerlink.config import CommonSettings
 from enerlink.mqtt import client as mqtt_client
+from schemas.commands import parse_command
 
 #: (meter_id, command JSON) -> (epoch_s of the ack, result) or None for no answer
 Script = Callable[[str, dict[str, Any]], tuple[float, dict[str, Any]] | None]
@@ -44,7 +45,7 @@ async def scripted_meter(
             if answer is None:
                 return
             epoch_s, result = answer
-            command = sim_commands.parse(json.dumps(body).encode())
+            command = parse_command(json.dumps(body).encode())
             await client.publish(
                 common.topics.command_ack(meter),
                 sim_commands.ack(meter, epoch_s=epoch_s, command=command, result=result),
