@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 import orjson
 import pytest
@@ -20,7 +21,7 @@ from enerlink.config import CommonSettings, Env
 from enerlink.mqtt import client as mqtt_client
 from schemas.commands import CommandAck, SettleResult
 from schemas.telemetry import DataMessage, StatusMessage
-from tests.support.services import Broker
+from tests.support.services import Broker, free_port
 
 
 async def _until(predicate: Callable[[], bool]) -> None:
@@ -49,9 +50,10 @@ async def test_emulated_meter_publishes_valid_messages_and_answers_settle(
     broker: Broker, environ: dict[str, str]
 ) -> None:
     bus = emulated_bus(DEFAULT_SENSORS, LabModel())
-    config = _config(environ, bus=bus)
+    config = _config(environ, bus=bus, metrics_port=free_port())
     topics = config.common.topics
     endpoint = config.common.mqtt
+    scraped: list[str] = []
     data: list[dict[str, Any]] = []
     status: list[dict[str, Any]] = []
     acks: list[dict[str, Any]] = []
@@ -85,6 +87,10 @@ async def test_emulated_meter_publishes_valid_messages_and_answers_settle(
                 bus.attach(0x44)
                 await obs.publish(topics.command(config.meter_id), b'{"cmd": "settle", "id": "c1"}', qos=2)
                 await _until(lambda: bool(acks))
+                await obs.publish(topics.command(config.meter_id), b'{"cmd": "reboot"}', qos=2)
+                await _until(lambda: len(acks) == 2)
+                url = f"http://127.0.0.1:{config.metrics_port}/metrics"
+                scraped.append(await asyncio.to_thread(lambda: urlopen(url, timeout=5).read().decode()))
 
         async with asyncio.TaskGroup() as tg:
             collector = tg.create_task(collect())
@@ -110,6 +116,9 @@ async def test_emulated_meter_publishes_valid_messages_and_answers_settle(
     lost = [m for m in data if m["data"]["solar_input"].get("valid") is False]
     assert lost, "a data message while the sensor was gone says valid: false"
     assert acks[0]["ok"] is True and acks[0]["id"] == "c1" and acks[0]["cmd"] == "settle"
+    assert acks[1]["ok"] is False and "cmd: Input should be" in acks[1]["error"]
+    assert 'enerlink_edge_commands_total{outcome="ok"} 1.0' in scraped[0]
+    assert 'enerlink_edge_commands_total{outcome="rejected"} 1.0' in scraped[0]
     ack = CommandAck.model_validate(acks[0])  # the contract's ack, with the settled values billing reads
     settled = SettleResult.of(ack.result)
     assert settled.settled_import_wh is not None and settled.settled_export_wh is not None

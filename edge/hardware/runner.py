@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import orjson
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from edge.counters import Counters
 from edge.delivery import Delivery, is_resend
@@ -313,7 +313,9 @@ async def _status_loop(meter: HardwareMeter) -> None:
         await meter.outbox.put((meter.topics.status, orjson.dumps(meter.status())))
 
 
-async def _command_loop(meter: HardwareMeter, pub: Publisher) -> None:
+async def _command_loop(meter: HardwareMeter, pub: Publisher, outcomes: Counter) -> None:
+    """Confirmations, resend requests and commands; ``outcomes`` counts the commands by outcome (``ok``,
+    ``rejected``: an error ack) and every message that failed (``failed``)."""
     delivery = meter.delivery
     async for message in pub.messages():
         topic = str(message.topic)
@@ -328,7 +330,9 @@ async def _command_loop(meter: HardwareMeter, pub: Publisher) -> None:
             ack = meter.command(payload)
             log.info("command %s: ok=%s", ack.cmd, ack.ok)
             await pub.publish(meter.topics.command_ack(meter.config.meter_id), ack.payload())
-        except Exception:  # one boundary per message: log, move on
+            outcomes.labels("ok" if ack.ok else "rejected").inc()
+        except Exception:  # one boundary per message: log, count, move on
+            outcomes.labels("failed").inc()
             log.exception("message on %s failed", topic)
 
 
@@ -376,6 +380,12 @@ async def run_hardware(config: HardwareConfig, *, max_messages: int | None = Non
             registry = CollectorRegistry()
             register_publisher(registry, lambda: pub.stats)
             register_log(registry, lambda: meter.readings.stats)
+            outcomes = Counter(
+                "enerlink_edge_commands",
+                "Command-topic messages handled, by outcome (ok, rejected: error ack, failed)",
+                ["outcome"],
+                registry=registry,
+            )
             if config.metrics_port:
                 start_http_server(config.metrics_port, addr="127.0.0.1", registry=registry)
             await pub.subscribe(topics.command(config.meter_id))
@@ -385,7 +395,7 @@ async def run_hardware(config: HardwareConfig, *, max_messages: int | None = Non
                 others = [
                     tg.create_task(_send_loop(meter, pub), name="edge-send"),
                     tg.create_task(_status_loop(meter), name="edge-status"),
-                    tg.create_task(_command_loop(meter, pub), name="edge-commands"),
+                    tg.create_task(_command_loop(meter, pub, outcomes), name="edge-commands"),
                     tg.create_task(delivery.run(), name="edge-delivery"),
                 ]
                 if (period := watchdog_period_s()) is not None:
