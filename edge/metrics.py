@@ -1,6 +1,6 @@
 """Prometheus metrics of the edge's MQTT publisher: publish rate, buffer depth, connection state.
 
-A collector reads :class:`~edge.publisher.PublisherStats` at scrape time, so the publish path pays
+A collector reads :class:`~edge.publish_config.PublisherStats` at scrape time, so the publish path pays
 nothing for them. Both the simulated fleet and the hardware edge register it on their registry.
 """
 
@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from edge.publisher import PublisherStats
+from edge.publish_config import PublisherStats
 from edge.readings_log import LogStats
 
 Figures = dict[str, tuple[str, float]]

@@ -35,91 +35,22 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Self
 
 import aiomqtt
-import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from edge.acks import AckTracker, Refused
-from edge.queue import QueueLimits, SpoolQueue
+from edge.publish_config import OFFLINE, ONLINE, OnAcked, OnConnect, Outgoing, PublisherConfig, PublisherStats
+from edge.publish_session import Session
+from edge.queue import SpoolQueue
 from enerlink import mqtt_internals
 from enerlink.backoff import Backoff
-from enerlink.config import MqttEndpoint
-from enerlink.mqtt import tls_context
 from enerlink.takeover import TakeoverWatch
 
 log = logging.getLogger(__name__)
-
-ONLINE = b'{"online": true}'  # what the ingest expects on topics.presence(meter)
-OFFLINE = b'{"online": false}'
-_MQTT_MAX_RECEIVE = 65535
-
-OnConnect = Callable[[], Awaitable[None]]
-OnAcked = Callable[[str, bytes], None]
-"""Called with (topic, payload) once the broker acknowledged a message (QoS 2: PUBCOMP)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PublisherConfig:
-    endpoint: MqttEndpoint
-    client_id: str
-    queue_path: Path | None = None
-    """SQLite file of the store-and-forward queue; ``None`` keeps it in memory (lost on exit)."""
-    max_inflight: int = 20
-    """Upper bound of the QoS 2 window; the broker's Receive Maximum lowers it further."""
-    queue_limits: QueueLimits = field(default_factory=QueueLimits)
-    replay_rate: float = 20.0
-    """Queued messages sent per second after a reconnect (live data is not held back)."""
-    replay_batch: int = 50
-    strict_order: bool = False
-    """Queue live messages behind an existing backlog, so subscribers see one ordered stream."""
-    presence_topic: str | None = None
-    qos: int = 2
-    keepalive: int = 30
-    session_expiry_s: int = 24 * 3600
-    backoff_initial_s: float = 0.5
-    backoff_cap_s: float = 60.0
-    connect_timeout_s: float = 10.0
-    flush_timeout_s: float = 5.0
-    """On exit, how long to wait for in-flight messages to be acknowledged before spooling them."""
-
-
-@dataclass(slots=True)
-class PublisherStats:
-    published: int = 0
-    """Messages acknowledged by the broker (QoS 2 completed), live and replayed."""
-    queued: int = 0
-    """Messages waiting in the store-and-forward queue."""
-    inflight: int = 0
-    attempts: int = 0
-    """Connection attempts refused or lost since start (the status message's ``mqtt.attempts``)."""
-    connects: int = 0
-    connected: bool = False
-    replayed: int = 0
-    spooled: int = 0
-    """Messages that went to the queue because the broker was unreachable."""
-    dropped: int = 0
-    """Queued messages removed by the size/age caps."""
-    refused: int = 0
-    """Messages the broker refused in its PUBREC/PUBACK (e.g. 0x97 quota exceeded), queued again."""
-    window: int = 0
-    receive_maximum: int | None = None
-
-
-@dataclass(slots=True)
-class _Outgoing:
-    topic: str
-    payload: bytes
-    retain: bool
-    row_id: int | None = None
-    """Row in the durable queue (deleted once acknowledged); ``None`` for live messages."""
-    done: bool = field(default=False)
 
 
 class Publisher:
@@ -138,20 +69,19 @@ class Publisher:
         self._will = will
         self._on_connect = on_connect
         self._stats = PublisherStats(window=max(1, config.max_inflight))
-        self._limit = max(1, config.max_inflight)
         self._connected = False
-        self._resuming = False  # a connection of this process succeeded: reconnects resume the session
         self._closing = False
         self._slots = asyncio.Condition()
         self._queue_changed = asyncio.Event()
         self._changed = asyncio.Event()
         self._incoming: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
         self._subscriptions: dict[str, int] = {}
-        self._inflight: dict[int, _Outgoing] = {}
+        self._inflight: dict[int, Outgoing] = {}
         self._deliveries: dict[int, asyncio.Task[None]] = {}
         self._next_key = 0
         self._replay_cursor = 0
         self._queue: SpoolQueue | None = None
+        self._link: Session | None = None
         self._client: aiomqtt.Client | None = None
         self._acks: AckTracker | None = None
         self._refusals = Backoff(initial=config.backoff_initial_s, cap=config.backoff_cap_s)
@@ -170,6 +100,9 @@ class Publisher:
         snap.inflight = len(self._inflight)
         snap.connected = self._connected
         snap.dropped = self._queue.dropped if self._queue is not None else 0
+        if self._link is not None:
+            snap.window = self._link.limit
+            snap.receive_maximum = self._link.receive_maximum
         return snap
 
     @property
@@ -187,7 +120,7 @@ class Publisher:
         if self._must_spool() or not await self._acquire_slot():
             self._spool(topic, payload, retain)
             return
-        self._start_delivery(_Outgoing(topic, bytes(payload), retain))
+        self._start_delivery(Outgoing(topic, bytes(payload), retain))
 
     async def subscribe(self, topic: str, *, qos: int = 2) -> None:
         """Receive messages on ``topic`` (re-subscribed after every reconnect)."""
@@ -220,7 +153,9 @@ class Publisher:
         self._queue = SpoolQueue(self.config.queue_path, limits=self.config.queue_limits)
         if len(self._queue):
             log.info("store-and-forward queue holds %d messages from before", len(self._queue))
-        self._client = self._build_client()
+        self._link = Session(self.config, will=self._will, on_lost=self._lost)
+        self._client = self._link.client
+        self._acks = AckTracker(self._client)
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._conn_task = self._tasks.create_task(self._connection_loop(), name="mqtt-connection")
@@ -258,70 +193,11 @@ class Publisher:
 
     # --- connection -----------------------------------------------------------------------------
 
-    def _build_client(self) -> aiomqtt.Client:
-        cfg = self.config
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = cfg.session_expiry_s
-        client = aiomqtt.Client(
-            hostname=cfg.endpoint.host,
-            port=cfg.endpoint.port,
-            username=cfg.endpoint.username,
-            password=cfg.endpoint.password,
-            identifier=cfg.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            # The first connection of the process starts clean (a previous process's packet ids
-            # never collide with ours); every reconnect resumes the session (Clean Start 0, set in
-            # on_connect: paho resets its "first connect" flag in every connect(), which aiomqtt
-            # calls on every reconnect), so an exchange cut after PUBREC is finished with PUBREL and
-            # delivered once. If the broker lost the session (CONNACK session present = 0) those
-            # exchanges go again as whole PUBLISH, never a bare PUBREL the broker would answer with
-            # PUBCOMP and nothing to deliver (tests/test_publisher_session.py).
-            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=properties,
-            tls_context=tls_context(cfg.endpoint),
-            will=self._will,
-            keepalive=cfg.keepalive,
-            timeout=cfg.connect_timeout_s,
-            max_inflight_messages=max(1, cfg.max_inflight),
-        )
-        # aiomqtt warns once more than this many calls are pending; a full window is normal here.
-        client.pending_calls_threshold = 2 * max(1, cfg.max_inflight) + 10
-        self._install_hooks(client)
-        self._acks = AckTracker(client)
-        return client
-
-    def _install_hooks(self, client: aiomqtt.Client) -> None:
-        """Read the CONNACK's Receive Maximum and see disconnects the moment paho does."""
-        inner = mqtt_internals.paho_client(client)  # aiomqtt drops the CONNACK properties
-        aiomqtt_on_connect = cast("Callable[..., None]", inner.on_connect)
-        aiomqtt_on_disconnect = cast("Callable[..., None]", inner.on_disconnect)
-
-        def on_connect(
-            paho_client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
-        ) -> None:
-            if not getattr(reason_code, "is_failure", False):
-                received = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
-                self._stats.receive_maximum = int(received) if received else None
-                self._limit = max(1, min(self.config.max_inflight, int(received or _MQTT_MAX_RECEIVE)))
-                self._stats.window = self._limit
-                if self._resuming and not getattr(flags, "session_present", False):
-                    resent = mqtt_internals.resend_unfinished_as_publish(paho_client)
-                    if resent:
-                        log.warning("the broker lost the session: %d messages in flight sent again", resent)
-                self._resuming = True
-                mqtt_internals.set_clean_start(client, False)  # reconnects resume the session
-            aiomqtt_on_connect(paho_client, userdata, flags, reason_code, properties)
-
-        def on_disconnect(
-            paho_client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
-        ) -> None:
-            self._connected = False
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._wake_slots)
-            aiomqtt_on_disconnect(paho_client, userdata, flags, reason_code, properties)
-
-        inner.on_connect = on_connect
-        inner.on_disconnect = on_disconnect
+    def _lost(self) -> None:
+        """paho saw the connection go (its network thread): stop handing out window slots."""
+        self._connected = False
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake_slots)
 
     async def _connection_loop(self) -> None:
         assert self._client is not None
@@ -344,8 +220,8 @@ class Publisher:
                         "connected to %r as %s (window %d, receive maximum %s, queued %d)",
                         self.config.endpoint,
                         self.config.client_id,
-                        self._limit,
-                        self._stats.receive_maximum,
+                        self._window(),
+                        self._link.receive_maximum if self._link else None,
                         len(self._queue or ()),
                     )
                     await self._session(client)
@@ -406,9 +282,12 @@ class Publisher:
     async def _acquire_slot(self) -> bool:
         """Wait for a free in-flight slot; False when the connection is (or goes) down."""
         async with self._slots:
-            while self._connected and len(self._inflight) >= self._limit:
+            while self._connected and len(self._inflight) >= self._window():
                 await self._slots.wait()
         return self._connected and not self._closing
+
+    def _window(self) -> int:
+        return self._link.limit if self._link is not None else max(1, self.config.max_inflight)
 
     async def _release_slot(self) -> None:
         async with self._slots:
@@ -431,7 +310,7 @@ class Publisher:
         self._queue_changed.set()
         self._changed.set()
 
-    def _start_delivery(self, message: _Outgoing) -> None:
+    def _start_delivery(self, message: Outgoing) -> None:
         assert self._tasks is not None
         key = self._next_key
         self._next_key += 1
@@ -443,7 +322,7 @@ class Publisher:
     def _forget_delivery(self, key: int, _task: asyncio.Task[None]) -> None:
         self._deliveries.pop(key, None)
 
-    async def _deliver(self, key: int, message: _Outgoing) -> None:
+    async def _deliver(self, key: int, message: Outgoing) -> None:
         assert self._acks is not None and self._queue is not None
         try:
             # No await between the check and paho's publish: the session either takes the
@@ -479,7 +358,7 @@ class Publisher:
         self._changed.set()
         await self._release_slot()
 
-    def _refused(self, key: int, message: _Outgoing, exc: Refused) -> None:
+    def _refused(self, key: int, message: Outgoing, exc: Refused) -> None:
         """The broker did not take the message: keep it (queue) and hold sending for a backoff."""
         self._stats.refused += 1
         now = time.monotonic()
@@ -503,7 +382,7 @@ class Publisher:
             await asyncio.sleep(wait)
             await self._wait_hold()
 
-    def _requeue(self, key: int, message: _Outgoing) -> None:
+    def _requeue(self, key: int, message: Outgoing) -> None:
         self._inflight.pop(key, None)
         self._changed.set()
         if message.row_id is None:
@@ -535,7 +414,7 @@ class Publisher:
                 if not await self._acquire_slot():
                     return
                 self._replay_cursor = row.id
-                self._start_delivery(_Outgoing(row.topic, row.payload, row.retain, row_id=row.id))
+                self._start_delivery(Outgoing(row.topic, row.payload, row.retain, row_id=row.id))
                 if interval:
                     await asyncio.sleep(interval)
             inflight_rows = {m.row_id for m in self._inflight.values() if m.row_id is not None}

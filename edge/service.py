@@ -23,8 +23,9 @@ import numpy as np
 
 from edge.delivery import Delivery
 from edge.metrics import register_log, register_publisher
+from edge.publish_config import PublisherConfig
 from edge.publish_log import PublishLog
-from edge.publisher import Publisher, PublisherConfig
+from edge.publisher import Publisher
 from edge.readings_log import ReadingsLog, resume_seqs
 from edge.settings import Settings
 from edge.sim import fleet as fleet_mod

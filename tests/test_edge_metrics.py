@@ -9,7 +9,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from edge.metrics import register_publisher
-from edge.publisher import Publisher, PublisherConfig
+from edge.publish_config import PublisherConfig
+from edge.publisher import Publisher
 from enerlink.config import MqttEndpoint
 from tests.support.services import Broker, free_port
 

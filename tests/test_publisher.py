@@ -12,7 +12,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from edge.publisher import OFFLINE, ONLINE, Publisher, PublisherConfig
+from edge.publish_config import OFFLINE, ONLINE, PublisherConfig
+from edge.publisher import Publisher
 from edge.queue import QueueLimits
 from enerlink import mqtt_internals
 from enerlink.config import MqttEndpoint

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.publisher import Publisher, PublisherConfig
+from edge.publish_config import PublisherConfig
+from edge.publisher import Publisher
 from enerlink.config import MqttEndpoint
 from enerlink.mqtt import client as mqtt_client
 from tests.support.secured_broker import SERVICE_PASSWORDS, SecuredBroker

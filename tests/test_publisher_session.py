@@ -24,7 +24,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from edge.publisher import Publisher, PublisherConfig
+from edge.publish_config import PublisherConfig
+from edge.publisher import Publisher
 from enerlink.config import MqttEndpoint
 from enerlink.mqtt import client as mqtt_client
 from tests.support.services import Broker, free_port

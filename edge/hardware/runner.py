@@ -39,7 +39,8 @@ from edge.hardware.sampler import Sampler
 from edge.hardware.sensors import DEFAULT_SENSORS, SensorArray, SensorSpec, parse_sensors
 from edge.hardware.watchdog import notify, watchdog_period_s
 from edge.metrics import register_log, register_publisher
-from edge.publisher import Publisher, PublisherConfig
+from edge.publish_config import PublisherConfig
+from edge.publisher import Publisher
 from edge.queue import QueueLimits
 from edge.readings_log import LogSettings, ReadingsLog
 from edge.status import overall, read_os_status

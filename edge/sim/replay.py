@@ -234,7 +234,8 @@ def configure(actions: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.publisher import Publisher, PublisherConfig
+    from edge.publish_config import PublisherConfig
+    from edge.publisher import Publisher
     from enerlink.config import CommonSettings, ConfigError, Env
     from enerlink.runtime import configure_logging
 
