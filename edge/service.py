@@ -37,6 +37,7 @@ from edge.sim.metrics import SimMetrics
 from edge.sim.runner import FleetRunner, command_loop, tick_loop, weather_loop
 from edge.sim.state import StateStore
 from edge.sim.weather import OfflineWeather, OpenMeteoWeather, WeatherProvider
+from enerlink.metrics_server import metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,6 @@ async def _serve(
     metrics.meters.set(sim.size)
     register_publisher(metrics.registry, lambda: pub.stats)
     register_log(metrics.registry, lambda: readings.stats)
-    metrics.serve(settings.metrics_port)
     live_rate = sim.size / settings.interval_s * max(1.0, settings.speed)
     delivery = Delivery(
         log=readings,
@@ -185,31 +185,32 @@ async def _serve(
     )
     if on_ready is not None:
         on_ready(runner)
-    try:
-        with contextlib.suppress(TimeoutError):  # start spooling if the broker is not there
-            await asyncio.wait_for(pub.wait_connected(), timeout=10.0)
-        if settings.commands:
-            await pub.subscribe(settings.common.topics.command("+"))
-        await pub.subscribe(settings.common.topics.all_confirm, qos=1)  # kept across reconnects
-        if on_connect is not None:
-            await _control(runner, on_connect=on_connect)
-        else:
-            await _publish(runner, clock, steps=steps)
-        await pub.drain()
-    finally:
-        with contextlib.suppress(Exception):  # clean shutdown: meters go offline, state is kept
-            await asyncio.wait_for(runner.presence(False), timeout=10.0)
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(runner.save)
-        elapsed = time.monotonic() - started
-        log.info(
-            "simulator stopped: %d data + %d status messages in %.1f s, %d commands (%d rejected)",
-            runner.published,
-            runner.statuses,
-            elapsed,
-            runner.commands_ok + runner.commands_failed,
-            runner.commands_failed,
-        )
+    async with metrics_server(metrics.registry, port=settings.metrics_port):
+        try:
+            with contextlib.suppress(TimeoutError):  # start spooling if the broker is not there
+                await asyncio.wait_for(pub.wait_connected(), timeout=10.0)
+            if settings.commands:
+                await pub.subscribe(settings.common.topics.command("+"))
+            await pub.subscribe(settings.common.topics.all_confirm, qos=1)  # kept across reconnects
+            if on_connect is not None:
+                await _control(runner, on_connect=on_connect)
+            else:
+                await _publish(runner, clock, steps=steps)
+            await pub.drain()
+        finally:
+            with contextlib.suppress(Exception):  # clean shutdown: meters go offline, state is kept
+                await asyncio.wait_for(runner.presence(False), timeout=10.0)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(runner.save)
+            elapsed = time.monotonic() - started
+            log.info(
+                "simulator stopped: %d data + %d status messages in %.1f s, %d commands (%d rejected)",
+                runner.published,
+                runner.statuses,
+                elapsed,
+                runner.commands_ok + runner.commands_failed,
+                runner.commands_failed,
+            )
 
 
 async def _publish(runner: FleetRunner, clock: Clock, *, steps: int | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 REASONS = ("invalid_data", "future", "invalid_meter_id", "bad_counter_state")
 
@@ -33,8 +33,3 @@ class HassMetrics:
             self.rejected.labels(reason=reason)
         for kind in ("data", "presence", "birth"):
             self.received.labels(kind=kind)
-
-    def serve(self, *, port: int, host: str = "127.0.0.1") -> None:
-        """Expose the registry on ``http://host:port/metrics`` (a daemon thread; 0 = off)."""
-        if port:
-            start_http_server(port, addr=host, registry=self.registry)

@@ -44,6 +44,7 @@ from redis.exceptions import RedisError
 
 from enerlink import mqtt
 from enerlink.backoff import Backoff
+from enerlink.metrics_server import metrics_server
 from hass import discovery
 from hass.energy import MeterCounters, readings
 from hass.metrics import HassMetrics
@@ -103,11 +104,13 @@ async def run(
             ready.set()
         return
     metrics = metrics or HassMetrics()
-    metrics.serve(port=settings.metrics_port, host=settings.metrics_host)
     client = aioredis.Redis.from_url(
         settings.common.redis_url, decode_responses=False, socket_timeout=10, socket_connect_timeout=5
     )
-    async with client:
+    async with (
+        client,
+        metrics_server(metrics.registry, port=settings.metrics_port, host=settings.metrics_host),
+    ):
         bridge = _Bridge(settings=settings, redis=client, metrics=metrics)
         await bridge.loop(once=once, idle_s=idle_s, ready=ready)
 

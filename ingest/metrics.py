@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ingest.validate import REASONS
 
@@ -142,8 +142,3 @@ class IngestMetrics:
         for kind in ("data", "status", "presence"):
             self.received.labels(kind=kind)
             self.stored.labels(kind=kind)
-
-    def serve(self, *, port: int, host: str = "127.0.0.1") -> None:
-        """Expose the registry on ``http://host:port/metrics`` (a daemon thread; 0 = off)."""
-        if port:
-            start_http_server(port, addr=host, registry=self.registry)

@@ -50,6 +50,7 @@ from redis.exceptions import RedisError
 
 from enerlink.backoff import Backoff
 from enerlink.identity import claim_client_id
+from enerlink.metrics_server import metrics_server
 from enerlink.takeover import TakeoverWatch
 from ingest import mqtt_source
 from ingest.delivery import Delivery
@@ -118,7 +119,6 @@ async def run(
             claimed = replace(settings, client_id=client_id)
             return await run(claimed, once=once, idle_s=idle_s, ready=ready, metrics=metrics)
     metrics = metrics or IngestMetrics()
-    metrics.serve(port=settings.metrics_port, host=settings.metrics_host)
     validator = Validator(
         topics=settings.common.topics,
         max_payload=settings.max_payload,
@@ -127,7 +127,10 @@ async def run(
     client = aioredis.Redis.from_url(
         settings.common.redis_url, decode_responses=False, socket_timeout=10, socket_connect_timeout=5
     )
-    async with client:
+    async with (
+        client,
+        metrics_server(metrics.registry, port=settings.metrics_port, host=settings.metrics_host),
+    ):
         store = RedisStore(
             client=client,
             keys=settings.common.keys,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter
 
 from edge.counters import Counters
 from edge.delivery import Delivery, is_resend
@@ -45,6 +45,7 @@ from edge.queue import QueueLimits
 from edge.readings_log import LogSettings, ReadingsLog
 from edge.status import overall, read_os_status
 from enerlink.config import CommonSettings, ConfigError, Env
+from enerlink.metrics_server import metrics_server
 from schemas.commands import CommandAck, CommandError, SettleResult, command_id_of, make_ack, parse_command
 
 log = logging.getLogger(__name__)
@@ -387,11 +388,9 @@ async def run_hardware(config: HardwareConfig, *, max_messages: int | None = Non
                 ["outcome"],
                 registry=registry,
             )
-            if config.metrics_port:
-                start_http_server(config.metrics_port, addr="127.0.0.1", registry=registry)
             await pub.subscribe(topics.command(config.meter_id))
             await pub.subscribe(topics.confirm(config.meter_id), qos=1)  # kept across reconnects
-            async with asyncio.TaskGroup() as tg:
+            async with metrics_server(registry, port=config.metrics_port), asyncio.TaskGroup() as tg:
                 sampler = tg.create_task(_sample_loop(meter, max_messages=max_messages), name="edge-sample")
                 others = [
                     tg.create_task(_send_loop(meter, pub), name="edge-send"),

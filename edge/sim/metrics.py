@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 @dataclass(slots=True)
@@ -32,7 +32,3 @@ class SimMetrics:
         self.skipped = Gauge(
             "enerlink_sim_skipped_steps", "steps skipped because publishing fell behind", registry=r
         )
-
-    def serve(self, port: int, host: str = "127.0.0.1") -> None:
-        if port:
-            start_http_server(port, addr=host, registry=self.registry)
