@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
-from edge.settings import WEATHER_SOURCES, Settings, parse_when
+from edge.options import fleet_options, settings_from_args
+from edge.settings import WEATHER_SOURCES
+from edge.sim import control, replay
 from enerlink.config import ConfigError, Env
 from enerlink.runtime import configure_logging, run_service
-
-
-def fleet_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--meters", type=int, help="generate a fleet of N meters (METER001..)")
-    parser.add_argument("--fleet", help="fleet file (TOML) instead of a generated fleet")
-    parser.add_argument("--seed", type=int, help="fleet seed (generated fleet, weather, noise)")
-    parser.add_argument("--scale", choices=("home", "lab", "mixed"), help="generated meters' scale")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,8 +53,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--meter-id", help="hardware: this meter's id (ENERLINK_METER_ID)")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
-    from edge.sim import control, replay
-
     control.configure(actions)
     replay.configure(actions)
     doctor = actions.add_parser("doctor", help="check the I2C bus, sensors, broker and clock")
@@ -66,19 +60,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    import importlib
+    from edge import doctor  # the hardware path and the MQTT client load only for this action
 
-    try:
-        doctor = importlib.import_module("edge.doctor")
-    except ImportError:
-        print("enerlink edge doctor: not available in this build (edge/doctor.py missing)")
-        return 2
-    result: int = doctor.main(args)
-    return result
+    return doctor.main(args)
 
 
 def _run_hardware(args: argparse.Namespace) -> int:
-    from edge.hardware.runner import HardwareConfig, run_hardware
+    from edge.hardware.runner import HardwareConfig, run_hardware  # the I2C path only on a meter
 
     try:
         config = HardwareConfig.from_env(Env())
@@ -90,61 +78,17 @@ def _run_hardware(args: argparse.Namespace) -> int:
         if args.status_interval:
             changes["status_interval_s"] = args.status_interval
         if args.state_dir:
-            from pathlib import Path
-
             changes["state_dir"] = Path(args.state_dir)
         config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
     except ConfigError as exc:
         print(f"enerlink edge: {exc}")
         return 2
     if config.emulate and config.truth is None:
-        from edge.sim.truth import SimTruth
+        from edge.sim.truth import SimTruth  # the simulator's physics only when emulating chips
 
         config = dataclasses.replace(config, truth=SimTruth.lab(config.meter_id))
     configure_logging(config.common.log_level, config.common.log_format)
     return run_service(lambda: run_hardware(config), name=f"edge-{config.meter_id}")
-
-
-def settings_from_args(args: argparse.Namespace, env: Env | None = None) -> Settings:
-    settings = Settings.from_env(env or Env())
-    changes: dict[str, object] = {}
-    for attr, name in (
-        ("meters", "meters"),
-        ("seed", "seed"),
-        ("scale", "scale"),
-        ("interval", "interval_s"),
-        ("status_interval", "status_interval_s"),
-        ("speed", "speed"),
-        ("weather", "weather"),
-        ("client_id", "client_id"),
-        ("steps", "max_steps"),
-    ):
-        value = getattr(args, attr, None)
-        if value is not None:
-            changes[name] = value
-    if getattr(args, "fleet", None):
-        from pathlib import Path
-
-        changes["fleet_file"] = Path(args.fleet)
-    if getattr(args, "state_dir", None):
-        from pathlib import Path
-
-        changes["state_dir"] = Path(args.state_dir)
-    if getattr(args, "start", None):
-        changes["start"] = parse_when(args.start)
-    if getattr(args, "end", None):
-        changes["end"] = parse_when(args.end)
-    if getattr(args, "console", False):
-        changes["console"] = True
-    if getattr(args, "interactive", False):
-        changes["interactive"] = True
-    if getattr(args, "idle", False):
-        changes["idle"] = True
-    if getattr(args, "no_progress", False):
-        changes["progress"] = False
-    settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
-    settings.validate()
-    return settings
 
 
 def main(args: argparse.Namespace) -> int:
@@ -159,6 +103,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"enerlink edge: {exc}")
         return 2
     configure_logging(settings.common.log_level, settings.common.log_format)
-    from edge.service import run
+    from edge.service import run  # the fleet runner only when a fleet runs
 
     return run_service(lambda: run(settings, once=args.once), name="edge")

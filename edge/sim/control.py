@@ -14,6 +14,7 @@ import json
 import sys
 from typing import Any
 
+from edge.options import fleet_options, settings_from_args
 from enerlink import commands
 from enerlink.config import CommonSettings, ConfigError, Env
 from schemas.commands import SCENARIO_NAMES, Command
@@ -32,8 +33,6 @@ def configure(actions: Any) -> None:
             parser.add_argument("--sensor", help="sensor_failure: which INA219 (default 'Solar Input')")
         parser.add_argument("--meter", action="append", default=[], help="meter id (repeat or comma list)")
         parser.add_argument("--all", action="store_true", help="every meter of the fleet (--meters/--fleet)")
-        from edge.cli import fleet_options
-
         parser.allow_abbrev = False
         fleet_options(parser)
         parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for acks (0: don't)")
@@ -58,8 +57,7 @@ def build_command(args: argparse.Namespace) -> dict[str, Any]:
 def target_meters(args: argparse.Namespace) -> list[str]:
     meters = [m.strip() for chunk in args.meter for m in chunk.split(",") if m.strip()]
     if args.all:
-        from edge.cli import settings_from_args
-        from edge.service import build_fleet
+        from edge.service import build_fleet  # the fleet (and numpy) only when --all names it
 
         meters += build_fleet(settings_from_args(args)).ids
     return list(dict.fromkeys(meters))
