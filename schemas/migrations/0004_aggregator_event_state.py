@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from aggregator.columns import quote
-from schemas.wire import Tables
+# Fixed SQL: this migration creates exactly this, on every database, for ever.
+STATEMENTS: tuple[str, ...] = (
+    (
+        'create table "aggregator_event_state" ( meter_id text primary key, disconnected text[] not null '
+        "default '{}', status_at timestamptz not null)"
+    ),
+)
 
 
 def statements() -> list[str]:
-    return [
-        f"create table {quote(Tables.AGGREGATOR_EVENT_STATE)} ("
-        " meter_id text primary key, disconnected text[] not null default '{}',"
-        " status_at timestamptz not null)"
-    ]
+    return list(STATEMENTS)

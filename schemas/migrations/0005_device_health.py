@@ -7,18 +7,19 @@ Filled by the aggregator from the status time series in Redis; read by ``GET /me
 
 from __future__ import annotations
 
-from aggregator.columns import quote
-from schemas.wire import Tables
+# Fixed SQL: this migration creates exactly this, on every database, for ever.
+STATEMENTS: tuple[str, ...] = (
+    (
+        'create table "device_health_aggregates" ( meter_id text not null, minute timestamptz not null, '
+        "sample_count integer not null, rssi_avg double precision, rssi_min double precision, "
+        "wifi_disconnected_ratio double precision, mqtt_disconnected_ratio double precision, "
+        "mqtt_attempts_max integer, free_heap_min bigint, reboots integer not null default 0, "
+        "sensors_connected_min integer, sensors_total integer, uptime_last_ms bigint, primary key "
+        "(meter_id, minute))"
+    ),
+    'create index on "device_health_aggregates" (minute)',
+)
 
 
 def statements() -> list[str]:
-    return [
-        f"create table {quote(Tables.DEVICE_HEALTH)} ("
-        " meter_id text not null, minute timestamptz not null, sample_count integer not null,"
-        " rssi_avg double precision, rssi_min double precision,"
-        " wifi_disconnected_ratio double precision, mqtt_disconnected_ratio double precision,"
-        " mqtt_attempts_max integer, free_heap_min bigint, reboots integer not null default 0,"
-        " sensors_connected_min integer, sensors_total integer, uptime_last_ms bigint,"
-        " primary key (meter_id, minute))",
-        f"create index on {quote(Tables.DEVICE_HEALTH)} (minute)",
-    ]
+    return list(STATEMENTS)

@@ -9,15 +9,16 @@ Sensor state stays in ``aggregator_event_state`` (shared with the latest-status 
 
 from __future__ import annotations
 
-from aggregator.columns import quote
-from schemas.wire import Tables
+# Fixed SQL: this migration creates exactly this, on every database, for ever.
+STATEMENTS: tuple[str, ...] = (
+    (
+        'create table "aggregator_health_state" ( meter_id text primary key, status_at timestamptz not '
+        "null, uptime_ms bigint, weak_since timestamptz, weak_raised boolean not null default false, "
+        "low_heap boolean not null default false, reboots timestamptz[] not null default '{}', "
+        "reboots_raised boolean not null default false, silent boolean not null default false)"
+    ),
+)
 
 
 def statements() -> list[str]:
-    return [
-        f"create table {quote(Tables.AGGREGATOR_HEALTH_STATE)} ("
-        " meter_id text primary key, status_at timestamptz not null, uptime_ms bigint,"
-        " weak_since timestamptz, weak_raised boolean not null default false,"
-        " low_heap boolean not null default false, reboots timestamptz[] not null default '{}',"
-        " reboots_raised boolean not null default false, silent boolean not null default false)"
-    ]
+    return list(STATEMENTS)

@@ -10,14 +10,13 @@ Pages written before this migration fill up as they were; new ones follow it.
 
 from __future__ import annotations
 
-from aggregator.columns import quote
-from schemas.wire import Tables
-
-FILLFACTOR = 50
+# Fixed SQL: this migration creates exactly this, on every database, for ever.
+STATEMENTS: tuple[str, ...] = (
+    'alter table "telemetry_aggregates_5m" set (fillfactor = 50)',
+    'alter table "telemetry_aggregates_1h" set (fillfactor = 50)',
+    'alter table "telemetry_aggregates_1d" set (fillfactor = 50)',
+)
 
 
 def statements() -> list[str]:
-    return [
-        f"alter table {quote(t)} set (fillfactor = {FILLFACTOR})"
-        for t in (Tables.TELEMETRY_5M, Tables.TELEMETRY_1H, Tables.TELEMETRY_1D)
-    ]
+    return list(STATEMENTS)

@@ -10,11 +10,14 @@ completeness. The rollups are not widened: completeness is computed from the min
 
 from __future__ import annotations
 
-from schemas.wire import Tables
+# Fixed SQL: this migration creates exactly this, on every database, for ever.
+STATEMENTS: tuple[str, ...] = (
+    (
+        'alter table "telemetry_aggregates" add column "seq_first" bigint, add column "seq_last" bigint, '
+        'add column "repaired_count" smallint'
+    ),
+)
 
 
 def statements() -> list[str]:
-    return [
-        f'alter table "{Tables.TELEMETRY_AGGREGATES}" add column "seq_first" bigint,'
-        ' add column "seq_last" bigint, add column "repaired_count" smallint'
-    ]
+    return list(STATEMENTS)

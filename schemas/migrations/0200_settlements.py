@@ -13,35 +13,24 @@ returns the recorded settlement instead of settling again.
 
 from __future__ import annotations
 
-from aggregator.columns import quote
-from schemas.wire import Tables
+# Fixed SQL: this migration creates exactly this, on every database, for ever.
+STATEMENTS: tuple[str, ...] = (
+    (
+        'create table "settlements" ( id bigserial primary key, meter_id text not null, seq integer not '
+        "null check (seq > 0), request_id text not null, status text not null check (status in "
+        "('requested', 'pending', 'final')), source text not null default 'api', period_start "
+        "timestamptz, period_end timestamptz, requested_at timestamptz not null default now(), acked_at "
+        "timestamptz, finalized_at timestamptz, import_wh double precision, export_wh double precision, "
+        "net_wh double precision, minutes integer, device_import_wh double precision, device_export_wh "
+        "double precision, diff_import_wh double precision, diff_export_wh double precision, "
+        "tolerance_wh double precision, mismatch boolean, ack jsonb, unique (meter_id, seq), unique "
+        "(meter_id, request_id), check (period_end is null or period_start is null or period_end >= "
+        "period_start))"
+    ),
+    'create unique index "settlements_in_flight" on "settlements" (meter_id) where status = \'requested\'',
+    "create index on \"settlements\" (status) where status <> 'final'",
+)
 
 
 def statements() -> list[str]:
-    table = quote(Tables.SETTLEMENTS)
-    return [
-        f"create table {table} ("
-        " id bigserial primary key,"
-        " meter_id text not null,"
-        " seq integer not null check (seq > 0),"
-        " request_id text not null,"
-        " status text not null check (status in ('requested', 'pending', 'final')),"
-        " source text not null default 'api',"
-        " period_start timestamptz,"  # null only for a meter's first period until it is final
-        " period_end timestamptz,"
-        " requested_at timestamptz not null default now(),"
-        " acked_at timestamptz,"
-        " finalized_at timestamptz,"
-        " import_wh double precision, export_wh double precision, net_wh double precision,"
-        " minutes integer,"
-        " device_import_wh double precision, device_export_wh double precision,"
-        " diff_import_wh double precision, diff_export_wh double precision,"
-        " tolerance_wh double precision, mismatch boolean,"
-        " ack jsonb,"
-        " unique (meter_id, seq),"
-        " unique (meter_id, request_id),"
-        " check (period_end is null or period_start is null or period_end >= period_start))",
-        f"create unique index {quote(Tables.SETTLEMENTS + '_in_flight')} on {table} (meter_id)"
-        " where status = 'requested'",
-        f"create index on {table} (status) where status <> 'final'",
-    ]
+    return list(STATEMENTS)

@@ -4,12 +4,14 @@ null when unknown (meters without ``seq``, and rows finalized before this migrat
 
 from __future__ import annotations
 
-from schemas.wire import Tables
+# Fixed SQL: this migration creates exactly this, on every database, for ever.
+STATEMENTS: tuple[str, ...] = (
+    (
+        'alter table "settlements" add column "readings_expected" bigint, add column "readings_received" '
+        'bigint, add column "readings_repaired" bigint, add column "readings_missing" bigint'
+    ),
+)
 
 
 def statements() -> list[str]:
-    return [
-        f'alter table "{Tables.SETTLEMENTS}" add column "readings_expected" bigint,'
-        ' add column "readings_received" bigint, add column "readings_repaired" bigint,'
-        ' add column "readings_missing" bigint'
-    ]
+    return list(STATEMENTS)
