@@ -19,9 +19,10 @@ from datetime import datetime
 
 from aggregator import store
 from aggregator.columns import quote
-from aggregator.compute import MINUTE_MS, Event, ms_to_dt
+from aggregator.compute import MINUTE_MS, ms_to_dt
 from aggregator.metrics import Metrics
 from enerlink import completeness
+from enerlink.events import Event, insert_events
 from schemas.wire import Tables
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class HourlyCompleteness:
             async with conn.transaction():
                 parts = await completeness.of_fleet(conn, start=hour, end=ms_to_dt(hour_ms + HOUR_MS))
                 found = low_events(parts, hour=hour, threshold=self.threshold)
-                n = await store.insert_events(conn, found)
+                n = await insert_events(conn, found)
                 await _mark_done(conn, hour_ms)
             inserted += n
             self._gauge(parts, hour_ms)

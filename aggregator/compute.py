@@ -30,6 +30,7 @@ import numpy as np
 from aggregator import batch, copybin
 from aggregator.columns import ENERGY_SUBSYSTEMS, STAT_COLUMNS
 from aggregator.fastparse import VALUE_FIELDS
+from enerlink.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,6 @@ class Item:
 class Thresholds:
     thermal_warn_c: float = 45.0
     thermal_crit_c: float = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    meter_id: str
-    at: datetime
-    kind: str
-    severity: str
-    details: dict[str, Any]
 
 
 @dataclass(slots=True)

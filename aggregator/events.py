@@ -21,8 +21,9 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from aggregator.columns import quote
-from aggregator.compute import Event, ms_to_dt
+from aggregator.compute import ms_to_dt
 from aggregator.store import Conn
+from enerlink.events import Event
 from schemas.telemetry import StatusMessage
 from schemas.wire import Keys, Tables
 

@@ -41,9 +41,10 @@ from typing import Any
 
 import orjson
 
-from aggregator.compute import MINUTE_MS, Event, ms_to_dt
+from aggregator.compute import MINUTE_MS, ms_to_dt
 from aggregator.fastparse import BadSnapshot, decode_envelope
 from aggregator.settings import HealthThresholds
+from enerlink.events import Event
 
 BUSES = ("ina219", "max17048")
 

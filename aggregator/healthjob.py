@@ -30,9 +30,10 @@ from psycopg import sql
 
 from aggregator import health, store
 from aggregator.columns import quote
-from aggregator.compute import MINUTE_MS, Event, ms_to_dt
+from aggregator.compute import MINUTE_MS, ms_to_dt
 from aggregator.fastparse import BadSnapshot
 from aggregator.settings import Settings
+from enerlink.events import Event, insert_events
 from schemas.wire import Keys, Tables
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ class HealthStep:
             state = states.setdefault(meter, health.State())
             health.silence(meter, state, latest_ms=at, now_ms=t0, limits=self.limits, out=found)
         async with conn.transaction():
-            report.events += await store.insert_events(conn, found)
+            report.events += await insert_events(conn, found)
             await _write_states(conn, states)
         _settled(states)
         report.seconds = time.monotonic() - began
@@ -298,7 +299,7 @@ class HealthStep:
                     key=("meter_id", "minute"),
                     rows=rows,
                 )
-            report.events += await store.insert_events(conn, found)
+            report.events += await insert_events(conn, found)
             await _write_states(conn, states)
             await _write_watermark(conn, ms_to_dt(end - MINUTE_MS))
         _settled(states)

@@ -47,6 +47,7 @@ from aggregator.metrics import Metrics
 from aggregator.settings import Settings
 from aggregator.shard import write_shard
 from enerlink.db import connect, migrate
+from enerlink.events import insert_events
 from schemas.wire import Keys
 
 log = logging.getLogger(__name__)
@@ -351,7 +352,7 @@ class Aggregator:
                         maybe_folded=maybe_folded,
                         new_minute=watermark is not None,
                     )
-                inserted = await store.insert_events(conn, merged.events)
+                inserted = await insert_events(conn, merged.events)
                 if watermark is not None:
                     await store.write_watermark(conn, watermark)
         except Exception as exc:
@@ -372,7 +373,7 @@ class Aggregator:
     async def _sensor_events(self, conn: store.Conn) -> int:
         async with conn.transaction():
             found = await events.sensor_events(conn, self.redis, self.keys)
-            inserted = await store.insert_events(conn, found)
+            inserted = await insert_events(conn, found)
         self.metrics.events.inc(inserted)
         return inserted
 
@@ -386,7 +387,7 @@ class Aggregator:
                 return total
             parsed = [events.stream_event(fields) for _, fields in entries]
             async with conn.transaction():
-                total += await store.insert_events(conn, [e for e in parsed if e is not None])
+                total += await insert_events(conn, [e for e in parsed if e is not None])
                 position = entries[-1][0]
                 await store.write_position(conn, position)
 

@@ -1,8 +1,9 @@
-"""PostgreSQL side of a job: advisory lock, watermark, partitions, COPY to staging + one upsert."""
+"""PostgreSQL side of a job: advisory lock, watermark, partitions, COPY to staging + one upsert.
+
+Events are written by :func:`enerlink.events.insert_events`."""
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -12,7 +13,6 @@ from psycopg import AsyncConnection, sql
 
 from aggregator import copybin
 from aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS, quote
-from aggregator.compute import Event
 from schemas.wire import Tables
 
 Conn = AsyncConnection[tuple[Any, ...]]
@@ -146,39 +146,3 @@ async def upsert_from_staging(conn: Conn, *, replaces: bool = True) -> None:
     table = quote(Tables.TELEMETRY_AGGREGATES)
     statement = f"insert into {table} ({cols}) select {cols} from {STAGING}{upsert}".encode()
     await conn.execute(statement, prepare=True)  # once per shard: parsed and planned once
-
-
-_EVENTS_STAGING = "_enerlink_events_staging"
-_EVENT_COLUMNS = "meter_id, at, kind, severity, details"
-COPY_EVENTS_FROM = 50  # more events than this go through COPY (a fleet-wide outage raises thousands)
-
-
-async def insert_events(conn: Conn, events: Sequence[Event]) -> int:
-    """Insert events; the same (meter, kind, time) is stored once, so re-aggregation adds nothing.
-    Call inside a transaction (the COPY path's staging table is emptied at commit)."""
-    if not events:
-        return 0
-    rows = [(e.meter_id, e.at, e.kind, e.severity, json.dumps(e.details)) for e in events]
-    table = quote(Tables.EVENTS)
-    if len(rows) > COPY_EVENTS_FROM:
-        await conn.execute(
-            f"create temp table if not exists {_EVENTS_STAGING} (meter_id text, at timestamptz,"
-            " kind text, severity text, details jsonb) on commit delete rows".encode()
-        )
-        statement = f"copy {_EVENTS_STAGING} ({_EVENT_COLUMNS}) from stdin".encode()
-        async with conn.cursor().copy(statement) as copy:
-            for row in rows:
-                await copy.write_row(row)
-        cur = await conn.execute(
-            f"insert into {table} ({_EVENT_COLUMNS}) select distinct on (meter_id, kind, at)"
-            f" {_EVENT_COLUMNS} from {_EVENTS_STAGING} on conflict (meter_id, kind, at) do nothing".encode()
-        )
-        await conn.execute(f"delete from {_EVENTS_STAGING}".encode())
-        return max(cur.rowcount, 0)
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            f"insert into {table} ({_EVENT_COLUMNS})"
-            " values (%s, %s, %s, %s, %s::jsonb) on conflict (meter_id, kind, at) do nothing".encode(),
-            rows,
-        )
-        return max(cur.rowcount, 0)

@@ -30,8 +30,9 @@ from paho.mqtt.properties import Properties
 from psycopg import AsyncConnection
 
 from enerlink.config import ConfigError, Env, MqttEndpoint
+from enerlink.events import Event, insert_events
 from enerlink.mqtt import client as mqtt_client
-from schemas.wire import Keys, Tables, Topics
+from schemas.wire import Keys, Topics
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ async def log_outcomes(
 ) -> int:
     """One ``command`` event per meter: the command, its request id, the outcome and the ack's result
     or error. ``extra`` adds details per meter (e.g. the settlement id). Returns the rows inserted."""
-    rows = []
+    rows: list[Event] = []
     for answer in answers:
         details: dict[str, Any] = {
             "cmd": body.get("cmd"),
@@ -232,14 +233,5 @@ async def log_outcomes(
             )
         details.update((extra or {}).get(answer.meter_id, {}))
         severity = "info" if answer.outcome == "ok" else "warning"
-        rows.append((answer.meter_id, COMMAND_EVENT, severity, json.dumps(details)))
-    if not rows:
-        return 0
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            f'insert into "{Tables.EVENTS}" (meter_id, at, kind, severity, details)'
-            " values (%s, clock_timestamp(), %s, %s, %s::jsonb)"
-            " on conflict (meter_id, kind, at) do nothing".encode(),
-            rows,
-        )
-    return len(rows)
+        rows.append(Event(answer.meter_id, datetime.now(UTC), COMMAND_EVENT, severity, details))
+    return await insert_events(conn, rows)

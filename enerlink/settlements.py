@@ -37,7 +37,6 @@ settlement's comparison shows it).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -53,6 +52,7 @@ from aggregator.columns import quote
 from aggregator.store import read_watermark
 from enerlink import commands, completeness
 from enerlink.config import ConfigError, Env
+from enerlink.events import Event, insert_events
 from schemas.wire import Tables
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,6 @@ ABANDONED_EVENT = "settlement_abandoned"
 _MINUTE = timedelta(minutes=1)
 _T = quote(Tables.SETTLEMENTS)
 _AGG = quote(Tables.TELEMETRY_AGGREGATES)
-_EVENTS = quote(Tables.EVENTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +183,8 @@ def table() -> str:
 
 
 async def event(conn: Conn, *, meter_id: str, at: datetime, kind: str, details: dict[str, Any]) -> None:
-    await conn.execute(
-        f"insert into {_EVENTS} (meter_id, at, kind, severity, details) values (%s, %s, %s, 'warning',"
-        " %s::jsonb) on conflict (meter_id, kind, at) do nothing".encode(),
-        (meter_id, at, kind, json.dumps(details, default=str)),
-    )
+    """A settlement warning (abandoned, refused, ...) in the events table."""
+    await insert_events(conn, [Event(meter_id, at, kind, "warning", details)])
 
 
 # Each minute row's energy flowed over the span (previous row's last_at, last_at]: its first snapshot
