@@ -15,7 +15,9 @@ async def test_events_are_stored_once_by_rows_and_by_copy(pg_schema: str) -> Non
     await migrate(pg_schema)
     at = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
     few = [Event("M1", at, "offline", "warning", {"why": "lwt"}), Event("M2", at, "offline", "warning", {})]
-    many = [Event(f"M{n}", at + timedelta(seconds=1), "battery_low", "critical", {"soc": n}) for n in range(80)]
+    many = [
+        Event(f"M{n}", at + timedelta(seconds=1), "battery_low", "critical", {"soc": n}) for n in range(80)
+    ]
     assert len(many) > COPY_EVENTS_FROM
     async with await psycopg.AsyncConnection.connect(pg_schema) as conn:
         async with conn.transaction():
