@@ -27,9 +27,8 @@ async def test_events_are_stored_once_by_rows_and_by_copy(pg_schema: str) -> Non
             assert await insert_events(conn, many + many[:5]) == 80  # duplicates inside one batch too
             assert await insert_events(conn, many) == 0
         assert await insert_events(conn, []) == 0
-        cur = await conn.execute(
-            f'select meter_id, kind, severity, details from "{Tables.EVENTS}" order by kind, meter_id'.encode()
-        )
+        query = f'select meter_id, kind, severity, details from "{Tables.EVENTS}" order by kind, meter_id'
+        cur = await conn.execute(query.encode())
         rows = await cur.fetchall()
     assert len(rows) == 82
     assert ("M1", "offline", "warning", {"why": "lwt"}) in rows
