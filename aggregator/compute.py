@@ -97,33 +97,6 @@ class Result:
         self.samples += other.samples
 
 
-_CLIENTS: dict[str, Any] = {}
-
-
-def read_and_compute(
-    redis_url: str,
-    key_prefix: str,
-    pairs: Sequence[tuple[str, int]],
-    thresholds: Thresholds,
-    *,
-    late: frozenset[str] | None = None,
-    repaired: frozenset[str] | None = None,
-) -> Result:
-    """Worker-process entry: read a shard of (meter, minute) pairs from Redis and compute them,
-    so reading, validation and statistics all run in parallel across processes. ``late``: the
-    shard's meters that may hold late data, ``repaired`` those with repaired readings (None: any)."""
-    import redis
-
-    from aggregator.reader import read_items_sync
-    from schemas.wire import Keys
-
-    client = _CLIENTS.get(redis_url)
-    if client is None:
-        client = _CLIENTS[redis_url] = redis.Redis.from_url(redis_url)
-    items = read_items_sync(client, Keys(key_prefix), pairs, late=late, repaired=repaired)
-    return compute(items, thresholds, encode=True)
-
-
 def ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 

@@ -148,8 +148,7 @@ def _init_worker(parent: int) -> None:
     first job after a renewal."""
     _leave_signals_to_parent()
     _die_with_parent(parent)
-    import aggregator.compute
-    import aggregator.reader  # noqa: F401
+    import aggregator.task  # noqa: F401 (with it compute, reader, numpy, redis)
 
 
 @cache

@@ -41,11 +41,12 @@ from apscheduler.triggers.cron import CronTrigger
 
 from aggregator import events, memory, reader, rollups, store
 from aggregator.completeness import HourlyCompleteness
-from aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt, read_and_compute
+from aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt
 from aggregator.healthjob import HealthReport, HealthStep
 from aggregator.metrics import Metrics
 from aggregator.settings import Settings
 from aggregator.shard import write_shard
+from aggregator.task import read_and_compute
 from enerlink.db import connect, migrate
 from enerlink.events import insert_events
 from schemas.wire import Keys

@@ -1,0 +1,35 @@
+"""What a worker process runs for one shard: read its (meter, minute) pairs from Redis, compute them.
+
+Reading, validation and statistics all run in parallel across the pool's processes
+(:mod:`aggregator.memory`); :mod:`aggregator.compute` itself stays pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+
+from aggregator.compute import Result, Thresholds, compute
+from aggregator.reader import read_items_sync
+from schemas.wire import Keys
+
+_CLIENTS: dict[str, redis.Redis] = {}  # one connection per Redis URL and worker process
+
+
+def read_and_compute(
+    redis_url: str,
+    key_prefix: str,
+    pairs: Sequence[tuple[str, int]],
+    thresholds: Thresholds,
+    *,
+    late: frozenset[str] | None = None,
+    repaired: frozenset[str] | None = None,
+) -> Result:
+    """Worker-process entry: read a shard of (meter, minute) pairs and compute them. ``late``: the
+    shard's meters that may hold late data, ``repaired`` those with repaired readings (None: any)."""
+    client = _CLIENTS.get(redis_url)
+    if client is None:
+        client = _CLIENTS[redis_url] = redis.Redis.from_url(redis_url)
+    items = read_items_sync(client, Keys(key_prefix), pairs, late=late, repaired=repaired)
+    return compute(items, thresholds, encode=True)
