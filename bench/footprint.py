@@ -25,8 +25,8 @@ target with PASS / ABOVE TARGET: Redis bytes per stored snapshot (``MEMORY USAGE
 meters' sorted sets / snapshots), the other per-meter keys, the steady state per meter with the window;
 PostgreSQL bytes per meter-minute, per 5-minute row and per hourly/daily folded row (all forks of every
 partition, with their indexes and TOAST, / rows, as written and after ``VACUUM FULL``; and the average
-``pg_column_size`` of a row); archive
-bytes per meter-month (CSV.gz, extrapolated from the loaded minutes); raw archive bytes per reading.
+``pg_column_size`` of a row); archive bytes per meter-month (CSV.gz, extrapolated from the loaded
+minutes); raw archive bytes per reading.
 The ingest's per-meter rate limit is off (``ENERLINK_INGEST_METER_RATE=0``): the bench replays an hour
 in minutes. Everything it creates is removed at the end, also on Ctrl-C or SIGTERM (``--keep``: the
 schema, the Redis server and the archive folder stay, and the bench says where).
