@@ -47,7 +47,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +75,21 @@ from tests.support.ingest_support import publisher  # noqa: E402
 from tests.support.services import Broker, ServiceProcess, free_port, wait_port  # noqa: E402
 
 DEFAULT_DB = os.environ.get("ENERLINK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-INTERVAL_S = SimSettings.__dataclass_fields__["interval_s"].default  # the simulator's 5 s
-STATUS_INTERVAL_S = SimSettings.__dataclass_fields__["status_interval_s"].default  # 30 s
+
+
+def _default(cls: type, name: str) -> float:
+    value = {f.name: f.default for f in fields(cls)}[name]
+    assert isinstance(value, float), (cls, name, value)
+    return value
+
+
+INTERVAL_S = _default(SimSettings, "interval_s")  # the simulator's 5 s
+STATUS_INTERVAL_S = _default(SimSettings, "status_interval_s")  # 30 s
 FLOOR_BYTES = 4 * len(NUMERIC_FIELDS)  # the numbers of one data message, 4 bytes each
 MINUTES_PER_YEAR = 365 * 24 * 60
 FLEET = 10_000
 TARGET_REDIS, TARGET_PG, TARGET_RAW = 400.0, 500.0, 100.0
-GRACE_S = AggregatorSettings.__dataclass_fields__["grace_s"].default
+GRACE_S = _default(AggregatorSettings, "grace_s")
 RETENTION_S = IngestSettings.from_env(Env({})).retention_s
 READINGS_PER_MINUTE = 60 / INTERVAL_S
 
@@ -299,7 +307,8 @@ def own_redis(stack: contextlib.ExitStack, *, keep: bool) -> str:
             print, f"kept: redis-server pid {process.pid} on port {port} (stop: kill {process.pid})"
         )
     else:
-        stack.callback(lambda: (process.kill(), process.wait()))
+        stack.callback(process.wait)  # runs after the kill below (callbacks run last in, first out)
+        stack.callback(process.kill)
     wait_port(port)
     return f"redis://127.0.0.1:{port}/0"
 
