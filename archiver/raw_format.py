@@ -5,13 +5,15 @@ Columns, in this order: ``meter_id`` (string), ``time`` (timestamp, µs, UTC: th
 meter's re-sent readings, ``Keys.repaired``), one column per field of ``schemas.fields.DATA_FIELDS``
 (``{subsystem}_{name}``) and ``extra`` (JSON text of everything else the firmware sent, null when
 nothing: fields newer firmware adds, units other than the standard ones, a ``datetime`` offset other
-than UTC).
+than UTC or a precision other than the usual one).
 
-Numbers are kept exactly as the meter sent them: each numeric column of a file is a
+Numbers are kept exactly as the meter sent them: a numeric column whose values are all integers in
+the file is int64 (they come back as integers); otherwise it is a
 ``decimal(18, s)`` stored as a Parquet INT64 with the smallest scale ``s`` (0-9) at which every
 value of the column is exactly its decimal (the firmware rounds to 3-5 decimals), so the value read
 back is the same binary number the message carried, bit for bit. A column whose values have no such
-scale (a float with more than 9 decimals) is written as float64 in that file, also exact. Booleans
+scale (a float with more than 9 decimals) is written as float64 in that file, also exact. A column
+mixing integers and fractions gives its integers back as floats (``5`` as ``5.0``: the same number). Booleans
 are bit-packed; enums and ``meter_id`` are dictionary-encoded; integers and decimals use
 DELTA_BINARY_PACKED, float columns BYTE_STREAM_SPLIT; the whole file is zstd-compressed. Rows are
 sorted by (meter_id, time, seq, member), so the same readings always give the same bytes (pyarrow
@@ -59,14 +61,23 @@ class Reading:
     repaired_seqs: frozenset[int] = frozenset()  # the meter's ``Keys.repaired`` members around it
 
 
-def _micros(text: str) -> tuple[int, bool]:
-    """Epoch µs of an ISO 8601 datetime, and whether it was written in UTC."""
+def _micros(text: str) -> int:
+    """Epoch µs of an ISO 8601 datetime with a time zone."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise RawFormatError(f"datetime {text!r} has no time zone")
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    offset = moment.utcoffset()
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds, not offset
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _render(micros: int) -> str:
+    """The usual text of an instant: UTC ``Z``, seconds, milliseconds or microseconds as needed."""
+    moment = datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+    if not moment.microsecond:
+        spec = "seconds"
+    else:
+        spec = "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def _row(reading: Reading) -> dict[str, Any]:
@@ -81,7 +92,7 @@ def _row(reading: Reading) -> dict[str, Any]:
     if not isinstance(when, str):
         raise RawFormatError("datetime missing")
     try:
-        row["time"], in_utc = _micros(when)
+        row["time"] = _micros(when)
     except ValueError as exc:
         raise RawFormatError(f"datetime {when!r}: {exc}") from exc
     seq = message.get("seq")
@@ -90,7 +101,7 @@ def _row(reading: Reading) -> dict[str, Any]:
     extra: dict[str, Any] = {k: v for k, v in message.items() if k not in _TOP_KNOWN}
     if seq is not None and row["seq"] is None:
         extra["seq"] = seq
-    if not in_utc:
+    if _render(row["time"]) != when:  # another offset or precision: the text as sent
         extra["datetime"] = when
     if message.get("units") != DATA_UNITS:
         extra["units"] = message.get("units")
@@ -113,7 +124,11 @@ def _row(reading: Reading) -> dict[str, Any]:
 
 
 def _number_array(values: list[Any]) -> pa.Array:
-    """Exact decimals at the smallest scale that holds every value, else float64."""
+    """int64 when every value is an integer, else exact decimals at the smallest scale that holds every
+    value, else float64."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63 for v in present):
+        return pa.array(values, type=pa.int64())
     mask = np.array([not isinstance(v, int | float) or isinstance(v, bool) for v in values])
     x = np.array([0.0 if m else float(v) for v, m in zip(values, mask, strict=True)], dtype=np.float64)
     for scale in range(MAX_SCALE + 1):
@@ -234,10 +249,9 @@ def to_messages(table: pa.Table) -> list[tuple[str, int, bytes]]:
             else:
                 data[subsystem] = section
         micros = times[i]
-        stamp = datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
         message: dict[str, Any] = {
             "meterId": columns["meter_id"][i],
-            "datetime": extra.pop("datetime", None) or stamp.isoformat().replace("+00:00", "Z"),
+            "datetime": extra.pop("datetime", None) or _render(micros),
             "units": extra.pop("units", DATA_UNITS),
             "data": data,
         }
