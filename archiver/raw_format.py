@@ -198,6 +198,7 @@ def write_parquet(table: pa.Table) -> bytes:
         store_decimal_as_integer=True,
         row_group_size=max(1, table.num_rows),
         write_statistics=["meter_id", "time"],
+        store_schema=False,
     )
     return sink.getvalue()
 
