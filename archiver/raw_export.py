@@ -65,6 +65,7 @@ class RawReport:
     hours: int = 0
     late: int = 0
     bad: int = 0
+    beyond_window: int = 0  # hours exported after part of them may have left Redis
     through: datetime | None = None
 
 
@@ -75,6 +76,7 @@ class RawExporter:
     keys: Keys
     store: ObjectStore
     grace_s: float = 300.0
+    retention_s: float = 7200.0  # the ingest drops live readings older than this itself
     stop: threading.Event = field(default_factory=threading.Event)
     hooks: RawHooks = field(default_factory=RawHooks)
 
@@ -87,6 +89,13 @@ class RawExporter:
         while through + HOUR_MS + self.grace_s * 1000 <= t1:
             if self.stop.is_set():
                 raise Stopped("stopping")
+            if through < t1 - self.retention_s * 1000:
+                report.beyond_window += 1
+                log.warning(
+                    "raw export: hour %s is older than the Redis window (ENERLINK_RETENTION_S): readings"
+                    " of it the ingest dropped before this export are not in the archive",
+                    datetime.fromtimestamp(through / 1000, UTC).isoformat(),
+                )
             objects = self._hour(through, meters, report)
             self._commit(objects, through=through + HOUR_MS, cursor=cursor, report=report)
             through += HOUR_MS

@@ -39,6 +39,11 @@ class RawMetrics:
             "Stored snapshots that are not data messages (left out)",
             registry=registry,
         )
+        self.beyond_window = Counter(
+            "enerlink_raw_export_hours_beyond_window",
+            "Hours exported after they had left the Redis window (readings may be missing)",
+            registry=registry,
+        )
         self.through = Gauge(
             "enerlink_raw_export_through_seconds",
             "Epoch seconds before which every reading is in the raw archive",
@@ -67,6 +72,7 @@ def raw_now(
                 keys=settings.common.keys,
                 store=store,
                 grace_s=settings.raw_grace_s,
+                retention_s=settings.redis_retention_s,
                 stop=stop,
                 hooks=hooks or RawHooks(),
             )
@@ -83,6 +89,7 @@ def raw_now(
         metrics.objects.inc(report.objects)
         metrics.bytes.inc(report.bytes)
         metrics.bad.inc(report.bad)
+        metrics.beyond_window.inc(report.beyond_window)
         if report.through:
             metrics.through.set(report.through.timestamp())
     log.info(

@@ -20,6 +20,7 @@ class Settings:
     metrics_port: int  # 0 = no Prometheus endpoint
     raw_interval_s: int = 600  # raw readings exported every this many seconds; 0 = no raw export
     raw_grace_s: int = 300  # an hour's raw readings are exported this long after it ends
+    redis_retention_s: int = 7200  # the live window the ingest keeps (ENERLINK_RETENTION_S)
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -32,6 +33,7 @@ class Settings:
             metrics_port=env.int("ARCHIVE_METRICS_PORT", 0),
             raw_interval_s=env.int("RAW_EXPORT_INTERVAL_S", 600),
             raw_grace_s=env.int("RAW_EXPORT_GRACE_S", 300),
+            redis_retention_s=env.int("RETENTION_S", 7200),
         )
         if settings.raw_interval_s < 0 or settings.raw_grace_s < 0:
             raise ConfigError("ENERLINK_RAW_EXPORT_INTERVAL_S and ENERLINK_RAW_EXPORT_GRACE_S must be >= 0")
