@@ -18,7 +18,7 @@ from psycopg import sql
 
 from aggregator import reader
 from archiver import raw_objects
-from archiver.raw_export import RawHooks
+from archiver.raw_export import RawHooks, RawReport
 from archiver.raw_format import Reading, read_parquet, to_messages, to_table, write_parquet
 from archiver.raw_service import raw_now
 from archiver.service import run as archive_run
@@ -39,6 +39,22 @@ def sync_redis() -> Any:
 
 def _settings(environ: dict[str, str], **extra: str) -> Settings:
     return Settings.from_env(Env({**environ, "ENERLINK_RAW_EXPORT_GRACE_S": "0", **extra}))
+
+
+async def _seeded(
+    environ: dict[str, str], client: redis.Redis, *, meters: int, seconds: int
+) -> tuple[Settings, int, list[Stored]]:
+    """Settings, the previous closed hour and the readings of its first ``seconds``, stored in Redis."""
+    settings = _settings(environ)
+    await migrate(settings.common.database_url)
+    hour = previous_hour(client)
+    readings = simulate(meters, start_ms=hour, seconds=seconds)
+    store(client, settings.common.keys, readings)
+    return settings, hour, readings
+
+
+def _export(settings: Settings, hooks: RawHooks | None = None) -> RawReport:
+    return raw_now(settings, open_store(settings.storage), threading.Event(), hooks=hooks)
 
 
 def _manifest(url: str) -> list[dict[str, Any]]:
@@ -71,12 +87,8 @@ async def test_every_reading_of_a_closed_hour_is_archived_once_exactly_as_sent(
     backend: str, request: pytest.FixtureRequest, sync_redis: redis.Redis
 ) -> None:
     environ = request.getfixturevalue("s3_environ" if backend == "s3" else "environ")
-    settings = _settings(environ)
+    settings, hour, readings = await _seeded(environ, sync_redis, meters=6, seconds=3600)
     keys = settings.common.keys
-    await migrate(settings.common.database_url)
-    hour = previous_hour(sync_redis)
-    readings = simulate(6, start_ms=hour, seconds=3600)
-    store(sync_redis, keys, readings)
     store(sync_redis, keys, simulate(6, start_ms=hour + HOUR_MS, seconds=60))  # the open hour: not yet
 
     await archive_run(settings, once=True)
@@ -108,12 +120,8 @@ async def test_every_reading_of_a_closed_hour_is_archived_once_exactly_as_sent(
 async def test_crash_between_writing_objects_and_listing_them(
     environ: dict[str, str], sync_redis: redis.Redis
 ) -> None:
-    settings = _settings(environ)
+    settings, hour, readings = await _seeded(environ, sync_redis, meters=5, seconds=1800)
     keys = settings.common.keys
-    await migrate(settings.common.database_url)
-    hour = previous_hour(sync_redis)
-    readings = simulate(5, start_ms=hour, seconds=1800)
-    store(sync_redis, keys, readings)
     written: dict[str, str] = {}
 
     def crash(objects: list[raw_objects.RawObject]) -> None:
@@ -121,11 +129,11 @@ async def test_crash_between_writing_objects_and_listing_them(
         raise RuntimeError("killed after the objects were written")
 
     with pytest.raises(RuntimeError):
-        raw_now(settings, open_store(settings.storage), threading.Event(), hooks=RawHooks(before_record=crash))
+        _export(settings, RawHooks(before_record=crash))
     assert written and _manifest(settings.common.database_url) == []
     assert int(sync_redis.hget(keys.raw_export, "through") or 0) == hour  # nothing may be trimmed yet
 
-    raw_now(settings, open_store(settings.storage), threading.Event())
+    _export(settings)
     rows = _manifest(settings.common.database_url)
     assert {r["object_key"]: r["sha256"] for r in rows} == written  # the same objects, same bytes
     archived = _archived(settings, rows)
@@ -136,23 +144,19 @@ async def test_crash_between_writing_objects_and_listing_them(
 async def test_trim_keeps_every_reading_until_the_archive_holds_it(
     environ: dict[str, str], sync_redis: redis.Redis, redis_client: Any
 ) -> None:
-    settings = _settings(environ)
+    settings, hour, readings = await _seeded(environ, sync_redis, meters=2, seconds=600)
     keys = settings.common.keys
-    await migrate(settings.common.database_url)
-    hour = previous_hour(sync_redis)
-    readings = simulate(2, start_ms=hour, seconds=600)
-    store(sync_redis, keys, readings)
     meters = sorted({r.meter_id for r in readings})
     now = redis_now_ms(sync_redis)
 
     # the export has run but the hour is not exported yet (a long grace): nothing of it may go
-    raw_now(_settings(environ, ENERLINK_RAW_EXPORT_GRACE_S="36000"), open_store(settings.storage), threading.Event())
+    _export(_settings(environ, ENERLINK_RAW_EXPORT_GRACE_S="36000"))
     archived = await reader.raw_horizon(redis_client, keys)
     assert archived is not None and archived.through == hour
     assert await reader.trim_live(redis_client, keys, meters, now, archived=archived) == 0
     assert sum(sync_redis.zcard(keys.timeseries(m)) for m in meters) == len(readings)
 
-    raw_now(settings, open_store(settings.storage), threading.Event())  # exported and verified
+    _export(settings)  # exported and verified
     # a repaired reading of the exported hour arrives late: kept until the next run archives it
     late = simulate(1, start_ms=hour + 1_234, seconds=10)[0]
     store(sync_redis, keys, [late])
@@ -175,14 +179,11 @@ async def test_trim_keeps_every_reading_until_the_archive_holds_it(
     assert await reader.drop_done_late(redis_client, keys, now + HOUR_MS, archived=archived) == 0
     assert sync_redis.zcard(keys.late_data(old.meter_id)) == 1
 
-    report = raw_now(settings, open_store(settings.storage), threading.Event())
+    report = _export(settings)
     assert report.late == 2  # the two late readings, as part 1 of their group-hour
     rows = _manifest(settings.common.database_url)
     archived_all = _archived(settings, rows)
-    got, want = Counter(map(_key, archived_all)), Counter(map(_key, _expected([*readings, late, old])))
-    print("ONLY GOT", [(k[0], k[1], k[2][:0]) for k in got - want], [k[2] for k in got - want])
-    print("ONLY WANT", [(k[0], k[1]) for k in want - got], [k[2] for k in want - got])
-    assert got == want
+    assert Counter(map(_key, archived_all)) == Counter(map(_key, _expected([*readings, late, old])))
 
     archived = await reader.raw_horizon(redis_client, keys)
     assert archived is not None and archived.keep_from == hour + HOUR_MS
@@ -199,15 +200,13 @@ def test_parquet_round_trip_keeps_numbers_and_extra_fields() -> None:
         "units": {"power": "W"},
         "seq": 7,
         "firmware": "2.1",
-        "data": orjson.loads(simulate(1, start_ms=1_767_000_000_000, seconds=10)[0].message)[
-            "data"
-        ],
+        "data": orjson.loads(simulate(1, start_ms=1_767_000_000_000, seconds=10)[0].message)["data"],
     }
     message["data"]["import"]["total_energy"] = 0.1 + 0.2  # 17 significant digits: kept as float64
     message["data"]["new_sensor"] = {"lux": 12}
     raw = orjson.dumps(message)
     table, bad = to_table([Reading("M.1", raw, repaired_seqs=frozenset({7})), Reading("M.1", b"{not json")])
     assert bad == 1 and table.num_rows == 1 and table.column("resent").to_pylist() == [True]
-    (meter, ms, back), = to_messages(read_parquet(write_parquet(table)))
+    ((meter, ms, back),) = to_messages(read_parquet(write_parquet(table)))
     assert meter == "M.1" and orjson.loads(back) == message
     assert ms == int(datetime.fromisoformat(message["datetime"]).timestamp() * 1000)

@@ -3,6 +3,7 @@ from them equal to those the aggregator wrote from Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 from datetime import UTC, datetime
@@ -15,7 +16,6 @@ import pytest
 import redis
 from psycopg import sql
 
-from aggregator.cli import from_raw
 from aggregator.service import run as aggregate_run
 from aggregator.settings import Settings as AggregatorSettings
 from archiver.raw_format import to_messages
@@ -28,6 +28,7 @@ from schemas.wire import Tables
 from tests.conftest import TEST_REDIS_URL
 from tests.support.apiserver import serve_api
 from tests.support.rawdata import HOUR_MS, previous_hour, simulate, store
+from tests.support.services import ServiceProcess
 
 
 @pytest.fixture
@@ -108,8 +109,11 @@ async def test_minute_rows_recomputed_from_raw_equal_the_aggregators(
         )
     assert _minute_rows(url, lo, hi) == {}
 
-    count = await from_raw(Env(environ), lo.date())
+    command = ServiceProcess(["aggregate", "--from-raw", lo.date().isoformat()], environ).start()
+    assert command.process is not None
+    assert await asyncio.to_thread(command.process.wait, 120) == 0, command.log_path.read_text()
+    assert f"-> {len(written)} minute rows" in command.log_path.read_text()
     again = _minute_rows(url, lo, hi)
-    assert count >= len(written) and again.keys() == written.keys()
+    assert again.keys() == written.keys()
     for key, row in written.items():
         assert again[key] == row, key  # every column, exactly

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 from psycopg import sql
-from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from api.deps import AppState, iso
@@ -45,11 +44,7 @@ async def _rows(state: AppState, day: date, group: int | None = None) -> list[di
     query = sql.SQL("select * from {} where {} order by grp, hour, part").format(
         sql.Identifier(Tables.RAW_MANIFEST), where
     )
-    async with state.pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(query, params)
-        rows: list[dict[str, Any]] = await cur.fetchall()
-        return rows
+    return await state.fetch(query, params)
 
 
 @router.get(
