@@ -106,6 +106,16 @@ def raw_now(
     return report
 
 
+def raw_off(settings: Settings) -> None:
+    """The raw export is switched off: remove its Redis state, so the aggregator no longer holds
+    readings back for it."""
+    with redis.Redis.from_url(settings.common.redis_url) as client:
+        if client.delete(settings.common.keys.raw_export):
+            log.warning(
+                "raw export is off (ENERLINK_RAW_EXPORT_INTERVAL_S=0): the live window is trimmed freely"
+            )
+
+
 async def raw_loop(settings: Settings, store: ObjectStore, metrics: RawMetrics) -> None:
     """A run now and every ``raw_interval_s`` until cancelled (the run in flight is stopped first)."""
     while True:

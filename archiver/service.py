@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from archiver.job import ArchiveError, Hooks, MonthArchiver, MonthResult, Stopped
 from archiver.months import ARCHIVED_TABLES, Month, cutoff, months_due
 from archiver.raw_export import RawHooks
-from archiver.raw_service import RawMetrics, raw_loop, raw_now
+from archiver.raw_service import RawMetrics, raw_loop, raw_now, raw_off
 from archiver.restore import PROBLEMS, RestoreError, restore_month
 from archiver.settings import Settings
 from archiver.storage import ObjectStore, open_store
@@ -183,6 +183,8 @@ async def run(
         return None
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=registry)
+    if settings.raw_interval_s == 0:
+        await asyncio.to_thread(raw_off, settings)
     if once:
         if settings.raw_interval_s > 0:
             with contextlib.suppress(ArchiveError, psycopg.Error, OSError, redis.RedisError):  # logged

@@ -189,8 +189,9 @@ async def test_trim_keeps_every_reading_until_the_archive_holds_it(
     assert archived is not None and archived.keep_from == hour + HOUR_MS
     assert await reader.trim_live(redis_client, keys, meters, now, archived=archived) == len(readings) - 2 + 1
     assert await reader.drop_done_late(redis_client, keys, now + HOUR_MS, archived=archived) == 1
-    # without a raw export (no key) the trim is the window's alone
-    assert await reader.trim_live(redis_client, keys, meters, now + HOUR_MS) >= 0
+    # the raw export switched off: its state goes, and the trim is the window's alone again
+    await archive_run(_settings(environ, ENERLINK_RAW_EXPORT_INTERVAL_S="0"), once=True)
+    assert await reader.raw_horizon(redis_client, keys) is None
 
 
 def test_parquet_round_trip_keeps_numbers_and_extra_fields() -> None:
