@@ -14,8 +14,9 @@ State (``Tables.RAW_EXPORT_STATE``, one row; copied to ``Keys.raw_export`` after
   group-hour's listed objects) as the next part. The cursor becomes the Redis time read at the
   start of the run.
 
-Exactly once: objects are written, read back and verified, then listed in the manifest and the
-state moved in one transaction. A crash before that commit leaves at most an unlisted object at the
+Exactly once: a run holds a PostgreSQL advisory lock (one exporter at a time); objects are written,
+read back and verified, then listed in the manifest and the state moved in one transaction; a listed
+object is never written again. A crash before that commit leaves at most an unlisted object at the
 key the re-run writes again (same readings, same bytes: the Parquet bytes are a function of the
 rows); nothing is read from an unlisted object. The aggregator trims nothing the state does not
 cover (``aggregator/reader.py``), so a reading stays in Redis until its object is listed.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -81,6 +83,17 @@ class RawExporter:
     hooks: RawHooks = field(default_factory=RawHooks)
 
     def run(self) -> RawReport:
+        """One run under a PostgreSQL advisory lock: a second exporter waits, then finds the hours done
+        (a listed object is never written again)."""
+        row = self.conn.execute("select current_schema()").fetchone()
+        lock = zlib.crc32(f"enerlink-raw-export:{row[0] if row else ''}".encode())
+        self.conn.execute("select pg_advisory_lock(%s)", (lock,))
+        try:
+            return self._run()
+        finally:
+            self.conn.execute("select pg_advisory_unlock(%s)", (lock,))
+
+    def _run(self) -> RawReport:
         report = RawReport()
         seconds, micros = self.redis.time()
         t1 = int(seconds) * 1000 + int(micros) // 1000  # before any read: late flags after it are next run's
