@@ -35,10 +35,11 @@ import pyarrow.parquet as pq
 
 from schemas.fields import DATA_FIELDS, Field
 from schemas.telemetry import DATA_UNITS
+from schemas.wire import Buckets
 
 KEY_COLUMNS = ("meter_id", "time", "seq", "resent")
 EXTRA_COLUMN = "extra"
-CONTENT_TYPE = "application/vnd.apache.parquet"
+CONTENT_TYPE = Buckets.RAW_CONTENT_TYPE
 MAX_SCALE = 9
 _EXACT_LIMIT = float(2**53)  # unscaled integers below this divide back to the same float64
 ZSTD_LEVEL = 9

@@ -317,6 +317,8 @@ class Buckets:
         return f"{table}/{year:04d}/{month:02d}.csv.gz"
 
     RAW_GROUPS = 16
+    #: Media type of the raw-readings objects and downloads (Parquet).
+    RAW_CONTENT_TYPE = "application/vnd.apache.parquet"
 
     @staticmethod
     def raw_group(meter_id: str) -> int:

@@ -1,5 +1,6 @@
 """Raw readings from the archive: ``GET /meters/{id}/raw?day=`` (one meter's readings of a UTC day as
-one Parquet file) and ``GET /telemetry/archive/raw?day=`` (the day's raw objects, from their manifest)."""
+one Parquet file) and ``GET /telemetry/archive/raw?day=`` (the day's raw objects, from their manifest).
+pyarrow is imported on the first download only: the API does not carry it otherwise."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from pydantic import BaseModel, Field
 
 from api.deps import AppState, iso
 from api.models import Problem
-from archiver.raw_format import CONTENT_TYPE, write_parquet
-from archiver.raw_objects import meter_day
 from schemas.telemetry import METER_ID_PATTERN
 from schemas.wire import Buckets, Tables
 
@@ -79,7 +78,10 @@ async def raw_list(
     "/meters/{meter_id}/raw",
     response_class=Response,
     responses={
-        200: {"content": {CONTENT_TYPE: {}}, "description": "the meter's readings of the day, Parquet"},
+        200: {
+            "content": {Buckets.RAW_CONTENT_TYPE: {}},
+            "description": "the meter's readings of the day, Parquet",
+        },
         404: {"model": Problem, "description": "no archived reading of this meter on that day"},
     },
     summary="A meter's raw readings of a UTC day (Parquet, from the archive)",
@@ -92,6 +94,9 @@ async def meter_raw(
     rows = await _rows(state, day, Buckets.raw_group(meter_id))
 
     def _build() -> tuple[bytes, int]:
+        from archiver.raw_format import write_parquet
+        from archiver.raw_objects import meter_day
+
         table = meter_day(state.store, rows, meter_id)
         return (write_parquet(table) if table.num_rows else b""), table.num_rows
 
@@ -105,4 +110,4 @@ async def meter_raw(
         "Content-Disposition": f'attachment; filename="{meter_id}-{day.isoformat()}.parquet"',
         "X-Row-Count": str(count),
     }
-    return Response(data, media_type=CONTENT_TYPE, headers=headers)
+    return Response(data, media_type=Buckets.RAW_CONTENT_TYPE, headers=headers)
