@@ -1,8 +1,11 @@
-"""``enerlink aggregate``: per-minute statistics, rollups and events, Redis -> PostgreSQL."""
+"""``enerlink aggregate``: per-minute statistics, rollups and events, Redis -> PostgreSQL;
+``--from-raw DAY`` recomputes a UTC day's minute rows from the raw readings in the archive."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+from datetime import date, timedelta
 
 from aggregator.settings import Settings
 from enerlink.config import Env
@@ -10,18 +13,50 @@ from enerlink.runtime import configure_logging, run_service
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument(
         "--once", action="store_true", help="aggregate every complete minute not yet aggregated, then exit"
     )
+    action.add_argument(
+        "--from-raw",
+        metavar="YYYY-MM-DD",
+        type=date.fromisoformat,
+        help="recompute the minute rows of this UTC day from the raw readings in the archive, then exit",
+    )
+
+
+async def from_raw(env: Env, day: date) -> int:
+    """The minute rows of ``day`` from the archive's raw readings; returns the rows written."""
+    import psycopg
+
+    from aggregator.fromraw import RawReading, recompute
+    from archiver.raw_objects import day_readings, last_readings
+    from archiver.storage import StorageSettings, open_store
+
+    settings = Settings.from_env(env)
+    store = open_store(StorageSettings.from_env(env))
+
+    def _read() -> tuple[list[RawReading], dict[str, bytes]]:
+        with psycopg.connect(settings.common.database_url, autocommit=True) as conn:
+            found = [RawReading(*row) for row in day_readings(conn, store, day)]
+            return found, last_readings(conn, store, day - timedelta(days=1))
+
+    readings, baselines = await asyncio.to_thread(_read)
+    result = await recompute(settings, readings, baselines)
+    return len(result.keys)
 
 
 def main(args: argparse.Namespace) -> int:
     from aggregator.service import run
 
-    settings = Settings.from_env(Env())
+    env = Env()
+    settings = Settings.from_env(env)
     configure_logging(settings.common.log_level, settings.common.log_format)
 
     async def _main() -> None:
+        if args.from_raw is not None:
+            await from_raw(env, args.from_raw)
+            return
         await run(settings, once=args.once)
 
     return run_service(_main, name="aggregate", grace_s=30.0)

@@ -9,6 +9,7 @@ of ``repaired(meter)`` inside the minute (read only for meters that have that ke
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
@@ -44,17 +45,20 @@ return n
 """
 
 # late_done entries older than ARGV[1] whose pair is not flagged again: delete that minute of
-# late data (KEYS[3] is the late-data key prefix), then the entry.
+# late data (ARGV[2] is the late-data key prefix), then the entry; entries of minutes from ARGV[3]
+# on (not in the raw archive yet) stay.
 _DROP_DONE_LATE = """
 local done = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local n = 0
 for _, member in ipairs(done) do
-  if not redis.call('ZSCORE', KEYS[2], member) then
-    local sep = string.find(member, '|[^|]*$')
-    local meter, minute = string.sub(member, 1, sep - 1), tonumber(string.sub(member, sep + 1))
-    n = n + redis.call('ZREMRANGEBYSCORE', ARGV[2] .. meter, minute, minute + 59999)
+  local sep = string.find(member, '|[^|]*$')
+  local meter, minute = string.sub(member, 1, sep - 1), tonumber(string.sub(member, sep + 1))
+  if minute < tonumber(ARGV[3]) then
+    if not redis.call('ZSCORE', KEYS[2], member) then
+      n = n + redis.call('ZREMRANGEBYSCORE', ARGV[2] .. meter, minute, minute + 59999)
+    end
+    redis.call('ZREM', KEYS[1], member)
   end
-  redis.call('ZREM', KEYS[1], member)
 end
 return n
 """
@@ -269,14 +273,49 @@ async def mark_late_done(r: Redis, keys: Keys, members: Sequence[str], at_ms: in
         await r.zadd(keys.late_done, dict.fromkeys(members, at_ms))
 
 
-async def drop_done_late(r: Redis, keys: Keys, before_ms: int) -> int:
+async def drop_done_late(r: Redis, keys: Keys, before_ms: int, *, archived: RawHorizon | None = None) -> int:
+    """Delete the late data of minutes re-aggregated before ``before_ms``; with a raw export running
+    (``archived``), only those its late pass has taken and of hours it exported."""
     late_prefix = keys.late_data("")
-    n = await r.eval(_DROP_DONE_LATE, 2, keys.late_done, keys.late_minutes, before_ms, late_prefix)
+    through = 2**62
+    if archived is not None:
+        before_ms, through = min(before_ms, archived.late_cursor), archived.through
+    n = await r.eval(_DROP_DONE_LATE, 2, keys.late_done, keys.late_minutes, before_ms, late_prefix, through)
     return int(n)
 
 
-async def trim_live(r: Redis, keys: Keys, meter_ids: Sequence[str], before_ms: int) -> int:
-    """Remove snapshots older than ``before_ms`` (already aggregated) except each meter's newest."""
+@dataclass(frozen=True, slots=True)
+class RawHorizon:
+    """What the raw export (``Keys.raw_export``) holds: every reading before ``through`` stored before
+    its hour was exported, and the late readings flagged up to ``late_cursor`` (Redis ms);
+    ``keep_from``: nothing from here on may be trimmed (``through``, or the oldest minute flagged late
+    after ``late_cursor``: not archived yet)."""
+
+    through: int
+    late_cursor: int
+    keep_from: int
+
+
+async def raw_horizon(r: Redis, keys: Keys) -> RawHorizon | None:
+    """The raw export's state, None when no raw export runs (the key is absent)."""
+    state: dict[Any, Any] = await r.hgetall(keys.raw_export)
+    if b"through" not in state:
+        return None
+    through, cursor = int(state[b"through"]), int(state.get(b"late", b"0"))
+    pipe = r.pipeline(transaction=False)
+    pipe.zrangebyscore(keys.late_minutes, f"({cursor}", "+inf")
+    pipe.zrangebyscore(keys.late_done, f"({cursor}", "+inf")
+    flagged = [Keys.parse_late_member(m.decode())[1] for reply in await pipe.execute() for m in reply]
+    return RawHorizon(through, cursor, min([through, *flagged]))
+
+
+async def trim_live(
+    r: Redis, keys: Keys, meter_ids: Sequence[str], before_ms: int, *, archived: RawHorizon | None = None
+) -> int:
+    """Remove snapshots older than ``before_ms`` (already aggregated) except each meter's newest; with a
+    raw export running (``archived``), none it does not hold yet."""
+    if archived is not None:
+        before_ms = min(before_ms, archived.keep_from)
     total = 0
     for i in range(0, len(meter_ids), 1000):
         chunk = [keys.timeseries(m) for m in meter_ids[i : i + 1000]]

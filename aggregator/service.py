@@ -13,7 +13,8 @@ minute; the second waits, then finds the watermark advanced and nothing left to 
    whose counter baseline changed) re-aggregated the same way; then those flags are removed unless
    raised again since T0;
 4. clean-up: late data of re-aggregated minutes after a hold period, live snapshots older than
-   both the retention and the watermark (each meter's newest is kept as the next baseline);
+   both the retention and the watermark (each meter's newest is kept as the next baseline); when the
+   raw export runs (``Keys.raw_export``), neither before the archive holds them;
 5. device health: status messages of the closed minutes into ``device_health_aggregates`` and
    technician events (healthjob.py, health.py; a watermark of its own);
 6. the ingest's online/offline stream is copied into ``events`` (position kept in PostgreSQL), and
@@ -261,13 +262,15 @@ class Aggregator:
         return found
 
     async def _cleanup(self, t0: int, report: JobReport) -> None:
-        await reader.drop_done_late(self.redis, self.keys, t0 - self.settings.late_hold_s * 1000)
+        archived = await reader.raw_horizon(self.redis, self.keys)  # None: no raw export runs
+        hold_until = t0 - self.settings.late_hold_s * 1000
+        await reader.drop_done_late(self.redis, self.keys, hold_until, archived=archived)
         if report.watermark is None:
             return
         done_until = int(report.watermark.timestamp() * 1000) + MINUTE_MS
         cutoff = min(done_until, t0 - self.settings.retention_s * 1000)
         fleet = await reader.meters(self.redis, self.keys)
-        await reader.trim_live(self.redis, self.keys, sorted(fleet), cutoff)
+        await reader.trim_live(self.redis, self.keys, sorted(fleet), cutoff, archived=archived)
 
     def _submit(
         self,

@@ -33,6 +33,7 @@ from api.routes import (
     history,
     latest,
     meters,
+    raw,
     settlements,
     simulation,
 )
@@ -95,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         history,
         meters,
         archive,
+        raw,
         settlements,
         commands,
         device_health,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -10,6 +11,8 @@ from typing import Annotated, Any
 import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request, WebSocket, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import HTTPConnection
 
@@ -26,6 +29,14 @@ class State:
     store: ObjectStore
     hub: LiveHub
     _columns: dict[str, list[str]] = field(default_factory=dict)
+
+    async def fetch(self, query: sql.Composable, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Every row of a query, as dicts."""
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query, params)
+            rows: list[dict[str, Any]] = await cur.fetchall()
+            return rows
 
     async def columns(self, table: str, *, refresh: bool = False) -> list[str]:
         """The table's real columns (information_schema), cached; empty when the table is missing."""

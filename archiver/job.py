@@ -149,7 +149,7 @@ def _iso(moment: object) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if isinstance(moment, datetime) else ""
 
 
-def _verify(store: ObjectStore, key: str, *, size: int, sha256: str, rows: int) -> None:
+def verify_object(store: ObjectStore, key: str, *, size: int, sha256: str, rows: int) -> None:
     info = store.stat(key)
     if info is None:
         raise ArchiveError(f"{key}: object missing after upload")
@@ -244,7 +244,7 @@ class MonthArchiver:
             },
             content_type=CONTENT_TYPE,
         )
-        _verify(self.store, key, size=reader.size, sha256=sha256, rows=rows)
+        verify_object(self.store, key, size=reader.size, sha256=sha256, rows=rows)
         if self.hooks.after_verify:
             self.hooks.after_verify(table.name, month)
 

@@ -19,10 +19,13 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import psycopg
+import redis
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from archiver.job import ArchiveError, Hooks, MonthArchiver, MonthResult, Stopped
 from archiver.months import ARCHIVED_TABLES, Month, cutoff, months_due
+from archiver.raw_export import RawHooks
+from archiver.raw_service import RawMetrics, raw_loop, raw_now, raw_off
 from archiver.restore import PROBLEMS, RestoreError, restore_month
 from archiver.settings import Settings
 from archiver.storage import ObjectStore, open_store
@@ -158,14 +161,17 @@ async def run(
     hooks: Hooks | None = None,
     now: datetime | None = None,
     registry: CollectorRegistry | None = None,
+    raw_hooks: RawHooks | None = None,
 ) -> RunSummary | None:
-    """Run nightly until cancelled; ``once``: one run now; ``restore``: load a month back and return
-    (a refused restore raises :class:`RestoreError`, counted in ``registry``)."""
+    """Run nightly until cancelled, with the raw export every ``raw_interval_s`` beside it; ``once``:
+    one run of each now; ``restore``: load a month back and return (a refused restore raises
+    :class:`RestoreError`, counted in ``registry``)."""
     await migrate(settings.common.database_url)
     store = open_store(settings.storage)
     await asyncio.to_thread(store.ensure)
     registry = CollectorRegistry() if registry is None else registry
     metrics = _Metrics(registry)
+    raw_metrics = RawMetrics(registry)
     if restore is not None:
         try:
             result = await _in_thread(lambda stop: restore_now(settings, store, stop, restore))
@@ -177,10 +183,27 @@ async def run(
         return None
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=registry)
+    if settings.raw_interval_s == 0:
+        await asyncio.to_thread(raw_off, settings)
     if once:
+        if settings.raw_interval_s > 0:
+            with contextlib.suppress(ArchiveError, psycopg.Error, OSError, redis.RedisError):  # logged
+                await _in_thread(
+                    lambda stop: raw_now(settings, store, stop, hooks=raw_hooks, metrics=raw_metrics)
+                )
         return await _in_thread(
             lambda stop: archive_now(settings, store, stop, now=now, hooks=hooks, metrics=metrics)
         )
+    if settings.raw_interval_s > 0:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(raw_loop(settings, store, raw_metrics), name="archive-raw")
+            tg.create_task(_nightly(settings, store, hooks, metrics), name="archive-nightly")
+        return None
+    await _nightly(settings, store, hooks, metrics)
+    return None
+
+
+async def _nightly(settings: Settings, store: ObjectStore, hooks: Hooks | None, metrics: _Metrics) -> None:
     trigger = settings.trigger()
     log.info(
         "archiver: %s backend, retention %d days, schedule %r (%s)",
@@ -194,7 +217,7 @@ async def run(
         current = datetime.now(UTC)
         fire = trigger.get_next_fire_time(previous, current)
         if fire is None:
-            return None
+            return
         log.info("archiver: next run at %s", fire.isoformat())
         await asyncio.sleep(max(0.0, (fire - datetime.now(UTC)).total_seconds()))
         previous = fire

@@ -18,6 +18,9 @@ class Settings:
     retention_days: int  # a month is archived once its newest possible row is older than this
     cron: str  # when the nightly run starts, in ``common.timezone``
     metrics_port: int  # 0 = no Prometheus endpoint
+    raw_interval_s: int = 600  # raw readings exported every this many seconds; 0 = no raw export
+    raw_grace_s: int = 300  # an hour's raw readings are exported this long after it ends
+    redis_retention_s: int = 7200  # the live window the ingest keeps (ENERLINK_RETENTION_S)
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -28,7 +31,12 @@ class Settings:
             retention_days=env.int("ARCHIVE_RETENTION_DAYS", 365),
             cron=env.str("ARCHIVE_CRON", "0 2 * * *"),
             metrics_port=env.int("ARCHIVE_METRICS_PORT", 0),
+            raw_interval_s=env.int("RAW_EXPORT_INTERVAL_S", 600),
+            raw_grace_s=env.int("RAW_EXPORT_GRACE_S", 300),
+            redis_retention_s=env.int("RETENTION_S", 7200),
         )
+        if settings.raw_interval_s < 0 or settings.raw_grace_s < 0:
+            raise ConfigError("ENERLINK_RAW_EXPORT_INTERVAL_S and ENERLINK_RAW_EXPORT_GRACE_S must be >= 0")
         if settings.retention_days < 0:
             raise ConfigError("ENERLINK_ARCHIVE_RETENTION_DAYS must be >= 0")
         settings.trigger()  # fail at start-up on a bad cron expression or time zone

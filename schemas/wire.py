@@ -7,6 +7,7 @@ and tenants can share one broker and one Redis without seeing each other.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -244,6 +245,16 @@ class Keys:
         return f"{self.prefix}:ha:counters"
 
     @property
+    def raw_export(self) -> str:
+        """Hash written by the archiver's raw export after each verified run (a copy of its PostgreSQL
+        state, ``Tables.RAW_EXPORT_STATE``): ``through`` = epoch ms before which every data reading of
+        the live window is in the archive, ``late`` = Redis ms up to which late readings (flags in
+        :attr:`late_minutes` / :attr:`late_done` scored up to it) are in the archive. The aggregator
+        never trims a snapshot the archive does not hold yet (``aggregator/reader.py``); absent: no
+        raw export runs, the trim is the window's alone."""
+        return f"{self.prefix}:raw:exported"
+
+    @property
     def rate_limited(self) -> str:
         """Hash: meterId -> count of messages the ingest dropped over the per-meter rate limit."""
         return f"{self.prefix}:rate_limited"
@@ -300,6 +311,10 @@ class Tables:
     AGGREGATOR_HEALTH_STATE = "aggregator_health_state"
     #: Billing settlements: one row per closed period per meter (the API's settlements routes).
     SETTLEMENTS = "settlements"
+    #: One row per raw-readings Parquet object in the archive (archiver/raw_export.py, migration 0101).
+    RAW_MANIFEST = "raw_archive_manifest"
+    #: One row: how far the raw export has gone (``through``, ``late_cursor``; migration 0101).
+    RAW_EXPORT_STATE = "raw_export_state"
 
     @staticmethod
     def month_partition(table: str, year: int, month: int) -> str:
@@ -313,3 +328,19 @@ class Buckets:
     @staticmethod
     def month_object(table: str, year: int, month: int) -> str:
         return f"{table}/{year:04d}/{month:02d}.csv.gz"
+
+    RAW_GROUPS = 16
+    #: Media type of the raw-readings objects and downloads (Parquet).
+    RAW_CONTENT_TYPE = "application/vnd.apache.parquet"
+
+    @staticmethod
+    def raw_group(meter_id: str) -> int:
+        """A meter's raw-readings group, 0-15: CRC-32 (zlib) of its UTF-8 id, modulo 16. Never changes,
+        so a meter's readings of a day are always in the files of one group."""
+        return zlib.crc32(meter_id.encode()) % Buckets.RAW_GROUPS
+
+    @staticmethod
+    def raw_object(day: str, group: int, hour: int, part: int) -> str:
+        """Raw readings of one group and UTC hour of ``day`` (``YYYY-MM-DD``): part 0 is the hour as
+        exported after it closed, parts 1.. readings that arrived later (late, repaired)."""
+        return f"raw/{day}/g{group:02d}/{hour:02d}-{part:03d}.parquet"

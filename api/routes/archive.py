@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import StreamingResponse
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from api.deps import AppState, iso
 from api.models import ArchiveEntry, Problem
@@ -43,11 +42,7 @@ async def _manifest(state: AppState, where: sql.Composable, params: tuple[Any, .
     query = sql.SQL("select * from {} where {} order by year, month, table_name").format(
         sql.Identifier(Tables.ARCHIVE_MANIFEST), where
     )
-    async with state.pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(query, params)
-        rows: list[dict[str, Any]] = await cur.fetchall()
-        return rows
+    return await state.fetch(query, params)
 
 
 @router.get("", response_model=list[ArchiveEntry], summary="Archived months (from the archive manifest)")

@@ -1,0 +1,64 @@
+"""Simulated readings stored in Redis the way the ingest keeps them, for the raw-archive tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import redis
+
+from edge.sim.engine import Simulator
+from edge.sim.fleet import generate
+from edge.sim.messages import data_messages
+from schemas.snapshot import encode_snapshot
+from schemas.wire import Keys
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    meter_id: str
+    at_ms: int
+    message: bytes
+
+
+def redis_now_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def simulate(meters: int, *, start_ms: int, seconds: int, interval_s: float = 10.0) -> list[Stored]:
+    """A simulated fleet's data messages from ``start_ms`` for ``seconds``, with ``seq``."""
+    sim = Simulator.create(generate(meters, seed=7))
+    sim.step(start_ms / 1000 - interval_s)
+    out = []
+    for k in range(int(seconds / interval_s)):
+        step = sim.step(start_ms / 1000 + k * interval_s)
+        for message in data_messages(sim, step, seqs=[k + 1] * meters):
+            at = start_ms + int(k * interval_s * 1000)
+            out.append(Stored(message["meterId"], at, orjson.dumps(message)))
+    return out
+
+
+def store(client: redis.Redis, keys: Keys, readings: list[Stored], *, late: bool = False) -> None:
+    """Into each meter's live (or late) sorted set, and the meters hash (last seen)."""
+    pipe = client.pipeline(transaction=False)
+    last: dict[str, int] = {}
+    for r in readings:
+        key = keys.late_data(r.meter_id) if late else keys.timeseries(r.meter_id)
+        pipe.zadd(key, {encode_snapshot(r.message): r.at_ms})
+        last[r.meter_id] = max(last.get(r.meter_id, 0), r.at_ms)
+    for meter, at in last.items():
+        pipe.hset(keys.meters, meter, str(max(at, redis_now_ms(client) - 1000)))
+    pipe.execute()
+
+
+def flag_late(client: redis.Redis, keys: Keys, reading: Stored, *, at_ms: int) -> None:
+    """What the ingest adds for a reading stored after its minute ended."""
+    minute = reading.at_ms // 60_000 * 60_000
+    client.zadd(keys.late_minutes, {Keys.late_member(reading.meter_id, minute): at_ms})
+
+
+def previous_hour(client: redis.Redis) -> int:
+    return redis_now_ms(client) // HOUR_MS * HOUR_MS - HOUR_MS
