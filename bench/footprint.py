@@ -62,6 +62,8 @@ sys.path.insert(0, str(ROOT))
 from aggregator.settings import Settings as AggregatorSettings  # noqa: E402
 from archiver.job import MonthArchiver  # noqa: E402
 from archiver.months import Month, archived_table  # noqa: E402
+from archiver.raw_export import RawExporter  # noqa: E402
+from archiver.raw_figures import raw_bytes_per_reading  # noqa: E402
 from archiver.storage import LocalStore, StorageSettings  # noqa: E402
 from edge.settings import Settings as SimSettings  # noqa: E402
 from edge.sim.engine import Simulator  # noqa: E402
@@ -134,10 +136,21 @@ def _size(n: float) -> str:
     raise AssertionError
 
 
-def raw_archive(*, schema_url: str, folder: Path, meters: int, readings: int) -> Figure:
-    """Raw archive bytes per reading: none today (no raw export yet); fill in once there is one."""
-    del schema_url, folder, meters, readings
-    return Figure("raw archive per reading", None, "reading", 1, MINUTES_PER_YEAR * READINGS_PER_MINUTE)
+def raw_archive(*, schema_url: str, redis_url: str, keys: Keys, folder: Path) -> Figure:
+    """Raw archive bytes per reading: the archiver's raw export (one run) of every closed hour of the
+    loaded readings into the folder store, from its manifest."""
+    store = LocalStore(replace(StorageSettings.from_env(Env({})), archive_dir=folder))
+    store.ensure()
+    with psycopg.connect(schema_url, autocommit=True) as conn, redis.Redis.from_url(redis_url) as client:
+        report = RawExporter(conn=conn, redis=client, keys=keys, store=store, grace_s=0.0).run()
+        value = raw_bytes_per_reading(conn)
+    print(
+        f"raw export: {report.readings:,} readings of {report.hours} closed hour(s), {report.objects} objects"
+    )
+    figure = Figure(
+        "raw archive per reading", value, "reading", 1, MINUTES_PER_YEAR * READINGS_PER_MINUTE, 100
+    )
+    return replace(figure, missing="no closed hour among the loaded readings") if value is None else figure
 
 
 def messages(
@@ -388,7 +401,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     figures = redis_figures(r, keys, ids) + pg_figures(url, expected=args.meters * args.minutes)
     began = time.monotonic()
     figures.append(archive_figure(url, folder, meters=args.meters, minutes=args.minutes))
-    figures.append(raw_archive(schema_url=url, folder=folder, meters=args.meters, readings=data))
+    figures.append(raw_archive(schema_url=url, redis_url=redis_url, keys=keys, folder=folder))
     print(f"archive: {time.monotonic() - began:.1f} s")
     print(f"--- floor: {len(NUMERIC_FIELDS)} numbers per data message x 4 B = {FLOOR_BYTES} B per reading")
     for figure in figures:
