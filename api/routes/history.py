@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client.core import CounterMetricFamily
 from psycopg import sql
 
+from aggregator.columns import DERIVED
 from api.deps import AppState, State, iso, utc
 from api.models import HistoryResponse, Problem, Resolution, ResolutionChoice
 from api.routes.latest import MeterIdPath
@@ -101,9 +102,17 @@ def too_many_points(*, start: datetime, end: datetime, points: int, unit: str, l
     )
 
 
+def available_fields(columns: list[str]) -> list[str]:
+    """A table's statistic columns, then the values computed from them (:data:`DERIVED`: e.g.
+    ``net_grid_import_power_avg``, a copy of ``import_power_avg`` that is not stored)."""
+    stored = [c for c in columns if c not in KEY_COLUMNS]
+    present = set(stored)
+    return stored + [d.name for d in DERIVED if present.issuperset(d.sources)]
+
+
 def resolve_fields(requested: str | None, columns: list[str]) -> list[str]:
     """``battery_soc`` -> its existing stat columns; an exact column name is taken as is."""
-    available = [c for c in columns if c not in KEY_COLUMNS]
+    available = available_fields(columns)
     if not requested:
         return available
     out: list[str] = []
@@ -137,11 +146,23 @@ async def meter_known(state: State, meter_id: str, *tables: str) -> bool:
     return False
 
 
+_DERIVED = {d.name: d for d in DERIVED}
+
+
+def select_item(name: str) -> sql.Composable:
+    """A stored column, or the expression of a derived one under its name."""
+    derived = _DERIVED.get(name)
+    if derived is None:
+        return sql.Identifier(name)
+    # the expression is the catalogue's own text (column names from it, never from the request)
+    return sql.SQL("{} as {}").format(sql.SQL(derived.sql), sql.Identifier(name))
+
+
 def _plain_query(table: str, chosen: list[str]) -> sql.Composed:
     return sql.SQL(
         "select bucket{} from {} where meter_id = %s and bucket >= %s and bucket < %s"
         " order by bucket limit %s"
-    ).format(sql.SQL("").join(sql.SQL(", ") + sql.Identifier(c) for c in chosen), sql.Identifier(table))
+    ).format(sql.SQL("").join(sql.SQL(", ") + select_item(c) for c in chosen), sql.Identifier(table))
 
 
 def _cell(value: Any) -> Any:
