@@ -17,7 +17,7 @@ from aggregator.columns import LAST_ONLY
 from aggregator.service import Aggregator
 from enerlink.db import discover, migrate
 from schemas.wire import Tables
-from tests.support.aggdata import aggregate_row, insert_rows
+from tests.support.aggdata import NOT_STATISTICS, aggregate_row, insert_rows
 from tests.support.aggdata import columns as table_columns
 from tests.test_aggregator import (
     MIN,
@@ -121,16 +121,7 @@ def _every_column(url: str, k: int) -> dict[str, Any]:
     }
 
 
-_KEYS = {
-    "meter_id",
-    "bucket",
-    "sample_count",
-    "first_at",
-    "last_at",
-    "seq_first",
-    "seq_last",
-    "repaired_count",
-}
+_KEYS = NOT_STATISTICS
 
 
 def _rollup_of(url: str, *, width: str, tz: str | None = None) -> list[dict[str, Any]]:

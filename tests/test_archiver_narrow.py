@@ -18,20 +18,11 @@ from archiver.storage import open_store
 from enerlink.config import Env
 from enerlink.db import migrate
 from schemas.wire import Tables
-from tests.support.aggdata import REAL_REL, aggregate_row, columns, insert_rows
+from tests.support.aggdata import NOT_STATISTICS, REAL_REL, aggregate_row, columns, insert_rows
 
 OLD = Month.of(datetime.now(UTC) - timedelta(days=420))
 ROWS = 20
-_KEYS = {
-    "meter_id",
-    "bucket",
-    "sample_count",
-    "first_at",
-    "last_at",
-    "seq_first",
-    "seq_last",
-    "repaired_count",
-}
+_KEYS = NOT_STATISTICS
 
 
 def _rows(url: str) -> list[dict[str, Any]]:
