@@ -225,7 +225,7 @@ def _compute(items: Sequence[Item], thresholds: Thresholds, *, encode: bool) -> 
             )
         )
     else:
-        matrix = np.column_stack(floats).tolist()
+        matrix = copybin.as_python(np.column_stack(floats))
         for g, (count, first_ms, last_ms) in enumerate(
             zip(counts.tolist(), sel_at[s].tolist(), sel_at[e - 1].tolist(), strict=True)
         ):

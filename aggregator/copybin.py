@@ -1,14 +1,16 @@
 """Minute rows encoded for PostgreSQL's binary COPY in the worker processes, straight from the matrix.
 
-A shard's 2,500 rows of ~200 columns used to travel to the main process as Python tuples (pickled,
-unpickled) and be encoded there value by value; the bytes are built here instead, the float columns
-in one numpy pass (each value with its 4-byte length, big-endian), and the main process writes them
-as they are (:func:`aggregator.store.copy_encoded`).
+A shard's 2,500 rows of ~100 statistics used to travel to the main process as Python tuples
+(pickled, unpickled) and be encoded there value by value; the bytes are built here instead, the
+numeric columns in one numpy pass (each value with its 4-byte length, big-endian), and the main
+process writes them as they are (:func:`aggregator.store.copy_encoded`).
 
 The row format is PostgreSQL's (``COPY ... FROM STDIN (FORMAT binary)``): a 16-bit field count,
 then each field as a 32-bit length and its bytes; ``timestamptz`` is microseconds since
-2000-01-01 UTC (int64), ``integer`` int32, ``double precision`` IEEE float64, ``text`` UTF-8. The
-signature and the trailer are added by the writer around all shards' rows. After the statistics
+2000-01-01 UTC (int64), ``integer`` int32, ``text`` UTF-8. The signature and the trailer are added
+by the writer around all shards' rows. The statistics come grouped by type as
+:data:`aggregator.columns.STAT_COLUMNS` orders them: ``double precision`` (float64), ``real``
+(float32, the value rounded to nearest), ``smallint`` (int16, rounded), then ``text``. After them
 come the minute table's ``seq_first``, ``seq_last`` (int8, NULL when the minute has no ``seq``) and
 ``repaired_count`` (int2): ``MINUTE_COLUMNS``.
 """
@@ -26,9 +28,15 @@ from aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_CO
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 _PG_EPOCH_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
-_FLOATS = [c for c in STAT_COLUMNS if c.sql_type != "text"]
+_NUMERIC = [c for c in STAT_COLUMNS if c.sql_type != "text"]
 _TEXTS = [c for c in STAT_COLUMNS if c.sql_type == "text"]
-assert list(STAT_COLUMNS) == _FLOATS + _TEXTS, "text columns must come last"
+assert list(STAT_COLUMNS) == _NUMERIC + _TEXTS, "text columns must come last"
+#: SQL type -> numpy type of each numeric group, in STAT_COLUMNS order
+_GROUPS: dict[str, str] = {"double precision": ">f8", "real": ">f4", "smallint": ">i2"}
+_SIZES = [sum(c.sql_type == t for c in _NUMERIC) for t in _GROUPS]
+assert [c.sql_type for c in _NUMERIC] == [t for t, n in zip(_GROUPS, _SIZES, strict=True) for _ in range(n)]
+_BOUNDS = np.cumsum([0, *_SIZES]).tolist()
+_INT16 = (-32_768, 32_767)
 assert [t for _, t in KEY_COLUMNS] == [
     "text not null",
     "timestamptz not null",
@@ -43,8 +51,31 @@ assert [t for _, t in SEQ_COLUMNS] == ["bigint", "bigint", "smallint"]
 _SEQS = struct.Struct(">iqiqih")  # seq_first, seq_last, repaired_count with their lengths
 _NO_SEQS = struct.Struct(">iiih")  # seq_first and seq_last NULL (length -1), repaired_count
 _NULL = -1
-_FIELD = np.dtype([("length", ">i4"), ("value", ">f8")])
-N_FLOATS = len(_FLOATS)
+_FIELD = np.dtype(
+    [
+        (f"g{k}", [("length", ">i4"), ("value", code)], (size,))
+        for k, (code, size) in enumerate(zip(_GROUPS.values(), _SIZES, strict=True))
+        if size
+    ]
+)
+N_FLOATS = len(_NUMERIC)
+
+
+def _smallint(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    rounded: np.ndarray[Any, Any] = np.clip(np.rint(np.nan_to_num(values)), *_INT16)
+    return rounded
+
+
+def as_python(floats: np.ndarray[Any, Any]) -> list[list[float | int]]:
+    """The numeric statistics of each row as Python values of their column's type (tuples path):
+    ``real`` rounded to float32 as the binary COPY sends it, ``smallint`` as int."""
+    _, mid, hi, end = _BOUNDS
+    rows = np.asarray(floats, dtype=np.float64).copy()
+    rows[:, mid:hi] = rows[:, mid:hi].astype(np.float32)
+    out: list[list[float | int]] = rows[:, :hi].tolist()
+    for row, small in zip(out, _smallint(rows[:, hi:end]).astype(np.int64).tolist(), strict=True):
+        row.extend(small)
+    return out
 
 
 def encode_rows(
@@ -60,18 +91,25 @@ def encode_rows(
     seq_last: Sequence[int],
     repaired: Sequence[int],
 ) -> bytes:
-    """The rows (column order of ``MINUTE_COLUMNS``; ``floats`` has one row per meter and the float
-    columns in ``STAT_COLUMNS`` order, ``texts`` the text ones; ``seq_first`` / ``seq_last`` -1 when
-    the minute has no ``seq``), without signature or trailer."""
+    """The rows (column order of ``MINUTE_COLUMNS``; ``floats`` has one row per meter and the numeric
+    columns in ``STAT_COLUMNS`` order, as float64 (each encoded as its column's type), ``texts`` the
+    text ones; ``seq_first`` / ``seq_last`` -1 when the minute has no ``seq``), without signature or
+    trailer."""
     n = len(meter_ids)
     if not n:
         return b""
     assert floats.shape == (n, N_FLOATS)
-    fields = np.empty((n, N_FLOATS), dtype=_FIELD)
-    fields["length"] = 8
-    fields["value"] = floats
+    fields = np.empty(n, dtype=_FIELD)
+    for k, (sql_type, code) in enumerate(_GROUPS.items()):
+        lo, hi = _BOUNDS[k], _BOUNDS[k + 1]
+        if hi == lo:
+            continue
+        group = fields[f"g{k}"]
+        group["length"] = np.dtype(code).itemsize
+        part = floats[:, lo:hi]
+        group["value"] = _smallint(part) if sql_type == "smallint" else part
     block = fields.tobytes()
-    width = N_FLOATS * _FIELD.itemsize
+    width = _FIELD.itemsize
     n_columns = len(MINUTE_COLUMNS)
     out: list[bytes] = []
     for i in range(n):

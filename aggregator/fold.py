@@ -60,26 +60,30 @@ def _view_column(name: str) -> str:
     if name in _LAST:  # parts never overlap in time: the latest part holds the bucket's last minute
         return f"(array_agg({c} order by p.last_at desc))[1]"
     col = next(x for x in STAT_COLUMNS if x.name == name)
-    if col.stat in ("avg", "ratio"):
-        return f"sum({c} * p.sample_count) / nullif(sum(p.sample_count), 0)"
+    if col.stat in ("avg", "ratio"):  # weighted in float8, served in the column's type
+        return f"(sum({c}::float8 * p.sample_count) / nullif(sum(p.sample_count), 0))::{col.sql_type}"
     if col.stat == "energy":
         return f"sum({c})"
     return f"{col.stat}({c})"
 
 
 def view_sql(view: str) -> str:
-    """``create view`` of an hourly or daily level: folded rows plus the unfolded 5-minute rows."""
+    """``create view`` of an hourly or daily level: folded rows plus the unfolded 5-minute rows (as
+    migration 0010 creates it; a test checks the columns and types of the views against it)."""
     folded, bucket = LEVELS[view]
     stats = ALL_COLUMNS[2:]
     zone = f" cross join {quote(Tables.ROLLUP_STATE)} z" if view == Tables.TELEMETRY_1D else ""
+    aggregated = ",\n  ".join(f"{_view_column(n)} as {quote(n)}" for n in stats)
     return f"""create view {quote(view)} as
 select p.meter_id, p.b as bucket,
-  {", ".join(f"{_view_column(n)} as {quote(n)}" for n in stats)}
+  {aggregated}
 from (
-  select t.meter_id, t.bucket as b, {", ".join(f"t.{quote(n)}" for n in stats)}
+  select t.meter_id, t.bucket as b, {", ".join(f"t.{quote(n)}" for n in stats[:3])},
+    {", ".join(f"t.{quote(n)}" for n in stats[3:])}
   from {quote(folded)} t
   union all
-  select r.meter_id, {bucket} as b, {", ".join(f"f.{quote(n)}" for n in stats)}
+  select r.meter_id, {bucket} as b, {", ".join(f"f.{quote(n)}" for n in stats[:3])},
+    {", ".join(f"f.{quote(n)}" for n in stats[3:])}
   from {quote(Tables.ROLLUP_FOLD)} r{zone}
   cross join lateral (select * from {quote(Tables.TELEMETRY_5M)} f5
     where f5.meter_id = r.meter_id and f5.bucket >= r.folded_until) f

@@ -45,8 +45,8 @@ _LAST = [c.name for c in STAT_COLUMNS if c.stat == "last"]
 def _aggregate(name: str) -> str:
     col = next(c for c in STAT_COLUMNS if c.name == name)
     c = f"p.{quote(name)}"
-    if col.stat in ("avg", "ratio"):
-        return f"sum({c} * p.sample_count) / nullif(sum(p.sample_count), 0)"
+    if col.stat in ("avg", "ratio"):  # weighted in float8, stored in the column's type
+        return f"sum({c}::float8 * p.sample_count) / nullif(sum(p.sample_count), 0)"
     if col.stat == "energy":
         return f"sum({c})"
     return f"{col.stat}({c})"  # min / max
@@ -95,7 +95,7 @@ def _merged(name: str) -> str:
     col = next(x for x in STAT_COLUMNS if x.name == name)
     if col.stat in ("avg", "ratio"):
         n, m = "r.sample_count", "excluded.sample_count"
-        return f"({c} * {n} + {new} * {m}) / nullif({n} + {m}, 0)"
+        return f"({c}::float8 * {n} + {new}::float8 * {m}) / nullif({n} + {m}, 0)"
     if col.stat == "energy":
         return f"coalesce({c} + {new}, {c}, {new})"
     if col.stat == "last":  # minutes never overlap: the later last_at is the later minute

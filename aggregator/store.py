@@ -104,6 +104,7 @@ _PG_TYPES = {
     "timestamptz": "timestamptz",
     "integer": "int4",
     "double precision": "float8",
+    "real": "float4",
     "bigint": "int8",
     "smallint": "int2",
 }

@@ -8,11 +8,18 @@ compared with the manifest before the manifest row is deleted. Any problem raise
 counter); the transaction then rolls back, so the database is as it was. When loading fails, the
 rest of the object is still hashed, so a damaged object is reported as such (sha256 mismatch)
 rather than by the first bad line it happens to contain.
+
+A month of ``telemetry_aggregates`` archived before migration 0010 (narrow rows) has the minute
+table's old columns (those migration 0001 created, which the table no longer has): it is loaded
+through a temporary table, each column the table still has cast to its type, the settings' last
+values taken from the same stand-ins as the migration's, and the columns 0010 dropped left out
+(copies, sums and differences of channels, statistics of counters: docs/data-model.md).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import re
 import threading
@@ -26,6 +33,7 @@ from psycopg import errors, sql
 from archiver.job import ArchiveError, Stopped
 from archiver.months import ArchivedTable, Conn, Month, is_partitioned
 from archiver.storage import ObjectStore
+from enerlink.db import discover
 from schemas.wire import Tables
 
 #: every ``RestoreError.problem`` (the label values of the failure counter)
@@ -193,6 +201,7 @@ def restore_month(
             expected=expected_columns,
             known=known,
             stop=stop,
+            old_columns=table.name == Tables.TELEMETRY_AGGREGATES,
         )
     except (RestoreError, psycopg.Error) as exc:
         detail = exc.detail if isinstance(exc, RestoreError) else _db_message(exc)
@@ -224,6 +233,21 @@ def restore_month(
     return rows
 
 
+@functools.cache
+def _first_minute_columns() -> frozenset[str]:
+    """The minute table's columns as migration 0001 created them (its fixed DDL)."""
+    first = next(m for m in discover() if m.version == 1)
+    return frozenset(re.findall(r'^  "([a-z0-9_]+)" ', first.statements()[0], flags=re.MULTILINE))
+
+
+#: the settings' last values, absent from older rows: what migration 0010 takes instead
+_STAND_INS: dict[str, tuple[str, str]] = {
+    "battery_estimated_capacity_last": ("battery_estimated_capacity_avg", "{}::real"),
+    "battery_alert_threshold_last": ("battery_alert_threshold_max", "round({}::float8)::smallint"),
+}
+_OLD_ROWS = "_enerlink_restore_old_rows"
+
+
 def _load(
     conn: Conn,
     *,
@@ -234,6 +258,7 @@ def _load(
     expected: list[str],
     known: set[str],
     stop: threading.Event,
+    old_columns: bool = False,
 ) -> int:
     if is_partitioned(conn, table.name):
         conn.execute(
@@ -250,12 +275,16 @@ def _load(
             f"the CSV header is not the archived column list: unexpected {extra}, missing {missing}"
             + ("" if extra or missing else ", order differs"),
         )
-    if not set(header) <= known:
+    if not set(header) <= known and not (old_columns and set(header) - known <= _first_minute_columns()):
         raise RestoreError("bad_header", where, f"columns {sorted(set(header) - known)} not in {table.name}")
+    target = sql.Identifier(table.name) if set(header) <= known else sql.Identifier(_OLD_ROWS)
+    if set(header) - known:
+        columns = sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in header)
+        conn.execute(sql.SQL("create temp table {} ({}) on commit drop").format(target, columns))
     cur = conn.cursor()
     with cur.copy(
         sql.SQL("copy {} ({}) from stdin (format csv)").format(
-            sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, header))
+            target, sql.SQL(", ").join(map(sql.Identifier, header))
         )
     ) as copy:
         copy.write(rest)
@@ -263,4 +292,36 @@ def _load(
             if stop.is_set():
                 raise Stopped("stopping")
             copy.write(data)
+    if set(header) <= known:
+        return max(cur.rowcount, 0)
+    return _from_old_rows(conn, table=table.name, header=header)
+
+
+def _from_old_rows(conn: Conn, *, table: str, header: list[str]) -> int:
+    """The rows of an archive with the minute table's columns from before migration 0010, from the
+    temporary table into ``table``: see the module's docstring."""
+    rows = conn.execute(
+        "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a"
+        " where a.attrelid = to_regclass(%s) and a.attnum > 0 and not a.attisdropped",
+        (f'"{table}"',),
+    ).fetchall()
+    types: dict[str, str] = {str(name): str(kind) for name, kind in rows}
+    names: list[sql.Composable] = []
+    values: list[sql.Composable] = []
+    for column in header:
+        if column in types:
+            names.append(sql.Identifier(column))
+            values.append(sql.SQL("{}::{}").format(sql.Identifier(column), sql.SQL(types[column])))
+    for column, (source, expression) in _STAND_INS.items():
+        if column in types and column not in header and source in header:
+            names.append(sql.Identifier(column))
+            values.append(sql.SQL(expression).format(sql.Identifier(source)))
+    cur = conn.execute(
+        sql.SQL("insert into {} ({}) select {} from {}").format(
+            sql.Identifier(table),
+            sql.SQL(", ").join(names),
+            sql.SQL(", ").join(values),
+            sql.Identifier(_OLD_ROWS),
+        )
+    )
     return max(cur.rowcount, 0)

@@ -19,6 +19,7 @@ import logging
 import re
 import time
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,9 +90,10 @@ async def connect_when_up(
             await asyncio.sleep(delay)
 
 
-async def migrate(url: str, *, until: int | None = None) -> list[int]:
+async def migrate(url: str, *, until: int | None = None, skip: Collection[int] = ()) -> list[int]:
     """Apply pending migrations (waiting for PostgreSQL to be up), with ``until`` only those up to
-    that version (a schema as an older release left it); return the versions applied now."""
+    that version, without those in ``skip`` (a schema as an older release left it); return the
+    versions applied now."""
     applied: list[int] = []
     # Autocommit: each migration's ``transaction()`` is then a real transaction, committed before the
     # advisory lock is released. (Inside an implicit outer transaction it would be a savepoint, committed
@@ -113,7 +115,11 @@ async def migrate(url: str, *, until: int | None = None) -> list[int]:
             )
             done = {int(row[0]) for row in await cur.fetchall()}  # type: ignore[call-overload]
             for migration in discover():
-                if migration.version in done or (until is not None and migration.version > until):
+                if (
+                    migration.version in done
+                    or migration.version in skip
+                    or (until is not None and migration.version > until)
+                ):
                     continue
                 try:
                     async with conn.transaction():

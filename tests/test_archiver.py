@@ -166,7 +166,7 @@ async def test_crash_between_upload_and_drop_rerun_finishes(
 
 async def test_failed_upload_leaves_rows_and_no_object(s3_environ: dict[str, str], database_url: str) -> None:
     await migrate(database_url)
-    rows = fill_month(database_url, start=OLD.start, rows=20_000)  # ~14 MB gzip: a real multipart upload
+    rows = fill_month(database_url, start=OLD.start, rows=40_000)  # ~14 MB gzip: a real multipart upload
     settings = Settings.from_env(Env(s3_environ))
 
     def cut(raw_bytes: int) -> None:

@@ -15,7 +15,7 @@ import io
 import logging
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client.core import CounterMetricFamily
 from psycopg import sql
 
+from aggregator.columns import DERIVED
 from api.deps import AppState, State, iso, utc
 from api.models import HistoryResponse, Problem, Resolution, ResolutionChoice
 from api.routes.latest import MeterIdPath
@@ -101,9 +102,17 @@ def too_many_points(*, start: datetime, end: datetime, points: int, unit: str, l
     )
 
 
+def available_fields(columns: list[str]) -> list[str]:
+    """A table's statistic columns, then the values computed from them (:data:`DERIVED`: e.g.
+    ``net_grid_import_power_avg``, a copy of ``import_power_avg`` that is not stored)."""
+    stored = [c for c in columns if c not in KEY_COLUMNS]
+    present = set(stored)
+    return stored + [d.name for d in DERIVED if d.name not in present and present.issuperset(d.sources)]
+
+
 def resolve_fields(requested: str | None, columns: list[str]) -> list[str]:
     """``battery_soc`` -> its existing stat columns; an exact column name is taken as is."""
-    available = [c for c in columns if c not in KEY_COLUMNS]
+    available = available_fields(columns)
     if not requested:
         return available
     out: list[str] = []
@@ -137,11 +146,23 @@ async def meter_known(state: State, meter_id: str, *tables: str) -> bool:
     return False
 
 
-def _plain_query(table: str, chosen: list[str]) -> sql.Composed:
+_DERIVED = {d.name: d for d in DERIVED}
+
+
+def select_item(name: str, columns: Collection[str]) -> sql.Composable:
+    """A stored column (of ``columns``), or the expression of a derived one under its name."""
+    derived = _DERIVED.get(name)
+    if derived is None or name in columns:
+        return sql.Identifier(name)
+    # the expression is the catalogue's own text (column names from it, never from the request)
+    return sql.SQL("{} as {}").format(sql.SQL(derived.sql), sql.Identifier(name))
+
+
+def _plain_query(table: str, chosen: list[str], columns: Collection[str]) -> sql.Composed:
     return sql.SQL(
         "select bucket{} from {} where meter_id = %s and bucket >= %s and bucket < %s"
         " order by bucket limit %s"
-    ).format(sql.SQL("").join(sql.SQL(", ") + sql.Identifier(c) for c in chosen), sql.Identifier(table))
+    ).format(sql.SQL("").join(sql.SQL(", ") + select_item(c, columns) for c in chosen), sql.Identifier(table))
 
 
 def _cell(value: Any) -> Any:
@@ -223,10 +244,13 @@ async def _history(
     except HTTPException as exc:
         if exc.status_code != 422:
             raise
-        chosen = resolve_fields(fields, await state.columns(table, refresh=True))
+        columns = await state.columns(table, refresh=True)
+        chosen = resolve_fields(fields, columns)
     if not await meter_known(state, meter_id, table):
         raise HTTPException(404, f"unknown meter {meter_id}")
-    rows = await bounded_rows(state, _plain_query(table, chosen), (meter_id, start_at, end_at, limit))
+    rows = await bounded_rows(
+        state, _plain_query(table, chosen, columns), (meter_id, start_at, end_at, limit)
+    )
     if accept and "text/csv" in accept.lower():
         return Response(_csv(chosen, rows), media_type="text/csv; charset=utf-8")
     body = {

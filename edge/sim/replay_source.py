@@ -2,8 +2,10 @@
 
 * **Archive CSV** (``telemetry_aggregates`` rows as the archiver writes them, ``.csv`` or
   ``.csv.gz``; recognised by its ``meter_id`` and ``bucket`` columns): one data message per row,
-  numbers from ``{column}_avg``, counters from ``{column}_last``, booleans from ``{column}_ratio``
-  (true when >= 0.5), enums from ``{column}_last``; dated at ``bucket``.
+  numbers from ``{column}_avg`` (or ``_last``: settings), counters from ``{column}_last``, booleans
+  from ``{column}_ratio`` (true when >= 0.5), enums from ``{column}_last``; dated at ``bucket``.
+  ``net_solar`` / ``net_grid`` numbers are computed from the channels when the archive does not hold
+  them (months archived since migration 0010: docs/data-model.md).
 * **Per-second CSV** with a time column (ISO date-time, epoch seconds or milliseconds, or
   ``HH:MM:SS`` anchored to ``--date``) and a mapping ``FIELD=COLUMN[*FACTOR]`` per measured value,
   e.g. ``solar_output.power=pv_w*1000 battery.soc=soc``. Unmapped channel voltages default to
@@ -123,11 +125,17 @@ def from_archive(rows: Iterable[dict[str, str]]) -> list[Record]:
             elif f.kind == "enum":
                 section[f.name] = row.get(f"{f.column}_last") or None
             else:
-                stat = "last" if f.kind == "counter" else "avg"
-                value = _number(row.get(f"{f.column}_{stat}"), f"line {line}")
-                if value is None:
-                    value = _number(row.get(f"{f.column}_avg"), f"line {line}") or 0.0
+                first = "last" if f.kind == "counter" else "avg"
+                value = None
+                for stat in dict.fromkeys((first, "last", "avg")):
+                    if value is None:
+                        value = _number(row.get(f"{f.column}_{stat}"), f"line {line}")
+                value = value or 0.0
                 section[f.name] = round(value) if (f.subsystem, f.name) in INTEGER_FIELDS else value
+        if "net_grid_import_total_last" not in row:  # rows since migration 0010: nets not stored
+            statuses = data["net_solar"]["status"], data["net_grid"]["status"]
+            firmware_nets(data)
+            data["net_solar"]["status"], data["net_grid"]["status"] = statuses
         epoch = parse_time(row["bucket"])
         records.append(
             Record(
@@ -176,6 +184,14 @@ def derive(
     data["import"]["active"] = data["import"]["power"] > 0
     data["solar_input"]["generating"] = data["solar_input"]["power"] > 0
     data["solar_output"]["generating"] = data["solar_output"]["power"] > 0
+    firmware_nets(data)
+    battery = data["battery"]
+    battery["alert_active"] = battery["soc"] < battery["alert_threshold"]
+    battery["is_charging"] = battery["charge_rate"] > 0
+
+
+def firmware_nets(data: dict[str, dict[str, Any]]) -> None:
+    """``net_solar`` and ``net_grid`` from the channels, as the firmware computes them."""
     ns, ng = data["net_solar"], data["net_grid"]
     so, ls, lh = data["solar_output"], data["load_smart_mtr"], data["load_home"]
     ns.update(solar_power=so["power"], load_power=round(ls["power"] + lh["power"], 4))
@@ -204,9 +220,6 @@ def derive(
     ng["net_daily"] = round(ng["export_daily"] - ng["import_daily"], 6)
     ng["net_total"] = round(ng["export_total"] - ng["import_total"], 6)
     ng["status"] = "exporting" if ng["net_power"] > 0 else "importing" if ng["net_power"] < 0 else "idle"
-    battery = data["battery"]
-    battery["alert_active"] = battery["soc"] < battery["alert_threshold"]
-    battery["is_charging"] = battery["charge_rate"] > 0
 
 
 def from_series(

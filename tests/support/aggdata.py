@@ -10,7 +10,20 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from aggregator.columns import KEY_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
 from schemas.wire import Tables
+
+#: the minute table's columns that are not statistics
+NOT_STATISTICS = frozenset(name for name, _ in (*KEY_COLUMNS, *SEQ_COLUMNS))
+_REAL = {c.name for c in STAT_COLUMNS if c.sql_type == "real"}
+#: relative error of a value rounded to float4 a few times over (a minute, then each rollup level)
+REAL_REL = 4 * 2.0**-24
+
+
+def resolution(column: str) -> float:
+    """The relative tolerance a stored statistic is compared with: a few float4 roundings for a
+    ``real`` column, none to speak of for the others (double precision: exact sums and copies)."""
+    return REAL_REL if column in _REAL else 1e-9
 
 
 def columns(conn: psycopg.Connection[Any], table: str) -> list[tuple[str, str]]:
