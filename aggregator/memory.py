@@ -54,6 +54,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _PR_SET_PDEATHSIG = 1
 _PARENT_OWNS = (signal.SIGINT, signal.SIGTERM)  # the signals worker processes leave to the parent
+STOP_GRACE_S = 10.0  # how long a pool's shutdown may wait for its workers before they are killed
 
 
 class ComputePool(Executor):
@@ -89,6 +90,7 @@ class ComputePool(Executor):
 
     def pids(self) -> list[int]:
         """The worker processes' ids (for tests and RSS reports)."""
+        # private: ProcessPoolExecutor's worker processes (also read by _stop)
         return sorted(p.pid for p in list(self._pool._processes.values()) if p.pid is not None)
 
     async def job_done(self) -> bool:
@@ -101,7 +103,7 @@ class ComputePool(Executor):
             return False
         began = time.monotonic()
         old, self._pool = self._pool, self._start()
-        await asyncio.to_thread(old.shutdown, wait=True, cancel_futures=True)
+        await _stop(old)
         self.renewals += 1
         if broken:
             log.warning("aggregate: a worker process died; %d fresh ones started", self.workers)
@@ -121,7 +123,27 @@ class ComputePool(Executor):
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await asyncio.to_thread(self.shutdown, wait=True, cancel_futures=True)
+        await _stop(self._pool)
+
+
+async def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut a pool down; workers that have not exited after :data:`STOP_GRACE_S` are killed (they hold
+    nothing: a shard is read from Redis and computed again). A shutdown that catches a worker still
+    starting can otherwise wait on it for ever."""
+    stopping = asyncio.create_task(
+        asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True), name="aggregate-pool-stop"
+    )
+    try:
+        await asyncio.wait_for(asyncio.shield(stopping), STOP_GRACE_S)
+    except TimeoutError:
+        # private: ProcessPoolExecutor's worker processes (also read by ComputePool.pids)
+        stuck = [p for p in list(pool._processes.values()) if p.is_alive()]
+        log.warning(
+            "aggregate: %d worker processes did not stop within %.0f s: killed", len(stuck), STOP_GRACE_S
+        )
+        for process in stuck:
+            process.kill()
+        await stopping
 
 
 def _die_with_parent(parent: int) -> None:
