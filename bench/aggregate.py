@@ -60,6 +60,7 @@ from aggregator.settings import Settings  # noqa: E402
 from enerlink.config import Env  # noqa: E402
 from enerlink.db import connect, migrate  # noqa: E402
 from schemas.examples import DATA_EXAMPLE, STATUS_EXAMPLE  # noqa: E402
+from schemas.snapshot import encode_snapshots  # noqa: E402
 from schemas.wire import Keys, Tables  # noqa: E402
 from tests.support.chaos_stack import child_pids, cpu_seconds  # noqa: E402
 
@@ -112,10 +113,10 @@ async def _load(
     for i in range(0, len(meters), 500):
         pipe = r.pipeline(transaction=False)
         for meter in meters[i : i + 500]:
+            messages = [_message(base, meter, minute + k * step, k, seq=seq) for k in range(per_meter)]
             snaps = {
-                _message(base, meter, minute + k * step, k, seq=seq): minute + k * step
-                for k in range(per_meter)
-            }
+                member: minute + k * step for k, member in enumerate(encode_snapshots(messages))
+            }  # stored as the ingest stores them
             pipe.zadd(keys.timeseries(meter), snaps)
             pipe.hset(keys.meters, meter, minute + MINUTE_MS - 1)
             if statuses:
