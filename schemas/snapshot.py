@@ -55,12 +55,16 @@ def encode_snapshot(payload: bytes) -> bytes:
 
 def encode_snapshots(payloads: Sequence[bytes]) -> list[bytes]:
     """The stored members of a batch of data messages: the numbers of all of them are coded in one
-    numpy pass (what the ingest does with each batch it writes). A payload that is not a JSON object
-    raises ``ValueError``."""
+    numpy pass (what the ingest does with each batch it writes). A payload orjson cannot read is kept
+    as received (it decodes as itself); one that is JSON but not an object raises ``ValueError``."""
     out: list[bytes | None] = [None] * len(payloads)
     complete: list[tuple[int, _Complete]] = []
     for i, payload in enumerate(payloads):
-        msg = orjson.loads(payload)
+        try:
+            msg = orjson.loads(payload)
+        except orjson.JSONDecodeError:  # JSON orjson does not take (a lone surrogate): as received
+            out[i] = payload
+            continue
         if type(msg) is not dict:
             raise ValueError("a data message is a JSON object")
         found = _complete(msg)

@@ -42,12 +42,13 @@ def number_codes(raw: list[Any]) -> U64:
         v = np.array(raw, dtype=np.float64)
     else:
         v = np.array([x if u else 0.0 for x, u in zip(raw, usable.tolist(), strict=True)], dtype=np.float64)
-    scaled = np.rint(_POW10_COLUMN * v)
-    ok = (scaled / _POW10_COLUMN == v) & (np.abs(scaled) < _LIMIT)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values: inf, no slot form
+        scaled = np.rint(_POW10_COLUMN * v)
+        ok = (scaled / _POW10_COLUMN == v) & (np.abs(scaled) < _LIMIT)
     decimals = ok.argmax(axis=0)
     columns = np.arange(n)
     good = ok[decimals, columns] & usable & ~(np.signbit(v) & (v == 0.0)) & ~(is_int & (decimals != 0))
-    m = scaled[decimals, columns].astype(np.int64)
+    m = np.where(good, scaled[decimals, columns], 0.0).astype(np.int64)
     zigzag = ((m << 1) ^ (m >> 63)).astype(np.uint64)
     code = np.where(is_int, 0, decimals + 1).astype(np.uint64)
     return np.where(good, (zigzag << _FOUR) | code, np.uint64(L.ABSENT))

@@ -14,7 +14,7 @@ from datetime import timedelta
 import redis.asyncio as aioredis
 
 from ingest.metrics import IngestMetrics
-from schemas.snapshot import encode_snapshot
+from schemas.snapshot import decode_snapshot, encode_snapshot
 from schemas.wire import Keys, Topics
 from tests.support.ingest_support import (
     ago,
@@ -90,8 +90,8 @@ async def test_flooding_meter_is_limited_and_counted_and_the_others_all_stored(
     limited = int(await redis_client.hget(keys.rate_limited, "FLOOD"))
     assert len(stored) + limited == FLOOD
     assert limited > 0
-    assert stored <= set(flood)
-    per_second = Counter(json.loads(p)["datetime"][:19] for p in stored)
+    assert stored <= set(map(encode_snapshot, flood))
+    per_second = Counter(json.loads(decode_snapshot(p))["datetime"][:19] for p in stored)
     assert max(per_second.values()) <= rate, per_second.most_common(3)
     # counted in Redis and in Prometheus, once per message
     assert int(await redis_client.hget(keys.rejected_counts, "rate_limited")) == limited
