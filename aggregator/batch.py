@@ -56,21 +56,6 @@ _NO_TEMPERATURES = (None,) * _N_TEMPS
 _TO_VALUE_ORDER = operator.itemgetter(*PERM)  # a Snap's vector (RAW_ORDER) -> VALUE_FIELDS order
 
 
-@dataclass(slots=True)
-class Decoded:
-    """Row ``i`` is snapshot ``i`` of the batch; where ``ok`` is False it was unusable (``errors``
-    says why) and its values are zeros."""
-
-    values: np.ndarray[Any, np.dtype[np.float64]]  # (n, WIDTH), VALUE_FIELDS order, bools as 0/1
-    at_ms: np.ndarray[Any, np.dtype[np.int64]]
-    ok: np.ndarray[Any, np.dtype[np.bool_]]
-    temperature: np.ndarray[Any, np.dtype[np.float64]]  # highest subsystem temperature, NaN: none
-    seq: np.ndarray[Any, np.dtype[np.int64]]  # the message's ``seq``; -1: none
-    at: Moments = field(default_factory=lambda: Moments())  # the message's own offset
-    enums: list[tuple[str, ...]] = field(default_factory=list)
-    errors: list[tuple[int, str]] = field(default_factory=list)  # (row, why)
-
-
 class Moments(list[Any]):
     """Each snapshot's datetime (None: unusable); a compact one's is made when first looked at (only
     the snapshots that raise an event are)."""
@@ -81,6 +66,21 @@ class Moments(list[Any]):
             value = datetime_of(*value)[0]
             self[i] = value
         return value
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Row ``i`` is snapshot ``i`` of the batch; where ``ok`` is False it was unusable (``errors``
+    says why) and its values are zeros."""
+
+    values: np.ndarray[Any, np.dtype[np.float64]]  # (n, WIDTH), VALUE_FIELDS order, bools as 0/1
+    at_ms: np.ndarray[Any, np.dtype[np.int64]]
+    ok: np.ndarray[Any, np.dtype[np.bool_]]
+    temperature: np.ndarray[Any, np.dtype[np.float64]]  # highest subsystem temperature, NaN: none
+    seq: np.ndarray[Any, np.dtype[np.int64]]  # the message's ``seq``; -1: none
+    at: Moments = field(default_factory=Moments)  # the message's own offset
+    enums: list[tuple[str, ...]] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (row, why)
 
 
 class _Retry(Exception):
@@ -144,7 +144,9 @@ def _parse_one(out: Decoded, i: int, raw: bytes, meter: str) -> Snap | None:
 _ENUM_VALUES = [np.array(values, dtype=object) for values in SL.ENUM_VALUES]
 _TEMPERATURE_SLOT = SL.NUMBER_SLOTS.index(("battery", "temperature"))
 _BOOL_COLUMNS = [SL.BOOL_SLOTS.index((f.subsystem, f.name)) for f in VALUE_FIELDS[N_NUMERIC:]]
-assert [(f.subsystem, f.name) for f in VALUE_FIELDS[:N_NUMERIC]] == list(SL.NUMBER_SLOTS[: SL.N_REQUIRED_NUMBERS])
+assert [(f.subsystem, f.name) for f in VALUE_FIELDS[:N_NUMERIC]] == list(
+    SL.NUMBER_SLOTS[: SL.N_REQUIRED_NUMBERS]
+)
 
 
 def _compact(out: Decoded, lo: int, raws: Sequence[bytes], meter_ids: list[str]) -> None:

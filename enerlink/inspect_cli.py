@@ -22,7 +22,9 @@ from datetime import UTC, datetime
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
-    snap = sub.add_parser("snapshot", help="a meter's stored readings (timeseries or late data) as JSON lines")
+    snap = sub.add_parser(
+        "snapshot", help="a meter's stored readings (timeseries or late data) as JSON lines"
+    )
     snap.add_argument("meter_id", help="e.g. METER001")
     snap.add_argument("--last", type=int, default=5, metavar="N", help="the newest N (default 5; 0 = all)")
     snap.add_argument("--late", action="store_true", help="the late-data set instead of the live window")
@@ -44,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
     start = 0 if args.last <= 0 else -args.last
     client = redis.Redis.from_url(common.redis_url)
     try:
-        members = client.zrange(key, start, -1, withscores=True)
+        members: list[tuple[bytes, float]] = client.zrange(key, start, -1, withscores=True)  # type: ignore[assignment]
     except redis.RedisError as exc:
         print(f"enerlink inspect: redis: {exc}", file=sys.stderr)
         return 1

@@ -8,8 +8,9 @@ One ``EVALSHA`` per batch (one network round trip) stores every item of the batc
   than the retention window, ``PEXPIRE`` the key to the window. A message already older than the
   window goes to ``late_data(meter)`` instead (same layout, same TTL). Latest is newer-wins:
   ``latest_data[meter]`` is replaced only when the message's datetime is >= the one recorded in
-  ``latest_data_at[meter]`` (the latest hashes keep the JSON as received). ``meters[meter]`` = last seen (Redis time, epoch ms). Data with ``seq``
-  updates ``gaps[meter]`` (JSON ``{last_seq, last_at, missed, duplicates, resets}``).
+  ``latest_data_at[meter]`` (the latest hashes keep the JSON as received). ``meters[meter]`` = last
+  seen (Redis time, epoch ms). Data with ``seq`` updates ``gaps[meter]`` (JSON ``{last_seq, last_at,
+  missed, duplicates, resets}``).
 * seq record (when ``confirm_interval_ms`` > 0; :mod:`ingest.seq_record`): every data message with a
   ``seq`` (stored now or already there) is added to ``seq_record(meter)``, the meter is scheduled in
   ``confirm_due`` (no earlier than one interval after its last confirmation) and, while its record has
@@ -188,7 +189,16 @@ class RedisStore:
                     seq = "" if item.seq is None else item.seq
                     late = Keys.late_member(meter, minute)
                     member = next(members)
-                    args += ("d", meter, item.at_ms, seq, late, member, item.payload, "1" if item.resent else "")
+                    args += (
+                        "d",
+                        meter,
+                        item.at_ms,
+                        seq,
+                        late,
+                        member,
+                        item.payload,
+                        "1" if item.resent else "",
+                    )
                 else:
                     keys.append(k.status_timeseries(item.meter_id))
                     args += ("s", item.meter_id, item.at_ms, item.payload)

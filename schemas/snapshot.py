@@ -38,7 +38,14 @@ from schemas.snapshot_general import (
 )
 from schemas.telemetry import DATA_UNITS
 
-__all__ = ["SnapshotError", "decode_message", "decode_snapshot", "encode_snapshot", "encode_snapshots", "is_compact"]
+__all__ = [
+    "SnapshotError",
+    "decode_message",
+    "decode_snapshot",
+    "encode_snapshot",
+    "encode_snapshots",
+    "is_compact",
+]
 
 _VERSION_BYTE = bytes([L.VERSION])
 
@@ -104,7 +111,9 @@ def _complete_layout() -> tuple[list[tuple[str, Any, int]], list[int], list[int]
     flat: list[tuple[str, str]] = []
     required = set(L.NUMBER_SLOTS[: L.N_REQUIRED_NUMBERS]) | set(L.BOOL_SLOTS) | set(L.ENUM_SLOTS)
     for sub in L.SUBSYSTEMS:
-        names = [n for s, n in (*L.NUMBER_SLOTS, *L.BOOL_SLOTS, *L.ENUM_SLOTS) if s == sub and (s, n) in required]
+        names = [
+            n for s, n in (*L.NUMBER_SLOTS, *L.BOOL_SLOTS, *L.ENUM_SLOTS) if s == sub and (s, n) in required
+        ]
         subs.append((sub, _section_getter(names), len(names)))
         flat += [(sub, n) for n in names]
     return (
@@ -148,9 +157,10 @@ def _complete(msg: dict[str, Any]) -> _Complete | None:
         for sub, get, count in _SUBS:
             section = data[sub]
             flat += get(section)
-            if len(section) != count:
-                if sub != "battery" or not _BATTERY_EXTRAS.issuperset(section.keys() - SLOTTED[sub]):
-                    return None
+            if len(section) != count and (
+                sub != "battery" or not _BATTERY_EXTRAS.issuperset(section.keys() - SLOTTED[sub])
+            ):
+                return None
     except (KeyError, TypeError, AttributeError):
         return None
     meter_bytes = meter.encode()
@@ -200,5 +210,6 @@ def _encode_complete(found: list[_Complete]) -> list[bytes | None]:
     starts = [0, *ends[:-1]]
     unfit_rows = unfit.tolist()
     return [
-        None if bad else c.head + data[a:b] for c, a, b, bad in zip(found, starts, ends, unfit_rows, strict=True)
+        None if bad else c.head + data[a:b]
+        for c, a, b, bad in zip(found, starts, ends, unfit_rows, strict=True)
     ]

@@ -36,7 +36,9 @@ class Columns:
     seq: I64  # -1: none
     style: I64  # 0: the datetime has no slot
     at_ms: I64  # as ``int(datetime.timestamp() * 1000)`` of the message's datetime
-    t: npt.NDArray[np.uint64]  # the datetime slot as stored (for :func:`schemas.snapshot_general.datetime_of`)
+    t: npt.NDArray[
+        np.uint64
+    ]  # the datetime slot as stored (for :func:`schemas.snapshot_general.datetime_of`)
 
 
 _UNITS = np.array([unit for _, unit in L.PRECISIONS], dtype=np.int64)

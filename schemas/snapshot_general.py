@@ -42,7 +42,6 @@ SLOTTED: dict[str, frozenset[str]] = {
 _TOP = frozenset(("meterId", "datetime", "seq", "units", "data"))
 
 
-
 class SnapshotError(ValueError):
     """A stored member that is not a snapshot this code can read."""
 
@@ -273,7 +272,7 @@ def number_value(code_value: int) -> int | float:
     m = unzigzag(code_value >> 4)
     if code == 0:
         return m
-    return m / 10 ** (code - 1)  # int / int: correctly rounded, as the float64 division of the bulk path
+    return m / int(10 ** (code - 1))  # int / int: correctly rounded, as the float64 division of the bulk path
 
 
 def _build(meter: bytes, rest_bytes: bytes, s: list[int]) -> dict[str, Any]:

@@ -43,7 +43,9 @@ OPTIONAL_NUMBERS: tuple[tuple[str, str], ...] = (
     ("battery", "health"),
     ("battery", "cycles"),
 )
-NUMBER_SLOTS: tuple[tuple[str, str], ...] = tuple((f.subsystem, f.name) for f in NUMERIC_FIELDS) + OPTIONAL_NUMBERS
+NUMBER_SLOTS: tuple[tuple[str, str], ...] = (
+    tuple((f.subsystem, f.name) for f in NUMERIC_FIELDS) + OPTIONAL_NUMBERS
+)
 N_REQUIRED_NUMBERS = len(NUMERIC_FIELDS)
 BOOL_SLOTS: tuple[tuple[str, str], ...] = tuple((f.subsystem, f.name) for f in BOOL_FIELDS)
 
@@ -94,4 +96,8 @@ FULL_FLAGS = FLAG_UNITS | FLAG_METER | FLAG_DATA | ALL_SUBSYSTEMS
 REQUIRED_FLAGS = FLAG_METER | FLAG_DATA | ALL_SUBSYSTEMS
 
 # datetime styles: 1 + (zigzag(offset minutes) << 3 | zulu << 2 | precision); t in that precision.
-PRECISIONS: tuple[tuple[str, int], ...] = (("seconds", 1), ("milliseconds", 1_000), ("microseconds", 1_000_000))
+PRECISIONS: tuple[tuple[str, int], ...] = (
+    ("seconds", 1),
+    ("milliseconds", 1_000),
+    ("microseconds", 1_000_000),
+)

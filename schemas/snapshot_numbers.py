@@ -89,7 +89,7 @@ def read_leb128(data: bytes, *, per_member: npt.NDArray[np.int64], count: int) -
     starts[1:] = ends[:-1] + 1
     if (ends - starts >= 10).any():
         return None
-    group = np.cumsum(last) - last
+    group: npt.NDArray[np.int64] = np.cumsum(last) - last
     position = (np.arange(len(buf)) - starts[group]).astype(np.uint64)
     parts = (buf & 0x7F).astype(np.uint64) << (_SEVEN * position)
     values: U64 = np.bitwise_or.reduceat(parts, starts)

@@ -17,6 +17,7 @@ from ingest.redis_store import LATE_MINUTE, RedisStore
 from ingest.validate import Measurement
 from schemas.wire import Keys, Tables
 from tests.conftest import load_fixture
+from tests.support.ingest_support import wait_until
 from tests.test_aggregator import MIN, minute_dt, now_ms, rows, settings_for
 
 FIXTURE = load_fixture("meter-data.json")
@@ -37,7 +38,8 @@ def _writes(url: str, schema: str) -> tuple[int, int, int]:
     """(inserted, updated, dead) row versions of the minute table's partitions in ``schema``."""
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "select coalesce(sum(s.n_tup_ins), 0), coalesce(sum(s.n_tup_upd), 0), coalesce(sum(s.n_dead_tup), 0)"
+            "select coalesce(sum(s.n_tup_ins), 0), coalesce(sum(s.n_tup_upd), 0),"
+            " coalesce(sum(s.n_dead_tup), 0)"
             " from pg_stat_user_tables s join pg_inherits i on i.inhrelid = s.relid"
             " join pg_class p on p.oid = i.inhparent where s.schemaname = %s and p.relname = %s",
             (schema, Tables.TELEMETRY_AGGREGATES),
@@ -76,9 +78,11 @@ async def test_an_hour_backfilled_is_written_once_per_minute(
     assert not await redis_client.zrange(keys.late_minutes, 0, -1)  # every flag handled
     # each minute row written once: as many insertions as rows, no update, no dead version
     schema = pg_schema.rsplit("%3D", 1)[1]
-    async with asyncio.timeout(10):
-        while _writes(url, schema)[0] < len(stored):  # the statistics arrive when the backends end
-            await asyncio.sleep(0.2)
+
+    async def counted() -> bool:  # the statistics arrive when the aggregator's backends end
+        return _writes(url, schema)[0] >= len(stored)
+
+    await wait_until(counted, limit_s=10, what="insertions counted")
     await asyncio.sleep(1.0)
     assert _writes(url, schema) == (len(stored), 0, 0)
     # and a second run writes nothing again

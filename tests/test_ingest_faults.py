@@ -129,7 +129,9 @@ async def _kill_restart_scenario(
         try:
             await wait_until(lambda: _at_least(client, keys, meters, count), limit_s=60, what="all stored")
         except AssertionError:
-            missing = [m for m, p in messages if await client.zscore(keys.timeseries(m), encode_snapshot(p)) is None]
+            missing = [
+                m for m, p in messages if await client.zscore(keys.timeseries(m), encode_snapshot(p)) is None
+            ]
             print("stored", await stored(client, keys, meters), "missing", len(missing), missing[:5])
             print(worker.output()[-3000:])
             raise

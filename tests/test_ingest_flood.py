@@ -84,7 +84,9 @@ async def test_flooding_meter_is_limited_and_counted_and_the_others_all_stored(
 
     # every normal meter's readings are all there, once each
     for meter, payloads in normal.items():
-        assert await redis_client.zrange(keys.timeseries(meter), 0, -1) == list(map(encode_snapshot, payloads)), meter
+        assert await redis_client.zrange(keys.timeseries(meter), 0, -1) == list(
+            map(encode_snapshot, payloads)
+        ), meter
     # the flood: stored + rate_limited = published, nothing silently lost, at most `rate` per second
     stored = set(await redis_client.zrange(keys.timeseries("FLOOD"), 0, -1))
     limited = int(await redis_client.hget(keys.rate_limited, "FLOOD"))

@@ -12,8 +12,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from ingest.metrics import IngestMetrics
-from schemas.snapshot import encode_snapshot
 from schemas.delivery import ResendCommand
+from schemas.snapshot import encode_snapshot
 from schemas.wire import Keys, Topics
 from tests.support.ingest_delivery_support import holds, listening, readings, record, retained
 from tests.support.ingest_support import (

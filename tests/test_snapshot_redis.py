@@ -35,7 +35,9 @@ async def test_an_hour_of_a_simulated_meter_takes_under_400_bytes_a_snapshot(
     for payload in payloads:
         msg = DataMessage.model_validate_json(payload)
         items.append(
-            Measurement(kind="data", meter_id=msg.meterId, at_ms=epoch_ms(msg.datetime), seq=msg.seq, payload=payload)
+            Measurement(
+                kind="data", meter_id=msg.meterId, at_ms=epoch_ms(msg.datetime), seq=msg.seq, payload=payload
+            )
         )
     for i in range(0, len(items), 100):
         await store.write(items[i : i + 100])
@@ -52,7 +54,12 @@ async def test_an_hour_of_a_simulated_meter_takes_under_400_bytes_a_snapshot(
 
 
 async def test_the_same_reading_is_one_member_whether_redelivered_or_resent(
-    *, broker: Broker, environ: dict[str, str], uid: str, key_prefix: str, topic_prefix: str,
+    *,
+    broker: Broker,
+    environ: dict[str, str],
+    uid: str,
+    key_prefix: str,
+    topic_prefix: str,
     redis_client: aioredis.Redis,
 ) -> None:
     keys, topics = Keys(key_prefix), Topics(topic_prefix)
@@ -91,7 +98,14 @@ async def test_inspect_prints_the_stored_snapshots_as_json_lines(
     await redis_client.zadd(key, {encode_snapshot(p): s for p, s in zip(payloads, scores, strict=True)})
     await redis_client.zadd(key, {b"\x01garbage": scores[-1] + 1})
     args = [sys.executable, "-m", "enerlink", "inspect", "snapshot", "METER001", "--last", "5"]
-    done = subprocess.run(args + (["--late"] if late else []), capture_output=True, timeout=60, env={**os.environ, **environ})
+    done = await asyncio.to_thread(
+        subprocess.run,
+        args + (["--late"] if late else []),
+        check=False,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, **environ},
+    )
     lines = [json.loads(line) for line in done.stdout.decode().splitlines()]
     assert done.returncode == 1  # the garbage member is reported, the others printed
     assert [line["score"] for line in lines] == [*scores[-4:], scores[-1] + 1]

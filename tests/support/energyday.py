@@ -120,7 +120,9 @@ async def aggregate_homes(
         for home in homes:
             points = home.messages(start_ms=start_ms, end_ms=end_ms)
             members = encode_snapshots([raw for _, raw in points])  # as the ingest stores them
-            await redis.zadd(keys.late_data(home.meter_id), {m: at for (at, _), m in zip(points, members, strict=True)})
+            await redis.zadd(
+                keys.late_data(home.meter_id), {m: at for (at, _), m in zip(points, members, strict=True)}
+            )
             await redis.hset(keys.meters, home.meter_id, str(points[-1][0]))
             s, us = await redis.time()
             now = int(s) * 1000 + int(us) // 1000
