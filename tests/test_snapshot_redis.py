@@ -17,7 +17,7 @@ from ingest.redis_store import RedisStore
 from ingest.validate import Measurement
 from schemas.snapshot import decode_snapshot, encode_snapshot
 from schemas.telemetry import DataMessage, epoch_ms
-from schemas.wire import Keys, Topics
+from schemas.wire import Keys
 from tests.support.ingest_support import ago, data_message, ingest_settings, publisher, running, wait_until
 from tests.support.services import Broker
 from tests.test_snapshot import simulated
@@ -54,16 +54,10 @@ async def test_an_hour_of_a_simulated_meter_takes_under_400_bytes_a_snapshot(
 
 
 async def test_the_same_reading_is_one_member_whether_redelivered_or_resent(
-    *,
-    broker: Broker,
-    environ: dict[str, str],
-    uid: str,
-    key_prefix: str,
-    topic_prefix: str,
-    redis_client: aioredis.Redis,
+    broker: Broker, environ: dict[str, str], redis_client: aioredis.Redis
 ) -> None:
-    keys, topics = Keys(key_prefix), Topics(topic_prefix)
-    settings = ingest_settings(environ, client_id=f"ingest-{uid}")
+    settings = ingest_settings(environ, client_id=f"same-{environ['ENERLINK_KEY_PREFIX']}")
+    keys, topics = settings.common.keys, settings.common.topics
     payloads = [data_message("SAME", at=ago(seconds=30 - 5 * k), seq=k + 1) for k in range(3)]
     key = keys.timeseries("SAME")
     async with running(settings), publisher(broker.url) as pub:
