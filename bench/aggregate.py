@@ -81,10 +81,11 @@ def _message(base: dict[str, object], meter: str, at_ms: int, i: int, *, seq: bo
     msg["datetime"] = datetime.fromtimestamp(at_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
     data = msg["data"]
     assert isinstance(data, dict)
+    # rounded as the firmware writes them (at most 5 decimals)
     data["import"]["power"] = 400.0 + i * 7.5
-    data["import"]["total_energy"] = 25.1 + i * 0.01
-    data["import"]["daily_energy"] = 16.69483 + i * 0.01
-    data["battery"]["soc"] = 86.0 - i * 0.01
+    data["import"]["total_energy"] = round(25.1 + i * 0.01, 5)
+    data["import"]["daily_energy"] = round(16.69483 + i * 0.01, 5)
+    data["battery"]["soc"] = round(86.0 - i * 0.01, 5)
     return json.dumps(msg, separators=(",", ":")).encode()
 
 
