@@ -183,3 +183,21 @@ def test_random_messages_round_trip_deterministically(msg: dict[str, Any]) -> No
     member = encode_snapshot(payload)
     assert orjson.loads(decode_snapshot(member)) == orjson.loads(payload)
     assert encode_snapshots([payload, payload]) == [member, member]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(messages(), min_size=1, max_size=4))
+def test_random_messages_read_by_the_aggregator_as_from_json(msgs: list[dict[str, Any]]) -> None:
+    payloads = [orjson.dumps(m) for m in msgs]
+    members = encode_snapshots(payloads)
+    for payload, member in zip(payloads, members, strict=True):
+        if is_compact(member):  # the batch's fast path and the general one write the same bytes
+            assert member == encode_general(orjson.loads(payload))
+    ids = ["METER001"] * len(msgs)
+    a, b = batch.decode(payloads, ids), batch.decode(members, ids)
+    assert a.ok.tolist() == b.ok.tolist()
+    ok = a.ok
+    assert np.array_equal(a.values[ok], b.values[ok]) and np.array_equal(a.at_ms[ok], b.at_ms[ok])
+    assert np.array_equal(a.seq[ok], b.seq[ok])
+    assert np.array_equal(a.temperature[ok], b.temperature[ok], equal_nan=True)
+    assert [a.enums[i] for i in np.flatnonzero(ok)] == [b.enums[i] for i in np.flatnonzero(ok)]
