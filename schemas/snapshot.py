@@ -129,6 +129,8 @@ _PICK_NUMBERS, _PICK_BOOLS, _PICK_ENUMS = (operator.itemgetter(*x) for x in (_NU
 _OPTIONAL_NAMES = [name for _, name in L.OPTIONAL_NUMBERS]
 _BATTERY_EXTRAS = frozenset((*_OPTIONAL_NAMES, "alerts"))
 _BOOL_TYPE = {bool}
+_STR_TYPE = {str}
+_BOOL_BITS = [1 << i for i in range(len(L.BOOL_SLOTS))]
 _COPY_SLOTS, _COPY_SOURCES = list(L.COPIES), list(L.COPIES.values())
 _NUMBER_TYPES = frozenset((float, int))
 _OPTIONAL_ZEROS = [0] * len(_OPTIONAL_NAMES)
@@ -171,7 +173,10 @@ def _complete(msg: dict[str, Any]) -> _Complete | None:
     bools = _PICK_BOOLS(flat)
     if set(map(type, bools)) != _BOOL_TYPE:
         return None
-    enums = [index.get(v) for index, v in zip(_ENUM_INDEX, _PICK_ENUMS(flat), strict=True)]
+    picked = _PICK_ENUMS(flat)
+    if set(map(type, picked)) != _STR_TYPE:
+        return None  # a list or an object where an enum is expected: the general path keeps it
+    enums = [index.get(v) for index, v in zip(_ENUM_INDEX, picked, strict=True)]
     if None in enums:
         return None
     battery = data["battery"]
@@ -188,7 +193,7 @@ def _complete(msg: dict[str, Any]) -> _Complete | None:
         (L.FULL_FLAGS, style, t, seq + 1 if "seq" in msg else 0),
         numbers,
         tuple(map(battery.__contains__, _OPTIONAL_NAMES)),
-        [sum(int(b) << i for i, b in enumerate(bools)), 0, *enums, alerts],  # type: ignore[list-item]
+        [sum(map(operator.mul, bools, _BOOL_BITS)), 0, *enums, alerts],  # type: ignore[list-item]
     )
 
 
