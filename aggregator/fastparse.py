@@ -14,7 +14,8 @@ batch or poisoning a statistic:
   its allowed values.
 
 Physical bounds (SOC within 0-100 ...) and the strict number/bool distinction are not re-checked:
-they were when the message came in.
+they were when the message came in. :func:`parse` reads the JSON message: a stored member goes through
+:func:`schemas.snapshot.decode_snapshot` first (compact members are read in bulk by aggregator/batch.py).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ minute; the second waits, then finds the watermark advanced and nothing left to 
    a row was already stored), the 5-minute rollup; events and the watermark;
 3. late minutes flagged by the ingest with score <= T0 (plus each one's next minute with data,
    whose counter baseline changed) re-aggregated the same way; then those flags are removed unless
-   raised again since T0;
+   raised again since T0. A pair step 2 of this job has just written is not written again: a flag
+   scored <= T0 means its reading was stored before T0, so step 2 (which reads after T0) already
+   counted it (a backfill after an outage, when the aggregator was behind too, is written once);
 4. clean-up: late data of re-aggregated minutes after a hold period, live snapshots older than
    both the retention and the watermark (each meter's newest is kept as the next baseline); when the
    raw export runs (``Keys.raw_export``), neither before the archive holds them;
@@ -33,7 +35,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
@@ -73,6 +75,19 @@ class JobReport:
     watermark: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """The minutes this job's catch-up pass wrote, [start, end), for the meters of ``fleet`` seen
+    since each minute began (meterId -> last seen, epoch ms)."""
+
+    start: int = 0
+    end: int = 0
+    fleet: dict[str, int] = field(default_factory=dict)
+
+    def wrote(self, meter: str, minute: int) -> bool:
+        return self.start <= minute < self.end and self.fleet.get(meter, -1) >= minute
+
+
 class Aggregator:
     def __init__(
         self,
@@ -84,6 +99,7 @@ class Aggregator:
     ) -> None:
         self._rollup_s = 0.0
         self._wait_s = 0.0
+        self._caught_up = CaughtUp()
         self._last_in_at = 0.0
         self.settings = settings
         self.redis = redis
@@ -102,6 +118,7 @@ class Aggregator:
     async def run_job(self) -> JobReport:
         started = time.monotonic()
         report = JobReport()
+        self._caught_up = CaughtUp()
         t0 = await reader.redis_time_ms(self.redis)
         closed_end = (t0 - int(self.settings.grace_s * 1000)) // MINUTE_MS * MINUTE_MS
         async with await connect(self.settings.common.database_url, autocommit=True) as conn:
@@ -172,6 +189,7 @@ class Aggregator:
             pairs = [(meter, minute) for meter, seen in fleet.items() if seen >= minute]
             return self._submit(pairs, late=late, repaired=repaired)
 
+        caught_up = CaughtUp(start=todo[0], end=todo[-1] + MINUTE_MS, fleet=fleet) if todo else CaughtUp()
         # Each minute's shards are written as they come (one transaction per minute); once the last
         # one is in, the next minute is read and computed meanwhile (catch-up).
         upcoming = _start(todo[0]) if todo else []
@@ -187,6 +205,7 @@ class Aggregator:
                 await self._write_minute(
                     conn, current, minute=minute, t0=t0, report=report, began=began, last_in=_last_in
                 )
+            self._caught_up = caught_up
         finally:
             for future in upcoming:
                 future.cancel()
@@ -231,17 +250,19 @@ class Aggregator:
             return
         handled: list[str] = []
         redo: set[tuple[str, int]] = set()
+        written = self._caught_up.wrote
         for member in flags:
             meter, minute = Keys.parse_late_member(member)
             if minute >= closed_end:
                 continue  # not closed yet: the regular pass will take it
             handled.append(member)
-            redo.add((meter, minute))
+            if not written(meter, minute):
+                redo.add((meter, minute))
         firsts = sorted(redo)
         for (meter, _), following in zip(
             firsts, await reader.next_minutes(self.redis, self.keys, firsts), strict=True
         ):
-            if following is not None and following < closed_end:
+            if following is not None and following < closed_end and not written(meter, following):
                 redo.add((meter, following))
         pairs = sorted(redo, key=lambda p: (p[1], p[0]))
         for i in range(0, len(pairs), LATE_CHUNK):

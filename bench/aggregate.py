@@ -60,6 +60,7 @@ from aggregator.settings import Settings  # noqa: E402
 from enerlink.config import Env  # noqa: E402
 from enerlink.db import connect, migrate  # noqa: E402
 from schemas.examples import DATA_EXAMPLE, STATUS_EXAMPLE  # noqa: E402
+from schemas.snapshot import encode_snapshots  # noqa: E402
 from schemas.wire import Keys, Tables  # noqa: E402
 from tests.support.chaos_stack import child_pids, cpu_seconds  # noqa: E402
 
@@ -80,10 +81,11 @@ def _message(base: dict[str, object], meter: str, at_ms: int, i: int, *, seq: bo
     msg["datetime"] = datetime.fromtimestamp(at_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
     data = msg["data"]
     assert isinstance(data, dict)
+    # rounded as the firmware writes them (at most 5 decimals)
     data["import"]["power"] = 400.0 + i * 7.5
-    data["import"]["total_energy"] = 25.1 + i * 0.01
-    data["import"]["daily_energy"] = 16.69483 + i * 0.01
-    data["battery"]["soc"] = 86.0 - i * 0.01
+    data["import"]["total_energy"] = round(25.1 + i * 0.01, 5)
+    data["import"]["daily_energy"] = round(16.69483 + i * 0.01, 5)
+    data["battery"]["soc"] = round(86.0 - i * 0.01, 5)
     return json.dumps(msg, separators=(",", ":")).encode()
 
 
@@ -112,10 +114,10 @@ async def _load(
     for i in range(0, len(meters), 500):
         pipe = r.pipeline(transaction=False)
         for meter in meters[i : i + 500]:
+            messages = [_message(base, meter, minute + k * step, k, seq=seq) for k in range(per_meter)]
             snaps = {
-                _message(base, meter, minute + k * step, k, seq=seq): minute + k * step
-                for k in range(per_meter)
-            }
+                member: minute + k * step for k, member in enumerate(encode_snapshots(messages))
+            }  # stored as the ingest stores them
             pipe.zadd(keys.timeseries(meter), snaps)
             pipe.hset(keys.meters, meter, minute + MINUTE_MS - 1)
             if statuses:

@@ -2,13 +2,15 @@
 
 One ``EVALSHA`` per batch (one network round trip) stores every item of the batch, or none of them:
 
-* data ``d``: ``ZADD timeseries(meter) at_ms <payload bytes as received>`` (a redelivery is the same
+* data ``d``: ``ZADD timeseries(meter) at_ms <member>``, the member being the message's compact
+  stored form (:func:`schemas.snapshot.encode_snapshot`, deterministic: a redelivery is the same
   member, so ``ZADD`` returns 0 and nothing is stored twice), ``ZREMRANGEBYSCORE`` everything older
   than the retention window, ``PEXPIRE`` the key to the window. A message already older than the
   window goes to ``late_data(meter)`` instead (same layout, same TTL). Latest is newer-wins:
   ``latest_data[meter]`` is replaced only when the message's datetime is >= the one recorded in
-  ``latest_data_at[meter]``. ``meters[meter]`` = last seen (Redis time, epoch ms). Data with ``seq``
-  updates ``gaps[meter]`` (JSON ``{last_seq, last_at, missed, duplicates, resets}``).
+  ``latest_data_at[meter]`` (the latest hashes keep the JSON as received). ``meters[meter]`` = last
+  seen (Redis time, epoch ms). Data with ``seq`` updates ``gaps[meter]`` (JSON ``{last_seq, last_at,
+  missed, duplicates, resets}``).
 * seq record (when ``confirm_interval_ms`` > 0; :mod:`ingest.seq_record`): every data message with a
   ``seq`` (stored now or already there) is added to ``seq_record(meter)``, the meter is scheduled in
   ``confirm_due`` (no earlier than one interval after its last confirmation) and, while its record has
@@ -44,6 +46,7 @@ from redis.exceptions import NoScriptError
 
 from ingest.seq_record import ranges_text, script
 from ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Rejection, ResendAck
+from schemas.snapshot import encode_snapshots
 from schemas.wire import Keys
 
 SCRIPT = script("store.lua")
@@ -175,6 +178,8 @@ class RedisStore:
             self.grace_ms,
             self.record_ttl_ms,
         ]
+        data = [item.payload for item in items if isinstance(item, Measurement) and item.kind == "data"]
+        members = iter(encode_snapshots(data) if data else ())
         for item in items:
             if isinstance(item, Measurement):
                 if item.kind == "data":
@@ -183,7 +188,17 @@ class RedisStore:
                     minute = item.at_ms - item.at_ms % 60_000
                     seq = "" if item.seq is None else item.seq
                     late = Keys.late_member(meter, minute)
-                    args += ("d", meter, item.at_ms, seq, late, item.payload, "1" if item.resent else "")
+                    member = next(members)
+                    args += (
+                        "d",
+                        meter,
+                        item.at_ms,
+                        seq,
+                        late,
+                        member,
+                        item.payload,
+                        "1" if item.resent else "",
+                    )
                 else:
                     keys.append(k.status_timeseries(item.meter_id))
                     args += ("s", item.meter_id, item.at_ms, item.payload)

@@ -10,7 +10,8 @@
 --              confirm_interval_ms (0 = no seq records, confirmations or gap repair), grace_ms,
 --              record_ttl_ms
 -- ARGV[9..]    items; each starts with its kind:
---              'd' meter at_ms seq('' = none) late_member payload resent('1' = from Topics.resent)
+--              'd' meter at_ms seq('' = none) late_member member(stored form) payload(JSON as received)
+--                  resent('1' = from Topics.resent)
 --              's' meter at_ms payload
 --              'p' meter online('1'/'0') payload
 --              'r' reason topic detail payload(first 1 KB)
@@ -106,8 +107,8 @@ for _ = 1, count do
   local kind = ARGV[a]
   if kind == 'd' then
     local meter, at, seq = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
-    local late_member, payload, resent = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6] == '1'
-    a = a + 7
+    local late_member, member, payload, resent = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7] == '1'
+    a = a + 8
     local series, late, record_key, repaired = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
     k = k + 4
     local flags = 0
@@ -116,7 +117,7 @@ for _ = 1, count do
       target = late
       flags = flags + 2
     end
-    local added = redis.call('ZADD', target, at, payload)
+    local added = redis.call('ZADD', target, at, member)
     redis.call('PEXPIRE', target, retention)
     if target == series then
       redis.call('ZREMRANGEBYSCORE', series, '-inf', '(' .. horizon)

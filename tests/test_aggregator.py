@@ -21,6 +21,7 @@ from aggregator.service import Aggregator, run
 from aggregator.settings import Settings
 from enerlink.config import Env
 from enerlink.db import migrate
+from schemas.snapshot import encode_snapshot
 from schemas.wire import Keys, Tables
 from tests.conftest import load_fixture
 from tests.support.aggdata import resolution
@@ -44,11 +45,20 @@ def snapshot(meter: str, at_ms: int, **values: Any) -> bytes:
 async def put(
     r: aioredis.Redis, keys: Keys, meter: str, items: Iterable[tuple[int, bytes]], *, late: bool = False
 ):
+    """Store snapshots as the ingest does (their compact form; a member that is not a JSON object as is)."""
     key = keys.late_data(meter) if late else keys.timeseries(meter)
-    mapping = {raw: at for at, raw in items}
+    mapping = {stored(raw): at for at, raw in items}
     await r.zadd(key, mapping)
     last = max(mapping.values())
     await r.hset(keys.meters, meter, str(max(last, int(await r.hget(keys.meters, meter) or 0))))
+
+
+def stored(raw: bytes) -> bytes:
+    """The member the ingest stores for ``raw`` (``raw`` itself when it is no JSON object)."""
+    try:
+        return encode_snapshot(raw)
+    except ValueError:
+        return raw
 
 
 async def now_ms(r: aioredis.Redis) -> int:

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from aggregator.reader import read_items, read_items_sync
 from tests.conftest import TEST_REDIS_URL
-from tests.test_aggregator import MIN, now_ms, put, settings_for, snapshot
+from tests.test_aggregator import MIN, now_ms, put, settings_for, snapshot, stored
 
 
 async def test_script_and_plain_reads_agree(environ: dict[str, str], redis_client: aioredis.Redis) -> None:
@@ -49,10 +49,10 @@ async def test_script_and_plain_reads_agree(environ: dict[str, str], redis_clien
         (i.meter_id, sorted(i.snapshots), i.baseline) for i in plain
     ]
     by_meter = {i.meter_id: i for i in plain}
-    assert len(by_meter["A"].snapshots) == 1 and by_meter["A"].baseline == snapshot("A", m - 20_000)
+    assert len(by_meter["A"].snapshots) == 1 and by_meter["A"].baseline == stored(snapshot("A", m - 20_000))
     assert len(by_meter["B"].snapshots) == 2
-    assert by_meter["B"].baseline == snapshot("B", m - 10_000, import__power=1.0)
-    assert by_meter["C"].baseline == snapshot("C", m - 7_000, import__power=2.0)
+    assert by_meter["B"].baseline == stored(snapshot("B", m - 10_000, import__power=1.0))
+    assert by_meter["C"].baseline == stored(snapshot("C", m - 7_000, import__power=2.0))
     assert by_meter["D"].snapshots == [] and by_meter["D"].baseline is None
 
 
@@ -73,7 +73,7 @@ async def test_plain_read_error_leaves_the_client_usable(
     finally:
         client.close()
     assert [len(i.snapshots) for i in again] == [1, 0]
-    assert again[0].snapshots == [snapshot("A", m + 5_000)]
+    assert again[0].snapshots == [stored(snapshot("A", m + 5_000))]
 
 
 async def test_late_keys_are_read_only_for_meters_that_may_hold_late_data(
@@ -107,8 +107,11 @@ async def test_late_keys_are_read_only_for_meters_that_may_hold_late_data(
     finally:
         client.close()
     assert [(len(i.snapshots), i.baseline) for i in everything] == [
-        (2, snapshot("B", m - 10_000)),
-        (2, snapshot("E", m - 10_000)),
+        (2, stored(snapshot("B", m - 10_000))),
+        (2, stored(snapshot("E", m - 10_000))),
     ]
-    assert [(len(i.snapshots), i.baseline) for i in flagged] == [(2, snapshot("B", m - 10_000)), (1, None)]
+    assert [(len(i.snapshots), i.baseline) for i in flagged] == [
+        (2, stored(snapshot("B", m - 10_000))),
+        (1, None),
+    ]
     assert [(len(i.snapshots), i.baseline) for i in none] == [(1, None), (1, None)]

@@ -25,6 +25,7 @@ from aggregator.settings import Settings as AggregatorSettings
 from archiver.settings import Settings as ArchiverSettings
 from enerlink.config import Env
 from ingest.settings import Settings as IngestSettings
+from schemas.snapshot import encode_snapshot
 from schemas.wire import Buckets, Keys, Tables, Topics
 from tests.conftest import load_fixture
 from tests.support.aggdata import aggregate_row, insert_rows
@@ -76,7 +77,7 @@ async def test_a_meter_message_reaches_every_store_and_comes_back_out(
 
     assert await redis_client.hget(keys.latest_data, "METER001") == live[-1]
     series = await redis_client.zrange(keys.timeseries("METER001"), 0, -1, withscores=True)
-    assert [member for member, _ in series] == live
+    assert [member for member, _ in series] == list(map(encode_snapshot, live))
     assert series[0][1] == (minute + timedelta(seconds=10)).timestamp() * 1000
     assert 0 < await redis_client.ttl(keys.timeseries("METER001")) <= 7200
     counts = await redis_client.hgetall(keys.rejected_counts)

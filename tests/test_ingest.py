@@ -9,6 +9,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from schemas.snapshot import encode_snapshot
 from schemas.wire import Keys, Topics
 from tests.support.ingest_support import (
     ago,
@@ -64,11 +65,11 @@ async def test_fixture_message_reaches_every_key(
     assert await redis_client.hget(keys.latest_data, "METER001") == fresh
     assert await redis_client.hget(keys.latest_status, "METER001") == status_fixture_bytes
     assert await redis_client.zrange(keys.timeseries("METER001"), 0, -1, withscores=True) == [
-        (fresh, float(epoch_ms(_dt(fresh))))
+        (encode_snapshot(fresh), float(epoch_ms(_dt(fresh))))
     ]
     fixture_ms = 1761452830000  # 2025-10-26T04:27:10Z
     assert await redis_client.zrange(keys.late_data("METER001"), 0, -1, withscores=True) == [
-        (data_fixture_bytes, float(fixture_ms))
+        (encode_snapshot(data_fixture_bytes), float(fixture_ms))
     ]
     # the late message's minute is flagged for re-aggregation
     late = await redis_client.zrange(keys.late_minutes, 0, -1)

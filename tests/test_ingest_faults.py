@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ingest.metrics import IngestMetrics
+from schemas.snapshot import encode_snapshot
 from schemas.wire import Keys, Topics
 from tests.support.ingest_support import (
     ago,
@@ -61,7 +62,7 @@ async def check_exactly_once(
     totals = {"missed": 0, "duplicates": 0}
     for meter, payloads in by_meter.items():
         members = await client.zrange(keys.timeseries(meter), 0, -1)
-        assert members == payloads, meter  # all there, in datetime order, each once
+        assert members == [encode_snapshot(p) for p in payloads], meter  # all there, in order, each once
         assert await client.hget(keys.latest_data, meter) == payloads[-1]
         gaps = json.loads(await client.hget(keys.gaps, meter))
         assert gaps["last_seq"] == len(payloads) - 1
@@ -128,7 +129,9 @@ async def _kill_restart_scenario(
         try:
             await wait_until(lambda: _at_least(client, keys, meters, count), limit_s=60, what="all stored")
         except AssertionError:
-            missing = [m for m, p in messages if await client.zscore(keys.timeseries(m), p) is None]
+            missing = [
+                m for m, p in messages if await client.zscore(keys.timeseries(m), encode_snapshot(p)) is None
+            ]
             print("stored", await stored(client, keys, meters), "missing", len(missing), missing[:5])
             print(worker.output()[-3000:])
             raise

@@ -14,6 +14,7 @@ from datetime import timedelta
 import redis.asyncio as aioredis
 
 from ingest.metrics import IngestMetrics
+from schemas.snapshot import decode_snapshot, encode_snapshot
 from schemas.wire import Keys, Topics
 from tests.support.ingest_support import (
     ago,
@@ -83,14 +84,16 @@ async def test_flooding_meter_is_limited_and_counted_and_the_others_all_stored(
 
     # every normal meter's readings are all there, once each
     for meter, payloads in normal.items():
-        assert await redis_client.zrange(keys.timeseries(meter), 0, -1) == payloads, meter
+        assert await redis_client.zrange(keys.timeseries(meter), 0, -1) == list(
+            map(encode_snapshot, payloads)
+        ), meter
     # the flood: stored + rate_limited = published, nothing silently lost, at most `rate` per second
     stored = set(await redis_client.zrange(keys.timeseries("FLOOD"), 0, -1))
     limited = int(await redis_client.hget(keys.rate_limited, "FLOOD"))
     assert len(stored) + limited == FLOOD
     assert limited > 0
-    assert stored <= set(flood)
-    per_second = Counter(json.loads(p)["datetime"][:19] for p in stored)
+    assert stored <= set(map(encode_snapshot, flood))
+    per_second = Counter(json.loads(decode_snapshot(p))["datetime"][:19] for p in stored)
     assert max(per_second.values()) <= rate, per_second.most_common(3)
     # counted in Redis and in Prometheus, once per message
     assert int(await redis_client.hget(keys.rejected_counts, "rate_limited")) == limited
@@ -126,7 +129,7 @@ async def test_a_meters_backlog_delivered_at_full_speed_is_not_limited(
         await wait_until(
             lambda: _zcard_is(redis_client, keys.timeseries("BACKLOG"), len(backlog)), what="backlog stored"
         )
-    assert await redis_client.zrange(keys.timeseries("BACKLOG"), 0, -1) == backlog
+    assert await redis_client.zrange(keys.timeseries("BACKLOG"), 0, -1) == list(map(encode_snapshot, backlog))
     assert not await redis_client.hexists(keys.rejected_counts, "rate_limited")
     assert await redis_client.xlen(keys.rejected) == 0
 

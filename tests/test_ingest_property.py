@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.validate import Measurement, Validator
+from schemas.snapshot import encode_snapshot
 from schemas.wire import Keys, Topics
 from tests.conftest import TEST_REDIS_URL, load_fixture
 from tests.support.services import Broker, ServiceProcess
@@ -105,8 +106,9 @@ def test_random_payloads_never_kill_the_worker_and_valid_ones_are_stored(
             outcome = validator.classify(topic=topics.data, payload=payload, now_ms=now_ms)
             if isinstance(outcome, Measurement):
                 valid += 1
-                in_series = db.zscore(keys.timeseries(outcome.meter_id), payload)
-                in_late = db.zscore(keys.late_data(outcome.meter_id), payload)
+                member = encode_snapshot(payload)
+                in_series = db.zscore(keys.timeseries(outcome.meter_id), member)
+                in_late = db.zscore(keys.late_data(outcome.meter_id), member)
                 assert in_series is not None or in_late is not None, payload[:200]
         rejected = sum(int(v) for v in db.hvals(keys.rejected_counts))
         assert rejected == len(sent) - valid

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from ingest.metrics import IngestMetrics
 from schemas.delivery import ResendCommand
+from schemas.snapshot import encode_snapshot
 from schemas.wire import Keys, Topics
 from tests.support.ingest_delivery_support import holds, listening, readings, record, retained
 from tests.support.ingest_support import (
@@ -166,7 +167,8 @@ async def test_resent_readings_store_once_and_are_marked_repaired(
         await pub.one(topics.resent, payloads[4])
         await wait_until(lambda: _through(redis_client, keys, meter, 5), what="through 5")
         await asyncio.sleep(0.3)
-    assert await redis_client.zrange(keys.timeseries(meter), 0, -1) == [payloads[s] for s in (1, 2, 3, 4, 5)]
+    stored = [encode_snapshot(payloads[s]) for s in (1, 2, 3, 4, 5)]
+    assert await redis_client.zrange(keys.timeseries(meter), 0, -1) == stored
     at4 = epoch_ms(start) + 20_000
     assert await redis_client.zrange(keys.repaired(meter), 0, -1, withscores=True) == [(b"4", float(at4))]
     assert 0 < await redis_client.pttl(keys.repaired(meter)) <= settings.retention_ms

@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from ingest.metrics import IngestMetrics
+from schemas.snapshot import encode_snapshot
 from schemas.wire import Keys, Topics
 from tests.support.ingest_support import (
     ago,
@@ -32,7 +33,7 @@ HUGE = b'{"meterId":"HUGE","pad":"' + b"x" * 5_000_000 + b'"}'
 
 
 async def _stored(client: aioredis.Redis, keys: Keys, meter: str, payload: bytes) -> bool:
-    return await client.zscore(keys.timeseries(meter), payload) is not None
+    return await client.zscore(keys.timeseries(meter), encode_snapshot(payload)) is not None
 
 
 async def _too_large(client: aioredis.Redis, keys: Keys) -> int:

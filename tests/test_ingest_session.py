@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from enerlink.identity import host_label
 from ingest.service import run
 from ingest.settings import Settings
+from schemas.snapshot import encode_snapshot
 from schemas.wire import Keys, Topics
 from tests.support.ingest_support import ago, data_message, ingest_settings, publisher, wait_until
 from tests.support.services import Broker, ServiceProcess
@@ -44,7 +45,7 @@ async def _worker(settings: Settings, ready: asyncio.Event) -> AsyncIterator[Non
 
 
 async def _stored(client: aioredis.Redis, keys: Keys, meter: str, payload: bytes) -> bool:
-    return await client.zscore(keys.timeseries(meter), payload) is not None
+    return await client.zscore(keys.timeseries(meter), encode_snapshot(payload)) is not None
 
 
 async def test_broker_restart_resumed_session_is_subscribed_again(

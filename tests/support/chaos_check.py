@@ -23,6 +23,7 @@ import redis
 
 from aggregator.columns import STAT_COLUMNS, quote
 from aggregator.store import MINUTES
+from schemas.snapshot import decode_snapshot
 from schemas.wire import Keys, Tables
 from tests.support.chaos_stack import PROBE_METER, Stack
 
@@ -278,7 +279,7 @@ def verify_seqs(stack: Stack, published: Published) -> SeqVerdict:
                 *client.zrange(keys.timeseries(meter), 0, -1),
                 *client.zrange(keys.late_data(meter), 0, -1),
             ]
-            seqs = Counter(int(orjson.loads(m)["seq"]) for m in members)
+            seqs = Counter(int(orjson.loads(decode_snapshot(m))["seq"]) for m in members)
             out.expected += last
             absent = [n for n in range(1, last + 1) if n not in seqs]
             if absent:

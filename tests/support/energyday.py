@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from aggregator.service import run as aggregate
 from aggregator.settings import Settings as AggregatorSettings
 from enerlink.config import Env
+from schemas.snapshot import encode_snapshots
 from schemas.wire import Keys
 from tests.conftest import load_fixture
 
@@ -118,7 +119,10 @@ async def aggregate_homes(
     async with aioredis.Redis.from_url(settings.common.redis_url) as redis:
         for home in homes:
             points = home.messages(start_ms=start_ms, end_ms=end_ms)
-            await redis.zadd(keys.late_data(home.meter_id), {raw: at for at, raw in points})
+            members = encode_snapshots([raw for _, raw in points])  # as the ingest stores them
+            await redis.zadd(
+                keys.late_data(home.meter_id), {m: at for (at, _), m in zip(points, members, strict=True)}
+            )
             await redis.hset(keys.meters, home.meter_id, str(points[-1][0]))
             s, us = await redis.time()
             now = int(s) * 1000 + int(us) // 1000
