@@ -26,6 +26,7 @@ from archiver.settings import Settings
 from archiver.storage import open_store
 from enerlink.config import Env
 from enerlink.db import migrate
+from schemas.snapshot import encode_snapshot
 from schemas.wire import Buckets, Keys, Tables
 from tests.conftest import TEST_REDIS_URL
 from tests.support.rawdata import HOUR_MS, Stored, flag_late, previous_hour, redis_now_ms, simulate, store
@@ -165,7 +166,7 @@ async def test_trim_keeps_every_reading_until_the_archive_holds_it(
     assert archived is not None and archived.through == hour + HOUR_MS
     assert archived.keep_from == late.at_ms // 60_000 * 60_000
     await reader.trim_live(redis_client, keys, meters, now, archived=archived)
-    assert sync_redis.zscore(keys.timeseries(late.meter_id), late.message) == late.at_ms
+    assert sync_redis.zscore(keys.timeseries(late.meter_id), encode_snapshot(late.message)) == late.at_ms
 
     # late data of a re-aggregated minute is not dropped before the archive holds it either
     old = simulate(1, start_ms=hour + 2_000, seconds=10)[0]
