@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from enerlink.db import quote
 from schemas.fields import BOOL_FIELDS, DATA_FIELDS, ENUM_FIELDS, Field
 
 Stat = Literal["avg", "min", "max", "last", "ratio", "energy"]
@@ -194,11 +195,6 @@ def _derived() -> tuple[Derived, ...]:
         add(f"net_grid_import_{period}_last", "{0}", imp)
         add(f"net_grid_net_{period}_last", "round(({0} - {1})::numeric, 5)::float8", export, imp)
     return tuple(out)
-
-
-def quote(name: str) -> str:
-    """Double-quote an identifier for generated SQL (names come from the catalogue, never input)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 DERIVED: tuple[Derived, ...] = _derived()

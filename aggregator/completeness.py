@@ -18,10 +18,10 @@ import time
 from datetime import datetime
 
 from aggregator import store
-from aggregator.columns import quote
 from aggregator.compute import MINUTE_MS, ms_to_dt
 from aggregator.metrics import Metrics
 from enerlink import completeness
+from enerlink.db import quote
 from enerlink.events import Event, insert_events
 from schemas.wire import Tables
 

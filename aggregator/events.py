@@ -20,9 +20,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from aggregator.columns import quote
 from aggregator.compute import ms_to_dt
 from aggregator.store import Conn
+from enerlink.db import quote
 from enerlink.events import Event
 from schemas.telemetry import StatusMessage
 from schemas.wire import Keys, Tables

@@ -23,7 +23,8 @@ folded) in the transaction that writes its first 5-minute row, so the views reac
 
 from __future__ import annotations
 
-from aggregator.columns import ALL_COLUMNS, STAT_COLUMNS, quote
+from aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
+from enerlink.db import quote
 from schemas.wire import Tables
 
 PHASES = 5

@@ -29,10 +29,10 @@ import redis.asyncio as aioredis
 from psycopg import sql
 
 from aggregator import health, store
-from aggregator.columns import quote
 from aggregator.compute import MINUTE_MS, ms_to_dt
 from aggregator.fastparse import BadSnapshot
 from aggregator.settings import Settings
+from enerlink.db import quote
 from enerlink.events import Event, insert_events
 from schemas.wire import Keys, Tables
 

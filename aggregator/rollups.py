@@ -32,8 +32,9 @@ from typing import cast
 from psycopg import AsyncConnection
 
 from aggregator import fold
-from aggregator.columns import ALL_COLUMNS, STAT_COLUMNS, quote
+from aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
 from aggregator.compute import ms_to_dt
+from enerlink.db import quote
 from schemas.wire import Tables
 
 _EPOCH = "timestamptz '1970-01-01 00:00:00+00'"

@@ -52,6 +52,7 @@ from aggregator.shard import write_shard
 from aggregator.task import read_and_compute
 from enerlink.db import connect, migrate
 from enerlink.events import insert_events
+from enerlink.watermark import read_watermark
 from schemas.wire import Keys
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class Aggregator:
         return report
 
     async def _minutes(self, conn: store.Conn, t0: int, closed_end: int, report: JobReport) -> None:
-        watermark = await store.read_watermark(conn)
+        watermark = await read_watermark(conn)
         report.watermark = watermark
         fleet = await reader.meters(self.redis, self.keys)
         oldest = (t0 - self.settings.retention_s * 1000 + MINUTE_MS - 1) // MINUTE_MS * MINUTE_MS
@@ -391,7 +392,7 @@ class Aggregator:
         return merged
 
     async def _completeness(self, conn: store.Conn) -> int:
-        inserted = await self.completeness.run(conn, await store.read_watermark(conn))
+        inserted = await self.completeness.run(conn, await read_watermark(conn))
         self.metrics.events.inc(inserted)
         return inserted
 

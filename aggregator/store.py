@@ -12,12 +12,13 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from aggregator import copybin
-from aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS, quote
+from aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
+from enerlink.db import quote
+from enerlink.watermark import MINUTES
 from schemas.wire import Tables
 
 Conn = AsyncConnection[tuple[Any, ...]]
 STAGING = "_enerlink_agg_staging"
-MINUTES = "minutes"  # watermark row: last fully aggregated minute
 EVENTS_STREAM = "events_stream"  # watermark row: last consumed keys.events entry id
 
 
@@ -25,14 +26,6 @@ async def lock_key(conn: Conn) -> int:
     """One advisory lock per schema: aggregators of one deployment take turns, tests don't collide."""
     row = await (await conn.execute("select current_schema()")).fetchone()
     return zlib.crc32(f"enerlink-aggregate:{row[0] if row else 'public'}".encode())
-
-
-async def read_watermark(conn: Conn) -> datetime | None:
-    cur = await conn.execute(
-        f"select minute from {quote(Tables.AGGREGATOR_WATERMARK)} where name = %s".encode(), (MINUTES,)
-    )
-    row = await cur.fetchone()
-    return row[0] if row else None
 
 
 async def write_watermark(conn: Conn, minute: datetime) -> None:

@@ -59,6 +59,7 @@ from aggregator.service import Aggregator  # noqa: E402
 from aggregator.settings import Settings  # noqa: E402
 from enerlink.config import Env  # noqa: E402
 from enerlink.db import connect, migrate  # noqa: E402
+from enerlink.watermark import MINUTES  # noqa: E402
 from schemas.examples import DATA_EXAMPLE, STATUS_EXAMPLE  # noqa: E402
 from schemas.snapshot import encode_snapshots  # noqa: E402
 from schemas.wire import Keys, Tables  # noqa: E402
@@ -177,7 +178,7 @@ async def _only_due(url: str, minute: int) -> None:
     """Move both watermarks (data, device health) to just before ``minute``."""
     before = datetime.fromtimestamp((minute - MINUTE_MS) / 1000, UTC)
     async with await connect(url) as conn:
-        for name in (store.MINUTES, WATERMARK):
+        for name in (MINUTES, WATERMARK):
             await conn.execute(
                 f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute) values (%s, %s)"
                 " on conflict (name) do update set minute = excluded.minute".encode(),

@@ -31,6 +31,12 @@ from schemas.wire import Tables
 
 log = logging.getLogger(__name__)
 
+
+def quote(name: str) -> str:
+    """Double-quote an identifier for generated SQL (names come from the catalogue, never input)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(sql|py)$")
 

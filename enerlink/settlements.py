@@ -48,11 +48,11 @@ from typing import Any, Self
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from aggregator.columns import quote
-from aggregator.store import read_watermark
 from enerlink import commands, completeness
 from enerlink.config import ConfigError, Env
+from enerlink.db import quote
 from enerlink.events import Event, insert_events
+from enerlink.watermark import read_watermark
 from schemas.wire import Tables
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,9 @@ import orjson
 import psycopg
 import redis
 
-from aggregator.columns import STAT_COLUMNS, quote
-from aggregator.store import MINUTES
+from aggregator.columns import STAT_COLUMNS
+from enerlink.db import quote
+from enerlink.watermark import MINUTES
 from schemas.snapshot import decode_snapshot
 from schemas.wire import Keys, Tables
 from tests.support.chaos_stack import PROBE_METER, Stack

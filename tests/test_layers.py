@@ -1,0 +1,109 @@
+"""The layers, enforced: schemas < infrastructure (enerlink/) < services < api and the command line,
+services apart from each other, and no import cycle between modules (function-level imports included: a
+cycle hidden inside a function is a cycle). Read from the source with ``ast``, every import statement
+wherever it is.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("schemas", "enerlink", "edge", "ingest", "aggregator", "archiver", "api", "hass")
+SERVICES = ("edge", "ingest", "aggregator", "archiver", "hass")
+# the command line sits in enerlink/ beside the infrastructure, above everything
+TOP = (
+    "api",
+    "enerlink.cli",
+    "enerlink.__main__",
+    "enerlink.up",
+    "enerlink.settle_cli",
+    "enerlink.inspect_cli",
+)
+
+
+def _modules() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            rel = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(rel[:-1] if rel[-1] == "__init__" else rel)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _layer(module: str) -> int:
+    top = module.split(".", maxsplit=1)[0]
+    if top == "schemas":
+        return 0
+    if module.endswith(".cli") or any(module == t or module.startswith(t + ".") for t in TOP):
+        return 3
+    return 2 if top in SERVICES else 1
+
+
+def _service(module: str) -> str | None:
+    top = module.split(".", maxsplit=1)[0]
+    return top if top in SERVICES and not module.endswith(".cli") else None
+
+
+def _imports(module: str, path: Path) -> Iterator[tuple[str, int]]:
+    """(imported module of ours, line) for every import statement in the file."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+        else:
+            continue
+        for name in targets:
+            target = name
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                yield target, node.lineno
+
+
+GRAPH = {m: sorted(set(_imports(m, p))) for m, p in MODULES.items()}
+
+
+def test_imports_go_down_the_layers_and_services_stay_apart() -> None:
+    wrong = []
+    for module, targets in GRAPH.items():
+        for target, line in targets:
+            upward = _layer(target) > _layer(module)
+            sideways = _service(module) and _service(target) and _service(module) != _service(target)
+            if upward or sideways:
+                wrong.append(f"{MODULES[module].relative_to(ROOT)}:{line} imports {target}")
+    assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def test_no_import_cycle() -> None:
+    # a package importing its own submodules (to re-export them) is not a cycle of two concerns
+    edges = {m: {t for t, _ in targets if not t.startswith(m + ".")} for m, targets in GRAPH.items()}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [])
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
