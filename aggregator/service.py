@@ -33,7 +33,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +52,7 @@ from aggregator.shard import write_shard
 from aggregator.task import read_and_compute
 from enerlink.db import connect, migrate
 from enerlink.events import insert_events
+from enerlink.metrics_server import metrics_server
 from enerlink.watermark import read_watermark
 from schemas.wire import Keys
 
@@ -418,21 +419,6 @@ class Aggregator:
                 await store.write_position(conn, position)
 
 
-@contextlib.asynccontextmanager
-async def _metrics_server(settings: Settings, metrics: Metrics) -> AsyncIterator[None]:
-    if settings.metrics_port <= 0:
-        yield
-        return
-    from prometheus_client import start_http_server
-
-    server, thread = start_http_server(settings.metrics_port, registry=metrics.registry)
-    try:
-        yield
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
-
-
 def compute_pool(settings: Settings) -> memory.ComputePool:
     """The worker processes (``ENERLINK_AGGREGATE_WORKERS``), renewed every
     ``ENERLINK_AGGREGATE_RENEW_JOBS`` jobs."""
@@ -445,7 +431,7 @@ async def run(settings: Settings, *, once: bool = False) -> JobReport | None:
     metrics = Metrics()
     async with (
         aioredis.Redis.from_url(settings.common.redis_url) as redis,
-        _metrics_server(settings, metrics),
+        metrics_server(metrics.registry, port=settings.metrics_port, host="0.0.0.0"),
         compute_pool(settings) as pool,
     ):
         aggregator = Aggregator(settings, redis, metrics=metrics, executor=pool)

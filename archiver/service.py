@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import psycopg
 import redis
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter
 
 from archiver.job import ArchiveError, Hooks, MonthArchiver, MonthResult, Stopped
 from archiver.months import ARCHIVED_TABLES, Month, cutoff, months_due
@@ -30,6 +30,7 @@ from archiver.restore import PROBLEMS, RestoreError, restore_month
 from archiver.settings import Settings
 from archiver.storage import ObjectStore, open_store
 from enerlink.db import migrate
+from enerlink.metrics_server import metrics_server
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -181,26 +182,26 @@ async def run(
             raise
         log.info("restore %s: %s", restore, ", ".join(f"{t} {n} rows" for t, n in result.items()))
         return None
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, registry=registry)
-    if settings.raw_interval_s == 0:
-        await asyncio.to_thread(raw_off, settings)
-    if once:
+    # every interface, as before: a scraper in another container reaches it
+    async with metrics_server(registry, port=settings.metrics_port, host="0.0.0.0"):
+        if settings.raw_interval_s == 0:
+            await asyncio.to_thread(raw_off, settings)
+        if once:
+            if settings.raw_interval_s > 0:
+                with contextlib.suppress(ArchiveError, psycopg.Error, OSError, redis.RedisError):  # logged
+                    await _in_thread(
+                        lambda stop: raw_now(settings, store, stop, hooks=raw_hooks, metrics=raw_metrics)
+                    )
+            return await _in_thread(
+                lambda stop: archive_now(settings, store, stop, now=now, hooks=hooks, metrics=metrics)
+            )
         if settings.raw_interval_s > 0:
-            with contextlib.suppress(ArchiveError, psycopg.Error, OSError, redis.RedisError):  # logged
-                await _in_thread(
-                    lambda stop: raw_now(settings, store, stop, hooks=raw_hooks, metrics=raw_metrics)
-                )
-        return await _in_thread(
-            lambda stop: archive_now(settings, store, stop, now=now, hooks=hooks, metrics=metrics)
-        )
-    if settings.raw_interval_s > 0:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(raw_loop(settings, store, raw_metrics), name="archive-raw")
-            tg.create_task(_nightly(settings, store, hooks, metrics), name="archive-nightly")
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(raw_loop(settings, store, raw_metrics), name="archive-raw")
+                tg.create_task(_nightly(settings, store, hooks, metrics), name="archive-nightly")
+            return None
+        await _nightly(settings, store, hooks, metrics)
         return None
-    await _nightly(settings, store, hooks, metrics)
-    return None
 
 
 async def _nightly(settings: Settings, store: ObjectStore, hooks: Hooks | None, metrics: _Metrics) -> None:
