@@ -152,9 +152,12 @@ def _aggregated_minutes(database_url: str, meter_id: str, *, count: int) -> None
         for minutes_ago in range(1, count + 1):
             bucket = now - timedelta(minutes=minutes_ago)
             conn.execute(
+                # the net values the dashboard shows are computed from the channels (docs/data-model.md):
+                # solar 1500 W, load 700 + 0 W, grid export 300 - import 0 W
                 f"insert into {Tables.TELEMETRY_AGGREGATES} (meter_id, bucket, sample_count, first_at,"
-                " last_at, net_solar_solar_power_avg, net_solar_load_power_avg, net_grid_net_power_avg,"
-                " battery_soc_avg) values (%s, %s, 12, %s, %s, 1500.0, 700.0, 300.0, 80.0)",
+                " last_at, solar_output_power_avg, load_smart_mtr_power_avg, load_home_power_avg,"
+                " export_power_avg, import_power_avg, battery_soc_avg)"
+                " values (%s, %s, 12, %s, %s, 1500.0, 700.0, 0.0, 300.0, 0.0, 80.0)",
                 (meter_id, bucket, bucket, bucket + timedelta(seconds=55)),
             )
 
