@@ -19,6 +19,7 @@ COPY edge ./edge
 COPY ingest ./ingest
 COPY aggregator ./aggregator
 COPY archiver ./archiver
+COPY settlement ./settlement
 COPY api ./api
 COPY hass ./hass
 # "sim" brings the simulator's science libraries (the demo fleet); EXTRAS= for a leaner image

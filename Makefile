@@ -28,7 +28,7 @@ test: venv services
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy enerlink schemas edge ingest aggregator archiver api hass
+	$(VENV)/bin/mypy enerlink schemas edge ingest aggregator archiver settlement api hass
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

@@ -8,7 +8,7 @@ from typing import Self
 from archiver.storage import StorageSettings
 from enerlink.completeness import CompletenessSettings
 from enerlink.config import CommonSettings, ConfigError, Env
-from enerlink.settlements import SettlementSettings
+from settlement.settings import SettlementSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class Settings:
     offline_after_s: float  # /meters: a meter without presence info is online if seen this recently
     query_timeout_s: float  # PostgreSQL statement_timeout of history and health queries
     ws_send_timeout_s: float  # a WebSocket send blocked this long (client not reading) drops the client
-    settlement: SettlementSettings  # commands' ack timeout and settlement tolerances (C1's routes)
+    settlement: SettlementSettings  # commands' ack timeout and settlement tolerances
     completeness: CompletenessSettings  # the threshold the completeness routes report against
 
     @classmethod

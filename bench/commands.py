@@ -7,7 +7,7 @@ simulator, QoS 1) stands in for N meters. Then, under a fresh topic/key prefix a
   (QoS 2) and waits for N acks: the broker + responder round trip, nothing else;
 * send: :func:`enerlink.commands.send` to the same N meters (what ``POST /commands`` does for
   ``scenario``/``clear``/``status_now``);
-* settle: :func:`enerlink.settling.settle_many` for the N meters (what ``POST /commands`` with
+* settle: :func:`settlement.settling.settle_many` for the N meters (what ``POST /commands`` with
   ``settle`` does): claim N rows, one command round, record N acks and N command events.
 
 Prints each time, meters per second and the ratio to the ceiling.
@@ -37,11 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.sim import commands as sim_commands  # noqa: E402
-from enerlink import commands, settlements, settling  # noqa: E402
+from enerlink import commands  # noqa: E402
 from enerlink.config import CommonSettings, Env  # noqa: E402
 from enerlink.db import migrate  # noqa: E402
 from enerlink.mqtt import client as mqtt_client  # noqa: E402
 from schemas.commands import parse_command  # noqa: E402
+from settlement import settling  # noqa: E402
+from settlement.settings import SettlementSettings  # noqa: E402
 
 BASE_URL = os.environ.get("ENERLINK_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -97,7 +99,7 @@ async def main() -> None:
     env = Env({**os.environ, "ENERLINK_TOPIC_PREFIX": f"bench{uid}", "ENERLINK_KEY_PREFIX": f"bench{uid}"})
     common = CommonSettings.from_env(env)
     common = CommonSettings(**{**{f: getattr(common, f) for f in common.__slots__}, "database_url": url})
-    settings = settlements.SettlementSettings.from_env(env)
+    settings = SettlementSettings.from_env(env)
     meters = [f"B{i:05d}" for i in range(args.meters)]
     await migrate(url)
 

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "archive": ("archiver.cli", "PostgreSQL -> MinIO (or a folder): archive year-old months"),
     "hass": ("hass.cli", "Home Assistant MQTT discovery and states for every meter (ENERLINK_HA_DISCOVERY)"),
     "api": ("api.cli", "HTTP API, live WebSocket and dashboard"),
-    "settle": ("enerlink.settle_cli", "close a meter's billing period (settle command + settlement record)"),
+    "settle": ("settlement.cli", "close a meter's billing period (settle command + settlement record)"),
     "inspect": ("enerlink.inspect_cli", "look inside: a meter's stored readings in Redis as JSON lines"),
     "up": ("enerlink.up", "everything in one process: a simulated fleet and every service"),
 }

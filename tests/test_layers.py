@@ -11,15 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("schemas", "enerlink", "edge", "ingest", "aggregator", "archiver", "api", "hass")
-SERVICES = ("edge", "ingest", "aggregator", "archiver", "hass")
+PACKAGES = ("schemas", "enerlink", "edge", "ingest", "aggregator", "archiver", "settlement", "api", "hass")
+SERVICES = ("edge", "ingest", "aggregator", "archiver", "settlement", "hass")
 # the command line sits in enerlink/ beside the infrastructure, above everything
 TOP = (
     "api",
     "enerlink.cli",
     "enerlink.__main__",
     "enerlink.up",
-    "enerlink.settle_cli",
     "enerlink.inspect_cli",
 )
 

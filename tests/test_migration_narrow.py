@@ -20,10 +20,10 @@ import redis.asyncio as aioredis
 
 from aggregator import fold
 from aggregator.columns import DERIVED, LAST_ONLY, STAT_COLUMNS, table_columns
-from enerlink import settlements
 from enerlink.db import connect, migrate
 from schemas.fields import DATA_FIELDS
 from schemas.wire import Tables
+from settlement import records
 from tests.support.aggdata import REAL_REL, columns, insert_rows
 from tests.support.apiserver import serve_api
 from tests.support.energyday import Household, aggregate_homes
@@ -89,7 +89,7 @@ async def _reads(environ: dict[str, str], *, start: datetime, end: datetime) -> 
                 assert got.status_code == 200, got.text
                 out[path] = got.json()
             async with await connect(api.settings.common.database_url) as conn:
-                out[f"settlement {meter}"] = await settlements._energy(
+                out[f"settlement {meter}"] = await records._energy(
                     conn, meter_id=meter, start=start + timedelta(minutes=7), end=end - timedelta(minutes=3)
                 )
     return out

@@ -21,8 +21,8 @@ from aggregator.service import run as aggregate
 from enerlink.config import CommonSettings, Env
 from enerlink.db import migrate
 from enerlink.mqtt import client as mqtt_client
-from enerlink.settlements import ABANDONED_EVENT, MISMATCH_EVENT
 from schemas.wire import Keys, Tables
+from settlement.records import ABANDONED_EVENT, MISMATCH_EVENT
 from tests.support.apiserver import serve_api
 from tests.support.scripted_meter import scripted_meter
 from tests.support.services import ServiceProcess

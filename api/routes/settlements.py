@@ -1,6 +1,6 @@
 """Billing settlements: ``POST /meters/{id}/settlements`` closes a period (sends ``settle``, waits for
 the ack, records it), ``GET`` lists them or returns one as JSON or CSV (``Accept: text/csv`` or
-``?format=csv``). The logic lives in :mod:`enerlink.settlements` (shared with ``enerlink settle``).
+``?format=csv``). The logic lives in :mod:`settlement.records` (shared with ``enerlink settle``).
 
 A settlement answers ``pending`` until the aggregator has covered its last minute (at most about a
 minute and its grace later); reading it after that returns it ``final`` with the energies.
@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field
 
 from api.deps import AppState, State
 from api.models import Problem
-from enerlink import settlements, settling
 from schemas.telemetry import METER_ID_PATTERN
+from settlement import records, settling
+from settlement.settings import SettlementSettings
 
 router = APIRouter(tags=["settlements"])
 
@@ -84,7 +85,7 @@ CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def settlement_settings(state: State) -> settlements.SettlementSettings:
+def settlement_settings(state: State) -> SettlementSettings:
     return state.settings.settlement
 
 
@@ -95,15 +96,15 @@ def _wants_csv(request: Request, format: str | None) -> bool:
     return "text/csv" in accept and "application/json" not in accept
 
 
-def _csv(rows: list[settlements.Settlement], name: str) -> Response:
+def _csv(rows: list[records.Settlement], name: str) -> Response:
     return Response(
-        settlements.to_csv(rows),
+        records.to_csv(rows),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
     )
 
 
-def _json(s: settlements.Settlement) -> dict[str, Any]:
+def _json(s: records.Settlement) -> dict[str, Any]:
     return s.to_dict()
 
 
@@ -139,7 +140,7 @@ async def create_settlement(
             source="api",
             timeout_s=body.timeout_s if body else None,
         )
-    except settlements.SettlementError as exc:
+    except records.SettlementError as exc:
         raise HTTPException(exc.status, str(exc)) from exc
     response.headers["Location"] = f"/meters/{meter_id}/settlements/{settlement.id}"
     if not created:
@@ -161,7 +162,7 @@ async def list_settlements(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     format: Annotated[Literal["json", "csv"] | None, Query()] = None,
 ) -> Any:
-    rows = await settlements.list_for(
+    rows = await records.list_for(
         state.pool.connection, settlement_settings(state), meter_id=meter_id, limit=limit
     )
     if _wants_csv(request, format):
@@ -182,7 +183,7 @@ async def get_settlement(
     request: Request,
     format: Annotated[Literal["json", "csv"] | None, Query()] = None,
 ) -> Any:
-    found = await settlements.get(
+    found = await records.get(
         state.pool.connection, settlement_settings(state), meter_id=meter_id, id=settlement_id
     )
     if found is None:

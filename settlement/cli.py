@@ -45,17 +45,17 @@ async def _run(args: argparse.Namespace, common: Any, settings: Any) -> int:
     import psycopg
     import redis.asyncio as aioredis
 
-    from enerlink import settlements, settling
     from enerlink.db import migrate
+    from settlement import records, settling
 
     @asynccontextmanager
     async def connect() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         async with await psycopg.AsyncConnection.connect(common.database_url, autocommit=True) as conn:
             yield conn
 
-    def show(rows: list[settlements.Settlement]) -> None:
+    def show(rows: list[records.Settlement]) -> None:
         if args.csv:
-            sys.stdout.write(settlements.to_csv(rows))
+            sys.stdout.write(records.to_csv(rows))
         elif args.list:
             print(json.dumps([s.to_dict() for s in rows], indent=2))
         else:
@@ -63,7 +63,7 @@ async def _run(args: argparse.Namespace, common: Any, settings: Any) -> int:
 
     await migrate(common.database_url)
     if args.list:
-        show(await settlements.list_for(connect, settings, meter_id=args.meter_id, limit=10_000))
+        show(await records.list_for(connect, settings, meter_id=args.meter_id, limit=10_000))
         return 0
     async with aioredis.Redis.from_url(common.redis_url) as redis:
         try:
@@ -77,7 +77,7 @@ async def _run(args: argparse.Namespace, common: Any, settings: Any) -> int:
                 source="cli",
                 timeout_s=args.timeout,
             )
-        except settlements.SettlementError as exc:
+        except records.SettlementError as exc:
             print(f"enerlink settle: {exc}", file=sys.stderr)
             return 1
     if not created:
@@ -88,7 +88,7 @@ async def _run(args: argparse.Namespace, common: Any, settings: Any) -> int:
     deadline = time.monotonic() + args.wait_final
     while settlement.status == "pending" and time.monotonic() < deadline:
         await asyncio.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
-        settlement = (await settlements.finalize_ready(connect, [settlement], settings))[0]
+        settlement = (await records.finalize_ready(connect, [settlement], settings))[0]
     show([settlement])
     if settlement.status != "final":
         print(
@@ -103,7 +103,7 @@ async def _run(args: argparse.Namespace, common: Any, settings: Any) -> int:
 def main(args: argparse.Namespace) -> int:
     from enerlink.config import CommonSettings, ConfigError, Env
     from enerlink.runtime import configure_logging
-    from enerlink.settlements import SettlementSettings
+    from settlement.settings import SettlementSettings
 
     try:
         env = Env()

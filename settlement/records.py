@@ -1,5 +1,5 @@
 """Billing settlements: the record of closed periods, shared by the API and ``enerlink settle``.
-Closing periods (the settle command round) is :mod:`enerlink.settling`; this module holds the row,
+Closing periods (the settle command round) is :mod:`settlement.settling`; this module holds the row,
 the rules that finalize it, and reading/exporting it.
 
 Life of a row: ``requested`` while ``settle`` waits for the meter's ack (deleted again on timeout,
@@ -48,12 +48,12 @@ from typing import Any, Self
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from enerlink import commands, completeness
-from enerlink.config import ConfigError, Env
+from enerlink import completeness
 from enerlink.db import quote
 from enerlink.events import Event, insert_events
 from enerlink.watermark import read_watermark
 from schemas.wire import Tables
+from settlement.settings import SettlementSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,28 +64,6 @@ ABANDONED_EVENT = "settlement_abandoned"
 _MINUTE = timedelta(minutes=1)
 _T = quote(Tables.SETTLEMENTS)
 _AGG = quote(Tables.TELEMETRY_AGGREGATES)
-
-
-@dataclass(frozen=True, slots=True)
-class SettlementSettings:
-    commands: commands.CommandSettings
-    tolerance_wh: float  # device vs pipeline difference allowed per channel, Wh ...
-    tolerance_pct: float  # ... or this share of the period's energy when larger
-    repair_deadline_s: float = 3600.0  # a period missing readings stays pending at most this long
-
-    @classmethod
-    def from_env(cls, env: Env) -> Self:
-        settings = cls(
-            commands=commands.CommandSettings.from_env(env),
-            tolerance_wh=env.float("SETTLEMENT_TOLERANCE_WH", 10.0),
-            tolerance_pct=env.float("SETTLEMENT_TOLERANCE_PCT", 1.0),
-            repair_deadline_s=env.float("SETTLEMENT_REPAIR_DEADLINE_S", 3600.0),
-        )
-        if settings.tolerance_wh < 0 or settings.tolerance_pct < 0:
-            raise ConfigError("ENERLINK_SETTLEMENT_TOLERANCE_WH and _PCT must not be negative")
-        if settings.repair_deadline_s < 0:
-            raise ConfigError("ENERLINK_SETTLEMENT_REPAIR_DEADLINE_S must not be negative")
-        return settings
 
 
 class SettlementError(Exception):
