@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from aggregator.fastparse import (
@@ -186,7 +187,6 @@ def _fast_path() -> Any:
     """The chunk decoder through msgspec, or None without it."""
     if LAYOUT is None:
         return None
-    import msgspec
 
     decode_one = LAYOUT.decode
     astuple = msgspec.structs.astuple

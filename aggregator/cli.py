@@ -7,7 +7,13 @@ import argparse
 import asyncio
 from datetime import date, timedelta
 
+import psycopg
+
+from aggregator.fromraw import RawReading, recompute
+from aggregator.service import run
 from aggregator.settings import Settings
+from archiver.raw_objects import day_readings, last_readings
+from archiver.storage import StorageSettings, open_store
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
 
@@ -27,11 +33,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 async def from_raw(env: Env, day: date) -> int:
     """The minute rows of ``day`` from the archive's raw readings; returns the rows written."""
-    import psycopg
-
-    from aggregator.fromraw import RawReading, recompute
-    from archiver.raw_objects import day_readings, last_readings
-    from archiver.storage import StorageSettings, open_store
 
     settings = Settings.from_env(env)
     store = open_store(StorageSettings.from_env(env))
@@ -47,7 +48,6 @@ async def from_raw(env: Env, day: date) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from aggregator.service import run
 
     env = Env()
     settings = Settings.from_env(env)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from schemas.fields import BOOL_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS, Field
@@ -138,7 +139,6 @@ def decode_envelope(
 ) -> tuple[Any, datetime]:
     """Decode a stored message with a msgspec decoder and check its envelope (its series' meterId, a
     datetime with a timezone); returns the decoded message and its datetime."""
-    import msgspec
 
     try:
         msg: Any = decode(raw)
@@ -170,10 +170,6 @@ def _msgspec_layout() -> MsgspecLayout | None:
     """With msgspec installed: typed decoding straight into structs (types checked in C: a number
     is an int or float, a bool a bool, an enum one of its values; unknown fields skipped), about
     three times faster than orjson plus the checks above. Same results, same errors."""
-    try:
-        import msgspec
-    except ImportError:
-        return None
     structs: list[tuple[str, Any, Any]] = []
     flat: list[tuple[str, str]] = []
     for sub in _SUBSYSTEMS:
@@ -218,7 +214,6 @@ def _msgspec_decoder(layout: MsgspecLayout | None) -> Callable[[bytes, str], Sna
     """One snapshot at a time through the msgspec layout."""
     if layout is None:
         return None
-    import msgspec
 
     decode = layout.decode
     astuple = msgspec.structs.astuple

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from api.service import run
+from api.settings import Settings
+from enerlink.config import Env
+from enerlink.runtime import configure_logging, run_service
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="listen address (ENERLINK_API_HOST, default 127.0.0.1)")
@@ -14,10 +19,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from api.service import run
-    from api.settings import Settings
-    from enerlink.config import Env
-    from enerlink.runtime import configure_logging, run_service
 
     settings = Settings.from_env(Env())
     if args.host is not None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from archiver.months import Month
+from archiver.restore import RestoreError
+from archiver.service import run
+from archiver.settings import Settings
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
 
@@ -26,11 +30,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from archiver.restore import RestoreError
-    from archiver.service import run
-    from archiver.settings import Settings
 
     settings = Settings.from_env(Env())
     if args.retention_days is not None:

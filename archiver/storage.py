@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from minio import Minio
+from minio.commonconfig import REPLACE, CopySource
+from minio.error import S3Error
+
 from enerlink.config import Env
 
 CHUNK = 1 << 20
@@ -83,7 +87,6 @@ class MinioStore:
     backend = "minio"
 
     def __init__(self, settings: StorageSettings) -> None:
-        from minio import Minio
 
         assert settings.endpoint is not None
         self._client = Minio(
@@ -111,7 +114,6 @@ class MinioStore:
         )
 
     def set_metadata(self, key: str, metadata: dict[str, str], *, content_type: str) -> None:
-        from minio.commonconfig import REPLACE, CopySource
 
         self._client.copy_object(
             self._bucket,
@@ -122,7 +124,6 @@ class MinioStore:
         )
 
     def stat(self, key: str) -> ObjectInfo | None:
-        from minio.error import S3Error
 
         try:
             info = self._client.stat_object(self._bucket, key)

@@ -19,6 +19,11 @@ import json
 import sys
 from datetime import UTC, datetime
 
+import redis
+
+from enerlink.config import CommonSettings, ConfigError, Env
+from schemas.snapshot import SnapshotError, decode_snapshot
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
@@ -31,10 +36,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import redis
-
-    from enerlink.config import CommonSettings, ConfigError, Env
-    from schemas.snapshot import SnapshotError, decode_snapshot
 
     try:
         common = CommonSettings.from_env(Env())

@@ -15,6 +15,23 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+import aggregator.service
+import api.service
+import archiver.service
+import edge.service
+import hass.service
+import ingest.service
+from aggregator.settings import Settings as AggregatorSettings
+from api.settings import Settings as ApiSettings
+from archiver.settings import Settings as ArchiverSettings
+from edge.settings import Settings as EdgeSettings
+from enerlink import console
+from enerlink.config import CommonSettings, Env
+from enerlink.db import migrate
+from enerlink.runtime import configure_logging, run_service
+from hass.settings import Settings as HassSettings
+from ingest.settings import Settings as IngestSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -30,21 +47,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def run_all(args: argparse.Namespace) -> None:
-    import aggregator.service
-    import api.service
-    import archiver.service
-    import edge.service
-    import hass.service
-    import ingest.service
-    from aggregator.settings import Settings as AggregatorSettings
-    from api.settings import Settings as ApiSettings
-    from archiver.settings import Settings as ArchiverSettings
-    from edge.settings import Settings as EdgeSettings
-    from enerlink import console
-    from enerlink.config import Env
-    from enerlink.db import migrate
-    from hass.settings import Settings as HassSettings
-    from ingest.settings import Settings as IngestSettings
 
     env = Env()
     edge_settings = dataclasses.replace(
@@ -97,8 +99,6 @@ def _report_stopped(task: asyncio.Task[Any]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from enerlink.config import CommonSettings, Env
-    from enerlink.runtime import configure_logging, run_service
 
     common = CommonSettings.from_env(Env())
     configure_logging(common.log_level, common.log_format)

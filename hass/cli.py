@@ -6,6 +6,8 @@ import argparse
 
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
+from hass.service import run
+from hass.settings import Settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -13,8 +15,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from hass.service import run
-    from hass.settings import Settings
 
     settings = Settings.from_env(Env())
     configure_logging(settings.common.log_level, settings.common.log_format)

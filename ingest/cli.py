@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
+from ingest.service import run
+from ingest.settings import Settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -18,10 +21,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from ingest.service import run
-    from ingest.settings import Settings
 
     settings = Settings.from_env(Env())
     if args.client_id:

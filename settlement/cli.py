@@ -21,6 +21,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
+import redis.asyncio as aioredis
+
+from enerlink.config import CommonSettings, ConfigError, Env
+from enerlink.db import migrate
+from enerlink.runtime import configure_logging
+from settlement import records, settling
+from settlement.settings import SettlementSettings
+
 _POLL_S = 2.0
 
 
@@ -42,11 +51,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def _run(args: argparse.Namespace, common: Any, settings: Any) -> int:
-    import psycopg
-    import redis.asyncio as aioredis
-
-    from enerlink.db import migrate
-    from settlement import records, settling
 
     @asynccontextmanager
     async def connect() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -101,9 +105,6 @@ async def _run(args: argparse.Namespace, common: Any, settings: Any) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from enerlink.config import CommonSettings, ConfigError, Env
-    from enerlink.runtime import configure_logging
-    from settlement.settings import SettlementSettings
 
     try:
         env = Env()

@@ -37,6 +37,8 @@ settlement's comparison shows it).
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -352,8 +354,6 @@ async def list_for(
 
 def to_csv(settlements: Sequence[Settlement]) -> str:
     """Header plus one line per settlement (RFC 4180, UTC ISO times, empty for unknown)."""
-    import csv
-    import io
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")

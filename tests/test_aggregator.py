@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 from aggregator import reader
 from aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
 from aggregator.compute import compute
-from aggregator.service import Aggregator, run
+from aggregator.job import Aggregator
+from aggregator.service import run
 from aggregator.settings import Settings
 from enerlink.config import Env
 from enerlink.db import migrate

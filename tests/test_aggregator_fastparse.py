@@ -187,7 +187,8 @@ async def test_sharded_job_written_shard_by_shard_equals_sql(
     """Worker processes, every batch split into shards written one by one in the minute's
     transaction: catch-up minutes, then late data for one meter in two minutes (its pairs land in
     different shards, replacing stored rows): minute rows complete, rollups equal SQL."""
-    from aggregator.service import Aggregator, compute_pool
+    from aggregator.job import Aggregator
+    from aggregator.service import compute_pool
 
     settings = settings_for(environ, ENERLINK_AGGREGATE_WORKERS="2")
     keys = settings.common.keys

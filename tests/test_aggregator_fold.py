@@ -14,7 +14,7 @@ from psycopg import sql
 
 from aggregator import fold
 from aggregator.columns import LAST_ONLY
-from aggregator.service import Aggregator
+from aggregator.job import Aggregator
 from enerlink.db import discover, migrate
 from schemas.wire import Tables
 from tests.support.aggdata import NOT_STATISTICS, aggregate_row, insert_rows

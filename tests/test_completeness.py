@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 
-from aggregator.service import Aggregator
+from aggregator.job import Aggregator
 from aggregator.settings import Settings
 from enerlink import completeness
 from enerlink.db import connect, migrate

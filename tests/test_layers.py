@@ -106,3 +106,28 @@ def test_no_import_cycle() -> None:
         if module not in state:
             visit(module, [])
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_function_level_imports_say_why() -> None:
+    """An import inside a function is kept for a heavy or optional dependency only, and says so on its
+    line (or, for a parenthesized import, on its first line)."""
+    silent = []
+    for module, path in MODULES.items():
+        lines = path.read_text(encoding="utf-8").split("\n")
+        tree = ast.parse("\n".join(lines))
+        found = {
+            node.lineno
+            for fn in ast.walk(tree)
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
+            for node in ast.walk(fn)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+        }
+        for line in sorted(found):
+            text = lines[line - 1]
+            # a comment on the line, or on the first of a group of consecutive imports
+            group = line
+            while group - 1 in found:
+                group -= 1
+            if "#" not in text and "#" not in lines[group - 1]:
+                silent.append(f"{path.relative_to(ROOT)}:{line}: {text.strip()} ({module})")
+    assert not silent, "function-level imports without a reason:\n" + "\n".join(silent)

@@ -82,7 +82,7 @@ def test_up_drains_quietly_when_its_whole_process_group_is_signalled(
         while time.monotonic() < deadline and not (
             client.hlen(keys.latest_data) == 3
             and client.zcard(keys.timeseries("METER003")) >= 2
-            and "aggregator.service: aggregate:" in log_path.read_text()
+            and "aggregator.job: aggregate:" in log_path.read_text()
         ):
             time.sleep(0.2)
         assert client.hlen(keys.latest_data) == 3, log_path.read_text()[-3000:]

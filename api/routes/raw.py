@@ -94,7 +94,7 @@ async def meter_raw(
     rows = await _rows(state, day, Buckets.raw_group(meter_id))
 
     def _build() -> tuple[bytes, int]:
-        from archiver.raw_format import write_parquet
+        from archiver.raw_format import write_parquet  # pyarrow loads only when a raw file is served
         from archiver.raw_objects import meter_day
 
         table = meter_day(state.store, rows, meter_id)

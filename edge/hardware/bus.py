@@ -10,6 +10,7 @@ Blinka's ``busio.I2C``; here it is :class:`EmulatedBus`. An absent chip raises
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from typing import Protocol
 
@@ -120,11 +121,10 @@ def smbus_scan(bus_number: int = 1, addresses: range = range(0x03, 0x78)) -> lis
 
 def open_board_bus() -> object:
     """Blinka's ``board.I2C()`` on a Pi (needs ``BLINKA_SKIP_DEPENDENCY_CHECK=1`` and gpiod 2.x)."""
-    import os
 
     os.environ.setdefault("BLINKA_SKIP_DEPENDENCY_CHECK", "1")
     try:
-        import board
+        import board  # Blinka (the [edge] extra) exists on a Pi only
     except (ImportError, RuntimeError) as exc:  # Blinka raises RuntimeError on unknown boards
         raise RuntimeError(f"cannot open the board's I2C bus through Blinka: {exc}") from exc
     return board.I2C()

@@ -130,7 +130,7 @@ def default_truth(meter_id: str) -> TruthModel:
     """The simulator's physics for one lab meter (``edge.sim.truth.SimTruth``) when the
     [sim] extra is installed, else the small deterministic :class:`LabModel`."""
     try:
-        from edge.sim.truth import SimTruth
+        from edge.sim.truth import SimTruth  # the [sim] extra is optional on a meter
     except ImportError:
         log.info("emulated chips follow the built-in lab model (install enerlink[sim] for the physics)")
         return LabModel()

@@ -109,7 +109,7 @@ def import_drivers() -> tuple[Any, Any]:
     ImportError) from its dependency check unless ``BLINKA_SKIP_DEPENDENCY_CHECK`` is set."""
     os.environ.setdefault("BLINKA_SKIP_DEPENDENCY_CHECK", "1")
     try:
-        import adafruit_ina219
+        import adafruit_ina219  # the [edge] extra's drivers: a Pi only
         import adafruit_max1704x
     except (ImportError, RuntimeError) as exc:
         raise RuntimeError(f"the sensor drivers cannot be imported: {exc}") from exc

@@ -21,10 +21,12 @@ A fleet file lists meters under ``[[meter]]``; every key but ``id`` has a defaul
 from __future__ import annotations
 
 import random
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from schemas.telemetry import METER_ID_PATTERN
 
@@ -83,8 +85,6 @@ class MeterSpec:
     alert_threshold: int = 10
 
     def validate(self) -> None:
-        import re
-        from zoneinfo import ZoneInfo
 
         if not re.match(METER_ID_PATTERN, self.id):
             raise FleetError(f"meter id {self.id!r} must be 1-64 characters of [A-Za-z0-9_.-]")

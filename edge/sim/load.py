@@ -47,7 +47,7 @@ def _quiet_demandlib() -> Iterator[None]:
 
 def profile_year(year: int) -> FloatArray:
     """Array (3, quarter-hours of ``year``): kW per 1,000 kWh/a, rows in :data:`PROFILE_ORDER`."""
-    from demandlib import bdew, particular_profiles
+    from demandlib import bdew, particular_profiles  # the [sim] extra, loaded only to build a profile
 
     with _quiet_demandlib():
         slp = bdew.ElecSlp(year).get_profile({"h0": 1000.0, "g0": 1000.0})

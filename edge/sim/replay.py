@@ -27,8 +27,12 @@ from typing import Any, TextIO
 
 import orjson
 
+from edge.publish_config import PublisherConfig
+from edge.publisher import Publisher
 from edge.sim.console import stdin_lines
 from edge.sim.replay_source import Mapping, Record, ReplayError, load
+from enerlink.config import CommonSettings, ConfigError, Env
+from enerlink.runtime import configure_logging
 
 log = logging.getLogger(__name__)
 PublishFn = Callable[[dict[str, Any]], Awaitable[None]]
@@ -234,10 +238,6 @@ def configure(actions: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.publish_config import PublisherConfig
-    from edge.publisher import Publisher
-    from enerlink.config import CommonSettings, ConfigError, Env
-    from enerlink.runtime import configure_logging
 
     try:
         common = CommonSettings.from_env(Env())
