@@ -28,14 +28,14 @@ test: venv services
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy enerlink schemas edge ingest aggregator archiver settlement api hass
+	$(PY) scripts/typecheck.py
 
 format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 schemas: venv
-	$(PY) -m schemas.jsonschema
+	$(PY) -m enerlink.schemas.jsonschema
 
 bench: venv services
 	$(PY) bench/ingest.py

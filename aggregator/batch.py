@@ -1,14 +1,14 @@
 """A batch's stored snapshots decoded straight into one float64 matrix (the aggregator's hot path).
 
-:func:`aggregator.fastparse.parse` builds a few Python objects per snapshot and the batch keeps
+:func:`enerlink.aggregator.fastparse.parse` builds a few Python objects per snapshot and the batch keeps
 them all until its matrix is built; with 30,000 snapshots a shard that cost about 8 us each, twice
 the decoding itself, most of it in allocating memory that is never reused. Here the snapshots go
 through msgspec a chunk at a time, through C-level ``map``/``itemgetter`` pipelines (no Python frame
 per snapshot), and each chunk's values land in the matrix before the next chunk is decoded, so a
 chunk's objects are freed and their memory reused: about 4.5 us a snapshot.
 
-Compact snapshots (:mod:`schemas.snapshot`, what the ingest stores) take a path of their own: a
-chunk's slots are read in one vectorized pass (:mod:`schemas.snapshot_bulk`) straight into the
+Compact snapshots (:mod:`enerlink.schemas.snapshot`, what the ingest stores) take a path of their own: a
+chunk's slots are read in one vectorized pass (:mod:`enerlink.schemas.snapshot_bulk`) straight into the
 matrix; the few members with fields outside the slots (a failed sensor's extra flags) are read one by
 one. Members stored as JSON (before the compact form) take the msgspec path; a chunk that mixes both
 (only while an upgrade's data ages out) is read one by one.
@@ -31,8 +31,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
-
-from aggregator.fastparse import (
+from enerlink.aggregator.fastparse import (
     ENUM_POSITIONS,
     LAYOUT,
     N_NUMERIC,
@@ -44,10 +43,10 @@ from aggregator.fastparse import (
     max_temperature,
     parse,
 )
-from schemas import snapshot_bulk
-from schemas import snapshot_layout as SL
-from schemas.snapshot import SnapshotError, decode_snapshot, is_compact
-from schemas.snapshot_general import datetime_of
+from enerlink.schemas import snapshot_bulk
+from enerlink.schemas import snapshot_layout as SL
+from enerlink.schemas.snapshot import SnapshotError, decode_snapshot, is_compact
+from enerlink.schemas.snapshot_general import datetime_of
 
 #: Snapshots decoded at a time: small enough for a chunk's objects to be reused by the next.
 CHUNK = 128

@@ -1,4 +1,4 @@
-"""The column catalogue of ``telemetry_aggregates`` and its rollups, derived from schemas.fields.
+"""The column catalogue of ``telemetry_aggregates`` and its rollups, derived from enerlink.schemas.fields.
 
 One place decides every statistic column and its type, so the aggregator's COPY rows, the rollup
 SQL and the readers can never disagree (the migrations are fixed text; a test checks that a fresh
@@ -9,7 +9,7 @@ database has exactly these columns and types). docs/data-model.md lists them wit
   MAX17048's steps over their whole range);
 * a counter (daily / total / settlement energy): ``{column}_last`` as ``double precision`` (Wh with
   up to 5 decimals over a lifetime), and, per metered channel, ``{subsystem}_energy_wh`` (double
-  precision), the energy of the minute from counter deltas (see :mod:`aggregator.compute`); no
+  precision), the energy of the minute from counter deltas (see :mod:`enerlink.aggregator.compute`); no
   average, minimum or maximum of a counter (they only say when in the minute it grew);
 * a slowly changing setting (:data:`LAST_ONLY`: the battery's alert threshold and estimated
   capacity): ``{column}_last`` only;
@@ -37,8 +37,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from enerlink.schemas.fields import BOOL_FIELDS, DATA_FIELDS, ENUM_FIELDS, Field
+
 from enerlink.db import quote
-from schemas.fields import BOOL_FIELDS, DATA_FIELDS, ENUM_FIELDS, Field
 
 Stat = Literal["avg", "min", "max", "last", "ratio", "energy"]
 SqlType = Literal["double precision", "real", "smallint", "text"]

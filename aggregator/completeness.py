@@ -17,13 +17,14 @@ import logging
 import time
 from datetime import datetime
 
-from aggregator import store
-from aggregator.compute import MINUTE_MS, ms_to_dt
-from aggregator.metrics import Metrics
+from enerlink.aggregator import store
+from enerlink.aggregator.compute import MINUTE_MS, ms_to_dt
+from enerlink.aggregator.metrics import Metrics
+from enerlink.schemas.wire import Tables
+
 from enerlink import completeness
 from enerlink.db import quote
 from enerlink.events import Event, insert_events
-from schemas.wire import Tables
 
 log = logging.getLogger(__name__)
 

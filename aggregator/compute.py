@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from enerlink.aggregator import batch, copybin
+from enerlink.aggregator.columns import ENERGY_SUBSYSTEMS, STAT_COLUMNS
+from enerlink.aggregator.fastparse import VALUE_FIELDS
 
-from aggregator import batch, copybin
-from aggregator.columns import ENERGY_SUBSYSTEMS, STAT_COLUMNS
-from aggregator.fastparse import VALUE_FIELDS
 from enerlink.events import Event
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def ms_to_dt(ms: int) -> datetime:
 
 
 def compute(items: Sequence[Item], thresholds: Thresholds = Thresholds(), *, encode: bool = False) -> Result:
-    """Rows for ``telemetry_aggregates`` (column order of :data:`aggregator.columns.MINUTE_COLUMNS`),
+    """Rows for ``telemetry_aggregates`` (column order of :data:`enerlink.aggregator.columns.MINUTE_COLUMNS`),
     as tuples, or with ``encode`` for a binary COPY.
 
     The cyclic garbage collector is paused meanwhile: the batch allocates many small containers and

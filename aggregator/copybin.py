@@ -3,13 +3,13 @@
 A shard's 2,500 rows of ~100 statistics used to travel to the main process as Python tuples
 (pickled, unpickled) and be encoded there value by value; the bytes are built here instead, the
 numeric columns in one numpy pass (each value with its 4-byte length, big-endian), and the main
-process writes them as they are (:func:`aggregator.store.copy_encoded`).
+process writes them as they are (:func:`enerlink.aggregator.store.copy_encoded`).
 
 The row format is PostgreSQL's (``COPY ... FROM STDIN (FORMAT binary)``): a 16-bit field count,
 then each field as a 32-bit length and its bytes; ``timestamptz`` is microseconds since
 2000-01-01 UTC (int64), ``integer`` int32, ``text`` UTF-8. The signature and the trailer are added
 by the writer around all shards' rows. The statistics come grouped by type as
-:data:`aggregator.columns.STAT_COLUMNS` orders them: ``double precision`` (float64), ``real``
+:data:`enerlink.aggregator.columns.STAT_COLUMNS` orders them: ``double precision`` (float64), ``real``
 (float32, the value rounded to nearest), ``smallint`` (int16, rounded), then ``text``. After them
 come the minute table's ``seq_first``, ``seq_last`` (int8, NULL when the minute has no ``seq``) and
 ``repaired_count`` (int2): ``MINUTE_COLUMNS``.
@@ -22,8 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
+from enerlink.aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"

@@ -15,7 +15,8 @@ batch or poisoning a statistic:
 
 Physical bounds (SOC within 0-100 ...) and the strict number/bool distinction are not re-checked:
 they were when the message came in. :func:`parse` reads the JSON message: a stored member goes through
-:func:`schemas.snapshot.decode_snapshot` first (compact members are read in bulk by aggregator/batch.py).
+:func:`enerlink.schemas.snapshot.decode_snapshot` first (compact members are read in bulk by
+aggregator/batch.py).
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ from typing import Any
 
 import msgspec
 import orjson
-
-from schemas.fields import BOOL_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS, Field
-from schemas.telemetry import MeterData
+from enerlink.schemas.fields import BOOL_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS, Field
+from enerlink.schemas.telemetry import MeterData
 
 #: Field order of a snapshot's vector (numbers, then bools as 0/1): the aggregator's matrix columns.
 VALUE_FIELDS: tuple[Field, ...] = NUMERIC_FIELDS + BOOL_FIELDS

@@ -8,7 +8,7 @@ with real-time aggregation:
 * ``telemetry_aggregates_1h`` and ``_1d`` are views: the meter's *folded* row (tables
   ``..._1h_folded`` and ``..._1d_folded``: its 5-minute buckets before ``rollup_fold.folded_until``)
   combined with its 5-minute rows from ``folded_until`` on (at most the open bucket and one closed
-  one), with the same rules as every rollup (:mod:`aggregator.rollups`). A reader always sees every
+  one), with the same rules as every rollup (:mod:`enerlink.aggregator.rollups`). A reader always sees every
   minute aggregated so far, exactly as before;
 * the fold: each minute, the meters of one of :data:`PHASES` phases (a hash of the meter id, fixed
   when its ``rollup_fold`` row is created) fold their closed 5-minute rows into both folded tables and
@@ -23,9 +23,10 @@ folded) in the transaction that writes its first 5-minute row, so the views reac
 
 from __future__ import annotations
 
-from aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
+from enerlink.aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
+from enerlink.schemas.wire import Tables
+
 from enerlink.db import quote
-from schemas.wire import Tables
 
 PHASES = 5
 FIVE_MINUTES_MS = 300_000

@@ -1,6 +1,6 @@
 """Minute rows of a day recomputed from raw readings (the raw archive), with the aggregator's own
 compute and write path: each reading becomes the member it was in Redis
-(``schemas.snapshot.encode_snapshot`` of its message), each (meter, minute) an ``Item`` with the
+(``enerlink.schemas.snapshot.encode_snapshot`` of its message), each (meter, minute) an ``Item`` with the
 reading before the minute as its baseline (for the day's first minute, the last reading of the
 day before, which the caller passes) and its count of re-sent readings; the rows are upserted
 into ``telemetry_aggregates`` and the rollups refreshed as a late minute would be. Events are not
@@ -14,12 +14,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aggregator import store
-from aggregator.compute import MINUTE_MS, Item, Result, Thresholds, compute
-from aggregator.settings import Settings
-from aggregator.shard import write_shard
+from enerlink.aggregator import store
+from enerlink.aggregator.compute import MINUTE_MS, Item, Result, Thresholds, compute
+from enerlink.aggregator.settings import Settings
+from enerlink.aggregator.shard import write_shard
+from enerlink.schemas.snapshot import encode_snapshot
+
 from enerlink.db import connect, migrate
-from schemas.snapshot import encode_snapshot
 
 log = logging.getLogger(__name__)
 

@@ -26,15 +26,15 @@ from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from enerlink.aggregator import health, store
+from enerlink.aggregator.compute import MINUTE_MS, ms_to_dt
+from enerlink.aggregator.fastparse import BadSnapshot
+from enerlink.aggregator.settings import Settings
+from enerlink.schemas.wire import Keys, Tables
 from psycopg import sql
 
-from aggregator import health, store
-from aggregator.compute import MINUTE_MS, ms_to_dt
-from aggregator.fastparse import BadSnapshot
-from aggregator.settings import Settings
 from enerlink.db import quote
 from enerlink.events import Event, insert_events
-from schemas.wire import Keys, Tables
 
 log = logging.getLogger(__name__)
 

@@ -39,19 +39,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
+from enerlink.aggregator import events, memory, reader, rollups, store
+from enerlink.aggregator.completeness import HourlyCompleteness
+from enerlink.aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt
+from enerlink.aggregator.healthjob import HealthReport, HealthStep
+from enerlink.aggregator.metrics import Metrics
+from enerlink.aggregator.settings import Settings
+from enerlink.aggregator.shard import write_shard
+from enerlink.aggregator.task import read_and_compute
+from enerlink.schemas.wire import Keys
 
-from aggregator import events, memory, reader, rollups, store
-from aggregator.completeness import HourlyCompleteness
-from aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt
-from aggregator.healthjob import HealthReport, HealthStep
-from aggregator.metrics import Metrics
-from aggregator.settings import Settings
-from aggregator.shard import write_shard
-from aggregator.task import read_and_compute
 from enerlink.db import connect
 from enerlink.events import insert_events
 from enerlink.watermark import read_watermark
-from schemas.wire import Keys
 
 log = logging.getLogger(__name__)
 

@@ -170,7 +170,7 @@ def _init_worker(parent: int) -> None:
     first job after a renewal."""
     _leave_signals_to_parent()
     _die_with_parent(parent)
-    import aggregator.task  # noqa: F401 (with it compute, reader, numpy, redis)
+    import enerlink.aggregator.task  # noqa: F401 (with it compute, reader, numpy, redis)
 
 
 @cache

@@ -15,9 +15,8 @@ from typing import Any
 import hiredis
 import redis
 import redis.asyncio as aioredis
-
-from aggregator.compute import MINUTE_MS, Item
-from schemas.wire import Keys
+from enerlink.aggregator.compute import MINUTE_MS, Item
+from enerlink.schemas.wire import Keys
 
 Redis = aioredis.Redis
 

@@ -6,10 +6,9 @@ import logging
 import time
 
 import psycopg
-
-from aggregator import rollups, store
-from aggregator.compute import Result, ms_to_dt
-from schemas.wire import Tables
+from enerlink.aggregator import rollups, store
+from enerlink.aggregator.compute import Result, ms_to_dt
+from enerlink.schemas.wire import Tables
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,13 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from enerlink.aggregator import copybin
+from enerlink.aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
+from enerlink.schemas.wire import Tables
 from psycopg import AsyncConnection, sql
 
-from aggregator import copybin
-from aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
 from enerlink.db import quote
 from enerlink.watermark import MINUTES
-from schemas.wire import Tables
 
 Conn = AsyncConnection[tuple[Any, ...]]
 STAGING = "_enerlink_agg_staging"
@@ -122,7 +122,8 @@ async def copy_rows(conn: Conn, rows: Sequence[tuple[Any, ...]], *, table: str =
 
 
 async def copy_encoded(conn: Conn, blocks: Sequence[bytes], *, table: str = STAGING) -> None:
-    """Binary COPY of rows encoded by :mod:`aggregator.copybin` (signature and trailer added here)."""
+    """Binary COPY of rows encoded by :mod:`enerlink.aggregator.copybin` (signature and trailer added
+    here)."""
     async with conn.cursor().copy(_copy_binary(table)) as copy:
         await copy.write(copybin.SIGNATURE)
         for block in blocks:

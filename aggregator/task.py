@@ -1,7 +1,7 @@
 """What a worker process runs for one shard: read its (meter, minute) pairs from Redis, compute them.
 
 Reading, validation and statistics all run in parallel across the pool's processes
-(:mod:`aggregator.memory`); :mod:`aggregator.compute` itself stays pure.
+(:mod:`enerlink.aggregator.memory`); :mod:`enerlink.aggregator.compute` itself stays pure.
 """
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis
-
-from aggregator.compute import Result, Thresholds, compute
-from aggregator.reader import read_items_sync
-from schemas.wire import Keys
+from enerlink.aggregator.compute import Result, Thresholds, compute
+from enerlink.aggregator.reader import read_items_sync
+from enerlink.schemas.wire import Keys
 
 _CLIENTS: dict[str, redis.Redis] = {}  # one connection per Redis URL and worker process
 

@@ -15,15 +15,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from psycopg_pool import AsyncConnectionPool
-
-from api import ws
-from api.deps import State, require_token
-from api.live import LiveHub
-from api.routes import (
+from enerlink.api import ws
+from enerlink.api.deps import State, require_token
+from enerlink.api.live import LiveHub
+from enerlink.api.routes import (
     archive,
     commands,
     completeness,
@@ -37,8 +32,13 @@ from api.routes import (
     settlements,
     simulation,
 )
-from api.settings import Settings
-from archiver.storage import open_store
+from enerlink.api.settings import Settings
+from enerlink.archiver.storage import open_store
+from fastapi import Depends, FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from psycopg_pool import AsyncConnectionPool
+
 from enerlink.db import migrate
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,9 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     try:  # the dashboard (``/`` and its static files) is its own module
-        dashboard = importlib.import_module("api.dashboard")
+        dashboard = importlib.import_module("enerlink.api.dashboard")
     except ModuleNotFoundError as exc:
-        if exc.name != "api.dashboard":
+        if exc.name != "enerlink.api.dashboard":
             raise
         log.warning("api: no dashboard module; serving the API only")
     else:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from api.service import run
-from api.settings import Settings
+from enerlink.api.service import run
+from enerlink.api.settings import Settings
+
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
 

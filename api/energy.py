@@ -7,7 +7,7 @@ exact across daily, settlement and re-flash resets). Local hours and days (``ENE
 whole 5-minute buckets in every zone in use (offsets are multiples of 15 minutes), so each bucket
 here is a sum of minute rows, the same as summing the minute rows per local hour or day.
 
-Flows, from the columns of :mod:`aggregator.columns`:
+Flows, from the columns of :mod:`enerlink.aggregator.columns`:
 
 * grid import ``import_energy_wh``, grid export ``export_energy_wh``;
 * solar production ``solar_output_energy_wh`` (what the charge controller delivers; the firmware's
@@ -30,10 +30,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from enerlink.aggregator.fold import daily_bucket
+from enerlink.schemas.wire import Tables
 from psycopg import sql
-
-from aggregator.fold import daily_bucket
-from schemas.wire import Tables
 
 Bucket = Literal["1h", "1d"]
 

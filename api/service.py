@@ -12,9 +12,8 @@ import logging
 from collections.abc import Generator
 
 import uvicorn
-
-from api.app import create_app
-from api.settings import Settings
+from enerlink.api.app import create_app
+from enerlink.api.settings import Settings
 
 log = logging.getLogger(__name__)
 

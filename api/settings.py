@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Self
 
-from archiver.storage import StorageSettings
+from enerlink.archiver.storage import StorageSettings
+from enerlink.settlement.settings import SettlementSettings
+
 from enerlink.completeness import CompletenessSettings
 from enerlink.config import CommonSettings, ConfigError, Env
-from settlement.settings import SettlementSettings
 
 
 @dataclass(frozen=True, slots=True)

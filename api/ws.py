@@ -18,11 +18,10 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated
 
+from enerlink.api.deps import iso, state_of, token_ok, websocket_token
+from enerlink.api.live import LiveClient, LiveHub
+from enerlink.schemas.telemetry import METER_ID_PATTERN
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect, status
-
-from api.deps import iso, state_of, token_ok, websocket_token
-from api.live import LiveClient, LiveHub
-from schemas.telemetry import METER_ID_PATTERN
 
 router = APIRouter()
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from archiver.months import Month
-from archiver.restore import RestoreError
-from archiver.service import run
-from archiver.settings import Settings
+from enerlink.archiver.months import Month
+from enerlink.archiver.restore import RestoreError
+from enerlink.archiver.service import run
+from enerlink.archiver.settings import Settings
+
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
 

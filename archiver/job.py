@@ -20,12 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from enerlink.archiver.months import ArchivedTable, Conn, Month, is_partitioned, partitions
+from enerlink.archiver.progress import Progress
+from enerlink.archiver.storage import ObjectStore
+from enerlink.schemas.wire import Buckets, Tables
 from psycopg import IsolationLevel, sql
-
-from archiver.months import ArchivedTable, Conn, Month, is_partitioned, partitions
-from archiver.progress import Progress
-from archiver.storage import ObjectStore
-from schemas.wire import Buckets, Tables
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ State (``Tables.RAW_EXPORT_STATE``, one row; copied to ``Keys.raw_export`` after
 * ``through``: every reading with a ``datetime`` before it that was stored before its hour's export
   is in the archive. A run exports each closed UTC hour after it (``grace_s`` after the hour ends):
   per meter group (``Buckets.raw_group``) the hour's members of ``timeseries`` and ``late_data``,
-  read through ``schemas.snapshot.decode_snapshot``, as part 0 of that group-hour.
+  read through ``enerlink.schemas.snapshot.decode_snapshot``, as part 0 of that group-hour.
 * ``late_cursor`` (Redis ms): a reading stored after its hour was exported is late, so the ingest
   flagged its (meter, minute) in ``late_minutes`` with its receipt time, and the aggregator moves
   such flags to ``late_done`` with a later time, and drops the minute's late data only after that
@@ -35,16 +35,15 @@ from datetime import UTC, datetime
 import orjson
 import pyarrow as pa
 import redis
+from enerlink.archiver import raw_objects
+from enerlink.archiver.job import Stopped
+from enerlink.archiver.months import Conn
+from enerlink.archiver.raw_format import Reading, concat, to_messages, to_table, write_parquet
+from enerlink.archiver.raw_objects import RawObject
+from enerlink.archiver.storage import ObjectStore
+from enerlink.schemas.snapshot import decode_snapshot
+from enerlink.schemas.wire import Buckets, Keys, Tables
 from psycopg import sql
-
-from archiver import raw_objects
-from archiver.job import Stopped
-from archiver.months import Conn
-from archiver.raw_format import Reading, concat, to_messages, to_table, write_parquet
-from archiver.raw_objects import RawObject
-from archiver.storage import ObjectStore
-from schemas.snapshot import decode_snapshot
-from schemas.wire import Buckets, Keys, Tables
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Archive footprint figures, from the manifests: what a reading costs as raw Parquet, and what a
 meter-month of minute rows costs as the archived CSV.gz months.
 
-    from archiver.raw_figures import raw_bytes_per_reading, csv_bytes_per_meter_month
+    from enerlink.archiver.raw_figures import raw_bytes_per_reading, csv_bytes_per_meter_month
 """
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from __future__ import annotations
 import calendar
 from datetime import date
 
+from enerlink.archiver.months import Conn
+from enerlink.schemas.wire import Tables
 from psycopg import sql
-
-from archiver.months import Conn
-from schemas.wire import Tables
 
 
 def raw_bytes_per_reading(conn: Conn, *, first: date | None = None, last: date | None = None) -> float | None:

@@ -2,7 +2,7 @@
 
 Columns, in this order: ``meter_id`` (string), ``time`` (timestamp, µs, UTC: the message's
 ``datetime``), ``seq`` (int64, null when the meter sends none), ``resent`` (bool: stored from the
-meter's re-sent readings, ``Keys.repaired``), one column per field of ``schemas.fields.DATA_FIELDS``
+meter's re-sent readings, ``Keys.repaired``), one column per field of ``enerlink.schemas.fields.DATA_FIELDS``
 (``{subsystem}_{name}``) and ``extra`` (JSON text of everything else the firmware sent, null when
 nothing: fields newer firmware adds, units other than the standard ones, a ``datetime`` offset other
 than UTC or a precision other than the usual one).
@@ -32,10 +32,9 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from schemas.fields import DATA_FIELDS, Field
-from schemas.telemetry import DATA_UNITS
-from schemas.wire import Buckets
+from enerlink.schemas.fields import DATA_FIELDS, Field
+from enerlink.schemas.telemetry import DATA_UNITS
+from enerlink.schemas.wire import Buckets
 
 KEY_COLUMNS = ("meter_id", "time", "seq", "resent")
 EXTRA_COLUMN = "extra"

@@ -1,7 +1,7 @@
 """Raw-readings objects: writing one verified, recording it, finding and reading them back.
 
 An object is written whole (``ObjectStore.put_stream``), its row count and sha256 attached as
-metadata, then read back and checked against what was written (``archiver.job.verify_object``)
+metadata, then read back and checked against what was written (``enerlink.archiver.job.verify_object``)
 before its manifest row is inserted. Readers trust only objects listed in the manifest.
 """
 
@@ -15,13 +15,12 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+from enerlink.archiver.job import schema_version, verify_object
+from enerlink.archiver.months import Conn
+from enerlink.archiver.raw_format import CONTENT_TYPE, concat, read_parquet, to_messages
+from enerlink.archiver.storage import ObjectStore
+from enerlink.schemas.wire import Buckets, Tables
 from psycopg import sql
-
-from archiver.job import schema_version, verify_object
-from archiver.months import Conn
-from archiver.raw_format import CONTENT_TYPE, concat, read_parquet, to_messages
-from archiver.storage import ObjectStore
-from schemas.wire import Buckets, Tables
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,10 @@ import time
 
 import psycopg
 import redis
+from enerlink.archiver.raw_export import RawExporter, RawHooks, RawReport
+from enerlink.archiver.settings import Settings
+from enerlink.archiver.storage import ObjectStore
 from prometheus_client import CollectorRegistry, Counter, Gauge
-
-from archiver.raw_export import RawExporter, RawHooks, RawReport
-from archiver.settings import Settings
-from archiver.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 

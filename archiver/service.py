@@ -20,15 +20,15 @@ from typing import TypeVar
 
 import psycopg
 import redis
+from enerlink.archiver.job import ArchiveError, Hooks, MonthArchiver, MonthResult, Stopped
+from enerlink.archiver.months import ARCHIVED_TABLES, Month, cutoff, months_due
+from enerlink.archiver.raw_export import RawHooks
+from enerlink.archiver.raw_service import RawMetrics, raw_loop, raw_now, raw_off
+from enerlink.archiver.restore import PROBLEMS, RestoreError, restore_month
+from enerlink.archiver.settings import Settings
+from enerlink.archiver.storage import ObjectStore, open_store
 from prometheus_client import CollectorRegistry, Counter
 
-from archiver.job import ArchiveError, Hooks, MonthArchiver, MonthResult, Stopped
-from archiver.months import ARCHIVED_TABLES, Month, cutoff, months_due
-from archiver.raw_export import RawHooks
-from archiver.raw_service import RawMetrics, raw_loop, raw_now, raw_off
-from archiver.restore import PROBLEMS, RestoreError, restore_month
-from archiver.settings import Settings
-from archiver.storage import ObjectStore, open_store
 from enerlink.db import migrate
 from enerlink.metrics_server import metrics_server
 

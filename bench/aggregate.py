@@ -51,18 +51,19 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aggregator import reader, store  # noqa: E402
-from aggregator.compute import MINUTE_MS, compute  # noqa: E402
-from aggregator.health import COLUMNS as HEALTH_COLUMNS  # noqa: E402
-from aggregator.healthjob import WATERMARK  # noqa: E402
-from aggregator.service import Aggregator  # noqa: E402
-from aggregator.settings import Settings  # noqa: E402
+from enerlink.aggregator import reader, store  # noqa: E402
+from enerlink.aggregator.compute import MINUTE_MS, compute  # noqa: E402
+from enerlink.aggregator.health import COLUMNS as HEALTH_COLUMNS  # noqa: E402
+from enerlink.aggregator.healthjob import WATERMARK  # noqa: E402
+from enerlink.aggregator.service import Aggregator  # noqa: E402
+from enerlink.aggregator.settings import Settings  # noqa: E402
+from enerlink.schemas.examples import DATA_EXAMPLE, STATUS_EXAMPLE  # noqa: E402
+from enerlink.schemas.snapshot import encode_snapshots  # noqa: E402
+from enerlink.schemas.wire import Keys, Tables  # noqa: E402
+
 from enerlink.config import Env  # noqa: E402
 from enerlink.db import connect, migrate  # noqa: E402
 from enerlink.watermark import MINUTES  # noqa: E402
-from schemas.examples import DATA_EXAMPLE, STATUS_EXAMPLE  # noqa: E402
-from schemas.snapshot import encode_snapshots  # noqa: E402
-from schemas.wire import Keys, Tables  # noqa: E402
 from tests.support.chaos_stack import child_pids, cpu_seconds  # noqa: E402
 
 DEFAULT_DB = os.environ.get("ENERLINK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -250,8 +251,8 @@ async def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="  %(message)s")
-    logging.getLogger("aggregator.service").setLevel(logging.DEBUG)
-    logging.getLogger("aggregator.healthjob").setLevel(logging.INFO)
+    logging.getLogger("enerlink.aggregator.service").setLevel(logging.DEBUG)
+    logging.getLogger("enerlink.aggregator.healthjob").setLevel(logging.INFO)
 
     uid = uuid.uuid4().hex[:8]
     schema = f"bench_agg_{uid}"
@@ -301,7 +302,7 @@ async def main() -> None:
         gc.freeze()
         postmaster = _postmaster(args.database_url)
         backends = set(child_pids(postmaster)) if postmaster else set()
-        from aggregator.service import compute_pool
+        from enerlink.aggregator.service import compute_pool
 
         floors: list[tuple[tuple[float, float, float], tuple[float, ...]]] = []
 
@@ -345,9 +346,8 @@ async def main() -> None:
         floor_s = read_s + durable_s
         temp_floor_s = read_s + copy_s
         ratio = agg_s / floor_s
+        from enerlink.aggregator.fastparse import DECODER
         from redis.utils import HIREDIS_AVAILABLE
-
-        from aggregator.fastparse import DECODER
 
         print(
             f"meters {args.meters}, snapshots/meter {args.snapshots}, status/meter {args.statuses},"

@@ -7,7 +7,7 @@ simulator, QoS 1) stands in for N meters. Then, under a fresh topic/key prefix a
   (QoS 2) and waits for N acks: the broker + responder round trip, nothing else;
 * send: :func:`enerlink.commands.send` to the same N meters (what ``POST /commands`` does for
   ``scenario``/``clear``/``status_now``);
-* settle: :func:`settlement.settling.settle_many` for the N meters (what ``POST /commands`` with
+* settle: :func:`enerlink.settlement.settling.settle_many` for the N meters (what ``POST /commands`` with
   ``settle`` does): claim N rows, one command round, record N acks and N command events.
 
 Prints each time, meters per second and the ratio to the ceiling.
@@ -36,14 +36,15 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.sim import commands as sim_commands  # noqa: E402
+from enerlink.edge.sim import commands as sim_commands  # noqa: E402
+from enerlink.schemas.commands import parse_command  # noqa: E402
+from enerlink.settlement import settling  # noqa: E402
+from enerlink.settlement.settings import SettlementSettings  # noqa: E402
+
 from enerlink import commands  # noqa: E402
 from enerlink.config import CommonSettings, Env  # noqa: E402
 from enerlink.db import migrate  # noqa: E402
 from enerlink.mqtt import client as mqtt_client  # noqa: E402
-from schemas.commands import parse_command  # noqa: E402
-from settlement import settling  # noqa: E402
-from settlement.settings import SettlementSettings  # noqa: E402
 
 BASE_URL = os.environ.get("ENERLINK_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -3,7 +3,7 @@
 Needs 5,000 / 5 s = 1,000 data messages/s (+ 167 status/s). Two measurements in the same run:
 
 1. generation only: physics step + message dicts + JSON for the whole fleet (no network);
-2. end to end: the real service (``edge.service.run``) publishing at QoS 2 to a real broker
+2. end to end: the real service (``enerlink.edge.service.run``) publishing at QoS 2 to a real broker
    (``ENERLINK_MQTT_URL``, default 127.0.0.1:1883) as fast as it can (a backfill, no waiting),
    messages acknowledged by the broker (QoS 2 PUBCOMP) per second.
 
@@ -29,13 +29,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
+from enerlink.edge.service import run
+from enerlink.edge.settings import Settings
+from enerlink.edge.sim.engine import Simulator
+from enerlink.edge.sim.fleet import generate
+from enerlink.edge.sim.messages import data_messages, status_message
+from enerlink.edge.sim.runner import FleetRunner
 
-from edge.service import run
-from edge.settings import Settings
-from edge.sim.engine import Simulator
-from edge.sim.fleet import generate
-from edge.sim.messages import data_messages, status_message
-from edge.sim.runner import FleetRunner
 from enerlink.config import Env
 
 INTERVAL_S = 5.0

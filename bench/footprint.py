@@ -19,7 +19,7 @@ pass (catch-up: one pass per minute, oldest first, each with its 5-minute rollup
 hourly/daily fold), the pass that closes a live fleet's minutes. The late path (re-aggregating every
 pair a second time by upsert, which would leave a dead version of every row) is not taken.
 
-Prints, each against the raw information floor (the numbers of a data message, ``schemas.fields``,
+Prints, each against the raw information floor (the numbers of a data message, ``enerlink.schemas.fields``,
 4 bytes each, times the readings a unit covers), per meter-year and for 10,000 meters, and against its
 target with PASS / ABOVE TARGET: Redis bytes per stored snapshot (``MEMORY USAGE key SAMPLES 0`` of the
 meters' sorted sets / snapshots), the other per-meter keys, the steady state per meter with the window;
@@ -59,20 +59,21 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aggregator.settings import Settings as AggregatorSettings  # noqa: E402
-from archiver.job import MonthArchiver  # noqa: E402
-from archiver.months import Month, archived_table  # noqa: E402
-from archiver.raw_export import RawExporter  # noqa: E402
-from archiver.raw_figures import raw_bytes_per_reading  # noqa: E402
-from archiver.storage import LocalStore, StorageSettings  # noqa: E402
-from edge.settings import Settings as SimSettings  # noqa: E402
-from edge.sim.engine import Simulator  # noqa: E402
-from edge.sim.fleet import generate  # noqa: E402
-from edge.sim.messages import data_messages, status_message  # noqa: E402
+from enerlink.aggregator.settings import Settings as AggregatorSettings  # noqa: E402
+from enerlink.archiver.job import MonthArchiver  # noqa: E402
+from enerlink.archiver.months import Month, archived_table  # noqa: E402
+from enerlink.archiver.raw_export import RawExporter  # noqa: E402
+from enerlink.archiver.raw_figures import raw_bytes_per_reading  # noqa: E402
+from enerlink.archiver.storage import LocalStore, StorageSettings  # noqa: E402
+from enerlink.edge.settings import Settings as SimSettings  # noqa: E402
+from enerlink.edge.sim.engine import Simulator  # noqa: E402
+from enerlink.edge.sim.fleet import generate  # noqa: E402
+from enerlink.edge.sim.messages import data_messages, status_message  # noqa: E402
+from enerlink.ingest.settings import Settings as IngestSettings  # noqa: E402
+from enerlink.schemas.fields import NUMERIC_FIELDS  # noqa: E402
+from enerlink.schemas.wire import Keys, Tables, Topics  # noqa: E402
+
 from enerlink.config import Env  # noqa: E402
-from ingest.settings import Settings as IngestSettings  # noqa: E402
-from schemas.fields import NUMERIC_FIELDS  # noqa: E402
-from schemas.wire import Keys, Tables, Topics  # noqa: E402
 from tests.support.ingest_support import publisher  # noqa: E402
 from tests.support.services import Broker, ServiceProcess, free_port, wait_port  # noqa: E402
 

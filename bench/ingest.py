@@ -52,7 +52,8 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from schemas.wire import Keys, Topics  # noqa: E402
+from enerlink.schemas.wire import Keys, Topics  # noqa: E402
+
 from tests.support.chaos_stack import cpu_seconds  # noqa: E402
 from tests.support.ingest_support import publisher  # noqa: E402
 from tests.support.services import FIXTURES, Broker, ServiceProcess, free_port, wait_port  # noqa: E402
@@ -88,7 +89,7 @@ async def broker_ceiling(broker: Broker, topic: str, *, messages: int, meters: i
 async def drain_ceiling(broker: Broker, topic: str, *, messages: int, meters: int, window: int) -> float:
     """``--drain``: how fast ``mosquitto_sub -q 2`` resuming its session receives a queued backlog."""
     # MQTT 3.1.1: Mosquitto 2.0.11 sends a resumed session more than its Receive Maximum, which
-    # libmosquitto's MQTT 5 client treats as a protocol error (the overshoot ingest.mqtt_source caps)
+    # libmosquitto's MQTT 5 client treats as a protocol error (the overshoot enerlink.ingest.mqtt_source caps)
     argv = ["mosquitto_sub", "-p", str(broker.port), "-q", "2", "-t", topic, "-V", "mqttv311", "-c"]
     argv += ["-i", f"bench-drain-{uuid.uuid4().hex[:6]}"]
     created = await asyncio.create_subprocess_exec(*argv, "-E")  # the session and its subscription

@@ -33,17 +33,18 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aggregator.fromraw import RawReading, recompute  # noqa: E402
-from aggregator.settings import Settings as AggregatorSettings  # noqa: E402
-from archiver.job import MonthArchiver  # noqa: E402
-from archiver.months import Month, archived_table  # noqa: E402
-from archiver.raw_figures import csv_bytes_per_meter_month, raw_bytes_per_reading  # noqa: E402
-from archiver.raw_service import raw_now  # noqa: E402
-from archiver.settings import Settings  # noqa: E402
-from archiver.storage import open_store  # noqa: E402
+from enerlink.aggregator.fromraw import RawReading, recompute  # noqa: E402
+from enerlink.aggregator.settings import Settings as AggregatorSettings  # noqa: E402
+from enerlink.archiver.job import MonthArchiver  # noqa: E402
+from enerlink.archiver.months import Month, archived_table  # noqa: E402
+from enerlink.archiver.raw_figures import csv_bytes_per_meter_month, raw_bytes_per_reading  # noqa: E402
+from enerlink.archiver.raw_service import raw_now  # noqa: E402
+from enerlink.archiver.settings import Settings  # noqa: E402
+from enerlink.archiver.storage import open_store  # noqa: E402
+from enerlink.schemas.wire import Tables  # noqa: E402
+
 from enerlink.config import Env  # noqa: E402
 from enerlink.db import migrate  # noqa: E402
-from schemas.wire import Tables  # noqa: E402
 from tests.support.rawdata import HOUR_MS, previous_hour, simulate, store  # noqa: E402
 
 DEFAULT_URL = os.environ.get("ENERLINK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")

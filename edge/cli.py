@@ -15,9 +15,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from edge.options import fleet_options, settings_from_args
-from edge.settings import WEATHER_SOURCES
-from edge.sim import control, replay
+from enerlink.edge.options import fleet_options, settings_from_args
+from enerlink.edge.settings import WEATHER_SOURCES
+from enerlink.edge.sim import control, replay
+
 from enerlink.config import ConfigError, Env
 from enerlink.runtime import configure_logging, run_service
 
@@ -60,13 +61,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from edge import doctor  # the hardware path and the MQTT client load only for this action
+    from enerlink.edge import doctor  # the hardware path and the MQTT client load only for this action
 
     return doctor.main(args)
 
 
 def _run_hardware(args: argparse.Namespace) -> int:
-    from edge.hardware.runner import HardwareConfig, run_hardware  # the I2C path only on a meter
+    from enerlink.edge.hardware.runner import HardwareConfig, run_hardware  # the I2C path only on a meter
 
     try:
         config = HardwareConfig.from_env(Env())
@@ -84,7 +85,7 @@ def _run_hardware(args: argparse.Namespace) -> int:
         print(f"enerlink edge: {exc}")
         return 2
     if config.emulate and config.truth is None:
-        from edge.sim.truth import SimTruth  # the simulator's physics only when emulating chips
+        from enerlink.edge.sim.truth import SimTruth  # the simulator's physics only when emulating chips
 
         config = dataclasses.replace(config, truth=SimTruth.lab(config.meter_id))
     configure_logging(config.common.log_level, config.common.log_format)
@@ -103,6 +104,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"enerlink edge: {exc}")
         return 2
     configure_logging(settings.common.log_level, settings.common.log_format)
-    from edge.service import run  # the fleet runner only when a fleet runs
+    from enerlink.edge.service import run  # the fleet runner only when a fleet runs
 
     return run_service(lambda: run(settings, once=args.once), name="edge")

@@ -1,4 +1,5 @@
-"""The meter's side of end-to-end delivery (:mod:`schemas.delivery`), over :class:`ReadingsLog` and the
+"""The meter's side of end-to-end delivery (:mod:`enerlink.schemas.delivery`), over :class:`ReadingsLog` and
+the
 publisher, shared by the simulated fleet and the hardware edge.
 
 * **Confirmations** (``Topics.confirm(meter)``, retained, QoS 1): every logged ``seq <= through`` and
@@ -32,11 +33,9 @@ from collections.abc import Callable, Container
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
-
-from edge.publisher import Publisher
-from edge.readings_log import Confirm, Logged, ReadingsLog
-from schemas.delivery import (
+from enerlink.edge.publisher import Publisher
+from enerlink.edge.readings_log import Confirm, Logged, ReadingsLog
+from enerlink.schemas.delivery import (
     MAX_RESEND_READINGS,
     RESEND_COMMAND,
     Confirmation,
@@ -45,7 +44,8 @@ from schemas.delivery import (
     SeqRanges,
     resend_size,
 )
-from schemas.wire import Topics
+from enerlink.schemas.wire import Topics
+from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 

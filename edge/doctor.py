@@ -1,4 +1,5 @@
-"""``enerlink edge doctor`` (or ``python -m edge.doctor``): what is wrong with this edge, in plain words.
+"""``enerlink edge doctor`` (or ``python -m enerlink.edge.doctor``): what is wrong with this edge, in plain
+words.
 
 Checks the clock, the state directory, the I2C bus, every configured sensor (through the same
 drivers the service uses), the broker connection and the store-and-forward backlog. Prints one line
@@ -19,11 +20,11 @@ from pathlib import Path
 from typing import Literal
 
 import aiomqtt
+from enerlink.edge.hardware.bus import smbus_scan
+from enerlink.edge.hardware.runner import HardwareConfig, open_bus
+from enerlink.edge.hardware.sensors import SensorArray
+from enerlink.edge.queue import SpoolQueue
 
-from edge.hardware.bus import smbus_scan
-from edge.hardware.runner import HardwareConfig, open_bus
-from edge.hardware.sensors import SensorArray
-from edge.queue import SpoolQueue
 from enerlink.config import ConfigError, Env
 from enerlink.mqtt import client as mqtt_client
 
@@ -234,6 +235,6 @@ def main(args: argparse.Namespace, env: Env | None = None) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m edge.doctor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m enerlink.edge.doctor", description=__doc__)
     configure(parser)
     sys.exit(main(parser.parse_args()))

@@ -1,6 +1,7 @@
 """Prometheus metrics of the edge's MQTT publisher: publish rate, buffer depth, connection state.
 
-A collector reads :class:`~edge.publish_config.PublisherStats` at scrape time, so the publish path pays
+A collector reads :class:`~enerlink.edge.publish_config.PublisherStats` at scrape time, so the publish path
+pays
 nothing for them. Both the simulated fleet and the hardware edge register it on their registry.
 """
 
@@ -8,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from enerlink.edge.publish_config import PublisherStats
+from enerlink.edge.readings_log import LogStats
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from edge.publish_config import PublisherStats
-from edge.readings_log import LogStats
 
 Figures = dict[str, tuple[str, float]]
 
@@ -56,7 +56,7 @@ def register_publisher(registry: CollectorRegistry, stats: Callable[[], Publishe
 
 
 class LogCollector(Collector):
-    """The delivery log's counters (:class:`edge.readings_log.LogStats`), read at scrape time."""
+    """The delivery log's counters (:class:`enerlink.edge.readings_log.LogStats`), read at scrape time."""
 
     def __init__(self, stats: Callable[[], LogStats | None]) -> None:
         self._stats = stats

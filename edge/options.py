@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from edge.settings import Settings, parse_when
+from enerlink.edge.settings import Settings, parse_when
+
 from enerlink.config import Env
 
 

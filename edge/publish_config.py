@@ -1,4 +1,4 @@
-"""What the edge's MQTT publisher is configured with and reports (:mod:`edge.publisher`)."""
+"""What the edge's MQTT publisher is configured with and reports (:mod:`enerlink.edge.publisher`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.queue import QueueLimits
+from enerlink.edge.queue import QueueLimits
+
 from enerlink.config import MqttEndpoint
 
 ONLINE = b'{"online": true}'  # what the ingest expects on topics.presence(meter)

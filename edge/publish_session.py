@@ -15,10 +15,10 @@ from typing import Any, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
+from enerlink.edge.publish_config import PublisherConfig
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.publish_config import PublisherConfig
 from enerlink import mqtt_internals
 from enerlink.mqtt import tls_context
 

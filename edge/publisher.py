@@ -18,7 +18,7 @@ Guarantees and how they are kept:
   (clean start only on the first connection of the process, session expiry > 0), so a message in
   flight when the link drops is retransmitted on reconnect with its packet id and the broker
   de-duplicates it. Messages published while disconnected go to the durable queue.
-* **Store-and-forward.** The queue (:mod:`edge.queue`, SQLite WAL) keeps the original payloads in
+* **Store-and-forward.** The queue (:mod:`enerlink.edge.queue`, SQLite WAL) keeps the original payloads in
   order, with count/bytes/age caps, and survives a restart. Once connected again it is replayed
   oldest first at ``replay_rate`` messages/s, so live data keeps flowing; with ``strict_order`` live
   messages queue behind the backlog instead, so subscribers see one ordered stream.
@@ -41,11 +41,19 @@ from types import TracebackType
 from typing import Self
 
 import aiomqtt
+from enerlink.edge.acks import AckTracker, Refused
+from enerlink.edge.publish_config import (
+    OFFLINE,
+    ONLINE,
+    OnAcked,
+    OnConnect,
+    Outgoing,
+    PublisherConfig,
+    PublisherStats,
+)
+from enerlink.edge.publish_session import Session
+from enerlink.edge.queue import SpoolQueue
 
-from edge.acks import AckTracker, Refused
-from edge.publish_config import OFFLINE, ONLINE, OnAcked, OnConnect, Outgoing, PublisherConfig, PublisherStats
-from edge.publish_session import Session
-from edge.queue import SpoolQueue
 from enerlink import mqtt_internals
 from enerlink.backoff import Backoff
 from enerlink.takeover import TakeoverWatch

@@ -1,7 +1,7 @@
 """The meter's log of published readings: every data message with a ``seq``, kept until the pipeline
-confirms it stored it, then for a replay window (:mod:`schemas.delivery`).
+confirms it stored it, then for a replay window (:mod:`enerlink.schemas.delivery`).
 
-One SQLite table keyed by ``(meter_id, seq)`` (WAL, ``synchronous=FULL``, like :mod:`edge.queue`):
+One SQLite table keyed by ``(meter_id, seq)`` (WAL, ``synchronous=FULL``, like :mod:`enerlink.edge.queue`):
 the payload bytes exactly as published, when they were logged, when they were confirmed, and the
 edge's own re-send bookkeeping (how many times, when next). A simulated fleet logs a whole tick of
 meters in one transaction (:meth:`ReadingsLog.append_many`).

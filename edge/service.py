@@ -2,10 +2,10 @@
 
 :func:`run` is what ``enerlink edge`` and ``enerlink up`` call. ``settings.on_data`` receives every
 data message dict as it is published (``enerlink up`` can print console lines from it), and
-:func:`run` returns the :class:`~edge.sim.runner.FleetRunner` counters via ``on_ready``.
+:func:`run` returns the :class:`~enerlink.edge.sim.runner.FleetRunner` counters via ``on_ready``.
 
 A live fleet (no ``--from/--to``, ``--once`` or ``--steps``) is also a controller
-(:mod:`edge.sim.controller`): started and stopped over MQTT (the API's ``/simulation`` routes), it
+(:mod:`enerlink.edge.sim.controller`): started and stopped over MQTT (the API's ``/simulation`` routes), it
 stays connected while stopped. It starts running at once unless ``settings.idle`` (``--idle``).
 """
 
@@ -20,23 +20,23 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
+from enerlink.edge.delivery import Delivery
+from enerlink.edge.metrics import register_log, register_publisher
+from enerlink.edge.publish_config import PublisherConfig
+from enerlink.edge.publish_log import PublishLog
+from enerlink.edge.publisher import Publisher
+from enerlink.edge.readings_log import ReadingsLog, resume_seqs
+from enerlink.edge.settings import Settings
+from enerlink.edge.sim import fleet as fleet_mod
+from enerlink.edge.sim.clock import Clock
+from enerlink.edge.sim.console import run_console
+from enerlink.edge.sim.controller import FleetController, control_loop, last_will
+from enerlink.edge.sim.engine import Simulator
+from enerlink.edge.sim.metrics import SimMetrics
+from enerlink.edge.sim.runner import FleetRunner, command_loop, tick_loop, weather_loop
+from enerlink.edge.sim.state import StateStore
+from enerlink.edge.sim.weather import OfflineWeather, OpenMeteoWeather, WeatherProvider
 
-from edge.delivery import Delivery
-from edge.metrics import register_log, register_publisher
-from edge.publish_config import PublisherConfig
-from edge.publish_log import PublishLog
-from edge.publisher import Publisher
-from edge.readings_log import ReadingsLog, resume_seqs
-from edge.settings import Settings
-from edge.sim import fleet as fleet_mod
-from edge.sim.clock import Clock
-from edge.sim.console import run_console
-from edge.sim.controller import FleetController, control_loop, last_will
-from edge.sim.engine import Simulator
-from edge.sim.metrics import SimMetrics
-from edge.sim.runner import FleetRunner, command_loop, tick_loop, weather_loop
-from edge.sim.state import StateStore
-from edge.sim.weather import OfflineWeather, OpenMeteoWeather, WeatherProvider
 from enerlink.metrics_server import metrics_server
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def state_path(settings: Settings) -> StateStore:
 
 
 def log_path(settings: Settings) -> Path:
-    """The fleet's delivery log (:mod:`edge.readings_log`), next to its state and outbox."""
+    """The fleet's delivery log (:mod:`enerlink.edge.readings_log`), next to its state and outbox."""
     return settings.state_dir / f"sim-{settings.client_id}-log.sqlite3"
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from edge.readings_log import LogSettings
+from enerlink.edge.readings_log import LogSettings
+
 from enerlink.config import CommonSettings, ConfigError, Env
 
 DataCallback = Callable[[dict[str, Any]], None]
@@ -63,7 +64,7 @@ class Settings:
     idle: bool = False
     """A live fleet starts stopped (``--idle``) and waits for a start on the fleet command topic."""
     log: LogSettings = field(default_factory=LogSettings)
-    """The delivery log (kept until confirmed) and re-sends (:mod:`edge.delivery`)."""
+    """The delivery log (kept until confirmed) and re-sends (:mod:`enerlink.edge.delivery`)."""
     confirm_wait_s: float = 0.0
     """A bounded run (``--steps``) waits at its end up to this long for the pipeline to confirm every
     reading, re-sending meanwhile (0: it stops once the broker took everything)."""

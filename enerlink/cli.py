@@ -13,13 +13,22 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "edge": ("edge.cli", "run a meter: simulated, emulated hardware or real sensors; publish telemetry"),
-    "ingest": ("ingest.cli", "MQTT -> Redis: validate and store every message exactly once"),
-    "aggregate": ("aggregator.cli", "Redis -> PostgreSQL: per-minute statistics and rollups"),
-    "archive": ("archiver.cli", "PostgreSQL -> MinIO (or a folder): archive year-old months"),
-    "hass": ("hass.cli", "Home Assistant MQTT discovery and states for every meter (ENERLINK_HA_DISCOVERY)"),
-    "api": ("api.cli", "HTTP API, live WebSocket and dashboard"),
-    "settle": ("settlement.cli", "close a meter's billing period (settle command + settlement record)"),
+    "edge": (
+        "enerlink.edge.cli",
+        "run a meter: simulated, emulated hardware or real sensors; publish telemetry",
+    ),
+    "ingest": ("enerlink.ingest.cli", "MQTT -> Redis: validate and store every message exactly once"),
+    "aggregate": ("enerlink.aggregator.cli", "Redis -> PostgreSQL: per-minute statistics and rollups"),
+    "archive": ("enerlink.archiver.cli", "PostgreSQL -> MinIO (or a folder): archive year-old months"),
+    "hass": (
+        "enerlink.hass.cli",
+        "Home Assistant MQTT discovery and states for every meter (ENERLINK_HA_DISCOVERY)",
+    ),
+    "api": ("enerlink.api.cli", "HTTP API, live WebSocket and dashboard"),
+    "settle": (
+        "enerlink.settlement.cli",
+        "close a meter's billing period (settle command + settlement record)",
+    ),
     "inspect": ("enerlink.inspect_cli", "look inside: a meter's stored readings in Redis as JSON lines"),
     "up": ("enerlink.up", "everything in one process: a simulated fleet and every service"),
 }

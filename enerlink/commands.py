@@ -32,7 +32,7 @@ from psycopg import AsyncConnection
 from enerlink.config import ConfigError, Env, MqttEndpoint
 from enerlink.events import Event, insert_events
 from enerlink.mqtt import client as mqtt_client
-from schemas.wire import Keys, Topics
+from enerlink.schemas.wire import Keys, Topics
 
 log = logging.getLogger(__name__)
 

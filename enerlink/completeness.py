@@ -33,7 +33,7 @@ from typing import Any, Literal, Self
 from psycopg import AsyncConnection
 
 from enerlink.config import ConfigError, Env
-from schemas.wire import Tables
+from enerlink.schemas.wire import Tables
 
 Bucket = Literal["1h", "1d", "all"]
 #: How far back the previous minute with a ``seq`` is looked for (one index probe per meter).

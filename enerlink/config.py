@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
-from schemas.wire import DEFAULT_KEY_PREFIX, DEFAULT_TOPIC_PREFIX, Keys, Topics
+from enerlink.schemas.wire import DEFAULT_KEY_PREFIX, DEFAULT_TOPIC_PREFIX, Keys, Topics
 
 PREFIX = "ENERLINK_"
 _TRUE = {"1", "true", "yes", "on"}

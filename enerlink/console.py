@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from enerlink.backoff import Backoff
 from enerlink.config import CommonSettings
 from enerlink.mqtt import client as mqtt_client
-from schemas.telemetry import DataMessage
+from enerlink.schemas.telemetry import DataMessage
 
 log = logging.getLogger(__name__)
 

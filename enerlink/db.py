@@ -27,7 +27,8 @@ import psycopg
 from psycopg import sql
 
 from enerlink.backoff import Backoff
-from schemas.wire import Tables
+from enerlink.schemas import migrations
+from enerlink.schemas.wire import Tables
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "migrations"
+MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent  # the package's folder, installed or not
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(sql|py)$")
 
 

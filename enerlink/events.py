@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from psycopg import AsyncConnection
 
-from schemas.wire import Tables
+from enerlink.schemas.wire import Tables
 
 Conn = AsyncConnection[Any]
 Severity = Literal["info", "warning", "critical"]

@@ -1,7 +1,7 @@
 """``enerlink inspect snapshot METER001 --last 5``: a meter's stored readings as JSON lines.
 
 Redis keeps each reading in the meter's sorted sets in a compact binary form
-(:mod:`schemas.snapshot`), which ``redis-cli ZRANGE`` shows as bytes; this prints them back as the
+(:mod:`enerlink.schemas.snapshot`), which ``redis-cli ZRANGE`` shows as bytes; this prints them back as the
 messages they are, oldest first, one JSON object per line::
 
     {"at": "2026-12-06T08:00:05Z", "score": 1796544005000, "set": "live", "bytes": 213, "message": {...}}
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import redis
 
 from enerlink.config import CommonSettings, ConfigError, Env
-from schemas.snapshot import SnapshotError, decode_snapshot
+from enerlink.schemas.snapshot import SnapshotError, decode_snapshot
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

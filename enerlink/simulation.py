@@ -1,4 +1,4 @@
-"""Talking to the simulated fleet process over MQTT (:mod:`schemas.simulation`), for the API.
+"""Talking to the simulated fleet process over MQTT (:mod:`enerlink.schemas.simulation`), for the API.
 
 :func:`read_state` returns the fleet's retained state; :func:`send` subscribes to the state topic,
 publishes a command (QoS 2, MQTT 5 message expiry = the timeout, so a fleet process that is down now
@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from enerlink.commands import BrokerError, new_command_id
 from enerlink.config import MqttEndpoint
 from enerlink.mqtt import client as mqtt_client
-from schemas.simulation import FleetCommand, FleetState
-from schemas.wire import Topics
+from enerlink.schemas.simulation import FleetCommand, FleetState
+from enerlink.schemas.wire import Topics
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A simulated fleet, the ingest, the aggregator, the archiver and the API run side by side in one
 ``asyncio.TaskGroup``, each with the settings it would read on its own, plus the live console that
 prints one line per data message as it reaches the broker, and, with ``ENERLINK_HA_DISCOVERY=true``,
-the Home Assistant bridge (:mod:`hass.service`). SIGTERM/Ctrl-C drains them all.
+the Home Assistant bridge (:mod:`enerlink.hass.service`). SIGTERM/Ctrl-C drains them all.
 """
 
 from __future__ import annotations
@@ -15,22 +15,22 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-import aggregator.service
-import api.service
-import archiver.service
-import edge.service
-import hass.service
-import ingest.service
-from aggregator.settings import Settings as AggregatorSettings
-from api.settings import Settings as ApiSettings
-from archiver.settings import Settings as ArchiverSettings
-from edge.settings import Settings as EdgeSettings
+import enerlink.aggregator.service
+import enerlink.api.service
+import enerlink.archiver.service
+import enerlink.edge.service
+import enerlink.hass.service
+import enerlink.ingest.service
 from enerlink import console
+from enerlink.aggregator.settings import Settings as AggregatorSettings
+from enerlink.api.settings import Settings as ApiSettings
+from enerlink.archiver.settings import Settings as ArchiverSettings
 from enerlink.config import CommonSettings, Env
 from enerlink.db import migrate
+from enerlink.edge.settings import Settings as EdgeSettings
+from enerlink.hass.settings import Settings as HassSettings
+from enerlink.ingest.settings import Settings as IngestSettings
 from enerlink.runtime import configure_logging, run_service
-from hass.settings import Settings as HassSettings
-from ingest.settings import Settings as IngestSettings
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +76,20 @@ async def run_all(args: argparse.Namespace) -> None:
         def start(name: str, service: Coroutine[Any, Any, object]) -> None:
             group.create_task(service, name=name).add_done_callback(_report_stopped)
 
-        start("ingest", ingest.service.run(ingest_settings, ready=ready))
-        start("aggregator", aggregator.service.run(AggregatorSettings.from_env(env)))
-        start("archiver", archiver.service.run(ArchiverSettings.from_env(env)))
+        start("ingest", enerlink.ingest.service.run(ingest_settings, ready=ready))
+        start("aggregator", enerlink.aggregator.service.run(AggregatorSettings.from_env(env)))
+        start("archiver", enerlink.archiver.service.run(ArchiverSettings.from_env(env)))
         if not args.no_api:
-            start("api", api.service.run(api_settings))
+            start("api", enerlink.api.service.run(api_settings))
         if not args.no_console:
             start("console", console.run(common))
         if hass_settings.enabled:
             hass_ready = asyncio.Event()
-            start("hass", hass.service.run(hass_settings, ready=hass_ready))
+            start("hass", enerlink.hass.service.run(hass_settings, ready=hass_ready))
             await hass_ready.wait()
         await ready.wait()  # meters start once the ingest's subscription is in place
         if args.meters > 0:
-            start("edge", edge.service.run(edge_settings))
+            start("edge", enerlink.edge.service.run(edge_settings))
 
 
 def _report_stopped(task: asyncio.Task[Any]) -> None:

@@ -1,6 +1,6 @@
 """How far the aggregator has got: its watermark row, readable by anyone (settlement waits on it).
 
-The aggregator writes the row (:mod:`aggregator.store`).
+The aggregator writes the row (:mod:`enerlink.aggregator.store`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from enerlink.db import quote
-from schemas.wire import Tables
+from enerlink.schemas.wire import Tables
 
 MINUTES = "minutes"  # watermark row: last fully aggregated minute
 

@@ -1,1 +1,1 @@
-"""Home Assistant MQTT discovery for EnerLink meters (see :mod:`hass.service`)."""
+"""Home Assistant MQTT discovery for EnerLink meters (see :mod:`enerlink.hass.service`)."""

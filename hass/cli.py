@@ -1,13 +1,15 @@
-"""``enerlink hass``: Home Assistant MQTT discovery and states for every meter (see :mod:`hass.service`)."""
+"""``enerlink hass``: Home Assistant MQTT discovery and states for every meter (see
+:mod:`enerlink.hass.service`)."""
 
 from __future__ import annotations
 
 import argparse
 
+from enerlink.hass.service import run
+from enerlink.hass.settings import Settings
+
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
-from hass.service import run
-from hass.settings import Settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ Every sensor of a meter reads the same compact state message on ``Topics.ha_stat
 topic is shared by all meters, with the meter id inside the JSON, so it cannot be a state topic):
 
 * energy, kWh with 8 decimals (the counters' 0.01 mWh), ``device_class: energy``,
-  ``state_class: total_increasing``, lifetime sums that never decrease (:mod:`hass.energy`): grid
+  ``state_class: total_increasing``, lifetime sums that never decrease (:mod:`enerlink.hass.energy`): grid
   import and export, solar production, battery charge and discharge, home consumption (both loads),
   the sensors the Energy dashboard asks for;
 * power in W (``device_class: power``), battery SOC in % (``battery``), battery and grid voltage in V
@@ -33,11 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
+from enerlink.hass.energy import BATTERY_CHARGE, BATTERY_DISCHARGE, MeterCounters
+from enerlink.schemas.telemetry import MeterData
+from enerlink.schemas.wire import HaDiscovery, Topics
 
 import enerlink
-from hass.energy import BATTERY_CHARGE, BATTERY_DISCHARGE, MeterCounters
-from schemas.telemetry import MeterData
-from schemas.wire import HaDiscovery, Topics
 
 ONLINE = "online"
 OFFLINE = "offline"

@@ -10,7 +10,7 @@ Per meter and channel the bridge keeps the last counters it saw (``total_energy`
 and, on the grid channels, ``settlement_energy``, in Wh) and a lifetime sum, started at the meter's
 own ``total_energy`` the first time the meter is seen. Each newer data message adds the energy
 between the two snapshots, by the rule the aggregator uses for its minute energies
-(:mod:`aggregator.compute`): the ``total_energy`` delta when it is non-negative and not larger than
+(:mod:`enerlink.aggregator.compute`): the ``total_energy`` delta when it is non-negative and not larger than
 the ``daily_energy`` delta (unless the daily counter reset at midnight; plus 1 mWh for rounding);
 otherwise the ``daily_energy`` delta if non-negative, else the ``settlement_energy`` delta if
 non-negative (a re-flash drops ``total_energy`` while the others keep counting; a ``total_energy``
@@ -26,7 +26,7 @@ message, nothing a dashboard shows).
 A message not newer than the last one seen (a redelivery, a replayed backlog arriving after newer
 data) changes nothing: the counters are cumulative, so its energy is in the newer message already.
 (So a meter whose clock went back gets no new state until its clock passes the last message seen;
-messages dated more than a day ahead are skipped for the same reason, see :mod:`hass.service`.)
+messages dated more than a day ahead are skipped for the same reason, see :mod:`enerlink.hass.service`.)
 The state lives in Redis (``Keys.ha_counters``), written before the HA state is published, so a
 restarted bridge continues the same sums.
 """
@@ -37,8 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-
-from schemas.telemetry import MeterData
+from enerlink.schemas.telemetry import MeterData
 
 ROUNDING_WH = 1e-3
 #: The channels whose counters are summed (field names of the data message's ``data`` object).

@@ -18,9 +18,9 @@ connection starts clean and gets every retained presence message, so each meter'
 published again after every (re)connect, and again when Home Assistant announces itself
 (``online`` on ``<discovery_prefix>/status``) -- they are retained anyway.
 
-Per batch of messages: data messages are validated (:class:`schemas.telemetry.DataMessage`), the
+Per batch of messages: data messages are validated (:class:`enerlink.schemas.telemetry.DataMessage`), the
 counter state of their meters is read from Redis (``Keys.ha_counters``, one HMGET), advanced
-(:mod:`hass.energy`), written back (one HSET) and only then is each meter's newest state published
+(:mod:`enerlink.hass.energy`), written back (one HSET) and only then is each meter's newest state published
 (retained, QoS 1, on ``Topics.ha_state``), so a restart, even a kill -9, continues the same sums and
 a published value never goes down. One bridge per topic prefix (two would each advance the sums).
 """
@@ -39,18 +39,18 @@ from typing import Any
 import aiomqtt
 import orjson
 import redis.asyncio as aioredis
+from enerlink.hass import discovery
+from enerlink.hass.energy import MeterCounters, readings
+from enerlink.hass.metrics import HassMetrics
+from enerlink.hass.settings import Settings
+from enerlink.schemas.telemetry import METER_ID_PATTERN, DataMessage, epoch_ms
+from enerlink.schemas.wire import Topics
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from enerlink import mqtt
 from enerlink.backoff import Backoff
 from enerlink.metrics_server import metrics_server
-from hass import discovery
-from hass.energy import MeterCounters, readings
-from hass.metrics import HassMetrics
-from hass.settings import Settings
-from schemas.telemetry import METER_ID_PATTERN, DataMessage, epoch_ms
-from schemas.wire import Topics
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Self
 
+from enerlink.schemas.wire import DEFAULT_DISCOVERY_PREFIX, HaDiscovery
+
 from enerlink.config import CommonSettings, ConfigError, Env
-from schemas.wire import DEFAULT_DISCOVERY_PREFIX, HaDiscovery
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything :func:`hass.service.run` needs; ``enabled`` is ``ENERLINK_HA_DISCOVERY`` (off by
+    """Everything :func:`enerlink.hass.service.run` needs; ``enabled`` is ``ENERLINK_HA_DISCOVERY`` (off by
     default: nothing is published under the discovery prefix)."""
 
     common: CommonSettings

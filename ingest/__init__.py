@@ -1,1 +1,2 @@
-"""The ingest worker: MQTT -> Redis, every message stored exactly once (see :mod:`ingest.service`)."""
+"""The ingest worker: MQTT -> Redis, every message stored exactly once (see
+:mod:`enerlink.ingest.service`)."""

@@ -1,14 +1,15 @@
-"""``enerlink ingest``: MQTT -> Redis (see :mod:`ingest.service`)."""
+"""``enerlink ingest``: MQTT -> Redis (see :mod:`enerlink.ingest.service`)."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
 
+from enerlink.ingest.service import run
+from enerlink.ingest.settings import Settings
+
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
-from ingest.service import run
-from ingest.settings import Settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

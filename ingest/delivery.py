@@ -1,4 +1,4 @@
-"""Confirmations to meters and gap repair, from the seq records in Redis (:mod:`ingest.seq_record`).
+"""Confirmations to meters and gap repair, from the seq records in Redis (:mod:`enerlink.ingest.seq_record`).
 
 Every worker runs :meth:`Delivery.run` beside its message loop (one named task of the worker's
 TaskGroup). One round every ``ENERLINK_INGEST_CONFIRM_INTERVAL_S``:
@@ -7,14 +7,14 @@ TaskGroup). One round every ``ENERLINK_INGEST_CONFIRM_INTERVAL_S``:
    a ``seq`` of it was stored (or came again), no earlier than one interval after its last
    confirmation. The round claims the due meters atomically (``confirm_claim.lua``: any number of
    workers, each meter to one of them, at most once per interval), publishes a
-   :class:`~schemas.delivery.Confirmation` per meter, retained at QoS 1 on ``Topics.confirm(meter)``,
+   :class:`~enerlink.schemas.delivery.Confirmation` per meter, retained at QoS 1 on ``Topics.confirm(meter)``,
    then releases them (``confirm_done.lua``: a meter whose record changed meanwhile stays due). A worker
    killed in between leaves its claims due again after :data:`CLAIM_S`: the confirmation is never lost,
    it comes later.
 2. **Repair.** Meters whose record has holes are in ``Keys.resend_due``, first due after the grace
    period (``ENERLINK_INGEST_GAP_GRACE_S``). The round claims at most as many as it has free slots
    (``ENERLINK_INGEST_RESEND_CONCURRENCY`` meters with a request outstanding per worker), asks each
-   for its oldest holes with a :class:`~schemas.delivery.ResendCommand` (bounded by
+   for its oldest holes with a :class:`~enerlink.schemas.delivery.ResendCommand` (bounded by
    ``MAX_RESEND_RANGES``/``MAX_RESEND_READINGS``) on ``Topics.command(meter)``, QoS 1, expiring when the
    next attempt is due, and schedules the next attempt after a capped jittered exponential backoff
    (``ENERLINK_INGEST_RESEND_BACKOFF_S`` doubling up to ``..._BACKOFF_MAX_S``). The schedule is the
@@ -22,7 +22,7 @@ TaskGroup). One round every ``ENERLINK_INGEST_CONFIRM_INTERVAL_S``:
    ack reaches this worker or the next attempt is due (with a shared group, the ack may reach another
    worker: that one records it, this one frees the slot at expiry).
 
-Publishing uses the worker's MQTT connection (:meth:`ingest.mqtt_source.Session.publish`: queued in
+Publishing uses the worker's MQTT connection (:meth:`enerlink.ingest.mqtt_source.Session.publish`: queued in
 paho, which keeps its in-flight window and sends the rest as PUBACKs return) and never holds up
 ingestion: a round claims a bounded number of meters (:data:`CLAIM_BATCH` per call), publishes them,
 waits for their PUBACKs, and only then releases them; while disconnected it claims nothing (the due
@@ -43,15 +43,12 @@ from datetime import UTC, datetime
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
-from enerlink.backoff import Backoff
-from ingest.metrics import IngestMetrics
-from ingest.mqtt_source import Session
-from ingest.seq_record import SeqRecord, parse_ranges, script
-from ingest.settings import Settings
-from ingest.validate import ResendAck
-from schemas.delivery import (
+from enerlink.ingest.metrics import IngestMetrics
+from enerlink.ingest.mqtt_source import Session
+from enerlink.ingest.seq_record import SeqRecord, parse_ranges, script
+from enerlink.ingest.settings import Settings
+from enerlink.ingest.validate import ResendAck
+from enerlink.schemas.delivery import (
     MAX_CONFIRM_RANGES,
     MAX_RESEND_RANGES,
     MAX_RESEND_READINGS,
@@ -59,7 +56,10 @@ from schemas.delivery import (
     ResendCommand,
     resend_size,
 )
-from schemas.telemetry import METER_ID_PATTERN
+from enerlink.schemas.telemetry import METER_ID_PATTERN
+from redis.exceptions import RedisError
+
+from enerlink.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,8 @@ _USUAL = re.compile(r"t:\d+;c:(\d+)(?:;k:\d+)?(?:;u:\d+)?")
 
 
 def confirmation_payload(meter: str, text: str, at: bytes) -> bytes:
-    """The :class:`~schemas.delivery.Confirmation` of a meter's seq record as JSON bytes (``at``: from
+    """The :class:`~enerlink.schemas.delivery.Confirmation` of a meter's seq record as JSON bytes (``at``:
+    from
     :func:`confirmation_at`), written directly: a confirmation per meter every interval is the ingest's
     busiest path after the messages themselves, and building the model was most of its cost. The model
     stays the contract (a test checks these are the very bytes it writes). ``ValueError`` for a meter id

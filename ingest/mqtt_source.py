@@ -5,7 +5,7 @@ crash loses what was acknowledged but not yet stored. Here, on the paho client u
 (reached, like every private name, through :mod:`enerlink.mqtt_internals`):
 
 * ``manual_ack_set(True)`` is switched on before connecting (a resumed session redelivers right
-  after CONNACK); the socket is read by :class:`ingest.mqtt_reader.Reader`, installed in place of
+  after CONNACK); the socket is read by :class:`enerlink.ingest.mqtt_reader.Reader`, installed in place of
   aiomqtt's reader when paho opens the socket: it decodes PUBLISH packets itself (many per wake-up)
   and appends ``(topic, payload, mid, qos, dup)`` to a deque: no aiomqtt queue, no per-message task;
 * we subscribe at QoS 1 (devices still publish at QoS 2; QoS 2 with manual ack stalls a resumed
@@ -47,14 +47,14 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
+from enerlink.ingest.mqtt_reader import Reader
+from enerlink.ingest.settings import Settings
+from enerlink.schemas.wire import Topics
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from enerlink import mqtt, mqtt_internals
-from ingest.mqtt_reader import Reader
-from ingest.settings import Settings
-from schemas.wire import Topics
 
 log = logging.getLogger(__name__)
 SUBSCRIBE_TIMEOUT_S = 300.0

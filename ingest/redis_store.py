@@ -3,7 +3,7 @@
 One ``EVALSHA`` per batch (one network round trip) stores every item of the batch, or none of them:
 
 * data ``d``: ``ZADD timeseries(meter) at_ms <member>``, the member being the message's compact
-  stored form (:func:`schemas.snapshot.encode_snapshot`, deterministic: a redelivery is the same
+  stored form (:func:`enerlink.schemas.snapshot.encode_snapshot`, deterministic: a redelivery is the same
   member, so ``ZADD`` returns 0 and nothing is stored twice), ``ZREMRANGEBYSCORE`` everything older
   than the retention window, ``PEXPIRE`` the key to the window. A message already older than the
   window goes to ``late_data(meter)`` instead (same layout, same TTL). Latest is newer-wins:
@@ -11,7 +11,7 @@ One ``EVALSHA`` per batch (one network round trip) stores every item of the batc
   ``latest_data_at[meter]`` (the latest hashes keep the JSON as received). ``meters[meter]`` = last
   seen (Redis time, epoch ms). Data with ``seq`` updates ``gaps[meter]`` (JSON ``{last_seq, last_at,
   missed, duplicates, resets}``).
-* seq record (when ``confirm_interval_ms`` > 0; :mod:`ingest.seq_record`): every data message with a
+* seq record (when ``confirm_interval_ms`` > 0; :mod:`enerlink.ingest.seq_record`): every data message with a
   ``seq`` (stored now or already there) is added to ``seq_record(meter)``, the meter is scheduled in
   ``confirm_due`` (no earlier than one interval after its last confirmation) and, while its record has
   holes, in ``resend_due`` (after the grace period). A data message newly stored from
@@ -26,7 +26,7 @@ One ``EVALSHA`` per batch (one network round trip) stores every item of the batc
   (``XADD events`` meter_id, kind online|offline, at, details = the payload).
 * rejected ``r``: ``XADD rejected`` (reason, topic, received_at, payload first 1 KB, detail) capped at
   ``rejected_maxlen`` and ``HINCRBY rejected_counts reason``.
-* rate-limited ``l`` (:mod:`ingest.limits`): the rejections of reason ``rate_limited`` of one batch
+* rate-limited ``l`` (:mod:`enerlink.ingest.limits`): the rejections of reason ``rate_limited`` of one batch
   are folded into one item per meter: one ``XADD rejected`` (the first payload, ``meter_id`` and
   ``count``), ``HINCRBY rejected_counts rate_limited count`` and ``HINCRBY rate_limited meter count``.
 
@@ -42,12 +42,11 @@ from dataclasses import dataclass, field
 
 import hiredis
 import redis.asyncio as aioredis
+from enerlink.ingest.seq_record import ranges_text, script
+from enerlink.ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Rejection, ResendAck
+from enerlink.schemas.snapshot import encode_snapshots
+from enerlink.schemas.wire import Keys
 from redis.exceptions import NoScriptError
-
-from ingest.seq_record import ranges_text, script
-from ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Rejection, ResendAck
-from schemas.snapshot import encode_snapshots
-from schemas.wire import Keys
 
 SCRIPT = script("store.lua")
 PAYLOAD_SAMPLE = 1024  # bytes of a rejected payload kept in the dead-letter stream

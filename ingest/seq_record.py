@@ -40,7 +40,7 @@ MAX_RANGES = 256
 
 def script(name: str) -> str:
     """``name`` (a Lua file of this package) with the record's functions in front of it."""
-    files = resources.files("ingest")
+    files = resources.files(__package__ or "enerlink.ingest")
     prelude = files.joinpath("seq_record.lua").read_text(encoding="utf-8")
     return prelude + "\n" + files.joinpath(name).read_text(encoding="utf-8")
 

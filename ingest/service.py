@@ -6,8 +6,8 @@ Design (nothing lost, nothing doubled):
    session expiry 7 days) and subscribes at QoS 1, through ``$share/<group>/`` when
    ``ENERLINK_INGEST_SHARE_GROUP`` is set, so several workers split the load.
 2. Messages are taken in batches (whatever has arrived, up to ``ENERLINK_INGEST_BATCH``), validated
-   (:mod:`ingest.validate`) and written to Redis with one atomic Lua script call per batch
-   (:mod:`ingest.redis_store`). Only after that call returns are the messages acknowledged (PUBACK).
+   (:mod:`enerlink.ingest.validate`) and written to Redis with one atomic Lua script call per batch
+   (:mod:`enerlink.ingest.redis_store`). Only after that call returns are the messages acknowledged (PUBACK).
 3. A kill -9 at any moment therefore leaves every unstored message unacknowledged in the broker's
    session; the restarted worker (same client id) gets them again. A message stored but not yet
    acknowledged comes again too, and the write is idempotent: the member of the sorted set is the
@@ -17,15 +17,16 @@ Design (nothing lost, nothing doubled):
    and nothing is acknowledged; the broker stops sending once Receive Maximum messages are
    unacknowledged and keeps the rest queued in the session. Memory is bounded by a hard cap
    (``ENERLINK_INGEST_MAX_HELD`` messages / ``ENERLINK_INGEST_MAX_HELD_BYTES``), enforced by the
-   socket reader because Mosquitto overshoots the window on resume (:mod:`ingest.mqtt_source`).
+   socket reader because Mosquitto overshoots the window on resume (:mod:`enerlink.ingest.mqtt_source`).
    If the MQTT connection drops meanwhile, the batch is still written once Redis is back, and the
    broker redelivers it (a duplicate, absorbed).
-5. Delivery to meters (:mod:`ingest.delivery`): every stored data message with a ``seq`` goes into the
+5. Delivery to meters (:mod:`enerlink.ingest.delivery`): every stored data message with a ``seq`` goes into
+the
    meter's seq record in the same script; a task beside the message loop confirms what is stored
    and asks meters to resend what is missing. Resent readings (``Topics.resent``) are ingested like
    data; resend acks (``Topics.all_command_acks``) record what a meter no longer holds.
 6. A flooding device is cut to ``ENERLINK_INGEST_METER_RATE`` readings per second of its own clock,
-   the rest rejected as ``rate_limited``, counted per meter and dead-lettered (:mod:`ingest.limits`).
+   the rest rejected as ``rate_limited``, counted per meter and dead-lettered (:mod:`enerlink.ingest.limits`).
 
 Operators running several workers in a shared group: Mosquitto keeps routing a share of the
 traffic to a member whose persistent session is disconnected (e.g. killed), delivering it only when
@@ -46,17 +47,11 @@ from dataclasses import dataclass, field, replace
 
 import aiomqtt
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
-from enerlink.backoff import Backoff
-from enerlink.identity import claim_client_id
-from enerlink.metrics_server import metrics_server
-from enerlink.takeover import TakeoverWatch
-from ingest import mqtt_source
-from ingest.delivery import Delivery
-from ingest.limits import MeterLimiter
-from ingest.metrics import IngestMetrics
-from ingest.redis_store import (
+from enerlink.ingest import mqtt_source
+from enerlink.ingest.delivery import Delivery
+from enerlink.ingest.limits import MeterLimiter
+from enerlink.ingest.metrics import IngestMetrics
+from enerlink.ingest.redis_store import (
     LATE_DATA,
     LATE_MINUTE,
     NEW,
@@ -67,9 +62,9 @@ from ingest.redis_store import (
     BatchResult,
     RedisStore,
 )
-from ingest.seq_record import MAX_RANGES
-from ingest.settings import Settings
-from ingest.validate import (
+from enerlink.ingest.seq_record import MAX_RANGES
+from enerlink.ingest.settings import Settings
+from enerlink.ingest.validate import (
     INVALID_ACK,
     RATE_LIMITED,
     Ignored,
@@ -80,6 +75,12 @@ from ingest.validate import (
     ResendAck,
     Validator,
 )
+from redis.exceptions import RedisError
+
+from enerlink.backoff import Backoff
+from enerlink.identity import claim_client_id
+from enerlink.metrics_server import metrics_server
+from enerlink.takeover import TakeoverWatch
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0
@@ -246,7 +247,7 @@ class _Worker:
             self._summary()
 
     def _admit(self, outcome: Outcome) -> Outcome:
-        """The per-meter rate limit (:mod:`ingest.limits`) on valid data and status messages."""
+        """The per-meter rate limit (:mod:`enerlink.ingest.limits`) on valid data and status messages."""
         if isinstance(outcome, Measurement) and not self.limiter.admit(outcome.meter_id, outcome.at_ms):
             topics = self.settings.common.topics
             topic = topics.resent if outcome.resent else topics.data

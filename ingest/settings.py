@@ -11,10 +11,10 @@ from enerlink.config import CommonSettings, ConfigError, Env
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything :func:`ingest.service.run` needs.
+    """Everything :func:`enerlink.ingest.service.run` needs.
 
     ``client_id`` must be stable per worker (the broker keeps its persistent session under it) and
-    unique among connected clients. Empty (the default): :func:`ingest.service.run` claims
+    unique among connected clients. Empty (the default): :func:`enerlink.ingest.service.run` claims
     ``enerlink-ingest-<host>-<n>`` with a lock file in ``state_dir`` (:mod:`enerlink.identity`).
     """
 

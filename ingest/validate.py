@@ -1,18 +1,19 @@
 """Turning one MQTT message into something to store, or a rejection with a reason.
 
 The payload is validated once, by pydantic's JSON fast path (``model_validate_json`` on the bytes),
-against the contract in :mod:`schemas.telemetry`. What is stored is the payload exactly as received
+against the contract in :mod:`enerlink.schemas.telemetry`. What is stored is the payload exactly as received
 (unknown fields kept), so a redelivered message is byte-for-byte the same sorted-set member.
 
 Rejection reasons are a small closed set (they label metrics and count in Redis):
 ``payload_too_large``, ``not_json``, ``not_object``, ``not_finite``, ``invalid_meter_id``,
 ``missing_field``, ``wrong_type``, ``invalid_value``, ``out_of_range``, ``bad_datetime``,
 ``future_datetime``, ``unknown_topic``, ``invalid_ack``, and ``rate_limited`` (set by the worker,
-:mod:`ingest.limits`).
+:mod:`enerlink.ingest.limits`).
 
 ``Topics.resent`` (readings a meter republishes from its log) is validated exactly like ``Topics.data``
 (the outcome is marked ``resent``). A meter's command ack (``Topics.command_ack``) becomes a
-:class:`ResendAck` when it answers a ``resend`` request (:mod:`schemas.delivery`), :class:`Ignored` for
+:class:`ResendAck` when it answers a ``resend`` request (:mod:`enerlink.schemas.delivery`), :class:`Ignored`
+for
 any other command, or ``invalid_ack`` when it is malformed or names another meter.
 """
 
@@ -24,11 +25,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+from enerlink.schemas.delivery import RESEND_COMMAND, ResendResult
+from enerlink.schemas.telemetry import METER_ID_PATTERN, DataMessage, MeterId, StatusMessage, epoch_ms
+from enerlink.schemas.wire import Topics
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
-
-from schemas.delivery import RESEND_COMMAND, ResendResult
-from schemas.telemetry import METER_ID_PATTERN, DataMessage, MeterId, StatusMessage, epoch_ms
-from schemas.wire import Topics
 
 REASONS: tuple[str, ...] = (
     "payload_too_large",

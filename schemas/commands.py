@@ -10,7 +10,7 @@ A command is JSON; unknown keys are ignored by meters, ``id`` is echoed in the a
 Every command gets an ack: ``{"meterId", "datetime", "cmd", "ok": true, "result": {...}}`` or
 ``{"ok": false, "error": "..."}``. ``scenario`` and ``clear`` are understood by simulated meters only; a
 hardware meter answers them with an error ack. The resend request on the same topic is
-:class:`schemas.delivery.ResendCommand`.
+:class:`enerlink.schemas.delivery.ResendCommand`.
 """
 
 from __future__ import annotations

@@ -10,9 +10,8 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
+from enerlink.schemas.telemetry import MeterData
 from pydantic import BaseModel
-
-from schemas.telemetry import MeterData
 
 FieldKind = Literal["number", "counter", "bool", "enum"]
 

@@ -1,6 +1,6 @@
 """JSON Schema files for both topics, generated from the models.
 
-``python -m schemas.jsonschema`` rewrites ``schemas/json/*.schema.json``; a test fails when the
+``python -m enerlink.schemas.jsonschema`` rewrites ``schemas/json/*.schema.json``; a test fails when the
 committed files drift from the models. Firmware and other consumers read these files.
 """
 
@@ -10,11 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from enerlink.schemas.commands import Command, CommandAck
+from enerlink.schemas.delivery import Confirmation, ResendCommand, ResendResult
+from enerlink.schemas.telemetry import DataMessage, StatusMessage
 from pydantic import BaseModel
-
-from schemas.commands import Command, CommandAck
-from schemas.delivery import Confirmation, ResendCommand, ResendResult
-from schemas.telemetry import DataMessage, StatusMessage
 
 JSON_DIR = Path(__file__).with_name("json")
 SCHEMA_FILES: dict[str, type[BaseModel]] = {

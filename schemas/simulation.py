@@ -1,8 +1,8 @@
 """Control of the simulated fleet over MQTT: commands to the fleet process and the state it publishes.
 
 One simulated fleet per topic prefix (``enerlink edge --simulate`` or the one inside ``enerlink up``)
-listens on :attr:`schemas.wire.Topics.fleet_command` and publishes its :class:`FleetState`, retained,
-on :attr:`schemas.wire.Topics.fleet_state`: after every command (echoing the command's ``id``, with
+listens on :attr:`enerlink.schemas.wire.Topics.fleet_command` and publishes its :class:`FleetState`, retained,
+on :attr:`enerlink.schemas.wire.Topics.fleet_state`: after every command (echoing the command's ``id``, with
 ``error`` set when it was refused), about once a second while it runs, and on connecting. Its MQTT
 last will (and its clean exit) publish the state with ``online: false``.
 

@@ -1,7 +1,7 @@
 """How a data reading is kept as a member of its meter's sorted sets in Redis (the stored snapshot).
 
 Two functions are the whole contract; everything that writes or reads a stored snapshot goes through
-them (the aggregator's bulk decoder, :mod:`schemas.snapshot_bulk`, reads the same layout):
+them (the aggregator's bulk decoder, :mod:`enerlink.schemas.snapshot_bulk`, reads the same layout):
 
 * :func:`encode_snapshot` turns a data message as received (JSON bytes) into the member that is
   stored. It is deterministic: the same message always gives the same member, so a redelivered or
@@ -9,7 +9,7 @@ them (the aggregator's bulk decoder, :mod:`schemas.snapshot_bulk`, reads the sam
 * :func:`decode_snapshot` gives back the message as JSON bytes: the same fields with the same numbers
   (extra fields the firmware sends are kept; key order is not).
 
-The member is compact (about 200 bytes instead of 1.7 KB; layout in :mod:`schemas.snapshot_layout`):
+The member is compact (about 200 bytes instead of 1.7 KB; layout in :mod:`enerlink.schemas.snapshot_layout`):
 a version byte, the meterId, the fields of the contract in a fixed order as varints (each number as
 the shortest decimal that parses back to the same float: an integer mantissa and its decimals; bools
 as bits, enums as indexes, the datetime as epoch time and its written form) and, for whatever has no
@@ -25,10 +25,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
-
-from schemas import snapshot_layout as L
-from schemas import snapshot_numbers as N
-from schemas.snapshot_general import (
+from enerlink.schemas import snapshot_layout as L
+from enerlink.schemas import snapshot_numbers as N
+from enerlink.schemas.snapshot_general import (
     SLOTTED,
     SnapshotError,
     alerts_slot,
@@ -36,7 +35,7 @@ from schemas.snapshot_general import (
     decode_message,
     encode_general,
 )
-from schemas.telemetry import DATA_UNITS
+from enerlink.schemas.telemetry import DATA_UNITS
 
 __all__ = [
     "SnapshotError",

@@ -1,8 +1,8 @@
 """Compact snapshots read in bulk: a batch of members into arrays, with no Python loop per value.
 
-For the aggregator's hot path (:mod:`aggregator.batch`): the slots of every member are laid end to
-end and read with one vectorized varint pass (:func:`schemas.snapshot_numbers.read_leb128`); the
-numbers become float64 columns, exactly the floats :func:`schemas.snapshot.decode_snapshot` gives.
+For the aggregator's hot path (:mod:`enerlink.aggregator.batch`): the slots of every member are laid end to
+end and read with one vectorized varint pass (:func:`enerlink.schemas.snapshot_numbers.read_leb128`); the
+numbers become float64 columns, exactly the floats :func:`enerlink.schemas.snapshot.decode_snapshot` gives.
 A member whose layout is not the one expected (another version, cut short) makes :func:`read` return
 None: the caller then reads the batch one member at a time, which says which one and why.
 """
@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-
-from schemas import snapshot_layout as L
-from schemas import snapshot_numbers as N
+from enerlink.schemas import snapshot_layout as L
+from enerlink.schemas import snapshot_numbers as N
 
 I64 = npt.NDArray[np.int64]
 
@@ -38,7 +37,7 @@ class Columns:
     at_ms: I64  # as ``int(datetime.timestamp() * 1000)`` of the message's datetime
     t: npt.NDArray[
         np.uint64
-    ]  # the datetime slot as stored (for :func:`schemas.snapshot_general.datetime_of`)
+    ]  # the datetime slot as stored (for :func:`enerlink.schemas.snapshot_general.datetime_of`)
 
 
 _UNITS = np.array([unit for _, unit in L.PRECISIONS], dtype=np.int64)

@@ -1,7 +1,8 @@
-"""The compact snapshot in plain Python: any message, every field (:mod:`schemas.snapshot` is the entry).
+"""The compact snapshot in plain Python: any message, every field (:mod:`enerlink.schemas.snapshot` is the
+entry).
 
 :func:`encode_general` writes a member for any JSON object (what has no slot goes to the rest);
-:func:`decode_message` reads one back. The layout is in :mod:`schemas.snapshot_layout`.
+:func:`decode_message` reads one back. The layout is in :mod:`enerlink.schemas.snapshot_layout`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from typing import Any
 
 import msgspec
 import numpy as np
-
-from schemas import snapshot_layout as L
-from schemas import snapshot_numbers as N
-from schemas.telemetry import DATA_UNITS
+from enerlink.schemas import snapshot_layout as L
+from enerlink.schemas import snapshot_numbers as N
+from enerlink.schemas.telemetry import DATA_UNITS
 
 _REST_ENCODE = msgspec.msgpack.Encoder(order="sorted").encode
 _REST_DECODE = msgspec.msgpack.Decoder().decode
@@ -267,7 +267,7 @@ def datetime_of(style: int, t: int) -> tuple[datetime, bool, int]:
 
 
 def number_value(code_value: int) -> int | float:
-    """The JSON number of a number slot's code (see :mod:`schemas.snapshot_numbers`)."""
+    """The JSON number of a number slot's code (see :mod:`enerlink.schemas.snapshot_numbers`)."""
     code = code_value & 15
     m = unzigzag(code_value >> 4)
     if code == 0:

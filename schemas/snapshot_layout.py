@@ -1,16 +1,16 @@
 """The compact snapshot's layout: which values have a fixed slot, in which order, and how each is coded.
 
-A compact member (:mod:`schemas.snapshot`) is::
+A compact member (:mod:`enerlink.schemas.snapshot`) is::
 
     VERSION (1 byte) | len(meterId) (1 byte) | len(rest) (2 bytes, big-endian) | meterId | rest | slots
 
 ``slots`` is a run of :data:`SLOT_COUNT` unsigned LEB128 varints, in this order:
 
-* ``flags``: bit 0 ``units`` is :data:`schemas.telemetry.DATA_UNITS`, bit 1 ``meterId`` is the string
+* ``flags``: bit 0 ``units`` is :data:`enerlink.schemas.telemetry.DATA_UNITS`, bit 1 ``meterId`` is the string
   in the head, bit 2 ``data`` is an object, bit 3 + k subsystem k of :data:`SUBSYSTEMS` is an object;
 * ``style`` and ``t``: the ``datetime`` (see :func:`datetime_style`; style 0: not in a slot);
 * ``seq``: 0 = not in a slot, else seq + 1;
-* one per :data:`NUMBER_SLOTS` (the numeric fields of :data:`schemas.fields.DATA_FIELDS`, then the
+* one per :data:`NUMBER_SLOTS` (the numeric fields of :data:`enerlink.schemas.fields.DATA_FIELDS`, then the
   optional extras newer firmware and the simulated fleet send): ``zigzag(m) << 4 | code``, the value
   being the decimal ``m * 10**-decimals``: code 0 = a JSON integer ``m``, 1..13 = a JSON float with
   ``code - 1`` decimals, :data:`ABSENT` = not in a slot, :data:`COPY` = the same value as the slot
@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import typing
 
-from schemas.fields import BOOL_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS, Field
-from schemas.telemetry import MeterData
+from enerlink.schemas.fields import BOOL_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS, Field
+from enerlink.schemas.telemetry import MeterData
 
 VERSION = 1
 HEAD = 4  # version, len(meterId), len(rest) (2 bytes)

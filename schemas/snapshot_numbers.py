@@ -1,7 +1,7 @@
 """The compact snapshot's numbers and varints, a whole array at a time (numpy, no Python loop per value).
 
 A number is kept as the decimal ``m * 10**-d`` with the fewest decimals ``d`` (at most
-:data:`schemas.snapshot_layout.MAX_DECIMALS`) whose value, ``m / 10**d`` rounded to the nearest float
+:data:`enerlink.schemas.snapshot_layout.MAX_DECIMALS`) whose value, ``m / 10**d`` rounded to the nearest float
 (what a JSON parser does with the decimal, and what float64 division of the exact ``m`` and ``10**d``
 gives), is the number itself; ``|m| < 2**53`` so that ``m`` is exact as a float64. A number with no
 such form (``-0.0``, ``1e-300``, ``0.1 + 0.2``) has no slot and is kept in the rest.
@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from schemas import snapshot_layout as L
+from enerlink.schemas import snapshot_layout as L
 
 U64 = npt.NDArray[np.uint64]
 F64 = npt.NDArray[np.float64]

@@ -49,7 +49,7 @@ class Topics:
         return f"{self.prefix}/meters/{meter_id}/cmd/ack"
 
     def confirm(self, meter_id: str) -> str:
-        """Retained confirmation to one meter of what the pipeline stored (:mod:`schemas.delivery`);
+        """Retained confirmation to one meter of what the pipeline stored (:mod:`enerlink.schemas.delivery`);
         the broker ACL lets only that meter read it."""
         return f"{self.prefix}/meters/{meter_id}/confirm"
 
@@ -95,12 +95,13 @@ class Topics:
 
     @property
     def fleet_command(self) -> str:
-        """Commands to the simulated fleet process (start, stop): ``schemas.simulation.FleetCommand``."""
+        """Commands to the simulated fleet process (start, stop):
+        ``enerlink.schemas.simulation.FleetCommand``."""
         return f"{self.prefix}/fleet/cmd"
 
     @property
     def fleet_state(self) -> str:
-        """The simulated fleet's state, retained (``schemas.simulation.FleetState``); its last will
+        """The simulated fleet's state, retained (``enerlink.schemas.simulation.FleetState``); its last will
         says ``online: false``."""
         return f"{self.prefix}/fleet/state"
 
@@ -196,7 +197,7 @@ class Keys:
 
     def seq_record(self, meter_id: str) -> str:
         """String: the ``seq`` ranges of one meter stored in Redis, and those the meter said it does not
-        hold (:mod:`schemas.delivery`); what confirmations and gap repair are computed from.
+        hold (:mod:`enerlink.schemas.delivery`); what confirmations and gap repair are computed from.
 
         Format (written by the ingest's Lua scripts, ``ingest/seq_record.py``): ``t:<newest datetime
         ms>;c:<through>;r:<ranges beyond through>;k:<last confirmed ms>;u:<scheduled ms>;a:<resend
@@ -241,7 +242,7 @@ class Keys:
     @property
     def ha_counters(self) -> str:
         """Hash: meterId -> JSON of the Home Assistant bridge's counter state (last counters seen and the
-        lifetime sums that only grow; :mod:`hass.energy`)."""
+        lifetime sums that only grow; :mod:`enerlink.hass.energy`)."""
         return f"{self.prefix}:ha:counters"
 
     @property

@@ -1,5 +1,5 @@
 """Billing settlements: the record of closed periods, shared by the API and ``enerlink settle``.
-Closing periods (the settle command round) is :mod:`settlement.settling`; this module holds the row,
+Closing periods (the settle command round) is :mod:`enerlink.settlement.settling`; this module holds the row,
 the rules that finalize it, and reading/exporting it.
 
 Life of a row: ``requested`` while ``settle`` waits for the meter's ack (deleted again on timeout,
@@ -47,6 +47,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
+from enerlink.schemas.wire import Tables
+from enerlink.settlement.settings import SettlementSettings
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
@@ -54,8 +56,6 @@ from enerlink import completeness
 from enerlink.db import quote
 from enerlink.events import Event, insert_events
 from enerlink.watermark import read_watermark
-from schemas.wire import Tables
-from settlement.settings import SettlementSettings
 
 log = logging.getLogger(__name__)
 

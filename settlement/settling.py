@@ -1,5 +1,5 @@
 """Closing billing periods: :func:`settle_many` (one meter or a whole fleet in one round) and
-:func:`settle` (one meter, errors raised). The rules are in :mod:`settlement.records`.
+:func:`settle` (one meter, errors raised). The rules are in :mod:`enerlink.settlement.records`.
 
 One round, whatever the number of meters:
 
@@ -11,7 +11,7 @@ One round, whatever the number of meters:
 2. one :func:`enerlink.commands.send` to all claimed meters (command id = request id);
 3. one transaction records every ack (``pending``, period end = ack time, device readings), deletes
    the rows of meters that timed out or refused, and logs one ``command`` event per meter;
-4. :func:`settlement.records.finalize_ready` on the result.
+4. :func:`enerlink.settlement.records.finalize_ready` on the result.
 """
 
 from __future__ import annotations
@@ -24,11 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
-
-from enerlink import commands
-from enerlink.config import CommonSettings
-from schemas.commands import Command, SettleResult
-from settlement.records import (
+from enerlink.schemas.commands import Command, SettleResult
+from enerlink.settlement.records import (
     ABANDONED_EVENT,
     BrokerUnavailable,
     Conn,
@@ -45,7 +42,10 @@ from settlement.records import (
     parse_time,
     table,
 )
-from settlement.settings import SettlementSettings
+from enerlink.settlement.settings import SettlementSettings
+
+from enerlink import commands
+from enerlink.config import CommonSettings
 
 log = logging.getLogger(__name__)
 

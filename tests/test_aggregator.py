@@ -13,17 +13,17 @@ from typing import Any
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from enerlink.aggregator import reader
+from enerlink.aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
+from enerlink.aggregator.compute import compute
+from enerlink.aggregator.job import Aggregator
+from enerlink.aggregator.service import run
+from enerlink.aggregator.settings import Settings
+from enerlink.schemas.snapshot import encode_snapshot
+from enerlink.schemas.wire import Keys, Tables
 
-from aggregator import reader
-from aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
-from aggregator.compute import compute
-from aggregator.job import Aggregator
-from aggregator.service import run
-from aggregator.settings import Settings
 from enerlink.config import Env
 from enerlink.db import migrate
-from schemas.snapshot import encode_snapshot
-from schemas.wire import Keys, Tables
 from tests.conftest import load_fixture
 from tests.support.aggdata import resolution
 from tests.support.services import ServiceProcess
@@ -559,7 +559,7 @@ def test_cli_once_exits_zero(environ: dict[str, str]) -> None:
 async def test_worker_processes_compute_the_same_rows(
     environ: dict[str, str], redis_client: aioredis.Redis
 ) -> None:
-    from aggregator.service import compute_pool
+    from enerlink.aggregator.service import compute_pool
 
     inline = settings_for(environ)
     parallel = settings_for(environ, ENERLINK_AGGREGATE_WORKERS="2")

@@ -14,11 +14,11 @@ import numpy as np
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from enerlink.aggregator import fastparse
+from enerlink.aggregator.columns import MINUTE_COLUMNS, STAT_COLUMNS
+from enerlink.aggregator.service import run
+from enerlink.schemas.wire import Tables
 
-from aggregator import fastparse
-from aggregator.columns import MINUTE_COLUMNS, STAT_COLUMNS
-from aggregator.service import run
-from schemas.wire import Tables
 from tests.conftest import load_fixture
 from tests.test_aggregator import (
     MIN,
@@ -187,8 +187,8 @@ async def test_sharded_job_written_shard_by_shard_equals_sql(
     """Worker processes, every batch split into shards written one by one in the minute's
     transaction: catch-up minutes, then late data for one meter in two minutes (its pairs land in
     different shards, replacing stored rows): minute rows complete, rollups equal SQL."""
-    from aggregator.job import Aggregator
-    from aggregator.service import compute_pool
+    from enerlink.aggregator.job import Aggregator
+    from enerlink.aggregator.service import compute_pool
 
     settings = settings_for(environ, ENERLINK_AGGREGATE_WORKERS="2")
     keys = settings.common.keys
@@ -266,7 +266,7 @@ def test_batch_decoding_equals_the_snapshot_decoder(monkeypatch: pytest.MonkeyPa
     """aggregator/batch.py gives, row by row, what fastparse.parse gives snapshot by snapshot: the
     same values (VALUE_FIELDS order), times, enums and temperature; the same snapshots refused, for
     the same reason; the good ones in a chunk with a bad one are kept."""
-    from aggregator import batch
+    from enerlink.aggregator import batch
 
     if not fast:
         monkeypatch.setattr(batch, "_FAST", None)
@@ -304,7 +304,7 @@ def test_compute_picks_each_minutes_snapshots_and_baseline() -> None:
     """Per item: the snapshots inside its minute, a repeated time counted once (the first stored),
     the baseline only when before the minute; a bad snapshot is counted, a bad baseline only for an
     item that has a minute to aggregate. Hand-computed values."""
-    from aggregator.compute import Item, compute
+    from enerlink.aggregator.compute import Item, compute
 
     m = 1_761_452_820_000  # a minute start
     items = [
@@ -325,7 +325,7 @@ def test_compute_picks_each_minutes_snapshots_and_baseline() -> None:
     ]
     result = compute(items)
     assert result.bad == 1 and result.samples == 3
-    from aggregator.columns import MINUTE_COLUMNS
+    from enerlink.aggregator.columns import MINUTE_COLUMNS
 
     got = {row[0]: dict(zip(MINUTE_COLUMNS, row, strict=True)) for row in result.rows}
     assert sorted(got) == ["A", "C"]
@@ -343,8 +343,9 @@ def test_rows_encoded_for_binary_copy_store_the_same_values(environ: dict[str, s
     same tuples gives: texts (non-ASCII meter id), times (microseconds), counts, every float."""
     import asyncio
 
-    from aggregator import store
-    from aggregator.compute import Item, compute
+    from enerlink.aggregator import store
+    from enerlink.aggregator.compute import Item, compute
+
     from enerlink.db import connect, migrate
 
     m = 1_761_452_820_000

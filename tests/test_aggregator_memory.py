@@ -1,4 +1,4 @@
-"""aggregator.memory: worker processes renewed between jobs, gone with their parent; freed heap
+"""enerlink.aggregator.memory: worker processes renewed between jobs, gone with their parent; freed heap
 handed back to the OS after each job.
 
 The effect on RSS is measured by bench/soak.py (docs/performance.md), not asserted here: how much
@@ -19,8 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
-
-from aggregator import memory
+from enerlink.aggregator import memory
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import redis
 import redis.asyncio as aioredis
+from enerlink.aggregator.reader import read_items, read_items_sync
 
-from aggregator.reader import read_items, read_items_sync
 from tests.conftest import TEST_REDIS_URL
 from tests.test_aggregator import MIN, now_ms, put, settings_for, snapshot, stored
 
@@ -81,7 +81,7 @@ async def test_late_keys_are_read_only_for_meters_that_may_hold_late_data(
 ) -> None:
     """The regular pass reads a meter's late key only when the meter has a minute flagged in
     ``late_minutes`` or ``late_done`` (every late message's minute is flagged when stored)."""
-    from aggregator.reader import late_meters
+    from enerlink.aggregator.reader import late_meters
 
     keys = settings_for(environ).common.keys
     m = (await now_ms(redis_client)) // MIN * MIN - 5 * MIN

@@ -12,12 +12,12 @@ from typing import Any
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from enerlink.aggregator.job import Aggregator
+from enerlink.aggregator.settings import Settings
+from enerlink.schemas.wire import Keys, Tables
 
-from aggregator.job import Aggregator
-from aggregator.settings import Settings
 from enerlink import completeness
 from enerlink.db import connect, migrate
-from schemas.wire import Keys, Tables
 from tests.test_aggregator import MIN, now_ms, put, rows, settings_for, snapshot
 
 HOUR = 3_600_000
@@ -249,7 +249,7 @@ async def test_settlement_waits_for_missing_readings_until_repaired_or_the_deadl
 
 
 def test_seq_is_decoded_alike_on_both_paths_and_a_bad_one_is_flagged() -> None:
-    from aggregator import batch, fastparse
+    from enerlink.aggregator import batch, fastparse
 
     at = 1_764_000_000_000
     raws = [reading("P1", at, 41), reading("P1", at + 10_000, None), reading("P1", at + 20_000, 2**40)]

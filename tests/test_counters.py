@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from edge.counters import CHANNELS, Counters
+from enerlink.edge.counters import CHANNELS, Counters
 
 JAKARTA = "Asia/Jakarta"  # UTC+7, no DST: local midnight = 17:00 UTC
 
@@ -104,7 +103,7 @@ _WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from edge.counters import Counters, CHANNELS
+    from enerlink.edge.counters import Counters, CHANNELS
     counters = Counters(Path(sys.argv[1]), persist_every_s=0.0)
     k = 0
     print("ready", flush=True)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from pydantic import ValidationError
-
-from schemas.delivery import (
+from enerlink.schemas.delivery import (
     MAX_RESEND_RANGES,
     Confirmation,
     ResendCommand,
     ResendResult,
     SeqRanges,
 )
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 
 def test_ranges_merge_adjacent_and_overlapping() -> None:

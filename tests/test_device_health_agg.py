@@ -11,11 +11,11 @@ from typing import Any
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from enerlink.aggregator.service import run
+from enerlink.aggregator.settings import Settings
+from enerlink.schemas.wire import Keys, Tables
 
-from aggregator.service import run
-from aggregator.settings import Settings
 from enerlink.config import Env
-from schemas.wire import Keys, Tables
 from tests.conftest import load_fixture
 
 MIN = 60_000
@@ -238,7 +238,7 @@ CORRUPT_STATUS: dict[str, bytes] = {
 
 
 def _decoders() -> dict[str, Any]:
-    from aggregator import health
+    from enerlink.aggregator import health
 
     found: dict[str, Any] = {"orjson": health._parse_status_orjson}
     if health._FAST_STATUS is not None:
@@ -249,7 +249,7 @@ def _decoders() -> dict[str, Any]:
 @pytest.mark.parametrize("decoder", ["orjson", "msgspec"])
 @pytest.mark.parametrize("case", sorted(CORRUPT_STATUS))
 def test_a_corrupt_status_is_a_bad_snapshot_error(decoder: str, case: str) -> None:
-    from aggregator.fastparse import BadSnapshot
+    from enerlink.aggregator.fastparse import BadSnapshot
 
     decoders = _decoders()
     if decoder not in decoders:

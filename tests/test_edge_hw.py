@@ -6,14 +6,13 @@ from __future__ import annotations
 import math
 
 import pytest
+from enerlink.edge.hardware.bus import EmulatedBus
+from enerlink.edge.hardware.ina219 import BUS, CONFIG_RESET, EmulatedINA219, Reading
+from enerlink.edge.hardware.max17048 import CellState, EmulatedMAX17048
+from enerlink.edge.hardware.sampler import Sampler
+from enerlink.edge.hardware.sensors import SensorArray, SensorSpec, import_drivers, parse_sensors
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from edge.hardware.bus import EmulatedBus
-from edge.hardware.ina219 import BUS, CONFIG_RESET, EmulatedINA219, Reading
-from edge.hardware.max17048 import CellState, EmulatedMAX17048
-from edge.hardware.sampler import Sampler
-from edge.hardware.sensors import SensorArray, SensorSpec, import_drivers, parse_sensors
 
 ina219_driver, max1704x_driver = import_drivers()
 

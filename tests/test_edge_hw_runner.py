@@ -12,15 +12,15 @@ from urllib.request import urlopen
 
 import orjson
 import pytest
+from enerlink.edge.hardware.model import LabModel
+from enerlink.edge.hardware.runner import HardwareConfig, HardwareMeter, emulated_bus, run_hardware
+from enerlink.edge.hardware.sensors import DEFAULT_SENSORS
+from enerlink.edge.status import mem_available, overall, read_os_status, uptime_ms, wireless
+from enerlink.schemas.commands import CommandAck, SettleResult
+from enerlink.schemas.telemetry import DataMessage, StatusMessage
 
-from edge.hardware.model import LabModel
-from edge.hardware.runner import HardwareConfig, HardwareMeter, emulated_bus, run_hardware
-from edge.hardware.sensors import DEFAULT_SENSORS
-from edge.status import mem_available, overall, read_os_status, uptime_ms, wireless
 from enerlink.config import CommonSettings, Env
 from enerlink.mqtt import client as mqtt_client
-from schemas.commands import CommandAck, SettleResult
-from schemas.telemetry import DataMessage, StatusMessage
 from tests.support.services import Broker, free_port
 
 
@@ -173,14 +173,14 @@ def test_os_status_from_proc(tmp_path: Path) -> None:
 
 
 def test_service_process_notifies_systemd_and_stops_cleanly(environ: dict[str, str], tmp_path: Path) -> None:
-    """``python -m edge.hardware`` as systemd runs it: READY=1, watchdog pings while sampling,
+    """``python -m enerlink.edge.hardware`` as systemd runs it: READY=1, watchdog pings while sampling,
     SIGTERM -> exit 0 with the counters saved."""
     import signal
     import socket
     import subprocess
     import sys
 
-    from edge.counters import Counters
+    from enerlink.edge.counters import Counters
 
     notify_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -195,7 +195,7 @@ def test_service_process_notifies_systemd_and_stops_cleanly(environ: dict[str, s
         "WATCHDOG_USEC": "400000",
     }
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-m", "edge.hardware"], env=env, cwd=root)
+    proc = subprocess.Popen([sys.executable, "-m", "enerlink.edge.hardware"], env=env, cwd=root)
     try:
         received: list[str] = []
         while received.count("WATCHDOG=1") < 12:  # ~2.4 s: a few data intervals
@@ -214,8 +214,8 @@ def test_service_process_notifies_systemd_and_stops_cleanly(environ: dict[str, s
 
 def test_simulator_physics_feed_the_emulated_chips() -> None:
     """--emulate-hardware with the simulator's physics: the drivers read what the physics say."""
-    from edge.hardware.runner import default_truth
-    from edge.hardware.sensors import SensorArray
+    from enerlink.edge.hardware.runner import default_truth
+    from enerlink.edge.hardware.sensors import SensorArray
 
     noon_jakarta = 1_767_243_600.0 + 5 * 3600  # 2026-01-01 12:00 UTC+7
     truth = default_truth("LAB1")

@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
+from enerlink.edge.readings_log import Entry, LogSettings, ReadingsLog
+from enerlink.edge.service import log_path, run
 from prometheus_client import generate_latest
 
-from edge.readings_log import Entry, LogSettings, ReadingsLog
-from edge.service import log_path, run
 from enerlink.config import Env
 from tests.support.delivery_support import collect_raw, confirmation, fast, log_rows, running, send, stop
 from tests.support.services import Broker

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from enerlink.edge.service import log_path
+from enerlink.edge.settings import Settings
 
-from edge.service import log_path
-from edge.settings import Settings
 from enerlink.config import Env
 from tests.support.delivery_support import Raw, collect_raw, log_rows
 from tests.support.services import ServiceProcess

@@ -6,11 +6,11 @@ import asyncio
 import uuid
 from pathlib import Path
 
+from enerlink.edge.metrics import register_publisher
+from enerlink.edge.publish_config import PublisherConfig
+from enerlink.edge.publisher import Publisher
 from prometheus_client import CollectorRegistry
 
-from edge.metrics import register_publisher
-from edge.publish_config import PublisherConfig
-from edge.publisher import Publisher
 from enerlink.config import MqttEndpoint
 from tests.support.services import Broker, free_port
 

@@ -9,10 +9,11 @@ import json
 import math
 from typing import Any
 
-from edge.service import run
-from edge.settings import Settings
+from enerlink.edge.service import run
+from enerlink.edge.settings import Settings
+from enerlink.schemas.telemetry import DATA_UNITS, STATUS_UNITS, DataMessage, StatusMessage
+
 from enerlink.config import Env
-from schemas.telemetry import DATA_UNITS, STATUS_UNITS, DataMessage, StatusMessage
 from tests.support.sim_support import collect
 
 CHANNELS = ("export", "import", "load_smart_mtr", "load_home", "solar_input", "solar_output")
@@ -193,7 +194,7 @@ async def test_state_survives_a_restart(env: Env) -> None:
 
 
 async def test_backfill_publishes_history_with_past_timestamps(env: Env) -> None:
-    from edge.settings import parse_when
+    from enerlink.edge.settings import parse_when
 
     settings = fast(
         env,
@@ -277,8 +278,7 @@ async def test_fleet_file_and_scenario_cli(environ: dict[str, str], env: Env, tm
 
 def test_fleet_file_errors_name_the_meter(tmp_path: Any) -> None:
     import pytest
-
-    from edge.sim.fleet import FleetError, load
+    from enerlink.edge.sim.fleet import FleetError, load
 
     path = tmp_path / "bad.toml"
     path.write_text('[[meter]]\nid = "OK1"\n[[meter]]\nid = "bad id!"\n', encoding="utf-8")
@@ -295,9 +295,9 @@ def test_fleet_file_errors_name_the_meter(tmp_path: Any) -> None:
 def test_example_fleet_file_loads() -> None:
     from pathlib import Path
 
-    import edge.sim
-    from edge.sim.fleet import load
+    import enerlink.edge.sim
+    from enerlink.edge.sim.fleet import load
 
-    fleet = load(Path(edge.sim.__file__).parent / "fleet.example.toml")
+    fleet = load(Path(enerlink.edge.sim.__file__).parent / "fleet.example.toml")
     assert fleet.ids == ["METER001", "SHOP-DPS-01", "LAB-RIG-1"] and fleet.seed == 42
     assert [m.scale for m in fleet.meters] == ["home", "home", "lab"]

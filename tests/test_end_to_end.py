@@ -13,20 +13,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiomqtt
+import enerlink.aggregator.service
+import enerlink.archiver.service
+import enerlink.ingest.service
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from enerlink.aggregator.settings import Settings as AggregatorSettings
+from enerlink.archiver.settings import Settings as ArchiverSettings
+from enerlink.ingest.settings import Settings as IngestSettings
+from enerlink.schemas.snapshot import encode_snapshot
+from enerlink.schemas.wire import Buckets, Keys, Tables, Topics
 from minio import Minio
 
-import aggregator.service
-import archiver.service
-import ingest.service
-from aggregator.settings import Settings as AggregatorSettings
-from archiver.settings import Settings as ArchiverSettings
 from enerlink.config import Env
-from ingest.settings import Settings as IngestSettings
-from schemas.snapshot import encode_snapshot
-from schemas.wire import Buckets, Keys, Tables, Topics
 from tests.conftest import load_fixture
 from tests.support.aggdata import aggregate_row, insert_rows
 from tests.support.apiserver import serve_api
@@ -59,7 +59,7 @@ async def test_a_meter_message_reaches_every_store_and_comes_back_out(
     # 1. meter -> broker (QoS 2) -> ingest -> Redis; the fixture itself, unchanged, and a bad message
     ready = asyncio.Event()
     ingest_settings = IngestSettings.from_env(env)
-    worker = asyncio.create_task(ingest.service.run(ingest_settings, ready=ready), name="ingest")
+    worker = asyncio.create_task(enerlink.ingest.service.run(ingest_settings, ready=ready), name="ingest")
     try:
         await asyncio.wait_for(ready.wait(), 15)
         async with aiomqtt.Client("127.0.0.1", ingest_settings.common.mqtt.port) as meter:
@@ -86,7 +86,7 @@ async def test_a_meter_message_reaches_every_store_and_comes_back_out(
     assert await redis_client.zcard(keys.late_data("METER001")) == 1
 
     # 2. Redis -> aggregator -> PostgreSQL
-    await aggregator.service.run(AggregatorSettings.from_env(env), once=True)
+    await enerlink.aggregator.service.run(AggregatorSettings.from_env(env), once=True)
     row = _rows(
         url,
         f"select * from {Tables.TELEMETRY_AGGREGATES} where meter_id = %s and bucket = %s",
@@ -108,7 +108,7 @@ async def test_a_meter_message_reaches_every_store_and_comes_back_out(
     assert len(fixture_row) == 1 and fixture_row[0]["sample_count"] == 1
     assert fixture_row[0]["import_power_max"] == pytest.approx(480.2)
     assert fixture_row[0]["import_active_ratio"] == 1.0
-    await aggregator.service.run(AggregatorSettings.from_env(env), once=True)  # idempotent
+    await enerlink.aggregator.service.run(AggregatorSettings.from_env(env), once=True)  # idempotent
     assert len(_rows(url, f"select 1 from {Tables.TELEMETRY_AGGREGATES}")) == len(
         _rows(url, f"select distinct meter_id, bucket from {Tables.TELEMETRY_AGGREGATES}")
     )
@@ -144,7 +144,7 @@ async def test_a_meter_message_reaches_every_store_and_comes_back_out(
             aggregate_row("METER001", recent, sample_count=11, battery_soc_avg=66.6),
         ],
     )
-    await archiver.service.run(ArchiverSettings.from_env(env), once=True)
+    await enerlink.archiver.service.run(ArchiverSettings.from_env(env), once=True)
     left = {r["bucket"] for r in _rows(url, f"select bucket from {Tables.TELEMETRY_AGGREGATES}")}
     assert old not in left and recent in left and minute in left
     client = Minio(

@@ -18,18 +18,18 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from enerlink.hass.discovery import SENSORS, node_id
+from enerlink.hass.energy import MeterCounters, Reading
+from enerlink.hass.metrics import HassMetrics
+from enerlink.hass.service import run
+from enerlink.hass.settings import Settings
+from enerlink.schemas.wire import Keys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from enerlink import mqtt
 from enerlink.config import Env, MqttEndpoint
-from hass.discovery import SENSORS, node_id
-from hass.energy import MeterCounters, Reading
-from hass.metrics import HassMetrics
-from hass.service import run
-from hass.settings import Settings
-from schemas.wire import Keys
 from tests.conftest import load_fixture
 from tests.support.ingest_support import wait_until
 from tests.support.secured_broker import SERVICE_PASSWORDS, SecuredBroker
@@ -376,7 +376,7 @@ async def test_resets_never_decrease_nor_spike(environ: dict[str, str], uid: str
 
 
 def discovery_configs(settings: Settings, meter: str) -> list[tuple[str, bytes]]:
-    from hass import discovery
+    from enerlink.hass import discovery
 
     return discovery.configs(meter, topics=settings.common.topics, discovery=settings.discovery)
 

@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from ingest.delivery import confirmation_at, confirmation_payload
-from ingest.mqtt_source import PUBLISH_WINDOW
-from schemas.delivery import MAX_CONFIRM_RANGES, MAX_SEQ, Confirmation
+from enerlink.ingest.delivery import confirmation_at, confirmation_payload
+from enerlink.ingest.mqtt_source import PUBLISH_WINDOW
+from enerlink.schemas.delivery import MAX_CONFIRM_RANGES, MAX_SEQ, Confirmation
 
 AT = datetime(2026, 12, 6, 5, 30, 1, 234000, tzinfo=UTC)
 AT_JSON = confirmation_at(int(AT.timestamp() * 1000))

@@ -3,7 +3,7 @@ real broker is tested in test_ingest_flood.py."""
 
 from __future__ import annotations
 
-from ingest.limits import MeterLimiter
+from enerlink.ingest.limits import MeterLimiter
 
 SECOND = 1000
 

@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from enerlink.edge.hardware.runner import HardwareConfig
 
-from edge.hardware.runner import HardwareConfig
 from enerlink.config import Env
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "raspberry-pi"
@@ -96,7 +96,7 @@ def test_dry_run_custom_prefix_and_user_rewrite_the_unit(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     unit = (root / "etc" / "systemd" / "system" / "enerlink-edge.service").read_text()
-    assert "ExecStart=/srv/el/venv/bin/python -m edge.hardware" in unit
+    assert "ExecStart=/srv/el/venv/bin/python -m enerlink.edge.hardware" in unit
     assert "User=meter" in unit and "Group=meter" in unit
     assert "systemctl enable" not in result.stdout
     assert _env_file(root / "etc" / "enerlink" / "edge.env")["ENERLINK_EDGE_EMULATE"] == "true"

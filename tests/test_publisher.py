@@ -11,10 +11,10 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from enerlink.edge.publish_config import OFFLINE, ONLINE, PublisherConfig
+from enerlink.edge.publisher import Publisher
+from enerlink.edge.queue import QueueLimits
 
-from edge.publish_config import OFFLINE, ONLINE, PublisherConfig
-from edge.publisher import Publisher
-from edge.queue import QueueLimits
 from enerlink import mqtt_internals
 from enerlink.config import MqttEndpoint
 from enerlink.mqtt import client as mqtt_client

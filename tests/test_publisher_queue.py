@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edge.queue import QueueLimits, SpoolQueue
+from enerlink.edge.queue import QueueLimits, SpoolQueue
 
 
 def test_fifo_with_original_payloads_survives_reopen(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 MQTT 5 lets a broker refuse a QoS 2 message with a failure reason code in PUBREC (Mosquitto: 0x87
 not authorized, 0x97 quota exceeded). paho and aiomqtt ignore that code, so before
-:mod:`edge.acks` the edge logged such a message as delivered and deleted it. Here the production
+:mod:`enerlink.edge.acks` the edge logged such a message as delivered and deleted it. Here the production
 broker configuration (ACL) refuses the meter's topic, then SIGHUP re-reads an ACL that allows it.
 """
 
@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from enerlink.edge.publish_config import PublisherConfig
+from enerlink.edge.publisher import Publisher
 
-from edge.publish_config import PublisherConfig
-from edge.publisher import Publisher
 from enerlink.config import MqttEndpoint
 from enerlink.mqtt import client as mqtt_client
 from tests.support.secured_broker import SERVICE_PASSWORDS, SecuredBroker
@@ -100,7 +100,7 @@ async def test_refused_message_is_queued_not_acknowledged_then_delivered_once(
 
 
 async def test_aiomqtt_alone_reports_the_refused_message_as_published(secured: SecuredBroker) -> None:
-    """Why :mod:`edge.acks` exists: through aiomqtt the same refusal is a silent success."""
+    """Why :mod:`enerlink.edge.acks` exists: through aiomqtt the same refusal is a silent success."""
     endpoint = MqttEndpoint.parse(f"mqtt://{METER}:{PASSWORD}@127.0.0.1:{secured.port}")
     operator = MqttEndpoint.parse(
         f"mqtt://enerlink-operator:{SERVICE_PASSWORDS['MQTT_OPERATOR_PASSWORD']}@127.0.0.1:{secured.port}"

@@ -14,20 +14,20 @@ import orjson
 import psycopg
 import pytest
 import redis
+from enerlink.aggregator import reader
+from enerlink.archiver import raw_objects
+from enerlink.archiver.raw_export import RawHooks, RawReport
+from enerlink.archiver.raw_format import Reading, read_parquet, to_messages, to_table, write_parquet
+from enerlink.archiver.raw_service import raw_now
+from enerlink.archiver.service import run as archive_run
+from enerlink.archiver.settings import Settings
+from enerlink.archiver.storage import open_store
+from enerlink.schemas.snapshot import encode_snapshot
+from enerlink.schemas.wire import Buckets, Keys, Tables
 from psycopg import sql
 
-from aggregator import reader
-from archiver import raw_objects
-from archiver.raw_export import RawHooks, RawReport
-from archiver.raw_format import Reading, read_parquet, to_messages, to_table, write_parquet
-from archiver.raw_service import raw_now
-from archiver.service import run as archive_run
-from archiver.settings import Settings
-from archiver.storage import open_store
 from enerlink.config import Env
 from enerlink.db import migrate
-from schemas.snapshot import encode_snapshot
-from schemas.wire import Buckets, Keys, Tables
 from tests.conftest import TEST_REDIS_URL
 from tests.support.rawdata import HOUR_MS, Stored, flag_late, previous_hour, redis_now_ms, simulate, store
 

@@ -6,8 +6,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from schemas.examples import DATA_EXAMPLE, STATUS_EXAMPLE
-from schemas.telemetry import DataMessage, StatusMessage
+from enerlink.schemas.examples import DATA_EXAMPLE, STATUS_EXAMPLE
+from enerlink.schemas.telemetry import DataMessage, StatusMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 # A path that climbs out of the repository to a sibling folder, in code or scripts.

@@ -16,13 +16,13 @@ from typing import Any
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from enerlink.aggregator.service import run as aggregate
+from enerlink.schemas.wire import Keys, Tables
+from enerlink.settlement.records import ABANDONED_EVENT, MISMATCH_EVENT
 
-from aggregator.service import run as aggregate
 from enerlink.config import CommonSettings, Env
 from enerlink.db import migrate
 from enerlink.mqtt import client as mqtt_client
-from schemas.wire import Keys, Tables
-from settlement.records import ABANDONED_EVENT, MISMATCH_EVENT
 from tests.support.apiserver import serve_api
 from tests.support.scripted_meter import scripted_meter
 from tests.support.services import ServiceProcess
@@ -451,18 +451,21 @@ async def test_a_simulated_meter_and_the_pipeline_agree_and_a_tampered_counter_i
     finalizes: the honest meter agrees with the pipeline, the tampered one raises the event."""
     import dataclasses
 
-    import aggregator.service
-    import ingest.service
-    from aggregator.settings import Settings as AggregatorSettings
-    from edge.service import run as run_fleet
-    from edge.settings import Settings as EdgeSettings
-    from ingest.settings import Settings as IngestSettings
+    import enerlink.aggregator.service
+    import enerlink.ingest.service
+    from enerlink.aggregator.settings import Settings as AggregatorSettings
+    from enerlink.edge.service import run as run_fleet
+    from enerlink.edge.settings import Settings as EdgeSettings
+    from enerlink.ingest.settings import Settings as IngestSettings
+
     from tests.support.sim_support import wait_for
 
     env = Env({**environ, "ENERLINK_AGGREGATOR_METRICS_PORT": "0"})
     keys = Keys(environ["ENERLINK_KEY_PREFIX"])
     ready = asyncio.Event()
-    worker = asyncio.create_task(ingest.service.run(IngestSettings.from_env(env), ready=ready), name="ingest")
+    worker = asyncio.create_task(
+        enerlink.ingest.service.run(IngestSettings.from_env(env), ready=ready), name="ingest"
+    )
     await asyncio.wait_for(ready.wait(), 30)
     fleet_settings = dataclasses.replace(
         EdgeSettings.from_env(env),
@@ -490,7 +493,7 @@ async def test_a_simulated_meter_and_the_pipeline_agree_and_a_tampered_counter_i
             # the end's minute and the next one closed (+ the aggregator's grace)
             closed_at = end.replace(second=0, microsecond=0).timestamp() + 120 + 12
             await asyncio.sleep(max(0.0, closed_at - time.time()))
-            await aggregator.service.run(AggregatorSettings.from_env(env), once=True)
+            await enerlink.aggregator.service.run(AggregatorSettings.from_env(env), once=True)
             honest, tampered = [
                 (await api.client.get(f"/meters/{s['meter_id']}/settlements/{s['id']}")).json() for s in made
             ]

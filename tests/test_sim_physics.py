@@ -8,11 +8,10 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
-
-from edge.sim.engine import EXPORT, IMPORT, SOLAR_OUT, Simulator
-from edge.sim.fleet import Fleet, MeterSpec, generate, lab_spec
-from edge.sim.messages import data_messages
-from edge.sim.weather import OfflineWeather
+from enerlink.edge.sim.engine import EXPORT, IMPORT, SOLAR_OUT, Simulator
+from enerlink.edge.sim.fleet import Fleet, MeterSpec, generate, lab_spec
+from enerlink.edge.sim.messages import data_messages
+from enerlink.edge.sim.weather import OfflineWeather
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
 
@@ -214,8 +213,8 @@ def test_same_inputs_give_the_same_messages() -> None:
 
 
 def test_running_simulator_console_switches_scenarios() -> None:
-    from edge.sim.console import handle
-    from edge.sim.runner import FleetRunner
+    from enerlink.edge.sim.console import handle
+    from enerlink.edge.sim.runner import FleetRunner
 
     sim = Simulator.create(generate(3, seed=2))
     runner = FleetRunner(
@@ -241,7 +240,7 @@ def test_running_simulator_console_switches_scenarios() -> None:
 
 
 def test_weak_wifi_status_shows_low_rssi_and_climbing_reconnect_attempts() -> None:
-    from edge.sim.messages import status_message
+    from enerlink.edge.sim.messages import status_message
 
     sim = Simulator.create(generate(2, seed=1))
     sim.step(local(2025, 6, 1, 12))
@@ -261,7 +260,7 @@ def test_weak_wifi_status_shows_low_rssi_and_climbing_reconnect_attempts() -> No
 def test_backfill_progress_prints_each_tenth_without_a_terminal() -> None:
     import io
 
-    from edge.sim.clock import Progress
+    from enerlink.edge.sim.clock import Progress
 
     out = io.StringIO()
     progress = Progress(total=100, out=out)

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from enerlink.edge.settings import Settings
+from enerlink.edge.sim.replay import Player, handle, play
+from enerlink.edge.sim.replay_source import Mapping, ReplayError, load
+from enerlink.schemas.telemetry import DataMessage
 
-from edge.settings import Settings
-from edge.sim.replay import Player, handle, play
-from edge.sim.replay_source import Mapping, ReplayError, load
 from enerlink.config import Env
-from schemas.telemetry import DataMessage
 from tests.support.sim_support import collect, wait_for
 
 
@@ -78,7 +78,7 @@ def test_bad_mapping_and_missing_columns_are_explained(tmp_path: Path) -> None:
 
 
 def test_archive_csv_replays_its_averages(tmp_path: Path, data_fixture_bytes: bytes) -> None:
-    from aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
+    from enerlink.aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
 
     fixture = json.loads(data_fixture_bytes)["data"]
     row: dict[str, Any] = {

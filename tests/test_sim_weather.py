@@ -12,10 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
-
-from edge.sim.engine import SOLAR_OUT, Simulator
-from edge.sim.fleet import Fleet, MeterSpec
-from edge.sim.weather import OfflineWeather, OpenMeteoWeather, cell
+from enerlink.edge.sim.engine import SOLAR_OUT, Simulator
+from enerlink.edge.sim.fleet import Fleet, MeterSpec
+from enerlink.edge.sim.weather import OfflineWeather, OpenMeteoWeather, cell
 
 T0 = 1_748_736_000  # 2025-06-01T00:00:00Z
 

@@ -11,11 +11,11 @@ import signal
 from typing import Any
 
 import httpx
+from enerlink.edge.service import run as run_fleet
+from enerlink.edge.settings import Settings as EdgeSettings
+from enerlink.schemas.wire import Topics
 
-from edge.service import run as run_fleet
-from edge.settings import Settings as EdgeSettings
 from enerlink.config import Env
-from schemas.wire import Topics
 from tests.support.apiserver import serve_api
 from tests.support.services import ServiceProcess
 from tests.support.sim_support import Collected, collect, wait_for
@@ -247,7 +247,8 @@ async def test_fleet_runs_from_the_start_by_default(environ: dict[str, str], env
 async def test_inside_up_idle_then_started_from_the_api(environ: dict[str, str], redis_client: Any) -> None:
     """``enerlink up --idle``: the fleet inside the one-process pipeline waits for a start from its own
     API, then its meters' data go through the ingest into Redis."""
-    from schemas.wire import Keys
+    from enerlink.schemas.wire import Keys
+
     from tests.support.services import free_port
 
     keys = Keys(environ["ENERLINK_KEY_PREFIX"])
@@ -288,9 +289,9 @@ async def test_inside_up_idle_then_started_from_the_api(environ: dict[str, str],
 async def test_a_fleet_file_keeps_its_size(environ: dict[str, str], env: Env) -> None:
     from pathlib import Path
 
-    import edge.sim
+    import enerlink.edge.sim
 
-    example = Path(edge.sim.__file__).with_name("fleet.example.toml")
+    example = Path(enerlink.edge.sim.__file__).with_name("fleet.example.toml")
     fleet = _idle_fleet(env, fleet_file=example)
     try:
         async with serve_api(environ) as api:

@@ -9,15 +9,21 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from enerlink.aggregator import batch
+from enerlink.edge.sim.engine import Simulator
+from enerlink.edge.sim.fleet import generate
+from enerlink.edge.sim.messages import data_messages
+from enerlink.schemas.snapshot import (
+    SnapshotError,
+    decode_snapshot,
+    encode_snapshot,
+    encode_snapshots,
+    is_compact,
+)
+from enerlink.schemas.snapshot_general import encode_general
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aggregator import batch
-from edge.sim.engine import Simulator
-from edge.sim.fleet import generate
-from edge.sim.messages import data_messages
-from schemas.snapshot import SnapshotError, decode_snapshot, encode_snapshot, encode_snapshots, is_compact
-from schemas.snapshot_general import encode_general
 from tests.conftest import load_fixture
 
 FIXTURE = load_fixture("meter-data.json")

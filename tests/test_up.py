@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from enerlink.schemas.wire import Keys
 
-from schemas.wire import Keys
 from tests.conftest import TEST_REDIS_URL
 from tests.support.services import ROOT, ServiceProcess, free_port
 
@@ -82,7 +82,7 @@ def test_up_drains_quietly_when_its_whole_process_group_is_signalled(
         while time.monotonic() < deadline and not (
             client.hlen(keys.latest_data) == 3
             and client.zcard(keys.timeseries("METER003")) >= 2
-            and "aggregator.job: aggregate:" in log_path.read_text()
+            and "enerlink.aggregator.job: aggregate:" in log_path.read_text()
         ):
             time.sleep(0.2)
         assert client.hlen(keys.latest_data) == 3, log_path.read_text()[-3000:]

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
+from enerlink.api.deps import AppState, iso
+from enerlink.api.models import ArchiveEntry, Problem
+from enerlink.archiver.months import ARCHIVED_TABLES
+from enerlink.schemas.wire import Tables
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import StreamingResponse
 from psycopg import sql
-
-from api.deps import AppState, iso
-from api.models import ArchiveEntry, Problem
-from archiver.months import ARCHIVED_TABLES
-from schemas.wire import Tables
 
 router = APIRouter(prefix="/telemetry/archive", tags=["archive"])
 

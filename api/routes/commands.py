@@ -2,7 +2,7 @@
 (a list of meters or all known ones), each returning every meter's ack or its timeout.
 
 Commands are those of the MQTT command topic (``scenario``, ``clear``, ``settle``, ``status_now``).
-``settle`` is always a recorded settlement (:mod:`settlement.records`), never a bare counter reset,
+``settle`` is always a recorded settlement (:mod:`enerlink.settlement.records`), never a bare counter reset,
 so no billing period can be lost by a command sent from here. Each meter's outcome is logged in the
 events table (kind ``command``). Meters the pipeline has never heard of are not sent anything
 (outcome ``unknown``; 404 for the single-meter route).
@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
+from enerlink.api.deps import AppState, State
+from enerlink.api.models import Problem
+from enerlink.api.routes.settlements import REQUEST_ID_PATTERN, SettlementOut, settlement_settings
+from enerlink.schemas.commands import SCENARIO_NAMES, SCENARIOS, Command, CommandName
+from enerlink.schemas.telemetry import METER_ID_PATTERN, MeterId
+from enerlink.settlement import records, settling
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.deps import AppState, State
-from api.models import Problem
-from api.routes.settlements import REQUEST_ID_PATTERN, SettlementOut, settlement_settings
 from enerlink import commands
-from schemas.commands import SCENARIO_NAMES, SCENARIOS, Command, CommandName
-from schemas.telemetry import METER_ID_PATTERN, MeterId
-from settlement import records, settling
 
 router = APIRouter(tags=["commands"])
 

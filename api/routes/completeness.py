@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
+from enerlink.api.deps import AppState, State, iso, utc
+from enerlink.api.models import FleetCompleteness, MeterCompleteness, Problem
+from enerlink.api.routes.history import bounded_rows, meter_known
+from enerlink.api.routes.latest import MeterIdPath
 from fastapi import APIRouter, HTTPException, Query
 from psycopg import sql
 
-from api.deps import AppState, State, iso, utc
-from api.models import FleetCompleteness, MeterCompleteness, Problem
-from api.routes.history import bounded_rows, meter_known
-from api.routes.latest import MeterIdPath
 from enerlink import completeness
 
 router = APIRouter(tags=["completeness"])

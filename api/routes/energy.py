@@ -1,5 +1,5 @@
 """``GET /meters/{meter_id}/energy`` and ``GET /energy`` (the fleet): kWh per local hour or day of
-each energy flow, with self-consumption and self-sufficiency (computation in :mod:`api.energy`)."""
+each energy flow, with self-consumption and self-sufficiency (computation in :mod:`enerlink.api.energy`)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from enerlink.api import energy
+from enerlink.api.deps import AppState, State, iso, utc
+from enerlink.api.models import Problem
+from enerlink.api.routes.history import bounded_rows, meter_known
+from enerlink.api.routes.latest import MeterIdPath
+from enerlink.schemas.wire import Tables
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
-
-from api import energy
-from api.deps import AppState, State, iso, utc
-from api.models import Problem
-from api.routes.history import bounded_rows, meter_known
-from api.routes.latest import MeterIdPath
-from schemas.wire import Tables
 
 router = APIRouter(tags=["energy"])
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from enerlink.api.deps import AppState
+from enerlink.api.models import Health
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-
-from api.deps import AppState
-from api.models import Health
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

@@ -7,14 +7,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+from enerlink.api.deps import AppState, iso, utc
+from enerlink.api.models import Event, MeterInfo
+from enerlink.schemas.telemetry import METER_ID_PATTERN
+from enerlink.schemas.wire import Tables
 from fastapi import APIRouter, Query
 from psycopg import sql
 from psycopg.rows import dict_row
-
-from api.deps import AppState, iso, utc
-from api.models import Event, MeterInfo
-from schemas.telemetry import METER_ID_PATTERN
-from schemas.wire import Tables
 
 router = APIRouter(tags=["meters"])
 

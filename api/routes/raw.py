@@ -8,15 +8,14 @@ import asyncio
 from datetime import date
 from typing import Annotated, Any
 
+from enerlink.api.deps import AppState, iso
+from enerlink.api.models import Problem
+from enerlink.schemas.telemetry import METER_ID_PATTERN
+from enerlink.schemas.wire import Buckets, Tables
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 from psycopg import sql
 from pydantic import BaseModel, Field
-
-from api.deps import AppState, iso
-from api.models import Problem
-from schemas.telemetry import METER_ID_PATTERN
-from schemas.wire import Buckets, Tables
 
 router = APIRouter(tags=["archive"])
 
@@ -94,8 +93,8 @@ async def meter_raw(
     rows = await _rows(state, day, Buckets.raw_group(meter_id))
 
     def _build() -> tuple[bytes, int]:
-        from archiver.raw_format import write_parquet  # pyarrow loads only when a raw file is served
-        from archiver.raw_objects import meter_day
+        from enerlink.archiver.raw_format import write_parquet  # pyarrow loads only when a raw file is served
+        from enerlink.archiver.raw_objects import meter_day
 
         table = meter_day(state.store, rows, meter_id)
         return (write_parquet(table) if table.num_rows else b""), table.num_rows

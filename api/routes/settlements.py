@@ -1,6 +1,6 @@
 """Billing settlements: ``POST /meters/{id}/settlements`` closes a period (sends ``settle``, waits for
 the ack, records it), ``GET`` lists them or returns one as JSON or CSV (``Accept: text/csv`` or
-``?format=csv``). The logic lives in :mod:`settlement.records` (shared with ``enerlink settle``).
+``?format=csv``). The logic lives in :mod:`enerlink.settlement.records` (shared with ``enerlink settle``).
 
 A settlement answers ``pending`` until the aggregator has covered its last minute (at most about a
 minute and its grace later); reading it after that returns it ``final`` with the energies.
@@ -11,14 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from enerlink.api.deps import AppState, State
+from enerlink.api.models import Problem
+from enerlink.schemas.telemetry import METER_ID_PATTERN
+from enerlink.settlement import records, settling
+from enerlink.settlement.settings import SettlementSettings
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
-
-from api.deps import AppState, State
-from api.models import Problem
-from schemas.telemetry import METER_ID_PATTERN
-from settlement import records, settling
-from settlement.settings import SettlementSettings
 
 router = APIRouter(tags=["settlements"])
 

@@ -1,7 +1,8 @@
 """The simulated fleet over HTTP: ``GET /simulation``, ``POST /simulation/start`` and ``/simulation/stop``.
 
 The fleet runs in its own process (``enerlink edge --simulate``) or inside ``enerlink up``; these routes
-reach it over MQTT (:mod:`enerlink.simulation`, :mod:`schemas.simulation`): the state is what the fleet
+reach it over MQTT (:mod:`enerlink.simulation`, :mod:`enerlink.schemas.simulation`): the state is what the
+fleet
 last published (retained), a start or stop returns the state that answers the command.
 """
 
@@ -9,13 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from enerlink.api.deps import AppState, State
+from enerlink.api.models import Problem
+from enerlink.schemas.simulation import FleetCommand, FleetCommandName, FleetState, SimulationParams
 from fastapi import APIRouter, Body, HTTPException
 
-from api.deps import AppState, State
-from api.models import Problem
 from enerlink import simulation
 from enerlink.commands import BrokerError
-from schemas.simulation import FleetCommand, FleetCommandName, FleetState, SimulationParams
 
 router = APIRouter(tags=["simulation"])
 

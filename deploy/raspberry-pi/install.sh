@@ -222,5 +222,5 @@ if [[ $START -eq 1 ]]; then
 fi
 
 echo "==> done. Check it with:"
-echo "    $PREFIX/venv/bin/python -m edge.doctor      # I2C, sensors, broker, clock"
+echo "    $PREFIX/venv/bin/python -m enerlink.edge.doctor      # I2C, sensors, broker, clock"
 echo "    journalctl -u enerlink-edge -f"

@@ -1,11 +1,12 @@
-"""``python -m edge.hardware``: the hardware edge as the systemd unit runs it (settings from
+"""``python -m enerlink.edge.hardware``: the hardware edge as the systemd unit runs it (settings from
 ``ENERLINK_*`` only, e.g. /etc/enerlink/edge.env). ``enerlink edge --hardware`` does the same."""
 
 from __future__ import annotations
 
 import sys
 
-from edge.hardware.runner import HardwareConfig, run_hardware
+from enerlink.edge.hardware.runner import HardwareConfig, run_hardware
+
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
 

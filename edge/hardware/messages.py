@@ -1,4 +1,4 @@
-"""Data and status messages of a hardware meter, in the firmware's shape (schemas.telemetry).
+"""Data and status messages of a hardware meter, in the firmware's shape (enerlink.schemas.telemetry).
 
 Per INA219 section: the interval's mean voltage (V), current (mA) and power (mW), the counters
 (Wh), and an extra ``stats`` object (sample count, min/max of each, overflow) so data quality can
@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from edge.counters import Counters
-from edge.hardware.sampler import Interval
-from edge.hardware.sensors import SensorArray, SensorEvent
-from schemas.telemetry import DATA_UNITS, STATUS_UNITS
+from enerlink.edge.counters import Counters
+from enerlink.edge.hardware.sampler import Interval
+from enerlink.edge.hardware.sensors import SensorArray, SensorEvent
+from enerlink.schemas.telemetry import DATA_UNITS, STATUS_UNITS
 
 SOLAR_DEADBAND_MW = 20.0
 GRID_DEADBAND_MW = 5.0

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge.hardware.ina219 import Reading
-from edge.hardware.max17048 import CellState
+from enerlink.edge.hardware.ina219 import Reading
+from enerlink.edge.hardware.max17048 import CellState
 
 EXPORT, IMPORT, LOAD_SMART, LOAD_HOME, SOLAR_IN, SOLAR_OUT = (
     "export",

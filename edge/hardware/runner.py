@@ -6,8 +6,9 @@ counters and a data message queued), ``send`` (hands messages to the publisher),
 (every ``status_interval_s``, at once when a sensor is lost or found, and after every (re)connect
 via the publisher's hook), ``commands`` (``settle``, ``status_now``, ``resend`` on the meter's command
 topic, acknowledged on its ack topic; confirmations on its confirm topic) and ``delivery``
-(:mod:`edge.delivery`: resend requests, timed re-sends, pruning). Every data message is written to the
-delivery log (:mod:`edge.readings_log`) as it is made, before it is queued for the publisher, and
+(:mod:`enerlink.edge.delivery`: resend requests, timed re-sends, pruning). Every data message is written to
+the
+delivery log (:mod:`enerlink.edge.readings_log`) as it is made, before it is queued for the publisher, and
 ``seq`` continues from the log's newest after a restart. Counters are persisted at most every
 ``persist_every_s`` and on exit.
 """
@@ -26,27 +27,34 @@ from pathlib import Path
 from typing import Any, Self
 
 import orjson
+from enerlink.edge.counters import Counters
+from enerlink.edge.delivery import Delivery, is_resend
+from enerlink.edge.hardware.bus import EmulatedBus, open_board_bus, smbus_scan
+from enerlink.edge.hardware.ina219 import EmulatedINA219
+from enerlink.edge.hardware.max17048 import EmulatedMAX17048
+from enerlink.edge.hardware.messages import data_message, iso, status_message
+from enerlink.edge.hardware.model import LabModel, TruthModel
+from enerlink.edge.hardware.sampler import Sampler
+from enerlink.edge.hardware.sensors import DEFAULT_SENSORS, SensorArray, SensorSpec, parse_sensors
+from enerlink.edge.hardware.watchdog import notify, watchdog_period_s
+from enerlink.edge.metrics import register_log, register_publisher
+from enerlink.edge.publish_config import PublisherConfig
+from enerlink.edge.publisher import Publisher
+from enerlink.edge.queue import QueueLimits
+from enerlink.edge.readings_log import LogSettings, ReadingsLog
+from enerlink.edge.status import overall, read_os_status
+from enerlink.schemas.commands import (
+    CommandAck,
+    CommandError,
+    SettleResult,
+    command_id_of,
+    make_ack,
+    parse_command,
+)
 from prometheus_client import CollectorRegistry, Counter
 
-from edge.counters import Counters
-from edge.delivery import Delivery, is_resend
-from edge.hardware.bus import EmulatedBus, open_board_bus, smbus_scan
-from edge.hardware.ina219 import EmulatedINA219
-from edge.hardware.max17048 import EmulatedMAX17048
-from edge.hardware.messages import data_message, iso, status_message
-from edge.hardware.model import LabModel, TruthModel
-from edge.hardware.sampler import Sampler
-from edge.hardware.sensors import DEFAULT_SENSORS, SensorArray, SensorSpec, parse_sensors
-from edge.hardware.watchdog import notify, watchdog_period_s
-from edge.metrics import register_log, register_publisher
-from edge.publish_config import PublisherConfig
-from edge.publisher import Publisher
-from edge.queue import QueueLimits
-from edge.readings_log import LogSettings, ReadingsLog
-from edge.status import overall, read_os_status
 from enerlink.config import CommonSettings, ConfigError, Env
 from enerlink.metrics_server import metrics_server
-from schemas.commands import CommandAck, CommandError, SettleResult, command_id_of, make_ack, parse_command
 
 log = logging.getLogger(__name__)
 METER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -72,7 +80,7 @@ class HardwareConfig:
     queue_limits: QueueLimits = field(default_factory=QueueLimits)
     replay_rate: float = 20.0
     log: LogSettings = field(default_factory=LogSettings)
-    """The delivery log (kept until confirmed) and re-sends (:mod:`edge.delivery`)."""
+    """The delivery log (kept until confirmed) and re-sends (:mod:`enerlink.edge.delivery`)."""
     alert_threshold: int = 10
     battery_capacity_mah: float = 2000.0
     truth: TruthModel | None = None
@@ -127,10 +135,10 @@ def emulated_bus(sensors: tuple[SensorSpec, ...], truth: TruthModel) -> Emulated
 
 
 def default_truth(meter_id: str) -> TruthModel:
-    """The simulator's physics for one lab meter (``edge.sim.truth.SimTruth``) when the
+    """The simulator's physics for one lab meter (``enerlink.edge.sim.truth.SimTruth``) when the
     [sim] extra is installed, else the small deterministic :class:`LabModel`."""
     try:
-        from edge.sim.truth import SimTruth  # the [sim] extra is optional on a meter
+        from enerlink.edge.sim.truth import SimTruth  # the [sim] extra is optional on a meter
     except ImportError:
         log.info("emulated chips follow the built-in lab model (install enerlink[sim] for the physics)")
         return LabModel()
@@ -233,8 +241,8 @@ class HardwareMeter:
         )
 
     def command(self, payload: bytes) -> CommandAck:
-        """Answer one command (:mod:`schemas.commands`): ``settle`` (reset the settlement counters) or
-        ``status_now``; anything else gets an error ack."""
+        """Answer one command (:mod:`enerlink.schemas.commands`): ``settle`` (reset the settlement
+        counters) or ``status_now``; anything else gets an error ack."""
         at, meter_id = iso(time.time()), self.config.meter_id
         try:
             command = parse_command(payload)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edge.hardware.sensors import GaugeSample, InaSample, SensorArray
+from enerlink.edge.hardware.sensors import GaugeSample, InaSample, SensorArray
 
 MW_S_PER_WH = 3_600_000.0
 

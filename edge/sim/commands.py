@@ -1,4 +1,5 @@
-"""Simulated meters carry out commands (:mod:`schemas.commands`: the contract, its scenarios and acks)."""
+"""Simulated meters carry out commands (:mod:`enerlink.schemas.commands`: the contract, its scenarios and
+acks)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,10 @@ import math
 from typing import Any
 
 import numpy as np
-
-from edge.sim.engine import Simulator
-from edge.sim.messages import iso
-from edge.sim.scenarios import ScenarioError
-from schemas.commands import SCENARIOS, Command, CommandError, SettleResult, make_ack
+from enerlink.edge.sim.engine import Simulator
+from enerlink.edge.sim.messages import iso
+from enerlink.edge.sim.scenarios import ScenarioError
+from enerlink.schemas.commands import SCENARIOS, Command, CommandError, SettleResult, make_ack
 
 
 def apply(sim: Simulator, meters: list[int], command: Command, *, epoch_s: float) -> dict[str, Any]:

@@ -14,12 +14,12 @@ import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, TextIO
 
-from edge.sim import commands
-from edge.sim.scenarios import ACTIVE_SCENARIOS
-from schemas.commands import Command, CommandError
+from enerlink.edge.sim import commands
+from enerlink.edge.sim.scenarios import ACTIVE_SCENARIOS
+from enerlink.schemas.commands import Command, CommandError
 
 if TYPE_CHECKING:
-    from edge.sim.runner import FleetRunner
+    from enerlink.edge.sim.runner import FleetRunner
 
 HELP = (
     "scenario NAME [METERS|all] [DURATION_S] | clear [METERS|all] | settle [METERS|all] | "

@@ -14,10 +14,11 @@ import json
 import sys
 from typing import Any
 
-from edge.options import fleet_options, settings_from_args
+from enerlink.edge.options import fleet_options, settings_from_args
+from enerlink.schemas.commands import SCENARIO_NAMES, Command
+
 from enerlink import commands
 from enerlink.config import CommonSettings, ConfigError, Env
-from schemas.commands import SCENARIO_NAMES, Command
 
 
 def configure(actions: Any) -> None:
@@ -40,7 +41,7 @@ def configure(actions: Any) -> None:
 
 
 def build_command(args: argparse.Namespace) -> dict[str, Any]:
-    """The command body (:class:`schemas.commands.Command`) the arguments ask for."""
+    """The command body (:class:`enerlink.schemas.commands.Command`) the arguments ask for."""
     if args.command_name == "settle":
         command = Command(cmd="settle")
     elif args.command_name == "status-now":
@@ -57,7 +58,7 @@ def build_command(args: argparse.Namespace) -> dict[str, Any]:
 def target_meters(args: argparse.Namespace) -> list[str]:
     meters = [m.strip() for chunk in args.meter for m in chunk.split(",") if m.strip()]
     if args.all:
-        from edge.service import build_fleet  # the fleet (and numpy) only when --all names it
+        from enerlink.edge.service import build_fleet  # the fleet (and numpy) only when --all names it
 
         meters += build_fleet(settings_from_args(args)).ids
     return list(dict.fromkeys(meters))

@@ -1,10 +1,12 @@
-"""The live simulated fleet as a controller: started and stopped over MQTT (:mod:`schemas.simulation`).
+"""The live simulated fleet as a controller: started and stopped over MQTT
+(:mod:`enerlink.schemas.simulation`).
 
 The process stays connected whether its meters run or not, listens on ``{prefix}/fleet/cmd`` and
-publishes its :class:`~schemas.simulation.FleetState` retained on ``{prefix}/fleet/state``.
+publishes its :class:`~enerlink.schemas.simulation.FleetState` retained on ``{prefix}/fleet/state``.
 
 * **stop**: the current step finishes, the meters' retained presence becomes ``{"online": false}``,
-  their state is saved (:mod:`edge.sim.state`); stopped meters answer no meter command (they are off).
+  their state is saved (:mod:`enerlink.edge.sim.state`); stopped meters answer no meter command (they
+  are off).
 * **start**: the meters' presence becomes ``{"online": true}`` and they publish again. Counters, battery
   and ``seq`` continue where they stopped: the simulator is kept in memory across stop/start, and a
   fleet of another size is rebuilt from the state file (each meter matched by id). A process
@@ -25,17 +27,16 @@ from dataclasses import dataclass, field
 import aiomqtt
 import numpy as np
 import orjson
+from enerlink.edge.readings_log import resume_seqs
+from enerlink.edge.settings import Settings
+from enerlink.edge.sim.clock import Clock
+from enerlink.edge.sim.engine import Simulator
+from enerlink.edge.sim.messages import iso
+from enerlink.edge.sim.runner import FleetRunner
+from enerlink.edge.sim.scenarios import ACTIVE_SCENARIOS
+from enerlink.schemas.simulation import FleetCommand, FleetState, SimulationParams
+from enerlink.schemas.wire import Topics
 from pydantic import ValidationError
-
-from edge.readings_log import resume_seqs
-from edge.settings import Settings
-from edge.sim.clock import Clock
-from edge.sim.engine import Simulator
-from edge.sim.messages import iso
-from edge.sim.runner import FleetRunner
-from edge.sim.scenarios import ACTIVE_SCENARIOS
-from schemas.simulation import FleetCommand, FleetState, SimulationParams
-from schemas.wire import Topics
 
 log = logging.getLogger(__name__)
 

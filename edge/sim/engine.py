@@ -17,13 +17,12 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
-
-from edge.sim.battery import BatteryBank
-from edge.sim.fleet import PROFILES, Fleet
-from edge.sim.load import LoadModel
-from edge.sim.scenarios import DEGRADATION_FACTOR, HEATWAVE_C, ScenarioBoard
-from edge.sim.solar import SolarField
-from edge.sim.weather import Cell, OfflineWeather, WeatherProvider, cell
+from enerlink.edge.sim.battery import BatteryBank
+from enerlink.edge.sim.fleet import PROFILES, Fleet
+from enerlink.edge.sim.load import LoadModel
+from enerlink.edge.sim.scenarios import DEGRADATION_FACTOR, HEATWAVE_C, ScenarioBoard
+from enerlink.edge.sim.solar import SolarField
+from enerlink.edge.sim.weather import Cell, OfflineWeather, WeatherProvider, cell
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]

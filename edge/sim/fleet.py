@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from schemas.telemetry import METER_ID_PATTERN
+from enerlink.schemas.telemetry import METER_ID_PATTERN
 
 Scale = Literal["home", "lab"]
 Profile = Literal["residential", "commercial", "industrial"]

@@ -1,4 +1,4 @@
-"""Firmware-shaped messages from a simulation step (``schemas.telemetry`` DataMessage/StatusMessage).
+"""Firmware-shaped messages from a simulation step (``enerlink.schemas.telemetry`` DataMessage/StatusMessage).
 
 Values are rounded the way the firmware reports them; power is recomputed from the rounded voltage
 and current so P = V x I holds in every message. A failed INA219's section carries
@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-
-from edge.sim.engine import (
+from enerlink.edge.sim.engine import (
     EXPORT,
     IMPORT,
     LOAD_HOME,
@@ -24,8 +23,8 @@ from edge.sim.engine import (
     Simulator,
     Step,
 )
-from edge.sim.scenarios import CHANNELS
-from schemas.telemetry import DATA_UNITS, STATUS_UNITS
+from enerlink.edge.sim.scenarios import CHANNELS
+from enerlink.schemas.telemetry import DATA_UNITS, STATUS_UNITS
 
 SOLAR_DEADBAND_MW = {True: 20.0, False: 50_000.0}  # lab, home: |net| below this is "balanced"
 GRID_DEADBAND_MW = {True: 5.0, False: 10_000.0}

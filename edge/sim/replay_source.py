@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from schemas.fields import DATA_FIELDS
-from schemas.telemetry import DATA_UNITS, DataMessage
+from enerlink.schemas.fields import DATA_FIELDS
+from enerlink.schemas.telemetry import DATA_UNITS, DataMessage
 
 CHANNELS = ("export", "import", "load_smart_mtr", "load_home", "solar_input", "solar_output")
 INTEGER_FIELDS = {("battery", "alert_threshold")}

@@ -1,9 +1,9 @@
-"""The simulated fleet on the wire: one MQTT connection (``edge.publisher.Publisher``) for every
+"""The simulated fleet on the wire: one MQTT connection (``enerlink.edge.publisher.Publisher``) for every
 meter, data every interval, status every 30 s (QoS 2), commands in and acks out, state saved.
 
-Every tick's data messages are written to the delivery log (:mod:`edge.readings_log`) in one
+Every tick's data messages are written to the delivery log (:mod:`enerlink.edge.readings_log`) in one
 transaction before the first is handed to the publisher; confirmations (``{prefix}/meters/+/confirm``)
-and ``resend`` commands go to :mod:`edge.delivery`.
+and ``resend`` commands go to :mod:`enerlink.edge.delivery`.
 
 One process, one connection, many meters: a per-meter MQTT last will is impossible, so each
 simulated meter's retained presence (``{prefix}/meters/{id}/presence``) is set to
@@ -24,19 +24,19 @@ from typing import Any
 import aiomqtt
 import numpy as np
 import orjson
+from enerlink.edge.delivery import Delivery, is_resend
+from enerlink.edge.publisher import Publisher
+from enerlink.edge.readings_log import Entry, ReadingsLog
+from enerlink.edge.settings import Settings
+from enerlink.edge.sim import commands
+from enerlink.edge.sim.clock import Clock, Progress
+from enerlink.edge.sim.engine import Simulator
+from enerlink.edge.sim.messages import data_messages, status_message
+from enerlink.edge.sim.metrics import SimMetrics
+from enerlink.edge.sim.state import StateStore
+from enerlink.schemas.commands import Command, CommandError, parse_command
 
-from edge.delivery import Delivery, is_resend
-from edge.publisher import Publisher
-from edge.readings_log import Entry, ReadingsLog
-from edge.settings import Settings
-from edge.sim import commands
-from edge.sim.clock import Clock, Progress
-from edge.sim.engine import Simulator
-from edge.sim.messages import data_messages, status_message
-from edge.sim.metrics import SimMetrics
-from edge.sim.state import StateStore
 from enerlink.console import format_power
-from schemas.commands import Command, CommandError, parse_command
 
 log = logging.getLogger(__name__)
 

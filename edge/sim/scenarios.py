@@ -1,7 +1,7 @@
 """Scenarios a running simulator can switch on per meter, optionally for a duration.
 
 Several can be active at once on one meter; ``normal`` (or the ``clear`` command) ends them all. The
-names and what each does are part of the command contract: :data:`schemas.commands.SCENARIOS`.
+names and what each does are part of the command contract: :data:`enerlink.schemas.commands.SCENARIOS`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-
-from schemas.commands import SCENARIO_NAMES
+from enerlink.schemas.commands import SCENARIO_NAMES
 
 SCENARIOS: tuple[str, ...] = SCENARIO_NAMES
 ACTIVE_SCENARIOS = SCENARIOS[1:]

@@ -18,8 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pvlib
-
-from edge.sim.weather import Cell
+from enerlink.edge.sim.weather import Cell
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]

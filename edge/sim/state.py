@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edge.sim.engine import Simulator
+from enerlink.edge.sim.engine import Simulator
 
 log = logging.getLogger(__name__)
 VERSION = 1

@@ -1,6 +1,6 @@
 """The simulator's physics as the "true world" behind the emulated chips (``--emulate-hardware``).
 
-Implements ``edge.hardware.model.TruthModel``: each INA219 channel reads the bus voltage and
+Implements ``enerlink.edge.hardware.model.TruthModel``: each INA219 channel reads the bus voltage and
 current of one simulated lab-scale meter, the MAX17048 its cell; the physics advances at most
 once per ``step_s`` of wall-clock time however often the 10 Hz sampler asks.
 """
@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from edge.hardware.ina219 import Reading
-from edge.hardware.max17048 import CellState
-from edge.sim.engine import Simulator, Step
-from edge.sim.fleet import Fleet, lab_spec
-from edge.sim.scenarios import SENSOR_NAMES
+from enerlink.edge.hardware.ina219 import Reading
+from enerlink.edge.hardware.max17048 import CellState
+from enerlink.edge.sim.engine import Simulator, Step
+from enerlink.edge.sim.fleet import Fleet, lab_spec
+from enerlink.edge.sim.scenarios import SENSOR_NAMES
 
 
 @dataclass(slots=True)

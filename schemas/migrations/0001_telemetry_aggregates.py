@@ -1,6 +1,7 @@
 """``telemetry_aggregates``: one row per meter per minute, range-partitioned by month on ``bucket``.
 
-Columns come from :mod:`aggregator.columns` (derived from schemas.fields). Partitions are UTC
+Columns come from :mod:`enerlink.aggregator.columns` (derived from enerlink.schemas.fields). Partitions are
+UTC
 calendar months named ``Tables.month_partition(table, y, m)``; the SQL function
 ``Tables.ENSURE_MONTH_PARTITION(parent, at)`` creates the one holding ``at`` when missing (the
 aggregator calls it ahead of time for the coming months and for every month it writes; anyone

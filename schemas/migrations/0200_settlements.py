@@ -1,6 +1,6 @@
 """``settlements``: one row per billing period per meter (``POST /meters/{id}/settlements``).
 
-Life of a row (see :mod:`settlement.records`): ``requested`` while the ``settle`` command waits for
+Life of a row (see :mod:`enerlink.settlement.records`): ``requested`` while the ``settle`` command waits for
 the meter's acknowledgement (deleted again on timeout or refusal), ``pending`` once the meter has
 acknowledged (``period_end`` = the ack's datetime, the device's readings stored) and ``final`` once
 the aggregator's watermark has passed ``period_end`` and the pipeline's energies are computed.

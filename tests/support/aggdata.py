@@ -8,10 +8,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from enerlink.aggregator.columns import KEY_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
+from enerlink.schemas.wire import Tables
 from psycopg import sql
-
-from aggregator.columns import KEY_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
-from schemas.wire import Tables
 
 #: the minute table's columns that are not statistics
 NOT_STATISTICS = frozenset(name for name, _ in (*KEY_COLUMNS, *SEQ_COLUMNS))

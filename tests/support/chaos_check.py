@@ -20,12 +20,12 @@ from typing import cast
 import orjson
 import psycopg
 import redis
+from enerlink.aggregator.columns import STAT_COLUMNS
+from enerlink.schemas.snapshot import decode_snapshot
+from enerlink.schemas.wire import Keys, Tables
 
-from aggregator.columns import STAT_COLUMNS
 from enerlink.db import quote
 from enerlink.watermark import MINUTES
-from schemas.snapshot import decode_snapshot
-from schemas.wire import Keys, Tables
 from tests.support.chaos_stack import PROBE_METER, Stack
 
 Key = tuple[str, datetime]

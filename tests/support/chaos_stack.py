@@ -362,8 +362,7 @@ class Stack:
 
     async def _probe(self, timeout_s: float) -> None:
         import redis.asyncio as aioredis
-
-        from schemas.wire import Keys, Topics
+        from enerlink.schemas.wire import Keys, Topics
 
         keys, topics = Keys(), Topics()
         payload = data_message(PROBE_METER, at=ago(seconds=1))

@@ -17,9 +17,9 @@ from typing import Any
 
 import aiomqtt
 import orjson
+from enerlink.edge.service import run
+from enerlink.edge.settings import Settings
 
-from edge.service import run
-from edge.settings import Settings
 from enerlink.config import CommonSettings, Env, MqttEndpoint
 from enerlink.mqtt import client as mqtt_client
 from tests.support.sim_support import wait_for

@@ -6,12 +6,11 @@ from dataclasses import dataclass
 
 import orjson
 import redis
-
-from edge.sim.engine import Simulator
-from edge.sim.fleet import generate
-from edge.sim.messages import data_messages
-from schemas.snapshot import encode_snapshot
-from schemas.wire import Keys
+from enerlink.edge.sim.engine import Simulator
+from enerlink.edge.sim.fleet import generate
+from enerlink.edge.sim.messages import data_messages
+from enerlink.schemas.snapshot import encode_snapshot
+from enerlink.schemas.wire import Keys
 
 HOUR_MS = 3_600_000
 

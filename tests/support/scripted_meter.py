@@ -1,5 +1,5 @@
 """A meter on the real broker whose answers the test scripts: it subscribes to the command topics of
-some meter ids and acknowledges each command like the simulator does (``edge.sim.commands.ack``),
+some meter ids and acknowledges each command like the simulator does (``enerlink.edge.sim.commands.ack``),
 with the datetime and settlement readings the test chooses, after an optional delay, or not at all."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.sim import commands as sim_commands
+from enerlink.edge.sim import commands as sim_commands
+from enerlink.schemas.commands import parse_command
+
 from enerlink.config import CommonSettings
 from enerlink.mqtt import client as mqtt_client
-from schemas.commands import parse_command
 
 #: (meter_id, command JSON) -> (epoch_s of the ack, result) or None for no answer
 Script = Callable[[str, dict[str, Any]], tuple[float, dict[str, Any]] | None]
