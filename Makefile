@@ -29,6 +29,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) scripts/typecheck.py
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_layout.py
 
 format: venv
 	$(VENV)/bin/ruff check --fix .
