@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+
 from enerlink.aggregator.fastparse import (
     ENUM_POSITIONS,
     LAYOUT,

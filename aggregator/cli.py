@@ -8,12 +8,12 @@ import asyncio
 from datetime import date, timedelta
 
 import psycopg
+
 from enerlink.aggregator.fromraw import RawReading, recompute
 from enerlink.aggregator.service import run
 from enerlink.aggregator.settings import Settings
 from enerlink.archiver.raw_objects import day_readings, last_readings
 from enerlink.archiver.storage import StorageSettings, open_store
-
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
 

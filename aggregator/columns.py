@@ -37,9 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from enerlink.schemas.fields import BOOL_FIELDS, DATA_FIELDS, ENUM_FIELDS, Field
-
 from enerlink.db import quote
+from enerlink.schemas.fields import BOOL_FIELDS, DATA_FIELDS, ENUM_FIELDS, Field
 
 Stat = Literal["avg", "min", "max", "last", "ratio", "energy"]
 SqlType = Literal["double precision", "real", "smallint", "text"]

@@ -17,14 +17,13 @@ import logging
 import time
 from datetime import datetime
 
+from enerlink import completeness
 from enerlink.aggregator import store
 from enerlink.aggregator.compute import MINUTE_MS, ms_to_dt
 from enerlink.aggregator.metrics import Metrics
-from enerlink.schemas.wire import Tables
-
-from enerlink import completeness
 from enerlink.db import quote
 from enerlink.events import Event, insert_events
+from enerlink.schemas.wire import Tables
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+
 from enerlink.aggregator import batch, copybin
 from enerlink.aggregator.columns import ENERGY_SUBSYSTEMS, STAT_COLUMNS
 from enerlink.aggregator.fastparse import VALUE_FIELDS
-
 from enerlink.events import Event
 
 log = logging.getLogger(__name__)

@@ -18,14 +18,14 @@ import re
 from typing import Any
 
 import redis.asyncio as aioredis
-from enerlink.aggregator.compute import ms_to_dt
-from enerlink.aggregator.store import Conn
-from enerlink.schemas.telemetry import StatusMessage
-from enerlink.schemas.wire import Keys, Tables
 from pydantic import ValidationError
 
+from enerlink.aggregator.compute import ms_to_dt
+from enerlink.aggregator.store import Conn
 from enerlink.db import quote
 from enerlink.events import Event
+from enerlink.schemas.telemetry import StatusMessage
+from enerlink.schemas.wire import Keys, Tables
 
 log = logging.getLogger(__name__)
 

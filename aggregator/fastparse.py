@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 import orjson
+
 from enerlink.schemas.fields import BOOL_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS, Field
 from enerlink.schemas.telemetry import MeterData
 

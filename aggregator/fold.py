@@ -24,9 +24,8 @@ folded) in the transaction that writes its first 5-minute row, so the views reac
 from __future__ import annotations
 
 from enerlink.aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
-from enerlink.schemas.wire import Tables
-
 from enerlink.db import quote
+from enerlink.schemas.wire import Tables
 
 PHASES = 5
 FIVE_MINUTES_MS = 300_000

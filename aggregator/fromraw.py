@@ -18,9 +18,8 @@ from enerlink.aggregator import store
 from enerlink.aggregator.compute import MINUTE_MS, Item, Result, Thresholds, compute
 from enerlink.aggregator.settings import Settings
 from enerlink.aggregator.shard import write_shard
-from enerlink.schemas.snapshot import encode_snapshot
-
 from enerlink.db import connect, migrate
+from enerlink.schemas.snapshot import encode_snapshot
 
 log = logging.getLogger(__name__)
 

@@ -41,10 +41,10 @@ from typing import Any
 
 import msgspec
 import orjson
+
 from enerlink.aggregator.compute import MINUTE_MS, ms_to_dt
 from enerlink.aggregator.fastparse import BadSnapshot, decode_envelope
 from enerlink.aggregator.settings import HealthThresholds
-
 from enerlink.events import Event
 
 BUSES = ("ina219", "max17048")

@@ -26,15 +26,15 @@ from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from psycopg import sql
+
 from enerlink.aggregator import health, store
 from enerlink.aggregator.compute import MINUTE_MS, ms_to_dt
 from enerlink.aggregator.fastparse import BadSnapshot
 from enerlink.aggregator.settings import Settings
-from enerlink.schemas.wire import Keys, Tables
-from psycopg import sql
-
 from enerlink.db import quote
 from enerlink.events import Event, insert_events
+from enerlink.schemas.wire import Keys, Tables
 
 log = logging.getLogger(__name__)
 

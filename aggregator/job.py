@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
+
 from enerlink.aggregator import events, memory, reader, rollups, store
 from enerlink.aggregator.completeness import HourlyCompleteness
 from enerlink.aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt
@@ -47,10 +48,9 @@ from enerlink.aggregator.metrics import Metrics
 from enerlink.aggregator.settings import Settings
 from enerlink.aggregator.shard import write_shard
 from enerlink.aggregator.task import read_and_compute
-from enerlink.schemas.wire import Keys
-
 from enerlink.db import connect
 from enerlink.events import insert_events
+from enerlink.schemas.wire import Keys
 from enerlink.watermark import read_watermark
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from typing import Any
 import hiredis
 import redis
 import redis.asyncio as aioredis
+
 from enerlink.aggregator.compute import MINUTE_MS, Item
 from enerlink.schemas.wire import Keys
 

@@ -29,13 +29,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
+from psycopg import AsyncConnection
+
 from enerlink.aggregator import fold
 from enerlink.aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
 from enerlink.aggregator.compute import ms_to_dt
-from enerlink.schemas.wire import Tables
-from psycopg import AsyncConnection
-
 from enerlink.db import quote
+from enerlink.schemas.wire import Tables
 
 _EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
 

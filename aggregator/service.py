@@ -14,11 +14,11 @@ from datetime import UTC
 import redis.asyncio as aioredis
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+
 from enerlink.aggregator import memory
 from enerlink.aggregator.job import Aggregator, JobReport
 from enerlink.aggregator.metrics import Metrics
 from enerlink.aggregator.settings import Settings
-
 from enerlink.db import migrate
 from enerlink.metrics_server import metrics_server
 

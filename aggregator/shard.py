@@ -6,6 +6,7 @@ import logging
 import time
 
 import psycopg
+
 from enerlink.aggregator import rollups, store
 from enerlink.aggregator.compute import Result, ms_to_dt
 from enerlink.schemas.wire import Tables

@@ -9,12 +9,12 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from enerlink.aggregator import copybin
-from enerlink.aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
-from enerlink.schemas.wire import Tables
 from psycopg import AsyncConnection, sql
 
+from enerlink.aggregator import copybin
+from enerlink.aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
 from enerlink.db import quote
+from enerlink.schemas.wire import Tables
 from enerlink.watermark import MINUTES
 
 Conn = AsyncConnection[tuple[Any, ...]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis
+
 from enerlink.aggregator.compute import Result, Thresholds, compute
 from enerlink.aggregator.reader import read_items_sync
 from enerlink.schemas.wire import Keys

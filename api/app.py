@@ -15,6 +15,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
+from fastapi import Depends, FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from psycopg_pool import AsyncConnectionPool
+
 from enerlink.api import ws
 from enerlink.api.deps import State, require_token
 from enerlink.api.live import LiveHub
@@ -34,11 +39,6 @@ from enerlink.api.routes import (
 )
 from enerlink.api.settings import Settings
 from enerlink.archiver.storage import open_store
-from fastapi import Depends, FastAPI
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from psycopg_pool import AsyncConnectionPool
-
 from enerlink.db import migrate
 
 log = logging.getLogger(__name__)

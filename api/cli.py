@@ -7,7 +7,6 @@ from dataclasses import replace
 
 from enerlink.api.service import run
 from enerlink.api.settings import Settings
-
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
 

@@ -9,15 +9,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import redis.asyncio as aioredis
-from enerlink.api.live import LiveHub
-from enerlink.api.settings import Settings
-from enerlink.archiver.storage import ObjectStore
 from fastapi import Depends, HTTPException, Request, WebSocket, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import HTTPConnection
+
+from enerlink.api.live import LiveHub
+from enerlink.api.settings import Settings
+from enerlink.archiver.storage import ObjectStore
 
 
 @dataclass(slots=True)

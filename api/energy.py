@@ -30,9 +30,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from psycopg import sql
+
 from enerlink.aggregator.fold import daily_bucket
 from enerlink.schemas.wire import Tables
-from psycopg import sql
 
 Bucket = Literal["1h", "1d"]
 

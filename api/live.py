@@ -15,13 +15,13 @@ import uuid
 from dataclasses import dataclass, field
 
 import aiomqtt
-from enerlink.schemas.telemetry import DataMessage
-from enerlink.schemas.wire import Topics
 from pydantic import ValidationError
 
 from enerlink import mqtt
 from enerlink.backoff import Backoff
 from enerlink.config import MqttEndpoint
+from enerlink.schemas.telemetry import DataMessage
+from enerlink.schemas.wire import Topics
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Generator
 
 import uvicorn
+
 from enerlink.api.app import create_app
 from enerlink.api.settings import Settings
 

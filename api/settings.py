@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Self
 
 from enerlink.archiver.storage import StorageSettings
-from enerlink.settlement.settings import SettlementSettings
-
 from enerlink.completeness import CompletenessSettings
 from enerlink.config import CommonSettings, ConfigError, Env
+from enerlink.settlement.settings import SettlementSettings
 
 
 @dataclass(frozen=True, slots=True)

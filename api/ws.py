@@ -18,10 +18,11 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated
 
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect, status
+
 from enerlink.api.deps import iso, state_of, token_ok, websocket_token
 from enerlink.api.live import LiveClient, LiveHub
 from enerlink.schemas.telemetry import METER_ID_PATTERN
-from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect, status
 
 router = APIRouter()
 

@@ -9,7 +9,6 @@ from enerlink.archiver.months import Month
 from enerlink.archiver.restore import RestoreError
 from enerlink.archiver.service import run
 from enerlink.archiver.settings import Settings
-
 from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
 

@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg import IsolationLevel, sql
+
 from enerlink.archiver.months import ArchivedTable, Conn, Month, is_partitioned, partitions
 from enerlink.archiver.progress import Progress
 from enerlink.archiver.storage import ObjectStore
 from enerlink.schemas.wire import Buckets, Tables
-from psycopg import IsolationLevel, sql
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Self
 
 import psycopg
-from enerlink.schemas.wire import Tables
 from psycopg import sql
+
+from enerlink.schemas.wire import Tables
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 import orjson
 import pyarrow as pa
 import redis
+from psycopg import sql
+
 from enerlink.archiver import raw_objects
 from enerlink.archiver.job import Stopped
 from enerlink.archiver.months import Conn
@@ -43,7 +45,6 @@ from enerlink.archiver.raw_objects import RawObject
 from enerlink.archiver.storage import ObjectStore
 from enerlink.schemas.snapshot import decode_snapshot
 from enerlink.schemas.wire import Buckets, Keys, Tables
-from psycopg import sql
 
 log = logging.getLogger(__name__)
 

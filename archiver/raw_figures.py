@@ -9,9 +9,10 @@ from __future__ import annotations
 import calendar
 from datetime import date
 
+from psycopg import sql
+
 from enerlink.archiver.months import Conn
 from enerlink.schemas.wire import Tables
-from psycopg import sql
 
 
 def raw_bytes_per_reading(conn: Conn, *, first: date | None = None, last: date | None = None) -> float | None:

@@ -32,6 +32,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from enerlink.schemas.fields import DATA_FIELDS, Field
 from enerlink.schemas.telemetry import DATA_UNITS
 from enerlink.schemas.wire import Buckets

@@ -15,12 +15,13 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+from psycopg import sql
+
 from enerlink.archiver.job import schema_version, verify_object
 from enerlink.archiver.months import Conn
 from enerlink.archiver.raw_format import CONTENT_TYPE, concat, read_parquet, to_messages
 from enerlink.archiver.storage import ObjectStore
 from enerlink.schemas.wire import Buckets, Tables
-from psycopg import sql
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,11 @@ import time
 
 import psycopg
 import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
 from enerlink.archiver.raw_export import RawExporter, RawHooks, RawReport
 from enerlink.archiver.settings import Settings
 from enerlink.archiver.storage import ObjectStore
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+from psycopg import errors, sql
+
 from enerlink.archiver.job import ArchiveError, Stopped
 from enerlink.archiver.months import ArchivedTable, Conn, Month, is_partitioned
 from enerlink.archiver.storage import ObjectStore
-from enerlink.schemas.wire import Tables
-from psycopg import errors, sql
-
 from enerlink.db import discover
+from enerlink.schemas.wire import Tables
 
 #: every ``RestoreError.problem`` (the label values of the failure counter)
 PROBLEMS = (

@@ -20,6 +20,8 @@ from typing import TypeVar
 
 import psycopg
 import redis
+from prometheus_client import CollectorRegistry, Counter
+
 from enerlink.archiver.job import ArchiveError, Hooks, MonthArchiver, MonthResult, Stopped
 from enerlink.archiver.months import ARCHIVED_TABLES, Month, cutoff, months_due
 from enerlink.archiver.raw_export import RawHooks
@@ -27,8 +29,6 @@ from enerlink.archiver.raw_service import RawMetrics, raw_loop, raw_now, raw_off
 from enerlink.archiver.restore import PROBLEMS, RestoreError, restore_month
 from enerlink.archiver.settings import Settings
 from enerlink.archiver.storage import ObjectStore, open_store
-from prometheus_client import CollectorRegistry, Counter
-
 from enerlink.db import migrate
 from enerlink.metrics_server import metrics_server
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Self
 
 from apscheduler.triggers.cron import CronTrigger
-from enerlink.archiver.storage import StorageSettings
 
+from enerlink.archiver.storage import StorageSettings
 from enerlink.config import CommonSettings, ConfigError, Env
 
 

@@ -57,12 +57,11 @@ from enerlink.aggregator.health import COLUMNS as HEALTH_COLUMNS  # noqa: E402
 from enerlink.aggregator.healthjob import WATERMARK  # noqa: E402
 from enerlink.aggregator.service import Aggregator  # noqa: E402
 from enerlink.aggregator.settings import Settings  # noqa: E402
+from enerlink.config import Env  # noqa: E402
+from enerlink.db import connect, migrate  # noqa: E402
 from enerlink.schemas.examples import DATA_EXAMPLE, STATUS_EXAMPLE  # noqa: E402
 from enerlink.schemas.snapshot import encode_snapshots  # noqa: E402
 from enerlink.schemas.wire import Keys, Tables  # noqa: E402
-
-from enerlink.config import Env  # noqa: E402
-from enerlink.db import connect, migrate  # noqa: E402
 from enerlink.watermark import MINUTES  # noqa: E402
 from tests.support.chaos_stack import child_pids, cpu_seconds  # noqa: E402
 
@@ -346,8 +345,9 @@ async def main() -> None:
         floor_s = read_s + durable_s
         temp_floor_s = read_s + copy_s
         ratio = agg_s / floor_s
-        from enerlink.aggregator.fastparse import DECODER
         from redis.utils import HIREDIS_AVAILABLE
+
+        from enerlink.aggregator.fastparse import DECODER
 
         print(
             f"meters {args.meters}, snapshots/meter {args.snapshots}, status/meter {args.statuses},"

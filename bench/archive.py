@@ -35,9 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from enerlink.archiver.months import Month  # noqa: E402
-from enerlink.schemas.wire import Tables  # noqa: E402
-
 from enerlink.db import migrate  # noqa: E402
+from enerlink.schemas.wire import Tables  # noqa: E402
 from tests.support.aggdata import fill_month  # noqa: E402
 
 DEFAULT_URL = os.environ.get("ENERLINK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")

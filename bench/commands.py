@@ -36,15 +36,14 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from enerlink.edge.sim import commands as sim_commands  # noqa: E402
-from enerlink.schemas.commands import parse_command  # noqa: E402
-from enerlink.settlement import settling  # noqa: E402
-from enerlink.settlement.settings import SettlementSettings  # noqa: E402
-
 from enerlink import commands  # noqa: E402
 from enerlink.config import CommonSettings, Env  # noqa: E402
 from enerlink.db import migrate  # noqa: E402
+from enerlink.edge.sim import commands as sim_commands  # noqa: E402
 from enerlink.mqtt import client as mqtt_client  # noqa: E402
+from enerlink.schemas.commands import parse_command  # noqa: E402
+from enerlink.settlement import settling  # noqa: E402
+from enerlink.settlement.settings import SettlementSettings  # noqa: E402
 
 BASE_URL = os.environ.get("ENERLINK_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

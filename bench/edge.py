@@ -29,14 +29,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
+
+from enerlink.config import Env
 from enerlink.edge.service import run
 from enerlink.edge.settings import Settings
 from enerlink.edge.sim.engine import Simulator
 from enerlink.edge.sim.fleet import generate
 from enerlink.edge.sim.messages import data_messages, status_message
 from enerlink.edge.sim.runner import FleetRunner
-
-from enerlink.config import Env
 
 INTERVAL_S = 5.0
 STATUS_S = 30.0

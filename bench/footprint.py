@@ -65,6 +65,7 @@ from enerlink.archiver.months import Month, archived_table  # noqa: E402
 from enerlink.archiver.raw_export import RawExporter  # noqa: E402
 from enerlink.archiver.raw_figures import raw_bytes_per_reading  # noqa: E402
 from enerlink.archiver.storage import LocalStore, StorageSettings  # noqa: E402
+from enerlink.config import Env  # noqa: E402
 from enerlink.edge.settings import Settings as SimSettings  # noqa: E402
 from enerlink.edge.sim.engine import Simulator  # noqa: E402
 from enerlink.edge.sim.fleet import generate  # noqa: E402
@@ -72,8 +73,6 @@ from enerlink.edge.sim.messages import data_messages, status_message  # noqa: E4
 from enerlink.ingest.settings import Settings as IngestSettings  # noqa: E402
 from enerlink.schemas.fields import NUMERIC_FIELDS  # noqa: E402
 from enerlink.schemas.wire import Keys, Tables, Topics  # noqa: E402
-
-from enerlink.config import Env  # noqa: E402
 from tests.support.ingest_support import publisher  # noqa: E402
 from tests.support.services import Broker, ServiceProcess, free_port, wait_port  # noqa: E402
 

@@ -53,7 +53,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from enerlink.schemas.wire import Keys, Topics  # noqa: E402
-
 from tests.support.chaos_stack import cpu_seconds  # noqa: E402
 from tests.support.ingest_support import publisher  # noqa: E402
 from tests.support.services import FIXTURES, Broker, ServiceProcess, free_port, wait_port  # noqa: E402

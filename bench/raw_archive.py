@@ -41,10 +41,9 @@ from enerlink.archiver.raw_figures import csv_bytes_per_meter_month, raw_bytes_p
 from enerlink.archiver.raw_service import raw_now  # noqa: E402
 from enerlink.archiver.settings import Settings  # noqa: E402
 from enerlink.archiver.storage import open_store  # noqa: E402
-from enerlink.schemas.wire import Tables  # noqa: E402
-
 from enerlink.config import Env  # noqa: E402
 from enerlink.db import migrate  # noqa: E402
+from enerlink.schemas.wire import Tables  # noqa: E402
 from tests.support.rawdata import HOUR_MS, previous_hour, simulate, store  # noqa: E402
 
 DEFAULT_URL = os.environ.get("ENERLINK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -15,11 +15,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from enerlink.config import ConfigError, Env
 from enerlink.edge.options import fleet_options, settings_from_args
 from enerlink.edge.settings import WEATHER_SOURCES
 from enerlink.edge.sim import control, replay
-
-from enerlink.config import ConfigError, Env
 from enerlink.runtime import configure_logging, run_service
 
 

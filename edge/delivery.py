@@ -33,6 +33,8 @@ from collections.abc import Callable, Container
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
+
 from enerlink.edge.publisher import Publisher
 from enerlink.edge.readings_log import Confirm, Logged, ReadingsLog
 from enerlink.schemas.delivery import (
@@ -45,7 +47,6 @@ from enerlink.schemas.delivery import (
     resend_size,
 )
 from enerlink.schemas.wire import Topics
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 

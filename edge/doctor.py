@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 import aiomqtt
+
+from enerlink.config import ConfigError, Env
 from enerlink.edge.hardware.bus import smbus_scan
 from enerlink.edge.hardware.runner import HardwareConfig, open_bus
 from enerlink.edge.hardware.sensors import SensorArray
 from enerlink.edge.queue import SpoolQueue
-
-from enerlink.config import ConfigError, Env
 from enerlink.mqtt import client as mqtt_client
 
 Level = Literal["ok", "warn", "fail"]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from enerlink.edge.publish_config import PublisherStats
-from enerlink.edge.readings_log import LogStats
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from enerlink.edge.publish_config import PublisherStats
+from enerlink.edge.readings_log import LogStats
 
 Figures = dict[str, tuple[str, float]]
 

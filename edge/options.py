@@ -6,9 +6,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from enerlink.edge.settings import Settings, parse_when
-
 from enerlink.config import Env
+from enerlink.edge.settings import Settings, parse_when
 
 
 def fleet_options(parser: argparse.ArgumentParser) -> None:

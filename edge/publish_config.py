@@ -6,9 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enerlink.edge.queue import QueueLimits
-
 from enerlink.config import MqttEndpoint
+from enerlink.edge.queue import QueueLimits
 
 ONLINE = b'{"online": true}'  # what the ingest expects on topics.presence(meter)
 OFFLINE = b'{"online": false}'

@@ -15,11 +15,11 @@ from typing import Any, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
-from enerlink.edge.publish_config import PublisherConfig
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from enerlink import mqtt_internals
+from enerlink.edge.publish_config import PublisherConfig
 from enerlink.mqtt import tls_context
 
 log = logging.getLogger(__name__)

@@ -41,6 +41,9 @@ from types import TracebackType
 from typing import Self
 
 import aiomqtt
+
+from enerlink import mqtt_internals
+from enerlink.backoff import Backoff
 from enerlink.edge.acks import AckTracker, Refused
 from enerlink.edge.publish_config import (
     OFFLINE,
@@ -53,9 +56,6 @@ from enerlink.edge.publish_config import (
 )
 from enerlink.edge.publish_session import Session
 from enerlink.edge.queue import SpoolQueue
-
-from enerlink import mqtt_internals
-from enerlink.backoff import Backoff
 from enerlink.takeover import TakeoverWatch
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
+
 from enerlink.edge.delivery import Delivery
 from enerlink.edge.metrics import register_log, register_publisher
 from enerlink.edge.publish_config import PublisherConfig
@@ -36,7 +37,6 @@ from enerlink.edge.sim.metrics import SimMetrics
 from enerlink.edge.sim.runner import FleetRunner, command_loop, tick_loop, weather_loop
 from enerlink.edge.sim.state import StateStore
 from enerlink.edge.sim.weather import OfflineWeather, OpenMeteoWeather, WeatherProvider
-
 from enerlink.metrics_server import metrics_server
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from enerlink.edge.readings_log import LogSettings
-
 from enerlink.config import CommonSettings, ConfigError, Env
+from enerlink.edge.readings_log import LogSettings
 
 DataCallback = Callable[[dict[str, Any]], None]
 WEATHER_SOURCES = ("offline", "open-meteo")

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from enerlink.config import Env
 from enerlink.hass.service import run
 from enerlink.hass.settings import Settings
-
-from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
 
 

@@ -33,11 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
+
+import enerlink
 from enerlink.hass.energy import BATTERY_CHARGE, BATTERY_DISCHARGE, MeterCounters
 from enerlink.schemas.telemetry import MeterData
 from enerlink.schemas.wire import HaDiscovery, Topics
-
-import enerlink
 
 ONLINE = "online"
 OFFLINE = "offline"

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
 from enerlink.schemas.telemetry import MeterData
 
 ROUNDING_WH = 1e-3

@@ -39,18 +39,18 @@ from typing import Any
 import aiomqtt
 import orjson
 import redis.asyncio as aioredis
-from enerlink.hass import discovery
-from enerlink.hass.energy import MeterCounters, readings
-from enerlink.hass.metrics import HassMetrics
-from enerlink.hass.settings import Settings
-from enerlink.schemas.telemetry import METER_ID_PATTERN, DataMessage, epoch_ms
-from enerlink.schemas.wire import Topics
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from enerlink import mqtt
 from enerlink.backoff import Backoff
+from enerlink.hass import discovery
+from enerlink.hass.energy import MeterCounters, readings
+from enerlink.hass.metrics import HassMetrics
+from enerlink.hass.settings import Settings
 from enerlink.metrics_server import metrics_server
+from enerlink.schemas.telemetry import METER_ID_PATTERN, DataMessage, epoch_ms
+from enerlink.schemas.wire import Topics
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0

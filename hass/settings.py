@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Self
 
-from enerlink.schemas.wire import DEFAULT_DISCOVERY_PREFIX, HaDiscovery
-
 from enerlink.config import CommonSettings, ConfigError, Env
+from enerlink.schemas.wire import DEFAULT_DISCOVERY_PREFIX, HaDiscovery
 
 
 @dataclass(frozen=True, slots=True)

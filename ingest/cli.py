@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from enerlink.config import Env
 from enerlink.ingest.service import run
 from enerlink.ingest.settings import Settings
-
-from enerlink.config import Env
 from enerlink.runtime import configure_logging, run_service
 
 

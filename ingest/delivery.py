@@ -43,6 +43,9 @@ from datetime import UTC, datetime
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from enerlink.backoff import Backoff
 from enerlink.ingest.metrics import IngestMetrics
 from enerlink.ingest.mqtt_source import Session
 from enerlink.ingest.seq_record import SeqRecord, parse_ranges, script
@@ -57,9 +60,6 @@ from enerlink.schemas.delivery import (
     resend_size,
 )
 from enerlink.schemas.telemetry import METER_ID_PATTERN
-from redis.exceptions import RedisError
-
-from enerlink.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

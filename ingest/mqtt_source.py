@@ -47,14 +47,14 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
-from enerlink.ingest.mqtt_reader import Reader
-from enerlink.ingest.settings import Settings
-from enerlink.schemas.wire import Topics
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from enerlink import mqtt, mqtt_internals
+from enerlink.ingest.mqtt_reader import Reader
+from enerlink.ingest.settings import Settings
+from enerlink.schemas.wire import Topics
 
 log = logging.getLogger(__name__)
 SUBSCRIBE_TIMEOUT_S = 300.0

@@ -42,11 +42,12 @@ from dataclasses import dataclass, field
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
 from enerlink.ingest.seq_record import ranges_text, script
 from enerlink.ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Rejection, ResendAck
 from enerlink.schemas.snapshot import encode_snapshots
 from enerlink.schemas.wire import Keys
-from redis.exceptions import NoScriptError
 
 SCRIPT = script("store.lua")
 PAYLOAD_SAMPLE = 1024  # bytes of a rejected payload kept in the dead-letter stream

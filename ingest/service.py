@@ -47,6 +47,10 @@ from dataclasses import dataclass, field, replace
 
 import aiomqtt
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from enerlink.backoff import Backoff
+from enerlink.identity import claim_client_id
 from enerlink.ingest import mqtt_source
 from enerlink.ingest.delivery import Delivery
 from enerlink.ingest.limits import MeterLimiter
@@ -75,10 +79,6 @@ from enerlink.ingest.validate import (
     ResendAck,
     Validator,
 )
-from redis.exceptions import RedisError
-
-from enerlink.backoff import Backoff
-from enerlink.identity import claim_client_id
 from enerlink.metrics_server import metrics_server
 from enerlink.takeover import TakeoverWatch
 

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
 from enerlink.schemas.delivery import RESEND_COMMAND, ResendResult
 from enerlink.schemas.telemetry import METER_ID_PATTERN, DataMessage, MeterId, StatusMessage, epoch_ms
 from enerlink.schemas.wire import Topics
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 REASONS: tuple[str, ...] = (
     "payload_too_large",

@@ -22,8 +22,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
-from enerlink.schemas.telemetry import MeterId
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from enerlink.schemas.telemetry import MeterId
 
 #: Most ranges a confirmation lists beyond ``through`` (the newest ones are kept).
 MAX_CONFIRM_RANGES = 64

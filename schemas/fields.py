@@ -10,8 +10,9 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
-from enerlink.schemas.telemetry import MeterData
 from pydantic import BaseModel
+
+from enerlink.schemas.telemetry import MeterData
 
 FieldKind = Literal["number", "counter", "bool", "enum"]
 

@@ -10,10 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from enerlink.schemas.commands import Command, CommandAck
 from enerlink.schemas.delivery import Confirmation, ResendCommand, ResendResult
 from enerlink.schemas.telemetry import DataMessage, StatusMessage
-from pydantic import BaseModel
 
 JSON_DIR = Path(__file__).with_name("json")
 SCHEMA_FILES: dict[str, type[BaseModel]] = {

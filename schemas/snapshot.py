@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
+
 from enerlink.schemas import snapshot_layout as L
 from enerlink.schemas import snapshot_numbers as N
 from enerlink.schemas.snapshot_general import (

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
 from enerlink.schemas import snapshot_layout as L
 from enerlink.schemas import snapshot_numbers as N
 

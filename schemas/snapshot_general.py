@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+
 from enerlink.schemas import snapshot_layout as L
 from enerlink.schemas import snapshot_numbers as N
 from enerlink.schemas.telemetry import DATA_UNITS

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from enerlink.schemas import snapshot_layout as L
 
 U64 = npt.NDArray[np.uint64]

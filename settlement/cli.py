@@ -23,12 +23,12 @@ from typing import Any
 
 import psycopg
 import redis.asyncio as aioredis
-from enerlink.settlement import records, settling
-from enerlink.settlement.settings import SettlementSettings
 
 from enerlink.config import CommonSettings, ConfigError, Env
 from enerlink.db import migrate
 from enerlink.runtime import configure_logging
+from enerlink.settlement import records, settling
+from enerlink.settlement.settings import SettlementSettings
 
 _POLL_S = 2.0
 

@@ -47,14 +47,14 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
-from enerlink.schemas.wire import Tables
-from enerlink.settlement.settings import SettlementSettings
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from enerlink import completeness
 from enerlink.db import quote
 from enerlink.events import Event, insert_events
+from enerlink.schemas.wire import Tables
+from enerlink.settlement.settings import SettlementSettings
 from enerlink.watermark import read_watermark
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
+
+from enerlink import commands
+from enerlink.config import CommonSettings
 from enerlink.schemas.commands import Command, SettleResult
 from enerlink.settlement.records import (
     ABANDONED_EVENT,
@@ -43,9 +46,6 @@ from enerlink.settlement.records import (
     table,
 )
 from enerlink.settlement.settings import SettlementSettings
-
-from enerlink import commands
-from enerlink.config import CommonSettings
 
 log = logging.getLogger(__name__)
 

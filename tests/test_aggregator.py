@@ -13,17 +13,17 @@ from typing import Any
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+
 from enerlink.aggregator import reader
 from enerlink.aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
 from enerlink.aggregator.compute import compute
 from enerlink.aggregator.job import Aggregator
 from enerlink.aggregator.service import run
 from enerlink.aggregator.settings import Settings
-from enerlink.schemas.snapshot import encode_snapshot
-from enerlink.schemas.wire import Keys, Tables
-
 from enerlink.config import Env
 from enerlink.db import migrate
+from enerlink.schemas.snapshot import encode_snapshot
+from enerlink.schemas.wire import Keys, Tables
 from tests.conftest import load_fixture
 from tests.support.aggdata import resolution
 from tests.support.services import ServiceProcess

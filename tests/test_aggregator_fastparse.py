@@ -14,11 +14,11 @@ import numpy as np
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+
 from enerlink.aggregator import fastparse
 from enerlink.aggregator.columns import MINUTE_COLUMNS, STAT_COLUMNS
 from enerlink.aggregator.service import run
 from enerlink.schemas.wire import Tables
-
 from tests.conftest import load_fixture
 from tests.test_aggregator import (
     MIN,
@@ -345,7 +345,6 @@ def test_rows_encoded_for_binary_copy_store_the_same_values(environ: dict[str, s
 
     from enerlink.aggregator import store
     from enerlink.aggregator.compute import Item, compute
-
     from enerlink.db import connect, migrate
 
     m = 1_761_452_820_000

@@ -10,13 +10,13 @@ from typing import Any
 
 import psycopg
 import redis.asyncio as aioredis
+from psycopg import sql
+
 from enerlink.aggregator import fold
 from enerlink.aggregator.columns import LAST_ONLY
 from enerlink.aggregator.job import Aggregator
-from enerlink.schemas.wire import Tables
-from psycopg import sql
-
 from enerlink.db import discover, migrate
+from enerlink.schemas.wire import Tables
 from tests.support.aggdata import NOT_STATISTICS, aggregate_row, insert_rows
 from tests.support.aggdata import columns as table_columns
 from tests.test_aggregator import (

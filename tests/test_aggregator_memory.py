@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
+
 from enerlink.aggregator import memory
 
 ROOT = Path(__file__).resolve().parents[1]

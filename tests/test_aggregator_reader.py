@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import redis
 import redis.asyncio as aioredis
-from enerlink.aggregator.reader import read_items, read_items_sync
 
+from enerlink.aggregator.reader import read_items, read_items_sync
 from tests.conftest import TEST_REDIS_URL
 from tests.test_aggregator import MIN, now_ms, put, settings_for, snapshot, stored
 

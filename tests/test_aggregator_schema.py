@@ -6,12 +6,12 @@ import asyncio
 from datetime import UTC, datetime
 
 import psycopg
-from enerlink.aggregator.columns import DERIVED_SUBSYSTEMS, LAST_ONLY, MINUTE_COLUMNS, table_columns
-from enerlink.schemas.fields import BOOL_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS
-from enerlink.schemas.wire import Tables
 from psycopg import sql
 
+from enerlink.aggregator.columns import DERIVED_SUBSYSTEMS, LAST_ONLY, MINUTE_COLUMNS, table_columns
 from enerlink.db import discover, migrate
+from enerlink.schemas.fields import BOOL_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS
+from enerlink.schemas.wire import Tables
 
 
 async def test_migration_creates_partitioned_aggregates(database_url: str) -> None:

@@ -16,17 +16,17 @@ from typing import Any
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from psycopg import sql
+
 from enerlink.aggregator.columns import DERIVED
 from enerlink.aggregator.fold import LEVELS
 from enerlink.api.routes.history import RESOLUTIONS
 from enerlink.archiver.months import Month
 from enerlink.archiver.service import run as archive_run
 from enerlink.archiver.settings import Settings as ArchiveSettings
-from enerlink.schemas.wire import Buckets, Keys, Tables
-from psycopg import sql
-
 from enerlink.config import Env
 from enerlink.db import migrate
+from enerlink.schemas.wire import Buckets, Keys, Tables
 from tests.support.aggdata import columns, ensure_partition
 from tests.support.apiserver import serve_api
 

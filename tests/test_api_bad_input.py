@@ -12,11 +12,11 @@ from typing import Any
 
 import psycopg
 import redis.asyncio as aioredis
-from enerlink.api.routes import history
-from enerlink.schemas.wire import Keys, Tables
 from psycopg import sql
 
+from enerlink.api.routes import history
 from enerlink.db import migrate
+from enerlink.schemas.wire import Keys, Tables
 from tests.support.aggdata import aggregate_row, insert_rows
 from tests.support.apiserver import serve_api
 

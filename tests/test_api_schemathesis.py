@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 import redis
-from enerlink.schemas.wire import Keys, Tables
 
 from enerlink.db import migrate
+from enerlink.schemas.wire import Keys, Tables
 from tests.support.aggdata import aggregate_row, insert_rows
 from tests.support.services import ServiceProcess, free_port, wait_port
 

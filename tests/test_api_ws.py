@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from enerlink.api.live import LiveHub
-from enerlink.schemas.wire import Topics
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from enerlink import mqtt
+from enerlink.api.live import LiveHub
 from enerlink.config import MqttEndpoint
+from enerlink.schemas.wire import Topics
 from tests.support.apiserver import LiveApi, serve_api
 from tests.support.services import ServiceProcess, free_port, wait_port
 

@@ -13,16 +13,16 @@ from typing import Any
 
 import psycopg
 import pytest
+from minio import Minio
+from psycopg import sql
+
 from enerlink.archiver.job import ArchiveError, Hooks
 from enerlink.archiver.months import ARCHIVED_TABLES, Month, months_due
 from enerlink.archiver.service import run
 from enerlink.archiver.settings import Settings
-from enerlink.schemas.wire import Buckets, Tables
-from minio import Minio
-from psycopg import sql
-
 from enerlink.config import ConfigError, Env
 from enerlink.db import migrate
+from enerlink.schemas.wire import Buckets, Tables
 from tests.support.aggdata import aggregate_row, fill_month, insert_rows
 from tests.support.services import ServiceProcess
 

@@ -10,14 +10,14 @@ from typing import Any
 
 import psycopg
 import pytest
+
 from enerlink.archiver.months import Month
 from enerlink.archiver.service import archive_now, run
 from enerlink.archiver.settings import Settings
 from enerlink.archiver.storage import open_store
-from enerlink.schemas.wire import Tables
-
 from enerlink.config import Env
 from enerlink.db import migrate
+from enerlink.schemas.wire import Tables
 from tests.support.aggdata import NOT_STATISTICS, REAL_REL, aggregate_row, columns, insert_rows
 
 OLD = Month.of(datetime.now(UTC) - timedelta(days=420))

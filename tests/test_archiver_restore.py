@@ -14,17 +14,17 @@ from typing import Any
 
 import psycopg
 import pytest
-from enerlink.archiver.months import Month
-from enerlink.archiver.restore import RestoreError
-from enerlink.archiver.service import run
-from enerlink.archiver.settings import Settings
-from enerlink.schemas.wire import Buckets, Tables
 from minio import Minio
 from prometheus_client import CollectorRegistry
 from psycopg import sql
 
+from enerlink.archiver.months import Month
+from enerlink.archiver.restore import RestoreError
+from enerlink.archiver.service import run
+from enerlink.archiver.settings import Settings
 from enerlink.config import Env
 from enerlink.db import migrate
+from enerlink.schemas.wire import Buckets, Tables
 from tests.support.aggdata import aggregate_row, insert_rows
 from tests.support.services import ServiceProcess
 

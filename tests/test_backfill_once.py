@@ -12,11 +12,11 @@ import numpy as np
 import orjson
 import psycopg
 import redis.asyncio as aioredis
+
 from enerlink.aggregator.service import run
 from enerlink.ingest.redis_store import LATE_MINUTE, RedisStore
 from enerlink.ingest.validate import Measurement
 from enerlink.schemas.wire import Keys, Tables
-
 from tests.conftest import load_fixture
 from tests.support.ingest_support import wait_until
 from tests.test_aggregator import MIN, minute_dt, now_ms, rows, settings_for

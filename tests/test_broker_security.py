@@ -18,13 +18,13 @@ from pathlib import Path
 import aiomqtt
 import paho.mqtt.client as mqtt
 import pytest
-from enerlink.schemas.wire import Topics
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from enerlink.config import MqttEndpoint
 from enerlink.devservices import PROJECT_CONF, mosquitto_config
 from enerlink.mqtt import client as mqtt_client
+from enerlink.schemas.wire import Topics
 from tests.support.secured_broker import SERVICE_PASSWORDS, SecuredBroker
 
 TOPICS = Topics()  # production prefix: this broker is the test's own

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import psycopg
 import redis.asyncio as aioredis
+
+from enerlink.config import Env
 from enerlink.edge.service import run as run_fleet
 from enerlink.edge.settings import Settings as EdgeSettings
 from enerlink.schemas.wire import Keys, Tables
-
-from enerlink.config import Env
 from tests.support.apiserver import serve_api
 from tests.support.sim_support import wait_for
 

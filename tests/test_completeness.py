@@ -12,12 +12,12 @@ from typing import Any
 import psycopg
 import pytest
 import redis.asyncio as aioredis
-from enerlink.aggregator.job import Aggregator
-from enerlink.aggregator.settings import Settings
-from enerlink.schemas.wire import Keys, Tables
 
 from enerlink import completeness
+from enerlink.aggregator.job import Aggregator
+from enerlink.aggregator.settings import Settings
 from enerlink.db import connect, migrate
+from enerlink.schemas.wire import Keys, Tables
 from tests.test_aggregator import MIN, now_ms, put, rows, settings_for, snapshot
 
 HOUR = 3_600_000

@@ -9,9 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from enerlink.schemas.wire import Tables
-
 from enerlink.db import migrate
+from enerlink.schemas.wire import Tables
 from tests.support.aggdata import aggregate_row, insert_rows
 from tests.support.apiserver import serve_api
 

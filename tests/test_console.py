@@ -5,10 +5,10 @@ import io
 import json
 
 import aiomqtt
-from enerlink.schemas.telemetry import DataMessage
 
 from enerlink.config import CommonSettings, Env
 from enerlink.console import format_line, format_power, run
+from enerlink.schemas.telemetry import DataMessage
 from tests.conftest import load_fixture
 
 

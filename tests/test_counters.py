@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from enerlink.edge.counters import CHANNELS, Counters
 
 JAKARTA = "Asia/Jakarta"  # UTC+7, no DST: local midnight = 17:00 UTC

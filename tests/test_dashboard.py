@@ -26,10 +26,10 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from enerlink.api.dashboard import STATIC_DIR
-from enerlink.schemas.wire import Tables, Topics
 
+from enerlink.api.dashboard import STATIC_DIR
 from enerlink.config import MqttEndpoint
+from enerlink.schemas.wire import Tables, Topics
 from tests.conftest import load_fixture
 from tests.support.energyday import BLOCK_MS, MIN_MS, Household, aggregate_homes
 from tests.support.services import ROOT, ServiceProcess, free_port, wait_port

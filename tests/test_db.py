@@ -9,10 +9,10 @@ import logging
 
 import psycopg
 import pytest
-from enerlink.schemas.wire import Tables
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from enerlink.db import migrate
+from enerlink.schemas.wire import Tables
 from tests.support.services import free_port
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from enerlink.schemas.delivery import (
     MAX_RESEND_RANGES,
     Confirmation,
@@ -12,9 +16,6 @@ from enerlink.schemas.delivery import (
     ResendResult,
     SeqRanges,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-from pydantic import ValidationError
 
 
 def test_ranges_merge_adjacent_and_overlapping() -> None:

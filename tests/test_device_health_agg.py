@@ -11,11 +11,11 @@ from typing import Any
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+
 from enerlink.aggregator.service import run
 from enerlink.aggregator.settings import Settings
-from enerlink.schemas.wire import Keys, Tables
-
 from enerlink.config import Env
+from enerlink.schemas.wire import Keys, Tables
 from tests.conftest import load_fixture
 
 MIN = 60_000

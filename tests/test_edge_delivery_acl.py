@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 import pytest
+
+from enerlink.config import CommonSettings, Env, MqttEndpoint
 from enerlink.edge.hardware.model import LabModel
 from enerlink.edge.hardware.runner import HardwareConfig, emulated_bus, run_hardware
 from enerlink.edge.hardware.sensors import DEFAULT_SENSORS
@@ -22,8 +24,6 @@ from enerlink.edge.readings_log import LogSettings
 from enerlink.edge.service import log_path, run
 from enerlink.edge.settings import Settings
 from enerlink.schemas.wire import Topics
-
-from enerlink.config import CommonSettings, Env, MqttEndpoint
 from tests.support.delivery_support import Raw, confirmation, log_rows, raw_client, resend
 from tests.support.secured_broker import SERVICE_PASSWORDS, SecuredBroker
 from tests.support.sim_support import wait_for

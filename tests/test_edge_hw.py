@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from enerlink.edge.hardware.bus import EmulatedBus
 from enerlink.edge.hardware.ina219 import BUS, CONFIG_RESET, EmulatedINA219, Reading
 from enerlink.edge.hardware.max17048 import CellState, EmulatedMAX17048
 from enerlink.edge.hardware.sampler import Sampler
 from enerlink.edge.hardware.sensors import SensorArray, SensorSpec, import_drivers, parse_sensors
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 ina219_driver, max1704x_driver = import_drivers()
 

@@ -7,13 +7,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from enerlink.config import Env
 from enerlink.edge import doctor
 from enerlink.edge.hardware.model import LabModel
 from enerlink.edge.hardware.runner import HardwareConfig, emulated_bus
 from enerlink.edge.hardware.sensors import DEFAULT_SENSORS
 from enerlink.edge.queue import SpoolQueue
-
-from enerlink.config import Env
 from tests.support.services import Broker
 
 

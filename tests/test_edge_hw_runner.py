@@ -12,15 +12,15 @@ from urllib.request import urlopen
 
 import orjson
 import pytest
+
+from enerlink.config import CommonSettings, Env
 from enerlink.edge.hardware.model import LabModel
 from enerlink.edge.hardware.runner import HardwareConfig, HardwareMeter, emulated_bus, run_hardware
 from enerlink.edge.hardware.sensors import DEFAULT_SENSORS
 from enerlink.edge.status import mem_available, overall, read_os_status, uptime_ms, wireless
+from enerlink.mqtt import client as mqtt_client
 from enerlink.schemas.commands import CommandAck, SettleResult
 from enerlink.schemas.telemetry import DataMessage, StatusMessage
-
-from enerlink.config import CommonSettings, Env
-from enerlink.mqtt import client as mqtt_client
 from tests.support.services import Broker, free_port
 
 

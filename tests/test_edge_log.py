@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 import pytest
-from enerlink.edge.readings_log import Entry, LogSettings, ReadingsLog
-from enerlink.edge.service import log_path, run
 from prometheus_client import generate_latest
 
 from enerlink.config import Env
+from enerlink.edge.readings_log import Entry, LogSettings, ReadingsLog
+from enerlink.edge.service import log_path, run
 from tests.support.delivery_support import collect_raw, confirmation, fast, log_rows, running, send, stop
 from tests.support.services import Broker
 from tests.support.sim_support import wait_for

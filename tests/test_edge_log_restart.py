@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from enerlink.edge.service import log_path
-from enerlink.edge.settings import Settings
 
 from enerlink.config import Env
+from enerlink.edge.service import log_path
+from enerlink.edge.settings import Settings
 from tests.support.delivery_support import Raw, collect_raw, log_rows
 from tests.support.services import ServiceProcess
 from tests.support.sim_support import wait_for

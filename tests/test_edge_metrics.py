@@ -6,12 +6,12 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from enerlink.edge.metrics import register_publisher
-from enerlink.edge.publish_config import PublisherConfig
-from enerlink.edge.publisher import Publisher
 from prometheus_client import CollectorRegistry
 
 from enerlink.config import MqttEndpoint
+from enerlink.edge.metrics import register_publisher
+from enerlink.edge.publish_config import PublisherConfig
+from enerlink.edge.publisher import Publisher
 from tests.support.services import Broker, free_port
 
 

@@ -10,15 +10,15 @@ import uuid
 from pathlib import Path
 
 import orjson
+from prometheus_client import generate_latest
+
+from enerlink.config import CommonSettings, Env
 from enerlink.edge.hardware.model import LabModel
 from enerlink.edge.hardware.runner import HardwareConfig, emulated_bus, run_hardware
 from enerlink.edge.hardware.sensors import DEFAULT_SENSORS
 from enerlink.edge.readings_log import LogSettings
 from enerlink.edge.service import log_path, run
 from enerlink.schemas.delivery import ResendResult
-from prometheus_client import generate_latest
-
-from enerlink.config import CommonSettings, Env
 from tests.support.delivery_support import (
     collect_raw,
     confirmation,

@@ -9,11 +9,10 @@ import json
 import math
 from typing import Any
 
+from enerlink.config import Env
 from enerlink.edge.service import run
 from enerlink.edge.settings import Settings
 from enerlink.schemas.telemetry import DATA_UNITS, STATUS_UNITS, DataMessage, StatusMessage
-
-from enerlink.config import Env
 from tests.support.sim_support import collect
 
 CHANNELS = ("export", "import", "load_smart_mtr", "load_home", "solar_input", "solar_output")
@@ -278,6 +277,7 @@ async def test_fleet_file_and_scenario_cli(environ: dict[str, str], env: Env, tm
 
 def test_fleet_file_errors_name_the_meter(tmp_path: Any) -> None:
     import pytest
+
     from enerlink.edge.sim.fleet import FleetError, load
 
     path = tmp_path / "bad.toml"

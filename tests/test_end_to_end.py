@@ -13,20 +13,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiomqtt
-import enerlink.aggregator.service
-import enerlink.archiver.service
-import enerlink.ingest.service
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from minio import Minio
+
+import enerlink.aggregator.service
+import enerlink.archiver.service
+import enerlink.ingest.service
 from enerlink.aggregator.settings import Settings as AggregatorSettings
 from enerlink.archiver.settings import Settings as ArchiverSettings
+from enerlink.config import Env
 from enerlink.ingest.settings import Settings as IngestSettings
 from enerlink.schemas.snapshot import encode_snapshot
 from enerlink.schemas.wire import Buckets, Keys, Tables, Topics
-from minio import Minio
-
-from enerlink.config import Env
 from tests.conftest import load_fixture
 from tests.support.aggdata import aggregate_row, insert_rows
 from tests.support.apiserver import serve_api

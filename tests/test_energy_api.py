@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+
 from enerlink.api import energy
 from enerlink.schemas.wire import Tables
-
 from tests.support.apiserver import serve_api
 from tests.support.energyday import BLOCK_MS, MIN_MS, Household, aggregate_homes
 

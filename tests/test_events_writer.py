@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from enerlink.schemas.wire import Tables
 
 from enerlink.db import migrate
 from enerlink.events import COPY_EVENTS_FROM, Event, insert_events
+from enerlink.schemas.wire import Tables
 
 
 async def test_events_are_stored_once_by_rows_and_by_copy(pg_schema: str) -> None:

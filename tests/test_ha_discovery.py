@@ -18,18 +18,18 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from enerlink.hass.discovery import SENSORS, node_id
-from enerlink.hass.energy import MeterCounters, Reading
-from enerlink.hass.metrics import HassMetrics
-from enerlink.hass.service import run
-from enerlink.hass.settings import Settings
-from enerlink.schemas.wire import Keys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from enerlink import mqtt
 from enerlink.config import Env, MqttEndpoint
+from enerlink.hass.discovery import SENSORS, node_id
+from enerlink.hass.energy import MeterCounters, Reading
+from enerlink.hass.metrics import HassMetrics
+from enerlink.hass.service import run
+from enerlink.hass.settings import Settings
+from enerlink.schemas.wire import Keys
 from tests.conftest import load_fixture
 from tests.support.ingest_support import wait_until
 from tests.support.secured_broker import SERVICE_PASSWORDS, SecuredBroker

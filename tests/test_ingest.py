@@ -8,9 +8,9 @@ import json
 import orjson
 import pytest
 import redis.asyncio as aioredis
+
 from enerlink.schemas.snapshot import encode_snapshot
 from enerlink.schemas.wire import Keys, Topics
-
 from tests.support.ingest_support import (
     ago,
     data_message,

@@ -12,9 +12,9 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
+
 from enerlink.ingest.metrics import IngestMetrics
 from enerlink.schemas.wire import Keys, Topics
-
 from tests.support.ingest_support import ingest_settings, running, wait_until
 from tests.support.services import Broker
 from tests.test_ingest_faults import (  # noqa: F401 - own_redis* are fixtures used below

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
+
 from enerlink.ingest.metrics import IngestMetrics
 from enerlink.ingest.seq_record import MAX_RANGES
 from enerlink.schemas.delivery import Confirmation
 from enerlink.schemas.wire import Keys, Topics
-
 from tests.support.ingest_delivery_support import listening, readings, record, retained
 from tests.support.ingest_support import (
     ago,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from enerlink.ingest.delivery import confirmation_at, confirmation_payload
 from enerlink.ingest.mqtt_source import PUBLISH_WINDOW
 from enerlink.schemas.delivery import MAX_CONFIRM_RANGES, MAX_SEQ, Confirmation

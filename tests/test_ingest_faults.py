@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from enerlink.ingest.metrics import IngestMetrics
 from enerlink.schemas.snapshot import encode_snapshot
 from enerlink.schemas.wire import Keys, Topics
-from redis.exceptions import ConnectionError as RedisConnectionError
-
 from tests.support.ingest_support import (
     ago,
     data_message,

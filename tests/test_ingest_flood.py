@@ -12,10 +12,10 @@ from collections import Counter
 from datetime import timedelta
 
 import redis.asyncio as aioredis
+
 from enerlink.ingest.metrics import IngestMetrics
 from enerlink.schemas.snapshot import decode_snapshot, encode_snapshot
 from enerlink.schemas.wire import Keys, Topics
-
 from tests.support.ingest_support import (
     ago,
     data_message,

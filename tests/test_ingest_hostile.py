@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+
 from enerlink.ingest.settings import Settings
 from enerlink.schemas.wire import Keys, Topics
-
 from tests.support.ingest_support import (
     ago,
     data_message,

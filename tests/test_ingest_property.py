@@ -11,12 +11,12 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import redis
-from enerlink.ingest.validate import Measurement, Validator
-from enerlink.schemas.snapshot import encode_snapshot
-from enerlink.schemas.wire import Keys, Topics
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from enerlink.ingest.validate import Measurement, Validator
+from enerlink.schemas.snapshot import encode_snapshot
+from enerlink.schemas.wire import Keys, Topics
 from tests.conftest import TEST_REDIS_URL, load_fixture
 from tests.support.services import Broker, ServiceProcess
 

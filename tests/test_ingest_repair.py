@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 import orjson
 import redis.asyncio as aioredis
+
 from enerlink.ingest.metrics import IngestMetrics
 from enerlink.schemas.delivery import ResendCommand
 from enerlink.schemas.snapshot import encode_snapshot
 from enerlink.schemas.wire import Keys, Topics
-
 from tests.support.ingest_delivery_support import holds, listening, readings, record, retained
 from tests.support.ingest_support import (
     ago,

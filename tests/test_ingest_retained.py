@@ -15,10 +15,10 @@ import asyncio
 import aiomqtt
 import pytest
 import redis.asyncio as aioredis
+
 from enerlink.ingest.metrics import IngestMetrics
 from enerlink.schemas.snapshot import encode_snapshot
 from enerlink.schemas.wire import Keys, Topics
-
 from tests.support.ingest_support import (
     ago,
     data_message,

@@ -15,12 +15,12 @@ from datetime import datetime
 from pathlib import Path
 
 import redis.asyncio as aioredis
+
+from enerlink.identity import host_label
 from enerlink.ingest.service import run
 from enerlink.ingest.settings import Settings
 from enerlink.schemas.snapshot import encode_snapshot
 from enerlink.schemas.wire import Keys, Topics
-
-from enerlink.identity import host_label
 from tests.support.ingest_support import ago, data_message, ingest_settings, publisher, wait_until
 from tests.support.services import Broker, ServiceProcess
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+
 from enerlink.ingest.metrics import IngestMetrics
 from enerlink.schemas.wire import Keys, Topics
-
 from tests.support.ingest_support import ingest_settings, running, wait_until
 from tests.support.secured_broker import SERVICE_PASSWORDS, SecuredBroker
 from tests.test_ingest_faults import _at_least, check_exactly_once, fleet, publish_all

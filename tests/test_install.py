@@ -10,9 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from enerlink.edge.hardware.runner import HardwareConfig
 
 from enerlink.config import Env
+from enerlink.edge.hardware.runner import HardwareConfig
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "raspberry-pi"
 SCRIPT = DEPLOY / "install.sh"

@@ -17,13 +17,13 @@ from typing import Any
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+
 from enerlink.aggregator import fold
 from enerlink.aggregator.columns import DERIVED, LAST_ONLY, STAT_COLUMNS, table_columns
+from enerlink.db import connect, migrate
 from enerlink.schemas.fields import DATA_FIELDS
 from enerlink.schemas.wire import Tables
 from enerlink.settlement import records
-
-from enerlink.db import connect, migrate
 from tests.support.aggdata import REAL_REL, columns, insert_rows
 from tests.support.apiserver import serve_api
 from tests.support.energyday import Household, aggregate_homes

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from enerlink.edge.publish_config import OFFLINE, ONLINE, PublisherConfig
-from enerlink.edge.publisher import Publisher
-from enerlink.edge.queue import QueueLimits
 
 from enerlink import mqtt_internals
 from enerlink.config import MqttEndpoint
+from enerlink.edge.publish_config import OFFLINE, ONLINE, PublisherConfig
+from enerlink.edge.publisher import Publisher
+from enerlink.edge.queue import QueueLimits
 from enerlink.mqtt import client as mqtt_client
 from tests.support.edge_mqtt import MosquittoSub
 from tests.support.services import Broker

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from enerlink.edge.publish_config import PublisherConfig
-from enerlink.edge.publisher import Publisher
 
 from enerlink.config import MqttEndpoint
+from enerlink.edge.publish_config import PublisherConfig
+from enerlink.edge.publisher import Publisher
 from enerlink.mqtt import client as mqtt_client
 from tests.support.secured_broker import SERVICE_PASSWORDS, SecuredBroker
 

@@ -23,10 +23,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from enerlink.edge.publish_config import PublisherConfig
-from enerlink.edge.publisher import Publisher
 
 from enerlink.config import MqttEndpoint
+from enerlink.edge.publish_config import PublisherConfig
+from enerlink.edge.publisher import Publisher
 from enerlink.mqtt import client as mqtt_client
 from tests.support.services import Broker, free_port
 

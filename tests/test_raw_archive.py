@@ -14,6 +14,8 @@ import orjson
 import psycopg
 import pytest
 import redis
+from psycopg import sql
+
 from enerlink.aggregator import reader
 from enerlink.archiver import raw_objects
 from enerlink.archiver.raw_export import RawHooks, RawReport
@@ -22,12 +24,10 @@ from enerlink.archiver.raw_service import raw_now
 from enerlink.archiver.service import run as archive_run
 from enerlink.archiver.settings import Settings
 from enerlink.archiver.storage import open_store
-from enerlink.schemas.snapshot import encode_snapshot
-from enerlink.schemas.wire import Buckets, Keys, Tables
-from psycopg import sql
-
 from enerlink.config import Env
 from enerlink.db import migrate
+from enerlink.schemas.snapshot import encode_snapshot
+from enerlink.schemas.wire import Buckets, Keys, Tables
 from tests.conftest import TEST_REDIS_URL
 from tests.support.rawdata import HOUR_MS, Stored, flag_late, previous_hour, redis_now_ms, simulate, store
 

@@ -14,17 +14,17 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 import redis
+from psycopg import sql
+
 from enerlink.aggregator.service import run as aggregate_run
 from enerlink.aggregator.settings import Settings as AggregatorSettings
 from enerlink.archiver.raw_format import to_messages
 from enerlink.archiver.raw_service import raw_now
 from enerlink.archiver.settings import Settings
 from enerlink.archiver.storage import open_store
-from enerlink.schemas.wire import Tables
-from psycopg import sql
-
 from enerlink.config import Env
 from enerlink.db import migrate
+from enerlink.schemas.wire import Tables
 from tests.conftest import TEST_REDIS_URL
 from tests.support.apiserver import serve_api
 from tests.support.rawdata import HOUR_MS, previous_hour, simulate, store

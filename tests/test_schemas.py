@@ -9,13 +9,13 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
+from pydantic import ValidationError
+
 from enerlink.schemas.commands import SCENARIOS, CommandError, SettleResult, command_id_of, parse_command
 from enerlink.schemas.fields import BOOL_FIELDS, DATA_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS
 from enerlink.schemas.jsonschema import JSON_DIR, SCHEMA_FILES, render
 from enerlink.schemas.telemetry import DataMessage, StatusMessage
 from enerlink.schemas.wire import Topics
-from pydantic import ValidationError
-
 from tests.conftest import load_fixture
 
 

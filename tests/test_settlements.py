@@ -16,13 +16,13 @@ from typing import Any
 import psycopg
 import pytest
 import redis.asyncio as aioredis
-from enerlink.aggregator.service import run as aggregate
-from enerlink.schemas.wire import Keys, Tables
-from enerlink.settlement.records import ABANDONED_EVENT, MISMATCH_EVENT
 
+from enerlink.aggregator.service import run as aggregate
 from enerlink.config import CommonSettings, Env
 from enerlink.db import migrate
 from enerlink.mqtt import client as mqtt_client
+from enerlink.schemas.wire import Keys, Tables
+from enerlink.settlement.records import ABANDONED_EVENT, MISMATCH_EVENT
 from tests.support.apiserver import serve_api
 from tests.support.scripted_meter import scripted_meter
 from tests.support.services import ServiceProcess
@@ -457,7 +457,6 @@ async def test_a_simulated_meter_and_the_pipeline_agree_and_a_tampered_counter_i
     from enerlink.edge.service import run as run_fleet
     from enerlink.edge.settings import Settings as EdgeSettings
     from enerlink.ingest.settings import Settings as IngestSettings
-
     from tests.support.sim_support import wait_for
 
     env = Env({**environ, "ENERLINK_AGGREGATOR_METRICS_PORT": "0"})

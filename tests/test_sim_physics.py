@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+
 from enerlink.edge.sim.engine import EXPORT, IMPORT, SOLAR_OUT, Simulator
 from enerlink.edge.sim.fleet import Fleet, MeterSpec, generate, lab_spec
 from enerlink.edge.sim.messages import data_messages

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from enerlink.config import Env
 from enerlink.edge.settings import Settings
 from enerlink.edge.sim.replay import Player, handle, play
 from enerlink.edge.sim.replay_source import Mapping, ReplayError, load
 from enerlink.schemas.telemetry import DataMessage
-
-from enerlink.config import Env
 from tests.support.sim_support import collect, wait_for
 
 

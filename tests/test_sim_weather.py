@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
+
 from enerlink.edge.sim.engine import SOLAR_OUT, Simulator
 from enerlink.edge.sim.fleet import Fleet, MeterSpec
 from enerlink.edge.sim.weather import OfflineWeather, OpenMeteoWeather, cell

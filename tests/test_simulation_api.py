@@ -11,11 +11,11 @@ import signal
 from typing import Any
 
 import httpx
+
+from enerlink.config import Env
 from enerlink.edge.service import run as run_fleet
 from enerlink.edge.settings import Settings as EdgeSettings
 from enerlink.schemas.wire import Topics
-
-from enerlink.config import Env
 from tests.support.apiserver import serve_api
 from tests.support.services import ServiceProcess
 from tests.support.sim_support import Collected, collect, wait_for
@@ -248,7 +248,6 @@ async def test_inside_up_idle_then_started_from_the_api(environ: dict[str, str],
     """``enerlink up --idle``: the fleet inside the one-process pipeline waits for a start from its own
     API, then its meters' data go through the ingest into Redis."""
     from enerlink.schemas.wire import Keys
-
     from tests.support.services import free_port
 
     keys = Keys(environ["ENERLINK_KEY_PREFIX"])

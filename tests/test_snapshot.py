@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from enerlink.aggregator import batch
 from enerlink.edge.sim.engine import Simulator
 from enerlink.edge.sim.fleet import generate
@@ -21,9 +24,6 @@ from enerlink.schemas.snapshot import (
     is_compact,
 )
 from enerlink.schemas.snapshot_general import encode_general
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from tests.conftest import load_fixture
 
 FIXTURE = load_fixture("meter-data.json")

@@ -12,12 +12,12 @@ import sys
 import orjson
 import pytest
 import redis.asyncio as aioredis
+
 from enerlink.ingest.redis_store import RedisStore
 from enerlink.ingest.validate import Measurement
 from enerlink.schemas.snapshot import decode_snapshot, encode_snapshot
 from enerlink.schemas.telemetry import DataMessage, epoch_ms
 from enerlink.schemas.wire import Keys
-
 from tests.support.ingest_support import ago, data_message, ingest_settings, publisher, running, wait_until
 from tests.support.services import Broker
 from tests.test_snapshot import simulated

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from enerlink.schemas.wire import Keys
 
+from enerlink.schemas.wire import Keys
 from tests.conftest import TEST_REDIS_URL
 from tests.support.services import ROOT, ServiceProcess, free_port
 

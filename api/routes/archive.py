@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import StreamingResponse
+from psycopg import sql
+
 from enerlink.api.deps import AppState, iso
 from enerlink.api.models import ArchiveEntry, Problem
 from enerlink.archiver.months import ARCHIVED_TABLES
 from enerlink.schemas.wire import Tables
-from fastapi import APIRouter, HTTPException, Path, Query
-from fastapi.responses import StreamingResponse
-from psycopg import sql
 
 router = APIRouter(prefix="/telemetry/archive", tags=["archive"])
 

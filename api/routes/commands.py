@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
+from fastapi import APIRouter, HTTPException, Path
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from enerlink import commands
 from enerlink.api.deps import AppState, State
 from enerlink.api.models import Problem
 from enerlink.api.routes.settlements import REQUEST_ID_PATTERN, SettlementOut, settlement_settings
 from enerlink.schemas.commands import SCENARIO_NAMES, SCENARIOS, Command, CommandName
 from enerlink.schemas.telemetry import METER_ID_PATTERN, MeterId
 from enerlink.settlement import records, settling
-from fastapi import APIRouter, HTTPException, Path
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from enerlink import commands
 
 router = APIRouter(tags=["commands"])
 

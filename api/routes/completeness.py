@@ -14,14 +14,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from enerlink.api.deps import AppState, State, iso, utc
-from enerlink.api.models import FleetCompleteness, MeterCompleteness, Problem
-from enerlink.api.routes.history import bounded_rows, meter_known
-from enerlink.api.routes.latest import MeterIdPath
 from fastapi import APIRouter, HTTPException, Query
 from psycopg import sql
 
 from enerlink import completeness
+from enerlink.api.deps import AppState, State, iso, utc
+from enerlink.api.models import FleetCompleteness, MeterCompleteness, Problem
+from enerlink.api.routes.history import bounded_rows, meter_known
+from enerlink.api.routes.latest import MeterIdPath
 
 router = APIRouter(tags=["completeness"])
 

@@ -15,14 +15,15 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+from fastapi import APIRouter, HTTPException, Query
+from psycopg import sql
+
 from enerlink.aggregator.health import COLUMNS as HEALTH_COLUMNS
 from enerlink.api.deps import AppState, iso, utc
 from enerlink.api.models import Event, HealthBucket, HealthHistory, HealthPoint, Problem
 from enerlink.api.routes.history import bounded_rows, meter_known, too_many_points
 from enerlink.api.routes.latest import MeterIdPath
 from enerlink.schemas.wire import Tables
-from fastapi import APIRouter, HTTPException, Query
-from psycopg import sql
 
 router = APIRouter(tags=["device health"])
 

@@ -7,14 +7,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
+
 from enerlink.api import energy
 from enerlink.api.deps import AppState, State, iso, utc
 from enerlink.api.models import Problem
 from enerlink.api.routes.history import bounded_rows, meter_known
 from enerlink.api.routes.latest import MeterIdPath
 from enerlink.schemas.wire import Tables
-from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, Field
 
 router = APIRouter(tags=["energy"])
 

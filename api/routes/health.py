@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from enerlink.api.deps import AppState
-from enerlink.api.models import Health
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+
+from enerlink.api.deps import AppState
+from enerlink.api.models import Health
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

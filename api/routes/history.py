@@ -21,15 +21,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import psycopg
+from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi.responses import JSONResponse, Response
+from prometheus_client.core import CounterMetricFamily
+from psycopg import sql
+
 from enerlink.aggregator.columns import DERIVED
 from enerlink.api.deps import AppState, State, iso, utc
 from enerlink.api.models import HistoryResponse, Problem, Resolution, ResolutionChoice
 from enerlink.api.routes.latest import MeterIdPath
 from enerlink.schemas.wire import Tables
-from fastapi import APIRouter, Header, HTTPException, Query
-from fastapi.responses import JSONResponse, Response
-from prometheus_client.core import CounterMetricFamily
-from psycopg import sql
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["history"])

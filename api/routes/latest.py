@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
+from fastapi import APIRouter, HTTPException, Path
+from fastapi.responses import Response
+
 from enerlink.api.deps import AppState
 from enerlink.api.models import Problem
 from enerlink.schemas.telemetry import METER_ID_PATTERN, DataMessage, StatusMessage
-from fastapi import APIRouter, HTTPException, Path
-from fastapi.responses import Response
 
 router = APIRouter(prefix="/telemetry/latest", tags=["latest"])
 

@@ -7,13 +7,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+from fastapi import APIRouter, Query
+from psycopg import sql
+from psycopg.rows import dict_row
+
 from enerlink.api.deps import AppState, iso, utc
 from enerlink.api.models import Event, MeterInfo
 from enerlink.schemas.telemetry import METER_ID_PATTERN
 from enerlink.schemas.wire import Tables
-from fastapi import APIRouter, Query
-from psycopg import sql
-from psycopg.rows import dict_row
 
 router = APIRouter(tags=["meters"])
 

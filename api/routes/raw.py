@@ -8,14 +8,15 @@ import asyncio
 from datetime import date
 from typing import Annotated, Any
 
-from enerlink.api.deps import AppState, iso
-from enerlink.api.models import Problem
-from enerlink.schemas.telemetry import METER_ID_PATTERN
-from enerlink.schemas.wire import Buckets, Tables
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 from psycopg import sql
 from pydantic import BaseModel, Field
+
+from enerlink.api.deps import AppState, iso
+from enerlink.api.models import Problem
+from enerlink.schemas.telemetry import METER_ID_PATTERN
+from enerlink.schemas.wire import Buckets, Tables
 
 router = APIRouter(tags=["archive"])
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+
 from enerlink.api.deps import AppState, State
 from enerlink.api.models import Problem
 from enerlink.schemas.telemetry import METER_ID_PATTERN
 from enerlink.settlement import records, settling
 from enerlink.settlement.settings import SettlementSettings
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
-from pydantic import BaseModel, Field
 
 router = APIRouter(tags=["settlements"])
 

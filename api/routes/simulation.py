@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from enerlink.api.deps import AppState, State
-from enerlink.api.models import Problem
-from enerlink.schemas.simulation import FleetCommand, FleetCommandName, FleetState, SimulationParams
 from fastapi import APIRouter, Body, HTTPException
 
 from enerlink import simulation
+from enerlink.api.deps import AppState, State
+from enerlink.api.models import Problem
 from enerlink.commands import BrokerError
+from enerlink.schemas.simulation import FleetCommand, FleetCommandName, FleetState, SimulationParams
 
 router = APIRouter(tags=["simulation"])
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from enerlink.edge.hardware.runner import HardwareConfig, run_hardware
-
 from enerlink.config import Env
+from enerlink.edge.hardware.runner import HardwareConfig, run_hardware
 from enerlink.runtime import configure_logging, run_service
 
 

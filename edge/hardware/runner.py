@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any, Self
 
 import orjson
+from prometheus_client import CollectorRegistry, Counter
+
+from enerlink.config import CommonSettings, ConfigError, Env
 from enerlink.edge.counters import Counters
 from enerlink.edge.delivery import Delivery, is_resend
 from enerlink.edge.hardware.bus import EmulatedBus, open_board_bus, smbus_scan
@@ -43,6 +46,7 @@ from enerlink.edge.publisher import Publisher
 from enerlink.edge.queue import QueueLimits
 from enerlink.edge.readings_log import LogSettings, ReadingsLog
 from enerlink.edge.status import overall, read_os_status
+from enerlink.metrics_server import metrics_server
 from enerlink.schemas.commands import (
     CommandAck,
     CommandError,
@@ -51,10 +55,6 @@ from enerlink.schemas.commands import (
     make_ack,
     parse_command,
 )
-from prometheus_client import CollectorRegistry, Counter
-
-from enerlink.config import CommonSettings, ConfigError, Env
-from enerlink.metrics_server import metrics_server
 
 log = logging.getLogger(__name__)
 METER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

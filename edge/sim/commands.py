@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from enerlink.edge.sim.engine import Simulator
 from enerlink.edge.sim.messages import iso
 from enerlink.edge.sim.scenarios import ScenarioError

@@ -14,11 +14,10 @@ import json
 import sys
 from typing import Any
 
-from enerlink.edge.options import fleet_options, settings_from_args
-from enerlink.schemas.commands import SCENARIO_NAMES, Command
-
 from enerlink import commands
 from enerlink.config import CommonSettings, ConfigError, Env
+from enerlink.edge.options import fleet_options, settings_from_args
+from enerlink.schemas.commands import SCENARIO_NAMES, Command
 
 
 def configure(actions: Any) -> None:

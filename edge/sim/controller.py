@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import aiomqtt
 import numpy as np
 import orjson
+from pydantic import ValidationError
+
 from enerlink.edge.readings_log import resume_seqs
 from enerlink.edge.settings import Settings
 from enerlink.edge.sim.clock import Clock
@@ -36,7 +38,6 @@ from enerlink.edge.sim.runner import FleetRunner
 from enerlink.edge.sim.scenarios import ACTIVE_SCENARIOS
 from enerlink.schemas.simulation import FleetCommand, FleetState, SimulationParams
 from enerlink.schemas.wire import Topics
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 

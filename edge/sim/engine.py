@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
+
 from enerlink.edge.sim.battery import BatteryBank
 from enerlink.edge.sim.fleet import PROFILES, Fleet
 from enerlink.edge.sim.load import LoadModel

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
 from enerlink.edge.sim.engine import (
     EXPORT,
     IMPORT,

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
+
+from enerlink.config import CommonSettings, ConfigError, Env
 from enerlink.edge.publish_config import PublisherConfig
 from enerlink.edge.publisher import Publisher
 from enerlink.edge.sim.console import stdin_lines
 from enerlink.edge.sim.replay_source import Mapping, Record, ReplayError, load
-
-from enerlink.config import CommonSettings, ConfigError, Env
 from enerlink.runtime import configure_logging
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from enerlink.schemas.fields import DATA_FIELDS
 from enerlink.schemas.telemetry import DATA_UNITS, DataMessage
 

@@ -24,6 +24,8 @@ from typing import Any
 import aiomqtt
 import numpy as np
 import orjson
+
+from enerlink.console import format_power
 from enerlink.edge.delivery import Delivery, is_resend
 from enerlink.edge.publisher import Publisher
 from enerlink.edge.readings_log import Entry, ReadingsLog
@@ -35,8 +37,6 @@ from enerlink.edge.sim.messages import data_messages, status_message
 from enerlink.edge.sim.metrics import SimMetrics
 from enerlink.edge.sim.state import StateStore
 from enerlink.schemas.commands import Command, CommandError, parse_command
-
-from enerlink.console import format_power
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
 from enerlink.schemas.commands import SCENARIO_NAMES
 
 SCENARIOS: tuple[str, ...] = SCENARIO_NAMES

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pvlib
+
 from enerlink.edge.sim.weather import Cell
 
 FloatArray = npt.NDArray[np.float64]

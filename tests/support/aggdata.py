@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
+
 from enerlink.aggregator.columns import KEY_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
 from enerlink.schemas.wire import Tables
-from psycopg import sql
 
 #: the minute table's columns that are not statistics
 NOT_STATISTICS = frozenset(name for name, _ in (*KEY_COLUMNS, *SEQ_COLUMNS))

@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 import httpx
+
 from enerlink.api.service import run
 from enerlink.api.settings import Settings
-
 from enerlink.config import Env
 from tests.support.services import free_port
 

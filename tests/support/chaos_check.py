@@ -20,11 +20,11 @@ from typing import cast
 import orjson
 import psycopg
 import redis
+
 from enerlink.aggregator.columns import STAT_COLUMNS
+from enerlink.db import quote
 from enerlink.schemas.snapshot import decode_snapshot
 from enerlink.schemas.wire import Keys, Tables
-
-from enerlink.db import quote
 from enerlink.watermark import MINUTES
 from tests.support.chaos_stack import PROBE_METER, Stack
 

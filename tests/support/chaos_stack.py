@@ -362,6 +362,7 @@ class Stack:
 
     async def _probe(self, timeout_s: float) -> None:
         import redis.asyncio as aioredis
+
         from enerlink.schemas.wire import Keys, Topics
 
         keys, topics = Keys(), Topics()

@@ -17,10 +17,10 @@ from typing import Any
 
 import aiomqtt
 import orjson
-from enerlink.edge.service import run
-from enerlink.edge.settings import Settings
 
 from enerlink.config import CommonSettings, Env, MqttEndpoint
+from enerlink.edge.service import run
+from enerlink.edge.settings import Settings
 from enerlink.mqtt import client as mqtt_client
 from tests.support.sim_support import wait_for
 

@@ -13,12 +13,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
+
 from enerlink.aggregator.service import run as aggregate
 from enerlink.aggregator.settings import Settings as AggregatorSettings
+from enerlink.config import Env
 from enerlink.schemas.snapshot import encode_snapshots
 from enerlink.schemas.wire import Keys
-
-from enerlink.config import Env
 from tests.conftest import load_fixture
 
 MIN_MS = 60_000

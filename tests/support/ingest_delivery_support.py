@@ -13,11 +13,11 @@ from typing import Any
 import aiomqtt
 import orjson
 import redis.asyncio as aioredis
-from enerlink.ingest.seq_record import SeqRecord
-from enerlink.schemas.wire import Keys
 
 from enerlink import mqtt
 from enerlink.config import MqttEndpoint
+from enerlink.ingest.seq_record import SeqRecord
+from enerlink.schemas.wire import Keys
 from tests.support.ingest_support import data_message
 
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import aiomqtt
 import redis.asyncio as aioredis
-from enerlink.ingest.metrics import IngestMetrics
-from enerlink.ingest.service import run
-from enerlink.ingest.settings import Settings
 
 from enerlink import mqtt
 from enerlink.config import Env, MqttEndpoint
+from enerlink.ingest.metrics import IngestMetrics
+from enerlink.ingest.service import run
+from enerlink.ingest.settings import Settings
 from tests.conftest import load_fixture
 
 

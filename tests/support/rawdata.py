@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import orjson
 import redis
+
 from enerlink.edge.sim.engine import Simulator
 from enerlink.edge.sim.fleet import generate
 from enerlink.edge.sim.messages import data_messages

@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from enerlink.edge.sim import commands as sim_commands
-from enerlink.schemas.commands import parse_command
-
 from enerlink.config import CommonSettings
+from enerlink.edge.sim import commands as sim_commands
 from enerlink.mqtt import client as mqtt_client
+from enerlink.schemas.commands import parse_command
 
 #: (meter_id, command JSON) -> (epoch_s of the ack, result) or None for no answer
 Script = Callable[[str, dict[str, Any]], tuple[float, dict[str, Any]] | None]

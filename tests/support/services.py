@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enerlink.schemas.examples import EXAMPLES_DIR
-
 from enerlink.devservices import mosquitto_config, prepare_data_dir
+from enerlink.schemas.examples import EXAMPLES_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = EXAMPLES_DIR

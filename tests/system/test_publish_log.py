@@ -8,10 +8,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from enerlink.config import Env, MqttEndpoint
 from enerlink.edge.service import run
 from enerlink.edge.settings import Settings
-
-from enerlink.config import Env, MqttEndpoint
 from tests.support.services import Broker
 from tests.support.sim_support import collect
 
