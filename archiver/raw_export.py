@@ -78,7 +78,7 @@ class RawExporter:
     keys: Keys
     store: ObjectStore
     grace_s: float = 300.0
-    retention_s: float = 7200.0  # the ingest drops live readings older than this itself
+    retention_s: float = 7200.0  # the ingest drops live readings older than this itself (window + hold)
     stop: threading.Event = field(default_factory=threading.Event)
     hooks: RawHooks = field(default_factory=RawHooks)
 
@@ -105,8 +105,8 @@ class RawExporter:
             if through < t1 - self.retention_s * 1000:
                 report.beyond_window += 1
                 log.warning(
-                    "raw export: hour %s is older than the Redis window (ENERLINK_RETENTION_S): readings"
-                    " of it the ingest dropped before this export are not in the archive",
+                    "raw export: hour %s is older than the ingest keeps for the export (ENERLINK_RETENTION_S"
+                    " + ENERLINK_RAW_HOLD_S): readings of it dropped before this run are not in the archive",
                     datetime.fromtimestamp(through / 1000, UTC).isoformat(),
                 )
             objects = self._hour(through, meters, report)

@@ -72,7 +72,7 @@ def raw_now(
                 keys=settings.common.keys,
                 store=store,
                 grace_s=settings.raw_grace_s,
-                retention_s=settings.redis_retention_s,
+                retention_s=settings.redis_retention_s + settings.raw_hold_s,
                 stop=stop,
                 hooks=hooks or RawHooks(),
             )

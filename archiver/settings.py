@@ -21,6 +21,7 @@ class Settings:
     raw_interval_s: int = 600  # raw readings exported every this many seconds; 0 = no raw export
     raw_grace_s: int = 300  # an hour's raw readings are exported this long after it ends
     redis_retention_s: int = 7200  # the live window the ingest keeps (ENERLINK_RETENTION_S)
+    raw_hold_s: int = 2 * 86_400  # how long past it the ingest keeps what the raw export lacks
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -34,6 +35,7 @@ class Settings:
             raw_interval_s=env.int("RAW_EXPORT_INTERVAL_S", 600),
             raw_grace_s=env.int("RAW_EXPORT_GRACE_S", 300),
             redis_retention_s=env.int("RETENTION_S", 7200),
+            raw_hold_s=env.int("RAW_HOLD_S", 2 * 86_400),
         )
         if settings.raw_interval_s < 0 or settings.raw_grace_s < 0:
             raise ConfigError("ENERLINK_RAW_EXPORT_INTERVAL_S and ENERLINK_RAW_EXPORT_GRACE_S must be >= 0")

@@ -91,6 +91,7 @@ class RedisStore:
     confirm_interval_ms: int = 0  # 0 = no seq records (no confirmations, no gap repair)
     grace_ms: int = 10_000
     record_ttl_ms: int = 8 * 86_400_000
+    raw_hold_ms: int = 0  # while the raw export runs, keep live readings it lacks this long past the window
     _sha: str | None = None
 
     async def write(self, items: Sequence[Outcome]) -> BatchResult:
@@ -167,6 +168,7 @@ class RedisStore:
             k.rate_limited,
             k.confirm_due,
             k.resend_due,
+            k.raw_export,
         ]
         args: list[str | bytes | int] = [
             self.retention_ms,
@@ -177,6 +179,7 @@ class RedisStore:
             self.confirm_interval_ms,
             self.grace_ms,
             self.record_ttl_ms,
+            self.raw_hold_ms,
         ]
         data = [item.payload for item in items if isinstance(item, Measurement) and item.kind == "data"]
         members = iter(encode_snapshots(data) if data else ())

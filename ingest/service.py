@@ -142,6 +142,7 @@ async def run(
             confirm_interval_ms=int(settings.confirm_interval_s * 1000),
             grace_ms=int(settings.gap_grace_s * 1000),
             record_ttl_ms=settings.seq_record_ttl_s * 1000,
+            raw_hold_ms=settings.raw_hold_s * 1000,
         )
         worker = _Worker(settings=settings, store=store, validator=validator, metrics=metrics, ready=ready)
         worker.delivery = Delivery(settings=settings, client=client, metrics=metrics, mqtt=worker.mqtt_client)

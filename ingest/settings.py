@@ -45,6 +45,9 @@ class Settings:
     resend_backoff_s: float = 30.0
     resend_backoff_max_s: float = 1800.0
     seq_record_ttl_s: int = 8 * 86_400
+    # while the raw export runs (the archiver), live readings it does not hold yet are kept this long past
+    # the window: an archiver outage up to it loses no raw reading, and Redis stays bounded beyond it
+    raw_hold_s: int = 2 * 86_400
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -54,6 +57,7 @@ class Settings:
             state_dir=env.path("INGEST_STATE_DIR", ".run/ingest"),
             share_group=_share_group(env),
             retention_s=env.int("RETENTION_S", 7200),
+            raw_hold_s=env.int("RAW_HOLD_S", 2 * 86_400),
             max_payload=env.int("INGEST_MAX_PAYLOAD", 262_144),
             batch=env.int("INGEST_BATCH", 500),
             receive_maximum=env.int("INGEST_RECEIVE_MAXIMUM", 1000),
@@ -91,6 +95,8 @@ class Settings:
             )
         if self.meter_rate < 0:
             raise ConfigError(f"ENERLINK_INGEST_METER_RATE={self.meter_rate}: must be 0 (off) or more")
+        if self.raw_hold_s < 0:
+            raise ConfigError(f"ENERLINK_RAW_HOLD_S={self.raw_hold_s}: must not be negative")
         if self.retention_s < 60:
             raise ConfigError(f"ENERLINK_RETENTION_S={self.retention_s}: must be at least 60")
         if self.max_payload < 1024:

@@ -1,15 +1,15 @@
 -- EnerLink ingest: store one batch atomically (see ingest/redis_store.py for the contract).
 -- ingest/seq_record.lua (the seq record's functions) is prepended to this script.
 --
--- KEYS[1..14]  latest_data, latest_data_at, latest_status, latest_status_at, meters, gaps,
+-- KEYS[1..15]  latest_data, latest_data_at, latest_status, latest_status_at, meters, gaps,
 --              late_minutes, rejected, rejected_counts, presence, events, rate_limited,
---              confirm_due, resend_due
--- KEYS[15..]   per item keys, in item order: data -> timeseries, late_data, seq_record, repaired;
+--              confirm_due, resend_due, raw_export
+-- KEYS[16..]   per item keys, in item order: data -> timeseries, late_data, seq_record, repaired;
 --              status -> status_timeseries; not held -> seq_record
--- ARGV[1..8]   retention_ms, rejected_maxlen, events_maxlen, live_channel ('' = off), item count,
+-- ARGV[1..9]   retention_ms, rejected_maxlen, events_maxlen, live_channel ('' = off), item count,
 --              confirm_interval_ms (0 = no seq records, confirmations or gap repair), grace_ms,
---              record_ttl_ms
--- ARGV[9..]    items; each starts with its kind:
+--              record_ttl_ms, raw_hold_ms (0 = trim at the window whatever the raw export holds)
+-- ARGV[10..]    items; each starts with its kind:
 --              'd' meter at_ms seq('' = none) late_member member(stored form) payload(JSON as received)
 --                  resent('1' = from Topics.resent)
 --              's' meter at_ms payload
@@ -29,7 +29,7 @@
 local K_LATEST_DATA, K_LATEST_DATA_AT, K_LATEST_STATUS, K_LATEST_STATUS_AT = 1, 2, 3, 4
 local K_METERS, K_GAPS, K_LATE_MINUTES, K_REJECTED, K_REJECTED_COUNTS, K_PRESENCE, K_EVENTS =
   5, 6, 7, 8, 9, 10, 11
-local K_RATE_LIMITED, K_CONFIRM_DUE, K_RESEND_DUE = 12, 13, 14
+local K_RATE_LIMITED, K_CONFIRM_DUE, K_RESEND_DUE, K_RAW_EXPORT = 12, 13, 14, 15
 
 local retention = tonumber(ARGV[1])
 local rejected_maxlen = ARGV[2]
@@ -39,13 +39,24 @@ local count = tonumber(ARGV[5])
 local confirm_interval = tonumber(ARGV[6])
 local grace = tonumber(ARGV[7])
 local record_ttl = ARGV[8]
+local raw_hold = tonumber(ARGV[9])
 
 local now = redis_now_ms()
-local horizon = now - retention
+local horizon = now - retention -- older readings are late (late_data), newer ones live (timeseries)
+-- While the raw export runs (its state in KEYS[K_RAW_EXPORT]), live readings it does not hold yet are
+-- not trimmed, for at most raw_hold beyond the window; the keys live that much longer too.
+local trim_before, ttl = horizon, retention
+if raw_hold > 0 then
+  local through = redis.call('HGET', KEYS[K_RAW_EXPORT], 'through')
+  if through then
+    trim_before = math.max(math.min(horizon, tonumber(through)), horizon - raw_hold)
+    ttl = retention + raw_hold
+  end
+end
 
 local results = {}
-local a = 9
-local k = 15
+local a = 10
+local k = 16
 local records = {} -- meter -> {key, raw, r}
 
 local function record_of(meter, key)
@@ -118,9 +129,9 @@ for _ = 1, count do
       flags = flags + 2
     end
     local added = redis.call('ZADD', target, at, member)
-    redis.call('PEXPIRE', target, retention)
+    redis.call('PEXPIRE', target, ttl)
     if target == series then
-      redis.call('ZREMRANGEBYSCORE', series, '-inf', '(' .. horizon)
+      redis.call('ZREMRANGEBYSCORE', series, '-inf', '(' .. trim_before)
     end
     if added == 1 then
       flags = flags + 1
@@ -134,7 +145,7 @@ for _ = 1, count do
       end
       if resent and seq ~= '' then
         redis.call('ZADD', repaired, at, seq)
-        redis.call('PEXPIRE', repaired, retention)
+        redis.call('PEXPIRE', repaired, ttl)
         flags = flags + 64
       end
     end
