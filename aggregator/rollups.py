@@ -350,8 +350,9 @@ async def bucket_open(conn: Conn, minute: datetime) -> bool:
         f"select minute from {quote(Tables.AGGREGATOR_WATERMARK)} where name = %s".encode(), (CLOSED_BEFORE,)
     )
     row = await cur.fetchone()
+    closed_before = row[0] if row else None
     boundary = ms_to_dt(fold.boundary_ms(int(minute.timestamp() * 1000)))
-    return row is None or row[0] is None or row[0] <= boundary
+    return not isinstance(closed_before, datetime) or closed_before <= boundary
 
 
 async def folded_after(conn: Conn, minute: datetime) -> bool:
