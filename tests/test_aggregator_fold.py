@@ -237,6 +237,14 @@ async def test_migration_keeps_rollups_and_later_minutes_of_an_open_bucket_are_f
             _but_settings(rows(url, Tables.TELEMETRY_1D_FOLDED)),
             _but_settings(_folded_reference(url, width="1 day")),
         )
+    # each minute pass moved the buckets complete by then: the two before the last one are closed
+    with psycopg.connect(url) as conn:
+        closed = conn.execute(f"select distinct bucket from {Tables.TELEMETRY_5M_CLOSED}").fetchall()
+        opened = conn.execute(f"select distinct bucket from {Tables.TELEMETRY_5M_OPEN}").fetchall()
+    assert sorted(b for (b,) in closed) == [
+        datetime.fromtimestamp((start + k * FIVE) / 1000, UTC) for k in (0, 1)
+    ]
+    assert [b for (b,) in opened] == [datetime.fromtimestamp((start + 2 * FIVE) / 1000, UTC)]
     folded = rows(url, Tables.TELEMETRY_1D_FOLDED)
     assert sum(r["sample_count"] for (m, _), r in folded.items() if m == "A") >= 7 * 12 + 3
 
