@@ -4,7 +4,8 @@ Merging every minute row into its 5-minute, hourly and daily row rewrote three w
 and minute; those updates were most of a minute's PostgreSQL work. Now, like a continuous aggregate
 with real-time aggregation:
 
-* ``telemetry_aggregates_5m`` is a table, merged every minute (aggregator/rollups.py);
+* ``telemetry_aggregates_5m`` is the view of the open buckets' table, merged every minute, and the
+  complete buckets' table, each row moved there once (aggregator/rollups.py, migration 0011);
 * ``telemetry_aggregates_1h`` and ``_1d`` are views: the meter's *folded* row (tables
   ``..._1h_folded`` and ``..._1d_folded``: its 5-minute buckets before ``rollup_fold.folded_until``)
   combined with its 5-minute rows from ``folded_until`` on (at most the open bucket and one closed

@@ -1,9 +1,10 @@
 """5-minute, hourly and daily rollups kept in step with the minute rows, like continuous aggregates.
 
-The 5-minute table is brought up to date after each upsert of minute rows (the staging table holds
-exactly the rows just written), in the same transaction; the hourly and daily levels are views over
-folded tables (aggregator/fold.py), which take the 5-minute rows a fifth of the fleet at a time
-(:func:`fold_minute`), so a minute's job writes one rollup row per meter, not three:
+The 5-minute level (the view ``telemetry_aggregates_5m``) is brought up to date after each upsert of
+minute rows (the staging table holds exactly the rows just written), in the same transaction; the
+hourly and daily levels are views over folded tables (aggregator/fold.py), which take the 5-minute rows
+a fifth of the fleet at a time (:func:`fold_minute`), so a minute's job writes one rollup row per
+meter, not three:
 
 * minute rows that are new (the common case: the minute just closed, catch-up, a backfilled minute
   never seen before) are *merged* into their 5-minute row: the staging rows are grouped by bucket
@@ -16,6 +17,11 @@ folded tables (aggregator/fold.py), which take the 5-minute rows a fifth of the 
   rows inside the folded range, the folded hour from its folded 5-minute rows and the local day
   (``ENERLINK_TIMEZONE``) from the folded hours inside it plus the folded 5-minute rows of partial
   hours at its edges (zones with :30 / :45 offsets).
+
+The 5-minute rows are in two tables (migration 0011): the open buckets' (merged every minute) and the
+complete buckets' (each row written once): each minute pass first moves the buckets complete before
+its minute (:func:`fold_minute`). A bucket is in one of them, never both: a merge or a recomputation
+writes into the table that holds the bucket (the open one if neither does).
 
 The views give the same rows as computing the buckets from the minute rows in SQL (tested).
 
