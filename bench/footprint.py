@@ -296,7 +296,7 @@ def pg_figures(url: str, *, expected: int) -> list[Figure]:
         compacted = _table(conn, Tables.TELEMETRY_5M_OPEN)[0] / max(1, int(meters[0]) if meters else 1)
         print(
             f"postgresql {Tables.TELEMETRY_5M_OPEN}: {rows:,} rows, {size:,} bytes ({per_meter:,.0f} B a"
-            f" meter as written, {compacted:,.0f} B after VACUUM FULL; not growing with time)"
+            f" meter as written, {compacted:,.0f} B after VACUUM FULL; open buckets only)"
         )
     return out
 
