@@ -4,7 +4,8 @@ Merging every minute row into its 5-minute, hourly and daily row rewrote three w
 and minute; those updates were most of a minute's PostgreSQL work. Now, like a continuous aggregate
 with real-time aggregation:
 
-* ``telemetry_aggregates_5m`` is a table, merged every minute (aggregator/rollups.py);
+* ``telemetry_aggregates_5m`` is the view of the open buckets' table, merged every minute, and the
+  complete buckets' table, each row moved there once (aggregator/rollups.py, migration 0011);
 * ``telemetry_aggregates_1h`` and ``_1d`` are views: the meter's *folded* row (tables
   ``..._1h_folded`` and ``..._1d_folded``: its 5-minute buckets before ``rollup_fold.folded_until``)
   combined with its 5-minute rows from ``folded_until`` on (at most the open bucket and one closed
@@ -68,6 +69,21 @@ def _view_column(name: str) -> str:
     return f"{col.stat}({c})"
 
 
+def five_minute_rows(where: str) -> str:
+    """A subquery (in parentheses) of the 5-minute rows matching ``where`` (an SQL condition on
+    ``f5``), from the closed and the open table each (migration 0011): written out per table, so a
+    lateral reference in ``where`` reaches each table's primary key (through the union view the
+    planner may filter above both scans instead)."""
+    return (
+        "("
+        + " union all ".join(
+            f"select * from {quote(t)} f5 where {where}"
+            for t in (Tables.TELEMETRY_5M_CLOSED, Tables.TELEMETRY_5M_OPEN)
+        )
+        + ")"
+    )
+
+
 def view_sql(view: str) -> str:
     """``create view`` of an hourly or daily level: folded rows plus the unfolded 5-minute rows (as
     migration 0010 creates it; a test checks the columns and types of the views against it)."""
@@ -86,8 +102,7 @@ from (
   select r.meter_id, {bucket} as b, {", ".join(f"f.{quote(n)}" for n in stats[:3])},
     {", ".join(f"f.{quote(n)}" for n in stats[3:])}
   from {quote(Tables.ROLLUP_FOLD)} r{zone}
-  cross join lateral (select * from {quote(Tables.TELEMETRY_5M)} f5
-    where f5.meter_id = r.meter_id and f5.bucket >= r.folded_until) f
+  cross join lateral {five_minute_rows("f5.meter_id = r.meter_id and f5.bucket >= r.folded_until")} f
 ) p
 group by p.meter_id, p.b"""
 
@@ -134,9 +149,11 @@ def due_sql() -> str:
 def parts_sql() -> str:
     """The 5-minute rows to fold into :data:`PARTS` (shaped like the 5-minute table): one index
     probe per due meter, never a scan of the table."""
+    rows = five_minute_rows(
+        "f5.meter_id = d.meter_id and f5.bucket >= d.folded_until and f5.bucket < %(boundary)s"
+    )
     return f"""insert into {PARTS} select f.*
-  from {_DUE} d cross join lateral (select * from {quote(Tables.TELEMETRY_5M)} f5
-    where f5.meter_id = d.meter_id and f5.bucket >= d.folded_until and f5.bucket < %(boundary)s) f"""
+  from {_DUE} d cross join lateral {rows} f"""
 
 
 def count_parts_sql() -> str:

@@ -350,7 +350,7 @@ class Aggregator:
         self._wait_s = 0.0
         try:
             async with conn.transaction():
-                maybe_folded = True
+                maybe_folded, bucket_open = True, False
                 if watermark is not None:  # a minute pass: fold while the first shard is computed
                     await rollups.fold_minute(
                         conn,
@@ -358,6 +358,7 @@ class Aggregator:
                         timezone=self.settings.common.timezone,
                     )
                     maybe_folded = await rollups.folded_after(conn, watermark)
+                    bucket_open = await rollups.bucket_open(conn, watermark)
                 waiting = asyncio.as_completed(parts)
                 for n, next_part in enumerate(waiting, start=1):
                     began = time.monotonic()
@@ -375,6 +376,7 @@ class Aggregator:
                         timezone=self.settings.common.timezone,
                         maybe_folded=maybe_folded,
                         new_minute=watermark is not None,
+                        bucket_open=bucket_open,
                     )
                 inserted = await insert_events(conn, merged.events)
                 if watermark is not None:

@@ -1,9 +1,10 @@
 """5-minute, hourly and daily rollups kept in step with the minute rows, like continuous aggregates.
 
-The 5-minute table is brought up to date after each upsert of minute rows (the staging table holds
-exactly the rows just written), in the same transaction; the hourly and daily levels are views over
-folded tables (aggregator/fold.py), which take the 5-minute rows a fifth of the fleet at a time
-(:func:`fold_minute`), so a minute's job writes one rollup row per meter, not three:
+The 5-minute level (the view ``telemetry_aggregates_5m``) is brought up to date after each upsert of
+minute rows (the staging table holds exactly the rows just written), in the same transaction; the
+hourly and daily levels are views over folded tables (aggregator/fold.py), which take the 5-minute rows
+a fifth of the fleet at a time (:func:`fold_minute`), so a minute's job writes one rollup row per
+meter, not three:
 
 * minute rows that are new (the common case: the minute just closed, catch-up, a backfilled minute
   never seen before) are *merged* into their 5-minute row: the staging rows are grouped by bucket
@@ -16,6 +17,11 @@ folded tables (aggregator/fold.py), which take the 5-minute rows a fifth of the 
   rows inside the folded range, the folded hour from its folded 5-minute rows and the local day
   (``ENERLINK_TIMEZONE``) from the folded hours inside it plus the folded 5-minute rows of partial
   hours at its edges (zones with :30 / :45 offsets).
+
+The 5-minute rows are in two tables (migration 0011): the open buckets' (merged every minute) and the
+complete buckets' (each row written once): each minute pass first moves the buckets complete before
+its minute (:func:`fold_minute`). A bucket is in one of them, never both: a merge or a recomputation
+writes into the table that holds the bucket (the open one if neither does).
 
 The views give the same rows as computing the buckets from the minute rows in SQL (tested).
 
@@ -154,6 +160,9 @@ def _daily_sql(keys_from: str) -> str:
 
 
 _FULL = "_enerlink_agg_full"  # staging rows of meters whose buckets are recomputed in full
+#: watermark row: every 5-minute bucket before it has been moved to the closed table
+CLOSED_BEFORE = "5m_closed_before"
+_FULL_5M = "_enerlink_agg_full_5m"  # recomputed 5-minute rows, before they go to their table
 _REPLACED = "_enerlink_agg_replaced"  # (meter, minute) of staging rows that replace stored ones
 _BUCKETS = {
     Tables.TELEMETRY_5M: f"date_bin(interval '5 minutes', s.bucket, {_EPOCH})",
@@ -162,20 +171,48 @@ _BUCKETS = {
 }
 
 
-def _merge_sql(target: str, *, staging: str, one_per_meter: bool) -> str:
+def _closed(alias: str, bucket: str) -> str:
+    """SQL condition: the 5-minute bucket ``bucket`` of ``alias``'s meter is in the closed table."""
+    return (
+        f"exists (select 1 from {quote(Tables.TELEMETRY_5M_CLOSED)} c"
+        f" where c.meter_id = {alias}.meter_id and c.bucket = {bucket})"
+    )
+
+
+def _merge_sql(target: str, *, staging: str, one_per_meter: bool, closed: bool | None = None) -> str:
     """Merge the new minute rows of ``staging`` into ``target``; with ``one_per_meter`` (a single
     minute for the whole fleet, the common case) each staging row is its bucket's part as it is.
-    Into a folded table, only the rows inside their meter's folded range."""
+    Into a folded table, only the rows inside their meter's folded range. The 5-minute level is
+    written into its open table, or with ``closed`` into the closed one: only the rows whose bucket
+    is there already (``closed=False``: into the open table, only the others; ``None``: the caller
+    knows no bucket is closed). A bucket is never in both tables."""
     new_rows = f"""from {staging} s
   where not exists (select 1 from {_REPLACED} x where x.meter_id = s.meter_id)"""
+    into = target
     if target != Tables.TELEMETRY_5M:
         new_rows += f" and {fold.in_folded_range('s')}"
+    else:
+        into = Tables.TELEMETRY_5M_CLOSED if closed else Tables.TELEMETRY_5M_OPEN
+        if closed is not None:
+            new_rows += f" and {'' if closed else 'not '}{_closed('s', _BUCKETS[target])}"
     if one_per_meter:
-        return f"""{_insert(target)}
+        return f"""{_insert(into)}
 select s.meter_id, {_BUCKETS[target]}, {_columns("s")} {new_rows}
 {_merge_tail()}"""
     parts = f"select s.meter_id, {_BUCKETS[target]} as b, s.bucket, {_columns('s')} {new_rows}"
-    return _rollup_sql(target, parts, merge=True)
+    return _rollup_sql(into, parts, merge=True)
+
+
+def _merge_statements(target: str, *, staging: str, one_per_meter: bool, bucket_open: bool) -> list[str]:
+    """The merge of new minute rows into ``target``. At the 5-minute level, with ``bucket_open``
+    (a minute pass whose bucket no move has closed, :func:`bucket_open`) into the open table without
+    probing the closed one; otherwise (late data, backfill) into whichever table holds the bucket."""
+    if target != Tables.TELEMETRY_5M or bucket_open:
+        return [_merge_sql(target, staging=staging, one_per_meter=one_per_meter)]
+    return [
+        _merge_sql(target, staging=staging, one_per_meter=one_per_meter, closed=closed)
+        for closed in (True, False)
+    ]
 
 
 Conn = AsyncConnection[tuple[object, ...]]
@@ -218,12 +255,14 @@ async def refresh(
     replaced: int,
     one_per_meter: bool = False,
     maybe_folded: bool = True,
+    bucket_open: bool = False,
 ) -> None:
     """Bring every rollup bucket touched by the minute rows in ``staging`` up to date (same
     transaction as the minute upsert; :func:`mark_replaced` ran before it and found ``replaced``,
     or the rows were inserted without conflict and :func:`none_replaced` ran: 0).
     ``one_per_meter``: the caller knows ``staging`` holds at most one row per meter;
-    ``maybe_folded=False``: it knows none lies in its meter's folded range (:func:`folded_after`).
+    ``maybe_folded=False``: it knows none lies in its meter's folded range (:func:`folded_after`);
+    ``bucket_open``: it knows every row's 5-minute bucket is open (:func:`bucket_open`).
     The statements run once per shard are prepared (parsed and planned once a job)."""
     await _session(conn)
     await conn.execute(fold.ensure_meters_sql(staging).encode(), prepare=True)
@@ -231,8 +270,10 @@ async def refresh(
     folded = maybe_folded and await _any_folded(conn, staging=staging)
     for target in list(_BUCKETS) if folded else [Tables.TELEMETRY_5M]:
         params = {"tz": timezone} if target == Tables.TELEMETRY_1D_FOLDED else None
-        statement = _merge_sql(target, staging=staging, one_per_meter=one_per_meter).encode()
-        await conn.execute(statement, params, prepare=True)
+        for statement in _merge_statements(
+            target, staging=staging, one_per_meter=one_per_meter, bucket_open=bucket_open
+        ):
+            await conn.execute(statement.encode(), params, prepare=True)
     if replaced:
         await conn.execute(
             f"create temp table if not exists {_FULL} (like {staging}) on commit delete rows".encode()
@@ -265,6 +306,12 @@ async def fold_minute(conn: Conn, *, minute_ms: int, timezone: str) -> int:
     while the first shard is computed): the meters of its phase fold their 5-minute rows complete
     by then into the folded tables (aggregator/fold.py). Returns how many 5-minute rows."""
     params = {"phase": fold.phase_of(minute_ms), "boundary": ms_to_dt(fold.boundary_ms(minute_ms))}
+    await conn.execute(_move_closed_sql().encode(), params, prepare=True)
+    await conn.execute(
+        f"insert into {quote(Tables.AGGREGATOR_WATERMARK)} as w (name, minute) values (%s, %s)"
+        " on conflict (name) do update set minute = greatest(w.minute, excluded.minute)".encode(),
+        (CLOSED_BEFORE, params["boundary"]),
+    )
     for statement in fold.temp_tables_sql():
         await conn.execute(statement.encode())
     await conn.execute(fold.due_sql().encode(), params)
@@ -288,6 +335,32 @@ async def fold_minute(conn: Conn, *, minute_ms: int, timezone: str) -> int:
     return rows
 
 
+def _move_closed_sql() -> str:
+    """Move the 5-minute buckets complete before %(boundary)s from the open table to the closed one:
+    each row is written there once (merged with a row already there: minutes of a closed bucket
+    merged by a late-data pass before the bucket's move)."""
+    cols = ", ".join(quote(c) for c in ALL_COLUMNS)
+    return f"""with moved as (
+  delete from {quote(Tables.TELEMETRY_5M_OPEN)} where bucket < %(boundary)s returning {cols}
+)
+{_insert(Tables.TELEMETRY_5M_CLOSED)}
+select {cols} from moved
+{_merge_tail()}"""
+
+
+async def bucket_open(conn: Conn, minute: datetime) -> bool:
+    """Whether the 5-minute bucket of ``minute`` is open for sure: no move closed buckets from it on
+    (only a watermark moved back, by hand or by a restore, could have), so its rows need not be
+    looked for in the closed table."""
+    cur = await conn.execute(
+        f"select minute from {quote(Tables.AGGREGATOR_WATERMARK)} where name = %s".encode(), (CLOSED_BEFORE,)
+    )
+    row = await cur.fetchone()
+    closed_before = row[0] if row else None
+    boundary = ms_to_dt(fold.boundary_ms(int(minute.timestamp() * 1000)))
+    return not isinstance(closed_before, datetime) or closed_before <= boundary
+
+
 async def folded_after(conn: Conn, minute: datetime) -> bool:
     """Whether some meter's folded range reaches past ``minute`` (else no row of that minute is in
     one: the per-shard check is skipped). Only right after migration 0008, or a backfill folded."""
@@ -309,13 +382,25 @@ async def _recompute(conn: Conn, *, staging: str, timezone: str) -> None:
     5-minute rows, then the folded hourly and daily rows of those inside the folded range."""
     five_keys = f"(select distinct meter_id, bucket from {staging}) m"
     await conn.execute(
+        f"create temp table if not exists {_FULL_5M} (like {quote(Tables.TELEMETRY_5M_OPEN)}"
+        " including indexes) on commit delete rows".encode()
+    )
+    await conn.execute(f"delete from {_FULL_5M}".encode())  # a previous shard's, same transaction
+    await conn.execute(
         _level_sql(
-            target=Tables.TELEMETRY_5M,
+            target=_FULL_5M,
             source=Tables.TELEMETRY_AGGREGATES,
             keys_from=five_keys,
             width="5 minutes",
         ).encode()
     )
+    # each recomputed bucket replaces the row of the table that holds it (the open one if neither)
+    cols = ", ".join(quote(c) for c in ALL_COLUMNS)
+    for table, where in ((Tables.TELEMETRY_5M_CLOSED, ""), (Tables.TELEMETRY_5M_OPEN, "not ")):
+        await conn.execute(
+            f"insert into {quote(table)} ({cols}) select {cols} from {_FULL_5M} t"
+            f" where {where}{_closed('t', 't.bucket')} {_upsert_tail()}".encode()
+        )
     folded = f"(select s.meter_id, s.bucket from {staging} s where {fold.in_folded_range('s')})"
     hour_keys = (
         f"(select distinct meter_id, date_bin(interval '5 minutes', bucket, {_EPOCH}) as bucket"

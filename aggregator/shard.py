@@ -22,11 +22,14 @@ async def write_shard(
     timezone: str,
     maybe_folded: bool,
     new_minute: bool = False,
+    bucket_open: bool = False,
 ) -> float:
     """COPY to the emptied staging table, note which rows replace stored ones, one insert or
     upsert, the 5-minute rollup merged or recomputed (rollups.refresh). Returns the rollup's seconds.
 
     ``new_minute`` (a minute after the watermark: no stored row expected) COPYs the rows into the
+    ``bucket_open``: the minute's 5-minute bucket is known to be open (:func:`rollups.bucket_open`).
+    ``new_minute`` COPYs the rows into the
     minute table too, under a savepoint, and only if a row was there after all notes the replaced
     rows and upserts: a successful COPY proves none was replaced, without a primary-key probe per
     row (and COPY inserts in batches, which an ``insert ... select`` does not)."""
@@ -55,5 +58,6 @@ async def write_shard(
         replaced=replaced,
         one_per_meter=len({meter for meter, _ in part.keys}) == len(part.keys),
         maybe_folded=maybe_folded,
+        bucket_open=bucket_open,
     )
     return time.monotonic() - began

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 from psycopg import sql
 
-from enerlink.aggregator.fold import daily_bucket
+from enerlink.aggregator.fold import daily_bucket, five_minute_rows
 from enerlink.schemas.wire import Tables
 
 Bucket = Literal["1h", "1d"]
@@ -125,11 +125,14 @@ def energy_query(*, bucket: Bucket, fleet: bool) -> sql.Composed:
         "select f.* from {five} f where f.meter_id = %(meter_id)s"
         " and f.bucket >= %(start)s and f.bucket < %(end)s"
     ).format(five=five)
-    if fleet:
-        rows = sql.SQL(
-            "select f.* from {fold} r cross join lateral (select * from {five} f5"
-            " where f5.meter_id = r.meter_id and f5.bucket >= %(start)s and f5.bucket < %(end)s) f"
-        ).format(fold=fold, five=five)
+    if fleet:  # the closed and the open 5-minute table each by its primary key
+        per_meter = five_minute_rows(
+            "f5.meter_id = r.meter_id and f5.bucket >= %(start)s and f5.bucket < %(end)s"
+        )
+        rows = sql.SQL("select f.* from {fold} r cross join lateral {rows} f").format(
+            fold=fold,
+            rows=sql.SQL(per_meter),  # the catalogue's text: table names, no request value
+        )
     return sql.SQL(
         """with f as ({rows}),
 flows as (

@@ -23,10 +23,11 @@ Prints, each against the raw information floor (the numbers of a data message, `
 4 bytes each, times the readings a unit covers), per meter-year and for 10,000 meters, and against its
 target with PASS / ABOVE TARGET: Redis bytes per stored snapshot (``MEMORY USAGE key SAMPLES 0`` of the
 meters' sorted sets / snapshots), the other per-meter keys, the steady state per meter with the window;
-PostgreSQL bytes per meter-minute, per 5-minute row and per hourly/daily folded row (all forks of every
-partition, with their indexes and TOAST, / rows, as written and after ``VACUUM FULL``; and the average
-``pg_column_size`` of a row); archive bytes per meter-month (CSV.gz, extrapolated from the loaded
-minutes); raw archive bytes per reading.
+PostgreSQL bytes per meter-minute, per complete 5-minute row (``telemetry_aggregates_5m_closed``) and per
+hourly/daily folded row (all forks of every partition, with their indexes and TOAST, / rows, as written and
+after ``VACUUM FULL``; and the average ``pg_column_size`` of a row), and the open 5-minute buckets' table
+per meter (it holds one or two buckets a meter, however long the history); archive bytes per
+meter-month (CSV.gz, extrapolated from the loaded minutes); raw archive bytes per reading.
 The ingest's per-meter rate limit is off (``ENERLINK_INGEST_METER_RATE=0``): the bench replays an hour
 in minutes. Everything it creates is removed at the end, also on Ctrl-C or SIGTERM (``--keep``: the
 schema, the Redis server and the archive folder stay, and the bench says where).
@@ -262,7 +263,7 @@ def pg_figures(url: str, *, expected: int) -> list[Figure]:
     out = []
     tables = (
         ("minute", Tables.TELEMETRY_AGGREGATES, "meter-minute", 1, TARGET_PG),
-        ("5-minute rollup", Tables.TELEMETRY_5M, "5-min row", 5, TARGET_PG),
+        ("5-minute rollup", Tables.TELEMETRY_5M_CLOSED, "5-min row", 5, TARGET_PG),
         ("hourly folded", Tables.TELEMETRY_1H_FOLDED, "hour row", 60, None),
         ("daily folded", Tables.TELEMETRY_1D_FOLDED, "day row", 1440, None),
     )
@@ -287,6 +288,16 @@ def pg_figures(url: str, *, expected: int) -> list[Figure]:
             conn.execute(f'vacuum full "{table}"')
             compacted = _table(conn, table)[0] / rows
             out.append(replace(figure, label="  (after VACUUM FULL)", value=compacted, target=None))
+        # the open 5-minute buckets (one or two a meter, whatever the history's length): per meter
+        size, rows, avg = _table(conn, Tables.TELEMETRY_5M_OPEN)
+        meters = conn.execute(f'select count(*) from "{Tables.ROLLUP_FOLD}"').fetchone()
+        per_meter = size / max(1, int(meters[0]) if meters else 1)
+        conn.execute(f'vacuum full "{Tables.TELEMETRY_5M_OPEN}"')  # autovacuum's work in a live minute
+        compacted = _table(conn, Tables.TELEMETRY_5M_OPEN)[0] / max(1, int(meters[0]) if meters else 1)
+        print(
+            f"postgresql {Tables.TELEMETRY_5M_OPEN}: {rows:,} rows, {size:,} bytes ({per_meter:,.0f} B a"
+            f" meter as written, {compacted:,.0f} B after VACUUM FULL; open buckets only)"
+        )
     return out
 
 

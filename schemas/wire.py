@@ -288,7 +288,12 @@ class Tables:
 
     MIGRATIONS = "enerlink_migrations"
     TELEMETRY_AGGREGATES = "telemetry_aggregates"
+    #: A view since migration 0011: the complete 5-minute buckets (``TELEMETRY_5M_CLOSED``, each row
+    #: written once when its bucket is complete) and the open ones (``TELEMETRY_5M_OPEN``, merged with
+    #: each minute's rows); a bucket is in one of the two, never both (aggregator/rollups.py).
     TELEMETRY_5M = "telemetry_aggregates_5m"
+    TELEMETRY_5M_CLOSED = "telemetry_aggregates_5m_closed"
+    TELEMETRY_5M_OPEN = "telemetry_aggregates_5m_open"
     TELEMETRY_1H = "telemetry_aggregates_1h"
     TELEMETRY_1D = "telemetry_aggregates_1d"
     #: ``TELEMETRY_1H`` and ``TELEMETRY_1D`` are views since migration 0008 (aggregator/fold.py): each

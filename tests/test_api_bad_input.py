@@ -33,7 +33,7 @@ def _seed(url: str) -> None:
     insert_rows(url, Tables.TELEMETRY_1D_FOLDED, daily)
     for table, step in (
         (Tables.TELEMETRY_1H_FOLDED, timedelta(hours=1)),
-        (Tables.TELEMETRY_5M, timedelta(minutes=5)),
+        (Tables.TELEMETRY_5M_CLOSED, timedelta(minutes=5)),
         (Tables.TELEMETRY_AGGREGATES, timedelta(minutes=1)),
     ):
         start = datetime(2020, 6, 1, tzinfo=UTC)

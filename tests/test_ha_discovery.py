@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -77,7 +78,7 @@ class Seen:
 @contextlib.asynccontextmanager
 async def watching(endpoint: MqttEndpoint, *filters: str) -> AsyncIterator[Seen]:
     seen = Seen()
-    async with mqtt.client(endpoint, identifier=f"watch-{id(seen)}") as client:
+    async with mqtt.client(endpoint, identifier=f"watch-{uuid.uuid4().hex}") as client:
         await client.subscribe([(f, 1) for f in filters])
 
         async def collect() -> None:
@@ -122,9 +123,9 @@ def message(meter: str, at: datetime, counters: dict[str, tuple[float, ...]]) ->
 
 
 async def publish(endpoint: MqttEndpoint, *messages: tuple[str, bytes, bool]) -> None:
-    async with mqtt.client(endpoint, identifier=f"pub-{id(messages)}") as client:
+    async with mqtt.client(endpoint, identifier=f"pub-{uuid.uuid4().hex}") as client:
         for topic, payload, retain in messages:
-            await client.publish(topic, payload, qos=1, retain=retain)
+            await client.publish(topic, payload, qos=1, retain=retain, timeout=10)
 
 
 def by_key(configs: dict[str, bytes]) -> dict[str, dict[str, Any]]:
