@@ -175,7 +175,7 @@ def _complete(msg: dict[str, Any]) -> _Complete | None:
     picked = _PICK_ENUMS(flat)
     if set(map(type, picked)) != _STR_TYPE:
         return None  # a list or an object where an enum is expected: the general path keeps it
-    enums = [index.get(v) for index, v in zip(_ENUM_INDEX, picked, strict=True)]
+    enums = list(map(dict.get, _ENUM_INDEX, picked))
     if None in enums:
         return None
     battery = data["battery"]

@@ -127,9 +127,9 @@ def _utc_seconds(text: str) -> int | None:
     return (moment.replace(tzinfo=UTC) - _EPOCH) // timedelta(seconds=1)
 
 
-#: length of a UTC datetime written with ``Z`` -> (precision index, digits of the fraction, style):
+#: length of a UTC datetime written with ``Z`` -> (digits of the fraction, units per second, style):
 #: ``YYYY-MM-DDTHH:MM:SSZ``, then with ``.mmm``, then with ``.uuuuuu``; style 1 + (Z << 2 | precision)
-_ZULU_LENGTHS = {20: (0, 0, 5), 24: (1, 3, 6), 27: (2, 6, 7)}
+_ZULU_LENGTHS = {20: (0, 1, 5), 24: (3, 1_000, 6), 27: (6, 1_000_000, 7)}
 
 
 def datetime_slots(text: Any) -> tuple[int, int]:
@@ -140,13 +140,13 @@ def datetime_slots(text: Any) -> tuple[int, int]:
     # share their milliseconds); the same slots as _datetime_slots gives it, anything else goes there
     form = _ZULU_LENGTHS.get(len(text))
     if form is not None and text[-1] == "Z":
-        precision, digits, style = form
+        digits, unit, style = form
         fraction = text[20:-1]
         if (not digits or (text[19] == "." and fraction.isascii() and fraction.isdigit())) and (
             seconds := _utc_seconds(text[:19])
         ) is not None:
-            unit = L.PRECISIONS[precision][1]
-            return style, zigzag(seconds * unit + (int(fraction) if digits else 0))
+            t = seconds * unit + (int(fraction) if digits else 0)
+            return style, (t << 1) if t >= 0 else ((-t << 1) - 1)  # zigzag(t)
     return _datetime_slots(text)
 
 
