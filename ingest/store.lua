@@ -229,6 +229,9 @@ for _ = 1, count do
       local high = rec_high(r)
       for token in string.gmatch(text, '[^,]+') do
         local x, y = string.match(token, '^(%d+)%-(%d+)$')
+        if not x then -- one seq ('a', as ranges_text writes it)
+          x, y = token, token
+        end
         x, y = tonumber(x), math.min(tonumber(y), high)
         if x <= y then
           lost = lost + rec_add_range(r, x, y)
