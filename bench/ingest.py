@@ -12,13 +12,15 @@ b) to one ``enerlink ingest`` worker (a subprocess, fresh session), timed from t
 
 ``--own-redis`` starts a redis-server of its own, so that the CPU per message of the whole pipeline
 (worker + Redis + broker, time used by each process, robust to a loaded machine) is printed too.
-``--confirm both`` (the default) runs b) twice per round (in alternating order), with confirmations to
-meters and gap repair on (seq records in the store script, confirmations published) and off
-(``ENERLINK_INGEST_CONFIRM_INTERVAL_S=0``), and prints the cost of confirming: the ratio off minus the
-ratio on, in points of the ceiling ratio (the median of the rounds' differences), against the target of
-at most 5 points (PASS/ABOVE), and the pipeline's CPU per message with and without; ``on``/``off`` run
-one of them. The bench's fleet reports far faster than real meters (every 5-10 s), so the confirmation
-interval is scaled to it: each meter is confirmed about once every ``--per-confirmation`` of its
+``--confirm both`` (the default) runs b) twice per round (in alternating order, both against the
+round's ceiling), with confirmations to meters and gap repair on (seq records in the store script,
+confirmations published) and off (``ENERLINK_INGEST_CONFIRM_INTERVAL_S=0``), and prints the cost of
+confirming: the ratio off minus the ratio on, in points of the ceiling ratio (the median of the rounds'
+differences), against the target of at most 5 points (PASS/ABOVE), and the pipeline's CPU per message
+with and without, and per confirmation published (worker, broker, Redis: less noisy than the ratios, and
+comparable between runs that confirmed more or less often); ``on``/``off`` run one of them. The
+bench's fleet reports far faster than real meters (every 5-10 s), so the confirmation interval is
+scaled to it: each meter is confirmed about once every ``--per-confirmation`` of its
 messages (default 6: meters every 5 s, ``ENERLINK_INGEST_CONFIRM_INTERVAL_S`` 30 s), and the
 confirmations actually published per message are printed (from the worker's metrics).
 
@@ -387,6 +389,21 @@ def _summary(
         print(
             f"CPU of confirming          {diff:+.1f} us per message = {diff / off_total:+.1%} of the "
             f"pipeline's CPU without (rounds: {', '.join(f'{d:+.1f}' for d in diffs)})"
+        )
+        # the same per confirmation published: the rounds confirm more often when the worker is slower
+        # (the interval is scaled to the ceiling), so this is the figure to compare between runs
+        per = [d / max(c, 1e-9) for d, c in zip(diffs, per_message, strict=True)]
+        parts = {
+            name: statistics.median(
+                (on[name] - off[name]) / max(c, 1e-9)
+                for on, off, c in zip(cpus[True], cpus[False], per_message, strict=True)
+            )
+            for name in cpus[True][0]
+        }
+        detail = ", ".join(f"{name} {us:+.0f}" for name, us in parts.items())
+        print(
+            f"CPU per confirmation       {statistics.median(per):+.0f} us ({detail}; rounds: "
+            f"{', '.join(f'{p:+.0f}' for p in per)})"
         )
 
 

@@ -25,6 +25,8 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     # (library, owner, name)
@@ -41,6 +43,7 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("paho", "Client", "_sock_recv"),
     ("paho", "Client", "_last_bytes_received"),
     ("paho", "Client", "_call_socket_register_write"),
+    ("paho", "Client", "_do_on_publish"),
     ("paho", "MQTTMessage", "state"),
     ("paho", "module", "mqtt_ms_publish"),
     ("paho", "module", "mqtt_ms_resend_pubrel"),
@@ -164,6 +167,32 @@ def queue_pubacks(client: paho.Client, mids: Iterable[int]) -> None:
     pubacks = b"".join(_PUBACK_PACKET.pack(_PUBACK, 2, mid) for mid in mids)
     if pubacks:
         client._packet_queue(_PUBACK, pubacks, 0, 0)  # private: paho Client._packet_queue
+
+
+#: PUBACK reason codes of a message delivered: success, and "no matching subscribers" (MQTT 5; what
+#: Mosquitto answers for a retained confirmation no edge is subscribed to at that moment)
+PUBACK_DELIVERED = (0x00, 0x10)
+
+
+def puback_handler(client: paho.Client) -> Callable[[int, int], None]:
+    """What paho does with the PUBACK (packet id, reason code of :data:`PUBACK_DELIVERED`, no
+    properties) of a QoS 1 message this client published: the message is done (``is_published()``),
+    and paho sends the next one it queued beyond its in-flight window. paho's own reader would read the
+    packet in four ``recv`` calls and build a reason code and properties for each one. The reason codes
+    and the (empty) properties passed on are built once: the one ``on_publish`` callback, aiomqtt's,
+    does not look at them."""
+    reasons = {code: ReasonCode(PacketTypes.PUBACK, identifier=code) for code in PUBACK_DELIVERED}
+    nothing = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+    out_messages = client._out_messages  # private: paho Client._out_messages
+    mutex = client._out_message_mutex  # private: paho Client._out_message_mutex
+    done = client._do_on_publish  # private: paho Client._do_on_publish
+
+    def on_puback(mid: int, reason: int) -> None:
+        with mutex:
+            if mid in out_messages:  # else one paho no longer waits for: ignored, as paho does
+                done(mid, reasons[reason], nothing)
+
+    return on_puback
 
 
 def replace_socket_recv(client: paho.Client, recv: Callable[[int], bytes]) -> None:

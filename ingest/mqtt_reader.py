@@ -8,10 +8,13 @@ socket (:meth:`Reader.attach`):
 
 * one ``recv`` takes everything the kernel holds (up to :data:`FILL_MAX` bytes) into a buffer;
 * complete PUBLISH packets at QoS 0/1 are decoded here (topic, packet id, flags, properties
-  skipped, payload) and handed to ``on_publish``; every other packet (CONNACK, SUBACK, PINGRESP,
-  DISCONNECT, QoS 2 flows) is handed to paho whole: paho's ``_sock_recv`` is replaced by one that
-  serves bytes from the buffer up to the end of that packet only (the *fence*), so paho's own state
-  machine never holds a partial packet and the two never disagree about where a packet starts;
+  skipped, payload) and handed to ``on_publish``; a PUBACK saying delivered, without properties (the
+  broker's answer to a confirmation or resend request the worker published) completes the message in
+  paho directly (:func:`enerlink.mqtt_internals.puback_handler`); every other packet (CONNACK,
+  SUBACK, PINGRESP, DISCONNECT, QoS 2 flows) is handed to paho whole: paho's ``_sock_recv`` is
+  replaced by one that serves bytes from the buffer up to the end of that packet only (the *fence*),
+  so paho's own state machine never holds a partial packet and the two never disagree about where a
+  packet starts;
 * end of stream or a socket error is handed to paho the same way, so paho runs its own disconnect
   path (aiomqtt's ``_disconnected`` future, reconnect in the worker).
 
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 FILL_MAX = 256 * 1024  # bytes taken from the socket per wake-up
 _PUBLISH = 3
+_PUBACK = 0x40  # the whole first byte: PUBACK has no flags
 
 
 class Reader:
@@ -67,6 +71,7 @@ class Reader:
         self.paused = False
         self.pauses = 0
         self._scheduled = False
+        self._on_puback = mqtt_internals.puback_handler(client)
         mqtt_internals.replace_socket_recv(client, self._paho_recv)
 
     def attach(self, sock: Any) -> None:
@@ -178,6 +183,11 @@ class Reader:
                     return
                 self._publish(header=header, qos=qos, start=i, end=end)
                 self._pos = end
+            elif header == _PUBACK and (
+                length == 2 or (length == 3 and buf[i + 2] in mqtt_internals.PUBACK_DELIVERED)
+            ):  # a confirmation or resend request delivered
+                self._pos = end
+                self._on_puback((buf[i] << 8) | buf[i + 1], buf[i + 2] if length == 3 else 0)
             else:
                 self._paho_packet(end)
                 if self._pos < end:

@@ -57,7 +57,7 @@ end
 local results = {}
 local a = 10
 local k = 16
-local records = {} -- meter -> {key, raw, r}
+local records = {} -- meter -> {key, raw, r} (r nil: read by record_next, the parts in t, c, ks, u, us)
 
 local function record_of(meter, key)
   local e = records[meter]
@@ -65,8 +65,31 @@ local function record_of(meter, key)
     local raw = redis.call('GET', key)
     e = {key = key, raw = raw, r = rec_parse(raw)}
     records[meter] = e
+  elseif not e.r then -- read by record_next: the whole record now
+    e.r = {t = e.t, c = e.c, r = {}, k = tonumber(e.ks), u = e.u, a = 0, g = 0, e = 0, z = 0}
   end
   return e
+end
+
+-- The usual record (nothing missing, confirmed, scheduled again) and the next seq of its meter (most
+-- messages): what rec_add_seq does to it, kept as its parts (k and u as read) instead of a parsed record.
+-- Returns false for anything else (the meter's record is then read by record_of).
+local function record_next(meter, key, n, at)
+  local raw = redis.call('GET', key)
+  if raw and at >= 0 then
+    local ts, cs, ks, us = string.match(raw, '^t:(%d+);c:(%d+);k:([1-9]%d*);u:([1-9]%d*)$')
+    -- k and u are copied as written: digits of a positive integer below 2^53 (rec_text's own form)
+    if ts and n == tonumber(cs) + 1 and #ks < 16 and #us < 16 then
+      local t = tonumber(ts)
+      if at > t then
+        t = at
+      end
+      records[meter] = {key = key, raw = raw, t = t, c = n, ks = ks, u = tonumber(us), us = us}
+      return true
+    end
+  end
+  records[meter] = {key = key, raw = raw, r = rec_parse(raw)}
+  return false
 end
 local touched_latest_data, touched_latest_status = false, false
 
@@ -155,7 +178,9 @@ for _ = 1, count do
       local n = tonumber(seq)
       flags = flags + track_seq(meter, n, at, added == 1)
       if confirm_interval > 0 and n >= 1 and n <= 9007199254740992 then
-        flags = flags + 128 * rec_add_seq(record_of(meter, record_key).r, n, at)
+        if records[meter] or not record_next(meter, record_key, n, at) then
+          flags = flags + 128 * rec_add_seq(record_of(meter, record_key).r, n, at)
+        end
       end
     end
     redis.call('HSET', KEYS[K_METERS], meter, now)
@@ -215,6 +240,9 @@ for _ = 1, count do
       local high = rec_high(r)
       for token in string.gmatch(text, '[^,]+') do
         local x, y = string.match(token, '^(%d+)%-(%d+)$')
+        if not x then -- one seq ('a', as ranges_text writes it)
+          x, y = token, token
+        end
         x, y = tonumber(x), math.min(tonumber(y), high)
         if x <= y then
           lost = lost + rec_add_range(r, x, y)
@@ -242,8 +270,9 @@ if touched_latest_status then
 end
 -- the seq records: size bound, gap repair schedule, confirmation schedule, write back
 local given_up, given_up_meters = 0, {}
-for meter, e in pairs(records) do
-  local r = e.r
+
+local function record_done(meter, e)
+  local r = record_of(meter, e.key).r
   local lost = rec_bound(r)
   if lost > 0 then
     given_up = given_up + lost
@@ -270,6 +299,23 @@ for meter, e in pairs(records) do
     redis.call('SET', e.key, text, 'PX', record_ttl)
   elseif text ~= e.raw then
     redis.call('SET', e.key, text, 'KEEPTTL')
+  end
+end
+
+-- a record read by record_next: still nothing missing, so only its schedule may change (then it is
+-- done as any other); true when written here
+local function record_next_done(e)
+  if now > e.u + confirm_interval + 60000 then
+    return false
+  end
+  local text = 't:' .. rec_num(e.t) .. ';c:' .. rec_num(e.c) .. ';k:' .. e.ks .. ';u:' .. e.us
+  redis.call('SET', e.key, text, 'KEEPTTL') -- rec_text's usual record; c moved on, so not what was read
+  return true
+end
+
+for meter, e in pairs(records) do
+  if e.r or not record_next_done(e) then
+    record_done(meter, e)
   end
 end
 results[#results + 1] = given_up

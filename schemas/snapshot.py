@@ -132,7 +132,6 @@ _BOOL_TYPE = {bool}
 _STR_TYPE = {str}
 _BOOL_BITS = [1 << i for i in range(len(L.BOOL_SLOTS))]
 _COPY_SLOTS, _COPY_SOURCES = list(L.COPIES), list(L.COPIES.values())
-_NUMBER_TYPES = frozenset((float, int))
 _OPTIONAL_ZEROS = [0] * len(_OPTIONAL_NAMES)
 _ENUM_INDEX: tuple[dict[str, int], ...] = tuple({v: k + 1 for k, v in enumerate(a)} for a in L.ENUM_VALUES)
 
@@ -176,7 +175,7 @@ def _complete(msg: dict[str, Any]) -> _Complete | None:
     picked = _PICK_ENUMS(flat)
     if set(map(type, picked)) != _STR_TYPE:
         return None  # a list or an object where an enum is expected: the general path keeps it
-    enums = [index.get(v) for index, v in zip(_ENUM_INDEX, picked, strict=True)]
+    enums = list(map(dict.get, _ENUM_INDEX, picked))
     if None in enums:
         return None
     battery = data["battery"]
@@ -185,9 +184,9 @@ def _complete(msg: dict[str, Any]) -> _Complete | None:
         alerts = alerts_slot(battery["alerts"])
         if not alerts:
             return None
+    # a value that is not a JSON number is coded ABSENT by number_codes, which sends the message to the
+    # general path (_encode_complete): checked there for the whole batch at once, not here
     numbers = [*_PICK_NUMBERS(flat), *map(battery.get, _OPTIONAL_NAMES, _OPTIONAL_ZEROS)]
-    if not _NUMBER_TYPES.issuperset(map(type, numbers)):
-        return None
     return _Complete(
         bytes((L.VERSION, len(meter_bytes), 0, 0)) + meter_bytes,
         (L.FULL_FLAGS, style, t, seq + 1 if "seq" in msg else 0),

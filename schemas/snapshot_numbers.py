@@ -23,7 +23,8 @@ F64 = npt.NDArray[np.float64]
 
 #: 10**d as exact float64 values (exact up to 10**22).
 POW10: F64 = np.array([float(10**d) for d in range(L.MAX_DECIMALS + 1)])
-_POW10_COLUMN = POW10[:, None]
+_POW10_LIST = [np.float64(p) for p in POW10]
+_NUMBER_TYPES = frozenset((float, int))
 _LIMIT = float(L.MAX_MANTISSA)
 _THRESHOLDS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
 _SEVEN = np.uint64(7)
@@ -32,23 +33,40 @@ _LOW7 = np.uint64(0x7F)
 
 
 def number_codes(raw: list[Any]) -> U64:
-    """``zigzag(m) << 4 | code`` of each value of ``raw`` (JSON numbers, or anything else: ABSENT)."""
+    """``zigzag(m) << 4 | code`` of each value of ``raw`` (JSON numbers, or anything else: ABSENT).
+
+    The decimals are tried in turn, each on the values not yet placed (most readings have a few
+    decimals: a handful of passes over a shrinking array instead of all of them over every value)."""
     n = len(raw)
     kinds = list(map(type, raw))
-    is_float = np.fromiter(map(operator.is_, kinds, itertools.repeat(float)), dtype=bool, count=n)
     is_int = np.fromiter(map(operator.is_, kinds, itertools.repeat(int)), dtype=bool, count=n)
-    usable = is_float | is_int
-    if usable.all():
+    if _NUMBER_TYPES.issuperset(kinds):
+        usable = np.ones(n, dtype=bool)
         v = np.array(raw, dtype=np.float64)
     else:
+        is_float = np.fromiter(map(operator.is_, kinds, itertools.repeat(float)), dtype=bool, count=n)
+        usable = is_float | is_int
         v = np.array([x if u else 0.0 for x, u in zip(raw, usable.tolist(), strict=True)], dtype=np.float64)
+    decimals = np.zeros(n, dtype=np.int64)
+    scaled_at = np.zeros(n, dtype=np.float64)
+    found = np.zeros(n, dtype=bool)
+    pending = np.arange(n)
+    rest = v
     with np.errstate(over="ignore", invalid="ignore"):  # huge values: inf, no slot form
-        scaled = np.rint(_POW10_COLUMN * v)
-        ok = (scaled / _POW10_COLUMN == v) & (np.abs(scaled) < _LIMIT)
-    decimals = ok.argmax(axis=0)
-    columns = np.arange(n)
-    good = ok[decimals, columns] & usable & ~(np.signbit(v) & (v == 0.0)) & ~(is_int & (decimals != 0))
-    m = np.where(good, scaled[decimals, columns], 0.0).astype(np.int64)
+        for d, p in enumerate(_POW10_LIST):
+            scaled = np.rint(p * rest)
+            ok = (scaled / p == rest) & (np.abs(scaled) < _LIMIT)
+            if ok.any():
+                placed = pending[ok]
+                decimals[placed] = d
+                scaled_at[placed] = scaled[ok]
+                found[placed] = True
+                missing = ~ok
+                pending, rest = pending[missing], rest[missing]
+                if not len(pending):
+                    break
+    good = found & usable & ~(np.signbit(v) & (v == 0.0)) & ~(is_int & (decimals != 0))
+    m = np.where(good, scaled_at, 0.0).astype(np.int64)
     zigzag = ((m << 1) ^ (m >> 63)).astype(np.uint64)
     code = np.where(is_int, 0, decimals + 1).astype(np.uint64)
     return np.where(good, (zigzag << _FOUR) | code, np.uint64(L.ABSENT))

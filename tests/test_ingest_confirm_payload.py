@@ -1,16 +1,23 @@
 """The confirmation bytes the ingest writes directly are what the contract's model reads and writes; the
-broker takes the window they are published with."""
+broker takes the window they are published with, and every one published is acknowledged."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from enerlink import mqtt
+from enerlink.config import MqttEndpoint
 from enerlink.ingest.delivery import confirmation_at, confirmation_payload
-from enerlink.ingest.mqtt_source import PUBLISH_WINDOW
+from enerlink.ingest.mqtt_source import PUBLISH_WINDOW, session
 from enerlink.schemas.delivery import MAX_CONFIRM_RANGES, MAX_SEQ, Confirmation
+from tests.support.ingest_support import ingest_settings
+from tests.support.services import Broker
 
 AT = datetime(2026, 12, 6, 5, 30, 1, 234000, tzinfo=UTC)
 AT_JSON = confirmation_at(int(AT.timestamp() * 1000))
@@ -68,3 +75,48 @@ def test_the_broker_takes_the_ingests_publish_window() -> None:
     conf = (Path(__file__).resolve().parents[1] / "mosquitto" / "mosquitto.conf").read_text(encoding="utf-8")
     values = [int(line.split()[1]) for line in conf.splitlines() if line.startswith("max_inflight_messages ")]
     assert values == [values[0]] and values[0] >= PUBLISH_WINDOW, values
+
+
+async def _retained(url: str, topic_filter: str, count: int, uid: str) -> dict[str, bytes]:
+    got: dict[str, bytes] = {}
+    async with mqtt.client(MqttEndpoint.parse(url), identifier=f"retained-{uid}") as reader:
+        await reader.subscribe(topic_filter, qos=1)
+        async with asyncio.timeout(30):
+            async for message in reader.messages:
+                got[str(message.topic)] = bytes(message.payload)
+                if len(got) == count:
+                    break
+    return got
+
+
+async def test_publishes_beyond_the_window_are_all_acknowledged_and_retained(
+    broker: Broker, topic_prefix: str, uid: str
+) -> None:
+    """Three windows and more at once, first with nobody subscribed (the broker answers "no matching
+    subscribers"), then with a subscriber (plain success): each one is acknowledged (``is_published``,
+    what a round waits for before it releases its meters) and the broker holds every one."""
+    settings = ingest_settings(
+        {"ENERLINK_MQTT_URL": broker.url, "ENERLINK_TOPIC_PREFIX": topic_prefix}, client_id=f"pub-{uid}"
+    )
+    topics = settings.common.topics
+    n = 3 * PUBLISH_WINDOW + 7
+    expected = {topics.confirm(f"M{i}"): b"%d" % i for i in range(2 * n)}
+    async with contextlib.AsyncExitStack() as stack:
+        live = await stack.enter_async_context(session(settings))
+        for part in (range(n), range(n, 2 * n)):
+            if part.start:  # a subscriber now: the broker acknowledges with plain success
+                endpoint = MqttEndpoint.parse(broker.url)
+                watcher = await stack.enter_async_context(mqtt.client(endpoint, identifier=f"watch-{uid}"))
+                await watcher.subscribe(topics.confirm("+"), qos=1)
+            infos = [live.publish(topics.confirm(f"M{i}"), b"%d" % i, retain=True) for i in part]
+            assert all(info is not None for info in infos)
+            deadline = time.monotonic() + 30
+            while not all(info.is_published() for info in infos if info is not None):
+                assert time.monotonic() < deadline, "publishes left unacknowledged"
+                await asyncio.sleep(0.02)
+        try:
+            assert await _retained(broker.url, topics.confirm("+"), 2 * n, uid) == expected
+        finally:
+            for topic in expected:  # retained messages outlive the test: clear them
+                live.publish(topic, b"", retain=True)
+            await asyncio.sleep(0.5)

@@ -12,6 +12,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from enerlink.ingest.metrics import IngestMetrics
+from enerlink.ingest.redis_store import RedisStore
+from enerlink.ingest.validate import Measurement, ResendAck
 from enerlink.schemas.delivery import ResendCommand
 from enerlink.schemas.snapshot import encode_snapshot
 from enerlink.schemas.wire import Keys, Topics
@@ -95,6 +97,26 @@ async def test_hole_is_asked_for_after_grace_with_backoff_until_not_held(
     assert metrics.resend_requests._value.get() == settled
     confirmation = await retained(broker.url, topics.confirm(meter))
     assert confirmation is not None and confirmation["through"] == 7 and confirmation["ranges"] == []
+
+
+async def test_a_single_reading_not_held_is_recorded_as_lost(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """``not_held`` ``[[2, 2]]`` (what an edge answers for one reading it no longer has) is written ``2``
+    to the store script, which takes it like a range: the hole is closed, the record confirmed through 3."""
+    keys = Keys(key_prefix)
+    store = RedisStore(client=redis_client, keys=keys, retention_ms=10**13, confirm_interval_ms=1000)
+    at = epoch_ms(ago(minutes=1))
+    data = [
+        Measurement("data", "ONE", at + s, s, data_message("ONE", at=ago(minutes=1), seq=s)) for s in (1, 3)
+    ]
+    await store.write(data)
+    rec = await record(redis_client, keys, "ONE")
+    assert rec is not None and (rec.through, rec.ranges) == (1, [(3, 3)])
+    result = await store.write([ResendAck("ONE", "c1", ok=True, not_held=[(2, 2)], error="")])
+    assert result.flags == [1]  # one seq newly recorded as not held
+    rec = await record(redis_client, keys, "ONE")
+    assert rec is not None and (rec.through, rec.ranges) == (3, [])
 
 
 async def _through(client: aioredis.Redis, keys: Keys, meter: str, through: int) -> bool:

@@ -16,6 +16,7 @@ from enerlink.aggregator import batch
 from enerlink.edge.sim.engine import Simulator
 from enerlink.edge.sim.fleet import generate
 from enerlink.edge.sim.messages import data_messages
+from enerlink.schemas import snapshot_layout as L
 from enerlink.schemas.snapshot import (
     SnapshotError,
     decode_snapshot,
@@ -23,7 +24,8 @@ from enerlink.schemas.snapshot import (
     encode_snapshots,
     is_compact,
 )
-from enerlink.schemas.snapshot_general import encode_general
+from enerlink.schemas.snapshot_general import _datetime_slots, datetime_slots, encode_general
+from enerlink.schemas.snapshot_numbers import number_codes
 from tests.conftest import load_fixture
 
 FIXTURE = load_fixture("meter-data.json")
@@ -104,6 +106,61 @@ def test_datetimes_keep_their_written_form() -> None:
     ):
         msg = {**FIXTURE, "datetime": text}
         assert orjson.loads(decode_snapshot(round_trip(orjson.dumps(msg))))["datetime"] == text
+
+
+ODD_DATETIMES = (
+    "2025-10-26 04:27:10.123Z",
+    "2025-10-26T04:27:10,123Z",
+    "2025-10-26T04:27:10.12Z",
+    "2025-10-26T04:27:10.1234Z",
+    "2025-13-26T04:27:10.123Z",
+    "2025-10-26T24:00:00.000Z",
+    "2025-10-26T04:27:10.\u0661\u0662\u0663Z",
+    "2025-10-26T04:27:10.+12Z",
+    "2025-10-26T04:27:10. 12Z",
+    "2025-W43-7T04:27:10.123Z",
+    "20251026T042710.123000Z",
+    "2024-02-29T00:00:00.500Z",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999Z",
+)
+
+
+@given(st.datetimes(timezones=st.just(dt.UTC)), st.sampled_from(("seconds", "milliseconds", "microseconds")))
+def test_utc_datetimes_take_the_same_slots_as_any_other(moment: dt.datetime, spec: str) -> None:
+    # the usual form (UTC, Z) is read without a datetime parse of its own: the same slots
+    text = moment.isoformat(timespec=spec).replace("+00:00", "Z")
+    for candidate in (text, *ODD_DATETIMES):
+        assert datetime_slots(candidate) == _datetime_slots.__wrapped__(candidate), candidate
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.integers(min_value=-(2**60), max_value=2**60),
+            st.decimals(min_value=-(10**9), max_value=10**9, places=6).map(float),
+            st.sampled_from((0.0, -0.0, 0.1 + 0.2, 1e22, 2**53, None, "1", True)),
+        ),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_number_codes_are_the_fewest_decimals_that_read_back(raw: list[Any]) -> None:
+    codes = number_codes(raw).tolist()
+    for value, code in zip(raw, codes, strict=True):
+        expected = L.ABSENT
+        if type(value) in (int, float) and not (value == 0 and np.signbit(value)):
+            v = np.float64(value)
+            for d in range(L.MAX_DECIMALS + 1 if type(value) is float else 1):
+                p = np.float64(10**d)
+                with np.errstate(over="ignore"):
+                    m = np.rint(p * v)
+                if m / p == v and abs(m) < L.MAX_MANTISSA:
+                    z = (int(m) << 1) ^ (int(m) >> 63)
+                    expected = (z << 4) | (d + 1 if type(value) is float else 0)
+                    break
+        assert code == expected, value
 
 
 def test_members_stored_before_as_json_still_decode(data_fixture_bytes: bytes) -> None:
