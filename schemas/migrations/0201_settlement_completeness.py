@@ -1,5 +1,5 @@
 """Settlements record the completeness of their period's readings when they become final
-(``enerlink/settlements.py``): expected (from ``seq``), received, repaired and still missing;
+(``settlement/records.py``): expected (from ``seq``), received, repaired and still missing;
 null when unknown (meters without ``seq``, and rows finalized before this migration)."""
 
 from __future__ import annotations
