@@ -6,21 +6,30 @@ database has exactly these columns and types). docs/data-model.md lists them wit
 
 * a measured quantity (voltage, current, power, SOC, charge rate): ``{column}_avg``, ``_min``,
   ``_max`` as ``real`` (float4: 24-bit mantissa, finer than the INA219's 4 mV / 0.1 mA and the
-  MAX17048's steps over their whole range);
+  MAX17048's steps over their whole range); a channel's current has its average only
+  (:data:`AVG_ONLY`): its extremes are the power's divided by the bus voltage (the INA219 computes
+  power from the two), within the voltage's movement in the bucket;
 * a counter (daily / total / settlement energy): ``{column}_last`` as ``double precision`` (Wh with
-  up to 5 decimals over a lifetime), and, per metered channel, ``{subsystem}_energy_wh`` (double
-  precision), the energy of the minute from counter deltas (see :mod:`enerlink.aggregator.compute`); no
-  average, minimum or maximum of a counter (they only say when in the minute it grew);
+  up to 5 decimals over a lifetime), and, per metered channel, ``{subsystem}_energy_10uwh``, the
+  energy of the bucket from counter deltas (see :mod:`enerlink.aggregator.compute`) as an integer
+  count of 10 uWh (the counters' 5th decimal: exact sums); no average, minimum or maximum of a counter
+  (they only say when in the minute it grew);
 * a slowly changing setting (:data:`LAST_ONLY`: the battery's alert threshold and estimated
   capacity): ``{column}_last`` only;
-* every bool field: ``{column}_ratio`` (real), the share of the minute's snapshots in which it was
-  true (exact to float4: a count of at most a few hundred over the same);
-* every enum field: ``{column}_last`` (text), the state at the end of the minute;
+* every bool field: ``{column}_count``, how many of the bucket's snapshots had it true (exact; the
+  share is ``count / sample_count``, served as ``{column}_ratio``);
+* every enum field: ``{column}_last``, the state at the end of the bucket, as a PostgreSQL enum whose
+  labels are the contract's values (4 bytes; read as text);
 * the firmware's derived ``net_solar`` / ``net_grid`` values are not stored where they copy a
   channel or can be recomputed exactly from stored columns: :data:`DERIVED` says how a reader
-  computes each (the API serves them under their old names). Only what cannot be recomputed is
-  stored: the minimum and maximum of ``net_solar.load_power`` (a sum of two channels) and of both
-  ``net_power`` (differences), and both ``status``.
+  computes each (the API serves them under their old names, and the ratios and energies in Wh).
+  Only what cannot be recomputed is stored: the minimum and maximum of ``net_solar.load_power`` (a
+  sum of two channels) and of both ``net_power`` (differences), and both ``status``.
+
+Integer widths by level (:func:`table_columns`): the minute and 5-minute rows hold ``sample_count``
+and the counts as ``smallint`` and the energies as ``integer`` (a channel's minute energy is at most
+:data:`MAX_MINUTE_ENERGY` units, so five of them never overflow); the folded hourly and daily rows
+(and their views) as ``integer`` and ``bigint``.
 
 The minute table alone also has :data:`SEQ_COLUMNS`: ``seq_first`` / ``seq_last``, the ``seq`` of the
 minute's first and last snapshot carrying one (null when none does), and ``repaired_count``, its
@@ -39,11 +48,15 @@ from typing import Literal
 
 from enerlink.db import quote
 from enerlink.schemas.fields import BOOL_FIELDS, DATA_FIELDS, ENUM_FIELDS, Field
+from enerlink.schemas.wire import Tables
 
-Stat = Literal["avg", "min", "max", "last", "ratio", "energy"]
-SqlType = Literal["double precision", "real", "smallint", "text"]
+Stat = Literal["avg", "min", "max", "last", "count", "energy"]
+#: the minute and 5-minute tables' type of each statistic; an enum column's type is its enum's name
+SqlType = str
+#: the tables of statistics: minute rows, 5-minute rows (closed and open) and the folded hours and days
+Level = Literal["minute", "5m", "folded"]
 
-#: Channels with INA219 energy counters; each gets ``{subsystem}_energy_wh``.
+#: Channels with INA219 energy counters; each gets ``{subsystem}_energy_10uwh``.
 ENERGY_SUBSYSTEMS: tuple[str, ...] = (
     "export",
     "import",
@@ -52,12 +65,20 @@ ENERGY_SUBSYSTEMS: tuple[str, ...] = (
     "solar_input",
     "solar_output",
 )
+#: Stored energy units in a watt-hour (10 uWh: the counters' 5th decimal).
+ENERGY_UNITS_PER_WH = Tables.ENERGY_UNITS_PER_WH
+#: A channel's largest minute energy in stored units; the aggregator stores larger ones at this bound
+#: and counts them.
+MAX_MINUTE_ENERGY = Tables.MAX_MINUTE_ENERGY
 
 #: Settings that change seldom: their value at the end of the minute is all there is to know.
 LAST_ONLY: dict[str, SqlType] = {
     "battery_estimated_capacity": "real",
     "battery_alert_threshold": "smallint",
 }
+
+#: Measured quantities stored with their average only (see the module's docstring).
+AVG_ONLY: frozenset[str] = frozenset(f"{sub}_current" for sub in ENERGY_SUBSYSTEMS)
 
 #: Fields of the firmware's derived subsystems stored with some statistics only (the others are
 #: recomputed: :data:`DERIVED`); every other field of ``net_solar`` / ``net_grid`` but ``status``
@@ -72,7 +93,7 @@ DERIVED_SUBSYSTEMS = ("net_solar", "net_grid")
 KEY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("meter_id", "text not null"),
     ("bucket", "timestamptz not null"),
-    ("sample_count", "integer not null"),
+    ("sample_count", "smallint not null"),
     ("first_at", "timestamptz not null"),
     ("last_at", "timestamptz not null"),
 )
@@ -81,13 +102,34 @@ KEY_COLUMNS: tuple[tuple[str, str], ...] = (
 @dataclass(frozen=True, slots=True)
 class StatColumn:
     name: str
-    sql_type: SqlType
+    sql_type: SqlType  # in the minute and 5-minute tables (:func:`level_type` for the folded ones)
     stat: Stat
     field: Field | None  # None for energy columns
     subsystem: str
 
 
-_WIDTH: dict[str, int] = {"double precision": 0, "real": 1, "smallint": 2, "text": 3}
+#: Widening of the integer types in the folded hourly and daily rows.
+_FOLDED: dict[str, str] = {"smallint": "integer", "integer": "bigint"}
+
+
+def level_type(sql_type: str, level: Level, *, stat: Stat | None = None) -> str:
+    """A statistic's (or ``sample_count``'s) type in the tables of ``level``: counts, sample counts
+    and energies are wider in the folded rows (the threshold, a smallint ``last``, is not)."""
+    if level == "folded" and stat in (None, "count", "energy"):
+        return _FOLDED.get(sql_type, sql_type)
+    return sql_type
+
+
+#: The enum types of the enum columns.
+ENUM_TYPES: frozenset[str] = frozenset(Tables.enum_type(f.column) for f in ENUM_FIELDS)
+
+
+def _copy_group(sql_type: str) -> int:
+    """Sort key of the COPY order: 8-byte floats, integers, reals, smallints, then enums (text on
+    the wire: :mod:`enerlink.aggregator.copybin` encodes each numeric group in one pass)."""
+    if sql_type in ENUM_TYPES:
+        return 4
+    return {"double precision": 0, "integer": 1, "real": 2, "smallint": 3}[sql_type]
 
 
 def _stat_columns() -> tuple[StatColumn, ...]:
@@ -99,18 +141,22 @@ def _stat_columns() -> tuple[StatColumn, ...]:
         elif f.column in LAST_ONLY:
             out.append(StatColumn(f"{f.column}_last", LAST_ONLY[f.column], "last", f, f.subsystem))
         elif f.kind == "number":
-            for stat in ("avg", "min", "max"):
+            stats: tuple[Stat, ...] = ("avg",) if f.column in AVG_ONLY else ("avg", "min", "max")
+            for stat in stats:
                 out.append(StatColumn(f"{f.column}_{stat}", "real", stat, f, f.subsystem))
         elif f.kind == "counter":
             out.append(StatColumn(f"{f.column}_last", "double precision", "last", f, f.subsystem))
     for sub in ENERGY_SUBSYSTEMS:
-        out.append(StatColumn(f"{sub}_energy_wh", "double precision", "energy", None, sub))
+        out.append(StatColumn(energy_column(sub), "integer", "energy", None, sub))
     for f in BOOL_FIELDS:
-        out.append(StatColumn(f"{f.column}_ratio", "real", "ratio", f, f.subsystem))
+        out.append(StatColumn(f"{f.column}_count", "smallint", "count", f, f.subsystem))
     for f in ENUM_FIELDS:
-        out.append(StatColumn(f"{f.column}_last", "text", "last", f, f.subsystem))
-    # grouped by type (stable): COPY encodes each group in one numpy pass
-    return tuple(sorted(out, key=lambda c: _WIDTH[c.sql_type]))
+        out.append(StatColumn(f"{f.column}_last", Tables.enum_type(f.column), "last", f, f.subsystem))
+    return tuple(sorted(out, key=lambda c: _copy_group(c.sql_type)))  # stable
+
+
+energy_column = Tables.energy_column
+energy_wh = Tables.energy_wh_sql
 
 
 STAT_COLUMNS: tuple[StatColumn, ...] = _stat_columns()
@@ -125,20 +171,23 @@ SEQ_COLUMNS: tuple[tuple[str, str], ...] = (
 MINUTE_COLUMNS: tuple[str, ...] = ALL_COLUMNS + tuple(name for name, _ in SEQ_COLUMNS)
 
 
-def table_columns(*, minute: bool) -> list[tuple[str, str]]:
-    """``(name, type)`` in the order of the minute table (``minute``) or of a rollup table: 8-byte
-    types first, then 4-, 2-byte and variable-length ones (no alignment padding between them)."""
+def table_columns(level: Level) -> list[tuple[str, str]]:
+    """``(name, type)`` in the order of the tables of ``level``: 8-byte types first, then 4-, 2-byte
+    and variable-length ones (no alignment padding between them)."""
     key = dict(KEY_COLUMNS)
-    seq = dict(SEQ_COLUMNS) if minute else {}
+    seq = dict(SEQ_COLUMNS) if level == "minute" else {}
+    typed = [(c.name, level_type(c.sql_type, level, stat=c.stat)) for c in STAT_COLUMNS]
+    count = level_type("smallint", level)
     out = [(n, key[n]) for n in ("bucket", "first_at", "last_at")]
     out += [(n, t) for n, t in seq.items() if t == "bigint"]
-    out += [(c.name, c.sql_type) for c in STAT_COLUMNS if c.sql_type == "double precision"]
-    out += [("sample_count", key["sample_count"])]
-    out += [(c.name, c.sql_type) for c in STAT_COLUMNS if c.sql_type == "real"]
+    out += [(n, t) for n, t in typed if t in ("double precision", "bigint")]
+    out += [("sample_count", f"{count} not null")] if count == "integer" else []
+    out += [(n, t) for n, t in typed if t == "integer"]
+    out += [(n, t) for n, t in typed if t == "real" or t in ENUM_TYPES]
+    out += [("sample_count", f"{count} not null")] if count == "smallint" else []
     out += [(n, t) for n, t in seq.items() if t == "smallint"]
-    out += [(c.name, c.sql_type) for c in STAT_COLUMNS if c.sql_type == "smallint"]
+    out += [(n, t) for n, t in typed if t == "smallint"]
     out += [("meter_id", key["meter_id"])]
-    out += [(c.name, c.sql_type) for c in STAT_COLUMNS if c.sql_type == "text"]
     return out
 
 
@@ -161,6 +210,10 @@ def _derived() -> tuple[Derived, ...]:
     def add(name: str, expression: str, *sources: str) -> None:
         out.append(Derived(name, expression.format(*(quote(s) for s in sources)), sources))
 
+    for f in BOOL_FIELDS:  # the share of the bucket's snapshots in which a flag was true
+        add(f"{f.column}_ratio", "({0}::float8 / nullif({1}, 0))", f"{f.column}_count", "sample_count")
+    for sub in ENERGY_SUBSYSTEMS:  # the energies in Wh
+        out.append(Derived(f"{sub}_energy_wh", energy_wh(sub), (energy_column(sub),)))
     for stat in ("avg", "min", "max"):  # copies of a channel's power
         add(f"net_solar_solar_power_{stat}", "{0}", f"solar_output_power_{stat}")
         add(f"net_grid_export_power_{stat}", "{0}", f"export_power_{stat}")
@@ -200,6 +253,6 @@ def _derived() -> tuple[Derived, ...]:
 DERIVED: tuple[Derived, ...] = _derived()
 
 
-def column_ddl(*, minute: bool = False) -> list[str]:
+def column_ddl(level: Level) -> list[str]:
     """``name type`` for every column of a statistics table, in :func:`table_columns` order."""
-    return [f"{quote(n)} {t}" for n, t in table_columns(minute=minute)]
+    return [f"{quote(n)} {t}" for n, t in table_columns(level)]

@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from enerlink.aggregator import batch, copybin
-from enerlink.aggregator.columns import ENERGY_SUBSYSTEMS, STAT_COLUMNS
+from enerlink.aggregator.columns import (
+    ENERGY_SUBSYSTEMS,
+    ENERGY_UNITS_PER_WH,
+    ENUM_TYPES,
+    MAX_MINUTE_ENERGY,
+    STAT_COLUMNS,
+)
 from enerlink.aggregator.fastparse import VALUE_FIELDS
 from enerlink.events import Event
 
@@ -86,6 +92,7 @@ class Result:
     events: list[Event] = field(default_factory=list)
     bad: int = 0
     samples: int = 0
+    energy_clipped: int = 0  # channel minutes whose energy was above MAX_MINUTE_ENERGY
     has_temperature: bool = False  # any snapshot mentions a temperature (thermal events need a look)
 
     def merge(self, other: Result) -> None:
@@ -95,6 +102,7 @@ class Result:
         self.events.extend(other.events)
         self.bad += other.bad
         self.samples += other.samples
+        self.energy_clipped += other.energy_clipped
 
 
 def ms_to_dt(ms: int) -> datetime:
@@ -188,21 +196,29 @@ def _compute(items: Sequence[Item], thresholds: Thresholds, *, encode: bool) -> 
     mn = np.minimum.reduceat(xm, offsets, axis=0)
     mx = np.maximum.reduceat(xm, offsets, axis=0)
     last = x[e - 1]
-    energy = _energy(x, group, n_kept)
+    energy = np.rint(_energy(x, group, n_kept) * ENERGY_UNITS_PER_WH)  # stored units
+    beyond = np.abs(energy) > MAX_MINUTE_ENERGY
+    if beyond.any():
+        result.energy_clipped = int(beyond.sum())
+        log.error("%d channel minute(s) above the stored energy bound: stored at it", result.energy_clipped)
+        energy = np.clip(energy, -MAX_MINUTE_ENERGY, MAX_MINUTE_ENERGY)
     check_thermal = result.has_temperature
     quiet = _quiet(x, first, based) if not check_thermal else np.zeros(n_kept, dtype=bool)
     # assemble float columns in STAT_COLUMNS order
     floats: list[np.ndarray[Any, Any]] = []
     energy_idx = {sub: i for i, sub in enumerate(ENERGY_SUBSYSTEMS)}
     for col in STAT_COLUMNS:
-        if col.sql_type == "text":
+        if col.sql_type in ENUM_TYPES:
             continue
         if col.stat == "energy":
             floats.append(energy[:, energy_idx[col.subsystem]])
             continue
         assert col.field is not None
         j = _COL[col.field.column]
-        source = {"avg": avg, "min": mn, "max": mx, "last": last, "ratio": avg}[col.stat]
+        if col.stat == "count":  # of a 0/1 value: its mean times the samples
+            floats.append(np.rint(avg[:, j] * counts))
+            continue
+        source = {"avg": avg, "min": mn, "max": mx, "last": last}[col.stat]
         floats.append(source[:, j])
     owners = sel_owner[first].tolist()
     result.keys = [(items[i].meter_id, items[i].minute_ms) for i in owners]

@@ -7,10 +7,11 @@ process writes them as they are (:func:`enerlink.aggregator.store.copy_encoded`)
 
 The row format is PostgreSQL's (``COPY ... FROM STDIN (FORMAT binary)``): a 16-bit field count,
 then each field as a 32-bit length and its bytes; ``timestamptz`` is microseconds since
-2000-01-01 UTC (int64), ``integer`` int32, ``text`` UTF-8. The signature and the trailer are added
-by the writer around all shards' rows. The statistics come grouped by type as
-:data:`enerlink.aggregator.columns.STAT_COLUMNS` orders them: ``double precision`` (float64), ``real``
-(float32, the value rounded to nearest), ``smallint`` (int16, rounded), then ``text``. After them
+2000-01-01 UTC (int64), ``integer`` int32, ``text`` and an enum's label UTF-8. The signature and the
+trailer are added by the writer around all shards' rows. The statistics come grouped by type as
+:data:`enerlink.aggregator.columns.STAT_COLUMNS` orders them: ``double precision`` (float64),
+``integer`` (int32, rounded), ``real`` (float32, the value rounded to nearest), ``smallint`` (int16,
+rounded), then the enums (their label). After them
 come the minute table's ``seq_first``, ``seq_last`` (int8, NULL when the minute has no ``seq``) and
 ``repaired_count`` (int2): ``MINUTE_COLUMNS``.
 """
@@ -23,29 +24,30 @@ from typing import Any
 
 import numpy as np
 
-from enerlink.aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
+from enerlink.aggregator.columns import ENUM_TYPES, KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 _PG_EPOCH_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
-_NUMERIC = [c for c in STAT_COLUMNS if c.sql_type != "text"]
-_TEXTS = [c for c in STAT_COLUMNS if c.sql_type == "text"]
-assert list(STAT_COLUMNS) == _NUMERIC + _TEXTS, "text columns must come last"
+_NUMERIC = [c for c in STAT_COLUMNS if c.sql_type not in ENUM_TYPES]
+_TEXTS = [c for c in STAT_COLUMNS if c.sql_type in ENUM_TYPES]
+assert list(STAT_COLUMNS) == _NUMERIC + _TEXTS, "enum columns must come last"
 #: SQL type -> numpy type of each numeric group, in STAT_COLUMNS order
-_GROUPS: dict[str, str] = {"double precision": ">f8", "real": ">f4", "smallint": ">i2"}
+_GROUPS: dict[str, str] = {"double precision": ">f8", "integer": ">i4", "real": ">f4", "smallint": ">i2"}
 _SIZES = [sum(c.sql_type == t for c in _NUMERIC) for t in _GROUPS]
 assert [c.sql_type for c in _NUMERIC] == [t for t, n in zip(_GROUPS, _SIZES, strict=True) for _ in range(n)]
 _BOUNDS = np.cumsum([0, *_SIZES]).tolist()
 _INT16 = (-32_768, 32_767)
+_INT32 = (-(2**31), 2**31 - 1)
 assert [t for _, t in KEY_COLUMNS] == [
     "text not null",
     "timestamptz not null",
-    "integer not null",
+    "smallint not null",
     "timestamptz not null",
     "timestamptz not null",
 ]
 _HEAD = struct.Struct(">hi")  # field count, length of meter_id
-_KEYS = struct.Struct(">iqiiiqiq")  # bucket, sample_count, first_at, last_at with their lengths
+_KEYS = struct.Struct(">iqihiqiq")  # bucket, sample_count, first_at, last_at with their lengths
 _LEN = struct.Struct(">i")
 assert [t for _, t in SEQ_COLUMNS] == ["bigint", "bigint", "smallint"]
 _SEQS = struct.Struct(">iqiqih")  # seq_first, seq_last, repaired_count with their lengths
@@ -61,21 +63,28 @@ _FIELD = np.dtype(
 N_FLOATS = len(_NUMERIC)
 
 
-def _smallint(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    rounded: np.ndarray[Any, Any] = np.clip(np.rint(np.nan_to_num(values)), *_INT16)
+def _integers(values: np.ndarray[Any, Any], bounds: tuple[int, int]) -> np.ndarray[Any, Any]:
+    rounded: np.ndarray[Any, Any] = np.clip(np.rint(np.nan_to_num(values)), *bounds)
     return rounded
+
+
+_INTEGER_BOUNDS: dict[str, tuple[int, int]] = {"integer": _INT32, "smallint": _INT16}
 
 
 def as_python(floats: np.ndarray[Any, Any]) -> list[list[float | int]]:
     """The numeric statistics of each row as Python values of their column's type (tuples path):
-    ``real`` rounded to float32 as the binary COPY sends it, ``smallint`` as int."""
-    _, mid, hi, end = _BOUNDS
+    ``real`` rounded to float32 as the binary COPY sends it, ``integer`` and ``smallint`` as int."""
     rows = np.asarray(floats, dtype=np.float64).copy()
-    rows[:, mid:hi] = rows[:, mid:hi].astype(np.float32)
-    out: list[list[float | int]] = rows[:, :hi].tolist()
-    for row, small in zip(out, _smallint(rows[:, hi:end]).astype(np.int64).tolist(), strict=True):
-        row.extend(small)
-    return out
+    parts: list[list[list[float]] | list[list[int]]] = []
+    for k, sql_type in enumerate(_GROUPS):
+        part = rows[:, _BOUNDS[k] : _BOUNDS[k + 1]]
+        if sql_type in _INTEGER_BOUNDS:
+            parts.append(_integers(part, _INTEGER_BOUNDS[sql_type]).astype(np.int64).tolist())
+        elif sql_type == "real":
+            parts.append(part.astype(np.float32).astype(np.float64).tolist())
+        else:
+            parts.append(part.tolist())
+    return [[v for part in row for v in part] for row in zip(*parts, strict=True)]
 
 
 def encode_rows(
@@ -107,7 +116,8 @@ def encode_rows(
         group = fields[f"g{k}"]
         group["length"] = np.dtype(code).itemsize
         part = floats[:, lo:hi]
-        group["value"] = _smallint(part) if sql_type == "smallint" else part
+        bounds = _INTEGER_BOUNDS.get(sql_type)
+        group["value"] = part if bounds is None else _integers(part, bounds)
     block = fields.tobytes()
     width = _FIELD.itemsize
     n_columns = len(MINUTE_COLUMNS)
@@ -120,8 +130,8 @@ def encode_rows(
             _KEYS.pack(
                 8,
                 (minute_ms[i] - _PG_EPOCH_MS) * 1000,
-                4,
-                counts[i],
+                2,
+                min(counts[i], 32_767),
                 8,
                 (first_ms[i] - _PG_EPOCH_MS) * 1000,
                 8,

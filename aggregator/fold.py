@@ -24,7 +24,7 @@ folded) in the transaction that writes its first 5-minute row, so the views reac
 
 from __future__ import annotations
 
-from enerlink.aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
+from enerlink.aggregator.columns import ALL_COLUMNS, STAT_COLUMNS, level_type
 from enerlink.db import quote
 from enerlink.schemas.wire import Tables
 
@@ -62,10 +62,10 @@ def _view_column(name: str) -> str:
     if name in _LAST:  # parts never overlap in time: the latest part holds the bucket's last minute
         return f"(array_agg({c} order by p.last_at desc))[1]"
     col = next(x for x in STAT_COLUMNS if x.name == name)
-    if col.stat in ("avg", "ratio"):  # weighted in float8, served in the column's type
+    if col.stat == "avg":  # weighted in float8, served in the column's type
         return f"(sum({c}::float8 * p.sample_count) / nullif(sum(p.sample_count), 0))::{col.sql_type}"
-    if col.stat == "energy":
-        return f"sum({c})"
+    if col.stat in ("energy", "count"):  # in the folded rows' type
+        return f"sum({c})::{level_type(col.sql_type, 'folded', stat=col.stat)}"
     return f"{col.stat}({c})"
 
 

@@ -26,7 +26,7 @@ writes into the table that holds the bucket (the open one if neither does).
 The views give the same rows as computing the buckets from the minute rows in SQL (tested).
 
 Column meanings over a bucket: ``sample_count`` summed, ``first_at`` min, ``last_at`` max,
-``*_avg`` and ``*_ratio`` sample-weighted means, ``*_min``/``*_max`` min/max, ``*_energy_wh`` summed,
+``*_avg`` sample-weighted means, ``*_min``/``*_max`` min/max, ``*_count`` and ``*_energy_10uwh`` summed,
 ``*_last`` the value of the bucket's last minute.
 """
 
@@ -52,9 +52,9 @@ _LAST = [c.name for c in STAT_COLUMNS if c.stat == "last"]
 def _aggregate(name: str) -> str:
     col = next(c for c in STAT_COLUMNS if c.name == name)
     c = f"p.{quote(name)}"
-    if col.stat in ("avg", "ratio"):  # weighted in float8, stored in the column's type
+    if col.stat == "avg":  # weighted in float8, stored in the column's type
         return f"sum({c}::float8 * p.sample_count) / nullif(sum(p.sample_count), 0)"
-    if col.stat == "energy":
+    if col.stat in ("energy", "count"):
         return f"sum({c})"
     return f"{col.stat}({c})"  # min / max
 
@@ -100,10 +100,10 @@ def _merged(name: str) -> str:
     if name == "last_at":
         return f"greatest({c}, {new})"
     col = next(x for x in STAT_COLUMNS if x.name == name)
-    if col.stat in ("avg", "ratio"):
+    if col.stat == "avg":
         n, m = "r.sample_count", "excluded.sample_count"
         return f"({c}::float8 * {n} + {new}::float8 * {m}) / nullif({n} + {m}, 0)"
-    if col.stat == "energy":
+    if col.stat in ("energy", "count"):
         return f"coalesce({c} + {new}, {c}, {new})"
     if col.stat == "last":  # minutes never overlap: the later last_at is the later minute
         return f"case when excluded.last_at >= r.last_at then {new} else {c} end"

@@ -103,7 +103,8 @@ _PG_TYPES = {
 }
 COPY_TYPES: list[str] = (
     [_PG_TYPES[t.split(" not null")[0]] for _, t in KEY_COLUMNS]
-    + [_PG_TYPES[c.sql_type] for c in STAT_COLUMNS]
+    # an enum's binary form is its label's text
+    + [_PG_TYPES.get(c.sql_type, "text") for c in STAT_COLUMNS]
     + [_PG_TYPES[t] for _, t in SEQ_COLUMNS]
 )
 

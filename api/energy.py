@@ -2,17 +2,18 @@
 discharge (kWh), self-consumption and self-sufficiency (%), for one meter or the whole fleet.
 
 Source: the 5-minute rollup ``telemetry_aggregates_5m``, kept in step with the minute rows in the
-aggregator's own transaction; its ``*_energy_wh`` are the sums of the minute rows' (counter deltas,
+aggregator's own transaction; its energies (``*_energy_10uwh``, read in Wh) are the sums of the minute
+rows' (counter deltas,
 exact across daily, settlement and re-flash resets). Local hours and days (``ENERLINK_TIMEZONE``) are
 whole 5-minute buckets in every zone in use (offsets are multiples of 15 minutes), so each bucket
 here is a sum of minute rows, the same as summing the minute rows per local hour or day.
 
 Flows, from the columns of :mod:`enerlink.aggregator.columns`:
 
-* grid import ``import_energy_wh``, grid export ``export_energy_wh``;
-* solar production ``solar_output_energy_wh`` (what the charge controller delivers; the firmware's
+* grid import ``import`` energy, grid export ``export`` energy;
+* solar production ``solar_output`` energy (what the charge controller delivers; the firmware's
   ``net_solar.solar_*`` is the same channel; ``solar_input`` is the panel side, before its losses);
-* home load ``load_home_energy_wh + load_smart_mtr_energy_wh`` (the firmware's ``net_solar.load_*``);
+* home load ``load_home + load_smart_mtr`` energies (the firmware's ``net_solar.load_*``);
 * battery charge and discharge: the pack has no energy counter (the MAX17048 reports SOC and a %/h
   rate), so they come from the energy balance at the bus, ``solar + import = load + export + charge -
   discharge``: per meter and 5-minute bucket the net ``solar + import - load - export`` is charge
@@ -34,6 +35,15 @@ from psycopg import sql
 
 from enerlink.aggregator.fold import daily_bucket, five_minute_rows
 from enerlink.schemas.wire import Tables
+
+#: The channel of each energy flow read from the rows (the load is two channels).
+_FLOW_COLUMNS = {
+    "imp": "import",
+    "exp": "export",
+    "sol": "solar_output",
+    "home": "load_home",
+    "smart": "load_smart_mtr",
+}
 
 Bucket = Literal["1h", "1d"]
 
@@ -136,14 +146,18 @@ def energy_query(*, bucket: Bucket, fleet: bool) -> sql.Composed:
     return sql.SQL(
         """with f as ({rows}),
 flows as (
-  select f.meter_id, {local} as b, f.import_energy_wh as imp, f.export_energy_wh as exp,
-    f.solar_output_energy_wh as sol, f.load_home_energy_wh + f.load_smart_mtr_energy_wh as load
+  select f.meter_id, {local} as b, {imp} as imp, {exp} as exp, {sol} as sol,
+    {home} + {smart} as load
   from f
 )
 select b, count(distinct meter_id), sum(imp), sum(exp), sum(sol), sum(load),
   sum(greatest(sol + imp - load - exp, 0)), sum(greatest(load + exp - sol - imp, 0))
 from flows group by b order by b"""
-    ).format(rows=rows, local=sql.SQL(local_bucket_sql(bucket)))
+    ).format(
+        rows=rows,
+        local=sql.SQL(local_bucket_sql(bucket)),
+        **{k: sql.SQL(Tables.energy_wh_sql(sub, "f")) for k, sub in _FLOW_COLUMNS.items()},  # catalogue text
+    )
 
 
 def percent(part: float, whole: float) -> float | None:

@@ -9,11 +9,12 @@ counter); the transaction then rolls back, so the database is as it was. When lo
 rest of the object is still hashed, so a damaged object is reported as such (sha256 mismatch)
 rather than by the first bad line it happens to contain.
 
-A month of ``telemetry_aggregates`` archived before migration 0010 (narrow rows) has the minute
-table's old columns (those migration 0001 created, which the table no longer has): it is loaded
-through a temporary table, each column the table still has cast to its type, the settings' last
-values taken from the same stand-ins as the migration's, and the columns 0010 dropped left out
-(copies, sums and differences of channels, statistics of counters: docs/data-model.md).
+A month of ``telemetry_aggregates`` archived before migration 0010 (narrow rows) or 0012 (compact rows)
+has columns of the minute table's past (those migration 0001 created, which the table no longer
+has): it is loaded through a temporary table, each column the table still has cast to its type, the
+settings' last values, the counts and the energies computed as the migrations compute them, and the
+columns they dropped left out (copies, sums and differences of channels, statistics of counters, the
+current's extremes: docs/data-model.md).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from enerlink.archiver.job import ArchiveError, Stopped
 from enerlink.archiver.months import ArchivedTable, Conn, Month, is_partitioned
 from enerlink.archiver.storage import ObjectStore
 from enerlink.db import discover
+from enerlink.schemas.fields import BOOL_FIELDS, NUMERIC_FIELDS
 from enerlink.schemas.wire import Tables
 
 #: every ``RestoreError.problem`` (the label values of the failure counter)
@@ -240,10 +242,26 @@ def _first_minute_columns() -> frozenset[str]:
     return frozenset(re.findall(r'^  "([a-z0-9_]+)" ', first.statements()[0], flags=re.MULTILINE))
 
 
-#: the settings' last values, absent from older rows: what migration 0010 takes instead
+_BOUND = Tables.MAX_MINUTE_ENERGY
+#: the channels with energy counters (each has a stored energy)
+ENERGY_CHANNELS = tuple(f.subsystem for f in NUMERIC_FIELDS if f.name == "total_energy")
+#: the settings' last values, absent from older rows: what migration 0010 takes instead; the counts
+#: and energies from the shares and Wh of rows from before migration 0012, as it converts them
 _STAND_INS: dict[str, tuple[str, str]] = {
     "battery_estimated_capacity_last": ("battery_estimated_capacity_avg", "{}::real"),
     "battery_alert_threshold_last": ("battery_alert_threshold_max", "round({}::float8)::smallint"),
+    **{
+        f"{f.column}_count": (f"{f.column}_ratio", 'round({}::float8 * "sample_count"::float8)::smallint')
+        for f in BOOL_FIELDS
+    },
+    **{
+        Tables.energy_column(sub): (
+            f"{sub}_energy_wh",
+            f"least(greatest(round({{}}::float8 * {Tables.ENERGY_UNITS_PER_WH}), -{_BOUND}), {_BOUND})"
+            "::integer",
+        )
+        for sub in ENERGY_CHANNELS
+    },
 }
 _OLD_ROWS = "_enerlink_restore_old_rows"
 

@@ -22,6 +22,8 @@ class Field:
     subsystem: str  # key in the message's ``data`` object, e.g. "import"
     name: str  # key inside the subsystem, e.g. "power"
     kind: FieldKind
+    #: an enum field's values, in the contract's order (the labels of its PostgreSQL enum type)
+    values: tuple[str, ...] = ()
 
     @property
     def column(self) -> str:
@@ -52,7 +54,8 @@ def _fields() -> tuple[Field, ...]:
         subsystem = info.alias or attr
         for name, sub_info in sub_model.model_fields.items():
             kind = _kind(sub_info.annotation, sub_info.description)
-            out.append(Field(subsystem=subsystem, name=name, kind=kind))
+            values = tuple(typing.get_args(sub_info.annotation)) if kind == "enum" else ()
+            out.append(Field(subsystem=subsystem, name=name, kind=kind, values=values))
     return tuple(out)
 
 

@@ -322,6 +322,30 @@ class Tables:
     #: One row: how far the raw export has gone (``through``, ``late_cursor``; migration 0101).
     RAW_EXPORT_STATE = "raw_export_state"
 
+    #: Stored energy units in a watt-hour: a bucket's energy per channel is an integer count of
+    #: 10 uWh (the counters' 5th decimal; migration 0012), so sums are exact.
+    ENERGY_UNITS_PER_WH = 100_000
+    #: A channel's largest minute energy in those units (4,294.96729 Wh: a 257 kW average), so that a
+    #: 5-minute ``integer`` sum of five never overflows; larger ones are stored at this bound.
+    MAX_MINUTE_ENERGY = (2**31 - 1) // 5
+
+    @staticmethod
+    def energy_column(subsystem: str) -> str:
+        """A statistics row's energy of a channel (``import``, ``solar_output``, ...), in 10 uWh."""
+        return f"{subsystem}_energy_10uwh"
+
+    @staticmethod
+    def energy_wh_sql(subsystem: str, alias: str = "") -> str:
+        """SQL: that energy in Wh (double precision: the nearest to the exact decimal)."""
+        prefix = f"{alias}." if alias else ""
+        return f'({prefix}"{Tables.energy_column(subsystem)}"::float8 / {Tables.ENERGY_UNITS_PER_WH})'
+
+    @staticmethod
+    def enum_type(column: str) -> str:
+        """The PostgreSQL enum type of an enum field's column stem (migration 0012), e.g.
+        ``net_grid_status``: its labels are the contract's values, in order."""
+        return column
+
     @staticmethod
     def month_partition(table: str, year: int, month: int) -> str:
         """Name of the monthly range partition of ``table`` (e.g. ``telemetry_aggregates_p202510``)."""

@@ -9,7 +9,7 @@ minute aggregates are bucketed by) and the device's ``settled_import_wh`` / ``se
 stored; ``final`` once the aggregator's watermark covers ``period_end`` (:func:`finalize_ready`,
 called after the ack, on every read, and while ``enerlink settle --wait-final`` polls).
 
-Finalizing: energy = the sum of the minute aggregates' ``import_energy_wh`` / ``export_energy_wh``
+Finalizing: energy = the sum of the minute aggregates' import / export energies (``*_energy_10uwh``)
 (counter deltas, right across daily resets, settlements and re-flashes); a minute whose data span
 (previous snapshot, last snapshot] straddles a boundary is split pro rata by time, so consecutive
 periods add up to exactly the minutes' sum. Each period starts where the previous one ended; a
@@ -173,9 +173,10 @@ async def event(conn: Conn, *, meter_id: str, at: datetime, kind: str, details: 
 # takes from every row the share of that span it covers, so a boundary inside a minute (or inside an
 # outage, whose energy the first minute after it carries) is split by time, and consecutive periods
 # add up to exactly the minutes' sum.
+_IMPORT_WH, _EXPORT_WH = Tables.energy_wh_sql("import"), Tables.energy_wh_sql("export")
 _ENERGY_SQL = f"""
 with scan as (
-  select bucket, first_at, last_at, import_energy_wh as imp, export_energy_wh as exp,
+  select bucket, first_at, last_at, {_IMPORT_WH} as imp, {_EXPORT_WH} as exp,
          lag(last_at) over (order by bucket) as prev_last
   from {_AGG}
   where meter_id = %(meter)s

@@ -25,7 +25,7 @@ from enerlink.db import migrate
 from enerlink.schemas.snapshot import encode_snapshot
 from enerlink.schemas.wire import Keys, Tables
 from tests.conftest import load_fixture
-from tests.support.aggdata import resolution
+from tests.support.aggdata import resolution, with_served
 from tests.support.services import ServiceProcess
 
 MIN = 60_000
@@ -73,10 +73,12 @@ def settings_for(environ: dict[str, str], **extra: str) -> Settings:
 
 
 def rows(url: str, table: str = Tables.TELEMETRY_AGGREGATES) -> dict[tuple[str, datetime], dict[str, Any]]:
+    """Every row of ``table`` with, as the API serves them, the shares (``*_ratio``) and the energies
+    in Wh (``*_energy_wh``) computed from the stored counts and 10 uWh units."""
     with psycopg.connect(url) as conn:
         cur = conn.execute(f"select * from {table} order by meter_id, bucket")
         names = [d.name for d in cur.description or []]
-        found = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        found = [with_served(dict(zip(names, r, strict=True))) for r in cur.fetchall()]
         return {(d["meter_id"], d["bucket"]): d for d in found}
 
 
@@ -330,11 +332,11 @@ def _sql_rollup(
     exprs = ["sum(sample_count)::int as sample_count", "min(first_at) as first_at", "max(last_at) as last_at"]
     for c in STAT_COLUMNS:
         n = f'"{c.name}"'
-        if c.stat in ("avg", "ratio"):
+        if c.stat == "avg":
             exprs.append(f"(sum({n}::float8 * sample_count) / sum(sample_count))::{c.sql_type} as {n}")
         elif c.stat in ("min", "max"):
             exprs.append(f"{c.stat}({n}) as {n}")
-        elif c.stat == "energy":
+        elif c.stat in ("energy", "count"):
             exprs.append(f"sum({n}) as {n}")
         else:
             exprs.append(f"(array_agg({n} order by bucket desc))[1] as {n}")
@@ -452,7 +454,8 @@ async def test_a_simulated_day_of_minute_energies_adds_up_to_the_counters(
     await run(settings, once=True)
     with psycopg.connect(settings.common.database_url) as conn:
         imp, sol, minutes, spike = conn.execute(
-            f"select sum(import_energy_wh), sum(solar_output_energy_wh), count(*), max(import_energy_wh)"
+            f"select sum(import_energy_10uwh)::float8 / 1e5, sum(solar_output_energy_10uwh)::float8 / 1e5,"
+            f" count(*), max(import_energy_10uwh)::float8 / 1e5"
             f" from {Tables.TELEMETRY_AGGREGATES} where meter_id = 'D'"
         ).fetchone()  # type: ignore[misc]
     assert minutes == 24 * 60
@@ -595,8 +598,8 @@ async def test_worker_processes_compute_the_same_rows(
     pairs = [(f"W{i:02d}", m) for i in range(40)]
     (one,) = await asyncio.gather(*Aggregator(inline, redis_client)._submit(pairs, late=None, repaired=None))
     as_tuples = compute(await reader.read_items(redis_client, keys, pairs))
-    energy = ALL_COLUMNS.index("import_energy_wh")
-    assert next(r for r in as_tuples.rows if r[0] == "W01")[energy] == pytest.approx(0.1)  # late baseline
+    energy = ALL_COLUMNS.index("import_energy_10uwh")
+    assert next(r for r in as_tuples.rows if r[0] == "W01")[energy] == 10_000  # 0.1 Wh: late baseline
     with compute_pool(parallel) as pool:
         shards = Aggregator(parallel, redis_client, executor=pool)._submit(pairs, late=late, repaired=None)
         two = await asyncio.gather(*shards)  # in the order submitted: the pairs' order

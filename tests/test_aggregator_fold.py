@@ -16,6 +16,7 @@ from enerlink.aggregator import fold
 from enerlink.aggregator.columns import LAST_ONLY
 from enerlink.aggregator.job import Aggregator
 from enerlink.db import discover, migrate
+from enerlink.schemas.fields import ENUM_FIELDS
 from enerlink.schemas.wire import Tables
 from tests.support.aggdata import NOT_STATISTICS, aggregate_row, insert_rows
 from tests.support.aggdata import columns as table_columns
@@ -113,12 +114,19 @@ def columns(url: str, table: str) -> list[tuple[str, str]]:
 
 
 def _every_column(url: str, k: int) -> dict[str, Any]:
-    """Every statistic of a minute row of the schema in ``url`` filled (k: a distinct minute)."""
+    """Every statistic of a minute row of the schema in ``url`` filled (k: a distinct minute): a
+    state of the contract's, a share of the row's 12 samples, any number."""
     stats = [c for c in columns(url, Tables.TELEMETRY_AGGREGATES) if c[0] not in _KEYS]
-    return {
-        name: f"state{k % 3}" if kind == "text" else float(k * 7 % 11) + i / 100
-        for i, (name, kind) in enumerate(stats)
-    }
+    states = {f"{f.column}_last": f.values for f in ENUM_FIELDS}
+
+    def value(i: int, name: str) -> Any:
+        if name in states:
+            return states[name][k % len(states[name])]
+        if name.endswith("_ratio"):
+            return (k * 5 + i) % 13 / 12
+        return float(k * 7 % 11) + i / 100
+
+    return {name: value(i, name) for i, (name, _) in enumerate(stats)}
 
 
 _KEYS = NOT_STATISTICS
@@ -140,7 +148,7 @@ def _rollup_of(url: str, *, width: str, tz: str | None = None) -> list[dict[str,
             exprs.append(f"sum({n} * sample_count) / sum(sample_count) as {n}")
         elif name.endswith(("_min", "_max")):
             exprs.append(f"{name[-3:]}({n}) as {n}")
-        elif name.endswith("_energy_wh"):
+        elif name.endswith(("_energy_wh", "_energy_10uwh", "_count")):
             exprs.append(f"sum({n}) as {n}")
         else:
             exprs.append(f"(array_agg({n} order by bucket desc))[1] as {n}")
@@ -191,14 +199,14 @@ async def test_migration_keeps_rollups_and_later_minutes_of_an_open_bucket_are_f
     before = {t: rows(url, t) for t in (Tables.TELEMETRY_1H, Tables.TELEMETRY_1D)}
 
     # up to the release before the narrow rows (0010): the views show the rows the tables held
-    assert await migrate(url, skip={10, 11}) == [
-        v.version for v in discover() if v.version >= 8 and v.version not in (10, 11)
+    assert await migrate(url, skip={10, 11, 12}) == [
+        v.version for v in discover() if v.version >= 8 and v.version not in (10, 11, 12)
     ]
     for table, old in before.items():
         assert rows(url, table) == old
     # then narrowed (0010): every rollup is still the rollup of the minute rows (but the last value
     # of a setting, which rows before 0010 did not keep: their average stands in, in each table)
-    assert await migrate(url) == [10, 11]  # 0011 expects 0010's shape
+    assert await migrate(url) == [10, 11, 12]  # 0011 and 0012 expect 0010's shape
     for table, width, tz in (
         (Tables.TELEMETRY_5M, "5 minutes", None),
         (Tables.TELEMETRY_1H, "1 hour", None),

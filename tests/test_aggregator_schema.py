@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from enerlink.aggregator.columns import DERIVED_SUBSYSTEMS, LAST_ONLY, MINUTE_COLUMNS, table_columns
+from enerlink.aggregator.columns import AVG_ONLY, DERIVED_SUBSYSTEMS, LAST_ONLY, MINUTE_COLUMNS, table_columns
 from enerlink.db import discover, migrate
 from enerlink.schemas.fields import BOOL_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS
 from enerlink.schemas.wire import Tables
@@ -27,15 +27,22 @@ async def test_migration_creates_partitioned_aggregates(database_url: str) -> No
                 (Tables.TELEMETRY_AGGREGATES,),
             )
         ]
-        assert cols == [name for name, _ in table_columns(minute=True)]
+        assert cols == [name for name, _ in table_columns("minute")]
         assert set(cols) == set(MINUTE_COLUMNS)
         for f in NUMERIC_FIELDS:
             if f.subsystem not in DERIVED_SUBSYSTEMS and f.column not in LAST_ONLY:
-                stats = ("last",) if f.kind == "counter" else ("avg", "min", "max")
+                stats = (
+                    ("last",)
+                    if f.kind == "counter"
+                    else ("avg",)
+                    if f.column in AVG_ONLY
+                    else ("avg", "min", "max")
+                )
                 assert {f"{f.column}_{s}" for s in stats} <= set(cols)
-        assert {f"{f.column}_ratio" for f in BOOL_FIELDS} <= set(cols)
+        assert {f"{f.column}_count" for f in BOOL_FIELDS} <= set(cols)
         assert {f"{f.column}_last" for f in ENUM_FIELDS} <= set(cols)
-        assert {"import_energy_wh", "solar_output_energy_wh", "import_total_energy_last"} <= set(cols)
+        assert {"import_energy_10uwh", "solar_output_energy_10uwh", "import_total_energy_last"} <= set(cols)
+        assert not {"import_current_min", "import_current_max"} & set(cols)
         kind = conn.execute(
             "select c.relkind from pg_class c where c.oid = to_regclass(%s)", (Tables.TELEMETRY_AGGREGATES,)
         ).fetchone()

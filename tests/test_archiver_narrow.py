@@ -1,6 +1,7 @@
-"""A month archived before migration 0010 (the minute table's old columns) restores into the
-narrow rows: every column the table kept, to its new type's resolution; the settings' last values
-from the same stand-ins as the migration; the dropped columns left out."""
+"""A month archived before migration 0010 (the minute table's old columns) or 0012 (shares and Wh)
+restores into today's rows: every column the table kept, to its new type's resolution; the settings'
+last values from the same stand-ins as the migration, the counts and energies converted as it
+converts them; the dropped columns left out."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from enerlink.archiver.settings import Settings
 from enerlink.archiver.storage import open_store
 from enerlink.config import Env
 from enerlink.db import migrate
+from enerlink.schemas.fields import BOOL_FIELDS, ENUM_FIELDS
 from enerlink.schemas.wire import Tables
 from tests.support.aggdata import NOT_STATISTICS, REAL_REL, aggregate_row, columns, insert_rows
 
@@ -32,17 +34,30 @@ def _rows(url: str) -> list[dict[str, Any]]:
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
-async def test_a_month_archived_before_the_narrow_rows_restores_into_them(
-    environ: dict[str, str], database_url: str
+_STATES = {f"{f.column}_last": f.values for f in ENUM_FIELDS}
+
+
+def _value(name: str, *, i: int, k: int) -> Any:
+    """A stored value of the old release: a state of the contract's, a share of 12 samples, a number."""
+    if name in _STATES:
+        return _STATES[name][(i + k) % len(_STATES[name])]
+    if name.endswith("_ratio"):
+        return (i + k) % 13 / 12
+    return 10.0 + i + k / 997
+
+
+@pytest.mark.parametrize("held", [(10, 11, 12), (12,)], ids=["before-0010", "before-0012"])
+async def test_a_month_archived_by_an_older_release_restores_into_todays_rows(
+    environ: dict[str, str], database_url: str, held: tuple[int, ...]
 ) -> None:
-    await migrate(database_url, skip={10, 11})  # 0011 expects 0010's shape
+    await migrate(database_url, skip=set(held))  # 0011 and 0012 expect 0010's shape
     with psycopg.connect(database_url) as conn:
-        stats = [(n, t) for n, t in columns(conn, Tables.TELEMETRY_AGGREGATES) if n not in _KEYS]
+        stats = [n for n, _ in columns(conn, Tables.TELEMETRY_AGGREGATES) if n not in _KEYS]
     old = [
         aggregate_row(
             "METER001",
             OLD.start + timedelta(minutes=i),
-            **{n: "deficit" if t == "text" else 10.0 + i + k / 997 for k, (n, t) in enumerate(stats)},
+            **{n: _value(n, i=i, k=k) for k, n in enumerate(stats)},
         )
         for i in range(ROWS)
     ]
@@ -55,7 +70,7 @@ async def test_a_month_archived_before_the_narrow_rows_restores_into_them(
     assert [r.rows for r in summary.archived] == [ROWS]
     assert _rows(database_url) == []
 
-    assert await migrate(database_url) == [10, 11]
+    assert await migrate(database_url) == list(held)
     await run(settings, restore=OLD)
     after = _rows(database_url)
     assert len(after) == ROWS
@@ -68,9 +83,16 @@ async def test_a_month_archived_before_the_narrow_rows_restores_into_them(
                 assert now[name] == pytest.approx(value, rel=REAL_REL), name
             else:
                 assert now[name] == value, name
-        assert now["battery_estimated_capacity_last"] == pytest.approx(
-            was["battery_estimated_capacity_avg"], rel=REAL_REL
-        )
-        assert now["battery_alert_threshold_last"] == round(was["battery_alert_threshold_max"])
+        if 10 in held:
+            assert now["battery_estimated_capacity_last"] == pytest.approx(
+                was["battery_estimated_capacity_avg"], rel=REAL_REL
+            )
+            assert now["battery_alert_threshold_last"] == round(was["battery_alert_threshold_max"])
+        for f in BOOL_FIELDS:
+            assert now[f"{f.column}_count"] == round(was[f"{f.column}_ratio"] * was["sample_count"])
+        for channel in ("import", "solar_output"):
+            assert now[f"{channel}_energy_10uwh"] == round(was[f"{channel}_energy_wh"] * 100_000)
     dropped = set(before[0]) - kept
-    assert {"net_grid_import_power_avg", "import_daily_energy_avg", "net_solar_net_daily_min"} <= dropped
+    assert {"import_current_min", "import_energy_wh", "import_active_ratio"} <= dropped
+    if 10 in held:
+        assert {"net_grid_import_power_avg", "import_daily_energy_avg", "net_solar_net_daily_min"} <= dropped

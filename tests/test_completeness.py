@@ -206,7 +206,7 @@ async def test_settlement_waits_for_missing_readings_until_repaired_or_the_deadl
                     seq_first=seq_first + (6 - count),
                     seq_last=seq_first + 5,
                     repaired_count=0,
-                    import_energy_wh=0.25,
+                    import_energy_10uwh=25_000,  # 0.25 Wh
                 )
             )
         return out

@@ -42,8 +42,9 @@ def _sql_buckets(url: str, meter_id: str, *, unit: str) -> dict[datetime, dict[s
     local = f"(date_trunc('{unit}', bucket at time zone '{TZ}') at time zone '{TZ}')"
     query = f"""
       with five as (
-        select min(bucket) as bucket, sum(import_energy_wh) as imp, sum(export_energy_wh) as exp,
-          sum(solar_output_energy_wh) as sol, sum(load_home_energy_wh) + sum(load_smart_mtr_energy_wh) as load
+        select min(bucket) as bucket, sum(import_energy_10uwh) / 1e5 as imp,
+          sum(export_energy_10uwh) / 1e5 as exp, sum(solar_output_energy_10uwh) / 1e5 as sol,
+          (sum(load_home_energy_10uwh) + sum(load_smart_mtr_energy_10uwh)) / 1e5 as load
         from {Tables.TELEMETRY_AGGREGATES} where meter_id = %s
         group by date_bin(interval '5 minutes', bucket, timestamptz '1970-01-01 00:00:00+00')
       )

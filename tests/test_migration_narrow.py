@@ -19,9 +19,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from enerlink.aggregator import fold
-from enerlink.aggregator.columns import DERIVED, LAST_ONLY, STAT_COLUMNS, table_columns
+from enerlink.aggregator.columns import AVG_ONLY, DERIVED, LAST_ONLY, STAT_COLUMNS, table_columns
 from enerlink.db import connect, migrate
-from enerlink.schemas.fields import DATA_FIELDS
+from enerlink.schemas.fields import BOOL_FIELDS, DATA_FIELDS
 from enerlink.schemas.wire import Tables
 from enerlink.settlement import records
 from tests.support.aggdata import REAL_REL, columns, insert_rows
@@ -31,10 +31,14 @@ from tests.test_aggregator_fold import _rollup_of
 
 TZ = "Asia/Kolkata"
 NEW = 10
-LATER = (11,)  # migrations after it, held back with it (they expect its shape)
-_REAL = {c.name for c in STAT_COLUMNS if c.sql_type == "real"} | {
-    d.name for d in DERIVED if d.name.endswith("_power_avg")
-}
+LATER = (11, 12)  # migrations after it, held back with it (they expect its shape)
+#: served values that were or are float4 (compared to its resolution): real columns, the averages
+#: of sums and differences of them, the shares (real before migration 0012, count / samples since)
+_REAL = (
+    {c.name for c in STAT_COLUMNS if c.sql_type == "real"}
+    | {d.name for d in DERIVED if d.name.endswith("_power_avg")}
+    | {f"{f.column}_ratio" for f in BOOL_FIELDS}
+)
 
 
 def _old_value(name: str, row: dict[str, Any]) -> Any:
@@ -46,13 +50,16 @@ def _old_value(name: str, row: dict[str, Any]) -> Any:
     base, _, stat = name.rpartition("_")
     if stat in ("avg", "min", "max") and f"{base}_last" in row:
         return row[f"{base}_last"]
+    if stat in ("min", "max") and f"{base}_avg" in row:  # a current's extremes (not kept since 0012)
+        return row[f"{base}_avg"]
     raise AssertionError(f"no rule for the old column {name}")
 
 
 def _removed() -> set[str]:
-    """What the history served before 0010 and no longer does: averages, minima and maxima of
-    counters and of the firmware's net energies, and of the settings kept as last values only."""
-    out = set()
+    """What the history served before 0010 or 0012 and no longer does: averages, minima and maxima
+    of counters and of the firmware's net energies, and of the settings kept as last values only;
+    the extremes of the channels' currents."""
+    out = {f"{c}_{s}" for c in AVG_ONLY for s in ("min", "max")}
     for f in DATA_FIELDS:
         counter = f.kind == "counter" or f.name in ("net_daily", "net_total")
         if counter or f.column in LAST_ONLY:
@@ -68,31 +75,46 @@ def _same(before: Any, after: Any, name: str) -> None:
         assert after == before, name
 
 
-async def _reads(environ: dict[str, str], *, start: datetime, end: datetime) -> dict[str, Any]:
+#: what :func:`_reads` reads: the history (JSON at each resolution, CSV) reads whatever columns a table
+#: has, so this release's API reads a schema held back at an older migration too; energy, completeness
+#: and settlement read today's columns, so they are read where today's schema holds the same rows
+HISTORY = ("history", "csv")
+FIGURES = ("energy", "settlement")
+
+
+async def _reads(
+    environ: dict[str, str], *, start: datetime, end: datetime, kinds: tuple[str, ...] = HISTORY + FIGURES
+) -> dict[str, Any]:
     span = {"start": start.isoformat(), "end": end.isoformat()}
     wide = {"start": (start - timedelta(days=1)).isoformat(), "end": end.isoformat()}  # whole local days
     out: dict[str, Any] = {}
     async with serve_api(environ, ENERLINK_TIMEZONE=TZ) as api:
         for meter in ("P", "Q"):
-            for resolution in ("1m", "5m", "1h", "1d"):
+            for resolution in ("1m", "5m", "1h", "1d") if "history" in kinds else ():
                 got = await api.client.get(
                     f"/telemetry/history/{meter}", params={**wide, "resolution": resolution}
                 )
                 assert got.status_code == 200, got.text
                 out[f"history {meter} {resolution}"] = got.json()["points"]
-            got = await api.client.get(
-                f"/telemetry/history/{meter}", params=span, headers={"Accept": "text/csv"}
-            )
-            assert got.status_code == 200, got.text
-            out[f"csv {meter}"] = list(csv.DictReader(io.StringIO(got.text)))
-            for path in (f"/meters/{meter}/energy", f"/meters/{meter}/completeness"):
-                got = await api.client.get(path, params={**span, "bucket": "1h"})
-                assert got.status_code == 200, got.text
-                out[path] = got.json()
-            async with await connect(api.settings.common.database_url) as conn:
-                out[f"settlement {meter}"] = await records._energy(
-                    conn, meter_id=meter, start=start + timedelta(minutes=7), end=end - timedelta(minutes=3)
+            if "csv" in kinds:
+                got = await api.client.get(
+                    f"/telemetry/history/{meter}", params=span, headers={"Accept": "text/csv"}
                 )
+                assert got.status_code == 200, got.text
+                out[f"csv {meter}"] = list(csv.DictReader(io.StringIO(got.text)))
+            if "energy" in kinds:
+                for path in (f"/meters/{meter}/energy", f"/meters/{meter}/completeness"):
+                    got = await api.client.get(path, params={**span, "bucket": "1h"})
+                    assert got.status_code == 200, got.text
+                    out[path] = got.json()
+            if "settlement" in kinds:
+                async with await connect(api.settings.common.database_url) as conn:
+                    out[f"settlement {meter}"] = await records._energy(
+                        conn,
+                        meter_id=meter,
+                        start=start + timedelta(minutes=7),
+                        end=end - timedelta(minutes=3),
+                    )
     return out
 
 
@@ -109,6 +131,38 @@ def _compare_points(before: list[dict[str, Any]], after: list[dict[str, Any]], *
                     )
                 else:
                     _same(value, new[name], name)
+
+
+def _same_tree(before: Any, after: Any, where: str) -> None:
+    """JSON values equal, numbers to 1e-9 (energies: sums of 10 uWh units, before of Wh)."""
+    if isinstance(before, dict):
+        assert isinstance(after, dict) and before.keys() == after.keys(), where
+        for key, value in before.items():
+            _same_tree(value, after[key], f"{where}.{key}")
+    elif isinstance(before, list):
+        assert isinstance(after, list) and len(before) == len(after), where
+        for i, (a, b) in enumerate(zip(before, after, strict=True)):
+            _same_tree(a, b, f"{where}[{i}]")
+    elif isinstance(before, float):
+        assert after == pytest.approx(before, rel=1e-9, abs=1e-9), where
+    else:
+        assert after == before, where
+
+
+def compare_reads(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """What the API served before a migration against after it: every point and value (to the
+    stored types' resolution), but what the history no longer serves (:func:`_removed`)."""
+    assert before.keys() == after.keys()
+    for key, old in before.items():
+        if key.startswith("history"):
+            _compare_points(old, after[key], csv_text=False)
+        elif key.startswith("csv"):
+            _compare_points(old, after[key], csv_text=True)
+        elif key.startswith("settlement"):
+            for a, b in zip(old, after[key], strict=True):
+                _same(a, b, key)
+        else:  # energy and completeness
+            _same_tree(old, after[key], key)
 
 
 def _is_number(text: str) -> bool:
@@ -140,6 +194,9 @@ async def test_narrow_rows_migration_keeps_what_the_api_serves(
             names = [d.name for d in cur.description or []]
             new_rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         assert len(new_rows) == 2 * 75
+        figures = await _reads(
+            {**environ, "ENERLINK_DATABASE_URL": source}, start=start, end=end, kinds=FIGURES
+        )
     finally:
         with psycopg.connect(url.split("?")[0], autocommit=True) as conn:
             conn.execute(f'drop schema "t_{uid}_src" cascade')
@@ -168,24 +225,14 @@ async def test_narrow_rows_migration_keeps_what_the_api_serves(
             conn.execute(
                 f"insert into {Tables.MIGRATIONS} (version, name) values (%s, 'held back')", (version,)
             )
-    before = await _reads(environ, start=start, end=end)
+    before = {**await _reads(environ, start=start, end=end, kinds=HISTORY), **figures}
     with psycopg.connect(url) as conn:
         conn.execute(f"delete from {Tables.MIGRATIONS} where version = any(%s)", ([NEW, *LATER],))
 
     assert await migrate(url) == [NEW, *LATER]
     after = await _reads(environ, start=start, end=end)
 
-    assert before.keys() == after.keys()
-    for key, old in before.items():
-        if key.startswith("history"):
-            _compare_points(old, after[key], csv_text=False)
-        elif key.startswith("csv"):
-            _compare_points(old, after[key], csv_text=True)
-        elif key.startswith("settlement"):
-            for a, b in zip(old, after[key], strict=True):
-                _same(a, b, key)
-        else:  # energy and completeness: computed from columns that keep their type
-            assert after[key] == old, key
+    compare_reads(before, after)
     # every value is there: the energy of the period is not zero, the points are all there
     assert before["settlement P"][0] > 0 and len(before["history P 1m"]) == 75
     assert len(before["history Q 1d"]) >= 1 and len(before["history Q 1h"]) >= 2
@@ -195,15 +242,15 @@ async def test_narrow_rows_migration_keeps_what_the_api_serves(
 async def test_a_fresh_database_has_the_catalogues_columns_and_types(database_url: str) -> None:
     await migrate(database_url)
     with psycopg.connect(database_url) as conn:
-        for table, minute in (
-            (Tables.TELEMETRY_AGGREGATES, True),
-            (Tables.TELEMETRY_5M, False),
-            (Tables.TELEMETRY_5M_CLOSED, False),
-            (Tables.TELEMETRY_5M_OPEN, False),
-            (Tables.TELEMETRY_1H_FOLDED, False),
-            (Tables.TELEMETRY_1D_FOLDED, False),
-            (Tables.TELEMETRY_1H, False),
-            (Tables.TELEMETRY_1D, False),
+        for table, level in (
+            (Tables.TELEMETRY_AGGREGATES, "minute"),
+            (Tables.TELEMETRY_5M, "5m"),
+            (Tables.TELEMETRY_5M_CLOSED, "5m"),
+            (Tables.TELEMETRY_5M_OPEN, "5m"),
+            (Tables.TELEMETRY_1H_FOLDED, "folded"),
+            (Tables.TELEMETRY_1D_FOLDED, "folded"),
+            (Tables.TELEMETRY_1H, "folded"),
+            (Tables.TELEMETRY_1D, "folded"),
         ):
             rows = conn.execute(
                 "select column_name, format_type(a.atttypid, a.atttypmod), a.attnotnull"
@@ -215,7 +262,7 @@ async def test_a_fresh_database_has_the_catalogues_columns_and_types(database_ur
             found = [(str(n), str(t)) for n, t, _ in rows]
             expected = [
                 (n, t.replace(" not null", "").replace("timestamptz", "timestamp with time zone"))
-                for n, t in table_columns(minute=minute)
+                for n, t in table_columns(level)  # type: ignore[arg-type]
             ]
             if table in (Tables.TELEMETRY_5M, Tables.TELEMETRY_1H, Tables.TELEMETRY_1D):  # views
                 assert sorted(found) == sorted(expected), table

@@ -127,12 +127,14 @@ async def test_settlement_energy_is_the_sum_of_minute_energies_across_daily_rese
     with psycopg.connect(url) as conn:
         minutes: dict[datetime, float] = dict(
             conn.execute(
-                f"select bucket, import_energy_wh from {Tables.TELEMETRY_AGGREGATES} where meter_id = 'S1'"
+                f"select bucket, import_energy_10uwh / 1e5::float8 from {Tables.TELEMETRY_AGGREGATES}"
+                " where meter_id = 'S1'"
             ).fetchall()
         )
         exports: dict[datetime, float] = dict(
             conn.execute(
-                f"select bucket, export_energy_wh from {Tables.TELEMETRY_AGGREGATES} where meter_id = 'S1'"
+                f"select bucket, export_energy_10uwh / 1e5::float8 from {Tables.TELEMETRY_AGGREGATES}"
+                " where meter_id = 'S1'"
             ).fetchall()
         )
 
@@ -272,7 +274,10 @@ async def test_csv_export_and_lazy_finalization(
         Tables.TELEMETRY_AGGREGATES,
         [
             aggregate_row(
-                "C1", datetime(2026, 11, 23, 12, m, tzinfo=UTC), import_energy_wh=1.0, export_energy_wh=0.4
+                "C1",
+                datetime(2026, 11, 23, 12, m, tzinfo=UTC),
+                import_energy_10uwh=100_000,  # 1 Wh
+                export_energy_10uwh=40_000,
             )
             for m in range(27, 31)
         ],

@@ -93,7 +93,7 @@ def test_archive_csv_replays_its_averages(tmp_path: Path, data_fixture_bytes: by
             row[column.name] = 0.1
             continue
         value = fixture[column.field.subsystem][column.field.name]
-        row[column.name] = (1.0 if value else 0.0) if column.stat == "ratio" else value
+        row[column.name] = (12 if value else 0) if column.stat == "count" else value
     path = tmp_path / "01.csv"
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(ALL_COLUMNS))

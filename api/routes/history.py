@@ -43,7 +43,7 @@ RESOLUTIONS: dict[str, tuple[str, timedelta, timedelta]] = {
     "1d": (Tables.TELEMETRY_1D, timedelta(days=1), timedelta(days=90)),
 }
 KEY_COLUMNS = ("meter_id", "bucket")
-STAT_SUFFIXES = ("avg", "min", "max", "last", "ratio")
+STAT_SUFFIXES = ("avg", "min", "max", "last", "ratio", "count")
 _FIELD = re.compile(r"^[a-z0-9_]{1,80}$")
 
 
@@ -104,9 +104,10 @@ def too_many_points(*, start: datetime, end: datetime, points: int, unit: str, l
 
 def available_fields(columns: list[str]) -> list[str]:
     """A table's statistic columns, then the values computed from them (:data:`DERIVED`: e.g.
-    ``net_grid_import_power_avg``, a copy of ``import_power_avg`` that is not stored)."""
+    ``net_grid_import_power_avg``, a copy of ``import_power_avg`` that is not stored, the shares
+    ``*_ratio`` and the energies in Wh ``*_energy_wh``)."""
     stored = [c for c in columns if c not in KEY_COLUMNS]
-    present = set(stored)
+    present = set(columns)
     return stored + [d.name for d in DERIVED if d.name not in present and present.issuperset(d.sources)]
 
 

@@ -3,7 +3,8 @@
 * **Archive CSV** (``telemetry_aggregates`` rows as the archiver writes them, ``.csv`` or
   ``.csv.gz``; recognised by its ``meter_id`` and ``bucket`` columns): one data message per row,
   numbers from ``{column}_avg`` (or ``_last``: settings), counters from ``{column}_last``, booleans
-  from ``{column}_ratio`` (true when >= 0.5), enums from ``{column}_last``; dated at ``bucket``.
+  from ``{column}_ratio`` or ``{column}_count / sample_count`` (true when >= 0.5), enums from
+  ``{column}_last``; dated at ``bucket``.
   ``net_solar`` / ``net_grid`` numbers are computed from the channels when the archive does not hold
   them (months archived since migration 0010: docs/data-model.md).
 * **Per-second CSV** with a time column (ISO date-time, epoch seconds or milliseconds, or
@@ -119,8 +120,12 @@ def from_archive(rows: Iterable[dict[str, str]]) -> list[Record]:
         data: dict[str, dict[str, Any]] = {}
         for f in DATA_FIELDS:
             section = data.setdefault(f.subsystem, {})
-            if f.kind == "bool":
+            if f.kind == "bool":  # a share (archives before migration 0012) or a count of samples
                 ratio = _number(row.get(f"{f.column}_ratio"), f"line {line}")
+                count = _number(row.get(f"{f.column}_count"), f"line {line}")
+                samples = _number(row.get("sample_count"), f"line {line}")
+                if ratio is None and count is not None and samples:
+                    ratio = count / samples
                 section[f.name] = ratio is not None and ratio >= 0.5
             elif f.kind == "enum":
                 section[f.name] = row.get(f"{f.column}_last") or None

@@ -26,6 +26,34 @@ def resolution(column: str) -> float:
     return REAL_REL if column in _REAL else 1e-9
 
 
+def with_served(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` plus what the API serves computed from it: each bool's share ``*_ratio`` (its count
+    over ``sample_count``) and each channel's energy in Wh ``*_energy_wh`` (its 10 uWh units)."""
+    out = dict(row)
+    for name, value in row.items():
+        if name.endswith("_count") and name not in NOT_STATISTICS and value is not None:
+            out[name.removesuffix("_count") + "_ratio"] = (
+                value / row["sample_count"] if row["sample_count"] else None
+            )
+        elif name.endswith("_energy_10uwh") and value is not None:
+            out[name.removesuffix("_energy_10uwh") + "_energy_wh"] = value / Tables.ENERGY_UNITS_PER_WH
+    return out
+
+
+def as_before_compact(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of today's tables as the release before migration 0012 stored it: shares instead of
+    counts, Wh instead of 10 uWh units, a channel's current extremes (gone since: its average stands
+    in)."""
+    out: dict[str, Any] = {}
+    for name, value in with_served(dict(row)).items():
+        if (name.endswith("_count") and name not in NOT_STATISTICS) or name.endswith("_energy_10uwh"):
+            continue
+        out[name] = value
+        if name.endswith("_current_avg"):
+            out[name.replace("_avg", "_min")] = out[name.replace("_avg", "_max")] = value
+    return out
+
+
 def columns(conn: psycopg.Connection[Any], table: str) -> list[tuple[str, str]]:
     rows = conn.execute(
         "select column_name, data_type from information_schema.columns"
@@ -101,6 +129,9 @@ def fill_month(url: str, *, start: datetime, rows: int, meters: int | None = Non
                 select.append(sql.SQL("12"))
             elif kind == "text":
                 select.append(sql.SQL("'importing'"))
+            elif kind == "USER-DEFINED":  # a state's enum (migration 0012): its first label
+                enum = sql.Identifier(name.removesuffix("_last"))
+                select.append(sql.SQL("(enum_range(null::{}))[1]").format(enum))
             elif kind in ("integer", "bigint"):
                 select.append(sql.SQL("(random() * 100)::int"))
             else:
