@@ -11,8 +11,9 @@ database has exactly these columns and types). docs/data-model.md lists them wit
   power from the two), within the voltage's movement in the bucket;
 * a counter (daily / total / settlement energy): ``{column}_last`` as ``double precision`` (Wh with
   up to 5 decimals over a lifetime), and, per metered channel, ``{subsystem}_energy_10uwh``, the
-  energy of the bucket from counter deltas (see :mod:`enerlink.aggregator.compute`) as an integer
-  count of 10 uWh (the counters' 5th decimal: exact sums); no average, minimum or maximum of a counter
+  energy of the bucket from counter deltas (see :mod:`enerlink.aggregator.compute`) as a ``bigint``
+  count of 10 uWh (the counters' 5th decimal: exact sums; the first minute after a gap in the readings
+  carries the gap's energy, so no smaller bound holds); no average, minimum or maximum of a counter
   (they only say when in the minute it grew);
 * a slowly changing setting (:data:`LAST_ONLY`: the battery's alert threshold and estimated
   capacity): ``{column}_last`` only;
@@ -27,9 +28,7 @@ database has exactly these columns and types). docs/data-model.md lists them wit
   sum of two channels) and of both ``net_power`` (differences), and both ``status``.
 
 Integer widths by level (:func:`table_columns`): the minute and 5-minute rows hold ``sample_count``
-and the counts as ``smallint`` and the energies as ``integer`` (a channel's minute energy is at most
-:data:`MAX_MINUTE_ENERGY` units, so five of them never overflow); the folded hourly and daily rows
-(and their views) as ``integer`` and ``bigint``.
+and the counts as ``smallint``, the folded hourly and daily rows (and their views) as ``integer``.
 
 The minute table alone also has :data:`SEQ_COLUMNS`: ``seq_first`` / ``seq_last``, the ``seq`` of the
 minute's first and last snapshot carrying one (null when none does), and ``repaired_count``, its
@@ -67,9 +66,6 @@ ENERGY_SUBSYSTEMS: tuple[str, ...] = (
 )
 #: Stored energy units in a watt-hour (10 uWh: the counters' 5th decimal).
 ENERGY_UNITS_PER_WH = Tables.ENERGY_UNITS_PER_WH
-#: A channel's largest minute energy in stored units; the aggregator stores larger ones at this bound
-#: and counts them.
-MAX_MINUTE_ENERGY = Tables.MAX_MINUTE_ENERGY
 
 #: Settings that change seldom: their value at the end of the minute is all there is to know.
 LAST_ONLY: dict[str, SqlType] = {
@@ -109,13 +105,13 @@ class StatColumn:
 
 
 #: Widening of the integer types in the folded hourly and daily rows.
-_FOLDED: dict[str, str] = {"smallint": "integer", "integer": "bigint"}
+_FOLDED: dict[str, str] = {"smallint": "integer"}
 
 
 def level_type(sql_type: str, level: Level, *, stat: Stat | None = None) -> str:
-    """A statistic's (or ``sample_count``'s) type in the tables of ``level``: counts, sample counts
-    and energies are wider in the folded rows (the threshold, a smallint ``last``, is not)."""
-    if level == "folded" and stat in (None, "count", "energy"):
+    """A statistic's (or ``sample_count``'s) type in the tables of ``level``: counts and sample counts
+    are wider in the folded rows (the threshold, a smallint ``last``, is not)."""
+    if level == "folded" and stat in (None, "count"):
         return _FOLDED.get(sql_type, sql_type)
     return sql_type
 
@@ -125,11 +121,11 @@ ENUM_TYPES: frozenset[str] = frozenset(Tables.enum_type(f.column) for f in ENUM_
 
 
 def _copy_group(sql_type: str) -> int:
-    """Sort key of the COPY order: 8-byte floats, integers, reals, smallints, then enums (text on
-    the wire: :mod:`enerlink.aggregator.copybin` encodes each numeric group in one pass)."""
+    """Sort key of the COPY order: 8-byte floats, 8-byte integers, reals, smallints, then enums
+    (text on the wire: :mod:`enerlink.aggregator.copybin` encodes each numeric group in one pass)."""
     if sql_type in ENUM_TYPES:
         return 4
-    return {"double precision": 0, "integer": 1, "real": 2, "smallint": 3}[sql_type]
+    return {"double precision": 0, "bigint": 1, "real": 2, "smallint": 3}[sql_type]
 
 
 def _stat_columns() -> tuple[StatColumn, ...]:
@@ -147,7 +143,7 @@ def _stat_columns() -> tuple[StatColumn, ...]:
         elif f.kind == "counter":
             out.append(StatColumn(f"{f.column}_last", "double precision", "last", f, f.subsystem))
     for sub in ENERGY_SUBSYSTEMS:
-        out.append(StatColumn(energy_column(sub), "integer", "energy", None, sub))
+        out.append(StatColumn(energy_column(sub), "bigint", "energy", None, sub))
     for f in BOOL_FIELDS:
         out.append(StatColumn(f"{f.column}_count", "smallint", "count", f, f.subsystem))
     for f in ENUM_FIELDS:

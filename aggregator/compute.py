@@ -32,7 +32,6 @@ from enerlink.aggregator.columns import (
     ENERGY_SUBSYSTEMS,
     ENERGY_UNITS_PER_WH,
     ENUM_TYPES,
-    MAX_MINUTE_ENERGY,
     STAT_COLUMNS,
 )
 from enerlink.aggregator.fastparse import VALUE_FIELDS
@@ -92,7 +91,6 @@ class Result:
     events: list[Event] = field(default_factory=list)
     bad: int = 0
     samples: int = 0
-    energy_clipped: int = 0  # channel minutes whose energy was above MAX_MINUTE_ENERGY
     has_temperature: bool = False  # any snapshot mentions a temperature (thermal events need a look)
 
     def merge(self, other: Result) -> None:
@@ -102,7 +100,6 @@ class Result:
         self.events.extend(other.events)
         self.bad += other.bad
         self.samples += other.samples
-        self.energy_clipped += other.energy_clipped
 
 
 def ms_to_dt(ms: int) -> datetime:
@@ -196,12 +193,7 @@ def _compute(items: Sequence[Item], thresholds: Thresholds, *, encode: bool) -> 
     mn = np.minimum.reduceat(xm, offsets, axis=0)
     mx = np.maximum.reduceat(xm, offsets, axis=0)
     last = x[e - 1]
-    energy = np.rint(_energy(x, group, n_kept) * ENERGY_UNITS_PER_WH)  # stored units
-    beyond = np.abs(energy) > MAX_MINUTE_ENERGY
-    if beyond.any():
-        result.energy_clipped = int(beyond.sum())
-        log.error("%d channel minute(s) above the stored energy bound: stored at it", result.energy_clipped)
-        energy = np.clip(energy, -MAX_MINUTE_ENERGY, MAX_MINUTE_ENERGY)
+    energy = np.rint(_energy(x, group, n_kept) * ENERGY_UNITS_PER_WH)  # stored units (10 uWh)
     check_thermal = result.has_temperature
     quiet = _quiet(x, first, based) if not check_thermal else np.zeros(n_kept, dtype=bool)
     # assemble float columns in STAT_COLUMNS order

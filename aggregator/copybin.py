@@ -7,12 +7,12 @@ process writes them as they are (:func:`enerlink.aggregator.store.copy_encoded`)
 
 The row format is PostgreSQL's (``COPY ... FROM STDIN (FORMAT binary)``): a 16-bit field count,
 then each field as a 32-bit length and its bytes; ``timestamptz`` is microseconds since
-2000-01-01 UTC (int64), ``integer`` int32, ``text`` and an enum's label UTF-8. The signature and the
-trailer are added by the writer around all shards' rows. The statistics come grouped by type as
-:data:`enerlink.aggregator.columns.STAT_COLUMNS` orders them: ``double precision`` (float64),
-``integer`` (int32, rounded), ``real`` (float32, the value rounded to nearest), ``smallint`` (int16,
-rounded), then the enums (their label). After them
-come the minute table's ``seq_first``, ``seq_last`` (int8, NULL when the minute has no ``seq``) and
+2000-01-01 UTC (int64), ``bigint`` int64, ``smallint`` int16, ``text`` and an enum's label UTF-8.
+The signature and the trailer are added by the writer around all shards' rows. The statistics come
+grouped by type as :data:`enerlink.aggregator.columns.STAT_COLUMNS` orders them: ``double precision``
+(float64), ``bigint`` (int64, rounded), ``real`` (float32, the value rounded to nearest),
+``smallint`` (int16, rounded), then the enums (their label). After them come the minute table's
+``seq_first``, ``seq_last`` (int8, NULL when the minute has no ``seq``) and
 ``repaired_count`` (int2): ``MINUTE_COLUMNS``.
 """
 
@@ -33,12 +33,12 @@ _NUMERIC = [c for c in STAT_COLUMNS if c.sql_type not in ENUM_TYPES]
 _TEXTS = [c for c in STAT_COLUMNS if c.sql_type in ENUM_TYPES]
 assert list(STAT_COLUMNS) == _NUMERIC + _TEXTS, "enum columns must come last"
 #: SQL type -> numpy type of each numeric group, in STAT_COLUMNS order
-_GROUPS: dict[str, str] = {"double precision": ">f8", "integer": ">i4", "real": ">f4", "smallint": ">i2"}
+_GROUPS: dict[str, str] = {"double precision": ">f8", "bigint": ">i8", "real": ">f4", "smallint": ">i2"}
 _SIZES = [sum(c.sql_type == t for c in _NUMERIC) for t in _GROUPS]
 assert [c.sql_type for c in _NUMERIC] == [t for t, n in zip(_GROUPS, _SIZES, strict=True) for _ in range(n)]
 _BOUNDS = np.cumsum([0, *_SIZES]).tolist()
 _INT16 = (-32_768, 32_767)
-_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
 assert [t for _, t in KEY_COLUMNS] == [
     "text not null",
     "timestamptz not null",
@@ -68,12 +68,12 @@ def _integers(values: np.ndarray[Any, Any], bounds: tuple[int, int]) -> np.ndarr
     return rounded
 
 
-_INTEGER_BOUNDS: dict[str, tuple[int, int]] = {"integer": _INT32, "smallint": _INT16}
+_INTEGER_BOUNDS: dict[str, tuple[int, int]] = {"bigint": _INT64, "smallint": _INT16}
 
 
 def as_python(floats: np.ndarray[Any, Any]) -> list[list[float | int]]:
     """The numeric statistics of each row as Python values of their column's type (tuples path):
-    ``real`` rounded to float32 as the binary COPY sends it, ``integer`` and ``smallint`` as int."""
+    ``real`` rounded to float32 as the binary COPY sends it, ``bigint`` and ``smallint`` as int."""
     rows = np.asarray(floats, dtype=np.float64).copy()
     parts: list[list[list[float]] | list[list[int]]] = []
     for k, sql_type in enumerate(_GROUPS):

@@ -388,7 +388,6 @@ class Aggregator:
                 future.cancel()
         self.metrics.rows.inc(len(merged.keys))
         self.metrics.bad.inc(merged.bad)
-        self.metrics.energy_clipped.inc(merged.energy_clipped)
         self.metrics.events.inc(inserted)
         return merged
 

@@ -30,11 +30,6 @@ class Metrics:
             "Snapshots that failed validation (skipped)",
             registry=r,
         )
-        self.energy_clipped = Counter(
-            "enerlink_aggregator_energy_clipped_total",
-            "Channel minutes whose energy was above the stored bound (stored at the bound)",
-            registry=r,
-        )
         self.bad_status = Counter(
             "enerlink_aggregator_bad_status_total",
             "Stored status messages that could not be read (skipped by device health)",

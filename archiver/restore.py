@@ -242,7 +242,6 @@ def _first_minute_columns() -> frozenset[str]:
     return frozenset(re.findall(r'^  "([a-z0-9_]+)" ', first.statements()[0], flags=re.MULTILINE))
 
 
-_BOUND = Tables.MAX_MINUTE_ENERGY
 #: the channels with energy counters (each has a stored energy)
 ENERGY_CHANNELS = tuple(f.subsystem for f in NUMERIC_FIELDS if f.name == "total_energy")
 #: the settings' last values, absent from older rows: what migration 0010 takes instead; the counts
@@ -257,8 +256,7 @@ _STAND_INS: dict[str, tuple[str, str]] = {
     **{
         Tables.energy_column(sub): (
             f"{sub}_energy_wh",
-            f"least(greatest(round({{}}::float8 * {Tables.ENERGY_UNITS_PER_WH}), -{_BOUND}), {_BOUND})"
-            "::integer",
+            f"round({{}}::float8 * {Tables.ENERGY_UNITS_PER_WH})::bigint",
         )
         for sub in ENERGY_CHANNELS
     },

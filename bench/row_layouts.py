@@ -13,7 +13,9 @@ built as it grows, so its pages are as full as on a live table), and prints per 
 * with ``first_at`` / ``last_at`` as integer milliseconds into the bucket and ``seq_last`` as a 4-byte
   offset from ``seq_first``;
 * and without the battery's SOC and charge-rate extremes;
-* and with an integer meter key (a table of meters) in place of the meter id, in the row and the key.
+* and with an integer meter key (a table of meters) in place of the meter id, in the row and the key;
+* and with the energies as 4-byte integers (which would cap a bucket's energy at 21 kWh: the first
+  minute after a gap in the readings carries the gap's energy, so the project keeps 8 bytes).
 
 The layouts are what-ifs: nothing here changes the project's tables. The schema is dropped at the end.
 """
@@ -73,6 +75,13 @@ def _meter_key(columns: list[Column]) -> list[Column]:
     ]
 
 
+def _energies_4_bytes(columns: list[Column]) -> list[Column]:
+    return [
+        (name, "integer", f"{expr}::int") if name.endswith("_energy_10uwh") else (name, kind, expr)
+        for name, kind, expr in columns
+    ]
+
+
 def _ordered(columns: list[Column]) -> list[Column]:
     """Widest types first (a 4-byte enum with the 4-byte ones), text last."""
     return sorted(columns, key=lambda c: _WIDTH.get(c[1], 1 if c[1] != "text" else 3))
@@ -83,6 +92,7 @@ LAYOUTS: dict[str, Callable[[], list[Column]]] = {
     "+ timestamp and seq offsets": lambda: _offsets(_today()),
     "+ no SOC / charge-rate extremes": lambda: _no_battery_extremes(_offsets(_today())),
     "+ integer meter key": lambda: _meter_key(_no_battery_extremes(_offsets(_today()))),
+    "+ 4-byte energies": lambda: _energies_4_bytes(_meter_key(_no_battery_extremes(_offsets(_today())))),
 }
 
 

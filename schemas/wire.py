@@ -322,12 +322,9 @@ class Tables:
     #: One row: how far the raw export has gone (``through``, ``late_cursor``; migration 0101).
     RAW_EXPORT_STATE = "raw_export_state"
 
-    #: Stored energy units in a watt-hour: a bucket's energy per channel is an integer count of
-    #: 10 uWh (the counters' 5th decimal; migration 0012), so sums are exact.
+    #: Stored energy units in a watt-hour: a bucket's energy per channel is a bigint count of 10 uWh
+    #: (the counters' 5th decimal; migration 0012), so the rollups' sums are exact.
     ENERGY_UNITS_PER_WH = 100_000
-    #: A channel's largest minute energy in those units (4,294.96729 Wh: a 257 kW average), so that a
-    #: 5-minute ``integer`` sum of five never overflows; larger ones are stored at this bound.
-    MAX_MINUTE_ENERGY = (2**31 - 1) // 5
 
     @staticmethod
     def energy_column(subsystem: str) -> str:

@@ -338,6 +338,22 @@ def test_compute_picks_each_minutes_snapshots_and_baseline() -> None:
     assert c["sample_count"] == 1 and c["import_energy_10uwh"] == 0  # its "baseline" is inside the minute
 
 
+def test_a_gaps_energy_is_stored_whole_in_the_first_minute_after_it() -> None:
+    """Readings lost for two hours while a 3 kW load ran: the first minute after the gap carries the
+    gap's 6,000.12345 Wh (its baseline is the last reading before the gap), to the counters' 5th
+    decimal, in the tuples and in the binary COPY rows alike."""
+    from enerlink.aggregator.columns import MINUTE_COLUMNS
+    from enerlink.aggregator.compute import Item, compute
+
+    m = 1_761_452_820_000
+    before = snapshot("G", m - 2 * 3_600_000, **_counters(100.0))
+    item = Item("G", m, [snapshot("G", m + 5_000, **_counters(6_100.12345))], before)
+    (row,) = compute([item]).rows
+    assert dict(zip(MINUTE_COLUMNS, row, strict=True))["import_energy_10uwh"] == 600_012_345
+    encoded = compute([item], encode=True).encoded
+    assert (600_012_345).to_bytes(8, "big") in b"".join(encoded)
+
+
 def test_rows_encoded_for_binary_copy_store_the_same_values(environ: dict[str, str]) -> None:
     """aggregator/copybin.py's bytes, COPYed, give exactly the rows psycopg's own binary COPY of the
     same tuples gives: texts (non-ASCII meter id), times (microseconds), counts, every float."""
