@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from enerlink.db import quote
-from enerlink.schemas.fields import BOOL_FIELDS, DATA_FIELDS, ENUM_FIELDS, Field
+from enerlink.schemas.fields import BOOL_FIELDS, DATA_FIELDS, ENERGY_CHANNELS, ENUM_FIELDS, Field
 from enerlink.schemas.wire import Tables
 
 Stat = Literal["avg", "min", "max", "last", "count", "energy"]
@@ -56,14 +56,8 @@ SqlType = str
 Level = Literal["minute", "5m", "folded"]
 
 #: Channels with INA219 energy counters; each gets ``{subsystem}_energy_10uwh``.
-ENERGY_SUBSYSTEMS: tuple[str, ...] = (
-    "export",
-    "import",
-    "load_smart_mtr",
-    "load_home",
-    "solar_input",
-    "solar_output",
-)
+ENERGY_SUBSYSTEMS: tuple[str, ...] = ENERGY_CHANNELS
+
 #: Stored energy units in a watt-hour (10 uWh: the counters' 5th decimal).
 ENERGY_UNITS_PER_WH = Tables.ENERGY_UNITS_PER_WH
 

@@ -35,7 +35,7 @@ from enerlink.archiver.job import ArchiveError, Stopped
 from enerlink.archiver.months import ArchivedTable, Conn, Month, is_partitioned
 from enerlink.archiver.storage import ObjectStore
 from enerlink.db import discover
-from enerlink.schemas.fields import BOOL_FIELDS, NUMERIC_FIELDS
+from enerlink.schemas.fields import BOOL_FIELDS, ENERGY_CHANNELS
 from enerlink.schemas.wire import Tables
 
 #: every ``RestoreError.problem`` (the label values of the failure counter)
@@ -242,8 +242,6 @@ def _first_minute_columns() -> frozenset[str]:
     return frozenset(re.findall(r'^  "([a-z0-9_]+)" ', first.statements()[0], flags=re.MULTILINE))
 
 
-#: the channels with energy counters (each has a stored energy)
-ENERGY_CHANNELS = tuple(f.subsystem for f in NUMERIC_FIELDS if f.name == "total_energy")
 #: the settings' last values, absent from older rows: what migration 0010 takes instead; the counts
 #: and energies from the shares and Wh of rows from before migration 0012, as it converts them
 _STAND_INS: dict[str, tuple[str, str]] = {

@@ -63,3 +63,5 @@ DATA_FIELDS: tuple[Field, ...] = _fields()
 NUMERIC_FIELDS: tuple[Field, ...] = tuple(f for f in DATA_FIELDS if f.kind in ("number", "counter"))
 BOOL_FIELDS: tuple[Field, ...] = tuple(f for f in DATA_FIELDS if f.kind == "bool")
 ENUM_FIELDS: tuple[Field, ...] = tuple(f for f in DATA_FIELDS if f.kind == "enum")
+#: The channels with energy counters (each has a stored energy per bucket), in message order.
+ENERGY_CHANNELS: tuple[str, ...] = tuple(f.subsystem for f in NUMERIC_FIELDS if f.name == "total_energy")

@@ -22,7 +22,7 @@ from enerlink.schemas.wire import Tables
 from tests.support.aggdata import as_before_compact, insert_rows
 from tests.support.energyday import Household, aggregate_homes
 from tests.test_aggregator import _assert_same, _sql_rollup, rows
-from tests.test_migration_narrow import FIGURES, HISTORY, TZ, _reads, compare_reads
+from tests.test_migration_narrow import FIGURES, HISTORY, TZ, _reads, compare_reads, source_schema
 from tests.test_migration_rollup_once import _all
 
 NEW = 12
@@ -56,14 +56,11 @@ async def test_compact_rows_migration_keeps_what_the_api_serves(
     environ: dict[str, str], redis_client: aioredis.Redis, uid: str
 ) -> None:
     url = environ["ENERLINK_DATABASE_URL"]
-    source = url.replace(f"t_{uid}", f"t_{uid}_src")
-    with psycopg.connect(url.split("?")[0], autocommit=True) as conn:
-        conn.execute(f'create schema "t_{uid}_src"')
     start = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
     end = start + timedelta(minutes=73)  # the last 5-minute bucket has three minutes: open
     homes = [Household("P", TZ, 1, range(3, 6)), Household("Q", TZ, 3, range(0))]
     ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-    try:
+    with source_schema(url, uid) as source:
         await aggregate_homes(
             {**environ, "ENERLINK_DATABASE_URL": source}, homes, start_ms=ms[0], end_ms=ms[1], timezone=TZ
         )
@@ -74,9 +71,6 @@ async def test_compact_rows_migration_keeps_what_the_api_serves(
         figures = await _reads(
             {**environ, "ENERLINK_DATABASE_URL": source}, start=start, end=end, kinds=FIGURES
         )
-    finally:
-        with psycopg.connect(url.split("?")[0], autocommit=True) as conn:
-            conn.execute(f'drop schema "t_{uid}_src" cascade')
     assert len(copied[Tables.TELEMETRY_AGGREGATES]) == 2 * 73
     assert copied[Tables.TELEMETRY_5M_OPEN]  # a backfill: the buckets stay open until a minute pass
 

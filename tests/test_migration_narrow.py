@@ -9,8 +9,10 @@ copies and sums of channels, averages of counters) into a schema migrated up to 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -118,6 +120,20 @@ async def _reads(
     return out
 
 
+@contextlib.contextmanager
+def source_schema(url: str, uid: str) -> Iterator[str]:
+    """A schema of its own beside the test's (its URL), where today's aggregator computes the rows
+    the test then writes as an older release stored them; dropped at the end."""
+    base = url.split("?", maxsplit=1)[0]
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'create schema "t_{uid}_src"')
+    try:
+        yield url.replace(f"t_{uid}", f"t_{uid}_src")
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'drop schema "t_{uid}_src" cascade')
+
+
 def _compare_points(before: list[dict[str, Any]], after: list[dict[str, Any]], *, csv_text: bool) -> None:
     assert [p["bucket"] for p in after] == [p["bucket"] for p in before]
     removed = _removed()
@@ -177,10 +193,7 @@ async def test_narrow_rows_migration_keeps_what_the_api_serves(
     environ: dict[str, str], redis_client: aioredis.Redis, uid: str
 ) -> None:
     url = environ["ENERLINK_DATABASE_URL"]
-    source = url.replace(f"t_{uid}", f"t_{uid}_src")
-    with psycopg.connect(url.split("?")[0], autocommit=True) as conn:
-        conn.execute(f'create schema "t_{uid}_src"')
-    try:
+    with source_schema(url, uid) as source:
         start = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
         end = start + timedelta(minutes=75)
         homes = [Household("P", TZ, 1, range(3, 6)), Household("Q", TZ, 3, range(0))]
@@ -197,9 +210,6 @@ async def test_narrow_rows_migration_keeps_what_the_api_serves(
         figures = await _reads(
             {**environ, "ENERLINK_DATABASE_URL": source}, start=start, end=end, kinds=FIGURES
         )
-    finally:
-        with psycopg.connect(url.split("?")[0], autocommit=True) as conn:
-            conn.execute(f'drop schema "t_{uid}_src" cascade')
 
     # the previous head, its rows as the previous aggregator wrote them
     assert NEW not in await migrate(url, skip={NEW, *LATER})
