@@ -129,16 +129,21 @@ def _parse_one(out: Decoded, i: int, raw: bytes, meter: str) -> Snap | None:
     """Row ``i`` from the full message (its ``at`` and enums are the caller's); None if unusable."""
     try:
         snap = parse(decode_snapshot(raw), meter)
+        seq = None if snap.seq is None else np.int64(snap.seq)  # OverflowError past int64
     except (BadSnapshot, SnapshotError) as exc:
         out.ok[i] = False
         out.errors.append((i, str(exc)))
+        return None
+    except (ValueError, OverflowError, IndexError, TypeError, KeyError) as exc:  # damaged in Redis
+        out.ok[i] = False
+        out.errors.append((i, f"unreadable ({type(exc).__name__}: {exc})"))
         return None
     out.values[i] = _TO_VALUE_ORDER(snap.vector)
     out.at_ms[i] = snap.at_ms
     if snap.temperature is not None:
         out.temperature[i] = snap.temperature
-    if snap.seq is not None:
-        out.seq[i] = snap.seq
+    if seq is not None:
+        out.seq[i] = seq
     return snap
 
 
@@ -161,6 +166,7 @@ def _compact(out: Decoded, lo: int, raws: Sequence[bytes], meter_ids: list[str])
         or cols.absent[:, : SL.N_REQUIRED_NUMBERS].any()
         or cols.bools_missing.any()
         or (cols.enums == 0).any()
+        or any((cols.enums[:, k] > len(values)).any() for k, values in enumerate(_ENUM_VALUES))
     ):
         raise _Retry
     n = len(raws)

@@ -8,9 +8,11 @@ different moments (``daily_energy`` at local midnight, ``settlement_energy`` aft
 settlement, ``total_energy`` only on a re-flash). For each pair of consecutive snapshots (the first
 paired with the last snapshot *before* the minute, the baseline) the energy is the ``total_energy``
 delta when it is non-negative and not larger than the ``daily_energy`` delta (when that one did not
-reset; plus 1 mWh for rounding); otherwise the ``daily_energy`` delta if non-negative, else the
-``settlement_energy`` delta if non-negative (a re-flash drops ``total`` while the others keep
-counting; a ``total`` jumping up is not believed); if every counter went down at once, the smallest
+reset; plus 1 mWh for rounding), or equal to the ``settlement_energy`` delta (a gap in the readings
+over midnight: the daily counter reset and grew back), or when the pair is a day or more apart;
+otherwise the ``daily_energy`` delta if non-negative, else the ``settlement_energy`` delta if
+non-negative (a re-flash drops ``total`` while the others keep counting; a ``total`` jumping up alone
+is not believed); if every counter went down at once, the smallest
 new value (energy since the reset). A reset is never negative energy and a re-flash never a spike,
 and over a day the minute energies add up to the counters' growth.
 """
@@ -40,6 +42,7 @@ from enerlink.events import Event
 log = logging.getLogger(__name__)
 
 MINUTE_MS = 60_000
+DAY_MS = 86_400_000
 ROUNDING_WH = 1e-3
 
 _VALUE_FIELDS = VALUE_FIELDS
@@ -193,7 +196,7 @@ def _compute(items: Sequence[Item], thresholds: Thresholds, *, encode: bool) -> 
     mn = np.minimum.reduceat(xm, offsets, axis=0)
     mx = np.maximum.reduceat(xm, offsets, axis=0)
     last = x[e - 1]
-    energy = np.rint(_energy(x, group, n_kept) * ENERGY_UNITS_PER_WH)  # stored units (10 uWh)
+    energy = np.rint(_energy(x, sel_at, group, n_kept) * ENERGY_UNITS_PER_WH)  # stored units (10 uWh)
     check_thermal = result.has_temperature
     quiet = _quiet(x, first, based) if not check_thermal else np.zeros(n_kept, dtype=bool)
     # assemble float columns in STAT_COLUMNS order
@@ -302,22 +305,28 @@ class _Point:
         return cls(at, None if np.isnan(temperature) else temperature)
 
 
-def _energy(x: np.ndarray[Any, Any], group: np.ndarray[Any, Any], n_groups: int) -> np.ndarray[Any, Any]:
+def _energy(
+    x: np.ndarray[Any, Any], at: np.ndarray[Any, Any], group: np.ndarray[Any, Any], n_groups: int
+) -> np.ndarray[Any, Any]:
     out = np.zeros((n_groups, len(_ENERGY_COLS)))
     if len(x) < 2:
         return out
     same = group[1:] == group[:-1]
     pair_group = group[1:][same]
+    spans_a_day = (at[1:] - at[:-1])[same] >= DAY_MS  # the daily counter reset in between
     counters = x[:, _COUNTER_COLS]  # only the counters, before the pairs are cut out
     prev, cur = counters[:-1][same], counters[1:][same]
     for k, (total, others) in enumerate(_ENERGY_LOCAL):
         dt = cur[:, total] - prev[:, total]
         d_daily = cur[:, others[0]] - prev[:, others[0]]
         fallback = cur[:, [total, *others]].min(axis=1)  # every counter went down: since the reset
+        believed = (d_daily < 0) | (dt <= d_daily + ROUNDING_WH) | spans_a_day
         for col in reversed(others):  # daily first, then settlement
             d = cur[:, col] - prev[:, col]
             fallback = np.where(d >= 0, d, fallback)
-        use_total = (dt >= 0) & ((d_daily < 0) | (dt <= d_daily + ROUNDING_WH))
+            if col != others[0]:  # the settlement counter grew as much (the daily one reset meanwhile)
+                believed |= np.abs(dt - d) <= ROUNDING_WH
+        use_total = (dt >= 0) & believed
         pair_energy = np.where(use_total, dt, fallback)
         out[:, k] = np.bincount(pair_group, weights=pair_energy, minlength=n_groups)
     return out

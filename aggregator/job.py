@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
-from enerlink.aggregator import events, memory, reader, rollups, store
+from enerlink.aggregator import events, late, memory, reader, rollups, store
 from enerlink.aggregator.completeness import HourlyCompleteness
 from enerlink.aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt
 from enerlink.aggregator.healthjob import HealthReport, HealthStep
@@ -257,6 +257,10 @@ class Aggregator:
             handled.append(member)
             if not written(meter, minute):
                 redo.add((meter, minute))
+        horizon = t0 - self.settings.retention_s * 1000
+        kept = await late.kept_as_stored(conn, self.redis, self.keys, redo, horizon=horizon)
+        redo -= kept
+        self.metrics.late_kept.inc(len(kept))
         firsts = sorted(redo)
         for (meter, _), following in zip(
             firsts, await reader.next_minutes(self.redis, self.keys, firsts), strict=True

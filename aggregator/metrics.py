@@ -38,6 +38,11 @@ class Metrics:
         self.late = Counter(
             "enerlink_aggregator_late_minutes_total", "(meter, minute) pairs re-aggregated", registry=r
         )
+        self.late_kept = Counter(
+            "enerlink_aggregator_late_kept_total",
+            "(meter, minute) pairs with late readings left as stored: older than the live window",
+            registry=r,
+        )
         self.events = Counter("enerlink_aggregator_events_total", "Events inserted", registry=r)
         self.failures = Counter("enerlink_aggregator_job_failures_total", "Jobs that failed", registry=r)
         # completeness of the last closed hour evaluated (aggregator/completeness.py), fleet-wide

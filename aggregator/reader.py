@@ -256,6 +256,16 @@ async def next_minutes(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -
     return out
 
 
+async def held_counts(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[int]:
+    """For each (meter, minute): how many snapshots of that minute Redis holds (live and late)."""
+    pipe = r.pipeline(transaction=False)
+    for meter, minute in pairs:
+        for key in (keys.timeseries(meter), keys.late_data(meter)):
+            pipe.zcount(key, minute, f"({minute + MINUTE_MS}")
+    replies: list[Any] = await pipe.execute()
+    return [int(replies[2 * i]) + int(replies[2 * i + 1]) for i in range(len(pairs))]
+
+
 async def late_flags(r: Redis, keys: Keys, t0_ms: int) -> list[str]:
     members: list[Any] = await r.zrangebyscore(keys.late_minutes, "-inf", t0_ms)
     return [m.decode() for m in members]

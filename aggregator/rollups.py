@@ -47,14 +47,26 @@ _EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
 
 
 _LAST = [c.name for c in STAT_COLUMNS if c.stat == "last"]
+#: Tables whose counts are smallint (as the minute rows'): sums saturate at its largest value, as the
+#: minute rows' counts do (a meter sending over 109 readings a second for five minutes), instead of
+#: failing every job with "smallint out of range".
+_SMALLINT_COUNTS = frozenset({Tables.TELEMETRY_5M_OPEN, Tables.TELEMETRY_5M_CLOSED})
 
 
-def _aggregate(name: str) -> str:
+def _count_sum(expr: str, target: str) -> str:
+    if target not in _SMALLINT_COUNTS:
+        return expr
+    return f"(case when {expr} > 32767 then 32767 else {expr} end)"  # null stays null
+
+
+def _aggregate(name: str, target: str) -> str:
     col = next(c for c in STAT_COLUMNS if c.name == name)
     c = f"p.{quote(name)}"
     if col.stat == "avg":  # weighted in float8, stored in the column's type
         return f"sum({c}::float8 * p.sample_count) / nullif(sum(p.sample_count), 0)"
-    if col.stat in ("energy", "count"):
+    if col.stat == "count":
+        return _count_sum(f"sum({c})", target)
+    if col.stat == "energy":
         return f"sum({c})"
     return f"{col.stat}({c})"  # min / max
 
@@ -63,7 +75,7 @@ def _rollup_sql(target: str, parts: str, *, merge: bool = False) -> str:
     """Upsert ``target`` from ``parts`` (rows meter_id, b = target bucket, bucket, statistics...):
     aggregates by group, and the ``_last`` columns from each group's latest row (one sort)."""
     aggregated = [n for n in ALL_COLUMNS[5:] if n not in _LAST]
-    agg_list = ",\n    ".join(f"{_aggregate(n)} as {quote(n)}" for n in aggregated)
+    agg_list = ",\n    ".join(f"{_aggregate(n, target)} as {quote(n)}" for n in aggregated)
     last_list = ", ".join(f"p.{quote(n)}" for n in _LAST)
     out = []
     for n in ALL_COLUMNS[2:]:
@@ -71,7 +83,8 @@ def _rollup_sql(target: str, parts: str, *, merge: bool = False) -> str:
     return f"""{_insert(target)}
 with parts as ({parts}),
 agg as (
-  select p.meter_id, p.b, sum(p.sample_count)::int as sample_count, min(p.first_at) as first_at,
+  select p.meter_id, p.b, {_count_sum("sum(p.sample_count)::int", target)} as sample_count,
+    min(p.first_at) as first_at,
     max(p.last_at) as last_at,
     {agg_list}
   from parts p group by p.meter_id, p.b
@@ -82,7 +95,7 @@ last as (
 )
 select a.meter_id, a.b, {", ".join(out)}
 from agg a join last l on l.meter_id = a.meter_id and l.b = a.b
-{_merge_tail() if merge else _upsert_tail()}"""
+{_merge_tail(target) if merge else _upsert_tail()}"""
 
 
 def _upsert_tail() -> str:
@@ -90,11 +103,11 @@ def _upsert_tail() -> str:
     return f"on conflict (meter_id, bucket) do update set {sets}"
 
 
-def _merged(name: str) -> str:
+def _merged(name: str, target: str) -> str:
     """``name`` of the stored row ``r`` combined with the new part ``excluded`` of the same bucket."""
     c, new = f"r.{quote(name)}", f"excluded.{quote(name)}"
     if name == "sample_count":
-        return f"{c} + {new}"
+        return _count_sum(f"{c}::int + {new}", target)
     if name == "first_at":
         return f"least({c}, {new})"
     if name == "last_at":
@@ -102,16 +115,18 @@ def _merged(name: str) -> str:
     col = next(x for x in STAT_COLUMNS if x.name == name)
     if col.stat == "avg":
         n, m = "r.sample_count", "excluded.sample_count"
-        return f"({c}::float8 * {n} + {new}::float8 * {m}) / nullif({n} + {m}, 0)"
-    if col.stat in ("energy", "count"):
+        return f"({c}::float8 * {n} + {new}::float8 * {m}) / nullif({n}::int + {m}, 0)"
+    if col.stat == "count":
+        return f"coalesce({_count_sum(f'{c}::int + {new}', target)}, {c}, {new})"
+    if col.stat == "energy":
         return f"coalesce({c} + {new}, {c}, {new})"
     if col.stat == "last":  # minutes never overlap: the later last_at is the later minute
         return f"case when excluded.last_at >= r.last_at then {new} else {c} end"
     return f"{'least' if col.stat == 'min' else 'greatest'}({c}, {new})"
 
 
-def _merge_tail() -> str:
-    sets = ", ".join(f"{quote(c)} = {_merged(c)}" for c in ALL_COLUMNS[2:])
+def _merge_tail(target: str) -> str:
+    sets = ", ".join(f"{quote(c)} = {_merged(c, target)}" for c in ALL_COLUMNS[2:])
     return f"on conflict (meter_id, bucket) do update set {sets}"
 
 
@@ -198,7 +213,7 @@ def _merge_sql(target: str, *, staging: str, one_per_meter: bool, closed: bool |
     if one_per_meter:
         return f"""{_insert(into)}
 select s.meter_id, {_BUCKETS[target]}, {_columns("s")} {new_rows}
-{_merge_tail()}"""
+{_merge_tail(into)}"""
     parts = f"select s.meter_id, {_BUCKETS[target]} as b, s.bucket, {_columns('s')} {new_rows}"
     return _rollup_sql(into, parts, merge=True)
 
@@ -326,7 +341,7 @@ async def fold_minute(conn: Conn, *, minute_ms: int, timezone: str) -> int:
             bucket = _BUCKETS[target]
             if rows == meters:  # one 5-minute row a meter (every fold but the first or a catch-up)
                 statement = f"{_insert(target)}\nselect s.meter_id, {bucket}, {_columns('s')}"
-                statement += f" from {fold.PARTS} s\n{_merge_tail()}"
+                statement += f" from {fold.PARTS} s\n{_merge_tail(target)}"
             else:
                 parts = f"select s.meter_id, {bucket} as b, s.bucket, {_columns('s')} from {fold.PARTS} s"
                 statement = _rollup_sql(target, parts, merge=True)
@@ -345,7 +360,7 @@ def _move_closed_sql() -> str:
 )
 {_insert(Tables.TELEMETRY_5M_CLOSED)}
 select {cols} from moved
-{_merge_tail()}"""
+{_merge_tail(Tables.TELEMETRY_5M_CLOSED)}"""
 
 
 async def bucket_open(conn: Conn, minute: datetime) -> bool:

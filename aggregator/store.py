@@ -142,3 +142,17 @@ async def upsert_from_staging(conn: Conn, *, replaces: bool = True) -> None:
     table = quote(Tables.TELEMETRY_AGGREGATES)
     statement = f"insert into {table} ({cols}) select {cols} from {STAGING}{upsert}".encode()
     await conn.execute(statement, prepare=True)  # once per shard: parsed and planned once
+
+
+async def stored_counts(conn: Conn, pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """The ``sample_count`` of the minute rows of the (meter, minute in epoch ms) pairs that have one."""
+    if not pairs:
+        return {}
+    query = (
+        f"select t.meter_id, t.bucket, t.sample_count from {quote(Tables.TELEMETRY_AGGREGATES)} t"
+        " join unnest(%s::text[], %s::timestamptz[]) as p(meter_id, bucket) using (meter_id, bucket)"
+    )
+    meters = [m for m, _ in pairs]
+    buckets = [datetime.fromtimestamp(ms / 1000, UTC) for _, ms in pairs]
+    cur = await conn.execute(query, (meters, buckets))
+    return {(m, int(b.timestamp() * 1000)): int(n) for m, b, n in await cur.fetchall()}

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from psycopg_pool import AsyncConnectionPool
@@ -63,6 +67,16 @@ def _metrics(registry: CollectorRegistry, app: FastAPI) -> None:
         )
 
 
+async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's 422; when the input it echoes cannot be written as UTF-8 (a lone surrogate from a JSON
+    escape), the same answer with every non-ASCII character escaped."""
+    try:
+        return await request_validation_exception_handler(request, exc)
+    except UnicodeEncodeError:
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Latest values, history, events, archive and a live stream of EnerLink smart meters",
         lifespan=lifespan,
     )
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     secured = [Depends(require_token)]
     app.include_router(health.router)
     for module in (

@@ -57,9 +57,10 @@ async def _send(
 
 
 async def _receive(websocket: WebSocket) -> None:
-    with contextlib.suppress(WebSocketDisconnect):
-        while True:
-            await websocket.receive_text()  # clients need not send anything; we only watch for close
+    """Whatever a client sends, text or binary, is read and ignored (it need not send anything): only
+    its close matters."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
     raise _Gone
 
 

@@ -29,6 +29,11 @@ from enerlink.schemas.wire import Buckets, Tables
 
 log = logging.getLogger(__name__)
 
+#: Which row versions a month holds: a tuple's location and the transaction that wrote it change
+#: whenever a row is inserted, updated or deleted (and survive VACUUM FREEZE), so equal sums before
+#: the export and under the drop's lock mean nothing was written in between.
+_FINGERPRINT = sql.SQL("coalesce(sum(hashtextextended(ctid::text || '/' || xmin::text, 0)::numeric), 0)")
+
 CONTENT_TYPE = "application/gzip"
 GZIP_LEVEL = 6
 _ISO = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
@@ -205,13 +210,14 @@ class MonthArchiver:
         try:
             with conn.transaction():
                 stats = conn.execute(
-                    sql.SQL("select count(*), min({t}), max({t}) from {src} where {when}").format(
-                        t=sql.Identifier(table.time_column), src=source, when=when
+                    sql.SQL("select count(*), min({t}), max({t}), {fp} from {src} where {when}").format(
+                        t=sql.Identifier(table.time_column), fp=_FINGERPRINT, src=source, when=when
                     ),
                     bounds,
                 ).fetchone()
                 assert stats is not None
                 expected, first_at, last_at = int(stats[0]), stats[1], stats[2]  # type: ignore[call-overload]
+                exported = (expected, stats[3])
                 copy_sql = sql.SQL(
                     "copy (select {cols} from {src} where {when}) to stdout (format csv, header)"
                 )
@@ -248,21 +254,26 @@ class MonthArchiver:
         if self.hooks.after_verify:
             self.hooks.after_verify(table.name, month)
 
-        # 3. Manifest row and the drop, in one transaction, after a recount under lock.
+        # 3. Manifest row and the drop, in one transaction, after checking under lock that no row was
+        # written since the export's snapshot (same count and the same row versions: an update in
+        # between, say a late minute re-aggregated, gives its row a new version).
         with conn.transaction():
-            if partition:
-                conn.execute(sql.SQL("lock table {} in access exclusive mode").format(source))
-                row = conn.execute(sql.SQL("select count(*) from {}").format(source)).fetchone()
-                now_rows = int(row[0]) if row else -1  # type: ignore[call-overload]
-            else:
-                deleted = conn.execute(
-                    sql.SQL("delete from {src} where {when}").format(src=source, when=when), bounds
-                )
-                now_rows = deleted.rowcount
-            if now_rows != rows:
+            mode = "access exclusive" if partition else "share row exclusive"  # the latter: writers wait
+            conn.execute(sql.SQL("lock table {} in {} mode").format(source, sql.SQL(mode)))
+            row = conn.execute(
+                sql.SQL("select count(*), {fp} from {src} where {when}").format(
+                    fp=_FINGERPRINT, src=source, when=when
+                ),
+                bounds,
+            ).fetchone()
+            now = (int(row[0]), row[1]) if row else (-1, None)  # type: ignore[call-overload]
+            if now != exported:
                 raise ArchiveError(
-                    f"{table.name} {month}: {now_rows} rows now, {rows} archived; rows changed, retry later"
+                    f"{table.name} {month}: {now[0]} rows now, {rows} archived, or rows rewritten since the"
+                    " export; rows changed, retry later"
                 )
+            if not partition:
+                conn.execute(sql.SQL("delete from {src} where {when}").format(src=source, when=when), bounds)
             conn.execute(
                 sql.SQL(
                     "insert into {} (table_name, year, month, object_key, backend, location, row_count,"

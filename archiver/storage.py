@@ -139,7 +139,10 @@ class MinioStore:
         return ObjectInfo(size=int(info.size or 0), metadata=metadata)
 
     def iter_chunks(self, key: str, *, chunk_size: int = CHUNK) -> Iterator[bytes]:
-        response = self._client.get_object(self._bucket, key)
+        try:
+            response = self._client.get_object(self._bucket, key)
+        except S3Error as exc:
+            raise StorageError(f"{key}: {exc.code}: {exc.message}") from exc
         try:
             yield from response.stream(chunk_size)
         finally:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from enerlink.ingest.seq_record import ranges_text, script
 from enerlink.ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Rejection, ResendAck
@@ -78,6 +78,18 @@ class BatchResult:
         return sum(f // SEQ_MISSED_UNIT for f in self.flags)
 
 
+class StoreRefused(Exception):
+    """The store script itself failed on the batch (not Redis: it would fail the same way again), for
+    example on a key of the wrong type. Parts of the batch may be stored (the script stops where it
+    failed); writing them again is harmless: every write is idempotent."""
+
+
+def _refused_by_script(exc: ResponseError) -> bool:
+    """An error raised inside the script, not one of Redis' own states that pass (out of memory, busy,
+    loading, read-only replica: redis-py raises subclasses for those)."""
+    return type(exc) is ResponseError and "@user_script" in str(exc)
+
+
 @dataclass(slots=True)
 class RedisStore:
     """The ingest's writer; ``client`` must be created with ``decode_responses=False``."""
@@ -95,7 +107,8 @@ class RedisStore:
     _sha: str | None = None
 
     async def write(self, items: Sequence[Outcome]) -> BatchResult:
-        """Store ``items`` atomically; raises a redis error if Redis is unavailable (nothing stored)."""
+        """Store ``items`` atomically; raises a redis error if Redis is unavailable (nothing stored),
+        :class:`StoreRefused` if the script fails on them."""
         limited = [i for i, item in enumerate(items) if _is_limited(item)]
         if limited:
             return await self._write_limited(items, limited)
@@ -130,10 +143,15 @@ class RedisStore:
         if self._sha is None:
             self._sha = await self.client.script_load(SCRIPT)
         try:
-            return await self._call(("EVALSHA", self._sha, len(keys), *keys, *args))
-        except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load it again
-            self._sha = await self.client.script_load(SCRIPT)
-            return await self._call(("EVALSHA", self._sha, len(keys), *keys, *args))
+            try:
+                return await self._call(("EVALSHA", self._sha, len(keys), *keys, *args))
+            except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load it again
+                self._sha = await self.client.script_load(SCRIPT)
+                return await self._call(("EVALSHA", self._sha, len(keys), *keys, *args))
+        except ResponseError as exc:
+            if _refused_by_script(exc):
+                raise StoreRefused(str(exc)) from exc
+            raise
 
     async def _call(self, command: tuple[str | bytes | int, ...]) -> list[int]:
         """One command packed by hiredis (C; redis-py's asyncio packer is Python and was a tenth of

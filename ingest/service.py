@@ -65,7 +65,9 @@ from enerlink.ingest.redis_store import (
     SEQ_DUPLICATE,
     BatchResult,
     RedisStore,
+    StoreRefused,
 )
+from enerlink.ingest.refused import write_apart
 from enerlink.ingest.seq_record import MAX_RANGES
 from enerlink.ingest.settings import Settings
 from enerlink.ingest.validate import (
@@ -242,7 +244,7 @@ class _Worker:
             classify, admit = self.validator.classify, self._admit
             outcomes = [admit(classify(topic=m.topic, payload=m.payload, now_ms=now_ms)) for m in batch]
             self._held(live)
-            result = await self._write(outcomes)
+            outcomes, result = await self._write(outcomes)
             live.ack(batch)
             self._count(batch, outcomes, result)
             self._summary()
@@ -269,12 +271,16 @@ class _Worker:
         m.held_bytes_peak.set(max(self.peak_bytes, live.peak_bytes))
         m.reader_pauses.set(self.pauses + live.pauses)
 
-    async def _write(self, outcomes: list[Outcome]) -> BatchResult:
-        """Write until it succeeds: nothing is acknowledged (or read) meanwhile."""
+    async def _write(self, outcomes: list[Outcome]) -> tuple[list[Outcome], BatchResult]:
+        """Write until it succeeds: nothing is acknowledged (or read) meanwhile. Returns the outcomes
+        as written: a message the store script refuses becomes a dead letter (:mod:`.refused`)."""
         backoff = Backoff(initial=0.1, cap=5.0)
         while True:
             try:
                 result = await self.store.write(outcomes)
+            except StoreRefused as exc:
+                self.metrics.write_failures.inc()
+                return await write_apart(self._write, outcomes, str(exc), topics=self.settings.common.topics)
             except (RedisError, OSError) as exc:
                 self.metrics.write_failures.inc()
                 delay = backoff.next_delay()
@@ -303,7 +309,7 @@ class _Worker:
                     MAX_RANGES,
                     n,
                 )
-            return result
+            return outcomes, result
 
     def _count(self, batch: list[mqtt_source.Incoming], outcomes: list[Outcome], result: BatchResult) -> None:
         """Tally the batch locally, then touch each metric once (not once per message)."""

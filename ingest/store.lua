@@ -147,7 +147,9 @@ for _ = 1, count do
     k = k + 4
     local flags = 0
     local target = series
-    if at < horizon then
+    if at < horizon and not redis.call('ZSCORE', series, member) then
+      -- older than the window (a copy still in the series, held for the raw export or not trimmed
+      -- yet, makes this a redelivery: it is not stored again as late data)
       target = late
       flags = flags + 2
     end
@@ -183,7 +185,9 @@ for _ = 1, count do
         end
       end
     end
-    redis.call('HSET', KEYS[K_METERS], meter, now)
+    -- last seen; a reading from a clock running ahead counts from its own time, so that the minute
+    -- and the hour it falls in are still read when they close (the aggregator, the raw export)
+    redis.call('HSET', KEYS[K_METERS], meter, math.max(now, at))
     results[#results + 1] = flags
   elseif kind == 's' then
     local meter, at, payload = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]

@@ -49,6 +49,7 @@ REASONS: tuple[str, ...] = (
 )
 RATE_LIMITED = "rate_limited"
 INVALID_ACK = "invalid_ack"
+STORE_REFUSED = "store_refused"  # the store script failed on the message (see enerlink.ingest.refused)
 
 _METER_ID = re.compile(METER_ID_PATTERN)
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}

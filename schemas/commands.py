@@ -15,10 +15,10 @@ hardware meter answers them with an error ack. The resend request on the same to
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 CommandName = Literal["scenario", "clear", "settle", "status_now"]
 COMMAND_NAMES: tuple[CommandName, ...] = ("scenario", "clear", "settle", "status_now")
@@ -42,6 +42,21 @@ SCENARIOS: dict[str, str] = {
 SCENARIO_NAMES: tuple[str, ...] = tuple(SCENARIOS)
 
 
+def _plain_text(value: str) -> str:
+    """Text a meter, a log line and a JSON column all take: no control characters, no lone surrogate."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+#: Free text in a command (a scenario's sensor, ...): checked before anything is sent.
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+
+
 class CommandError(ValueError):
     """A command a meter cannot carry out; its message goes into the error ack."""
 
@@ -52,9 +67,9 @@ class Command(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     cmd: CommandName
-    name: str | None = None
+    name: PlainText | None = None
     duration_s: float | None = Field(default=None, gt=0, le=MAX_DURATION_S)
-    sensor: str | None = None
+    sensor: PlainText | None = None
     id: str | None = Field(default=None, max_length=MAX_COMMAND_ID)
 
     def body(self) -> dict[str, Any]:

@@ -8,7 +8,9 @@ RSSI in dBm. The firmware's own messages, ``schemas/examples/meter-data.json`` a
 Rules beyond the types:
 
 * ``meterId`` is 1-64 characters of ``[A-Za-z0-9_.-]`` (it becomes part of Redis keys and file names);
-* ``datetime`` is ISO 8601 with a timezone;
+* ``datetime`` is ISO 8601 with a timezone, in the form Python's ``datetime.fromisoformat`` reads (as
+  every reader of a stored message does: ``Z`` in capitals), not before 1970-01-01T00:00:00Z;
+* ``seq``, when present, is an integer from 0 to 10^14 - 1;
 * numbers are finite (no NaN or Infinity) and within physical bounds (energy counters never
   negative, SOC within 0-100, RSSI within -127..0 dBm ...);
 * types are strict: ``"4.2"`` is not a number and ``1`` is not a boolean;
@@ -17,10 +19,37 @@ Rules beyond the types:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+
+#: The earliest datetime a message may carry: a meter's clock counts from the Unix epoch; an earlier
+#: one is a clock never set (and some, like year 1 at +01:00, have no UTC value at all).
+EARLIEST_DATETIME = datetime(1970, 1, 1, tzinfo=UTC)
+#: The largest ``seq``: stays exact through Redis' Lua (doubles; JSON numbers written with 14 digits).
+MAX_SEQ = 10**14 - 1
+
+
+def _message_datetime(value: object) -> object:
+    """A message's datetime as every reader of a stored message parses it (``datetime.fromisoformat``,
+    which pydantic's parser is more lenient than), from the Unix epoch on."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("not an ISO 8601 datetime (e.g. 2025-10-26T04:27:10Z)") from None
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        try:
+            early = value < EARLIEST_DATETIME
+        except OverflowError:
+            early = True
+        if early:
+            raise ValueError("before 1970-01-01T00:00:00Z: the meter's clock is not set")
+    return value
+
+
+MessageDatetime = Annotated[AwareDatetime, BeforeValidator(_message_datetime)]
 
 METER_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -118,10 +147,12 @@ class DataMessage(_Strict):
     """``{prefix}/meters/data``: measurements of every subsystem, every 5-10 s."""
 
     meterId: MeterId
-    datetime: AwareDatetime
+    datetime: MessageDatetime
     units: dict[str, str]
     data: MeterData
-    seq: Annotated[int, Field(ge=0, description="per-meter sequence number (edge >= 0.1)")] | None = None
+    seq: (
+        Annotated[int, Field(ge=0, le=MAX_SEQ, description="per-meter sequence number (edge >= 0.1)")] | None
+    ) = None
 
 
 class Wifi(_Strict):
@@ -176,7 +207,7 @@ class StatusMessage(_Strict):
     """``{prefix}/meters/status``: connectivity, system health and sensor inventory, every 30-60 s."""
 
     meterId: MeterId
-    datetime: AwareDatetime
+    datetime: MessageDatetime
     units: dict[str, str]
     data: StatusData
 

@@ -147,7 +147,8 @@ class Keys:
 
     @property
     def meters(self) -> str:
-        """Hash: meterId -> last seen (epoch ms)."""
+        """Hash: meterId -> last seen (epoch ms): when its newest message came, or a data message's own
+        time if later (a meter's clock running ahead)."""
         return f"{self.prefix}:meters"
 
     @property

@@ -7,16 +7,18 @@ row cap, a statement timeout), which the tests check by row counts, status codes
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import redis.asyncio as aioredis
+from minio import Minio
 from psycopg import sql
 
 from enerlink.api.routes import history
 from enerlink.db import migrate
-from enerlink.schemas.wire import Keys, Tables
+from enerlink.schemas.wire import Buckets, Keys, Tables
 from tests.support.aggdata import aggregate_row, insert_rows
 from tests.support.apiserver import serve_api
 
@@ -120,3 +122,59 @@ async def test_a_slow_query_is_cancelled_and_counted(
         assert health.status_code == 200
         again = await api.client.get(path, params=DECADE)
         assert again.status_code == 200 and len(again.json()["points"]) == 120
+
+
+async def test_odd_inputs_get_a_4xx_and_nothing_is_sent(
+    environ: dict[str, str], database_url: str, key_prefix: str
+) -> None:
+    await migrate(database_url)
+    redis = aioredis.Redis.from_url(environ["ENERLINK_REDIS_URL"])
+    await redis.hset(Keys(key_prefix).meters, "METER001", 1)
+    await redis.aclose()
+    cases = [
+        "/events?since=0001-01-01T00:00:00%2B01:00",  # no UTC value
+        "/events?until=0001-01-01T00:00:00%2B01:00",
+        "/events?since=9999-12-31T23:59:59-05:00",
+        "/events?kind=%00",
+        "/events?kind=a%20b",
+    ]
+    async with serve_api(environ) as api:
+        for url in cases:
+            response = await api.client.get(url)
+            assert response.status_code == 422, (url, response.text)
+        for sensor in ("a\u0000b", "\ud800", "tab\there"):
+            body = {"cmd": "scenario", "name": "sensor_failure", "sensor": sensor, "timeout_s": 0.3}
+            response = await api.client.post(
+                "/meters/METER001/commands",
+                content=json.dumps(body),  # a lone surrogate as its JSON escape
+                headers={"content-type": "application/json"},
+            )
+            assert response.status_code == 422, (sensor, response.text)
+        assert (await api.client.get("/events", params={"kind": "command"})).json() == []  # none sent
+
+
+async def test_a_raw_object_missing_from_the_bucket_is_a_404(
+    s3_environ: dict[str, str], database_url: str
+) -> None:
+    await migrate(database_url)
+    day = datetime(2026, 1, 5).date()
+    group = Buckets.raw_group("METER001")
+    key = Buckets.raw_object(day.isoformat(), group, 3, 0)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "insert into {} (day, grp, hour, part, object_key, backend, location, row_count, size_bytes,"
+                " sha256, meters, schema_version) values (%s, %s, 3, 0, %s, 'minio', 'x', 1, 1, 'x', %s, 1)"
+            ).format(sql.Identifier(Tables.RAW_MANIFEST)),
+            (day, group, key, ["METER001"]),
+        )
+    minio = Minio(
+        s3_environ["ENERLINK_MINIO_ENDPOINT"],
+        access_key=s3_environ["ENERLINK_MINIO_ACCESS_KEY"],
+        secret_key=s3_environ["ENERLINK_MINIO_SECRET_KEY"],
+        secure=False,
+    )
+    minio.make_bucket(s3_environ["ENERLINK_MINIO_BUCKET"])
+    async with serve_api(s3_environ) as api:
+        response = await api.client.get("/meters/METER001/raw", params={"day": day.isoformat()})
+    assert response.status_code == 404 and "NoSuchKey" in response.text

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import socket
 from pathlib import Path
@@ -69,6 +70,20 @@ async def test_websocket_receives_mqtt_data_with_filter(
         stats = api.settings  # the invalid message was counted, not forwarded
         metrics = (await api.client.get("/metrics")).text
         assert "enerlink_api_live_invalid 1.0" in metrics and stats is not None
+
+
+async def test_what_a_client_sends_is_ignored_text_or_binary(
+    environ: dict[str, str], data_fixture_bytes: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serve_api(environ) as api:
+        await _live(api)
+        async with connect(f"{api.ws_url}/ws/telemetry") as ws:
+            await ws.send(b"\xff\xfe binary")
+            await ws.send("some text")
+            await asyncio.sleep(0.1)
+            await _publish(environ, data_fixture_bytes)
+            assert await _next_data(ws) == json.loads(data_fixture_bytes)  # still served
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_websocket_keepalive_ping_and_token(environ: dict[str, str]) -> None:

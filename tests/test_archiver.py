@@ -164,6 +164,44 @@ async def test_crash_between_upload_and_drop_rerun_finishes(
     assert len(_db_rows(database_url)) == 1
 
 
+async def test_a_row_rewritten_during_the_export_is_not_dropped(
+    s3_environ: dict[str, str], database_url: str
+) -> None:
+    """A late minute re-aggregated (an update: the row count stays the same) while the month is being
+    uploaded: the archive holds the old value, so the rows must stay until a run archives the new one."""
+    await migrate(database_url)
+    rows = [
+        aggregate_row("METER001", OLD.start + timedelta(minutes=i), import_energy_10uwh=100)
+        for i in range(10)
+    ]
+    insert_rows(database_url, Tables.TELEMETRY_AGGREGATES, rows)
+    target = OLD.start + timedelta(minutes=9)
+    settings = Settings.from_env(Env(s3_environ))
+
+    def reaggregate(raw_bytes: int) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("update {} set import_energy_10uwh = 999999 where bucket = %s").format(
+                    sql.Identifier(Tables.TELEMETRY_AGGREGATES)
+                ),
+                (target,),
+            )
+
+    summary = await run(settings, once=True, hooks=Hooks(on_chunk=reaggregate))
+    assert summary is not None and summary.archived == []
+    assert summary.failed == [f"{Tables.TELEMETRY_AGGREGATES} {OLD}"]
+    assert len(_db_rows(database_url)) == 10 and _manifest(database_url) == []
+
+    summary = await run(settings, once=True)  # nothing writes now: the new value is archived
+    assert summary is not None and [r.rows for r in summary.archived] == [10]
+    key = Buckets.month_object(Tables.TELEMETRY_AGGREGATES, OLD.year, OLD.month)
+    response = _minio(s3_environ).get_object(s3_environ["ENERLINK_MINIO_BUCKET"], key)
+    archived = {r["bucket"][:16]: r["import_energy_10uwh"] for r in _object_rows(response.read())}
+    response.close()
+    assert sorted(archived.values()) == ["100"] * 9 + ["999999"]
+    assert _db_rows(database_url) == []
+
+
 async def test_failed_upload_leaves_rows_and_no_object(s3_environ: dict[str, str], database_url: str) -> None:
     await migrate(database_url)
     rows = fill_month(database_url, start=OLD.start, rows=40_000)  # ~14 MB gzip: a real multipart upload

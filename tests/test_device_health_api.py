@@ -208,3 +208,23 @@ async def test_rejections_unknown_and_empty(
             "/meters/METER001/health", start="2016-01-01T00:00:00Z", end="2026-01-01T00:00:00Z"
         )
         assert decade.status_code == 422 and "at 1d" in decade.json()["detail"]
+
+
+async def test_hour_buckets_on_the_night_the_clocks_go_back(
+    environ: dict[str, str], database_url: str
+) -> None:
+    """Europe/London, 26 Oct 2025: 01:00-02:00 is lived twice (BST, then GMT); two hourly buckets."""
+    await migrate(database_url)
+    start = datetime(2025, 10, 25, 22, 0, tzinfo=UTC)
+    _insert(
+        database_url,
+        Tables.DEVICE_HEALTH,
+        [_minute("METER001", start + timedelta(minutes=i), 1) for i in range(360)],
+    )
+    async with serve_api(environ, ENERLINK_TIMEZONE="Europe/London") as api:
+        params = {"start": start.isoformat(), "end": (start + timedelta(hours=6)).isoformat(), "bucket": "1h"}
+        body = (await api.client.get("/meters/METER001/health", params=params)).json()
+    assert [(p["bucket"], p["minutes"]) for p in body["points"]] == [
+        (f"2025-10-{day}T{hour:02d}:00:00Z", 60)
+        for day, hour in ((25, 22), (25, 23), (26, 0), (26, 1), (26, 2), (26, 3))
+    ]

@@ -68,6 +68,16 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     ("datetime naive", _mutated("datetime", "2025-10-26T04:27:10"), "bad_datetime"),
     ("datetime number", _mutated("datetime", 1761452830), "bad_datetime"),
     ("datetime 2 days ahead", _mutated("datetime", iso(ago(days=-2))), "future_datetime"),
+    # what pydantic alone would accept but a reader of the stored message could not use
+    ("datetime lowercase z", _mutated("datetime", "2025-10-26T04:27:10z"), "bad_datetime"),
+    ("datetime year 1, no UTC value", _mutated("datetime", "0001-01-01T00:30:00+01:00"), "bad_datetime"),
+    ("datetime before 1970", _mutated("datetime", "1969-12-31T23:59:59Z"), "bad_datetime"),
+    ("seq beyond 10^14", _mutated("seq", 10**14), "out_of_range"),
+    (
+        "seq 10^309",
+        data_message("H", at=ago(seconds=30), seq=1).replace(b'"seq":1', b'"seq":1' + b"0" * 309),
+        "out_of_range",
+    ),
     ("meterId colon", _mutated("meterId", "METER:001"), "invalid_meter_id"),
     ("meterId star", _mutated("meterId", "METER*"), "invalid_meter_id"),
     ("meterId space", _mutated("meterId", "METER 001"), "invalid_meter_id"),
@@ -177,6 +187,40 @@ async def test_payload_limit_is_configurable_and_presence_checked(
     assert reasons == [b"payload_too_large", b"not_json", b"wrong_type", b"missing_field", b"missing_field"]
     assert not await redis_client.hexists(keys.presence, "P1")
     assert not await redis_client.hexists(keys.latest_status, "SMALL")
+
+
+async def test_a_message_the_store_script_refuses_is_a_dead_letter_and_its_batch_goes_on(
+    *,
+    broker: Broker,
+    settings: Settings,
+    key_prefix: str,
+    topic_prefix: str,
+    redis_client: aioredis.Redis,
+) -> None:
+    """A meter's series key of the wrong type (damaged by hand): the store script fails on that meter's
+    reading. The worker writes the batch apart, keeps that one reading as a dead letter and stores the
+    others, instead of retrying the same batch for ever."""
+    keys, topics = Keys(key_prefix), Topics(topic_prefix)
+    await redis_client.set(keys.timeseries("BROKEN"), "not a sorted set")
+    good = [data_message(f"FINE{i}", at=ago(seconds=30 - i)) for i in range(20)]
+    bad = data_message("BROKEN", at=ago(seconds=20))
+    items = (
+        [(topics.data, p) for p in good[:10]] + [(topics.data, bad)] + [(topics.data, p) for p in good[10:]]
+    )
+    async with running(settings), publisher(broker.url) as pub:
+        await pub.many(items)
+        await wait_until(lambda: _xlen(redis_client, keys.rejected, 1), what="the dead letter")
+        await wait_until(lambda: _hlen(redis_client, keys.latest_data, len(good)), what="the good ones")
+        after = data_message("AFTER", at=ago(seconds=1))
+        await pub.one(topics.data, after)  # the worker is still there
+        await wait_until(lambda: redis_client.hexists(keys.latest_data, "AFTER"), what="a later message")
+    [(_, letter)] = await redis_client.xrange(keys.rejected)
+    assert letter[b"reason"] == b"store_refused" and letter[b"payload"] == bad[:1024]
+    assert b"BROKEN" in letter[b"detail"] and b"WRONGTYPE" in letter[b"detail"]
+    assert await redis_client.hgetall(keys.rejected_counts) == {b"store_refused": b"1"}
+    for i in range(len(good)):
+        assert await redis_client.zcard(keys.timeseries(f"FINE{i}")) == 1
+    assert await redis_client.get(keys.timeseries("BROKEN")) == b"not a sorted set"
 
 
 async def _xlen(client: aioredis.Redis, key: str, n: int) -> bool:

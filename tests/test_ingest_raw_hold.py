@@ -9,7 +9,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from enerlink.ingest.redis_store import RedisStore
+from enerlink.ingest.redis_store import LATE_DATA, NEW, RedisStore
 from enerlink.ingest.validate import Measurement
 from enerlink.schemas.telemetry import epoch_ms
 from enerlink.schemas.wire import Keys
@@ -81,3 +81,20 @@ async def test_the_hold_is_bounded(redis_client: aioredis.Redis, key_prefix: str
 async def test_a_hold_of_zero_trims_at_the_window(redis_client: aioredis.Redis, key_prefix: str) -> None:
     scores, old, _ = await _old_then_new(redis_client, Keys(key_prefix), hold_ms=0, archived_through=-1)
     assert old not in scores and len(scores) == 1
+
+
+async def test_a_held_reading_delivered_again_is_not_stored_twice(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """The same reading again (a broker redelivery, the meter's re-send) after it left the window
+    while the raw export still holds it in the series: a duplicate, not a new late reading."""
+    keys = Keys(key_prefix)
+    store = RedisStore(client=redis_client, keys=keys, retention_ms=WINDOW_MS, raw_hold_ms=HOUR_MS)
+    old = _reading("HOLD2", ms_ago=2500, seq=7)
+    await redis_client.hset(keys.raw_export, mapping={"through": old.at_ms - 1, "late": 0})
+    first = await store.write([old])
+    await asyncio.sleep(1.0)
+    again = await store.write([old])
+    assert first.flags[0] & NEW and not again.flags[0] & (NEW | LATE_DATA)
+    assert await redis_client.zcard(keys.timeseries("HOLD2")) == 1
+    assert await redis_client.zcard(keys.late_data("HOLD2")) == 0

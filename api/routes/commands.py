@@ -19,7 +19,7 @@ from enerlink import commands
 from enerlink.api.deps import AppState, State
 from enerlink.api.models import Problem
 from enerlink.api.routes.settlements import REQUEST_ID_PATTERN, SettlementOut, settlement_settings
-from enerlink.schemas.commands import SCENARIO_NAMES, SCENARIOS, Command, CommandName
+from enerlink.schemas.commands import SCENARIO_NAMES, SCENARIOS, Command, CommandName, PlainText
 from enerlink.schemas.telemetry import METER_ID_PATTERN, MeterId
 from enerlink.settlement import records, settling
 
@@ -45,7 +45,7 @@ class CommandIn(BaseModel):
     cmd: CommandName
     name: str | None = Field(default=None, max_length=64, description="scenario: which one (GET /scenarios)")
     duration_s: float | None = Field(default=None, gt=0, le=365 * 86400, description="scenario: how long")
-    sensor: str | None = Field(default=None, max_length=64, description="sensor_failure: which INA219")
+    sensor: PlainText | None = Field(default=None, max_length=64, description="sensor_failure: which INA219")
     timeout_s: float | None = Field(
         default=None, gt=0, le=600, description="wait at most this long for acks (capped by the server's)"
     )

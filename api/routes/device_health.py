@@ -45,7 +45,17 @@ _WEIGHTED = ("rssi_avg", "wifi_disconnected_ratio", "mqtt_disconnected_ratio")
 _COLUMNS = ("minutes", *HEALTH_COLUMNS[2:])  # the table's columns after meter_id, minute
 
 
-def _bucket_query() -> sql.Composed:
+#: A bucket's start: buckets of a day or more (and 6 h) on the local calendar; shorter ones are
+#: instants (the local boundary as a distance into the bucket), so the two 01:00 hours of the night
+#: the clocks go back stay two buckets.
+_LOCAL_START = "date_bin(%(step)s, minute at time zone %(tz)s, %(origin)s) at time zone %(tz)s"
+_INSTANT_START = (
+    "minute - ((minute at time zone %(tz)s) - date_bin(%(step)s, minute at time zone %(tz)s, %(origin)s))"
+)
+_SHORT = timedelta(hours=1)
+
+
+def _bucket_query(start: str) -> sql.Composed:
     def weighted(name: str) -> sql.Composable:
         col = sql.Identifier(name)
         return sql.SQL(
@@ -69,13 +79,12 @@ def _bucket_query() -> sql.Composed:
         ),
     ]
     return sql.SQL(
-        "select date_bin(%(step)s, minute at time zone %(tz)s, %(origin)s) at time zone %(tz)s as b, {}"
-        " from {} where meter_id = %(meter)s and minute >= %(start)s and minute < %(end)s"
+        "select {} as b, {} from {} where meter_id = %(meter)s and minute >= %(start)s and minute < %(end)s"
         " group by b order by b limit %(limit)s"
-    ).format(sql.SQL(", ").join(stats), sql.Identifier(Tables.DEVICE_HEALTH))
+    ).format(sql.SQL(start), sql.SQL(", ").join(stats), sql.Identifier(Tables.DEVICE_HEALTH))
 
 
-_QUERY = _bucket_query()
+_QUERY_LOCAL, _QUERY_INSTANT = _bucket_query(_LOCAL_START), _bucket_query(_INSTANT_START)
 _EVENTS = sql.SQL(
     "select id, meter_id, at, kind, severity, details from {} where meter_id = %s and at >= %s and at < %s"
     " order by at, id limit %s"
@@ -141,7 +150,7 @@ async def device_health(
     timezone = state.settings.common.timezone
     rows = await bounded_rows(
         state,
-        _QUERY,
+        _QUERY_INSTANT if BUCKETS[chosen] <= _SHORT else _QUERY_LOCAL,
         {
             "step": BUCKETS[chosen],
             "tz": timezone,

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -82,17 +82,21 @@ async def events(
     meter_id: Annotated[str | None, Query(pattern=METER_ID_PATTERN, max_length=64)] = None,
     since: Annotated[datetime | None, Query(description="default: 24 hours ago; no offset = UTC")] = None,
     until: Annotated[datetime | None, Query(description="default: now")] = None,
-    kind: Annotated[str | None, Query(max_length=64)] = None,
+    kind: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[Event]:
     if not await state.columns(Tables.EVENTS):
         return []
-    start = utc(since) if since else datetime.now(UTC) - timedelta(days=1)
+    try:
+        start = utc(since) if since else datetime.now(UTC) - timedelta(days=1)
+        end = utc(until) if until is not None else None
+    except (OverflowError, ValueError) as exc:  # a date beyond the calendar once in UTC
+        raise HTTPException(422, f"bad range: {exc}") from exc
     conditions: list[sql.Composable] = [sql.SQL("at >= %(start)s")]
     params: dict[str, Any] = {"start": start, "limit": limit}
-    if until is not None:
+    if end is not None:
         conditions.append(sql.SQL("at < %(until)s"))
-        params["until"] = utc(until)
+        params["until"] = end
     if meter_id is not None:
         conditions.append(sql.SQL("meter_id = %(meter_id)s"))
         params["meter_id"] = meter_id

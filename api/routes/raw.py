@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from enerlink.api.deps import AppState, iso
 from enerlink.api.models import Problem
+from enerlink.archiver.storage import StorageError
 from enerlink.schemas.telemetry import METER_ID_PATTERN
 from enerlink.schemas.wire import Buckets, Tables
 
@@ -102,7 +103,7 @@ async def meter_raw(
 
     try:
         data, count = await asyncio.to_thread(_build)
-    except (OSError, ValueError) as exc:  # an object missing or not matching its manifest row
+    except (OSError, ValueError, StorageError) as exc:  # an object missing or not as in the manifest
         raise HTTPException(404, f"raw readings of {meter_id} on {day}: {exc}") from exc
     if not count:
         raise HTTPException(404, f"no archived raw reading of {meter_id} on {day}")
