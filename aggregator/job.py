@@ -386,6 +386,7 @@ class Aggregator:
                 if watermark is not None:
                     await store.write_watermark(conn, watermark)
         except Exception as exc:
+            self.partitions.forget()  # a partition made in the rolled-back transaction is gone again
             raise AggregateError(f"writing {len(merged.keys)} rows failed: {exc}") from exc
         finally:
             for future in parts:  # the shards not written yet when a write failed

@@ -21,6 +21,7 @@ from enerlink.aggregator.metrics import Metrics
 from enerlink.aggregator.settings import Settings
 from enerlink.db import migrate
 from enerlink.metrics_server import metrics_server
+from enerlink.runtime import describe
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,22 @@ async def _scheduled(aggregator: Aggregator, settings: Settings, pool: memory.Co
 
 
 async def _loop(aggregator: Aggregator, ticks: asyncio.Queue[None], pool: memory.ComputePool) -> None:
+    failed = 0  # jobs failed in a row (Redis or PostgreSQL down: each tick, once a minute, tries again)
     while True:
         await ticks.get()
         try:
             await aggregator.run_job()
-        except Exception:
+        except Exception as exc:
+            failed += 1
             aggregator.metrics.failures.inc()
-            log.exception("aggregate: job failed; next tick retries")
+            log.error(  # the traceback once a streak: the same error every minute says nothing new
+                "aggregate: job failed (attempt %d): %s; the next tick retries",
+                failed,
+                describe(exc),
+                exc_info=exc if failed == 1 else None,
+            )
+        else:
+            if failed:
+                log.info("aggregate: job succeeded after %d failed attempt(s)", failed)
+            failed = 0
         await pool.job_done()

@@ -70,6 +70,10 @@ class Partitions:
             )
             self._known.add((year, month))
 
+    def forget(self) -> None:
+        """After a rolled-back transaction: what it created is not there; ``ensure`` asks again."""
+        self._known.clear()
+
     async def ensure_ahead(self, conn: Conn, now: datetime, months: int = 3) -> None:
         year, month = now.year, now.month
         ahead = []

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Generator
 
 import uvicorn
 
 from enerlink.api.app import create_app
 from enerlink.api.settings import Settings
+from enerlink.db import migrate
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +42,45 @@ def server(settings: Settings) -> uvicorn.Server:
     return _Server(config)
 
 
+class ApiStartError(RuntimeError):
+    """The API could not start (its port taken, its lifespan failed)."""
+
+
 async def run(settings: Settings) -> None:
     """Serve until cancelled, then shut down gracefully."""
+    # The schema first, here rather than only in the app's lifespan, which uvicorn does not let a
+    # signal interrupt: while PostgreSQL is out of reach a SIGTERM stops this at once.
+    await migrate(settings.common.database_url)
+    listening = _listen(settings)  # before the app starts: a port taken stops nothing half-started
     instance = server(settings)
-    serving = asyncio.ensure_future(instance.serve())
+    serving = asyncio.ensure_future(_serve(instance, listening))
     try:
         await asyncio.shield(serving)
         if instance.started is False:
-            raise RuntimeError(f"api: could not start on {settings.host}:{settings.port}")
+            raise ApiStartError(f"could not start on {settings.host}:{settings.port} (see above)")
     finally:
         instance.should_exit = True
         await serving
+
+
+def _listen(settings: Settings) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ApiStartError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from exc
+    return sock
+
+
+async def _serve(instance: uvicorn.Server, listening: socket.socket) -> None:
+    try:
+        await instance.serve(sockets=[listening])
+    except SystemExit:  # uvicorn ends the process when it cannot start: here, run() says so
+        instance.started = False
+    finally:
+        listening.close()

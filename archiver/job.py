@@ -189,14 +189,17 @@ class MonthArchiver:
         when = sql.SQL("{t} >= %s and {t} < %s").format(t=sql.Identifier(table.time_column))
         bounds = (month.start, month.end)
         if manifest_row(conn, table.name, month) is not None:
-            row = conn.execute(
-                sql.SQL("select exists(select 1 from {src} where {when})").format(src=source, when=when),
-                bounds,
-            ).fetchone()
-            if row is not None and not row[0]:  # an empty partition re-created after archiving
+            with conn.transaction():  # checked and dropped under one lock: no row slips in between
                 if partition:
-                    conn.execute(sql.SQL("drop table {}").format(source))
-                return None
+                    conn.execute(sql.SQL("lock table {} in access exclusive mode").format(source))
+                row = conn.execute(
+                    sql.SQL("select exists(select 1 from {src} where {when})").format(src=source, when=when),
+                    bounds,
+                ).fetchone()
+                if row is not None and not row[0]:  # an empty partition re-created after archiving
+                    if partition:
+                        conn.execute(sql.SQL("drop table {}").format(source))
+                    return None
             raise ArchiveError(
                 f"{table.name} {month}: already archived but rows are back in PostgreSQL; leaving both"
                 " (restore with --restore first, or remove the stray rows)"

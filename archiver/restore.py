@@ -52,6 +52,7 @@ PROBLEMS = (
     "conflict",
     "sha256_mismatch",
     "row_count",
+    "busy",
 )
 _MAX_HEADER = 64 * 1024
 

@@ -13,10 +13,11 @@ import logging
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import redis
@@ -41,6 +42,7 @@ class RunSummary:
     archived: list[MonthResult] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    skipped: bool = False  # another archiver (or a restore) held the database's turn
 
     @property
     def rows(self) -> int:
@@ -83,6 +85,15 @@ def _connect(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(settings.common.database_url, autocommit=True)
 
 
+def _take_turn(conn: psycopg.Connection[Any]) -> bool:
+    """The month archiver's advisory lock (one per schema), held until the connection closes: month
+    runs and restores of one database never overlap (say a manual ``--once`` and the nightly run)."""
+    row = conn.execute("select current_schema()").fetchone()
+    lock = zlib.crc32(f"enerlink-archive-months:{row[0] if row else ''}".encode())
+    taken = conn.execute("select pg_try_advisory_lock(%s)", (lock,)).fetchone()
+    return bool(taken and taken[0])
+
+
 def archive_now(
     settings: Settings,
     store: ObjectStore,
@@ -97,6 +108,10 @@ def archive_now(
     before = cutoff(now or datetime.now(UTC), settings.retention_days)
     summary = RunSummary()
     with _connect(settings) as conn:
+        if not _take_turn(conn):
+            log.warning("archive run: another archiver (or a restore) is at work on this database; skipped")
+            summary.skipped = True
+            return summary
         archiver = MonthArchiver(
             conn=conn, store=store, stop=stop, hooks=hooks or Hooks(), interactive=sys.stderr.isatty()
         )
@@ -145,6 +160,8 @@ def restore_now(
     none); returns rows per table. A damaged or missing object raises :class:`RestoreError`."""
     restored: dict[str, int] = {}
     with _connect(settings) as conn, conn.transaction():
+        if not _take_turn(conn):
+            raise RestoreError("busy", str(month), "an archive run is at work on this database; try again")
         for table in ARCHIVED_TABLES:
             rows = restore_month(conn, store, table, month, stop=stop)
             if rows is not None:

@@ -183,6 +183,7 @@ class LocalStore:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)
+            _sync_dir(path.parent)  # the rename itself survives a power cut
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -190,8 +191,12 @@ class LocalStore:
         path = self._path(key)
         meta = path.with_name(path.name + ".meta.json")
         tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**metadata, "content-type": content_type}, sort_keys=True))
+        with tmp.open("w") as out:
+            out.write(json.dumps({**metadata, "content-type": content_type}, sort_keys=True))
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, meta)
+        _sync_dir(meta.parent)
 
     def stat(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
@@ -206,6 +211,15 @@ class LocalStore:
         with self._path(key).open("rb") as source:
             while chunk := source.read(chunk_size):
                 yield chunk
+
+
+def _sync_dir(folder: Path) -> None:
+    """fsync a folder: the names in it (a file renamed into place) are on disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def open_store(settings: StorageSettings) -> ObjectStore:

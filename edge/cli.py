@@ -88,7 +88,8 @@ def _run_hardware(args: argparse.Namespace) -> int:
 
         config = dataclasses.replace(config, truth=SimTruth.lab(config.meter_id))
     configure_logging(config.common.log_level, config.common.log_format)
-    return run_service(lambda: run_hardware(config), name=f"edge-{config.meter_id}")
+    steps = 1 if args.once else args.steps  # bounded: this many data messages out, then exit
+    return run_service(lambda: run_hardware(config, max_messages=steps), name=f"edge-{config.meter_id}")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -47,8 +47,16 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
+def describe(exc: BaseException) -> str:
+    """One line for an error: its type and message, those of each error in a group (a TaskGroup's)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def run_service(main: Callable[[], Awaitable[None]], *, name: str, grace_s: float = 10.0) -> int:
-    """Run ``main()`` until it returns or a signal arrives; return the process exit code."""
+    """Run ``main()`` until it returns or a signal arrives; return the process exit code: 0, or 1 when
+    ``main()`` fails (one line says why; the traceback is logged at debug level)."""
 
     async def _supervise() -> int:
         loop = asyncio.get_running_loop()
@@ -77,6 +85,10 @@ def run_service(main: Callable[[], Awaitable[None]], *, name: str, grace_s: floa
             if not stopping:
                 raise
             log.info("%s: stopped cleanly", name)
+        except Exception as exc:  # the service's own boundary: one line, exit 1
+            log.error("%s: stopped by an error: %s", name, describe(exc))
+            log.debug("%s: the error's traceback", name, exc_info=exc)
+            return 1
         return 0
 
     return asyncio.run(_supervise())

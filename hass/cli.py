@@ -12,7 +12,7 @@ from enerlink.runtime import configure_logging, run_service
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--once", action="store_true", help="exit after 1 s without messages")
+    parser.add_argument("--once", action="store_true", help="exit after 1 s without messages (at most 60 s)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 from collections import Counter
@@ -54,6 +55,7 @@ from enerlink.schemas.wire import Topics
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0
+ONCE_LIMIT_S = 60.0  # ``once`` also ends this long after the start, under steady traffic or with no broker
 BATCH = 500
 #: A data message dated further ahead is skipped (as the ingest rejects it): one bogus date would
 #: otherwise hold back every later message of its meter (only messages newer than the last one count).
@@ -93,8 +95,10 @@ async def run(
     idle_s: float = 1.0,
     ready: asyncio.Event | None = None,
     metrics: HassMetrics | None = None,
+    once_limit_s: float = ONCE_LIMIT_S,
 ) -> None:
-    """Run until cancelled; with ``once``, stop after ``idle_s`` seconds without a message.
+    """Run until cancelled; with ``once``, stop after ``idle_s`` seconds without a message, or after
+    ``once_limit_s`` (:class:`HassOnceError` if no broker could be used by then).
 
     ``ready`` is set once the subscription is in place (at once when the bridge is off).
     """
@@ -112,7 +116,12 @@ async def run(
         metrics_server(metrics.registry, port=settings.metrics_port, host=settings.metrics_host),
     ):
         bridge = _Bridge(settings=settings, redis=client, metrics=metrics)
-        await bridge.loop(once=once, idle_s=idle_s, ready=ready)
+        until = time.monotonic() + once_limit_s if once else math.inf
+        await bridge.loop(once=once, idle_s=idle_s, ready=ready, until=until)
+
+
+class HassOnceError(RuntimeError):
+    """A bounded run (``--once``) found no broker in time."""
 
 
 @dataclass
@@ -123,7 +132,7 @@ class _Bridge:
     announced: set[str] = field(default_factory=set)
     tally: _Tally = field(default_factory=_Tally)
 
-    async def loop(self, *, once: bool, idle_s: float, ready: asyncio.Event | None) -> None:
+    async def loop(self, *, once: bool, idle_s: float, ready: asyncio.Event | None, until: float) -> None:
         s = self.settings
         topics = s.common.topics
         backoff = Backoff(initial=0.2, cap=10.0)
@@ -147,7 +156,7 @@ class _Bridge:
                     if ready is not None:
                         ready.set()
                     try:
-                        await self._pump(client, once=once, idle_s=idle_s)
+                        await self._pump(client, once=once, idle_s=idle_s, until=until)
                     finally:
                         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                             await client.publish(
@@ -157,13 +166,15 @@ class _Bridge:
             except aiomqtt.MqttError as exc:
                 self.metrics.connected.set(0)
                 delay = backoff.next_delay()
+                if time.monotonic() + delay > until:
+                    raise HassOnceError(f"--once: no broker in the time allowed: {exc}") from exc
                 log.warning("mqtt: %s; reconnect attempt %d in %.1f s", exc, backoff.attempt, delay)
                 await asyncio.sleep(delay)
             finally:
                 self.metrics.connected.set(0)
                 self._summary(force=True)
 
-    async def _pump(self, client: aiomqtt.Client, *, once: bool, idle_s: float) -> None:
+    async def _pump(self, client: aiomqtt.Client, *, once: bool, idle_s: float, until: float) -> None:
         messages = client.messages
         while True:
             try:
@@ -178,6 +189,9 @@ class _Bridge:
                 batch.append(await anext(messages))
             await self._handle(client, batch)
             self._summary()
+            if time.monotonic() >= until:
+                log.info("hass: --once stops at its time limit (steady traffic)")
+                return
 
     async def _handle(self, client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
         batch = self._sort(messages)

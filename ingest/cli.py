@@ -15,7 +15,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--once",
         action="store_true",
-        help="store what the broker holds for this worker's session, exit after 1 s without messages",
+        help="store what the broker holds for this worker's session, exit after 1 s without messages"
+        " (at most 60 s; exit 1 without a broker or Redis by then)",
     )
     parser.add_argument("--client-id", help="override ENERLINK_INGEST_CLIENT_ID")
 

@@ -108,6 +108,7 @@ class Delivery:
         """Rounds until cancelled; a failed round is logged, counted and retried at the next one."""
         if not self.enabled:
             return
+        await self.check_durability()
         interval = self.settings.confirm_interval_s
         backoff = Backoff(initial=interval, cap=max(60.0, interval))
         delay = interval
@@ -131,6 +132,34 @@ class Delivery:
             log.warning(
                 "delivery: round failed (%s); retry attempt %d in %.1f s", detail, backoff.attempt, delay
             )
+
+    async def check_durability(self) -> bool | None:
+        """Whether Redis keeps what is confirmed through a restart and a power cut (append-only file,
+        fsync on every write): a meter deletes a confirmed reading. Said once, at start, and in
+        ``enerlink_ingest_redis_durable``; None when Redis does not tell (CONFIG disabled)."""
+        try:
+            config = await self.client.config_get("append*")
+        except (RedisError, OSError) as exc:
+            log.info("delivery: Redis' persistence settings unknown (%s); see docs/delivery.md", exc)
+            return None
+        found = {_text(k): _text(v) for k, v in config.items()}
+        aof, fsync = found.get("appendonly", "?"), found.get("appendfsync", "?")
+        durable = aof == "yes" and fsync == "always"
+        self.metrics.redis_durable.set(1 if durable else 0)
+        if aof != "yes":
+            log.warning(
+                "delivery: Redis runs without its append-only file (appendonly %s): a restart of Redis loses"
+                " readings already confirmed to their meters, which deleted them; run it with appendonly yes"
+                " and appendfsync always (docs/delivery.md)",
+                aof,
+            )
+        elif not durable:
+            log.warning(
+                "delivery: Redis syncs its append-only file %s, not always: a power cut can take back"
+                " readings confirmed in the last second (docs/delivery.md)",
+                fsync,
+            )
+        return durable
 
     async def round(self) -> None:
         client = self.mqtt()

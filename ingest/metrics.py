@@ -62,6 +62,12 @@ class IngestMetrics:
         self.connected = Gauge(
             "enerlink_ingest_mqtt_connected", "1 while connected to the broker", registry=r
         )
+        self.redis_durable = Gauge(
+            "enerlink_ingest_redis_durable",
+            "1 when Redis keeps confirmed readings through a restart and a power cut (appendonly yes,"
+            " appendfsync always), 0 when it does not (checked at start with confirmations on)",
+            registry=r,
+        )
         self.gap_missed = Counter(
             "enerlink_ingest_seq_missed", "sequence numbers skipped (messages missed), all meters", registry=r
         )

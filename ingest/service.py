@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -86,6 +87,7 @@ from enerlink.takeover import TakeoverWatch
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0
+ONCE_LIMIT_S = 60.0  # ``once`` also ends this long after the start, under steady traffic or with no broker
 STATE_DIR = "ENERLINK_INGEST_STATE_DIR"
 
 
@@ -112,15 +114,19 @@ async def run(
     idle_s: float = 1.0,
     ready: asyncio.Event | None = None,
     metrics: IngestMetrics | None = None,
+    once_limit_s: float = ONCE_LIMIT_S,
 ) -> None:
-    """Run until cancelled; with ``once``, stop after ``idle_s`` seconds without a message.
+    """Run until cancelled; with ``once``, stop after ``idle_s`` seconds without a message, or after
+    ``once_limit_s`` (:class:`IngestOnceError` if no broker or Redis could be used by then).
 
     ``ready`` is set once the first subscription is in place (callers that publish right away).
     """
     if not settings.client_id:  # a default id of this worker's own (enerlink.identity)
         with claim_client_id("enerlink-ingest", state_dir=settings.state_dir, setting=STATE_DIR) as client_id:
             claimed = replace(settings, client_id=client_id)
-            return await run(claimed, once=once, idle_s=idle_s, ready=ready, metrics=metrics)
+            return await run(
+                claimed, once=once, idle_s=idle_s, ready=ready, metrics=metrics, once_limit_s=once_limit_s
+            )
     metrics = metrics or IngestMetrics()
     validator = Validator(
         topics=settings.common.topics,
@@ -147,11 +153,17 @@ async def run(
             raw_hold_ms=settings.raw_hold_s * 1000,
         )
         worker = _Worker(settings=settings, store=store, validator=validator, metrics=metrics, ready=ready)
+        if once:
+            worker.once_until = time.monotonic() + once_limit_s
         worker.delivery = Delivery(settings=settings, client=client, metrics=metrics, mqtt=worker.mqtt_client)
         async with asyncio.TaskGroup() as group:
             confirmer = group.create_task(worker.delivery.run(), name="delivery")
             pump = group.create_task(worker.loop(once=once, idle_s=idle_s), name="ingest")
             pump.add_done_callback(lambda _: confirmer.cancel())
+
+
+class IngestOnceError(RuntimeError):
+    """A bounded run (``--once``) could not do its work in time (no broker, no Redis)."""
 
 
 @dataclass
@@ -168,6 +180,7 @@ class _Worker:
     limiter: MeterLimiter = field(init=False)
     delivery: Delivery | None = None
     live: mqtt_source.Session | None = None
+    once_until: float = math.inf  # monotonic time at which a bounded run stops taking input
 
     def mqtt_client(self) -> mqtt_source.Session | None:
         """The current connection (for publishing), ``None`` while disconnected."""
@@ -207,6 +220,8 @@ class _Worker:
                 self.metrics.connected.set(0)
                 uptime = None if since is None else time.monotonic() - since
                 delay = max(backoff.next_delay(), takeover.disconnected(exc, uptime_s=uptime))
+                if time.monotonic() + delay > self.once_until:
+                    raise IngestOnceError(f"--once: no broker in the time allowed: {exc}") from exc
                 log.warning("mqtt: %s; reconnect attempt %d in %.1f s", exc, backoff.attempt, delay)
                 await asyncio.sleep(delay)
             finally:
@@ -248,6 +263,9 @@ class _Worker:
             live.ack(batch)
             self._count(batch, outcomes, result)
             self._summary()
+            if time.monotonic() >= self.once_until:
+                log.info("ingest: --once stops at its time limit (steady traffic)")
+                return
 
     def _admit(self, outcome: Outcome) -> Outcome:
         """The per-meter rate limit (:mod:`enerlink.ingest.limits`) on valid data and status messages."""
@@ -284,6 +302,8 @@ class _Worker:
             except (RedisError, OSError) as exc:
                 self.metrics.write_failures.inc()
                 delay = backoff.next_delay()
+                if time.monotonic() + delay > self.once_until:  # nothing acknowledged: all comes again
+                    raise IngestOnceError(f"--once: no Redis in the time allowed: {exc}") from exc
                 log.warning(
                     "redis: write of %d messages failed (%s: %s); retry attempt %d in %.1f s",
                     len(outcomes),

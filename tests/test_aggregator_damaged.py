@@ -7,9 +7,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import psycopg
+import pytest
 import redis.asyncio as aioredis
+from psycopg import sql
 
+from enerlink.aggregator.job import AggregateError, Aggregator
 from enerlink.aggregator.service import run
+from enerlink.db import migrate
 from enerlink.schemas import snapshot_bulk
 from enerlink.schemas import snapshot_layout as SL
 from enerlink.schemas.wire import Keys, Tables
@@ -98,3 +103,38 @@ async def test_a_flood_saturates_the_counts_instead_of_stopping_the_rollups(
     assert five[("HOT", minute_dt(b5))]["battery_connected_count"] == 32767
     assert five[("OK", minute_dt(b5))]["sample_count"] == 30
     assert await run(settings, once=True) is not None
+
+
+async def test_a_failed_write_into_a_new_month_is_written_by_the_next_job(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """Late readings of a month without a partition: the job that creates it fails (here a constraint
+    refuses one row) and rolls the partition back with it; the next job of the same aggregator creates
+    it again instead of trusting what it remembered."""
+    settings = settings_for(environ, ENERLINK_AGGREGATE_LATE_HOLD_S="0")
+    keys = settings.common.keys
+    url = settings.common.database_url
+    await migrate(url)
+    old = datetime(2024, 2, 10, 12, 0, tzinfo=UTC)
+    m = int(old.timestamp() * 1000)
+    t = await now_ms(redis_client)
+    for meter in ("LATE", "FAIL"):
+        await put(redis_client, keys, meter, [(m + 5_000, snapshot(meter, m + 5_000))], late=True)
+        await redis_client.zadd(keys.late_minutes, {Keys.late_member(meter, m): t})
+    refuse = sql.SQL("alter table {} add constraint refuse_fail check (meter_id <> 'FAIL') not valid")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(refuse.format(sql.Identifier(Tables.TELEMETRY_AGGREGATES)))
+    aggregator = Aggregator(settings, redis_client)
+    with pytest.raises(ExceptionGroup) as raised:  # from the job's task group
+        await aggregator.run_job()
+    assert raised.group_contains(AggregateError, match="refuse_fail")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("alter table {} drop constraint refuse_fail").format(
+                sql.Identifier(Tables.TELEMETRY_AGGREGATES)
+            )
+        )
+    report = await aggregator.run_job()
+    assert report is not None and report.late_pairs == 2
+    found = rows(url)
+    assert found[("LATE", old)]["sample_count"] == 1 and found[("FAIL", old)]["sample_count"] == 1

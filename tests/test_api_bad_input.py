@@ -137,6 +137,7 @@ async def test_odd_inputs_get_a_4xx_and_nothing_is_sent(
         "/events?since=9999-12-31T23:59:59-05:00",
         "/events?kind=%00",
         "/events?kind=a%20b",
+        "/events?since=2025-01-02T00:00:00Z&until=2025-01-01T00:00:00Z",
     ]
     async with serve_api(environ) as api:
         for url in cases:

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from enerlink.archiver.job import ArchiveError, Hooks
 from enerlink.archiver.months import ARCHIVED_TABLES, Month, months_due
-from enerlink.archiver.service import run
+from enerlink.archiver.service import _take_turn, run
 from enerlink.archiver.settings import Settings
 from enerlink.config import ConfigError, Env
 from enerlink.db import migrate
@@ -200,6 +200,27 @@ async def test_a_row_rewritten_during_the_export_is_not_dropped(
     response.close()
     assert sorted(archived.values()) == ["100"] * 9 + ["999999"]
     assert _db_rows(database_url) == []
+
+
+async def test_archive_runs_and_restores_of_one_database_take_turns(
+    environ: dict[str, str], database_url: str
+) -> None:
+    """A month run while another one (say the nightly run while an operator runs ``--once``) holds the
+    database's turn skips; a restore then says the database is busy."""
+    await _seed(database_url)
+    settings = Settings.from_env(Env(environ))
+    with psycopg.connect(database_url, autocommit=True) as other:
+        assert _take_turn(other)
+        summary = await run(settings, once=True)
+        assert summary is not None and summary.skipped and summary.archived == [] and not summary.failed
+        assert _manifest(database_url) == [] and len(_db_rows(database_url)) == 62
+    summary = await run(settings, once=True)  # its connection closed: the turn is free
+    assert summary is not None and [r.rows for r in summary.archived] == [61]
+    with psycopg.connect(database_url, autocommit=True) as other:
+        assert _take_turn(other)
+        with pytest.raises(ArchiveError, match="try again"):
+            await run(settings, restore=OLD)
+    assert len(_db_rows(database_url)) == 1
 
 
 async def test_failed_upload_leaves_rows_and_no_object(s3_environ: dict[str, str], database_url: str) -> None:

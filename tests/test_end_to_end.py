@@ -9,6 +9,8 @@ import csv
 import gzip
 import io
 import json
+import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,7 +60,8 @@ async def test_a_meter_message_reaches_every_store_and_comes_back_out(
 
     # 1. meter -> broker (QoS 2) -> ingest -> Redis; the fixture itself, unchanged, and a bad message
     ready = asyncio.Event()
-    ingest_settings = IngestSettings.from_env(env)
+    # a client id of its own: the host's default one may hold another test's session and its queue
+    ingest_settings = replace(IngestSettings.from_env(env), client_id=f"e2e-{uuid.uuid4().hex[:8]}")
     worker = asyncio.create_task(enerlink.ingest.service.run(ingest_settings, ready=ready), name="ingest")
     try:
         await asyncio.wait_for(ready.wait(), 15)

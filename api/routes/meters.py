@@ -92,6 +92,8 @@ async def events(
         end = utc(until) if until is not None else None
     except (OverflowError, ValueError) as exc:  # a date beyond the calendar once in UTC
         raise HTTPException(422, f"bad range: {exc}") from exc
+    if end is not None and start >= end:
+        raise HTTPException(422, "since must be before until")
     conditions: list[sql.Composable] = [sql.SQL("at >= %(start)s")]
     params: dict[str, Any] = {"start": start, "limit": limit}
     if end is not None:
