@@ -16,6 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=None, help="listen port (ENERLINK_API_PORT, default 8000)"
     )
+    parser.add_argument("--once", action="store_true", help="start everything, then stop: a check")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -26,4 +27,4 @@ def main(args: argparse.Namespace) -> int:
     if args.port is not None:
         settings = replace(settings, port=args.port)
     configure_logging(settings.common.log_level, settings.common.log_format)
-    return run_service(lambda: run(settings), name="api", grace_s=15.0)
+    return run_service(lambda: run(settings, once=args.once), name="api", grace_s=15.0)

@@ -22,12 +22,22 @@ log = logging.getLogger(__name__)
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.through_startup = asyncio.Event()  # set when startup is over, started or not
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:  # the service runner owns signals
         yield
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.through_startup.set()
 
-def server(settings: Settings) -> uvicorn.Server:
+
+def server(settings: Settings) -> _Server:
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -46,8 +56,9 @@ class ApiStartError(RuntimeError):
     """The API could not start (its port taken, its lifespan failed)."""
 
 
-async def run(settings: Settings) -> None:
-    """Serve until cancelled, then shut down gracefully."""
+async def run(settings: Settings, *, once: bool = False) -> None:
+    """Serve until cancelled, then shut down gracefully; ``once``: start (schema, port, Redis, the live
+    feed), then shut down at once: a check that it can run here."""
     # The schema first, here rather than only in the app's lifespan, which uvicorn does not let a
     # signal interrupt: while PostgreSQL is out of reach a SIGTERM stops this at once.
     await migrate(settings.common.database_url)
@@ -55,7 +66,14 @@ async def run(settings: Settings) -> None:
     instance = server(settings)
     serving = asyncio.ensure_future(_serve(instance, listening))
     try:
-        await asyncio.shield(serving)
+        if once:  # up to the end of its startup, then the shutdown below
+            started = asyncio.ensure_future(instance.through_startup.wait())
+            await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
+            started.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await started
+        else:
+            await asyncio.shield(serving)
         if instance.started is False:
             raise ApiStartError(f"could not start on {settings.host}:{settings.port} (see above)")
     finally:
@@ -77,7 +95,7 @@ def _listen(settings: Settings) -> socket.socket:
     return sock
 
 
-async def _serve(instance: uvicorn.Server, listening: socket.socket) -> None:
+async def _serve(instance: _Server, listening: socket.socket) -> None:
     try:
         await instance.serve(sockets=[listening])
     except SystemExit:  # uvicorn ends the process when it cannot start: here, run() says so

@@ -44,6 +44,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-api", action="store_true", help="do not serve the HTTP API")
     parser.add_argument("--port", type=int, default=None, help="API port (ENERLINK_API_PORT, default 8000)")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="one pass: the meters publish one step, the ingest stores it, then one aggregation and one"
+        " archive run (complete minutes only), and exit",
+    )
 
 
 async def run_all(args: argparse.Namespace) -> None:
@@ -70,6 +76,9 @@ async def run_all(args: argparse.Namespace) -> None:
         api_settings.host,
         api_settings.port,
     )
+    if args.once:
+        await _one_pass(args, env, edge_settings=edge_settings, ingest_settings=ingest_settings)
+        return
     ready = asyncio.Event()
     async with asyncio.TaskGroup() as group:
 
@@ -90,6 +99,24 @@ async def run_all(args: argparse.Namespace) -> None:
         await ready.wait()  # meters start once the ingest's subscription is in place
         if args.meters > 0:
             start("edge", enerlink.edge.service.run(edge_settings))
+
+
+async def _one_pass(
+    args: argparse.Namespace, env: Env, *, edge_settings: EdgeSettings, ingest_settings: IngestSettings
+) -> None:
+    """``--once``: each service's own bounded run, in the pipeline's order."""
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        ingest = group.create_task(
+            enerlink.ingest.service.run(ingest_settings, once=True, ready=ready), name="ingest"
+        )
+        await ready.wait()
+        if args.meters > 0:
+            await group.create_task(enerlink.edge.service.run(edge_settings, once=True), name="edge")
+        await ingest
+    await enerlink.aggregator.service.run(AggregatorSettings.from_env(env), once=True)
+    await enerlink.archiver.service.run(ArchiverSettings.from_env(env), once=True)
+    log.info("up: one pass done")
 
 
 def _report_stopped(task: asyncio.Task[Any]) -> None:

@@ -16,7 +16,7 @@ from enerlink.hass import service as hass_service
 from enerlink.ingest import service as ingest_service
 from enerlink.schemas.wire import Keys, Topics
 from tests.support.ingest_support import ago, data_message, ingest_settings, publisher
-from tests.support.services import Broker, free_port
+from tests.support.services import Broker, ServiceProcess, free_port
 from tests.test_ha_discovery import hass_settings
 
 
@@ -78,3 +78,26 @@ async def test_hass_once_ends_under_steady_traffic_and_gives_up_without_a_broker
     nowhere = hass_settings({**environ, "ENERLINK_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}"}, uid)
     with pytest.raises(hass_service.HassOnceError, match="no broker"):
         await hass_service.run(nowhere, once=True, once_limit_s=2.0)
+
+
+def test_api_once_starts_everything_then_stops(environ: dict[str, str]) -> None:
+    api = ServiceProcess(
+        ["api", "--once", "--host", "127.0.0.1", "--port", str(free_port())], env=environ
+    ).start()
+    assert api.process is not None
+    code = api.process.wait(timeout=60)
+    output = api.output()
+    assert code == 0, output
+    assert "api: ready" in output and "Traceback" not in output, output
+
+
+async def test_up_once_is_one_pass_through_the_pipeline(
+    environ: dict[str, str], key_prefix: str, redis_client: aioredis.Redis
+) -> None:
+    up = ServiceProcess(["up", "--once", "--meters", "2", "--no-console"], env=environ).start()
+    assert up.process is not None
+    code = await asyncio.to_thread(up.process.wait, 120)
+    output = up.output()
+    assert code == 0, output
+    assert "up: one pass done" in output and "Traceback" not in output, output
+    assert await redis_client.hlen(Keys(key_prefix).latest_data) == 2  # each meter's step stored
