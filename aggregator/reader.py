@@ -256,14 +256,20 @@ async def next_minutes(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -
     return out
 
 
-async def held_counts(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[int]:
-    """For each (meter, minute): how many snapshots of that minute Redis holds (live and late)."""
+async def held_counts(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[tuple[int, bool]]:
+    """For each (meter, minute): how many snapshots of that minute Redis holds (live and late), and
+    whether it holds one before the minute (the minute's counter baseline)."""
     pipe = r.pipeline(transaction=False)
     for meter, minute in pairs:
         for key in (keys.timeseries(meter), keys.late_data(meter)):
             pipe.zcount(key, minute, f"({minute + MINUTE_MS}")
+            pipe.zcount(key, "-inf", f"({minute}")
     replies: list[Any] = await pipe.execute()
-    return [int(replies[2 * i]) + int(replies[2 * i + 1]) for i in range(len(pairs))]
+    out = []
+    for i in range(len(pairs)):
+        live, live_before, late, late_before = (int(x) for x in replies[4 * i : 4 * i + 4])
+        out.append((live + late, live_before + late_before > 0))
+    return out
 
 
 async def late_flags(r: Redis, keys: Keys, t0_ms: int) -> list[str]:

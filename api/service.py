@@ -82,13 +82,12 @@ async def run(settings: Settings, *, once: bool = False) -> None:
 
 
 def _listen(settings: Settings) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(
-        settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
+    """The listening socket, made as uvicorn makes it (IPv6 for an address with a colon)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(address)
+        sock.bind((settings.host, settings.port))
     except OSError as exc:
         sock.close()
         raise ApiStartError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from exc

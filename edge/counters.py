@@ -5,10 +5,14 @@
 * State lives in one SQLite row (WAL, ``synchronous=FULL``), replaced in a single transaction:
   a power cut mid-write leaves the previous state, never a torn one.
 * SD-card friendly: :meth:`Counters.maybe_persist` writes at most every ``persist_every_s``
-  (default 60 s), plus :meth:`Counters.close` on exit. A crash loses at most that much energy.
+  (default 60 s), plus :meth:`Counters.close` on exit.
 * ``seq`` is reserved in blocks (``seq_block``): the stored high-water mark is always ahead of every
   number handed out, so after a crash ``seq`` jumps forward but never repeats. The hardware edge then
   continues from its delivery log instead (:meth:`Counters.resume_after`), so there is no jump.
+* After a crash the counters continue from the newest reading in the delivery log when it is newer
+  than the saved state (:meth:`Counters.resume_from`): the pipeline saw those values, and a counter
+  that went back would look like a reset to it. So the energy a crash can lose is only that of the
+  interval it cut short.
 """
 
 from __future__ import annotations
@@ -26,6 +30,33 @@ CHANNELS = ("export", "import", "load_smart_mtr", "load_home", "solar_input", "s
 _SCHEMA = "create table if not exists counters (id integer primary key check (id = 1), state text not null)"
 
 
+@dataclass(frozen=True, slots=True)
+class LoggedCounters:
+    """The counters a sent data message carries (Wh, per channel) and its time (epoch seconds)."""
+
+    at: float
+    daily: dict[str, float]
+    total: dict[str, float]
+    settlement: dict[str, float]
+
+
+def logged_counters(payload: bytes) -> LoggedCounters | None:
+    """The counters of a logged data message; None if it does not hold them (not a data message)."""
+    try:
+        message = json.loads(payload)
+        at = dt.datetime.fromisoformat(message["datetime"]).timestamp()
+        data = message["data"]
+        found = LoggedCounters(at=at, daily={}, total={}, settlement={})
+        for channel in CHANNELS:
+            found.daily[channel] = float(data[channel]["daily_energy"])
+            found.total[channel] = float(data[channel]["total_energy"])
+            if "settlement_energy" in data[channel]:
+                found.settlement[channel] = float(data[channel]["settlement_energy"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return found
+
+
 @dataclass(slots=True)
 class CounterState:
     daily: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CHANNELS, 0.0))
@@ -35,6 +66,7 @@ class CounterState:
     seq: int = 0
     seq_reserved: int = 0
     settled_at: str | None = None
+    counted_seq: int = 0  # the newest reading whose energy the counters include
 
     def to_json(self) -> str:
         return json.dumps(
@@ -46,6 +78,7 @@ class CounterState:
                 "seq": self.seq,
                 "seq_reserved": self.seq_reserved,
                 "settled_at": self.settled_at,
+                "counted_seq": self.counted_seq,
             },
             sort_keys=True,
         )
@@ -60,6 +93,7 @@ class CounterState:
         state.seq = int(raw.get("seq", 0))
         state.seq_reserved = int(raw.get("seq_reserved", state.seq))
         state.settled_at = raw.get("settled_at")
+        state.counted_seq = int(raw.get("counted_seq", state.seq))
         return state
 
 
@@ -137,7 +171,9 @@ class Counters:
         return rolled
 
     def next_seq(self) -> int:
+        """The next reading's ``seq``; call it after :meth:`add` of that reading's energy."""
         self.state.seq += 1
+        self.state.counted_seq = self.state.seq
         if self.state.seq > self.state.seq_reserved:
             self.state.seq_reserved = self.state.seq + self.seq_block - 1
             self.persist()
@@ -150,6 +186,20 @@ class Counters:
         if seq > 0:
             self.state.seq = seq
             self.state.seq_reserved = max(self.state.seq_reserved, seq)
+
+    def resume_from(self, seq: int, payload: bytes) -> bool:
+        """Continue from the counters of reading ``seq`` (the newest in the delivery log) when it is
+        newer than the saved state; its daily counters only if it is of today. Returns whether it was."""
+        found = logged_counters(payload) if seq > self.state.counted_seq else None
+        if found is None:
+            return False
+        self.state.total.update(found.total)
+        self.state.settlement.update(found.settlement)
+        if self.local_day(found.at) == self.state.day:
+            self.state.daily.update(found.daily)
+        self.state.counted_seq = seq
+        self.persist()
+        return True
 
     def settle(self, *, now: float | None = None) -> dict[str, float]:
         """Reset ``settlement`` (persisted at once); returns the settled values for the ack."""

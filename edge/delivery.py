@@ -121,8 +121,11 @@ class Delivery:
         """Check one confirmation and queue it for :meth:`apply_confirmations` (one transaction for
         all that arrived meanwhile); False when it is ignored. Never raises on bad input."""
         meter_id = self.confirm_meter(topic)
-        if meter_id is None or meter_id not in self.meters or not payload:
-            return False  # not ours (another fleet's meter), or a retained confirmation being cleared
+        ours = meter_id is not None and (meter_id in self.meters or self.log.highest(meter_id) > 0)
+        if meter_id is None or not ours or not payload:
+            # another fleet's meter (one that left this fleet still has readings in the log to
+            # confirm), or a retained confirmation being cleared
+            return False
         try:
             confirmation = Confirmation.model_validate_json(payload)
         except ValidationError as exc:

@@ -169,6 +169,14 @@ class ReadingsLog:
         """The highest ``seq`` logged for the meter (0: none): the next one to issue is this + 1."""
         return self._highest.get(meter_id, 0)
 
+    def newest(self, meter_id: str) -> Logged | None:
+        """The meter's reading with the highest ``seq`` (never pruned), or None."""
+        row = self._db.execute(
+            "select seq, payload, resends from readings where meter_id = ? order by seq desc limit 1",
+            (meter_id,),
+        ).fetchone()
+        return None if row is None else Logged(meter_id, int(row[0]), bytes(row[1]), int(row[2]))
+
     def append(self, meter_id: str, seq: int, topic: str, payload: bytes) -> None:
         self.append_many([Entry(meter_id, seq, topic, payload)])
 

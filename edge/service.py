@@ -35,7 +35,7 @@ from enerlink.edge.sim.controller import FleetController, control_loop, last_wil
 from enerlink.edge.sim.engine import Simulator
 from enerlink.edge.sim.metrics import SimMetrics
 from enerlink.edge.sim.runner import FleetRunner, command_loop, tick_loop, weather_loop
-from enerlink.edge.sim.state import StateStore
+from enerlink.edge.sim.state import StateStore, resume_counters
 from enerlink.edge.sim.weather import OfflineWeather, OpenMeteoWeather, WeatherProvider
 from enerlink.metrics_server import metrics_server
 
@@ -89,6 +89,8 @@ async def run(
     restored = 0 if clock.backfill else store.restore(sim, seqs)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     readings = ReadingsLog(log_path(settings), settings=settings.log)
+    if counted := resume_counters(readings, sim, seqs):
+        log.info("counters of %d meters continue from the delivery log (newer than the saved state)", counted)
     moved = resume_seqs(readings, fleet.ids, seqs)
     if moved:
         log.info("seq of %d meters continues from the delivery log (newer than the saved state)", moved)

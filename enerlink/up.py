@@ -33,6 +33,7 @@ from enerlink.ingest.settings import Settings as IngestSettings
 from enerlink.runtime import configure_logging, run_service
 
 log = logging.getLogger(__name__)
+ONE_PASS_SETTLE_S = 2.0  # ``--once``: what the ingest has to store the meters' step once it is sent
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -104,16 +105,17 @@ async def run_all(args: argparse.Namespace) -> None:
 async def _one_pass(
     args: argparse.Namespace, env: Env, *, edge_settings: EdgeSettings, ingest_settings: IngestSettings
 ) -> None:
-    """``--once``: each service's own bounded run, in the pipeline's order."""
+    """``--once``: the services one after the other, in the pipeline's order. What the meters' one step
+    sent is at the broker once the edge returns; the ingest, subscribed before, has
+    :data:`ONE_PASS_SETTLE_S` to take it, then drains as on SIGTERM."""
     ready = asyncio.Event()
     async with asyncio.TaskGroup() as group:
-        ingest = group.create_task(
-            enerlink.ingest.service.run(ingest_settings, once=True, ready=ready), name="ingest"
-        )
+        ingest = group.create_task(enerlink.ingest.service.run(ingest_settings, ready=ready), name="ingest")
         await ready.wait()
         if args.meters > 0:
             await group.create_task(enerlink.edge.service.run(edge_settings, once=True), name="edge")
-        await ingest
+        await asyncio.sleep(ONE_PASS_SETTLE_S)
+        ingest.cancel()
     await enerlink.aggregator.service.run(AggregatorSettings.from_env(env), once=True)
     await enerlink.archiver.service.run(ArchiverSettings.from_env(env), once=True)
     log.info("up: one pass done")

@@ -80,8 +80,9 @@ class BatchResult:
 
 class StoreRefused(Exception):
     """The store script itself failed on the batch (not Redis: it would fail the same way again), for
-    example on a key of the wrong type. Parts of the batch may be stored (the script stops where it
-    failed); writing them again is harmless: every write is idempotent."""
+    example on a key of the wrong type. The items before the failing one are applied (Redis does not
+    roll a script back); written again, a reading is recognised as stored (counted as a duplicate) and
+    a dead letter among them is recorded twice."""
 
 
 def _refused_by_script(exc: ResponseError) -> bool:

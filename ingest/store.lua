@@ -103,6 +103,16 @@ local function newer_wins(hash, at_hash, meter, at, payload)
   return 0
 end
 
+local function seen(meter, at)
+  -- last seen: now, or a data message's own time when its clock runs ahead, and never back from a
+  -- time set so (the aggregator reads a minute, the raw export an hour, for the meters seen since)
+  local stored = tonumber(redis.call('HGET', KEYS[K_METERS], meter) or 0)
+  local t = math.max(now, at)
+  if t > stored then
+    redis.call('HSET', KEYS[K_METERS], meter, t)
+  end
+end
+
 local function track_seq(meter, seq, at, new)
   -- returns 32 for a sequence number seen again, 1024 * n for n sequence numbers skipped
   local raw = redis.call('HGET', KEYS[K_GAPS], meter)
@@ -185,9 +195,7 @@ for _ = 1, count do
         end
       end
     end
-    -- last seen; a reading from a clock running ahead counts from its own time, so that the minute
-    -- and the hour it falls in are still read when they close (the aggregator, the raw export)
-    redis.call('HSET', KEYS[K_METERS], meter, math.max(now, at))
+    seen(meter, at)
     results[#results + 1] = flags
   elseif kind == 's' then
     local meter, at, payload = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
@@ -202,7 +210,7 @@ for _ = 1, count do
     end
     flags = flags + newer_wins(K_LATEST_STATUS, K_LATEST_STATUS_AT, meter, at, payload)
     touched_latest_status = true
-    redis.call('HSET', KEYS[K_METERS], meter, now)
+    seen(meter, now)
     results[#results + 1] = flags
   elseif kind == 'p' then
     local meter, online, payload = ARGV[a + 1], ARGV[a + 2] == '1', ARGV[a + 3]

@@ -103,6 +103,14 @@ async def test_a_flood_saturates_the_counts_instead_of_stopping_the_rollups(
     assert five[("HOT", minute_dt(b5))]["battery_connected_count"] == 32767
     assert five[("OK", minute_dt(b5))]["sample_count"] == 30
     assert await run(settings, once=True) is not None
+    # a late reading in the flooded bucket: its rows are recomputed, saturated the same way
+    at = b5 + 3
+    await put(redis_client, keys, "HOT", [(at, snapshot("HOT", at))], late=True)
+    await redis_client.zadd(keys.late_minutes, {Keys.late_member("HOT", b5): await now_ms(redis_client)})
+    report = await run(settings, once=True)
+    assert report is not None and report.late_pairs >= 1
+    assert rows(url, Tables.TELEMETRY_5M)[("HOT", minute_dt(b5))]["sample_count"] == 32767
+    assert await redis_client.zcard(keys.late_minutes) == 0
 
 
 async def test_a_failed_write_into_a_new_month_is_written_by_the_next_job(

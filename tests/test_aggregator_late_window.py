@@ -40,13 +40,18 @@ async def test_a_late_reading_does_not_replace_a_stored_minute_older_than_the_wi
     at, raw = readings[3]
     await put(redis_client, keys, "W", [(at, raw)], late=True)
     await redis_client.zadd(keys.late_minutes, {Keys.late_member("W", m): await now_ms(redis_client)})
-    report = await run(
-        settings_for(environ, ENERLINK_RETENTION_S="60", ENERLINK_AGGREGATE_LATE_HOLD_S="0"), once=True
-    )
+    window_60 = settings_for(environ, ENERLINK_RETENTION_S="60", ENERLINK_AGGREGATE_LATE_HOLD_S="0")
+    report = await run(window_60, once=True)
     assert report is not None and report.late_pairs == 0
     after = rows(url)
     assert after == before  # neither the minute nor the next one replaced by less
     assert await redis_client.zcard(keys.late_minutes) == 0  # handled
+
+    # the whole minute re-sent, but not the reading before it (its baseline): kept as well
+    await put(redis_client, keys, "W", readings[1:13], late=True)
+    await redis_client.zadd(keys.late_minutes, {Keys.late_member("W", m): await now_ms(redis_client)})
+    report = await run(window_60, once=True)
+    assert report is not None and report.late_pairs == 0 and rows(url) == before
 
     # within the window the same late reading is aggregated again (the minute's readings are there)
     await put(redis_client, keys, "W", readings[:13])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 import sqlite3
 import subprocess
@@ -98,6 +99,50 @@ def test_settle_resets_only_settlement_and_is_persisted(tmp_path: Path) -> None:
     # persisted at once: a crash right after the ack keeps the reset
     again = Counters(path)
     assert again.state.settlement["export"] == 0.0 and again.state.settled_at is not None
+
+
+def _sent(counters: Counters, seq: int, at: float) -> bytes:
+    """A data message as the meter sends it: its counters at ``at`` (the parts the log is read for)."""
+    data = {
+        ch: {
+            "daily_energy": counters.state.daily[ch],
+            "total_energy": counters.state.total[ch],
+            **({"settlement_energy": counters.state.settlement[ch]} if ch in ("export", "import") else {}),
+        }
+        for ch in CHANNELS
+    }
+    stamp = dt.datetime.fromtimestamp(at, dt.UTC).isoformat().replace("+00:00", "Z")
+    return json.dumps({"meterId": "M", "datetime": stamp, "seq": seq, "data": data}).encode()
+
+
+def test_after_a_crash_counters_continue_from_the_newest_logged_reading(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    now = _utc(2026, 1, 5, 3, 0)  # 10:00 in Jakarta
+    counters = Counters(path, timezone=JAKARTA, persist_every_s=3600, clock=lambda: now)
+    counters.add({"import": 1.0}, now=now)
+    counters.next_seq()  # reserves a block: persisted with this reading's counters
+    for _ in range(5):  # five more readings, sent and logged, not persisted
+        counters.add({"import": 0.5, "export": 0.25}, now=now)
+        seq = counters.next_seq()
+    newest = _sent(counters, seq, now)
+    # kill -9: the saved state is the first reading's
+    again = Counters(path, timezone=JAKARTA, clock=lambda: now)
+    assert again.state.total["import"] == 1.0
+    assert again.resume_from(seq, newest)
+    assert again.state.total["import"] == 3.5 and again.state.daily["import"] == 3.5
+    assert again.state.settlement["export"] == 1.25
+    assert not Counters(path, timezone=JAKARTA, clock=lambda: now).resume_from(seq, newest)  # persisted
+
+    # settled after the newest reading (persisted at once): that reading is older than the state
+    again.settle(now=now)
+    third = Counters(path, timezone=JAKARTA, clock=lambda: now)
+    assert not third.resume_from(seq, newest) and third.state.settlement["import"] == 0.0
+
+    # a reading logged yesterday (local time): its daily counters are not today's
+    tomorrow = now + 86_400
+    fourth = Counters(path, timezone=JAKARTA, clock=lambda: tomorrow)
+    assert fourth.resume_from(seq + 1, _sent(again, seq + 1, now))
+    assert fourth.state.daily["import"] == 0.0 and fourth.state.total["import"] == 3.5
 
 
 _WRITER = textwrap.dedent(

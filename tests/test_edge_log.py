@@ -189,3 +189,28 @@ def test_row_cap_is_enforced_as_readings_are_logged(tmp_path: Path) -> None:
     rows = log_rows(path)
     assert sorted(s for m, s in rows if m == "A") == [4, 5, 6, 7]
     assert sorted(s for m, s in rows if m == "B") == [2, 3, 4, 5, 6, 7]
+
+
+async def test_a_meter_that_left_the_fleet_still_has_its_logged_readings_confirmed(env: Env) -> None:
+    """The fleet restarted with fewer meters (or resized): the readings the departed meter logged are
+    still confirmed by the pipeline, so they are neither re-sent for ever nor dropped as lost."""
+    two = fast(env, meters=2)
+    topics, common = two.common.topics, two.common
+    task, runner = await running(two)
+    try:
+        await wait_for(lambda: runner.steps >= 3, limit_s=30)
+    finally:
+        await stop(task)
+    highest = ReadingsLog(log_path(two)).highest("METER002")
+    assert highest >= 3
+    one = fast(env, meters=1)
+    task, runner = await running(one)
+    try:
+        await send(common, topics.confirm("METER002"), confirmation("METER002", through=highest))
+        await send(common, topics.confirm("NOTOURS"), confirmation("NOTOURS", through=5))  # never logged here
+        await wait_for(
+            lambda: all(r.confirmed for k, r in log_rows(log_path(one)).items() if k[0] == "METER002")
+        )
+    finally:
+        await stop(task)
+    assert not any(k[0] == "NOTOURS" for k in log_rows(log_path(one)))

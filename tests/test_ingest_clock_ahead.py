@@ -13,7 +13,7 @@ from enerlink.ingest.redis_store import RedisStore
 from enerlink.ingest.validate import Measurement
 from enerlink.schemas.telemetry import epoch_ms
 from enerlink.schemas.wire import Keys
-from tests.support.ingest_support import ago, data_message
+from tests.support.ingest_support import ago, data_message, status_message
 
 
 def _reading(meter: str, *, seconds_ago: float) -> Measurement:
@@ -34,3 +34,13 @@ async def test_last_seen_is_the_readings_own_time_when_its_clock_runs_ahead(
     after = int(time.time() * 1000)
     assert int(await redis_client.hget(keys.meters, "AHEAD")) == ahead.at_ms
     assert before - 1000 <= int(await redis_client.hget(keys.meters, "BEHIND")) <= after + 1000
+    # a status message and an older reading after it do not take it back
+    status = Measurement(
+        kind="status",
+        meter_id="AHEAD",
+        at_ms=epoch_ms(ago(seconds=1)),
+        seq=None,
+        payload=status_message("AHEAD"),
+    )
+    await store.write([status, _reading("AHEAD", seconds_ago=10)])
+    assert int(await redis_client.hget(keys.meters, "AHEAD")) == ahead.at_ms

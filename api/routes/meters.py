@@ -34,7 +34,10 @@ async def meters(state: AppState) -> list[MeterInfo]:
         pipe.hkeys(keys.latest_data)
         pipe.hkeys(keys.latest_status)
         seen_raw, presence_raw, data_ids, status_ids = await pipe.execute()
-    seen = {_text(k): int(float(_text(v))) for k, v in seen_raw.items()}
+    now_ms = time.time() * 1000
+    # last seen: when its newest message came (a meter whose clock runs ahead is "seen" at its
+    # reading's own time, for the aggregator: shown as now)
+    seen = {_text(k): int(min(float(_text(v)), now_ms)) for k, v in seen_raw.items()}
     presence: dict[str, dict[str, Any]] = {}
     for k, v in presence_raw.items():
         try:
@@ -45,7 +48,6 @@ async def meters(state: AppState) -> list[MeterInfo]:
             presence[_text(k)] = parsed
     with_data = {_text(k) for k in data_ids}
     with_status = {_text(k) for k in status_ids}
-    now_ms = time.time() * 1000
     out: list[MeterInfo] = []
     for meter_id in sorted(set(seen) | set(presence) | with_data | with_status):
         last = seen.get(meter_id)
@@ -92,7 +94,7 @@ async def events(
         end = utc(until) if until is not None else None
     except (OverflowError, ValueError) as exc:  # a date beyond the calendar once in UTC
         raise HTTPException(422, f"bad range: {exc}") from exc
-    if end is not None and start >= end:
+    if since is not None and end is not None and start >= end:
         raise HTTPException(422, "since must be before until")
     conditions: list[sql.Composable] = [sql.SQL("at >= %(start)s")]
     params: dict[str, Any] = {"start": start, "limit": limit}

@@ -177,8 +177,13 @@ class HardwareMeter:
             persist_every_s=config.persist_every_s,
         )
         self.readings = ReadingsLog(config.state_dir / f"{config.meter_id}.log.sqlite3", settings=config.log)
-        # every published data message went through the log first: continue right after its newest
+        # every published data message went through the log first: continue right after its newest,
+        # with its counters if the saved ones are older (they are written once a minute)
         self.counters.resume_after(self.readings.highest(config.meter_id))
+        if (newest := self.readings.newest(config.meter_id)) is not None and self.counters.resume_from(
+            newest.seq, newest.payload
+        ):
+            log.info("meter %s: counters continue from logged reading %d", config.meter_id, newest.seq)
         self.outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=1000)
         self.status_wanted = asyncio.Event()
         self.grid_power = (0.0, 0.0)

@@ -12,11 +12,14 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from enerlink.edge.counters import CHANNELS, logged_counters
+from enerlink.edge.readings_log import ReadingsLog
 from enerlink.edge.sim.engine import Simulator
 
 log = logging.getLogger(__name__)
@@ -95,3 +98,24 @@ class StateStore:
         if restored and document.get("last_epoch") is not None:
             sim.last_epoch = float(document["last_epoch"])
         return restored
+
+
+def resume_counters(readings: ReadingsLog, sim: Simulator, seqs: np.ndarray) -> int:
+    """Continue each meter's counters from its newest reading in the delivery log when that is newer
+    than the saved state (``seqs``: the saved seq of each meter; the state is saved once a minute, the
+    log every step): the pipeline saw those values, and a counter that went back would look like a
+    reset to it. Returns how many meters continued from the log."""
+    c = sim.counters
+    moved = 0
+    for i, spec in enumerate(sim.fleet.meters):
+        newest = readings.newest(spec.id)
+        found = None if newest is None or newest.seq <= seqs[i] else logged_counters(newest.payload)
+        if found is None:
+            continue
+        c.total[i] = [found.total[ch] for ch in CHANNELS]
+        c.daily[i] = [found.daily[ch] for ch in CHANNELS]
+        c.settlement[i] = [found.settlement[ch] for ch in CHANNELS[:2]]  # export, import
+        zone = sim.zones[sim.tz_index[i]]
+        c.day[i] = datetime.fromtimestamp(found.at, UTC).astimezone(zone).toordinal()  # its daily's day
+        moved += 1
+    return moved
