@@ -256,19 +256,20 @@ async def next_minutes(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -
     return out
 
 
-async def held_counts(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[tuple[int, bool]]:
-    """For each (meter, minute): how many snapshots of that minute Redis holds (live and late), and
-    whether it holds one before the minute (the minute's counter baseline)."""
+async def held_counts(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> list[tuple[int, int | None]]:
+    """For each (meter, minute): how many snapshots of that minute Redis holds (live and late), and the
+    time (epoch ms) of the newest it holds before the minute (the counter baseline), if any."""
     pipe = r.pipeline(transaction=False)
     for meter, minute in pairs:
         for key in (keys.timeseries(meter), keys.late_data(meter)):
             pipe.zcount(key, minute, f"({minute + MINUTE_MS}")
-            pipe.zcount(key, "-inf", f"({minute}")
+            pipe.zrevrangebyscore(key, f"({minute}", "-inf", start=0, num=1, withscores=True)
     replies: list[Any] = await pipe.execute()
-    out = []
+    out: list[tuple[int, int | None]] = []
     for i in range(len(pairs)):
-        live, live_before, late, late_before = (int(x) for x in replies[4 * i : 4 * i + 4])
-        out.append((live + late, live_before + late_before > 0))
+        live, live_before, late, late_before = replies[4 * i : 4 * i + 4]
+        before = [int(score) for found in (live_before, late_before) for _, score in found]
+        out.append((int(live) + int(late), max(before) if before else None))
     return out
 
 

@@ -148,15 +148,28 @@ async def upsert_from_staging(conn: Conn, *, replaces: bool = True) -> None:
     await conn.execute(statement, prepare=True)  # once per shard: parsed and planned once
 
 
-async def stored_counts(conn: Conn, pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """The ``sample_count`` of the minute rows of the (meter, minute in epoch ms) pairs that have one."""
+async def stored_counts(
+    conn: Conn, pairs: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[int, int | None]]:
+    """For the (meter, minute in epoch ms) pairs that have a minute row: its ``sample_count`` and the
+    ``last_at`` (epoch ms) of the meter's row before it (its first reading's counter baseline), if any."""
     if not pairs:
         return {}
+    table = quote(Tables.TELEMETRY_AGGREGATES)
     query = (
-        f"select t.meter_id, t.bucket, t.sample_count from {quote(Tables.TELEMETRY_AGGREGATES)} t"
+        f"select t.meter_id, t.bucket, t.sample_count, (select b.last_at from {table} b"
+        "   where b.meter_id = t.meter_id and b.bucket < t.bucket order by b.bucket desc limit 1)"
+        f" from {table} t"
         " join unnest(%s::text[], %s::timestamptz[]) as p(meter_id, bucket) using (meter_id, bucket)"
     )
     meters = [m for m, _ in pairs]
     buckets = [datetime.fromtimestamp(ms / 1000, UTC) for _, ms in pairs]
     cur = await conn.execute(query, (meters, buckets))
-    return {(m, int(b.timestamp() * 1000)): int(n) for m, b, n in await cur.fetchall()}
+    return {
+        (m, _ms(b)): (int(n), None if before is None else _ms(before))
+        for m, b, n, before in await cur.fetchall()
+    }
+
+
+def _ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)

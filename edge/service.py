@@ -89,7 +89,7 @@ async def run(
     restored = 0 if clock.backfill else store.restore(sim, seqs)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     readings = ReadingsLog(log_path(settings), settings=settings.log)
-    if counted := resume_counters(readings, sim, seqs):
+    if not clock.backfill and (counted := resume_counters(readings, sim, seqs)):
         log.info("counters of %d meters continue from the delivery log (newer than the saved state)", counted)
     moved = resume_seqs(readings, fleet.ids, seqs)
     if moved:

@@ -107,10 +107,13 @@ async def _one_pass(
 ) -> None:
     """``--once``: the services one after the other, in the pipeline's order. What the meters' one step
     sent is at the broker once the edge returns; the ingest, subscribed before, has
-    :data:`ONE_PASS_SETTLE_S` to take it, then drains as on SIGTERM."""
+    :data:`ONE_PASS_SETTLE_S` to take it, then stops (what it has not read by then stays in its broker
+    session for the next run)."""
     ready = asyncio.Event()
     async with asyncio.TaskGroup() as group:
-        ingest = group.create_task(enerlink.ingest.service.run(ingest_settings, ready=ready), name="ingest")
+        # bounded (no broker or Redis within its time limit: an error), not ended by a quiet second
+        bounded = enerlink.ingest.service.run(ingest_settings, once=True, idle_s=60.0, ready=ready)
+        ingest = group.create_task(bounded, name="ingest")
         await ready.wait()
         if args.meters > 0:
             await group.create_task(enerlink.edge.service.run(edge_settings, once=True), name="edge")

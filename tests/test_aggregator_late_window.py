@@ -47,8 +47,9 @@ async def test_a_late_reading_does_not_replace_a_stored_minute_older_than_the_wi
     assert after == before  # neither the minute nor the next one replaced by less
     assert await redis_client.zcard(keys.late_minutes) == 0  # handled
 
-    # the whole minute re-sent, but not the reading before it (its baseline): kept as well
-    await put(redis_client, keys, "W", readings[1:13], late=True)
+    # the whole minute re-sent, but not the reading before it (its baseline; one ten minutes earlier
+    # is not it): kept as well
+    await put(redis_client, keys, "W", [_reading(m - 10 * MIN, 9.0), *readings[1:13]], late=True)
     await redis_client.zadd(keys.late_minutes, {Keys.late_member("W", m): await now_ms(redis_client)})
     report = await run(window_60, once=True)
     assert report is not None and report.late_pairs == 0 and rows(url) == before

@@ -107,6 +107,7 @@ def resume_counters(readings: ReadingsLog, sim: Simulator, seqs: np.ndarray) -> 
     reset to it. Returns how many meters continued from the log."""
     c = sim.counters
     moved = 0
+    newest_at = None
     for i, spec in enumerate(sim.fleet.meters):
         newest = readings.newest(spec.id)
         found = None if newest is None or newest.seq <= seqs[i] else logged_counters(newest.payload)
@@ -117,5 +118,8 @@ def resume_counters(readings: ReadingsLog, sim: Simulator, seqs: np.ndarray) -> 
         c.settlement[i] = [found.settlement[ch] for ch in CHANNELS[:2]]  # export, import
         zone = sim.zones[sim.tz_index[i]]
         c.day[i] = datetime.fromtimestamp(found.at, UTC).astimezone(zone).toordinal()  # its daily's day
+        newest_at = found.at if newest_at is None else max(newest_at, found.at)
         moved += 1
+    if newest_at is not None and (sim.last_epoch is None or sim.last_epoch < newest_at):
+        sim.last_epoch = newest_at  # the next step integrates from there, not from the saved time again
     return moved
