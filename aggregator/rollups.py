@@ -47,12 +47,11 @@ _EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
 
 
 _LAST = [c.name for c in STAT_COLUMNS if c.stat == "last"]
+_FULL_5M = "_enerlink_agg_full_5m"  # recomputed 5-minute rows, before they go to their table
 #: Tables whose counts are smallint (as the minute rows'): sums saturate at its largest value, as the
 #: minute rows' counts do (a meter sending over 109 readings a second for five minutes), instead of
 #: failing every job with "smallint out of range".
-_SMALLINT_COUNTS = frozenset(
-    {Tables.TELEMETRY_5M_OPEN, Tables.TELEMETRY_5M_CLOSED, "_enerlink_agg_full_5m"}  # and its recompute
-)
+_SMALLINT_COUNTS = frozenset({Tables.TELEMETRY_5M_OPEN, Tables.TELEMETRY_5M_CLOSED, _FULL_5M})
 
 
 def _count_sum(expr: str, target: str) -> str:
@@ -179,8 +178,6 @@ def _daily_sql(keys_from: str) -> str:
 _FULL = "_enerlink_agg_full"  # staging rows of meters whose buckets are recomputed in full
 #: watermark row: every 5-minute bucket before it has been moved to the closed table
 CLOSED_BEFORE = "5m_closed_before"
-_FULL_5M = "_enerlink_agg_full_5m"  # recomputed 5-minute rows, before they go to their table
-assert _FULL_5M in _SMALLINT_COUNTS
 _REPLACED = "_enerlink_agg_replaced"  # (meter, minute) of staging rows that replace stored ones
 _BUCKETS = {
     Tables.TELEMETRY_5M: f"date_bin(interval '5 minutes', s.bucket, {_EPOCH})",

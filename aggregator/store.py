@@ -4,7 +4,6 @@ Events are written by :func:`enerlink.events.insert_events`."""
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +12,7 @@ from psycopg import AsyncConnection, sql
 
 from enerlink.aggregator import copybin
 from enerlink.aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
-from enerlink.db import quote
+from enerlink.db import advisory_lock_id, quote
 from enerlink.schemas.wire import Tables
 from enerlink.watermark import MINUTES
 
@@ -25,7 +24,7 @@ EVENTS_STREAM = "events_stream"  # watermark row: last consumed keys.events entr
 async def lock_key(conn: Conn) -> int:
     """One advisory lock per schema: aggregators of one deployment take turns, tests don't collide."""
     row = await (await conn.execute("select current_schema()")).fetchone()
-    return zlib.crc32(f"enerlink-aggregate:{row[0] if row else 'public'}".encode())
+    return advisory_lock_id("aggregate", row[0] if row else None)
 
 
 async def write_watermark(conn: Conn, minute: datetime) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from enerlink.archiver.months import Conn
 from enerlink.archiver.raw_format import Reading, concat, to_messages, to_table, write_parquet
 from enerlink.archiver.raw_objects import RawObject
 from enerlink.archiver.storage import ObjectStore
+from enerlink.db import advisory_lock_id
 from enerlink.schemas.snapshot import decode_snapshot
 from enerlink.schemas.wire import Buckets, Keys, Tables
 
@@ -86,7 +86,7 @@ class RawExporter:
         """One run under a PostgreSQL advisory lock: a second exporter waits, then finds the hours done
         (a listed object is never written again)."""
         row = self.conn.execute("select current_schema()").fetchone()
-        lock = zlib.crc32(f"enerlink-raw-export:{row[0] if row else ''}".encode())
+        lock = advisory_lock_id("raw-export", str(row[0]) if row else None)
         self.conn.execute("select pg_advisory_lock(%s)", (lock,))
         try:
             return self._run()

@@ -13,7 +13,6 @@ import logging
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from enerlink.archiver.raw_service import RawMetrics, raw_loop, raw_now, raw_off
 from enerlink.archiver.restore import PROBLEMS, RestoreError, restore_month
 from enerlink.archiver.settings import Settings
 from enerlink.archiver.storage import ObjectStore, open_store
-from enerlink.db import migrate
+from enerlink.db import advisory_lock_id, migrate
 from enerlink.metrics_server import metrics_server
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ def _take_turn(conn: psycopg.Connection[Any]) -> bool:
     """The month archiver's advisory lock (one per schema), held until the connection closes: month
     runs and restores of one database never overlap (say a manual ``--once`` and the nightly run)."""
     row = conn.execute("select current_schema()").fetchone()
-    lock = zlib.crc32(f"enerlink-archive-months:{row[0] if row else ''}".encode())
+    lock = advisory_lock_id("archive-months", row[0] if row else None)
     taken = conn.execute("select pg_try_advisory_lock(%s)", (lock,)).fetchone()
     return bool(taken and taken[0])
 

@@ -21,6 +21,7 @@ from minio.commonconfig import REPLACE, CopySource
 from minio.error import S3Error
 
 from enerlink.config import Env
+from enerlink.files import sync_dir
 
 CHUNK = 1 << 20
 _META_PREFIX = "x-amz-meta-"
@@ -183,7 +184,7 @@ class LocalStore:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)
-            _sync_dir(path.parent)  # the rename itself survives a power cut
+            sync_dir(path.parent)  # the rename itself survives a power cut
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -196,7 +197,7 @@ class LocalStore:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, meta)
-        _sync_dir(meta.parent)
+        sync_dir(meta.parent)
 
     def stat(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
@@ -211,15 +212,6 @@ class LocalStore:
         with self._path(key).open("rb") as source:
             while chunk := source.read(chunk_size):
                 yield chunk
-
-
-def _sync_dir(folder: Path) -> None:
-    """fsync a folder: the names in it (a file renamed into place) are on disk."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_store(settings: StorageSettings) -> ObjectStore:

@@ -97,6 +97,12 @@ async def connect_when_up(
             await asyncio.sleep(delay)
 
 
+def advisory_lock_id(purpose: str, schema: str | None) -> int:
+    """The PostgreSQL advisory lock of one ``purpose`` (migrations, the aggregator, the archivers) in one
+    schema: deployments sharing a database, and tests, stay apart."""
+    return zlib.crc32(f"enerlink-{purpose}:{schema or 'public'}".encode())
+
+
 async def migrate(url: str, *, until: int | None = None, skip: Collection[int] = ()) -> list[int]:
     """Apply pending migrations (waiting for PostgreSQL to be up), with ``until`` only those up to
     that version, without those in ``skip`` (a schema as an older release left it); return the
@@ -108,7 +114,7 @@ async def migrate(url: str, *, until: int | None = None, skip: Collection[int] =
     async with await connect_when_up(url, autocommit=True) as conn:
         started = time.monotonic()
         schema = str((await (await conn.execute("select current_schema()")).fetchone() or ("public",))[0])
-        lock_key = zlib.crc32(f"enerlink-migrate:{schema}".encode())
+        lock_key = advisory_lock_id("migrate", schema)
         await conn.execute("select pg_advisory_lock(%s)", (lock_key,))
         try:
             await conn.execute(

@@ -47,6 +47,15 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
+#: A bounded run (``--once``) of a service that reads a stream (the ingest, the Home Assistant bridge)
+#: ends this long after its start at the latest, under steady traffic or without a broker.
+ONCE_LIMIT_S = 60.0
+
+
+class OnceLimitError(RuntimeError):
+    """A bounded run (``--once``) could not do its work within its time limit (no broker, no Redis)."""
+
+
 def describe(exc: BaseException) -> str:
     """One line for an error: its type and message, those of each error in a group (a TaskGroup's)."""
     if isinstance(exc, BaseExceptionGroup):

@@ -50,12 +50,12 @@ from enerlink.hass.energy import MeterCounters, readings
 from enerlink.hass.metrics import HassMetrics
 from enerlink.hass.settings import Settings
 from enerlink.metrics_server import metrics_server
+from enerlink.runtime import ONCE_LIMIT_S, OnceLimitError
 from enerlink.schemas.telemetry import METER_ID_PATTERN, DataMessage, epoch_ms
 from enerlink.schemas.wire import Topics
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0
-ONCE_LIMIT_S = 60.0  # ``once`` also ends this long after the start, under steady traffic or with no broker
 BATCH = 500
 #: A data message dated further ahead is skipped (as the ingest rejects it): one bogus date would
 #: otherwise hold back every later message of its meter (only messages newer than the last one count).
@@ -98,7 +98,7 @@ async def run(
     once_limit_s: float = ONCE_LIMIT_S,
 ) -> None:
     """Run until cancelled; with ``once``, stop after ``idle_s`` seconds without a message, or after
-    ``once_limit_s`` (:class:`HassOnceError` if no broker could be used by then).
+    ``once_limit_s`` (:class:`OnceLimitError` if no broker could be used by then).
 
     ``ready`` is set once the subscription is in place (at once when the bridge is off).
     """
@@ -118,10 +118,6 @@ async def run(
         bridge = _Bridge(settings=settings, redis=client, metrics=metrics)
         until = time.monotonic() + once_limit_s if once else math.inf
         await bridge.loop(once=once, idle_s=idle_s, ready=ready, until=until)
-
-
-class HassOnceError(RuntimeError):
-    """A bounded run (``--once``) found no broker in time."""
 
 
 @dataclass
@@ -167,7 +163,7 @@ class _Bridge:
                 self.metrics.connected.set(0)
                 delay = backoff.next_delay()
                 if time.monotonic() + delay > until:
-                    raise HassOnceError(f"--once: no broker in the time allowed: {exc}") from exc
+                    raise OnceLimitError(f"--once: no broker in the time allowed: {exc}") from exc
                 log.warning("mqtt: %s; reconnect attempt %d in %.1f s", exc, backoff.attempt, delay)
                 await asyncio.sleep(delay)
             finally:

@@ -83,11 +83,11 @@ from enerlink.ingest.validate import (
     Validator,
 )
 from enerlink.metrics_server import metrics_server
+from enerlink.runtime import ONCE_LIMIT_S, OnceLimitError
 from enerlink.takeover import TakeoverWatch
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY_S = 30.0
-ONCE_LIMIT_S = 60.0  # ``once`` also ends this long after the start, under steady traffic or with no broker
 STATE_DIR = "ENERLINK_INGEST_STATE_DIR"
 
 
@@ -117,7 +117,7 @@ async def run(
     once_limit_s: float = ONCE_LIMIT_S,
 ) -> None:
     """Run until cancelled; with ``once``, stop after ``idle_s`` seconds without a message, or after
-    ``once_limit_s`` (:class:`IngestOnceError` if no broker or Redis could be used by then).
+    ``once_limit_s`` (:class:`OnceLimitError` if no broker or Redis could be used by then).
 
     ``ready`` is set once the first subscription is in place (callers that publish right away).
     """
@@ -160,10 +160,6 @@ async def run(
             confirmer = group.create_task(worker.delivery.run(), name="delivery")
             pump = group.create_task(worker.loop(once=once, idle_s=idle_s), name="ingest")
             pump.add_done_callback(lambda _: confirmer.cancel())
-
-
-class IngestOnceError(RuntimeError):
-    """A bounded run (``--once``) could not do its work in time (no broker, no Redis)."""
 
 
 @dataclass
@@ -221,7 +217,7 @@ class _Worker:
                 uptime = None if since is None else time.monotonic() - since
                 delay = max(backoff.next_delay(), takeover.disconnected(exc, uptime_s=uptime))
                 if time.monotonic() + delay > self.once_until:
-                    raise IngestOnceError(f"--once: no broker in the time allowed: {exc}") from exc
+                    raise OnceLimitError(f"--once: no broker in the time allowed: {exc}") from exc
                 log.warning("mqtt: %s; reconnect attempt %d in %.1f s", exc, backoff.attempt, delay)
                 await asyncio.sleep(delay)
             finally:
@@ -303,7 +299,7 @@ class _Worker:
                 self.metrics.write_failures.inc()
                 delay = backoff.next_delay()
                 if time.monotonic() + delay > self.once_until:  # nothing acknowledged: all comes again
-                    raise IngestOnceError(f"--once: no Redis in the time allowed: {exc}") from exc
+                    raise OnceLimitError(f"--once: no Redis in the time allowed: {exc}") from exc
                 log.warning(
                     "redis: write of %d messages failed (%s: %s); retry attempt %d in %.1f s",
                     len(outcomes),

@@ -21,6 +21,7 @@ import numpy as np
 from enerlink.edge.counters import CHANNELS, logged_counters
 from enerlink.edge.readings_log import ReadingsLog
 from enerlink.edge.sim.engine import Simulator
+from enerlink.files import sync_dir
 
 log = logging.getLogger(__name__)
 VERSION = 1
@@ -56,11 +57,7 @@ class StateStore:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        sync_dir(self.path.parent)
 
     def restore(self, sim: Simulator, seqs: np.ndarray) -> int:
         """Load what the file has for this fleet's meters; returns how many were restored."""
