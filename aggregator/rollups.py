@@ -321,6 +321,7 @@ async def fold_minute(conn: Conn, *, minute_ms: int, timezone: str) -> int:
     while the first shard is computed): the meters of its phase fold their 5-minute rows complete
     by then into the folded tables (aggregator/fold.py). Returns how many 5-minute rows."""
     params = {"phase": fold.phase_of(minute_ms), "boundary": ms_to_dt(fold.boundary_ms(minute_ms))}
+    await conn.execute(_ENSURE_CLOSED_MONTHS.encode(), params, prepare=True)
     await conn.execute(_move_closed_sql().encode(), params, prepare=True)
     await conn.execute(
         f"insert into {quote(Tables.AGGREGATOR_WATERMARK)} as w (name, minute) values (%s, %s)"
@@ -348,6 +349,13 @@ async def fold_minute(conn: Conn, *, minute_ms: int, timezone: str) -> int:
             await conn.execute(statement.encode(), tz)
     await conn.execute(fold.advance_sql().encode(), params)
     return rows
+
+
+#: The closed table's month partitions of the buckets the move takes (an open bucket of a month no
+#: minute pass of this process wrote: a backfill moved after a restart, an upgrade from before 0013).
+_ENSURE_CLOSED_MONTHS = f"""select {quote(Tables.ENSURE_MONTH_PARTITION)}('{Tables.TELEMETRY_5M_CLOSED}', m)
+from (select distinct date_trunc('month', bucket at time zone 'UTC') at time zone 'UTC' as m
+  from {quote(Tables.TELEMETRY_5M_OPEN)} where bucket < %(boundary)s) months"""
 
 
 def _move_closed_sql() -> str:

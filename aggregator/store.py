@@ -63,10 +63,11 @@ class Partitions:
     async def ensure(self, conn: Conn, moments: Iterable[datetime]) -> None:
         months = {(m.astimezone(UTC).year, m.astimezone(UTC).month) for m in moments} - self._known
         for year, month in sorted(months):
-            await conn.execute(
-                f"select {quote(Tables.ENSURE_MONTH_PARTITION)}(%s, %s)".encode(),
-                (Tables.TELEMETRY_AGGREGATES, datetime(year, month, 1, tzinfo=UTC)),
-            )
+            for parent in Tables.MONTHLY_PARTITIONED:  # a 5-minute bucket lies in its minutes' month
+                await conn.execute(
+                    f"select {quote(Tables.ENSURE_MONTH_PARTITION)}(%s, %s)".encode(),
+                    (parent, datetime(year, month, 1, tzinfo=UTC)),
+                )
             self._known.add((year, month))
 
     def forget(self) -> None:

@@ -23,7 +23,8 @@ import redis
 from prometheus_client import CollectorRegistry, Counter
 
 from enerlink.archiver.job import ArchiveError, Hooks, MonthArchiver, MonthResult, Stopped
-from enerlink.archiver.months import ARCHIVED_TABLES, Month, cutoff, months_due
+from enerlink.archiver.months import ARCHIVED_TABLES, Month, cutoff, is_partitioned, months_due
+from enerlink.archiver.packing import PackResult, pack_after, pack_months
 from enerlink.archiver.raw_export import RawHooks
 from enerlink.archiver.raw_service import RawMetrics, raw_loop, raw_now, raw_off
 from enerlink.archiver.restore import PROBLEMS, RestoreError, restore_month
@@ -31,6 +32,7 @@ from enerlink.archiver.settings import Settings
 from enerlink.archiver.storage import ObjectStore, open_store
 from enerlink.db import advisory_lock_id, migrate
 from enerlink.metrics_server import metrics_server
+from enerlink.schemas.wire import Tables
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,6 +42,7 @@ T = TypeVar("T")
 class RunSummary:
     archived: list[MonthResult] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    packed: list[PackResult] = field(default_factory=list)  # months whose primary key was packed
     seconds: float = 0.0
     skipped: bool = False  # another archiver (or a restore) held the database's turn
 
@@ -54,6 +57,18 @@ class _Metrics:
         self.rows = Counter("enerlink_archive_rows", "Rows archived", ["table"], registry=registry)
         self.failures = Counter(
             "enerlink_archive_failures", "Months that failed", ["table"], registry=registry
+        )
+        self.packed = Counter(
+            "enerlink_archive_keys_packed",
+            "Month partitions whose primary key was packed",
+            ["table"],
+            registry=registry,
+        )
+        self.packed_bytes = Counter(
+            "enerlink_archive_key_bytes_freed",
+            "Bytes the packed primary keys gave back",
+            ["table"],
+            registry=registry,
         )
         self.restore_failures = Counter(
             "enerlink_archive_restore_failures",
@@ -140,12 +155,23 @@ def archive_now(
                     if metrics:
                         metrics.months.labels(table.name).inc()
                         metrics.rows.labels(table.name).inc(result.rows)
+        tables = [name for name in Tables.MONTHLY_PARTITIONED if is_partitioned(conn, name)]
+        ended_by = pack_after(now or datetime.now(UTC), settings.pack_after_days)
+        packing = pack_months(conn, tables, ended_by=ended_by, stop=stop)
+        summary.packed = packing.packed
+        summary.failed += [f"pack {failed}" for failed in packing.failed]
+        for packed in packing.packed:
+            if metrics:
+                metrics.packed.labels(packed.table).inc()
+                freed = max(0, packed.bytes_before - packed.bytes_after)
+                metrics.packed_bytes.labels(packed.table).inc(freed)
     summary.seconds = time.monotonic() - started
     log.info(
-        "archive run: %d months, %d rows archived, %d failed, rows older than %s, %.1f s",
+        "archive run: %d months, %d rows archived, %d failed, %d keys packed, rows older than %s, %.1f s",
         len(summary.archived),
         summary.rows,
         len(summary.failed),
+        len(summary.packed),
         before.isoformat(timespec="seconds"),
         summary.seconds,
     )

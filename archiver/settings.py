@@ -22,6 +22,7 @@ class Settings:
     raw_grace_s: int = 300  # an hour's raw readings are exported this long after it ends
     redis_retention_s: int = 7200  # the live window the ingest keeps (ENERLINK_RETENTION_S)
     raw_hold_s: int = 2 * 86_400  # how long past it the ingest keeps what the raw export lacks
+    pack_after_days: int = 2  # a month's primary key is packed this long after the month ends
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -36,11 +37,14 @@ class Settings:
             raw_grace_s=env.int("RAW_EXPORT_GRACE_S", 300),
             redis_retention_s=env.int("RETENTION_S", 7200),
             raw_hold_s=env.int("RAW_HOLD_S", 2 * 86_400),
+            pack_after_days=env.int("ARCHIVE_PACK_AFTER_DAYS", 2),
         )
         if settings.raw_interval_s < 0 or settings.raw_grace_s < 0:
             raise ConfigError("ENERLINK_RAW_EXPORT_INTERVAL_S and ENERLINK_RAW_EXPORT_GRACE_S must be >= 0")
         if settings.retention_days < 0:
             raise ConfigError("ENERLINK_ARCHIVE_RETENTION_DAYS must be >= 0")
+        if settings.pack_after_days < 0:
+            raise ConfigError("ENERLINK_ARCHIVE_PACK_AFTER_DAYS must be >= 0")
         settings.trigger()  # fail at start-up on a bad cron expression or time zone
         return settings
 

@@ -322,6 +322,11 @@ class Tables:
     RAW_MANIFEST = "raw_archive_manifest"
     #: One row: how far the raw export has gone (``through``, ``late_cursor``; migration 0101).
     RAW_EXPORT_STATE = "raw_export_state"
+    #: The tables partitioned by UTC month (``ENSURE_MONTH_PARTITION``; migrations 0001 and 0013).
+    MONTHLY_PARTITIONED = (TELEMETRY_AGGREGATES, TELEMETRY_5M_CLOSED)
+    #: Month partitions whose primary key the archiver has rebuilt full (archiver/packing.py,
+    #: migration 0102).
+    PACKED_KEYS = "packed_keys"
 
     #: Stored energy units in a watt-hour: a bucket's energy per channel is a bigint count of 10 uWh
     #: (the counters' 5th decimal; migration 0012), so the rollups' sums are exact.

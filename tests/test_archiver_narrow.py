@@ -46,7 +46,7 @@ def _value(name: str, *, i: int, k: int) -> Any:
     return 10.0 + i + k / 997
 
 
-@pytest.mark.parametrize("held", [(10, 11, 12), (12,)], ids=["before-0010", "before-0012"])
+@pytest.mark.parametrize("held", [(10, 11, 12, 13), (12, 13)], ids=["before-0010", "before-0012"])
 async def test_a_month_archived_by_an_older_release_restores_into_todays_rows(
     environ: dict[str, str], database_url: str, held: tuple[int, ...]
 ) -> None:

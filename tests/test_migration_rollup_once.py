@@ -19,13 +19,13 @@ import redis.asyncio as aioredis
 
 from enerlink.db import migrate
 from enerlink.schemas.wire import Tables
-from tests.support.aggdata import as_before_compact, insert_rows
+from tests.support.aggdata import as_before_compact, insert_rows, month_partitions
 from tests.support.energyday import Household, aggregate_homes
 from tests.test_aggregator import _assert_same, _sql_rollup, rows
 from tests.test_migration_narrow import FIGURES, HISTORY, TZ, _reads, compare_reads, source_schema
 
 NEW = 11
-LATER = (12,)  # held back with it (it expects 0011's shape)
+LATER = (12, 13)  # held back with it (they expect 0011's shape)
 _COPIED = (
     Tables.TELEMETRY_AGGREGATES,
     Tables.TELEMETRY_5M,
@@ -103,7 +103,10 @@ async def test_rollup_written_once_migration_keeps_what_the_api_serves(
     closed, opened = _keys(url, Tables.TELEMETRY_5M_CLOSED), _keys(url, Tables.TELEMETRY_5M_OPEN)
     assert closed | opened == five_before and not closed & opened
     assert {b for _, b in opened} == {open_from} and all(b < open_from for _, b in closed)
-    assert _fillfactor(url, Tables.TELEMETRY_5M_CLOSED) == "fillfactor=100"
+    # partitioned by month since 0013: each month's heap fills its pages (no fillfactor set: 100)
+    assert _fillfactor(url, Tables.TELEMETRY_5M_CLOSED) is None
+    months = month_partitions(url, Tables.TELEMETRY_5M_CLOSED)
+    assert months and all(options is None for options in months.values())
     assert _fillfactor(url, Tables.TELEMETRY_5M_OPEN) == "fillfactor=50"
 
     # the aggregator goes on (late data: the open bucket's last minutes and the next ones, merged

@@ -71,13 +71,32 @@ def ensure_partition(conn: psycopg.Connection[Any], table: str, at: datetime) ->
     return str(row[0])
 
 
+def month_partitions(url: str, table: str) -> dict[str, list[str] | None]:
+    """``table``'s partitions by name, with their storage options."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "select c.relname, c.reloptions from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+            " where i.inhparent = to_regclass(format('%%I', %s::text))",
+            (table,),
+        ).fetchall()
+    return {str(name): options for name, options in rows}
+
+
+def _partitioned(conn: psycopg.Connection[Any], table: str) -> bool:
+    """Whether ``table`` is partitioned here (the 5-minute closed table is since migration 0013)."""
+    row = conn.execute(
+        "select relkind = 'p' from pg_class where oid = to_regclass(format('%%I', %s::text))", (table,)
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def insert_rows(
     url: str, table: str, rows: Iterable[Mapping[str, Any]], *, time_column: str = "bucket"
 ) -> int:
     count = 0
     with psycopg.connect(url) as conn:
         for row in rows:
-            if table == Tables.TELEMETRY_AGGREGATES:
+            if table in Tables.MONTHLY_PARTITIONED and _partitioned(conn, table):
                 ensure_partition(conn, table, row[time_column])
             names = list(row)
             conn.execute(
