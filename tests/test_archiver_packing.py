@@ -22,6 +22,7 @@ from enerlink.config import ConfigError, Env
 from enerlink.db import migrate
 from enerlink.schemas.wire import Tables
 from tests.support.aggdata import ensure_partition
+from tests.support.services import ServiceProcess
 
 NOW = datetime.now(UTC)
 CLOSED = Month.of(NOW - timedelta(days=40))  # over for more than the two days' wait
@@ -222,3 +223,37 @@ async def test_the_closed_five_minute_buckets_are_packed_by_month_too(
     after = _key(database_url, CLOSED, Tables.TELEMETRY_5M_CLOSED)
     assert after["options"] == ["fillfactor=100"] and after["parent"] == f"{Tables.TELEMETRY_5M_CLOSED}_pkey"
     assert after["size"] < 0.7 * before["size"]
+
+
+def test_sigterm_while_a_key_is_rebuilt_ends_the_run_cleanly(
+    environ: dict[str, str], database_url: str
+) -> None:
+    """``enerlink archive --once`` as a process, stopped by SIGTERM while its rebuild waits: it exits 0
+    at once with no traceback; the next run packs the month."""
+    asyncio.run(migrate(database_url))
+    _fill(database_url, CLOSED)
+    env = {**environ, "ENERLINK_ARCHIVE_RETENTION_DAYS": "3650"}
+    with psycopg.connect(database_url) as reader:
+        reader.execute("begin isolation level repeatable read")
+        reader.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(Tables.TELEMETRY_AGGREGATES)))
+        proc = ServiceProcess(args=["archive", "--once"], env=env).start()
+        deadline = time.monotonic() + 60
+        with psycopg.connect(database_url, autocommit=True) as watcher:
+            while time.monotonic() < deadline:
+                row = watcher.execute(
+                    "select count(*) from pg_stat_activity where query ilike 'reindex index concurrently%%'"
+                    " and wait_event_type = 'Lock'"
+                ).fetchone()
+                if row and row[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the rebuild never waited for the open transaction:\n" + proc.output())
+        started = time.monotonic()
+        assert proc.terminate(timeout=15) == 0, proc.output()
+        assert time.monotonic() - started < 10
+        reader.execute("rollback")
+    assert "Traceback" not in proc.output(), proc.output()
+    settings = Settings.from_env(Env(env))
+    summary = archive_now(settings, open_store(settings.storage), threading.Event())
+    assert [p.month for p in summary.packed] == [CLOSED] and summary.failed == []
