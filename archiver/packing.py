@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -170,9 +171,9 @@ class PackRun:
     failed: list[str]
 
 
-def pack_months(conn: Conn, tables: list[str], *, ended_by: datetime, stop: threading.Event) -> PackRun:
-    """Pack every month of ``tables`` that ended by ``ended_by`` and is not packed yet; one month's
-    failure is logged once and retried next run."""
+def pack_months(conn: Conn, tables: Iterable[str], *, ended_by: datetime, stop: threading.Event) -> PackRun:
+    """Pack every month of ``tables`` (a table not partitioned has none) that ended by ``ended_by`` and
+    is not packed yet; one month's failure is logged once and retried next run."""
     run = PackRun([], [])
     forget_gone(conn)
     for table in tables:

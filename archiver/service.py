@@ -23,7 +23,7 @@ import redis
 from prometheus_client import CollectorRegistry, Counter
 
 from enerlink.archiver.job import ArchiveError, Hooks, MonthArchiver, MonthResult, Stopped
-from enerlink.archiver.months import ARCHIVED_TABLES, Month, cutoff, is_partitioned, months_due
+from enerlink.archiver.months import ARCHIVED_TABLES, Month, cutoff, months_due
 from enerlink.archiver.packing import PackResult, pack_after, pack_months
 from enerlink.archiver.raw_export import RawHooks
 from enerlink.archiver.raw_service import RawMetrics, raw_loop, raw_now, raw_off
@@ -155,9 +155,8 @@ def archive_now(
                     if metrics:
                         metrics.months.labels(table.name).inc()
                         metrics.rows.labels(table.name).inc(result.rows)
-        tables = [name for name in Tables.MONTHLY_PARTITIONED if is_partitioned(conn, name)]
         ended_by = pack_after(now or datetime.now(UTC), settings.pack_after_days)
-        packing = pack_months(conn, tables, ended_by=ended_by, stop=stop)
+        packing = pack_months(conn, Tables.MONTHLY_PARTITIONED, ended_by=ended_by, stop=stop)
         summary.packed = packing.packed
         summary.failed += [f"pack {failed}" for failed in packing.failed]
         for packed in packing.packed:

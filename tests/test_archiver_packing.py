@@ -76,6 +76,23 @@ def _checksum(url: str, month: Month) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def _wait_for_a_waiting_rebuild(url: str, *, timeout_s: float, fail: bool = True) -> bool:
+    """Wait until a ``REINDEX CONCURRENTLY`` waits for a lock (an older transaction still reads)."""
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(url, autocommit=True) as watcher:
+        while time.monotonic() < deadline:
+            row = watcher.execute(
+                "select count(*) from pg_stat_activity where query ilike 'reindex index concurrently%%'"
+                " and wait_event_type = 'Lock'"
+            ).fetchone()
+            if row and row[0]:
+                return True
+            time.sleep(0.05)
+    if fail:
+        pytest.fail("the rebuild never waited for the open transaction")
+    return False
+
+
 @pytest.fixture
 def settings(environ: dict[str, str]) -> Settings:
     return Settings.from_env(Env({**environ, "ENERLINK_ARCHIVE_RETENTION_DAYS": "3650"}))
@@ -158,18 +175,7 @@ def test_a_stopped_rebuild_leaves_nothing_behind_after_the_next_run(
         reader.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(Tables.TELEMETRY_AGGREGATES)))
         worker = threading.Thread(target=archive)
         worker.start()
-        deadline = time.monotonic() + 30
-        with psycopg.connect(database_url, autocommit=True) as watcher:
-            while time.monotonic() < deadline:
-                row = watcher.execute(
-                    "select count(*) from pg_stat_activity where query ilike 'reindex index concurrently%%'"
-                    " and wait_event_type = 'Lock'"
-                ).fetchone()
-                if row and row[0]:
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail("the rebuild never waited for the open transaction")
+        _wait_for_a_waiting_rebuild(database_url, timeout_s=30)
         started = time.monotonic()
         stop.set()
         worker.join(10)
@@ -237,18 +243,8 @@ def test_sigterm_while_a_key_is_rebuilt_ends_the_run_cleanly(
         reader.execute("begin isolation level repeatable read")
         reader.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(Tables.TELEMETRY_AGGREGATES)))
         proc = ServiceProcess(args=["archive", "--once"], env=env).start()
-        deadline = time.monotonic() + 60
-        with psycopg.connect(database_url, autocommit=True) as watcher:
-            while time.monotonic() < deadline:
-                row = watcher.execute(
-                    "select count(*) from pg_stat_activity where query ilike 'reindex index concurrently%%'"
-                    " and wait_event_type = 'Lock'"
-                ).fetchone()
-                if row and row[0]:
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail("the rebuild never waited for the open transaction:\n" + proc.output())
+        if not _wait_for_a_waiting_rebuild(database_url, timeout_s=60, fail=False):
+            pytest.fail("the rebuild never waited for the open transaction:\n" + proc.output())
         started = time.monotonic()
         assert proc.terminate(timeout=15) == 0, proc.output()
         assert time.monotonic() - started < 10

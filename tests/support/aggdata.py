@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 from enerlink.aggregator.columns import KEY_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
+from enerlink.archiver.months import is_partitioned
 from enerlink.schemas.wire import Tables
 
 #: the minute table's columns that are not statistics
@@ -82,21 +83,13 @@ def month_partitions(url: str, table: str) -> dict[str, list[str] | None]:
     return {str(name): options for name, options in rows}
 
 
-def _partitioned(conn: psycopg.Connection[Any], table: str) -> bool:
-    """Whether ``table`` is partitioned here (the 5-minute closed table is since migration 0013)."""
-    row = conn.execute(
-        "select relkind = 'p' from pg_class where oid = to_regclass(format('%%I', %s::text))", (table,)
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def insert_rows(
     url: str, table: str, rows: Iterable[Mapping[str, Any]], *, time_column: str = "bucket"
 ) -> int:
     count = 0
     with psycopg.connect(url) as conn:
         for row in rows:
-            if table in Tables.MONTHLY_PARTITIONED and _partitioned(conn, table):
+            if table in Tables.MONTHLY_PARTITIONED and is_partitioned(conn, table):
                 ensure_partition(conn, table, row[time_column])
             names = list(row)
             conn.execute(
