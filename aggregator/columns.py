@@ -4,11 +4,15 @@ One place decides every statistic column and its type, so the aggregator's COPY 
 SQL and the readers can never disagree (the migrations are fixed text; a test checks that a fresh
 database has exactly these columns and types). docs/data-model.md lists them with their units.
 
-* a measured quantity (voltage, current, power, SOC, charge rate): ``{column}_avg``, ``_min``,
-  ``_max`` as ``real`` (float4: 24-bit mantissa, finer than the INA219's 4 mV / 0.1 mA and the
-  MAX17048's steps over their whole range); a channel's current has its average only
-  (:data:`AVG_ONLY`): its extremes are the power's divided by the bus voltage (the INA219 computes
-  power from the two), within the voltage's movement in the bucket;
+* a measured quantity (voltage, power, the battery's voltage): ``{column}_avg``, ``_min``, ``_max``
+  as ``real`` (float4: 24-bit mantissa, finer than the INA219's 4 mV / 0.1 mA and the MAX17048's
+  steps over their whole range). :data:`FEWER_STATS` stores less of three of them: a channel's
+  current is not stored (the INA219 computes power from current and bus voltage, so the power's
+  average over the voltage's gives the current's average, and the power's extremes over the voltage
+  its extremes, within the voltage's movement in the bucket: served as ``{ch}_current_avg``, see
+  :data:`DERIVED`); the battery's SOC and charge rate keep their average only (the fuel gauge's
+  SOC moves by at most a few tenths of a percent a minute, and its charge rate is itself a rate
+  over time);
 * a counter (daily / total / settlement energy): ``{column}_last`` as ``double precision`` (Wh with
   up to 5 decimals over a lifetime), and, per metered channel, ``{subsystem}_energy_10uwh``, the
   energy of the bucket from counter deltas (see :mod:`enerlink.aggregator.compute`) as a ``bigint``
@@ -30,9 +34,14 @@ database has exactly these columns and types). docs/data-model.md lists them wit
 Integer widths by level (:func:`table_columns`): the minute and 5-minute rows hold ``sample_count``
 and the counts as ``smallint``, the folded hourly and daily rows (and their views) as ``integer``.
 
-The minute table alone also has :data:`SEQ_COLUMNS`: ``seq_first`` / ``seq_last``, the ``seq`` of the
-minute's first and last snapshot carrying one (null when none does), and ``repaired_count``, its
-snapshots listed in ``Keys.repaired`` (stored from a meter's re-sent readings). Completeness is
+The minute table's rows are the narrowest (:data:`MINUTE_KEY_COLUMNS`): the times of the minute's
+first and last snapshot are ``first_ms`` / ``last_ms``, integer milliseconds after ``bucket``
+(served as ``first_at`` / ``last_at``, the rollups' timestamp columns). The minute table alone also
+has :data:`SEQ_COLUMNS`: ``seq_first``, the ``seq`` of the minute's first snapshot carrying one,
+``seq_span``, the last one's minus it (``seq_last`` = ``seq_first + seq_span``; both null when no
+snapshot carries one, the span alone when it does not fit 32 bits, a restart of ``seq`` from beyond
+two billion inside the minute: the minute then counts as one without ``seq``), and ``repaired_count``,
+its snapshots listed in ``Keys.repaired`` (stored from a meter's re-sent readings). Completeness is
 computed from them (enerlink/completeness.py); the rollups do not carry them.
 
 :data:`MINUTE_COLUMNS` is the order the aggregator writes (COPY names its columns);
@@ -67,8 +76,12 @@ LAST_ONLY: dict[str, SqlType] = {
     "battery_alert_threshold": "smallint",
 }
 
-#: Measured quantities stored with their average only (see the module's docstring).
-AVG_ONLY: frozenset[str] = frozenset(f"{sub}_current" for sub in ENERGY_SUBSYSTEMS)
+#: Measured quantities stored with fewer statistics than avg / min / max (see the module's docstring).
+FEWER_STATS: dict[str, tuple[Stat, ...]] = {
+    **{f"{sub}_current": () for sub in ENERGY_SUBSYSTEMS},
+    "battery_soc": ("avg",),
+    "battery_charge_rate": ("avg",),
+}
 
 #: Fields of the firmware's derived subsystems stored with some statistics only (the others are
 #: recomputed: :data:`DERIVED`); every other field of ``net_solar`` / ``net_grid`` but ``status``
@@ -131,7 +144,7 @@ def _stat_columns() -> tuple[StatColumn, ...]:
         elif f.column in LAST_ONLY:
             out.append(StatColumn(f"{f.column}_last", LAST_ONLY[f.column], "last", f, f.subsystem))
         elif f.kind == "number":
-            stats: tuple[Stat, ...] = ("avg",) if f.column in AVG_ONLY else ("avg", "min", "max")
+            stats = FEWER_STATS.get(f.column, ("avg", "min", "max"))
             for stat in stats:
                 out.append(StatColumn(f"{f.column}_{stat}", "real", stat, f, f.subsystem))
         elif f.kind == "counter":
@@ -151,27 +164,45 @@ energy_wh = Tables.energy_wh_sql
 
 STAT_COLUMNS: tuple[StatColumn, ...] = _stat_columns()
 ALL_COLUMNS: tuple[str, ...] = tuple(name for name, _ in KEY_COLUMNS) + tuple(c.name for c in STAT_COLUMNS)
-#: Columns of the minute table only (see the module's docstring), after ALL_COLUMNS in COPY order.
+#: The minute table's first columns (see the module's docstring), in COPY order.
+MINUTE_KEY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("meter_id", "text not null"),
+    ("bucket", "timestamptz not null"),
+    ("sample_count", "smallint not null"),
+    ("first_ms", "integer not null"),
+    ("last_ms", "integer not null"),
+)
+#: Columns of the minute table only (see the module's docstring), after the statistics in COPY order.
 SEQ_COLUMNS: tuple[tuple[str, str], ...] = (
     ("seq_first", "bigint"),
-    ("seq_last", "bigint"),
+    ("seq_span", "integer"),
     ("repaired_count", "smallint"),
 )
 #: What the aggregator writes into the minute table, in this order.
-MINUTE_COLUMNS: tuple[str, ...] = ALL_COLUMNS + tuple(name for name, _ in SEQ_COLUMNS)
+MINUTE_COLUMNS: tuple[str, ...] = (
+    tuple(name for name, _ in MINUTE_KEY_COLUMNS)
+    + tuple(c.name for c in STAT_COLUMNS)
+    + tuple(name for name, _ in SEQ_COLUMNS)
+)
+#: The minute row's offsets: readers get them as the values of :data:`DERIVED` they encode.
+OFFSET_COLUMNS: frozenset[str] = frozenset({"first_ms", "last_ms", "seq_span"})
 
 
 def table_columns(level: Level) -> list[tuple[str, str]]:
     """``(name, type)`` in the order of the tables of ``level``: 8-byte types first, then 4-, 2-byte
     and variable-length ones (no alignment padding between them)."""
-    key = dict(KEY_COLUMNS)
-    seq = dict(SEQ_COLUMNS) if level == "minute" else {}
+    minute = level == "minute"
+    key = dict(MINUTE_KEY_COLUMNS if minute else KEY_COLUMNS)
+    seq = dict(SEQ_COLUMNS) if minute else {}
     typed = [(c.name, level_type(c.sql_type, level, stat=c.stat)) for c in STAT_COLUMNS]
     count = level_type("smallint", level)
-    out = [(n, key[n]) for n in ("bucket", "first_at", "last_at")]
+    out = [("bucket", key["bucket"])]
+    out += [] if minute else [(n, key[n]) for n in ("first_at", "last_at")]
     out += [(n, t) for n, t in seq.items() if t == "bigint"]
     out += [(n, t) for n, t in typed if t in ("double precision", "bigint")]
     out += [("sample_count", f"{count} not null")] if count == "integer" else []
+    out += [(n, key[n]) for n in ("first_ms", "last_ms")] if minute else []
+    out += [(n, t) for n, t in seq.items() if t == "integer"]
     out += [(n, t) for n, t in typed if t == "integer"]
     out += [(n, t) for n, t in typed if t == "real" or t in ENUM_TYPES]
     out += [("sample_count", f"{count} not null")] if count == "smallint" else []
@@ -204,6 +235,17 @@ def _derived() -> tuple[Derived, ...]:
         add(f"{f.column}_ratio", "({0}::float8 / nullif({1}, 0))", f"{f.column}_count", "sample_count")
     for sub in ENERGY_SUBSYSTEMS:  # the energies in Wh
         out.append(Derived(f"{sub}_energy_wh", energy_wh(sub), (energy_column(sub),)))
+    for sub in ENERGY_SUBSYSTEMS:  # a channel's current: its power over its voltage (mW / V = mA)
+        add(
+            f"{sub}_current_avg",
+            "coalesce({0}::float8 / nullif({1}::float8, 0), case when {0} = 0 then 0::float8 end)",
+            f"{sub}_power_avg",
+            f"{sub}_voltage_avg",
+        )
+    # the minute row's times and last seq (the rollups store the times as they are)
+    for name, offset in Tables.MINUTE_OFFSETS.items():
+        out.append(Derived(name, Tables.minute_time_sql(name), ("bucket", offset)))
+    add("seq_last", "({0} + {1})", "seq_first", "seq_span")
     for stat in ("avg", "min", "max"):  # copies of a channel's power
         add(f"net_solar_solar_power_{stat}", "{0}", f"solar_output_power_{stat}")
         add(f"net_grid_export_power_{stat}", "{0}", f"export_power_{stat}")

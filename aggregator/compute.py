@@ -241,14 +241,14 @@ def _compute(items: Sequence[Item], thresholds: Thresholds, *, encode: bool) -> 
             zip(counts.tolist(), sel_at[s].tolist(), sel_at[e - 1].tolist(), strict=True)
         ):
             meter, minute = result.keys[g]
-            seqs = (None, None) if seq_last[g] < 0 else (seq_first[g], seq_last[g])
+            seqs = copybin.seq_columns(seq_first[g], seq_last[g])
             result.rows.append(
                 (
                     meter,
                     ms_to_dt(minute),
                     count,
-                    ms_to_dt(first_ms),
-                    ms_to_dt(last_ms),
+                    first_ms - minute,
+                    last_ms - minute,
                     *matrix[g],
                     *texts[g],
                     *seqs,

@@ -7,13 +7,15 @@ process writes them as they are (:func:`enerlink.aggregator.store.copy_encoded`)
 
 The row format is PostgreSQL's (``COPY ... FROM STDIN (FORMAT binary)``): a 16-bit field count,
 then each field as a 32-bit length and its bytes; ``timestamptz`` is microseconds since
-2000-01-01 UTC (int64), ``bigint`` int64, ``smallint`` int16, ``text`` and an enum's label UTF-8.
+2000-01-01 UTC (int64), ``bigint`` int64, ``integer`` int32, ``smallint`` int16, ``text`` and an
+enum's label UTF-8. The key columns are ``MINUTE_KEY_COLUMNS``: the first and last snapshot's
+times as milliseconds after the bucket (int32).
 The signature and the trailer are added by the writer around all shards' rows. The statistics come
 grouped by type as :data:`enerlink.aggregator.columns.STAT_COLUMNS` orders them: ``double precision``
 (float64), ``bigint`` (int64, rounded), ``real`` (float32, the value rounded to nearest),
 ``smallint`` (int16, rounded), then the enums (their label). After them come the minute table's
-``seq_first``, ``seq_last`` (int8, NULL when the minute has no ``seq``) and
-``repaired_count`` (int2): ``MINUTE_COLUMNS``.
+``seq_first`` (int8) and ``seq_span`` (int4), NULL when the minute has no ``seq`` (the span also
+when it does not fit: :func:`seq_columns`), and ``repaired_count`` (int2): ``MINUTE_COLUMNS``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from enerlink.aggregator.columns import ENUM_TYPES, KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
+from enerlink.aggregator.columns import (
+    ENUM_TYPES,
+    MINUTE_COLUMNS,
+    MINUTE_KEY_COLUMNS,
+    SEQ_COLUMNS,
+    STAT_COLUMNS,
+)
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -39,19 +47,21 @@ assert [c.sql_type for c in _NUMERIC] == [t for t, n in zip(_GROUPS, _SIZES, str
 _BOUNDS = np.cumsum([0, *_SIZES]).tolist()
 _INT16 = (-32_768, 32_767)
 _INT64 = (-(2**63), 2**63 - 1)
-assert [t for _, t in KEY_COLUMNS] == [
+assert [t for _, t in MINUTE_KEY_COLUMNS] == [
     "text not null",
     "timestamptz not null",
     "smallint not null",
-    "timestamptz not null",
-    "timestamptz not null",
+    "integer not null",
+    "integer not null",
 ]
 _HEAD = struct.Struct(">hi")  # field count, length of meter_id
-_KEYS = struct.Struct(">iqihiqiq")  # bucket, sample_count, first_at, last_at with their lengths
+_KEYS = struct.Struct(">iqihiiii")  # bucket, sample_count, first_ms, last_ms with their lengths
 _LEN = struct.Struct(">i")
-assert [t for _, t in SEQ_COLUMNS] == ["bigint", "bigint", "smallint"]
-_SEQS = struct.Struct(">iqiqih")  # seq_first, seq_last, repaired_count with their lengths
-_NO_SEQS = struct.Struct(">iiih")  # seq_first and seq_last NULL (length -1), repaired_count
+assert [t for _, t in SEQ_COLUMNS] == ["bigint", "integer", "smallint"]
+_SEQS = struct.Struct(">iqiiih")  # seq_first, seq_span, repaired_count with their lengths
+_NO_SEQS = struct.Struct(">iiih")  # seq_first and seq_span NULL (length -1), repaired_count
+_NO_SPAN = struct.Struct(">iqiih")  # seq_first, seq_span NULL, repaired_count
+_INT32 = (-(2**31), 2**31 - 1)
 _NULL = -1
 _FIELD = np.dtype(
     [
@@ -69,6 +79,16 @@ def _integers(values: np.ndarray[Any, Any], bounds: tuple[int, int]) -> np.ndarr
 
 
 _INTEGER_BOUNDS: dict[str, tuple[int, int]] = {"bigint": _INT64, "smallint": _INT16}
+
+
+def seq_columns(seq_first: int, seq_last: int) -> tuple[int | None, int | None]:
+    """``seq_first`` and ``seq_span`` of a minute whose first and last ``seq`` are given (-1: none
+    carries one; both None); the span None when it does not fit 32 bits (a restart of ``seq`` from
+    beyond two billion inside the minute: the minute counts as one without ``seq``)."""
+    if seq_last < 0:
+        return None, None
+    span = seq_last - seq_first
+    return seq_first, (span if _INT32[0] <= span <= _INT32[1] else None)
 
 
 def as_python(floats: np.ndarray[Any, Any]) -> list[list[float | int]]:
@@ -132,10 +152,10 @@ def encode_rows(
                 (minute_ms[i] - _PG_EPOCH_MS) * 1000,
                 2,
                 min(counts[i], 32_767),
-                8,
-                (first_ms[i] - _PG_EPOCH_MS) * 1000,
-                8,
-                (last_ms[i] - _PG_EPOCH_MS) * 1000,
+                4,
+                first_ms[i] - minute_ms[i],
+                4,
+                last_ms[i] - minute_ms[i],
             )
         )
         out.append(block[i * width : (i + 1) * width])
@@ -144,8 +164,11 @@ def encode_rows(
             out.append(_LEN.pack(len(raw)))
             out.append(raw)
         count = min(repaired[i], 32_767)
-        if seq_last[i] < 0:
+        first, span = seq_columns(seq_first[i], seq_last[i])
+        if first is None:
             out.append(_NO_SEQS.pack(_NULL, _NULL, 2, count))
+        elif span is None:
+            out.append(_NO_SPAN.pack(8, first, _NULL, 2, count))
         else:
-            out.append(_SEQS.pack(8, seq_first[i], 8, seq_last[i], 2, count))
+            out.append(_SEQS.pack(8, first, 4, span, 2, count))
     return b"".join(out)

@@ -135,15 +135,23 @@ def _insert(table: str) -> str:
     return f"insert into {quote(table)} as r ({', '.join(quote(c) for c in ALL_COLUMNS)})"
 
 
-def _columns(alias: str) -> str:
-    return ", ".join(f"{alias}.{quote(c)}" for c in ALL_COLUMNS[2:])
+def _columns(alias: str, *, minute: bool = False) -> str:
+    """The rollup columns after meter and bucket, of the row ``alias``: of the minute table
+    (``minute``), its times are computed from their offsets."""
+
+    def column(name: str) -> str:
+        if minute and name in Tables.MINUTE_OFFSETS:
+            return f"{Tables.minute_time_sql(name, alias)} as {quote(name)}"
+        return f"{alias}.{quote(name)}"
+
+    return ", ".join(column(c) for c in ALL_COLUMNS[2:])
 
 
 def _level_sql(*, target: str, source: str, keys_from: str, width: str, folded: bool = False) -> str:
     """Recompute ``target``'s buckets of ``keys_from`` from ``source``; with ``folded`` only from the
     source rows inside their meter's folded range (aggregator/fold.py)."""
     parts = f"""
-  select k.meter_id, k.b, s.bucket, {_columns("s")}
+  select k.meter_id, k.b, s.bucket, {_columns("s", minute=source == Tables.TELEMETRY_AGGREGATES)}
   from (select distinct meter_id, date_bin(interval '{width}', bucket, {_EPOCH}) as b from {keys_from}) k
   join {quote(source)} s on s.meter_id = k.meter_id and s.bucket >= k.b
     and s.bucket < k.b + interval '{width}'"""
@@ -212,9 +220,9 @@ def _merge_sql(target: str, *, staging: str, one_per_meter: bool, closed: bool |
             new_rows += f" and {'' if closed else 'not '}{_closed('s', _BUCKETS[target])}"
     if one_per_meter:
         return f"""{_insert(into)}
-select s.meter_id, {_BUCKETS[target]}, {_columns("s")} {new_rows}
+select s.meter_id, {_BUCKETS[target]}, {_columns("s", minute=True)} {new_rows}
 {_merge_tail(into)}"""
-    parts = f"select s.meter_id, {_BUCKETS[target]} as b, s.bucket, {_columns('s')} {new_rows}"
+    parts = f"select s.meter_id, {_BUCKETS[target]} as b, s.bucket, {_columns('s', minute=True)} {new_rows}"
     return _rollup_sql(into, parts, merge=True)
 
 

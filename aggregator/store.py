@@ -11,7 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from enerlink.aggregator import copybin
-from enerlink.aggregator.columns import KEY_COLUMNS, MINUTE_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
+from enerlink.aggregator.columns import MINUTE_COLUMNS, MINUTE_KEY_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
 from enerlink.db import advisory_lock_id, quote
 from enerlink.schemas.wire import Tables
 from enerlink.watermark import MINUTES
@@ -106,7 +106,7 @@ _PG_TYPES = {
     "smallint": "int2",
 }
 COPY_TYPES: list[str] = (
-    [_PG_TYPES[t.split(" not null")[0]] for _, t in KEY_COLUMNS]
+    [_PG_TYPES[t.split(" not null")[0]] for _, t in MINUTE_KEY_COLUMNS]
     # an enum's binary form is its label's text
     + [_PG_TYPES.get(c.sql_type, "text") for c in STAT_COLUMNS]
     + [_PG_TYPES[t] for _, t in SEQ_COLUMNS]
@@ -157,7 +157,7 @@ async def stored_counts(
         return {}
     table = quote(Tables.TELEMETRY_AGGREGATES)
     query = (
-        f"select t.meter_id, t.bucket, t.sample_count, (select b.last_at from {table} b"
+        f"select t.meter_id, t.bucket, t.sample_count, (select {_LAST_AT_B} from {table} b"
         "   where b.meter_id = t.meter_id and b.bucket < t.bucket order by b.bucket desc limit 1)"
         f" from {table} t"
         " join unnest(%s::text[], %s::timestamptz[]) as p(meter_id, bucket) using (meter_id, bucket)"
@@ -169,6 +169,9 @@ async def stored_counts(
         (m, _ms(b)): (int(n), None if before is None else _ms(before))
         for m, b, n, before in await cur.fetchall()
     }
+
+
+_LAST_AT_B = Tables.minute_time_sql("last_at", "b")
 
 
 def _ms(moment: datetime) -> int:

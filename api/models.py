@@ -62,7 +62,9 @@ class HistoryResponse(BaseModel):
     table: str = Field(examples=["telemetry_aggregates"])
     start: str = Field(examples=["2025-10-26T00:00:00Z"])
     end: str = Field(examples=["2025-10-27T00:00:00Z"])
-    fields: list[str] = Field(examples=[["battery_soc_avg", "battery_soc_min", "battery_soc_max"]])
+    fields: list[str] = Field(
+        examples=[["battery_voltage_avg", "battery_voltage_min", "battery_voltage_max"]]
+    )
     points: list[dict[str, float | int | str | None]] = Field(
         description="one object per bucket: ``bucket`` (ISO 8601 UTC) and every requested column",
         examples=[[{"bucket": "2025-10-26T04:27:00Z", "battery_soc_avg": 86.6, "import_power_max": 480.2}]],

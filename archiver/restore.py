@@ -9,12 +9,13 @@ counter); the transaction then rolls back, so the database is as it was. When lo
 rest of the object is still hashed, so a damaged object is reported as such (sha256 mismatch)
 rather than by the first bad line it happens to contain.
 
-A month of ``telemetry_aggregates`` archived before migration 0010 (narrow rows) or 0012 (compact rows)
-has columns of the minute table's past (those migration 0001 created, which the table no longer
-has): it is loaded through a temporary table, each column the table still has cast to its type, the
-settings' last values, the counts and the energies computed as the migrations compute them, and the
-columns they dropped left out (copies, sums and differences of channels, statistics of counters, the
-current's extremes: docs/data-model.md).
+A month of ``telemetry_aggregates`` archived before migration 0010 (narrow rows), 0012 (compact
+rows) or 0014 (minute rows of 18 a page) has columns of the minute table's past (those migrations
+0001 and 0012 created, which the table no longer has): it is loaded through a temporary table, each
+column the table still has cast to its type, the settings' last values, the counts, the energies,
+the times' and the last ``seq``'s offsets computed as the migrations compute them, and the columns
+they dropped left out (copies, sums and differences of channels, statistics of counters, the
+current, the SOC's and charge rate's extremes: docs/data-model.md).
 """
 
 from __future__ import annotations
@@ -237,10 +238,16 @@ def restore_month(
 
 
 @functools.cache
-def _first_minute_columns() -> frozenset[str]:
-    """The minute table's columns as migration 0001 created them (its fixed DDL)."""
-    first = next(m for m in discover() if m.version == 1)
-    return frozenset(re.findall(r'^  "([a-z0-9_]+)" ', first.statements()[0], flags=re.MULTILINE))
+def _earlier_minute_columns() -> frozenset[str]:
+    """The minute table's columns as migrations 0001 and 0012 created them (their fixed DDL)."""
+    out: set[str] = set()
+    for migration in discover():
+        if migration.version in (1, 12):
+            ddl = migration.statements()[0]
+            if migration.version == 12:  # its first table is the minute table
+                ddl = ddl.split('create table "telemetry_aggregates" (', 1)[1].split(")", 1)[0]
+            out.update(re.findall(r'^  "([a-z0-9_]+)" ', ddl, flags=re.MULTILINE))
+    return frozenset(out)
 
 
 #: the settings' last values, absent from older rows: what migration 0010 takes instead; the counts
@@ -259,6 +266,16 @@ _STAND_INS: dict[str, tuple[str, str]] = {
         )
         for sub in ENERGY_CHANNELS
     },
+    # the times and the last seq as offsets (migration 0014)
+    **{
+        offset: (name, 'round(extract(epoch from {}::timestamptz - "bucket"::timestamptz) * 1000)::integer')
+        for name, offset in Tables.MINUTE_OFFSETS.items()
+    },
+    "seq_span": (
+        "seq_last",
+        'case when {0}::bigint - "seq_first"::bigint between -2147483648 and 2147483647'
+        ' then ({0}::bigint - "seq_first"::bigint)::integer end',
+    ),
 }
 _OLD_ROWS = "_enerlink_restore_old_rows"
 
@@ -290,7 +307,7 @@ def _load(
             f"the CSV header is not the archived column list: unexpected {extra}, missing {missing}"
             + ("" if extra or missing else ", order differs"),
         )
-    if not set(header) <= known and not (old_columns and set(header) - known <= _first_minute_columns()):
+    if not set(header) <= known and not (old_columns and set(header) - known <= _earlier_minute_columns()):
         raise RestoreError("bad_header", where, f"columns {sorted(set(header) - known)} not in {table.name}")
     target = sql.Identifier(table.name) if set(header) <= known else sql.Identifier(_OLD_ROWS)
     if set(header) - known:

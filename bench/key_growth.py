@@ -70,8 +70,8 @@ def run(url: str, *, meters: int, minutes: int) -> None:
         )
         began = time.monotonic()
         insert = sql.SQL(
-            "insert into {} (meter_id, bucket, sample_count, first_at, last_at)"
-            " select 'METER' || lpad(m::text, 5, '0'), b, 12, b, b + interval '55 s'"
+            "insert into {} (meter_id, bucket, sample_count, first_ms, last_ms)"
+            " select 'METER' || lpad(m::text, 5, '0'), b, 12, 0, 55000"
             " from generate_series(1, %s) as m, (select %s::timestamptz as b) t order by m"
         ).format(sql.Identifier(table))
         for minute in range(minutes):

@@ -10,10 +10,7 @@ built as it grows, so its pages are as full as on a live table), and prints per 
 (``pg_column_size``), heap and index bytes per row and their sum, against the 500-byte target:
 
 * today's layout (:func:`enerlink.aggregator.columns.table_columns`);
-* with ``first_at`` / ``last_at`` as integer milliseconds into the bucket and ``seq_last`` as a 4-byte
-  offset from ``seq_first``;
-* and without the battery's SOC and charge-rate extremes;
-* and with an integer meter key (a table of meters) in place of the meter id, in the row and the key;
+* with an integer meter key (a table of meters) in place of the meter id, in the row and the key;
 * and with the energies as 4-byte integers (which would cap a bucket's energy at 21 kWh: the first
   minute after a gap in the readings carries the gap's energy, so the project keeps 8 bytes).
 
@@ -51,23 +48,6 @@ def _today() -> list[Column]:
     return [(n, t.replace(" not null", ""), quote(n)) for n, t in table_columns("minute")]
 
 
-def _offsets(columns: list[Column]) -> list[Column]:
-    out: list[Column] = []
-    for name, kind, expr in columns:
-        if name in ("first_at", "last_at"):
-            out.append((name, "integer", f"(extract(epoch from s.{quote(name)} - s.bucket) * 1000)::int"))
-        elif name == "seq_last":
-            out.append((name, "integer", "(s.seq_last - s.seq_first)::int"))
-        else:
-            out.append((name, kind, expr))
-    return out
-
-
-def _no_battery_extremes(columns: list[Column]) -> list[Column]:
-    gone = {f"battery_{q}_{s}" for q in ("soc", "charge_rate") for s in ("min", "max")}
-    return [c for c in columns if c[0] not in gone]
-
-
 def _meter_key(columns: list[Column]) -> list[Column]:
     return [
         ("meter_id", "integer", "k.key") if name == "meter_id" else (name, kind, expr)
@@ -89,10 +69,8 @@ def _ordered(columns: list[Column]) -> list[Column]:
 
 LAYOUTS: dict[str, Callable[[], list[Column]]] = {
     "today": _today,
-    "+ timestamp and seq offsets": lambda: _offsets(_today()),
-    "+ no SOC / charge-rate extremes": lambda: _no_battery_extremes(_offsets(_today())),
-    "+ integer meter key": lambda: _meter_key(_no_battery_extremes(_offsets(_today()))),
-    "+ 4-byte energies": lambda: _energies_4_bytes(_meter_key(_no_battery_extremes(_offsets(_today())))),
+    "+ integer meter key": lambda: _meter_key(_today()),
+    "+ 4-byte energies": lambda: _energies_4_bytes(_meter_key(_today())),
 }
 
 

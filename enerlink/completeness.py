@@ -1,7 +1,8 @@
 """Completeness of a meter's readings, from the ``seq`` numbers kept in its minute rows.
 
 Each minute row of ``telemetry_aggregates`` holds ``seq_first`` / ``seq_last`` (the ``seq`` of the
-minute's first and last snapshot carrying one; null without ``seq``), ``sample_count`` and
+minute's first and last snapshot carrying one, the last stored as ``seq_span`` after the first;
+null without ``seq``), ``sample_count`` and
 ``repaired_count`` (its snapshots stored from a meter's re-sent readings). A minute is recomputed
 whenever late data (a repaired reading) arrives for it, so everything here follows from the rows.
 
@@ -41,6 +42,8 @@ LOOKBACK = timedelta(days=7)
 #: Kind of the event raised for a closed hour below the threshold.
 LOW_EVENT = "completeness_low"
 _AGG = f'"{Tables.TELEMETRY_AGGREGATES}"'
+#: the minute rows with their last ``seq`` (stored as its offset from the first since migration 0014)
+_ROWS = f"(select a.*, a.seq_first + a.seq_span as seq_last from {_AGG} a)"
 _EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
 
 
@@ -116,10 +119,10 @@ from (
     select t.meter_id, t.bucket, t.sample_count, t.seq_first, t.seq_last, t.repaired_count,
       t.seq_last is not null as has_seq,
       case when t.seq_last is not null then coalesce(lag(t.seq_last) over w,
-        (select p.seq_last from {_AGG} p where p.meter_id = t.meter_id and p.bucket < %(start)s
+        (select p.seq_last from {_ROWS} p where p.meter_id = t.meter_id and p.bucket < %(start)s
            and p.bucket >= %(start)s::timestamptz - %(lookback)s and p.seq_last is not null
          order by p.bucket desc limit 1)) end as before
-    from {_AGG} t where {where}t.bucket >= %(start)s and t.bucket < %(end)s
+    from {_ROWS} t where {where}t.bucket >= %(start)s and t.bucket < %(end)s
     window w as (partition by t.meter_id, t.seq_last is not null order by t.bucket)
   ) r
 ) m

@@ -343,6 +343,16 @@ class Tables:
         prefix = f"{alias}." if alias else ""
         return f'({prefix}"{Tables.energy_column(subsystem)}"::float8 / {Tables.ENERGY_UNITS_PER_WH})'
 
+    #: the minute table's first and last snapshot times: milliseconds after ``bucket`` (migration 0014)
+    MINUTE_OFFSETS = {"first_at": "first_ms", "last_at": "last_ms"}
+
+    @staticmethod
+    def minute_time_sql(name: str, alias: str = "") -> str:
+        """SQL: the minute row's ``first_at`` or ``last_at`` (timestamptz) from its offset."""
+        prefix = f"{alias}." if alias else ""
+        offset = Tables.MINUTE_OFFSETS[name]
+        return f'({prefix}"bucket" + {prefix}"{offset}" * interval \'1 millisecond\')'
+
     @staticmethod
     def enum_type(column: str) -> str:
         """The PostgreSQL enum type of an enum field's column stem (migration 0012), e.g.

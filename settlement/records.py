@@ -174,11 +174,13 @@ async def event(conn: Conn, *, meter_id: str, at: datetime, kind: str, details: 
 # outage, whose energy the first minute after it carries) is split by time, and consecutive periods
 # add up to exactly the minutes' sum.
 _IMPORT_WH, _EXPORT_WH = Tables.energy_wh_sql("import"), Tables.energy_wh_sql("export")
+_FIRST_AT, _LAST_AT = Tables.minute_time_sql("first_at"), Tables.minute_time_sql("last_at")
 _ENERGY_SQL = f"""
 with scan as (
-  select bucket, first_at, last_at, {_IMPORT_WH} as imp, {_EXPORT_WH} as exp,
-         lag(last_at) over (order by bucket) as prev_last
-  from {_AGG}
+  select bucket, first_at, last_at, imp, exp, lag(last_at) over (order by bucket) as prev_last
+  from (select bucket, {_FIRST_AT} as first_at, {_LAST_AT} as last_at, {_IMPORT_WH} as imp,
+               {_EXPORT_WH} as exp, meter_id
+        from {_AGG}) minutes
   where meter_id = %(meter)s
     and bucket >= coalesce((select max(bucket) from {_AGG} where meter_id = %(meter)s
                             and bucket < %(start)s::timestamptz - interval '1 minute'), '-infinity')
@@ -209,7 +211,7 @@ async def _first_snapshot(conn: Conn, *, meter_id: str, end: datetime) -> dateti
     """Where a meter's first period starts: its first snapshot in the minute aggregates."""
     rows = await fetch(
         conn,
-        f"select min(first_at) as first from {_AGG} where meter_id = %s and bucket < %s",
+        f"select min({_FIRST_AT}) as first from {_AGG} where meter_id = %s and bucket < %s",
         (meter_id, end),
     )
     first: datetime | None = rows[0]["first"]

@@ -25,7 +25,7 @@ from enerlink.db import migrate
 from enerlink.schemas.snapshot import encode_snapshot
 from enerlink.schemas.wire import Keys, Tables
 from tests.conftest import load_fixture
-from tests.support.aggdata import resolution, with_served
+from tests.support.aggdata import REAL_REL, resolution, with_served
 from tests.support.services import ServiceProcess
 
 MIN = 60_000
@@ -161,7 +161,13 @@ async def test_exact_statistics_and_energy_across_daily_and_settlement_reset(
     assert row["import_power_avg"] == pytest.approx(250.0)
     assert row["import_power_min"] == 100.0 and row["import_power_max"] == 400.0
     assert row["import_active_ratio"] == pytest.approx(0.75)
-    assert row["battery_soc_min"] == 50.0 and row["battery_soc_max"] == FIXTURE["data"]["battery"]["soc"]
+    soc = FIXTURE["data"]["battery"]["soc"]
+    assert row["battery_soc_avg"] == pytest.approx((50.0 + 3 * soc) / 4, rel=REAL_REL)  # one reading at 50 %
+    assert "battery_soc_min" not in row and "battery_soc_max" not in row  # the average only
+    voltage = FIXTURE["data"]["import"]["voltage"]
+    assert row["import_current_avg"] == pytest.approx(
+        250.0 / voltage, rel=REAL_REL
+    )  # its power over its voltage
     # 0.5 (baseline->first) + 0.5 (daily reset) + 0.75 (settlement reset) + 0.5 (re-flash) Wh
     assert row["import_energy_wh"] == pytest.approx(2.25)
     assert row["import_daily_energy_last"] == 1.5 and row["import_total_energy_last"] == 0.0
@@ -329,7 +335,8 @@ def _sql_rollup(
         key = f"date_bin(interval '{width}', bucket, timestamptz '1970-01-01 00:00:00+00')"
     else:
         key = f"(date_trunc('day', bucket at time zone '{tz}') at time zone '{tz}')"
-    exprs = ["sum(sample_count)::int as sample_count", "min(first_at) as first_at", "max(last_at) as last_at"]
+    first, last = (Tables.minute_time_sql(n) for n in ("first_at", "last_at"))
+    exprs = ["sum(sample_count)::int as sample_count", f"min({first}) as first_at", f"max({last}) as last_at"]
     for c in STAT_COLUMNS:
         n = f'"{c.name}"'
         if c.stat == "avg":

@@ -140,7 +140,9 @@ def _rollup_of(url: str, *, width: str, tz: str | None = None) -> list[dict[str,
         key = f"date_bin(interval '{width}', bucket, timestamptz '1970-01-01 00:00:00+00')"
     else:
         key = f"(date_trunc('day', bucket at time zone '{tz}') at time zone '{tz}')"
-    exprs = ["sum(sample_count)::int as sample_count", "min(first_at) as first_at", "max(last_at) as last_at"]
+    offsets = "first_ms" in dict(columns(url, Tables.TELEMETRY_AGGREGATES))  # since migration 0014
+    first, last = (Tables.minute_time_sql(n) if offsets else n for n in ("first_at", "last_at"))
+    exprs = ["sum(sample_count)::int as sample_count", f"min({first}) as first_at", f"max({last}) as last_at"]
     for name, _ in columns(url, Tables.TELEMETRY_AGGREGATES):
         n = f'"{name}"'
         if name in _KEYS:
@@ -200,14 +202,14 @@ async def test_migration_keeps_rollups_and_later_minutes_of_an_open_bucket_are_f
     before = {t: rows(url, t) for t in (Tables.TELEMETRY_1H, Tables.TELEMETRY_1D)}
 
     # up to the release before the narrow rows (0010): the views show the rows the tables held
-    assert await migrate(url, skip={10, 11, 12, 13}) == [
-        v.version for v in discover() if v.version >= 8 and v.version not in (10, 11, 12, 13)
+    assert await migrate(url, skip={10, 11, 12, 13, 14}) == [
+        v.version for v in discover() if v.version >= 8 and v.version not in (10, 11, 12, 13, 14)
     ]
     for table, old in before.items():
         assert rows(url, table) == old
     # then narrowed (0010): every rollup is still the rollup of the minute rows (but the last value
     # of a setting, which rows before 0010 did not keep: their average stands in, in each table)
-    assert await migrate(url) == [10, 11, 12, 13]  # 0011 and 0012 expect 0010's shape
+    assert await migrate(url) == [10, 11, 12, 13, 14]  # 0011 and later expect 0010's shape
     for table, width, tz in (
         (Tables.TELEMETRY_5M, "5 minutes", None),
         (Tables.TELEMETRY_1H, "1 hour", None),

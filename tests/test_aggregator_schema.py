@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from enerlink.aggregator.columns import AVG_ONLY, DERIVED_SUBSYSTEMS, LAST_ONLY, MINUTE_COLUMNS, table_columns
+from enerlink.aggregator.columns import (
+    DERIVED_SUBSYSTEMS,
+    FEWER_STATS,
+    LAST_ONLY,
+    MINUTE_COLUMNS,
+    table_columns,
+)
 from enerlink.db import discover, migrate
 from enerlink.schemas.fields import BOOL_FIELDS, ENUM_FIELDS, NUMERIC_FIELDS
 from enerlink.schemas.wire import Tables
@@ -31,18 +37,16 @@ async def test_migration_creates_partitioned_aggregates(database_url: str) -> No
         assert set(cols) == set(MINUTE_COLUMNS)
         for f in NUMERIC_FIELDS:
             if f.subsystem not in DERIVED_SUBSYSTEMS and f.column not in LAST_ONLY:
-                stats = (
-                    ("last",)
-                    if f.kind == "counter"
-                    else ("avg",)
-                    if f.column in AVG_ONLY
-                    else ("avg", "min", "max")
-                )
+                stats = ("last",) if f.kind == "counter" else FEWER_STATS.get(f.column, ("avg", "min", "max"))
                 assert {f"{f.column}_{s}" for s in stats} <= set(cols)
         assert {f"{f.column}_count" for f in BOOL_FIELDS} <= set(cols)
         assert {f"{f.column}_last" for f in ENUM_FIELDS} <= set(cols)
         assert {"import_energy_10uwh", "solar_output_energy_10uwh", "import_total_energy_last"} <= set(cols)
-        assert not {"import_current_min", "import_current_max"} & set(cols)
+        assert not {"import_current_min", "import_current_max", "import_current_avg"} & set(cols)
+        assert not {"battery_soc_min", "battery_charge_rate_max", "first_at", "last_at", "seq_last"} & set(
+            cols
+        )
+        assert {"battery_soc_avg", "battery_charge_rate_avg", "first_ms", "last_ms", "seq_span"} <= set(cols)
         kind = conn.execute(
             "select c.relkind from pg_class c where c.oid = to_regclass(%s)", (Tables.TELEMETRY_AGGREGATES,)
         ).fetchone()
@@ -65,9 +69,9 @@ async def test_migration_creates_partitioned_aggregates(database_url: str) -> No
             ).fetchone()  # type: ignore[misc]
         assert name == Tables.month_partition(Tables.TELEMETRY_AGGREGATES, 2024, 2)
         conn.execute(
-            f"insert into {Tables.TELEMETRY_AGGREGATES} (meter_id, bucket, sample_count, first_at, last_at)"
-            " values ('M1', %s, 1, %s, %s)",
-            (old, old, old),
+            f"insert into {Tables.TELEMETRY_AGGREGATES} (meter_id, bucket, sample_count, first_ms, last_ms)"
+            " values ('M1', %s, 1, 0, 0)",
+            (old,),
         )
         (where,) = conn.execute(
             f"select tableoid::regclass::text from {Tables.TELEMETRY_AGGREGATES}"

@@ -225,11 +225,11 @@ async def test_archive_runs_and_restores_of_one_database_take_turns(
 
 async def test_failed_upload_leaves_rows_and_no_object(s3_environ: dict[str, str], database_url: str) -> None:
     await migrate(database_url)
-    rows = fill_month(database_url, start=OLD.start, rows=40_000)  # ~14 MB gzip: a real multipart upload
+    rows = fill_month(database_url, start=OLD.start, rows=40_000)  # ~10 MB gzip: a real multipart upload
     settings = Settings.from_env(Env(s3_environ))
 
     def cut(raw_bytes: int) -> None:
-        if raw_bytes > 25_000_000:  # after the first 5 MiB parts went up
+        if raw_bytes > 20_000_000:  # after the first 5 MiB parts went up
             raise ConnectionResetError("injected: connection lost mid-upload")
 
     summary = await run(settings, once=True, hooks=Hooks(on_chunk=cut))

@@ -1,7 +1,8 @@
-"""A month archived before migration 0010 (the minute table's old columns) or 0012 (shares and Wh)
-restores into today's rows: every column the table kept, to its new type's resolution; the settings'
-last values from the same stand-ins as the migration, the counts and energies converted as it
-converts them; the dropped columns left out."""
+"""A month archived before migration 0010 (the minute table's old columns), 0012 (shares and Wh) or
+0014 (timestamps and the last seq, currents, the SOC's extremes) restores into today's rows: every
+column the table kept, to its new type's resolution; the settings' last values from the same stand-ins
+as the migration, the counts, energies, times and seq converted as it converts them; the dropped
+columns left out."""
 
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ def _value(name: str, *, i: int, k: int) -> Any:
     return 10.0 + i + k / 997
 
 
-@pytest.mark.parametrize("held", [(10, 11, 12, 13), (12, 13)], ids=["before-0010", "before-0012"])
+@pytest.mark.parametrize(
+    "held", [(10, 11, 12, 13, 14), (12, 13, 14), (14,)], ids=["before-0010", "before-0012", "before-0014"]
+)
 async def test_a_month_archived_by_an_older_release_restores_into_todays_rows(
     environ: dict[str, str], database_url: str, held: tuple[int, ...]
 ) -> None:
@@ -61,6 +64,9 @@ async def test_a_month_archived_by_an_older_release_restores_into_todays_rows(
         )
         for i in range(ROWS)
     ]
+    for i, row in enumerate(old):  # seq (since 0009): a restart inside the first minute
+        row["first_at"] += timedelta(seconds=2, milliseconds=i)
+        row["seq_first"], row["seq_last"] = (3_000_000_000, 2) if i == 0 else (12 * i, 12 * i + 11)
     insert_rows(database_url, Tables.TELEMETRY_AGGREGATES, old)
     before = _rows(database_url)
     settings = Settings.from_env(Env(environ))
@@ -88,11 +94,20 @@ async def test_a_month_archived_by_an_older_release_restores_into_todays_rows(
                 was["battery_estimated_capacity_avg"], rel=REAL_REL
             )
             assert now["battery_alert_threshold_last"] == round(was["battery_alert_threshold_max"])
-        for f in BOOL_FIELDS:
-            assert now[f"{f.column}_count"] == round(was[f"{f.column}_ratio"] * was["sample_count"])
-        for channel in ("import", "solar_output"):
-            assert now[f"{channel}_energy_10uwh"] == round(was[f"{channel}_energy_wh"] * 100_000)
+        if 12 in held:
+            for f in BOOL_FIELDS:
+                assert now[f"{f.column}_count"] == round(was[f"{f.column}_ratio"] * was["sample_count"])
+            for channel in ("import", "solar_output"):
+                assert now[f"{channel}_energy_10uwh"] == round(was[f"{channel}_energy_wh"] * 100_000)
+        assert now["bucket"] + timedelta(milliseconds=now["first_ms"]) == was["first_at"]
+        assert now["bucket"] + timedelta(milliseconds=now["last_ms"]) == was["last_at"]
+        if was["seq_first"] == 3_000_000_000:  # its span does not fit: a minute without seq
+            assert (now["seq_first"], now["seq_span"]) == (was["seq_first"], None)
+        else:
+            assert now["seq_first"] + now["seq_span"] == was["seq_last"]
     dropped = set(before[0]) - kept
-    assert {"import_current_min", "import_energy_wh", "import_active_ratio"} <= dropped
+    assert {"import_current_avg", "battery_soc_min", "first_at", "seq_last"} <= dropped
+    if 12 in held:
+        assert {"import_current_min", "import_energy_wh", "import_active_ratio"} <= dropped
     if 10 in held:
         assert {"net_grid_import_power_avg", "import_daily_energy_avg", "net_solar_net_daily_min"} <= dropped

@@ -35,14 +35,18 @@ def _fill(url: str, month: Month, table: str = Tables.TELEMETRY_AGGREGATES, step
     """Rows as the aggregator writes them: every meter's row of a bucket, bucket after bucket."""
     with psycopg.connect(url) as conn:
         ensure_partition(conn, table, month.start)
+        minute = table == Tables.TELEMETRY_AGGREGATES  # its times are offsets into the bucket
+        times = (
+            ("first_ms, last_ms", "0, 55000") if minute else ("first_at, last_at", "b, b + interval '55 s'")
+        )
         conn.execute(
             sql.SQL(
-                "insert into {} (meter_id, bucket, sample_count, first_at, last_at, import_energy_10uwh)"
-                " select 'METER' || lpad(m::text, 3, '0'), b, 12, b, b + interval '55 s', m * 1000 + i"
+                "insert into {} (meter_id, bucket, sample_count, {}, import_energy_10uwh)"
+                " select 'METER' || lpad(m::text, 3, '0'), b, 12, {}, m * 1000 + i"
                 " from generate_series(0, %s - 1) as i,"
                 " lateral (select %s::timestamptz + i * %s * interval '1 minute' as b) t,"
                 " generate_series(1, %s) as m order by i, m"
-            ).format(sql.Identifier(table)),
+            ).format(sql.Identifier(table), sql.SQL(times[0]), sql.SQL(times[1])),
             (MINUTES, month.start, step, METERS),
         )
 
@@ -125,10 +129,10 @@ async def test_a_closed_month_gets_a_full_key_and_keeps_its_rows(
     with psycopg.connect(database_url) as conn, pytest.raises(psycopg.errors.UniqueViolation):
         conn.execute(
             sql.SQL(
-                "insert into {} (meter_id, bucket, sample_count, first_at, last_at)"
-                " values ('METER001', %s, 1, %s, %s)"
+                "insert into {} (meter_id, bucket, sample_count, first_ms, last_ms)"
+                " values ('METER001', %s, 1, 0, 0)"
             ).format(sql.Identifier(Tables.TELEMETRY_AGGREGATES)),
-            (CLOSED.start, CLOSED.start, CLOSED.start),
+            (CLOSED.start,),
         )
 
     again = archive_now(settings, store, threading.Event())  # packed once

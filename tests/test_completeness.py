@@ -264,3 +264,29 @@ def test_seq_is_decoded_alike_on_both_paths_and_a_bad_one_is_flagged() -> None:
     for parse in (fastparse.parse, fastparse._parse_orjson):
         with pytest.raises(fastparse.BadSnapshot):
             parse(raws[3], "P1")
+
+
+async def test_a_restart_of_seq_from_beyond_two_billion_inside_a_minute(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """The minute row keeps its last ``seq`` as a 32-bit span after its first: a restart from beyond
+    two billion inside a minute does not fit it. The minute keeps its first ``seq`` and counts as one
+    without ``seq``; the next minute is counted from its own ``seq`` (a restart), nothing fails."""
+    settings, h = await _closed_hour_run(environ, redis_client)
+    keys = settings.common.keys
+    a, b = h + 20 * MIN, h + 21 * MIN
+    huge = 3_000_000_000
+    points = [(a + i * 10_000, huge + i) for i in range(3)] + [
+        (a + (3 + i) * 10_000, 1 + i) for i in range(3)
+    ]
+    points += [(b + i * 10_000, 4 + i) for i in range(6)]
+    await feed(redis_client, keys, "R1", points)
+    await migrate(settings.common.database_url)
+    await Aggregator(settings, redis_client).run_job()
+
+    stored = rows(settings.common.database_url)
+    restart, after = stored[("R1", dt(a))], stored[("R1", dt(b))]
+    assert (restart["seq_first"], restart["seq_span"], restart["sample_count"]) == (huge, None, 6)
+    assert (after["seq_first"], after["seq_last"], after["seq_span"]) == (4, 9, 5)
+    (hour,) = await hourly(settings.common.database_url, "R1", h)
+    assert (hour.expected, hour.received, hour.missing) == (6, 12, 0)  # the second minute's six

@@ -78,15 +78,18 @@ def test_bad_mapping_and_missing_columns_are_explained(tmp_path: Path) -> None:
 
 
 def test_archive_csv_replays_its_averages(tmp_path: Path, data_fixture_bytes: bytes) -> None:
-    from enerlink.aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
+    from enerlink.aggregator.columns import MINUTE_COLUMNS, STAT_COLUMNS
 
     fixture = json.loads(data_fixture_bytes)["data"]
     row: dict[str, Any] = {
         "meter_id": "METER001",
         "bucket": "2024-10-26T04:27:00Z",
         "sample_count": 12,
-        "first_at": "2024-10-26T04:27:00Z",
-        "last_at": "2024-10-26T04:27:55Z",
+        "first_ms": 0,
+        "last_ms": 55_000,
+        "seq_first": 7,
+        "seq_span": 11,
+        "repaired_count": 0,
     }
     for column in STAT_COLUMNS:
         if column.field is None:
@@ -96,7 +99,7 @@ def test_archive_csv_replays_its_averages(tmp_path: Path, data_fixture_bytes: by
         row[column.name] = (12 if value else 0) if column.stat == "count" else value
     path = tmp_path / "01.csv"
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(ALL_COLUMNS))
+        writer = csv.DictWriter(handle, fieldnames=list(MINUTE_COLUMNS))
         writer.writeheader()
         writer.writerow(row)
     (record,) = load(path)

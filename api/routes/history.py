@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client.core import CounterMetricFamily
 from psycopg import sql
 
-from enerlink.aggregator.columns import DERIVED
+from enerlink.aggregator.columns import DERIVED, OFFSET_COLUMNS
 from enerlink.api.deps import AppState, State, iso, utc
 from enerlink.api.models import HistoryResponse, Problem, Resolution, ResolutionChoice
 from enerlink.api.routes.latest import MeterIdPath
@@ -106,7 +106,7 @@ def available_fields(columns: list[str]) -> list[str]:
     """A table's statistic columns, then the values computed from them (:data:`DERIVED`: e.g.
     ``net_grid_import_power_avg``, a copy of ``import_power_avg`` that is not stored, the shares
     ``*_ratio`` and the energies in Wh ``*_energy_wh``)."""
-    stored = [c for c in columns if c not in KEY_COLUMNS]
+    stored = [c for c in columns if c not in KEY_COLUMNS and c not in OFFSET_COLUMNS]
     present = set(columns)
     return stored + [d.name for d in DERIVED if d.name not in present and present.issuperset(d.sources)]
 

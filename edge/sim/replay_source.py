@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from enerlink.schemas.fields import DATA_FIELDS
+from enerlink.schemas.fields import DATA_FIELDS, ENERGY_CHANNELS
 from enerlink.schemas.telemetry import DATA_UNITS, DataMessage
 
 CHANNELS = ("export", "import", "load_smart_mtr", "load_home", "solar_input", "solar_output")
@@ -137,6 +137,11 @@ def from_archive(rows: Iterable[dict[str, str]]) -> list[Record]:
                         value = _number(row.get(f"{f.column}_{stat}"), f"line {line}")
                 value = value or 0.0
                 section[f.name] = round(value) if (f.subsystem, f.name) in INTEGER_FIELDS else value
+        for channel in ENERGY_CHANNELS:  # rows since migration 0014: the current from power and voltage
+            if f"{channel}_current_avg" not in row:
+                section = data[channel]
+                volts = section["voltage"]
+                section["current"] = round(section["power"] / volts, 5) if volts else 0.0
         if "net_grid_import_total_last" not in row:  # rows since migration 0010: nets not stored
             statuses = data["net_solar"]["status"], data["net_grid"]["status"]
             firmware_nets(data)

@@ -10,12 +10,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from enerlink.aggregator.columns import KEY_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
+from enerlink.aggregator.columns import KEY_COLUMNS, MINUTE_KEY_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
 from enerlink.archiver.months import is_partitioned
+from enerlink.schemas.fields import ENERGY_CHANNELS
 from enerlink.schemas.wire import Tables
 
 #: the minute table's columns that are not statistics
-NOT_STATISTICS = frozenset(name for name, _ in (*KEY_COLUMNS, *SEQ_COLUMNS))
+NOT_STATISTICS = frozenset(
+    name for name, _ in (*KEY_COLUMNS, *MINUTE_KEY_COLUMNS, *SEQ_COLUMNS, ("seq_last", ""))
+)
 _REAL = {c.name for c in STAT_COLUMNS if c.sql_type == "real"}
 #: relative error of a value rounded to float4 a few times over (a minute, then each rollup level)
 REAL_REL = 4 * 2.0**-24
@@ -29,8 +32,20 @@ def resolution(column: str) -> float:
 
 def with_served(row: dict[str, Any]) -> dict[str, Any]:
     """``row`` plus what the API serves computed from it: each bool's share ``*_ratio`` (its count
-    over ``sample_count``) and each channel's energy in Wh ``*_energy_wh`` (its 10 uWh units)."""
+    over ``sample_count``), each channel's energy in Wh ``*_energy_wh`` (its 10 uWh units) and
+    current (its power over its voltage), and a minute row's times and last ``seq`` (from their
+    offsets)."""
     out = dict(row)
+    for name, offset in Tables.MINUTE_OFFSETS.items():
+        if offset in row:
+            out[name] = row["bucket"] + timedelta(milliseconds=row[offset])
+    if "seq_span" in row:
+        out["seq_last"] = None if row["seq_span"] is None else row["seq_first"] + row["seq_span"]
+    for sub in ENERGY_CHANNELS:
+        power, volts, current = (f"{sub}_{quantity}_avg" for quantity in ("power", "voltage", "current"))
+        if current not in row and power in row and volts in row:
+            p, v = row[power], row[volts]
+            out[current] = None if p is None or v is None else p / v if v else (0.0 if p == 0 else None)
     for name, value in row.items():
         if name.endswith("_count") and name not in NOT_STATISTICS and value is not None:
             out[name.removesuffix("_count") + "_ratio"] = (
@@ -41,12 +56,27 @@ def with_served(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def as_before_minute18(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of today's tables as the release before migration 0014 stored it: the minute row's
+    times and last ``seq`` as they are, a channel's current average (its power over its voltage
+    stands in), the SOC's and charge rate's extremes (their average stands in)."""
+    served = with_served(dict(row))
+    out = {k: v for k, v in served.items() if k not in (*Tables.MINUTE_OFFSETS.values(), "seq_span")}
+    out = {k: v for k, v in out.items() if not k.endswith(("_ratio", "_energy_wh"))}
+    if "seq_span" not in row:
+        out.pop("seq_last", None)
+    for name in ("battery_soc", "battery_charge_rate"):
+        if f"{name}_avg" in out:
+            out[f"{name}_min"] = out[f"{name}_max"] = out[f"{name}_avg"]
+    return out
+
+
 def as_before_compact(row: Mapping[str, Any]) -> dict[str, Any]:
     """A row of today's tables as the release before migration 0012 stored it: shares instead of
     counts, Wh instead of 10 uWh units, a channel's current extremes (gone since: its average stands
     in)."""
     out: dict[str, Any] = {}
-    for name, value in with_served(dict(row)).items():
+    for name, value in with_served(as_before_minute18(row)).items():
         if (name.endswith("_count") and name not in NOT_STATISTICS) or name.endswith("_energy_10uwh"):
             continue
         out[name] = value
@@ -88,7 +118,9 @@ def insert_rows(
 ) -> int:
     count = 0
     with psycopg.connect(url) as conn:
-        for row in rows:
+        offsets = "first_ms" in dict(columns(conn, table))
+        for given in rows:
+            row = as_minute_row(given) if offsets else given
             if table in Tables.MONTHLY_PARTITIONED and is_partitioned(conn, table):
                 ensure_partition(conn, table, row[time_column])
             names = list(row)
@@ -102,6 +134,17 @@ def insert_rows(
             )
             count += 1
     return count
+
+
+def as_minute_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with its times and last ``seq`` as the minute table stores them (migration 0014)."""
+    out = {k: v for k, v in row.items() if k not in ("first_at", "last_at", "seq_last")}
+    for name, offset in Tables.MINUTE_OFFSETS.items():
+        if name in row:
+            out[offset] = round((row[name] - row["bucket"]).total_seconds() * 1000)
+    if row.get("seq_last") is not None:
+        out["seq_span"] = row["seq_last"] - row["seq_first"]
+    return out
 
 
 def aggregate_row(meter_id: str, bucket: datetime, **stats: Any) -> dict[str, Any]:
@@ -137,6 +180,8 @@ def fill_month(url: str, *, start: datetime, rows: int, meters: int | None = Non
                         "%(start)s::timestamptz + (g / {}) * interval '1 minute' + interval '5 s'"
                     ).format(sql.Literal(meters))
                 )
+            elif name in ("first_ms", "last_ms"):
+                select.append(sql.SQL("5000"))
             elif name == "sample_count":
                 select.append(sql.SQL("12"))
             elif kind == "text":

@@ -181,8 +181,9 @@ def _rollup_mismatches(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[di
     for table, bucket in _ROLLUPS:
         query = f"""
 with m as (
-  select meter_id, {bucket} as b, sum(sample_count) as sample_count, min(first_at) as first_at,
-         max(last_at) as last_at, {sums}
+  select meter_id, {bucket} as b, sum(sample_count) as sample_count,
+         min({Tables.minute_time_sql("first_at")}) as first_at,
+         max({Tables.minute_time_sql("last_at")}) as last_at, {sums}
   from {quote(Tables.TELEMETRY_AGGREGATES)} where meter_id <> %(probe)s group by 1, 2
 ), r as (select * from {quote(table)} where meter_id <> %(probe)s)
 select coalesce(m.meter_id, r.meter_id), coalesce(m.b, r.bucket), m.sample_count, r.sample_count
