@@ -58,7 +58,10 @@ class Event(BaseModel):
 
 class HistoryResponse(BaseModel):
     meter_id: str = Field(examples=["METER001"])
-    resolution: Resolution
+    resolution: Resolution = Field(description="the resolution answered: the finest still held for the range")
+    note: str | None = Field(
+        None, description="why the answer is at a coarser resolution than asked (archived months)"
+    )
     table: str = Field(examples=["telemetry_aggregates"])
     start: str = Field(examples=["2025-10-26T00:00:00Z"])
     end: str = Field(examples=["2025-10-27T00:00:00Z"])

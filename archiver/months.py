@@ -24,6 +24,11 @@ class ArchivedTable:
 ARCHIVED_TABLES: tuple[ArchivedTable, ...] = (
     ArchivedTable(Tables.TELEMETRY_AGGREGATES, "bucket"),
     ArchivedTable(Tables.EVENTS, "at"),
+    # the rollups, each with a retention of its own (kept for ever by default): the complete 5-minute
+    # buckets and the folded hours and days (the open buckets and the unfolded rows are recent)
+    ArchivedTable(Tables.TELEMETRY_5M_CLOSED, "bucket"),
+    ArchivedTable(Tables.TELEMETRY_1H_FOLDED, "bucket"),
+    ArchivedTable(Tables.TELEMETRY_1D_FOLDED, "bucket"),
 )
 
 

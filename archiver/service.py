@@ -119,7 +119,8 @@ def archive_now(
 ) -> RunSummary:
     """Archive every due month of every archived table (synchronous; one failure does not stop the rest)."""
     started = time.monotonic()
-    before = cutoff(now or datetime.now(UTC), settings.retention_days)
+    moment = now or datetime.now(UTC)
+    before = cutoff(moment, settings.retention_days)
     summary = RunSummary()
     with _connect(settings) as conn:
         if not _take_turn(conn):
@@ -130,7 +131,10 @@ def archive_now(
             conn=conn, store=store, stop=stop, hooks=hooks or Hooks(), interactive=sys.stderr.isatty()
         )
         for table in ARCHIVED_TABLES:
-            due = months_due(conn, table, before=before)
+            days = settings.retention_for(table.name)
+            if days is None:  # kept for ever
+                continue
+            due = months_due(conn, table, before=cutoff(moment, days))
             for month in due:
                 if stop.is_set():
                     raise Stopped("stopping")

@@ -9,6 +9,10 @@ from apscheduler.triggers.cron import CronTrigger
 
 from enerlink.archiver.storage import StorageSettings
 from enerlink.config import CommonSettings, ConfigError, Env
+from enerlink.schemas.wire import Tables
+
+#: the rollup tables with a retention of their own, finest first
+ROLLUP_TABLES = (Tables.TELEMETRY_5M_CLOSED, Tables.TELEMETRY_1H_FOLDED, Tables.TELEMETRY_1D_FOLDED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,13 @@ class Settings:
     redis_retention_s: int = 7200  # the live window the ingest keeps (ENERLINK_RETENTION_S)
     raw_hold_s: int = 2 * 86_400  # how long past it the ingest keeps what the raw export lacks
     pack_after_days: int = 2  # a month's primary key is packed this long after the month ends
+    #: the rollups' retention in days (None: kept for ever): 5-minute, hourly, daily rows
+    rollup_retention_days: tuple[int | None, int | None, int | None] = (None, None, None)
+
+    def retention_for(self, table: str) -> int | None:
+        """Days a month of ``table`` stays in PostgreSQL after it ends (None: for ever)."""
+        rollups = dict(zip(ROLLUP_TABLES, self.rollup_retention_days, strict=True))
+        return rollups.get(table, self.retention_days)
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -38,6 +49,11 @@ class Settings:
             redis_retention_s=env.int("RETENTION_S", 7200),
             raw_hold_s=env.int("RAW_HOLD_S", 2 * 86_400),
             pack_after_days=env.int("ARCHIVE_PACK_AFTER_DAYS", 2),
+            rollup_retention_days=(
+                _days_or_forever(env, "ARCHIVE_RETENTION_5M_DAYS"),
+                _days_or_forever(env, "ARCHIVE_RETENTION_1H_DAYS"),
+                _days_or_forever(env, "ARCHIVE_RETENTION_1D_DAYS"),
+            ),
         )
         if settings.raw_interval_s < 0 or settings.raw_grace_s < 0:
             raise ConfigError("ENERLINK_RAW_EXPORT_INTERVAL_S and ENERLINK_RAW_EXPORT_GRACE_S must be >= 0")
@@ -45,6 +61,15 @@ class Settings:
             raise ConfigError("ENERLINK_ARCHIVE_RETENTION_DAYS must be >= 0")
         if settings.pack_after_days < 0:
             raise ConfigError("ENERLINK_ARCHIVE_PACK_AFTER_DAYS must be >= 0")
+        finer: tuple[str, int | None] = ("ARCHIVE_RETENTION_DAYS", settings.retention_days)
+        names = ("ARCHIVE_RETENTION_5M_DAYS", "ARCHIVE_RETENTION_1H_DAYS", "ARCHIVE_RETENTION_1D_DAYS")
+        for name, days in zip(names, settings.rollup_retention_days, strict=True):
+            if days is not None and (finer[1] is None or days < finer[1]):
+                raise ConfigError(
+                    f"ENERLINK_{name}={days}: a coarser resolution is kept at least as long as a finer"
+                    f" one (ENERLINK_{finer[0]}={'forever' if finer[1] is None else finer[1]})"
+                )
+            finer = (name, days)
         settings.trigger()  # fail at start-up on a bad cron expression or time zone
         return settings
 
@@ -55,3 +80,14 @@ class Settings:
             raise ConfigError(
                 f"ENERLINK_ARCHIVE_CRON={self.cron!r} / ENERLINK_TIMEZONE={self.common.timezone!r}: {exc}"
             ) from exc
+
+
+def _days_or_forever(env: Env, name: str) -> int | None:
+    """Days (an integer >= 0), or None for ``forever`` or unset."""
+    value = env.str(name, "forever").strip().lower()
+    if value == "forever":
+        return None
+    days = env.int(name, 0)
+    if days < 0:
+        raise ConfigError(f"ENERLINK_{name} must be >= 0 or forever")
+    return days

@@ -154,11 +154,11 @@ def _aggregated_minutes(database_url: str, meter_id: str, *, count: int) -> None
             conn.execute(
                 # the net values the dashboard shows are computed from the channels (docs/data-model.md):
                 # solar 1500 W, load 700 + 0 W, grid export 300 - import 0 W
-                f"insert into {Tables.TELEMETRY_AGGREGATES} (meter_id, bucket, sample_count, first_at,"
-                " last_at, solar_output_power_avg, load_smart_mtr_power_avg, load_home_power_avg,"
+                f"insert into {Tables.TELEMETRY_AGGREGATES} (meter_id, bucket, sample_count, first_ms,"
+                " last_ms, solar_output_power_avg, load_smart_mtr_power_avg, load_home_power_avg,"
                 " export_power_avg, import_power_avg, battery_soc_avg)"
-                " values (%s, %s, 12, %s, %s, 1500.0, 700.0, 0.0, 300.0, 0.0, 80.0)",
-                (meter_id, bucket, bucket, bucket + timedelta(seconds=55)),
+                " values (%s, %s, 12, 0, 55000, 1500.0, 700.0, 0.0, 300.0, 0.0, 80.0)",
+                (meter_id, bucket),
             )
 
 

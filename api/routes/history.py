@@ -2,10 +2,13 @@
 
 ``GET /telemetry/history/{meter_id}`` (default resolution 1m) and ``GET /meters/{meter_id}/history``
 (default ``auto``: the finest resolution whose point count fits ``ENERLINK_API_MAX_POINTS``, so a
-ten-year range is answered from the daily rollup). Every query is bounded three ways: the point
-count is checked before querying (422 naming a coarser resolution), the rows are capped by
-``LIMIT``, and PostgreSQL cancels the statement after ``ENERLINK_API_QUERY_TIMEOUT_S`` (503). Each
-refusal is counted in :data:`QUERY_STATS`.
+ten-year range is answered from the daily rollup). Each resolution has its own retention in
+PostgreSQL (the archiver moves older months to the archive store): a range reaching into archived
+months is answered at the finest coarser resolution still holding it, and the answer says so
+(``resolution``, ``note``; the ``X-Enerlink-Resolution`` header, also on CSV). Every query is
+bounded three ways: the point count is checked before querying (422 naming a coarser resolution),
+the rows are capped by ``LIMIT``, and PostgreSQL cancels the statement after
+``ENERLINK_API_QUERY_TIMEOUT_S`` (503). Each refusal is counted in :data:`QUERY_STATS`.
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ RESOLUTIONS: dict[str, tuple[str, timedelta, timedelta]] = {
     "5m": (Tables.TELEMETRY_5M, timedelta(minutes=5), timedelta(days=1)),
     "1h": (Tables.TELEMETRY_1H, timedelta(hours=1), timedelta(days=7)),
     "1d": (Tables.TELEMETRY_1D, timedelta(days=1), timedelta(days=90)),
+}
+#: the table whose months the archiver moves to the archive store, per resolution (its retention)
+ARCHIVED_AS: dict[str, str] = {
+    "1m": Tables.TELEMETRY_AGGREGATES,
+    "5m": Tables.TELEMETRY_5M_CLOSED,
+    "1h": Tables.TELEMETRY_1H_FOLDED,
+    "1d": Tables.TELEMETRY_1D_FOLDED,
 }
 KEY_COLUMNS = ("meter_id", "bucket")
 STAT_SUFFIXES = ("avg", "min", "max", "last", "ratio", "count")
@@ -202,6 +212,40 @@ Start = Annotated[datetime | None, Query(description="inclusive; default depends
 End = Annotated[datetime | None, Query(description="exclusive; default now; no offset = UTC")]
 
 
+async def _archived_months(state: State, table: str, *, start: datetime, end: datetime) -> list[str]:
+    """The months of ``table`` within ``[start, end)`` that are in the archive store, not in PostgreSQL."""
+    query = sql.SQL(
+        "select year, month from {} where table_name = %s"
+        " and make_timestamptz(year, month, 1, 0, 0, 0, 'UTC') < %s"
+        " and make_timestamptz(year, month, 1, 0, 0, 0, 'UTC') + interval '1 month' > %s order by 1, 2"
+    ).format(sql.Identifier(Tables.ARCHIVE_MANIFEST))
+    rows = await bounded_rows(state, query, (table, end, start))
+    return [f"{int(year):04d}-{int(month):02d}" for year, month in rows]
+
+
+async def held_resolution(
+    state: State, resolution: Resolution, *, start: datetime, end: datetime
+) -> tuple[Resolution, str | None]:
+    """``resolution``, or the finest coarser one whose rows of ``[start, end)`` are all still in
+    PostgreSQL when some of ``resolution``'s are archived (each resolution has its own retention),
+    with a note that says so."""
+    archived = await _archived_months(state, ARCHIVED_AS[resolution], start=start, end=end)
+    if not archived:
+        return resolution, None
+    months = ", ".join(archived)
+    order = list(RESOLUTIONS)
+    for coarser in order[order.index(resolution) + 1 :]:
+        if not await _archived_months(state, ARCHIVED_AS[coarser], start=start, end=end):
+            return coarser, (  # type: ignore[return-value]
+                f"the {resolution} rows of {months} are archived (GET /archive; enerlink archive"
+                f" --restore YYYY-MM brings a month back): answered at {coarser}, the finest still held"
+            )
+    return (
+        resolution,
+        f"the {resolution} rows of {months} are archived and no coarser resolution holds them all",
+    )
+
+
 def _choose(
     choice: str, *, start: datetime | None, end: datetime | None, limit: int
 ) -> tuple[Resolution, datetime, datetime]:
@@ -236,6 +280,7 @@ async def _history(
 ) -> Response:
     limit = state.settings.max_points
     resolution, start_at, end_at = _choose(choice, start=start, end=end, limit=limit)
+    resolution, note = await held_resolution(state, resolution, start=start_at, end=end_at)
     table = RESOLUTIONS[resolution][0]
     columns = await state.columns(table)
     if not columns:
@@ -252,11 +297,13 @@ async def _history(
     rows = await bounded_rows(
         state, _plain_query(table, chosen, columns), (meter_id, start_at, end_at, limit)
     )
+    headers = {"X-Enerlink-Resolution": resolution}
     if accept and "text/csv" in accept.lower():
-        return Response(_csv(chosen, rows), media_type="text/csv; charset=utf-8")
+        return Response(_csv(chosen, rows), media_type="text/csv; charset=utf-8", headers=headers)
     body = {
         "meter_id": meter_id,
         "resolution": resolution,
+        **({"note": note} if note else {}),
         "table": table,
         "start": iso(start_at),
         "end": iso(end_at),
@@ -266,7 +313,7 @@ async def _history(
             for row in rows
         ],
     }
-    return JSONResponse(body)
+    return JSONResponse(body, headers=headers)
 
 
 @router.get(
