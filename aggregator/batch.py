@@ -1,7 +1,7 @@
 """A batch's stored snapshots decoded straight into one float64 matrix (the aggregator's hot path).
 
 :func:`enerlink.aggregator.fastparse.parse` builds a few Python objects per snapshot and the batch keeps
-them all until its matrix is built; with 30,000 snapshots a shard that cost about 8 us each, twice
+them all until its matrix is built; with 30,000 snapshots a part that cost about 8 us each, twice
 the decoding itself, most of it in allocating memory that is never reused. Here the snapshots go
 through msgspec a chunk at a time, through C-level ``map``/``itemgetter`` pipelines (no Python frame
 per snapshot), and each chunk's values land in the matrix before the next chunk is decoded, so a

@@ -1,6 +1,6 @@
 """Minute rows encoded for PostgreSQL's binary COPY in the worker processes, straight from the matrix.
 
-A shard's 2,500 rows of ~100 statistics used to travel to the main process as Python tuples
+A part's 2,500 rows of ~100 statistics used to travel to the main process as Python tuples
 (pickled, unpickled) and be encoded there value by value; the bytes are built here instead, the
 numeric columns in one numpy pass (each value with its 4-byte length, big-endian), and the main
 process writes them as they are (:func:`enerlink.aggregator.store.copy_encoded`).
@@ -10,7 +10,7 @@ then each field as a 32-bit length and its bytes; ``timestamptz`` is microsecond
 2000-01-01 UTC (int64), ``bigint`` int64, ``integer`` int32, ``smallint`` int16, ``text`` and an
 enum's label UTF-8. The key columns are ``MINUTE_KEY_COLUMNS``: the first and last snapshot's
 times as milliseconds after the bucket (int32).
-The signature and the trailer are added by the writer around all shards' rows. The statistics come
+The signature and the trailer are added by the writer around all parts' rows. The statistics come
 grouped by type as :data:`enerlink.aggregator.columns.STAT_COLUMNS` orders them: ``double precision``
 (float64), ``bigint`` (int64, rounded), ``real`` (float32, the value rounded to nearest),
 ``smallint`` (int16, rounded), then the enums (their label). After them come the minute table's

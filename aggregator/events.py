@@ -26,6 +26,7 @@ from enerlink.db import quote
 from enerlink.events import Event
 from enerlink.schemas.telemetry import StatusMessage
 from enerlink.schemas.wire import Keys, Tables
+from enerlink.shards import Shard
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,11 @@ def _sensor_key(bus: str, address: str, name: str) -> str:
     return f"{bus}:{address}:{name}"
 
 
-async def sensor_events(conn: Conn, redis: aioredis.Redis, keys: Keys) -> list[Event]:
-    """Compare the newest status of each meter with the stored state; update it; return events."""
+async def sensor_events(
+    conn: Conn, redis: aioredis.Redis, keys: Keys, shard: Shard = Shard.WHOLE
+) -> list[Event]:
+    """Compare the newest status of each meter (of ``shard``) with the stored state; update it;
+    return events."""
     table = quote(Tables.AGGREGATOR_EVENT_STATE)
     cur = await conn.execute(f"select meter_id, disconnected, status_at from {table}".encode())
     state: dict[str, tuple[set[str], Any]] = {r[0]: (set(r[1]), r[2]) for r in await cur.fetchall()}
@@ -47,7 +51,8 @@ async def sensor_events(conn: Conn, redis: aioredis.Redis, keys: Keys) -> list[E
     candidates = {
         raw_meter.decode(): raw
         for raw_meter, raw in latest.items()
-        if state.get(raw_meter.decode(), (set(), None))[0] or _DISCONNECTED.search(raw)
+        if shard.owns(raw_meter.decode())
+        and (state.get(raw_meter.decode(), (set(), None))[0] or _DISCONNECTED.search(raw))
     }
     pipe = redis.pipeline(transaction=False)
     for meter in candidates:

@@ -27,6 +27,7 @@ from __future__ import annotations
 from enerlink.aggregator.columns import ALL_COLUMNS, STAT_COLUMNS, level_type
 from enerlink.db import quote
 from enerlink.schemas.wire import Tables
+from enerlink.shards import Shard
 
 PHASES = 5
 FIVE_MINUTES_MS = 300_000
@@ -138,11 +139,11 @@ def temp_tables_sql() -> list[str]:
     ]
 
 
-def due_sql() -> str:
-    """The meters to fold now (%(phase)s, %(boundary)s) into the due table."""
+def due_sql(shard: Shard) -> str:
+    """The meters (of ``shard``) to fold now (%(phase)s, %(boundary)s) into the due table."""
     return (
         f"insert into {_DUE} select meter_id, folded_until from {quote(Tables.ROLLUP_FOLD)}"
-        " where phase = %(phase)s and folded_until < %(boundary)s"
+        f" where phase = %(phase)s and folded_until < %(boundary)s and {shard.sql_filter('meter_id')}"
     )
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from enerlink.aggregator import store
 from enerlink.aggregator.compute import MINUTE_MS, Item, Result, Thresholds, compute
+from enerlink.aggregator.part import write_part
 from enerlink.aggregator.settings import Settings
-from enerlink.aggregator.shard import write_shard
 from enerlink.db import connect, migrate
 from enerlink.schemas.snapshot import encode_snapshot
 
@@ -71,7 +71,7 @@ async def recompute(
         try:
             await store.create_staging(conn)
             async with conn.transaction():
-                await write_shard(
+                await write_part(
                     conn,
                     result,
                     partitions=store.Partitions(),

@@ -35,6 +35,8 @@ from enerlink.aggregator.settings import Settings
 from enerlink.db import quote
 from enerlink.events import Event, insert_events
 from enerlink.schemas.wire import Keys, Tables
+from enerlink.shards import Shard
+from enerlink.watermark import read_named
 
 log = logging.getLogger(__name__)
 
@@ -59,30 +61,24 @@ def _dt(ms: int | None) -> datetime | None:
     return None if ms is None else ms_to_dt(ms)
 
 
-async def _read_watermark(conn: store.Conn) -> datetime | None:
-    cur = await conn.execute(
-        f"select minute from {quote(Tables.AGGREGATOR_WATERMARK)} where name = %s".encode(), (WATERMARK,)
-    )
-    row = await cur.fetchone()
-    return row[0] if row else None
-
-
-async def _write_watermark(conn: store.Conn, minute: datetime) -> None:
+async def _write_watermark(conn: store.Conn, minute: datetime, shard: Shard) -> None:
     table = quote(Tables.AGGREGATOR_WATERMARK)
     await conn.execute(
         f"insert into {table} (name, minute) values (%s, %s) on conflict (name) do update"
         f" set minute = greatest({table}.minute, excluded.minute), updated_at = now()".encode(),
-        (WATERMARK, minute),
+        (shard.row_name(WATERMARK), minute),
     )
 
 
-async def _load_states(conn: store.Conn) -> dict[str, health.State]:
+async def _load_states(conn: store.Conn, shard: Shard) -> dict[str, health.State]:
     states: dict[str, health.State] = {}
     cur = await conn.execute(
         f"select meter_id, status_at, uptime_ms, weak_since, weak_raised, low_heap, reboots,"
         f" reboots_raised, silent from {quote(Tables.AGGREGATOR_HEALTH_STATE)}".encode()
     )
     for meter, at, uptime, weak, weak_raised, low, reboots, raised, silent in await cur.fetchall():
+        if not shard.owns(meter):
+            continue
         states[meter] = health.State(
             status_at_ms=_ms(at),
             uptime_ms=uptime,
@@ -97,6 +93,8 @@ async def _load_states(conn: store.Conn) -> dict[str, health.State]:
         f"select meter_id, disconnected, status_at from {quote(Tables.AGGREGATOR_EVENT_STATE)}".encode()
     )
     for meter, disconnected, at in await cur.fetchall():
+        if not shard.owns(meter):
+            continue
         state = states.setdefault(meter, health.State())
         state.disconnected, state.sensors_at_ms = set(disconnected), _ms(at)
     return states
@@ -241,20 +239,23 @@ class HealthStep:
         self.keys: Keys = settings.common.keys
         self.limits = settings.health
 
-    async def run(self, conn: store.Conn, *, t0: int, closed_end: int) -> HealthReport:
+    async def run(
+        self, conn: store.Conn, *, t0: int, closed_end: int, shard: Shard = Shard.WHOLE
+    ) -> HealthReport:
+        """The closed minutes after ``shard``'s health watermark, for its meters."""
         began = time.monotonic()
         report = HealthReport()
         raw: dict[Any, Any] = await self.redis.hgetall(self.keys.latest_status_at)
-        latest = {k.decode(): int(float(v)) for k, v in raw.items()}
+        latest = {k.decode(): int(float(v)) for k, v in raw.items() if shard.owns(k.decode())}
         oldest = (t0 - self.settings.retention_s * 1000 + MINUTE_MS - 1) // MINUTE_MS * MINUTE_MS
-        watermark = await _read_watermark(conn)
+        watermark = await read_named(conn, shard.row_name(WATERMARK), fallback=WATERMARK)
         start = oldest if watermark is None else int(watermark.timestamp() * 1000) + MINUTE_MS
         start = max(start, oldest)
-        states = await _load_states(conn)
+        states = await _load_states(conn, shard)
         window = start
         while window < closed_end:
             end = min(window + WINDOW_MINUTES * MINUTE_MS, closed_end)
-            await self._window(conn, states, latest, lo=window, end=end, report=report)
+            await self._window(conn, states, latest, lo=window, end=end, report=report, shard=shard)
             report.minutes += (end - window) // MINUTE_MS
             window = end
         found: list[Event] = []
@@ -267,7 +268,8 @@ class HealthStep:
         _settled(states)
         report.seconds = time.monotonic() - began
         log.info(
-            "health: %d minutes, %d rows, %d bad status messages, %d events in %.2f s",
+            "health%s: %d minutes, %d rows, %d bad status messages, %d events in %.2f s",
+            shard.label,
             report.minutes,
             report.rows,
             report.bad,
@@ -285,10 +287,11 @@ class HealthStep:
         lo: int,
         end: int,
         report: HealthReport,
+        shard: Shard,
     ) -> None:
         meters = sorted(m for m, at in latest.items() if at >= lo)
         replies = await self._read(meters, lo, end - 1) if meters else []
-        # decoding in a thread: the event loop meanwhile goes on writing the data minute's shards
+        # decoding in a thread: the event loop meanwhile goes on writing the data minute's parts
         rows, found = await asyncio.to_thread(self._compute, meters, replies, states, report)
         async with conn.transaction():
             if rows:
@@ -301,7 +304,7 @@ class HealthStep:
                 )
             report.events += await insert_events(conn, found)
             await _write_states(conn, states)
-            await _write_watermark(conn, ms_to_dt(end - MINUTE_MS))
+            await _write_watermark(conn, ms_to_dt(end - MINUTE_MS), shard)
         _settled(states)
         report.rows += len(rows)
 

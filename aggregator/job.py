@@ -7,7 +7,7 @@ minute; the second waits, then finds the watermark advanced and nothing left to 
 2. every minute after the watermark up to it, oldest first (catch-up; never further back than the
    Redis retention), one pass for the whole fleet: in one transaction, a fifth of the fleet folds
    its complete 5-minute rows into the hourly and daily rollups (fold.py) while the worker
-   processes read and compute, then per shard COPY into a staging table, one insert (an upsert if
+   processes read and compute, then part by part COPY into a staging table, one insert (an upsert if
    a row was already stored), the 5-minute rollup; events and the watermark;
 3. late minutes flagged by the ingest with score <= T0 (plus each one's next minute with data,
    whose counter baseline changed) re-aggregated the same way; then those flags are removed unless
@@ -45,12 +45,13 @@ from enerlink.aggregator.completeness import HourlyCompleteness
 from enerlink.aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt
 from enerlink.aggregator.healthjob import HealthReport, HealthStep
 from enerlink.aggregator.metrics import Metrics
+from enerlink.aggregator.part import write_part
 from enerlink.aggregator.settings import Settings
-from enerlink.aggregator.shard import write_shard
 from enerlink.aggregator.task import read_and_compute
 from enerlink.db import connect
 from enerlink.events import insert_events
 from enerlink.schemas.wire import Keys
+from enerlink.shards import Shard
 from enerlink.watermark import read_watermark
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,14 @@ class JobReport:
     events: int = 0
     behind_minutes: int = 0
     watermark: datetime | None = None
+
+    def add(self, other: JobReport) -> None:
+        """Count ``other`` (another shard's job) in; the watermark is the older one."""
+        for name in ("minutes", "late_pairs", "rows", "bad", "bad_status", "events", "behind_minutes"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.watermark is not None:
+            mark = self.watermark
+            self.watermark = other.watermark if mark is None else min(mark, other.watermark)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +108,7 @@ class Aggregator:
         self._rollup_s = 0.0
         self._wait_s = 0.0
         self._caught_up = CaughtUp()
+        self._shard = Shard.WHOLE  # the shard of the job running
         self._last_in_at = 0.0
         self.settings = settings
         self.redis = redis
@@ -114,15 +124,17 @@ class Aggregator:
             metrics=self.metrics,
         )
 
-    async def run_job(self) -> JobReport:
+    async def run_job(self, shard: Shard = Shard.WHOLE) -> JobReport:
+        """One job over ``shard``'s meters (the whole fleet by default). Shard 0 also does the
+        fleet's duties: the ingest's event stream, completeness, the late data's clean-up."""
         started = time.monotonic()
         report = JobReport()
         self._caught_up = CaughtUp()
+        self._shard = shard
         t0 = await reader.redis_time_ms(self.redis)
         closed_end = (t0 - int(self.settings.grace_s * 1000)) // MINUTE_MS * MINUTE_MS
         async with await connect(self.settings.common.database_url, autocommit=True) as conn:
-            key = await store.lock_key(conn)
-            await conn.execute("select pg_advisory_lock(%s)", (key,))
+            taken = await store.lock(conn, shard)
             try:
                 await store.create_staging(conn)
                 await self.partitions.ensure_ahead(conn, datetime.now(UTC))
@@ -133,16 +145,18 @@ class Aggregator:
                     await self._late(conn, t0, closed_end, report)
                 report.events, report.bad_status = report.events + health.result().events, health.result().bad
                 await self._cleanup(t0, report)
-                report.events += await self._stream_events(conn)
                 report.events += await self._sensor_events(conn)
-                report.events += await self._completeness(conn)
+                if shard.first:
+                    report.events += await self._stream_events(conn)
+                    report.events += await self._completeness(conn)
             finally:
-                await conn.execute("select pg_advisory_unlock(%s)", (key,))
-        if report.watermark is not None:
+                await store.unlock(conn, taken)
+        if report.watermark is not None and shard.whole:
             self.metrics.lag.set((t0 - (int(report.watermark.timestamp() * 1000) + MINUTE_MS)) / 1000)
         log.info(
-            "aggregate: %d minutes, %d late pairs, %d rows, %d bad snapshots, %d events in %.2f s"
+            "aggregate%s: %d minutes, %d late pairs, %d rows, %d bad snapshots, %d events in %.2f s"
             " (watermark %s)",
+            shard.label,
             report.minutes,
             report.late_pairs,
             report.rows,
@@ -155,9 +169,11 @@ class Aggregator:
         return report
 
     async def _minutes(self, conn: store.Conn, t0: int, closed_end: int, report: JobReport) -> None:
-        watermark = await read_watermark(conn)
+        watermark = await read_watermark(conn, self._shard)
         report.watermark = watermark
-        fleet = await reader.meters(self.redis, self.keys)
+        fleet = {
+            m: seen for m, seen in (await reader.meters(self.redis, self.keys)).items() if self._shard.owns(m)
+        }
         oldest = (t0 - self.settings.retention_s * 1000 + MINUTE_MS - 1) // MINUTE_MS * MINUTE_MS
         if watermark is not None:
             start = int(watermark.timestamp() * 1000) + MINUTE_MS
@@ -169,6 +185,11 @@ class Aggregator:
         else:
             earliest = await reader.earliest_ms(self.redis, self.keys, sorted(fleet))
             if earliest is None:
+                if not self._shard.whole and closed_end > oldest:
+                    # none of this shard's meters has readings yet: done up to now (a reading of a
+                    # closed minute stored later is flagged late), so the fleet's watermark moves on
+                    async with conn.transaction():
+                        await store.write_watermark(conn, ms_to_dt(closed_end - MINUTE_MS), self._shard)
                 return
             start = earliest // MINUTE_MS * MINUTE_MS
         start = max(start, oldest)
@@ -181,7 +202,7 @@ class Aggregator:
                 ms_to_dt(start).isoformat(),
             )
 
-        late = await reader.late_meters(self.redis, self.keys)
+        late = frozenset(m for m in await reader.late_meters(self.redis, self.keys) if self._shard.owns(m))
         repaired = await reader.repaired_meters(self.redis, self.keys, sorted(fleet)) if todo else frozenset()
 
         def _start(minute: int) -> list[asyncio.Future[Result]]:
@@ -189,7 +210,7 @@ class Aggregator:
             return self._submit(pairs, late=late, repaired=repaired)
 
         caught_up = CaughtUp(start=todo[0], end=todo[-1] + MINUTE_MS, fleet=fleet) if todo else CaughtUp()
-        # Each minute's shards are written as they come (one transaction per minute); once the last
+        # Each minute's parts are written as they come (one transaction per minute); once the last
         # one is in, the next minute is read and computed meanwhile (catch-up).
         upcoming = _start(todo[0]) if todo else []
         try:
@@ -226,8 +247,8 @@ class Aggregator:
         bucket = ms_to_dt(minute)
         result = await self._write(conn, parts, watermark=bucket, last_in=last_in)
         log.debug(
-            "aggregate: minute %s: %d meters in %.2f s (waiting for shards %.2f s, rollups %.2f s,"
-            " after the last shard %.2f s)",
+            "aggregate: minute %s: %d meters in %.2f s (waiting for parts %.2f s, rollups %.2f s,"
+            " after the last part %.2f s)",
             bucket.isoformat(),
             len(result.keys),
             time.monotonic() - began,
@@ -252,7 +273,7 @@ class Aggregator:
         written = self._caught_up.wrote
         for member in flags:
             meter, minute = Keys.parse_late_member(member)
-            if minute >= closed_end:
+            if minute >= closed_end or not self._shard.owns(meter):
                 continue  # not closed yet: the regular pass will take it
             handled.append(member)
             if not written(meter, minute):
@@ -281,19 +302,20 @@ class Aggregator:
 
     async def _health(self, t0: int, closed_end: int) -> HealthReport:
         async with await connect(self.settings.common.database_url, autocommit=True) as conn:
-            found = await self.health.run(conn, t0=t0, closed_end=closed_end)
+            found = await self.health.run(conn, t0=t0, closed_end=closed_end, shard=self._shard)
         self.metrics.bad_status.inc(found.bad)
         return found
 
     async def _cleanup(self, t0: int, report: JobReport) -> None:
         archived = await reader.raw_horizon(self.redis, self.keys)  # None: no raw export runs
         hold_until = t0 - self.settings.late_hold_s * 1000
-        await reader.drop_done_late(self.redis, self.keys, hold_until, archived=archived)
+        if self._shard.first:
+            await reader.drop_done_late(self.redis, self.keys, hold_until, archived=archived)
         if report.watermark is None:
             return
         done_until = int(report.watermark.timestamp() * 1000) + MINUTE_MS
         cutoff = min(done_until, t0 - self.settings.retention_s * 1000)
-        fleet = await reader.meters(self.redis, self.keys)
+        fleet = [m for m in await reader.meters(self.redis, self.keys) if self._shard.owns(m)]
         await reader.trim_live(self.redis, self.keys, sorted(fleet), cutoff, archived=archived)
 
     def _submit(
@@ -303,17 +325,17 @@ class Aggregator:
         late: frozenset[str] | None,
         repaired: frozenset[str] | None,
     ) -> list[asyncio.Future[Result]]:
-        """Start reading and computing a batch, sharded over the worker processes, each reading its
-        shard from Redis itself (reads and validation in parallel; the main process's heap never
+        """Start reading and computing a batch, split over the worker processes, each reading its
+        part from Redis itself (reads and validation in parallel; the main process's heap never
         holds the decoded snapshots: aggregator/memory.py). Without worker processes (tests), in a
-        thread of this process. One future per shard, in no particular order of completion.
+        thread of this process. One future per part, in no particular order of completion.
         ``late``: the meters that may hold late data (:func:`reader.late_meters`; None: any),
         ``repaired``: those with repaired readings (:func:`reader.repaired_meters`; None: any)."""
         if self.executor is None or not pairs:
             return [asyncio.ensure_future(self._read_compute_here(pairs))]
         loop = asyncio.get_running_loop()
-        shards = 4 * self.settings.workers  # small shards: PostgreSQL starts early, and the last one is short
-        size = -(-len(pairs) // shards)
+        parts = 4 * self.settings.workers  # small parts: PostgreSQL starts early, and the last one is short
+        size = -(-len(pairs) // parts)
         return [
             loop.run_in_executor(
                 self.executor,
@@ -347,22 +369,23 @@ class Aggregator:
         watermark: datetime | None,
         last_in: Callable[[], None] | None = None,
     ) -> Result:
-        """Write a batch's shards in one transaction, each as soon as it is computed (PostgreSQL
+        """Write a batch's parts in one transaction, each as soon as it is computed (PostgreSQL
         works on one while the workers compute the next): COPY to staging, one upsert, rollups.
-        Then the events and the watermark. ``last_in`` is called once every shard is in."""
+        Then the events and the watermark. ``last_in`` is called once every part is in."""
         merged = Result()
         self._wait_s = 0.0
         try:
             async with conn.transaction():
                 maybe_folded, bucket_open = True, False
-                if watermark is not None:  # a minute pass: fold while the first shard is computed
+                if watermark is not None:  # a minute pass: fold while the first part is computed
                     await rollups.fold_minute(
                         conn,
                         minute_ms=int(watermark.timestamp() * 1000),
                         timezone=self.settings.common.timezone,
+                        shard=self._shard,
                     )
                     maybe_folded = await rollups.folded_after(conn, watermark)
-                    bucket_open = await rollups.bucket_open(conn, watermark)
+                    bucket_open = await rollups.bucket_open(conn, watermark, self._shard)
                 waiting = asyncio.as_completed(parts)
                 for n, next_part in enumerate(waiting, start=1):
                     began = time.monotonic()
@@ -373,7 +396,7 @@ class Aggregator:
                         if last_in is not None:
                             last_in()
                     merged.merge(part)
-                    self._rollup_s += await write_shard(
+                    self._rollup_s += await write_part(
                         conn,
                         part,
                         partitions=self.partitions,
@@ -384,12 +407,12 @@ class Aggregator:
                     )
                 inserted = await insert_events(conn, merged.events)
                 if watermark is not None:
-                    await store.write_watermark(conn, watermark)
+                    await store.write_watermark(conn, watermark, self._shard)
         except Exception as exc:
             self.partitions.forget()  # a partition made in the rolled-back transaction is gone again
             raise AggregateError(f"writing {len(merged.keys)} rows failed: {exc}") from exc
         finally:
-            for future in parts:  # the shards not written yet when a write failed
+            for future in parts:  # the parts not written yet when a write failed
                 future.cancel()
         self.metrics.rows.inc(len(merged.keys))
         self.metrics.bad.inc(merged.bad)
@@ -403,7 +426,7 @@ class Aggregator:
 
     async def _sensor_events(self, conn: store.Conn) -> int:
         async with conn.transaction():
-            found = await events.sensor_events(conn, self.redis, self.keys)
+            found = await events.sensor_events(conn, self.redis, self.keys, self._shard)
             inserted = await insert_events(conn, found)
         self.metrics.events.inc(inserted)
         return inserted

@@ -58,7 +58,7 @@ STOP_GRACE_S = 10.0  # how long a pool's shutdown may wait for its workers befor
 
 
 class ComputePool(Executor):
-    """Worker processes for the aggregator's read-and-compute shards, renewed every ``renew_after``
+    """Worker processes for the aggregator's read-and-compute parts, renewed every ``renew_after``
     jobs (0: never). Use as a context manager; :meth:`job_done` after each job."""
 
     def __init__(self, workers: int, *, renew_after: int = 0) -> None:
@@ -128,7 +128,7 @@ class ComputePool(Executor):
 
 async def _stop(pool: ProcessPoolExecutor) -> None:
     """Shut a pool down; workers that have not exited after :data:`STOP_GRACE_S` are killed (they hold
-    nothing: a shard is read from Redis and computed again). A shutdown that catches a worker still
+    nothing: a part is read from Redis and computed again). A shutdown that catches a worker still
     starting can otherwise wait on it for ever."""
     stopping = asyncio.create_task(
         asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True), name="aggregate-pool-stop"

@@ -45,6 +45,9 @@ class Metrics:
         )
         self.events = Counter("enerlink_aggregator_events_total", "Events inserted", registry=r)
         self.failures = Counter("enerlink_aggregator_job_failures_total", "Jobs that failed", registry=r)
+        self.shards_held = Gauge(
+            "enerlink_aggregator_shards_held", "Shards this process holds a lease on", registry=r
+        )
         # completeness of the last closed hour evaluated (aggregator/completeness.py), fleet-wide
         prefix = "enerlink_aggregator_completeness"
         last = "in the last closed hour evaluated, meters with seq"

@@ -42,6 +42,8 @@ from enerlink.aggregator.columns import ALL_COLUMNS, STAT_COLUMNS
 from enerlink.aggregator.compute import ms_to_dt
 from enerlink.db import quote
 from enerlink.schemas.wire import Tables
+from enerlink.shards import Shard
+from enerlink.watermark import read_named
 
 _EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
 
@@ -243,7 +245,7 @@ Conn = AsyncConnection[tuple[object, ...]]
 
 async def none_replaced(conn: Conn) -> None:
     """The minute rows of ``staging`` were inserted without conflict: none replaces a stored row
-    (the note of a previous shard in the same transaction is cleared)."""
+    (the note of a previous part in the same transaction is cleared)."""
     await _replaced_table(conn)
 
 
@@ -252,7 +254,7 @@ async def _replaced_table(conn: Conn) -> None:
         f"create temp table if not exists {_REPLACED} (meter_id text, bucket timestamptz)"
         " on commit delete rows".encode()
     )
-    await conn.execute(f"delete from {_REPLACED}".encode(), prepare=True)  # a previous shard's
+    await conn.execute(f"delete from {_REPLACED}".encode(), prepare=True)  # a previous part's
 
 
 async def mark_replaced(conn: Conn, *, staging: str) -> int:
@@ -286,7 +288,7 @@ async def refresh(
     ``one_per_meter``: the caller knows ``staging`` holds at most one row per meter;
     ``maybe_folded=False``: it knows none lies in its meter's folded range (:func:`folded_after`);
     ``bucket_open``: it knows every row's 5-minute bucket is open (:func:`bucket_open`).
-    The statements run once per shard are prepared (parsed and planned once a job)."""
+    The statements run once per part are prepared (parsed and planned once a job)."""
     await _session(conn)
     await conn.execute(fold.ensure_meters_sql(staging).encode(), prepare=True)
     # the common case: every new minute row is after its meter's folded range, 5-minute rows only
@@ -301,7 +303,7 @@ async def refresh(
         await conn.execute(
             f"create temp table if not exists {_FULL} (like {staging}) on commit delete rows".encode()
         )
-        await conn.execute(f"delete from {_FULL}".encode())  # a previous shard's, same transaction
+        await conn.execute(f"delete from {_FULL}".encode())  # a previous part's, same transaction
         await conn.execute(
             f"insert into {_FULL} select * from {staging} s"
             f" where exists (select 1 from {_REPLACED} x where x.meter_id = s.meter_id)".encode()
@@ -324,21 +326,22 @@ async def _any_folded(conn: Conn, *, staging: str) -> bool:
     return bool(row and row[0])
 
 
-async def fold_minute(conn: Conn, *, minute_ms: int, timezone: str) -> int:
+async def fold_minute(conn: Conn, *, minute_ms: int, timezone: str, shard: Shard = Shard.WHOLE) -> int:
     """In the transaction of the minute ``minute_ms``, before its rows (PostgreSQL is otherwise idle
-    while the first shard is computed): the meters of its phase fold their 5-minute rows complete
-    by then into the folded tables (aggregator/fold.py). Returns how many 5-minute rows."""
+    while the first part is computed): the meters of its phase fold their 5-minute rows complete
+    by then into the folded tables (aggregator/fold.py). Returns how many 5-minute rows. One of
+    several shards moves and folds its own meters' rows."""
     params = {"phase": fold.phase_of(minute_ms), "boundary": ms_to_dt(fold.boundary_ms(minute_ms))}
     await conn.execute(_ENSURE_CLOSED_MONTHS.encode(), params, prepare=True)
-    await conn.execute(_move_closed_sql().encode(), params, prepare=True)
+    await conn.execute(_move_closed_sql(shard).encode(), params, prepare=True)
     await conn.execute(
         f"insert into {quote(Tables.AGGREGATOR_WATERMARK)} as w (name, minute) values (%s, %s)"
         " on conflict (name) do update set minute = greatest(w.minute, excluded.minute)".encode(),
-        (CLOSED_BEFORE, params["boundary"]),
+        (shard.row_name(CLOSED_BEFORE), params["boundary"]),
     )
     for statement in fold.temp_tables_sql():
         await conn.execute(statement.encode())
-    await conn.execute(fold.due_sql().encode(), params)
+    await conn.execute(fold.due_sql(shard).encode(), params)
     await conn.execute(fold.parts_sql().encode(), params)
     cur = await conn.execute(fold.count_parts_sql().encode())
     counted = await cur.fetchone()
@@ -366,35 +369,32 @@ from (select distinct date_trunc('month', bucket at time zone 'UTC') at time zon
   from {quote(Tables.TELEMETRY_5M_OPEN)} where bucket < %(boundary)s) months"""
 
 
-def _move_closed_sql() -> str:
-    """Move the 5-minute buckets complete before %(boundary)s from the open table to the closed one:
-    each row is written there once (merged with a row already there: minutes of a closed bucket
-    merged by a late-data pass before the bucket's move)."""
+def _move_closed_sql(shard: Shard) -> str:
+    """Move the 5-minute buckets complete before %(boundary)s from the open table to the closed one
+    (``shard``'s meters): each row is written there once (merged with a row already there: minutes
+    of a closed bucket merged by a late-data pass before the bucket's move)."""
     cols = ", ".join(quote(c) for c in ALL_COLUMNS)
     return f"""with moved as (
-  delete from {quote(Tables.TELEMETRY_5M_OPEN)} where bucket < %(boundary)s returning {cols}
+  delete from {quote(Tables.TELEMETRY_5M_OPEN)} where bucket < %(boundary)s
+    and {shard.sql_filter("meter_id")} returning {cols}
 )
 {_insert(Tables.TELEMETRY_5M_CLOSED)}
 select {cols} from moved
 {_merge_tail(Tables.TELEMETRY_5M_CLOSED)}"""
 
 
-async def bucket_open(conn: Conn, minute: datetime) -> bool:
-    """Whether the 5-minute bucket of ``minute`` is open for sure: no move closed buckets from it on
-    (only a watermark moved back, by hand or by a restore, could have), so its rows need not be
-    looked for in the closed table."""
-    cur = await conn.execute(
-        f"select minute from {quote(Tables.AGGREGATOR_WATERMARK)} where name = %s".encode(), (CLOSED_BEFORE,)
-    )
-    row = await cur.fetchone()
-    closed_before = row[0] if row else None
+async def bucket_open(conn: Conn, minute: datetime, shard: Shard = Shard.WHOLE) -> bool:
+    """Whether the 5-minute bucket of ``minute`` is open for sure for ``shard``'s meters: no move
+    closed buckets from it on (only a watermark moved back, by hand or by a restore, could have), so
+    its rows need not be looked for in the closed table."""
+    closed_before = await read_named(conn, shard.row_name(CLOSED_BEFORE), fallback=CLOSED_BEFORE)
     boundary = ms_to_dt(fold.boundary_ms(int(minute.timestamp() * 1000)))
     return not isinstance(closed_before, datetime) or closed_before <= boundary
 
 
 async def folded_after(conn: Conn, minute: datetime) -> bool:
     """Whether some meter's folded range reaches past ``minute`` (else no row of that minute is in
-    one: the per-shard check is skipped). Only right after migration 0008, or a backfill folded."""
+    one: the per-part check is skipped). Only right after migration 0008, or a backfill folded."""
     cur = await conn.execute(
         f"select exists (select 1 from {quote(Tables.ROLLUP_FOLD)} where folded_until > %s)".encode(),
         (minute,),
@@ -416,7 +416,7 @@ async def _recompute(conn: Conn, *, staging: str, timezone: str) -> None:
         f"create temp table if not exists {_FULL_5M} (like {quote(Tables.TELEMETRY_5M_OPEN)}"
         " including indexes) on commit delete rows".encode()
     )
-    await conn.execute(f"delete from {_FULL_5M}".encode())  # a previous shard's, same transaction
+    await conn.execute(f"delete from {_FULL_5M}".encode())  # a previous part's, same transaction
     await conn.execute(
         _level_sql(
             target=_FULL_5M,

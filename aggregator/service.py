@@ -2,6 +2,10 @@
 APScheduler cron tick; a tick that comes while a job still runs is coalesced into the next job), one
 job at start-up to catch up, or one job and return (``--once``). The worker processes that decode the
 snapshots (memory.py) and the metrics endpoint live as long as the service.
+
+With ``ENERLINK_AGGREGATE_SHARDS`` > 1 a tick runs one job per shard this process holds a lease on
+(leases.py; a task renews them), and a shard taken over starts a job at once. ``--once`` then runs
+every shard in turn: one process alone still does everything.
 """
 
 from __future__ import annotations
@@ -9,6 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
 from datetime import UTC
 
 import redis.asyncio as aioredis
@@ -17,11 +26,14 @@ from apscheduler.triggers.cron import CronTrigger
 
 from enerlink.aggregator import memory
 from enerlink.aggregator.job import Aggregator, JobReport
+from enerlink.aggregator.leases import LayoutError, Leases
 from enerlink.aggregator.metrics import Metrics
 from enerlink.aggregator.settings import Settings
-from enerlink.db import migrate
+from enerlink.backoff import Backoff
+from enerlink.db import connect, migrate
 from enerlink.metrics_server import metrics_server
 from enerlink.runtime import describe
+from enerlink.shards import Shard
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +45,8 @@ def compute_pool(settings: Settings) -> memory.ComputePool:
 
 
 async def run(settings: Settings, *, once: bool = False) -> JobReport | None:
-    """Aggregate every minute until cancelled; with ``once``, every complete minute now, then return."""
+    """Aggregate every minute until cancelled; with ``once``, every complete minute now, then return
+    (every shard's, one after the other)."""
     await migrate(settings.common.database_url)
     metrics = Metrics()
     async with (
@@ -42,8 +55,13 @@ async def run(settings: Settings, *, once: bool = False) -> JobReport | None:
         compute_pool(settings) as pool,
     ):
         aggregator = Aggregator(settings, redis, metrics=metrics, executor=pool)
-        if once:
+        if once and settings.shards == 1:
             return await aggregator.run_job()
+        if once:
+            report = JobReport()
+            for index in range(settings.shards):
+                report.add(await aggregator.run_job(Shard(index, settings.shards)))
+            return report
         await _scheduled(aggregator, settings, pool)
     return None
 
@@ -61,28 +79,99 @@ async def _scheduled(aggregator: Aggregator, settings: Settings, pool: memory.Co
     _tick()  # catch up at start-up
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(_loop(aggregator, ticks, pool), name="aggregate-loop")
+            if settings.shards == 1:
+                tg.create_task(_loop(aggregator, ticks, pool, lambda: [Shard.WHOLE]), name="aggregate-loop")
+                return
+            leases = Leases(owner=member_name(settings), shards=settings.shards, lease_s=settings.lease_s)
+
+            def _held() -> list[Shard]:
+                return [Shard(index, settings.shards) for index in sorted(leases.held)]
+
+            tg.create_task(_hold(leases, settings, aggregator.metrics, _tick), name="aggregate-leases")
+            tg.create_task(_loop(aggregator, ticks, pool, _held), name="aggregate-loop")
     finally:
         scheduler.shutdown(wait=False)
 
 
-async def _loop(aggregator: Aggregator, ticks: asyncio.Queue[None], pool: memory.ComputePool) -> None:
+def member_name(settings: Settings) -> str:
+    """This process among the aggregators: ``ENERLINK_AGGREGATE_NAME``, else host, pid and a random
+    suffix (a restarted process is a new member; its old leases expire)."""
+    return settings.name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+async def _hold(leases: Leases, settings: Settings, metrics: Metrics, wake: Callable[[], None]) -> None:
+    """Renew the leases every third of a lease until cancelled, then give them up. A shard taken
+    wakes the job loop; leases not renewed for a whole lease (PostgreSQL unreachable) are dropped
+    here too, so this process stops working on shards another may have taken."""
+    url, interval = settings.common.database_url, settings.lease_s / 3
+    backoff = Backoff(initial=0.5, cap=interval)
+    renewed = time.monotonic()
+    try:
+        while True:
+            try:
+                async with await connect(url, autocommit=True) as conn:
+                    while True:
+                        before = leases.held
+                        if await leases.renew(conn) - before:
+                            wake()
+                        metrics.shards_held.set(len(leases.held))
+                        renewed = time.monotonic()
+                        backoff.reset()
+                        await asyncio.sleep(interval)
+            except LayoutError:
+                raise
+            except Exception as exc:
+                if time.monotonic() - renewed > settings.lease_s and leases.held:
+                    log.error(
+                        "aggregate: leases not renewed for %.0f s; giving up %s",
+                        settings.lease_s,
+                        sorted(leases.held),
+                    )
+                    leases.held = frozenset()
+                    metrics.shards_held.set(0)
+                delay = backoff.next_delay()
+                log.warning(
+                    "aggregate: renewing the shard leases failed (attempt %d, next in %.1f s): %s",
+                    backoff.attempt,
+                    delay,
+                    describe(exc),
+                )
+                await asyncio.sleep(delay)
+    finally:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5), await connect(url, autocommit=True) as conn:
+                await leases.release(conn)
+
+
+async def _loop(
+    aggregator: Aggregator,
+    ticks: asyncio.Queue[None],
+    pool: memory.ComputePool,
+    shards: Callable[[], list[Shard]],
+) -> None:
+    """A job per shard held at each tick: those held when the tick comes, and those taken meanwhile
+    (a shard given up meanwhile is left to its new owner)."""
     failed = 0  # jobs failed in a row (Redis or PostgreSQL down: each tick, once a minute, tries again)
     while True:
         await ticks.get()
-        try:
-            await aggregator.run_job()
-        except Exception as exc:
-            failed += 1
-            aggregator.metrics.failures.inc()
-            log.error(  # the traceback once a streak: the same error every minute says nothing new
-                "aggregate: job failed (attempt %d): %s; the next tick retries",
-                failed,
-                describe(exc),
-                exc_info=exc if failed == 1 else None,
-            )
-        else:
-            if failed:
-                log.info("aggregate: job succeeded after %d failed attempt(s)", failed)
-            failed = 0
+        done: set[Shard] = set()
+        while todo := [shard for shard in shards() if shard not in done]:
+            shard = todo[0]
+            done.add(shard)
+            try:
+                await aggregator.run_job(shard)
+            except Exception as exc:
+                failed += 1
+                aggregator.metrics.failures.inc()
+                log.error(  # the traceback once a streak: the same error every minute says nothing new
+                    "aggregate%s: job failed (attempt %d): %s; the next tick retries",
+                    shard.label,
+                    failed,
+                    describe(exc),
+                    exc_info=exc if failed == 1 else None,
+                )
+            else:
+                if failed:
+                    log.info("aggregate: job succeeded after %d failed attempt(s)", failed)
+                failed = 0
         await pool.job_done()

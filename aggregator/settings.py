@@ -41,6 +41,9 @@ class Settings:
     health: HealthThresholds = HealthThresholds()
     completeness: CompletenessSettings = field(default_factory=CompletenessSettings)
     completeness_delay_s: float = 300.0  # a closed hour's completeness is evaluated this long after it
+    shards: int = 1  # the fleet cut into this many shards, leased to the aggregator processes (leases.py)
+    lease_s: float = 30.0  # a shard whose process stops renewing is taken over after this long
+    name: str = ""  # this process among the aggregators ("": host, pid and a random suffix)
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -65,7 +68,14 @@ class Settings:
             ),
             completeness=CompletenessSettings.from_env(env),
             completeness_delay_s=env.float("COMPLETENESS_EVAL_DELAY_S", 300.0),
+            shards=env.int("AGGREGATE_SHARDS", 1),
+            lease_s=env.float("AGGREGATE_LEASE_S", 30.0),
+            name=env.str("AGGREGATE_NAME", ""),
         )
+        if not 1 <= settings.shards <= 1024:
+            raise ConfigError(f"ENERLINK_AGGREGATE_SHARDS={settings.shards}: must be within 1..1024")
+        if settings.lease_s < 3:
+            raise ConfigError(f"ENERLINK_AGGREGATE_LEASE_S={settings.lease_s}: must be at least 3")
         if not 0 <= settings.grace_s < 60:
             raise ConfigError(f"ENERLINK_AGGREGATE_GRACE_S={settings.grace_s}: must be within 0..59")
         if settings.retention_s < 60:

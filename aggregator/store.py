@@ -14,6 +14,7 @@ from enerlink.aggregator import copybin
 from enerlink.aggregator.columns import MINUTE_COLUMNS, MINUTE_KEY_COLUMNS, SEQ_COLUMNS, STAT_COLUMNS
 from enerlink.db import advisory_lock_id, quote
 from enerlink.schemas.wire import Tables
+from enerlink.shards import Shard
 from enerlink.watermark import MINUTES
 
 Conn = AsyncConnection[tuple[Any, ...]]
@@ -21,19 +22,53 @@ STAGING = "_enerlink_agg_staging"
 EVENTS_STREAM = "events_stream"  # watermark row: last consumed keys.events entry id
 
 
-async def lock_key(conn: Conn) -> int:
-    """One advisory lock per schema: aggregators of one deployment take turns, tests don't collide."""
+async def lock_key(conn: Conn, shard: Shard | None = None) -> int:
+    """One advisory lock per schema: aggregators of one deployment take turns, tests don't collide.
+    With ``shard`` (one of several), that shard's lock."""
     row = await (await conn.execute("select current_schema()")).fetchone()
-    return advisory_lock_id("aggregate", row[0] if row else None)
+    purpose = "aggregate" if shard is None or shard.whole else f"aggregate-{shard.index}/{shard.count}"
+    return advisory_lock_id(purpose, row[0] if row else None)
 
 
-async def write_watermark(conn: Conn, minute: datetime) -> None:
-    """Advance (never move back) the watermark; call inside the minute's transaction."""
+async def lock(conn: Conn, shard: Shard) -> list[tuple[str, int]]:
+    """Take the job's advisory locks (wait for them) and return how to release them: the whole
+    fleet's lock alone, or for one of several shards the fleet's lock shared (a recompute from the
+    archive, which takes it alone, waits for every shard) and the shard's own."""
+    whole = await lock_key(conn)
+    if shard.whole:
+        taken = [("pg_advisory_unlock", whole)]
+        await conn.execute("select pg_advisory_lock(%s)", (whole,))
+        return taken
+    own = await lock_key(conn, shard)
+    await conn.execute("select pg_advisory_lock_shared(%s)", (whole,))
+    taken = [("pg_advisory_unlock_shared", whole)]
+    await conn.execute("select pg_advisory_lock(%s)", (own,))
+    return [("pg_advisory_unlock", own), *taken]
+
+
+async def unlock(conn: Conn, taken: list[tuple[str, int]]) -> None:
+    for function, key in taken:
+        await conn.execute(f"select {function}(%s)".encode(), (key,))
+
+
+async def write_watermark(conn: Conn, minute: datetime, shard: Shard = Shard.WHOLE) -> None:
+    """Advance (never move back) the watermark; call inside the minute's transaction. One of
+    several shards advances its own row, then the fleet's to the oldest shard's once every shard
+    has a row (never ahead of any shard: a row another shard commits meanwhile is only newer)."""
     table = quote(Tables.AGGREGATOR_WATERMARK)
-    await conn.execute(
+    upsert = (
         f"insert into {table} (name, minute) values (%s, %s) on conflict (name) do update"
-        f" set minute = greatest({table}.minute, excluded.minute), updated_at = now()".encode(),
-        (MINUTES, minute),
+        f" set minute = greatest({table}.minute, excluded.minute), updated_at = now()"
+    )
+    await conn.execute(upsert.encode(), (shard.row_name(MINUTES), minute))
+    if shard.whole:
+        return
+    names = [Shard(i, shard.count).row_name(MINUTES) for i in range(shard.count)]
+    await conn.execute(
+        f"insert into {table} as w (name, minute) select %s, min(minute) from {table}"
+        " where name = any(%s) having count(*) = %s on conflict (name) do update"
+        " set minute = greatest(w.minute, excluded.minute), updated_at = now()".encode(),
+        (MINUTES, names, shard.count),
     )
 
 
@@ -92,7 +127,7 @@ async def create_staging(conn: Conn) -> None:
 
 
 async def clear_staging(conn: Conn) -> None:
-    """Empty the staging table inside a transaction (a batch is written shard by shard)."""
+    """Empty the staging table inside a transaction (a batch is written part by part)."""
     await conn.execute(f"delete from {STAGING}".encode())
 
 
@@ -145,7 +180,7 @@ async def upsert_from_staging(conn: Conn, *, replaces: bool = True) -> None:
     upsert = f" on conflict (meter_id, bucket) do update set {sets}" if replaces else ""
     table = quote(Tables.TELEMETRY_AGGREGATES)
     statement = f"insert into {table} ({cols}) select {cols} from {STAGING}{upsert}".encode()
-    await conn.execute(statement, prepare=True)  # once per shard: parsed and planned once
+    await conn.execute(statement, prepare=True)  # once per part: parsed and planned once
 
 
 async def stored_counts(

@@ -1,4 +1,4 @@
-"""What a worker process runs for one shard: read its (meter, minute) pairs from Redis, compute them.
+"""What a worker process runs for one part of a batch: read its (meter, minute) pairs, compute them.
 
 Reading, validation and statistics all run in parallel across the pool's processes
 (:mod:`enerlink.aggregator.memory`); :mod:`enerlink.aggregator.compute` itself stays pure.
@@ -26,8 +26,8 @@ def read_and_compute(
     late: frozenset[str] | None = None,
     repaired: frozenset[str] | None = None,
 ) -> Result:
-    """Worker-process entry: read a shard of (meter, minute) pairs and compute them. ``late``: the
-    shard's meters that may hold late data, ``repaired`` those with repaired readings (None: any)."""
+    """Worker-process entry: read a part of a batch of (meter, minute) pairs and compute them. ``late``: the
+    part's meters that may hold late data, ``repaired`` those with repaired readings (None: any)."""
     client = _CLIENTS.get(redis_url)
     if client is None:
         client = _CLIENTS[redis_url] = redis.Redis.from_url(redis_url)

@@ -10,7 +10,7 @@ prefix, and a fresh PostgreSQL schema, then times:
   The COPY into temporary tables (no WAL, no index) is timed too and printed as a lower bound;
 * aggregate: one aggregator job for that minute (advisory lock, pipelined read of snapshots and
   baselines, typed decoding of every snapshot (msgspec), statistics + energy, COPY to staging, one
-  upsert, the 5-minute rollup (shard by shard as the worker processes finish), a fifth of the
+  upsert, the 5-minute rollup (part by part as the worker processes finish), a fifth of the
   fleet's fold into the hourly and daily rollups, events, watermark, device health of the status
   messages (minute rows, events, state), clean-up). The job ends with that minute, as in service.
 

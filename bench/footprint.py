@@ -374,6 +374,24 @@ def service(stack: contextlib.ExitStack, args: list[str], env: dict[str, str]) -
     return proc.start()
 
 
+def services_env(
+    *, mqtt_url: str, redis_url: str, database_url: str, topics: Topics, keys: Keys
+) -> dict[str, str]:
+    """The services' settings for a bench's own broker, Redis, schema and prefixes: quiet logs, no
+    metrics ports, no per-meter rate limit (a bench replays its minutes as fast as it can)."""
+    return {
+        "ENERLINK_MQTT_URL": mqtt_url,
+        "ENERLINK_REDIS_URL": redis_url,
+        "ENERLINK_DATABASE_URL": database_url,
+        "ENERLINK_TOPIC_PREFIX": topics.prefix,
+        "ENERLINK_KEY_PREFIX": keys.prefix,
+        "ENERLINK_LOG_LEVEL": "WARNING",
+        "ENERLINK_INGEST_METER_RATE": "0",
+        "ENERLINK_INGEST_METRICS_PORT": "0",
+        "ENERLINK_AGGREGATOR_METRICS_PORT": "0",
+    }
+
+
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     if args.minutes * 60 > RETENTION_S - 600:
         raise SystemExit(f"--minutes {args.minutes}: the readings must fit in the {RETENTION_S} s window")
@@ -396,17 +414,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     if not args.keep:
         stack.callback(shutil.rmtree, folder, ignore_errors=True)
     print(f"services: schema {schema}, {redis_url}, broker {broker.url}, folder {folder}", flush=True)
-    env = {
-        "ENERLINK_MQTT_URL": broker.url,
-        "ENERLINK_REDIS_URL": redis_url,
-        "ENERLINK_DATABASE_URL": url,
-        "ENERLINK_TOPIC_PREFIX": topics.prefix,
-        "ENERLINK_KEY_PREFIX": keys.prefix,
-        "ENERLINK_LOG_LEVEL": "WARNING",
-        "ENERLINK_INGEST_METER_RATE": "0",
-        "ENERLINK_INGEST_METRICS_PORT": "0",
-        "ENERLINK_AGGREGATOR_METRICS_PORT": "0",
-    }
+    env = services_env(mqtt_url=broker.url, redis_url=redis_url, database_url=url, topics=topics, keys=keys)
     r = redis.Redis.from_url(redis_url)
     stack.callback(r.close)
     service(stack, ["ingest"], env)

@@ -306,6 +306,13 @@ class Tables:
     #: One row: the time zone of the daily buckets (``ENERLINK_TIMEZONE``), for the daily view.
     ROLLUP_STATE = "rollup_state"
     AGGREGATOR_WATERMARK = "aggregator_watermark"
+    #: Aggregator shards (migration 0015): one row per shard, leased to one aggregator process at a
+    #: time (``owner`` until ``expires_at``), and one row per live aggregator process.
+    AGGREGATOR_LEASES = "aggregator_leases"
+    AGGREGATOR_MEMBERS = "aggregator_members"
+    #: SQL function ``(meter_id text, shards integer) -> integer``: the shard of a meter, the same
+    #: as :func:`enerlink.shards.shard_of` (migration 0015).
+    SHARD_OF = "enerlink_shard_of"
     EVENTS = "events"
     ARCHIVE_MANIFEST = "archive_manifest"
     #: SQL function ``(parent text, at timestamptz) -> text``: creates (if missing) the monthly range

@@ -608,11 +608,11 @@ async def test_worker_processes_compute_the_same_rows(
     energy = ALL_COLUMNS.index("import_energy_10uwh")
     assert next(r for r in as_tuples.rows if r[0] == "W01")[energy] == 10_000  # 0.1 Wh: late baseline
     with compute_pool(parallel) as pool:
-        shards = Aggregator(parallel, redis_client, executor=pool)._submit(pairs, late=late, repaired=None)
-        two = await asyncio.gather(*shards)  # in the order submitted: the pairs' order
-    assert len(shards) > 1  # really sharded over the worker processes
-    assert one.keys == [k for shard in two for k in shard.keys] == pairs
-    assert b"".join(one.encoded) == b"".join(b for shard in two for b in shard.encoded)
+        parts = Aggregator(parallel, redis_client, executor=pool)._submit(pairs, late=late, repaired=None)
+        two = await asyncio.gather(*parts)  # in the order submitted: the pairs' order
+    assert len(parts) > 1  # really split over the worker processes
+    assert one.keys == [k for part in two for k in part.keys] == pairs
+    assert b"".join(one.encoded) == b"".join(b for part in two for b in part.encoded)
     assert len(one.keys) == 40 and not one.rows
 
 

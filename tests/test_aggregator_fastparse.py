@@ -181,12 +181,12 @@ async def test_rollups_merged_minute_by_minute_equal_sql(
     _assert_same(rows(url, Tables.TELEMETRY_1D), _sql_rollup(url, width="1 day", tz=tz))
 
 
-async def test_sharded_job_written_shard_by_shard_equals_sql(
+async def test_job_written_part_by_part_equals_sql(
     environ: dict[str, str], redis_client: aioredis.Redis
 ) -> None:
-    """Worker processes, every batch split into shards written one by one in the minute's
+    """Worker processes, every batch split into parts written one by one in the minute's
     transaction: catch-up minutes, then late data for one meter in two minutes (its pairs land in
-    different shards, replacing stored rows): minute rows complete, rollups equal SQL."""
+    different parts, replacing stored rows): minute rows complete, rollups equal SQL."""
     from enerlink.aggregator.job import Aggregator
     from enerlink.aggregator.service import compute_pool
 

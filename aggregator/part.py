@@ -1,4 +1,4 @@
-"""One shard's minute rows into PostgreSQL, inside the minute's (or late batch's) transaction."""
+"""One part of a batch: its minute rows into PostgreSQL, inside the minute's (or late batch's) transaction."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from enerlink.schemas.wire import Tables
 log = logging.getLogger(__name__)
 
 
-async def write_shard(
+async def write_part(
     conn: store.Conn,
     part: Result,
     *,
