@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 METERS ?= 3
+# test processes side by side (pytest-xdist): the tests mostly wait on their services and subprocesses
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint format schemas services venv bench clean
 
@@ -23,7 +25,7 @@ run: venv services
 
 test: venv services
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -35,17 +35,17 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
-from enerlink.aggregator import events, late, memory, reader, rollups, store
+from enerlink.aggregator import events, late, leases, memory, reader, rollups, store
 from enerlink.aggregator.completeness import HourlyCompleteness
 from enerlink.aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt
 from enerlink.aggregator.healthjob import HealthReport, HealthStep
 from enerlink.aggregator.metrics import Metrics
 from enerlink.aggregator.part import write_part
+from enerlink.aggregator.report import CaughtUp, JobReport
 from enerlink.aggregator.settings import Settings
 from enerlink.aggregator.task import read_and_compute
 from enerlink.db import connect
@@ -61,39 +61,6 @@ LATE_CHUNK = 5000
 
 class AggregateError(RuntimeError):
     """A job failed; the message says which step."""
-
-
-@dataclass(slots=True)
-class JobReport:
-    minutes: int = 0
-    late_pairs: int = 0
-    rows: int = 0
-    bad: int = 0
-    bad_status: int = 0
-    events: int = 0
-    behind_minutes: int = 0
-    watermark: datetime | None = None
-
-    def add(self, other: JobReport) -> None:
-        """Count ``other`` (another shard's job) in; the watermark is the older one."""
-        for name in ("minutes", "late_pairs", "rows", "bad", "bad_status", "events", "behind_minutes"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        if other.watermark is not None:
-            mark = self.watermark
-            self.watermark = other.watermark if mark is None else min(mark, other.watermark)
-
-
-@dataclass(frozen=True, slots=True)
-class CaughtUp:
-    """The minutes this job's catch-up pass wrote, [start, end), for the meters of ``fleet`` seen
-    since each minute began (meterId -> last seen, epoch ms)."""
-
-    start: int = 0
-    end: int = 0
-    fleet: dict[str, int] = field(default_factory=dict)
-
-    def wrote(self, meter: str, minute: int) -> bool:
-        return self.start <= minute < self.end and self.fleet.get(meter, -1) >= minute
 
 
 class Aggregator:
@@ -135,6 +102,15 @@ class Aggregator:
         closed_end = (t0 - int(self.settings.grace_s * 1000)) // MINUTE_MS * MINUTE_MS
         async with await connect(self.settings.common.database_url, autocommit=True) as conn:
             taken = await store.lock(conn, shard)
+            if taken is None:
+                log.info("aggregate%s: still in a job elsewhere; trying again shortly", shard.label)
+                report.skipped = "busy"
+                return report
+            if not shard.whole and not await leases.layout_is(conn, shard.count):
+                await store.unlock(conn, taken)
+                log.warning("aggregate%s: the number of shards has changed; skipped", shard.label)
+                report.skipped = "layout"
+                return report
             try:
                 await store.create_staging(conn)
                 await self.partitions.ensure_ahead(conn, datetime.now(UTC))

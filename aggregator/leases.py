@@ -14,7 +14,11 @@ A process that dies is out after one lease: its shards are free, and the next re
 process takes them (a takeover within 4/3 of a lease), whose job then catches up from the shard's
 watermark. PostgreSQL's clock is the only one compared. The leases assign the work; the job's
 advisory lock on the shard (store.lock) keeps two processes off one shard even while a lease
-changes hands under an old owner still in a job.
+changes hands under an old owner still in a job: the new owner skips the shard until that job is
+over (a dead client's session is closed by PostgreSQL within about 25 s), and tries again shortly.
+
+Every process checks the number of shards at start (:func:`ensure_layout`) and at each renewal;
+every job checks it again under its layout's lock (:func:`layout_is`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from enerlink.aggregator.store import Conn
+from enerlink.aggregator.store import Conn, layout_key
 from enerlink.db import quote
 from enerlink.schemas.wire import Tables
 
@@ -31,10 +35,15 @@ log = logging.getLogger(__name__)
 _LEASES = quote(Tables.AGGREGATOR_LEASES)
 _MEMBERS = quote(Tables.AGGREGATOR_MEMBERS)
 _UNTIL = "now() + make_interval(secs => %(lease)s)"
+_WATERMARKS = quote(Tables.AGGREGATOR_WATERMARK)
 
 
 class LayoutError(RuntimeError):
     """Live aggregators hold leases on another number of shards."""
+
+
+class LayoutBusy(RuntimeError):
+    """A job of the previous number of shards still runs: the change waits for it."""
 
 
 def fair_share(shards: int, members: list[str], owner: str) -> int:
@@ -63,7 +72,7 @@ class Leases:
                 params,
             )
             await conn.execute(f"delete from {_MEMBERS} where expires_at < now()".encode())
-            await self._layout(conn, params)
+            await ensure_layout(conn, self.shards, owner=self.owner)
             cur = await conn.execute(
                 f"select owner from {_MEMBERS} where expires_at >= now() order by owner".encode()
             )
@@ -103,35 +112,6 @@ class Leases:
         self.held = frozenset(held)
         return self.held
 
-    async def _layout(self, conn: Conn, params: dict[str, object]) -> None:
-        """One lease row per shard; rows of another number of shards are replaced, unless a live
-        aggregator other than this one holds one of them."""
-        cur = await conn.execute(
-            f"select count(*) filter (where owner is not null and owner <> %(me)s and expires_at >= now()),"
-            f" count(*) from {_LEASES} where shards <> %(n)s".encode(),
-            params,
-        )
-        row = await cur.fetchone()
-        live, other = row if row else (0, 0)
-        if live:
-            cur = await conn.execute(
-                f"select min(shards) from {_LEASES} where shards <> %(n)s".encode(), params
-            )
-            found = await cur.fetchone()
-            raise LayoutError(
-                f"other aggregators run with {found[0] if found else '?'} shards:"
-                f" every aggregator needs the same ENERLINK_AGGREGATE_SHARDS ({self.shards} here);"
-                " stop them before changing it"
-            )
-        if other:
-            log.warning("aggregate: the fleet was in other shards before; now %d", self.shards)
-            await conn.execute(f"delete from {_LEASES} where shards <> %(n)s".encode(), params)
-        await conn.execute(
-            f"insert into {_LEASES} (shard, shards) select g, %(n)s from generate_series(0, %(n)s - 1) g"
-            " on conflict (shard) do nothing".encode(),
-            params,
-        )
-
     async def release(self, conn: Conn) -> None:
         """Give every lease up at once (a clean stop: the others need not wait for them to expire)."""
         async with conn.transaction():
@@ -143,3 +123,55 @@ class Leases:
         if self.held:
             log.info("aggregate: %s gave up shards %s", self.owner, sorted(self.held))
         self.held = frozenset()
+
+
+async def ensure_layout(conn: Conn, shards: int, *, owner: str = "") -> None:
+    """Make ``shards`` the deployment's number of shards, inside the caller's transaction: one lease
+    row per shard (none for the whole fleet).
+
+    Rows of another number are replaced only when no live aggregator other than ``owner`` holds one
+    (else :class:`LayoutError`) and no job of that layout still runs (else :class:`LayoutBusy`: its
+    process may be stuck while its lease ran out). The shards' state rows of that layout are dropped
+    with them, so the new shards start from the fleet's watermark (the minutes after it are written
+    again, replacing the rows there) and from the plain rows of device health and closed buckets.
+    The table is locked for the check, so two processes never change it at once."""
+    params = {"me": owner, "n": shards}
+    await conn.execute(f"lock table {_LEASES} in share row exclusive mode".encode())
+    cur = await conn.execute(
+        "select shards, count(*) filter (where owner is not null and owner <> %(me)s"
+        f" and expires_at >= now()) from {_LEASES} where shards <> %(n)s group by shards".encode(),
+        params,
+    )
+    others = {int(n): int(live) for n, live in await cur.fetchall()}
+    if any(others.values()):
+        raise LayoutError(
+            f"other aggregators run with {', '.join(str(n) for n, live in others.items() if live)} shards:"
+            f" every aggregator needs the same ENERLINK_AGGREGATE_SHARDS ({shards} here); stop them first"
+        )
+    for old in others:
+        row = await (
+            await conn.execute("select pg_try_advisory_xact_lock(%s)", (await layout_key(conn, old),))
+        ).fetchone()
+        if not (row and row[0]):
+            raise LayoutBusy(f"a job of the {old} shards before still runs; {shards} shards wait for it")
+    if others:
+        log.warning("aggregate: the fleet was in %s shards; now %d", sorted(others), shards)
+        await conn.execute(f"delete from {_LEASES} where shards <> %(n)s".encode(), params)
+        await conn.execute(  # the state rows of the shards of other layouts: name.K/N, N another number
+            f"delete from {_WATERMARKS} where name ~ '[.][0-9]+/[0-9]+$'"
+            " and name !~ ('/' || %(n)s || '$')".encode(),
+            params,
+        )
+    if shards > 1:
+        await conn.execute(
+            f"insert into {_LEASES} (shard, shards) select g, %(n)s from generate_series(0, %(n)s - 1) g"
+            " on conflict (shard) do nothing".encode(),
+            params,
+        )
+
+
+async def layout_is(conn: Conn, shards: int) -> bool:
+    """Whether the deployment's shards are still ``shards`` (a job checks under its layout lock)."""
+    cur = await conn.execute(f"select count(*) from {_LEASES} where shards = %s".encode(), (shards,))
+    row = await cur.fetchone()
+    return bool(row and row[0] == shards)

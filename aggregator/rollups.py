@@ -331,14 +331,22 @@ async def fold_minute(conn: Conn, *, minute_ms: int, timezone: str, shard: Shard
     while the first part is computed): the meters of its phase fold their 5-minute rows complete
     by then into the folded tables (aggregator/fold.py). Returns how many 5-minute rows. One of
     several shards moves and folds its own meters' rows."""
-    params = {"phase": fold.phase_of(minute_ms), "boundary": ms_to_dt(fold.boundary_ms(minute_ms))}
+    boundary = ms_to_dt(fold.boundary_ms(minute_ms))
+    params = {"phase": fold.phase_of(minute_ms), "boundary": boundary}
     await conn.execute(_ENSURE_CLOSED_MONTHS.encode(), params, prepare=True)
     await conn.execute(_move_closed_sql(shard).encode(), params, prepare=True)
-    await conn.execute(
-        f"insert into {quote(Tables.AGGREGATOR_WATERMARK)} as w (name, minute) values (%s, %s)"
-        " on conflict (name) do update set minute = greatest(w.minute, excluded.minute)".encode(),
-        (shard.row_name(CLOSED_BEFORE), params["boundary"]),
-    )
+    names = [shard.row_name(CLOSED_BEFORE)]
+    if not shard.whole:  # the plain row too: the latest move of any shard (read first: not locked
+        # by every minute of every shard, only when a new bucket closes)
+        plain = await read_named(conn, CLOSED_BEFORE, fallback=CLOSED_BEFORE)
+        if plain is None or plain < boundary:
+            names.append(CLOSED_BEFORE)
+    for name in names:
+        await conn.execute(
+            f"insert into {quote(Tables.AGGREGATOR_WATERMARK)} as w (name, minute) values (%s, %s)"
+            " on conflict (name) do update set minute = greatest(w.minute, excluded.minute)".encode(),
+            (name, boundary),
+        )
     for statement in fold.temp_tables_sql():
         await conn.execute(statement.encode())
     await conn.execute(fold.due_sql(shard).encode(), params)
@@ -386,7 +394,8 @@ select {cols} from moved
 async def bucket_open(conn: Conn, minute: datetime, shard: Shard = Shard.WHOLE) -> bool:
     """Whether the 5-minute bucket of ``minute`` is open for sure for ``shard``'s meters: no move
     closed buckets from it on (only a watermark moved back, by hand or by a restore, could have), so
-    its rows need not be looked for in the closed table."""
+    its rows need not be looked for in the closed table. A shard without a row of its own yet (the
+    number of shards changed) goes by the latest move of any shard."""
     closed_before = await read_named(conn, shard.row_name(CLOSED_BEFORE), fallback=CLOSED_BEFORE)
     boundary = ms_to_dt(fold.boundary_ms(int(minute.timestamp() * 1000)))
     return not isinstance(closed_before, datetime) or closed_before <= boundary

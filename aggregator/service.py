@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -25,9 +26,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from enerlink.aggregator import memory
-from enerlink.aggregator.job import Aggregator, JobReport
-from enerlink.aggregator.leases import LayoutError, Leases
+from enerlink.aggregator.job import AggregateError, Aggregator
+from enerlink.aggregator.leases import LayoutBusy, LayoutError, Leases, ensure_layout
 from enerlink.aggregator.metrics import Metrics
+from enerlink.aggregator.report import JobReport
 from enerlink.aggregator.settings import Settings
 from enerlink.backoff import Backoff
 from enerlink.db import connect, migrate
@@ -48,6 +50,7 @@ async def run(settings: Settings, *, once: bool = False) -> JobReport | None:
     """Aggregate every minute until cancelled; with ``once``, every complete minute now, then return
     (every shard's, one after the other)."""
     await migrate(settings.common.database_url)
+    await settle_layout(settings)
     metrics = Metrics()
     async with (
         aioredis.Redis.from_url(settings.common.redis_url) as redis,
@@ -60,10 +63,42 @@ async def run(settings: Settings, *, once: bool = False) -> JobReport | None:
         if once:
             report = JobReport()
             for index in range(settings.shards):
-                report.add(await aggregator.run_job(Shard(index, settings.shards)))
+                report.add(await _once(aggregator, Shard(index, settings.shards), settings.lease_s * 4))
             return report
         await _scheduled(aggregator, settings, pool)
     return None
+
+
+async def settle_layout(settings: Settings) -> None:
+    """Make ``ENERLINK_AGGREGATE_SHARDS`` the deployment's number of shards before the first job
+    (leases.ensure_layout), waiting while a job of the previous number still runs."""
+    backoff = Backoff(initial=0.5, cap=settings.lease_s)
+    while True:
+        try:
+            async with (
+                await connect(settings.common.database_url, autocommit=True) as conn,
+                conn.transaction(),
+            ):
+                await ensure_layout(conn, settings.shards)
+            return
+        except LayoutBusy as exc:
+            delay = backoff.next_delay()
+            log.warning("aggregate: %s (attempt %d, next in %.1f s)", exc, backoff.attempt, delay)
+            await asyncio.sleep(delay)
+
+
+async def _once(aggregator: Aggregator, shard: Shard, limit_s: float) -> JobReport:
+    """One shard's job for ``--once``, tried again while the shard is in a job elsewhere."""
+    deadline = time.monotonic() + limit_s
+    report = await aggregator.run_job(shard)
+    for _ in range(int(limit_s)):
+        if report.skipped != "busy" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+        report = await aggregator.run_job(shard)
+    if report.skipped:
+        raise AggregateError(f"{shard}: {report.skipped} (another aggregator is in its job)")
+    return report
 
 
 async def _scheduled(aggregator: Aggregator, settings: Settings, pool: memory.ComputePool) -> None:
@@ -79,8 +114,10 @@ async def _scheduled(aggregator: Aggregator, settings: Settings, pool: memory.Co
     _tick()  # catch up at start-up
     try:
         async with asyncio.TaskGroup() as tg:
+            retry = functools.partial(asyncio.get_running_loop().call_later, settings.lease_s / 3, _tick)
             if settings.shards == 1:
-                tg.create_task(_loop(aggregator, ticks, pool, lambda: [Shard.WHOLE]), name="aggregate-loop")
+                loop = _loop(aggregator, ticks, pool, lambda: [Shard.WHOLE], retry=retry)
+                tg.create_task(loop, name="aggregate-loop")
                 return
             leases = Leases(owner=member_name(settings), shards=settings.shards, lease_s=settings.lease_s)
 
@@ -88,7 +125,7 @@ async def _scheduled(aggregator: Aggregator, settings: Settings, pool: memory.Co
                 return [Shard(index, settings.shards) for index in sorted(leases.held)]
 
             tg.create_task(_hold(leases, settings, aggregator.metrics, _tick), name="aggregate-leases")
-            tg.create_task(_loop(aggregator, ticks, pool, _held), name="aggregate-loop")
+            tg.create_task(_loop(aggregator, ticks, pool, _held, retry=retry), name="aggregate-loop")
     finally:
         scheduler.shutdown(wait=False)
 
@@ -148,9 +185,12 @@ async def _loop(
     ticks: asyncio.Queue[None],
     pool: memory.ComputePool,
     shards: Callable[[], list[Shard]],
+    *,
+    retry: Callable[[], object],
 ) -> None:
     """A job per shard held at each tick: those held when the tick comes, and those taken meanwhile
-    (a shard given up meanwhile is left to its new owner)."""
+    (a shard given up meanwhile is left to its new owner). A shard still in a job elsewhere is
+    tried again after a third of a lease (``retry`` schedules a tick)."""
     failed = 0  # jobs failed in a row (Redis or PostgreSQL down: each tick, once a minute, tries again)
     while True:
         await ticks.get()
@@ -159,7 +199,8 @@ async def _loop(
             shard = todo[0]
             done.add(shard)
             try:
-                await aggregator.run_job(shard)
+                if (await aggregator.run_job(shard)).skipped == "busy":
+                    retry()
             except Exception as exc:
                 failed += 1
                 aggregator.metrics.failures.inc()

@@ -22,31 +22,62 @@ STAGING = "_enerlink_agg_staging"
 EVENTS_STREAM = "events_stream"  # watermark row: last consumed keys.events entry id
 
 
-async def lock_key(conn: Conn, shard: Shard | None = None) -> int:
-    """One advisory lock per schema: aggregators of one deployment take turns, tests don't collide.
-    With ``shard`` (one of several), that shard's lock."""
+async def _lock_id(conn: Conn, purpose: str) -> int:
     row = await (await conn.execute("select current_schema()")).fetchone()
-    purpose = "aggregate" if shard is None or shard.whole else f"aggregate-{shard.index}/{shard.count}"
     return advisory_lock_id(purpose, row[0] if row else None)
 
 
-async def lock(conn: Conn, shard: Shard) -> list[tuple[str, int]]:
-    """Take the job's advisory locks (wait for them) and return how to release them: the whole
-    fleet's lock alone, or for one of several shards the fleet's lock shared (a recompute from the
-    archive, which takes it alone, waits for every shard) and the shard's own."""
+async def lock_key(conn: Conn, shard: Shard | None = None) -> int:
+    """One advisory lock per schema: aggregators of one deployment take turns, tests don't collide.
+    With ``shard`` (one of several), that shard's lock."""
+    if shard is None or shard.whole:
+        return await _lock_id(conn, "aggregate")
+    return await _lock_id(conn, f"aggregate-{shard.index}/{shard.count}")
+
+
+async def layout_key(conn: Conn, shards: int) -> int:
+    """The lock every job of a layout of ``shards`` shards holds shared: a change to another number
+    of shards waits until none runs (aggregator/leases.py)."""
+    return await _lock_id(conn, f"aggregate-layout-{shards}")
+
+
+#: A dead client's session (a host gone, a network cut) is closed by PostgreSQL within about 25 s,
+#: which frees its locks; by default that takes the operating system's two hours and more.
+_KEEPALIVES = ("tcp_keepalives_idle = 10", "tcp_keepalives_interval = 5", "tcp_keepalives_count = 3")
+
+Locks = list[tuple[str, int]]
+
+
+async def lock(conn: Conn, shard: Shard) -> Locks | None:
+    """Take the job's advisory locks and return how to release them.
+
+    The whole fleet: its lock, waiting for it (a second process stands by). One of several shards:
+    the fleet's lock shared (a recompute from the archive, which takes it alone, waits for every
+    shard), its layout's shared and the shard's own, each only if free: None when one is not, and
+    the job is tried again shortly, so a shard still in a job elsewhere (its lease given up or
+    expired meanwhile) never holds up this process's other shards."""
     whole = await lock_key(conn)
     if shard.whole:
-        taken = [("pg_advisory_unlock", whole)]
         await conn.execute("select pg_advisory_lock(%s)", (whole,))
-        return taken
-    own = await lock_key(conn, shard)
-    await conn.execute("select pg_advisory_lock_shared(%s)", (whole,))
-    taken = [("pg_advisory_unlock_shared", whole)]
-    await conn.execute("select pg_advisory_lock(%s)", (own,))
-    return [("pg_advisory_unlock", own), *taken]
+        return [("pg_advisory_unlock", whole)]
+    for setting in _KEEPALIVES:
+        await conn.execute(f"set {setting}".encode())
+    wanted = (
+        ("pg_try_advisory_lock_shared", "pg_advisory_unlock_shared", whole),
+        ("pg_try_advisory_lock_shared", "pg_advisory_unlock_shared", await layout_key(conn, shard.count)),
+        ("pg_try_advisory_lock", "pg_advisory_unlock", await lock_key(conn, shard)),
+    )
+    taken: Locks = []
+    for take, release, key in wanted:
+        row = await (await conn.execute(f"select {take}(%s)".encode(), (key,))).fetchone()
+        if not (row and row[0]):
+            await unlock(conn, taken)
+            return None
+        taken.insert(0, (release, key))
+    return taken
 
 
-async def unlock(conn: Conn, taken: list[tuple[str, int]]) -> None:
+async def unlock(conn: Conn, taken: Locks) -> None:
     for function, key in taken:
         await conn.execute(f"select {function}(%s)".encode(), (key,))
 

@@ -15,8 +15,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from enerlink.aggregator.healthjob import WATERMARK as HEALTH
-from enerlink.aggregator.leases import LayoutError, Leases, fair_share
+from enerlink.aggregator.job import Aggregator
+from enerlink.aggregator.leases import LayoutBusy, LayoutError, Leases, ensure_layout, fair_share, layout_is
 from enerlink.aggregator.settings import Settings
+from enerlink.aggregator.store import layout_key, lock_key
 from enerlink.config import ConfigError, Env
 from enerlink.db import connect, migrate
 from enerlink.schemas.wire import Tables
@@ -97,6 +99,66 @@ async def test_leases_are_shared_taken_over_and_of_one_layout(database_url: str)
         assert _owners(database_url) == {0: None, 1: None, 2: None}
         assert await other.renew(cc) == {0, 1}
         assert _owners(database_url) == {0: "d", 1: "d"}
+
+
+async def test_a_change_of_the_number_of_shards_waits_for_old_jobs_and_drops_their_state(
+    database_url: str,
+) -> None:
+    await migrate(database_url)
+    async with await connect(database_url, autocommit=True) as conn, await connect(database_url) as job:
+        async with conn.transaction():
+            await ensure_layout(conn, 3)
+        old = ["minutes.0/3", "health_minutes.1/3", "5m_closed_before.2/3"]
+        with psycopg.connect(database_url, autocommit=True) as setup:
+            for name in [*old, MINUTES, "minutes.0/2"]:
+                setup.execute(
+                    f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute) values (%s, now())", (name,)
+                )
+        # a job of the 3 shards still runs (its process stopped renewing, its lease ran out)
+        await job.execute("select pg_advisory_lock_shared(%s)", (await layout_key(job, 3),))
+        with pytest.raises(LayoutBusy, match="3 shards before"):
+            async with conn.transaction():
+                await ensure_layout(conn, 2)
+        assert len(_owners(database_url)) == 3
+        await job.execute("select pg_advisory_unlock_shared(%s)", (await layout_key(job, 3),))
+        async with conn.transaction():
+            await ensure_layout(conn, 2)
+        assert _owners(database_url) == {0: None, 1: None}
+        kept = set(_watermarks(database_url))
+        assert not kept & set(old) and {MINUTES, "minutes.0/2"} <= kept  # new shards start from `minutes`
+        assert not await layout_is(conn, 3) and await layout_is(conn, 2)
+        async with conn.transaction():
+            await ensure_layout(conn, 1)  # the whole fleet keeps no leases
+        assert _owners(database_url) == {}
+
+
+async def test_a_shard_in_a_job_elsewhere_is_skipped_not_waited_for(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    settings = settings_for(environ)
+    keys, url = settings.common.keys, settings.common.database_url
+    await migrate(url)
+    shard = Shard(1, 2)
+    meter = next(m for m in METER_IDS if shard.owns(m))
+    m = (await now_ms(redis_client)) // MIN * MIN - 3 * MIN
+    await put(
+        redis_client, keys, meter, [(m + i * 10_000, snapshot(meter, m + i * 10_000)) for i in range(6)]
+    )
+    aggregator = Aggregator(settings, redis_client)
+    async with await connect(url, autocommit=True) as conn, await connect(url, autocommit=True) as other:
+        async with conn.transaction():
+            await ensure_layout(conn, 3)
+        assert (await aggregator.run_job(shard)).skipped == "layout"  # another number of shards now
+        async with conn.transaction():
+            await ensure_layout(conn, 2)
+        await other.execute("select pg_advisory_lock(%s)", (await lock_key(other, shard),))
+        began = time.monotonic()
+        assert (await aggregator.run_job(shard)).skipped == "busy"
+        assert time.monotonic() - began < 5 and rows(url) == {}
+        await other.execute("select pg_advisory_unlock(%s)", (await lock_key(other, shard),))
+    report = await aggregator.run_job(shard)
+    assert report.skipped is None and report.rows == 1
+    assert [k for k in rows(url)] == [(meter, datetime.fromtimestamp(m / 1000, UTC))]
 
 
 def _watermarks(url: str) -> dict[str, datetime]:
