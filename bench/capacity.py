@@ -61,17 +61,27 @@ from enerlink.archiver.settings import Settings as ArchiverSettings
 from enerlink.config import Env
 from enerlink.edge.sim.fleet import generate
 from enerlink.schemas.wire import Keys, Tables, Topics
+from tests.support.chaos_stack import child_pids, cpu_seconds
 
 FLEETS = (10_000, 100_000, 1_000_000)
 BUSY = 0.6  # the share of a core a worker, a shard or a Redis node may use
-TICK = os.sysconf("SC_CLK_TCK")
 PACKED = "(key packed: heap and key pages)"  # a month over, without a month's fixed maps
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, every thread) of a live process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+def pg_cpu(postmaster: int | None) -> float:
+    """CPU seconds of the PostgreSQL cluster (its live and reaped processes; 0 when not on this host)."""
+    if postmaster is None:
+        return 0.0
+    return cpu_seconds(postmaster, reaped=True) + sum(map(cpu_seconds, child_pids(postmaster)))
+
+
+def postmaster(url: str) -> int | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("show data_directory").fetchone()
+    try:
+        return int((Path(row[0]) / "postmaster.pid").read_text().split()[0]) if row else None
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +97,7 @@ def job_process(index: int, count: int) -> None:
     """The child mode: get ready (migrations, Redis, the worker process), say so, wait for a line on
     stdin, run one job over shard ``index`` of ``count``, print its figures as JSON."""
     from enerlink.aggregator.job import Aggregator
-    from enerlink.aggregator.service import compute_pool
+    from enerlink.aggregator.service import compute_pool, settle_layout
     from enerlink.aggregator.settings import Settings
     from enerlink.db import migrate
     from enerlink.shards import Shard
@@ -97,28 +107,55 @@ def job_process(index: int, count: int) -> None:
 
         settings = Settings.from_env(Env())
         await migrate(settings.common.database_url)
+        await settle_layout(settings)
         async with aioredis.Redis.from_url(settings.common.redis_url) as r, compute_pool(settings) as pool:
             await asyncio.wrap_future(pool.submit(os.getpid))  # the worker started
             aggregator = Aggregator(settings, r, executor=pool)
             print("ready", flush=True)
             await asyncio.to_thread(sys.stdin.readline)
             pids = [os.getpid(), *pool.pids()]
-            before = sum(cpu_s(p) for p in pids)
+            before = sum(cpu_seconds(p) for p in pids)
             began = time.monotonic()
             report = await aggregator.run_job(Shard(index, count))
             wall = time.monotonic() - began
-            used = sum(cpu_s(p) for p in pids) - before
+            used = sum(cpu_seconds(p) for p in pids) - before
             print(json.dumps({"wall_s": wall, "cpu_s": used, "rows": report.rows}), flush=True)
 
     asyncio.run(_run())
 
 
-def aggregate(env: dict[str, str], *, shards: int) -> list[JobRun]:
-    """``shards`` processes, one a shard, each started and made ready, then released together."""
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """The processes' jobs of one aggregation pass, and what the shared servers used meanwhile."""
+
+    runs: list[JobRun]
+    pg_cpu_s: float
+    redis_cpu_s: float
+
+    @property
+    def wall_s(self) -> float:
+        return max(run.wall_s for run in self.runs)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(run.cpu_s for run in self.runs)
+
+    def parts(self) -> list[tuple[str, float]]:
+        return [("aggregator", self.cpu_s), ("PostgreSQL", self.pg_cpu_s), ("Redis", self.redis_cpu_s)]
+
+
+def aggregate(env: dict[str, str], *, shards: int, servers: tuple[int | None, int]) -> Pass:
+    """``shards`` processes, one a shard, each started and made ready, then released together;
+    ``servers``: the postmaster's and the Redis server's pids."""
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, "--job", f"{k}/{shards}"],
-            env={**os.environ, **env, "ENERLINK_AGGREGATE_WORKERS": "1"},
+            env={
+                **os.environ,
+                **env,
+                "ENERLINK_AGGREGATE_WORKERS": "1",
+                "ENERLINK_AGGREGATE_SHARDS": str(shards),
+            },
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -130,6 +167,8 @@ def aggregate(env: dict[str, str], *, shards: int) -> list[JobRun]:
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "ready":
                 raise SystemExit("an aggregator process did not get ready")
+        backends = set(child_pids(servers[0])) if servers[0] else set()
+        before = pg_cpu(servers[0]), cpu_seconds(servers[1])
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
@@ -138,9 +177,14 @@ def aggregate(env: dict[str, str], *, shards: int) -> list[JobRun]:
         for proc in procs:
             assert proc.stdout is not None
             runs.append(JobRun(**json.loads(proc.stdout.readline())))
+        for proc in procs:
             if proc.wait(timeout=600) != 0:
                 raise SystemExit("an aggregator process failed")
-        return runs
+        deadline = time.monotonic() + 3.0  # their backends' CPU counts once they are reaped
+        while servers[0] and set(child_pids(servers[0])) - backends and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after = pg_cpu(servers[0]), cpu_seconds(servers[1])
+        return Pass(runs, after[0] - before[0], after[1] - before[1])
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -196,38 +240,42 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     ids = generate(args.meters).ids
     end_s = int(time.time()) // 60 * 60
     print(f"load: {args.meters:,} meters x {args.minutes} min, readings every {INTERVAL_S:g} s", flush=True)
-    worker_before, redis_before = cpu_s(ingest.process.pid), cpu_s(redis_pid)
+    worker_before, redis_before = cpu_seconds(ingest.process.pid), cpu_seconds(redis_pid)
     stream = footprint.messages(topics, meters=args.meters, minutes=args.minutes, end_s=end_s, statuses=True)
     sent = asyncio.run(footprint.publish(broker.url, stream))
     footprint.wait_stored(r, keys, ids, expected=sent, timeout_s=max(120.0, sent / 500))
-    ingest_cpu = (cpu_s(ingest.process.pid) - worker_before) / sent
-    redis_cpu = (cpu_s(redis_pid) - redis_before) / sent
+    ingest_cpu = (cpu_seconds(ingest.process.pid) - worker_before) / sent
+    redis_cpu = (cpu_seconds(redis_pid) - redis_before) / sent
     us = f"worker {ingest_cpu * 1e6:,.0f} us, Redis {redis_cpu * 1e6:,.0f} us"
     print(f"ingest: {sent:,} messages; CPU per message: {us}")
     r.delete(keys.late_minutes)  # as bench/footprint.py: a live fleet's readings raise no late flag
     time.sleep(max(0.0, end_s + footprint.GRACE_S + 1 - time.time()))
     meter_minutes = args.meters * args.minutes
-    one = aggregate(env, shards=1)
+    servers = postmaster(args.database_url), redis_pid
+    one = aggregate(env, shards=1, servers=servers)
     two = aggregate(
         {**env, "ENERLINK_DATABASE_URL": _schema(stack, args.database_url, f"bench_capacity2_{tag}")},
         shards=2,
+        servers=servers,
     )
-    for label, runs in (("1 shard", one), ("2 shards", two)):
-        if sum(run.rows for run in runs) != meter_minutes:
+    for label, done in (("1 shard: ", one), ("2 shards:", two)):
+        if sum(run.rows for run in done.runs) != meter_minutes:
             raise SystemExit(
-                f"{label}: {sum(run.rows for run in runs):,} minute rows, expected {meter_minutes:,}"
+                f"{label} {sum(run.rows for run in done.runs):,} minute rows, not {meter_minutes:,}"
             )
-    wall1, wall2 = one[0].wall_s, max(run.wall_s for run in two)
-    rate1, rate2 = meter_minutes / wall1, meter_minutes / wall2
-    cpu1 = one[0].cpu_s / meter_minutes
-    cpu2 = sum(run.cpu_s for run in two) / meter_minutes
-    for label, wall, rate, cpu in (("1 shard: ", wall1, rate1, cpu1), ("2 shards:", wall2, rate2, cpu2)):
-        cost = f"CPU {cpu * 1e6:,.0f} us a meter-minute"
-        print(f"aggregate, {label} {wall:6.2f} s wall, {rate:8,.0f} meter-minutes/s, {cost}")
-    ratio = rate2 / rate1
+        busy = (done.cpu_s + done.pg_cpu_s + done.redis_cpu_s) / done.wall_s
+        each = [f"{name} {cpu / meter_minutes * 1e6:,.0f} us" for name, cpu in done.parts()]
+        rate = meter_minutes / done.wall_s
+        print(f"aggregate, {label} {done.wall_s:6.2f} s wall, {rate:8,.0f} meter-minutes/s;", end="")
+        print(f" CPU a meter-minute: {', '.join(each)}; {busy:.2f} cores busy")
+    ratio = one.wall_s / two.wall_s
     verdict = "PASS" if abs(ratio - 2) <= 0.3 else "OUTSIDE 2 +- 15 %"
-    cores = os.cpu_count()
-    print(f"2 shards / 1 shard: {ratio:.2f} x the meter-minutes a wall second ({cores} cores): {verdict}")
+    cores = os.cpu_count() or 1
+    ceiling = cores / ((one.cpu_s + one.pg_cpu_s + one.redis_cpu_s) / one.wall_s)
+    print(
+        f"2 shards / 1 shard: {ratio:.2f} x the meter-minutes a wall second: {verdict} (on {cores} cores,"
+        f" which one shard keeps {cores / ceiling:.2f} busy, at most {min(2.0, ceiling):.2f} x)"
+    )
     figures = footprint.redis_figures(r, keys, ids) + footprint.pg_figures(url, expected=meter_minutes)
     redis_meter = _figure(figures, f"redis steady state ({RETENTION_S / 3600:g} h window)")
     per_day = {
@@ -240,8 +288,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         args,
         ingest_cpu=ingest_cpu,
         redis_cpu=redis_cpu,
-        agg_wall=wall1 / meter_minutes,
-        agg_cpu=cpu1,
+        agg_wall=one.wall_s / meter_minutes,
+        agg_cpu=(one.cpu_s + one.pg_cpu_s) / meter_minutes,
         redis_meter=redis_meter,
         per_day=per_day,
     )
@@ -292,7 +340,7 @@ def table(
         cells = (f"{fleet:,}", f"{rate:,.0f}", workers, shards, _size(memory), nodes, _size(disk))
         print(" | ".join(str(c).rjust(w) for c, w in zip(cells, widths, strict=True)))
     print(
-        f"(aggregator CPU {agg_cpu * 1e6:,.0f} us a meter-minute with its worker; more than one Redis node"
+        f"(aggregator and PostgreSQL CPU {agg_cpu * 1e6:,.0f} us a meter-minute; more than one Redis node"
         " needs Redis Cluster)"
     )
 
