@@ -227,7 +227,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     broker = Broker().start()
     stack.callback(broker.stop)
     redis_url = footprint.own_redis(stack, keep=False)
-    url = _schema(stack, args.database_url, f"bench_capacity_{tag}")
+    one_schema, two_schema = f"bench_capacity_{tag}", f"bench_capacity2_{tag}"
+    url = _schema(stack, args.database_url, one_schema)
+    print(f"services: schemas {one_schema} {two_schema}, {redis_url}, broker {broker.url}", flush=True)
     env = footprint.services_env(
         mqtt_url=broker.url, redis_url=redis_url, database_url=url, topics=topics, keys=keys
     )
@@ -254,7 +256,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     servers = postmaster(args.database_url), redis_pid
     one = aggregate(env, shards=1, servers=servers)
     two = aggregate(
-        {**env, "ENERLINK_DATABASE_URL": _schema(stack, args.database_url, f"bench_capacity2_{tag}")},
+        {**env, "ENERLINK_DATABASE_URL": _schema(stack, args.database_url, two_schema)},
         shards=2,
         servers=servers,
     )
