@@ -21,9 +21,10 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from enerlink.aggregator.compute import ms_to_dt
-from enerlink.aggregator.store import Conn
+from enerlink.aggregator.reader import read_events
+from enerlink.aggregator.store import Conn, read_position, write_position
 from enerlink.db import quote
-from enerlink.events import Event
+from enerlink.events import Event, insert_events
 from enerlink.schemas.telemetry import StatusMessage
 from enerlink.schemas.wire import Keys, Tables
 from enerlink.shards import Shard
@@ -114,3 +115,20 @@ def stream_event(fields: dict[str, str]) -> Event | None:
         details = {"payload": details}
     severity = "warning" if kind == "offline" else "info"
     return Event(meter, at, f"meter_{kind}", severity, details)
+
+
+async def copy_stream(conn: Conn, redis: aioredis.Redis, keys: Keys) -> int:
+    """The ingest's online/offline stream (``keys.events``) from the stored position on into the
+    events table, a batch a transaction with the new position; returns the events inserted."""
+    total = 0
+    async with conn.transaction():
+        position = await read_position(conn)
+    while True:
+        entries = await read_events(redis, keys, position)
+        if not entries:
+            return total
+        parsed = [stream_event(fields) for _, fields in entries]
+        async with conn.transaction():
+            total += await insert_events(conn, [e for e in parsed if e is not None])
+            position = entries[-1][0]
+            await write_position(conn, position)

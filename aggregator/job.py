@@ -33,7 +33,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 
@@ -76,6 +76,7 @@ class Aggregator:
         self._wait_s = 0.0
         self._caught_up = CaughtUp()
         self._shard = Shard.WHOLE  # the shard of the job running
+        self._lags: dict[Shard, float] = {}  # seconds behind, per shard
         self._last_in_at = 0.0
         self.settings = settings
         self.redis = redis
@@ -127,8 +128,8 @@ class Aggregator:
                     report.events += await self._completeness(conn)
             finally:
                 await store.unlock(conn, taken)
-        if report.watermark is not None and shard.whole:
-            self.metrics.lag.set((t0 - (int(report.watermark.timestamp() * 1000) + MINUTE_MS)) / 1000)
+        if report.watermark is not None:
+            self._lag((t0 - (int(report.watermark.timestamp() * 1000) + MINUTE_MS)) / 1000)
         log.info(
             "aggregate%s: %d minutes, %d late pairs, %d rows, %d bad snapshots, %d events in %.2f s"
             " (watermark %s)",
@@ -238,7 +239,17 @@ class Aggregator:
         report.events += len(result.events)
         report.watermark = bucket
         self.metrics.minute_duration.observe(time.monotonic() - began)
-        self.metrics.lag.set((t0 - minute - MINUTE_MS) / 1000)
+        self._lag((t0 - minute - MINUTE_MS) / 1000)
+
+    def _lag(self, seconds: float) -> None:
+        """The lag gauge: the job's shard's, or the largest of the shards this process held lately."""
+        self._lags[self._shard] = seconds
+        self.metrics.lag.set(max(self._lags.values()))
+
+    def forget(self, shards: Collection[Shard]) -> None:
+        """Leave shards this process no longer holds out of the lag gauge."""
+        for shard in [s for s in self._lags if s not in shards]:
+            del self._lags[shard]
 
     async def _late(self, conn: store.Conn, t0: int, closed_end: int, report: JobReport) -> None:
         flags = await reader.late_flags(self.redis, self.keys, t0)
@@ -408,15 +419,4 @@ class Aggregator:
         return inserted
 
     async def _stream_events(self, conn: store.Conn) -> int:
-        total = 0
-        async with conn.transaction():
-            position = await store.read_position(conn)
-        while True:
-            entries = await reader.read_events(self.redis, self.keys, position)
-            if not entries:
-                return total
-            parsed = [events.stream_event(fields) for _, fields in entries]
-            async with conn.transaction():
-                total += await insert_events(conn, [e for e in parsed if e is not None])
-                position = entries[-1][0]
-                await store.write_position(conn, position)
+        return await events.copy_stream(conn, self.redis, self.keys)

@@ -194,6 +194,7 @@ async def _loop(
     failed = 0  # jobs failed in a row (Redis or PostgreSQL down: each tick, once a minute, tries again)
     while True:
         await ticks.get()
+        aggregator.forget(shards())
         done: set[Shard] = set()
         while todo := [shard for shard in shards() if shard not in done]:
             shard = todo[0]

@@ -67,7 +67,7 @@ def _owners(url: str) -> dict[int, str | None]:
 
 async def test_leases_are_shared_taken_over_and_of_one_layout(database_url: str) -> None:
     await migrate(database_url)
-    lease_s = 1.0
+    lease_s = 3.0  # the steps below take milliseconds: no lease runs out between them
     a, b, c = (Leases(owner=name, shards=3, lease_s=lease_s) for name in ("a", "b", "c"))
     async with (
         await connect(database_url, autocommit=True) as ca,
@@ -252,7 +252,7 @@ async def test_shards_share_the_fleet_and_a_killed_one_is_taken_over(
             await asyncio.sleep(0.2)
         owner, acquired = _acquired(url, shard)
         assert owner != victim and owner in procs
-        assert acquired is not None and (acquired - killed_at).total_seconds() < lease_s * 4 / 3 + 1
+        assert acquired is not None and (acquired - killed_at).total_seconds() < lease_s * 4 / 3 + 3  # + a loaded machine
         assert "took [" in procs[owner].output()
     finally:
         for proc in procs.values():
