@@ -7,6 +7,10 @@ the shard taken over within its lease."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -159,6 +163,37 @@ async def test_a_shard_in_a_job_elsewhere_is_skipped_not_waited_for(
     report = await aggregator.run_job(shard)
     assert report.skipped is None and report.rows == 1
     assert [k for k in rows(url)] == [(meter, datetime.fromtimestamp(m / 1000, UTC))]
+
+
+async def _two_shards_one_held(url: str) -> None:
+    await migrate(url)
+    async with await connect(url, autocommit=True) as conn:
+        assert await Leases(owner="agg-a", shards=2, lease_s=30).renew(conn) == {0, 1}
+        await conn.execute(f"update {Tables.AGGREGATOR_LEASES} set owner = null where shard = 1")
+        for name, ago in (("minutes.0/2", 2), ("minutes.1/2", 5), (MINUTES, 5)):
+            await conn.execute(
+                f"insert into {Tables.AGGREGATOR_WATERMARK} (name, minute)"
+                " values (%s, date_trunc('minute', now()) - make_interval(mins => %s))",
+                (name, ago),
+            )
+
+
+def test_inspect_shards_shows_who_holds_each_and_how_far_each_is(environ: dict[str, str]) -> None:
+    asyncio.run(_two_shards_one_held(environ["ENERLINK_DATABASE_URL"]))
+    done = subprocess.run(
+        [sys.executable, "-m", "enerlink", "inspect", "shards"],
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(x["shard"], x.get("owner")) for x in lines] == [("0/2", "agg-a"), ("1/2", None), ("fleet", None)]
+    assert 25 < lines[0]["lease_left_s"] <= 30 and lines[1]["lease_left_s"] is None
+    assert 60 <= lines[0]["behind_s"] < 120 and 240 <= lines[1]["behind_s"] < 300
+    assert lines[2]["minute"] == lines[1]["minute"] and lines[2]["minute"].endswith(":00Z")
 
 
 def _watermarks(url: str) -> dict[str, datetime]:
