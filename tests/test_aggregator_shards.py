@@ -21,11 +21,12 @@ import redis.asyncio as aioredis
 from enerlink.aggregator.healthjob import WATERMARK as HEALTH
 from enerlink.aggregator.job import Aggregator
 from enerlink.aggregator.leases import LayoutBusy, LayoutError, Leases, ensure_layout, fair_share, layout_is
+from enerlink.aggregator.service import run
 from enerlink.aggregator.settings import Settings
 from enerlink.aggregator.store import layout_key, lock_key
 from enerlink.config import ConfigError, Env
 from enerlink.db import connect, migrate
-from enerlink.schemas.wire import Tables
+from enerlink.schemas.wire import Keys, Tables
 from enerlink.shards import Shard, shard_of
 from enerlink.watermark import MINUTES
 from tests.support.services import ServiceProcess
@@ -163,6 +164,37 @@ async def test_a_shard_in_a_job_elsewhere_is_skipped_not_waited_for(
     report = await aggregator.run_job(shard)
     assert report.skipped is None and report.rows == 1
     assert [k for k in rows(url)] == [(meter, datetime.fromtimestamp(m / 1000, UTC))]
+
+
+async def test_late_data_of_each_shard_is_written_once_by_its_own_shard(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """``--once`` over two shards: each re-aggregates its own meters' late minutes, the flags of both
+    are cleared, and shard 0 deletes the late data of both after the hold."""
+    settings = settings_for(environ, ENERLINK_AGGREGATE_SHARDS="2", ENERLINK_AGGREGATE_LATE_HOLD_S="0")
+    keys, url = settings.common.keys, settings.common.database_url
+    meters = [next(m for m in METER_IDS if Shard(k, 2).owns(m)) for k in (0, 1)]
+    m = (await now_ms(redis_client)) // MIN * MIN - 5 * MIN
+    for meter in meters:
+        points = [(at, snapshot(meter, at, import__power=1.0)) for at in range(m, m + 3 * MIN, 10_000)]
+        await put(redis_client, keys, meter, points)
+    first = await run(settings, once=True)
+    assert first is not None and first.rows == 2 * 3 and first.skipped is None
+    t = await now_ms(redis_client)
+    for meter in meters:  # a reading of the middle minute arrives late, as the ingest stores it
+        at = m + MIN + 5_000
+        await put(redis_client, keys, meter, [(at, snapshot(meter, at, import__power=99.0))], late=True)
+        await redis_client.zadd(keys.late_minutes, {Keys.late_member(meter, m + MIN): t})
+    second = await run(settings, once=True)
+    assert second is not None and second.late_pairs == 2 * 2  # each late minute and the next one
+    stored = rows(url)
+    for meter in meters:
+        late = stored[(meter, datetime.fromtimestamp((m + MIN) / 1000, UTC))]
+        assert late["sample_count"] == 7 and late["import_power_max"] == 99.0
+    assert await redis_client.zcard(keys.late_minutes) == 0
+    _assert_same(rows(url, Tables.TELEMETRY_5M), _sql_rollup(url, width="5 minutes"))
+    await run(settings, once=True)  # the hold is 0: shard 0 deletes both meters' late data
+    assert [await redis_client.zcard(keys.late_data(meter)) for meter in meters] == [0, 0]
 
 
 async def _two_shards_one_held(url: str) -> None:
