@@ -29,7 +29,6 @@ minute; the second waits, then finds the watermark advanced and nothing left to 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -57,6 +56,10 @@ from enerlink.watermark import read_watermark
 log = logging.getLogger(__name__)
 
 LATE_CHUNK = 5000
+#: A job's connections are closed by PostgreSQL when their client stops this long inside a
+#: transaction (a frozen process: its locks and rows are freed for the shard's next owner). A minute's
+#: longest pause, waiting for a worker's part, is a few seconds.
+IDLE_IN_TRANSACTION_S = 120.0
 
 
 class AggregateError(RuntimeError):
@@ -102,6 +105,7 @@ class Aggregator:
         t0 = await reader.redis_time_ms(self.redis)
         closed_end = (t0 - int(self.settings.grace_s * 1000)) // MINUTE_MS * MINUTE_MS
         async with await connect(self.settings.common.database_url, autocommit=True) as conn:
+            await store.guard(conn, idle_in_transaction_s=IDLE_IN_TRANSACTION_S)
             taken = await store.lock(conn, shard)
             if taken is None:
                 log.info("aggregate%s: still in a job elsewhere; trying again shortly", shard.label)
@@ -206,8 +210,11 @@ class Aggregator:
         finally:
             for future in upcoming:
                 future.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.gather(*upcoming, return_exceptions=True)
+            if upcoming:  # wait for them, but let a cancellation of this job through (a stop)
+                await asyncio.wait(upcoming)
+                for future in upcoming:
+                    if not future.cancelled():
+                        future.exception()  # retrieved: a failed read of a minute not written
 
     async def _write_minute(
         self,
@@ -289,6 +296,7 @@ class Aggregator:
 
     async def _health(self, t0: int, closed_end: int) -> HealthReport:
         async with await connect(self.settings.common.database_url, autocommit=True) as conn:
+            await store.guard(conn, idle_in_transaction_s=IDLE_IN_TRANSACTION_S)
             found = await self.health.run(conn, t0=t0, closed_end=closed_end, shard=self._shard)
         self.metrics.bad_status.inc(found.bad)
         return found
@@ -394,6 +402,8 @@ class Aggregator:
                     )
                 inserted = await insert_events(conn, merged.events)
                 if watermark is not None:
+                    minute_ms = int(watermark.timestamp() * 1000)
+                    await rollups.note_closed_moves(conn, minute_ms=minute_ms, shard=self._shard)
                     await store.write_watermark(conn, watermark, self._shard)
         except Exception as exc:
             self.partitions.forget()  # a partition made in the rolled-back transaction is gone again

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import secrets
@@ -25,7 +24,7 @@ import redis.asyncio as aioredis
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from enerlink.aggregator import memory
+from enerlink.aggregator import memory, store
 from enerlink.aggregator.job import AggregateError, Aggregator
 from enerlink.aggregator.leases import LayoutBusy, LayoutError, Leases, ensure_layout
 from enerlink.aggregator.metrics import Metrics
@@ -114,7 +113,13 @@ async def _scheduled(aggregator: Aggregator, settings: Settings, pool: memory.Co
     _tick()  # catch up at start-up
     try:
         async with asyncio.TaskGroup() as tg:
-            retry = functools.partial(asyncio.get_running_loop().call_later, settings.lease_s / 3, _tick)
+            running = asyncio.get_running_loop()
+            later: list[asyncio.TimerHandle] = []
+
+            def retry() -> None:  # one retry pending at a time, however many shards were busy
+                if not later or later[0].when() <= running.time():
+                    later[:] = [running.call_later(settings.lease_s / 3, _tick)]
+
             if settings.shards == 1:
                 loop = _loop(aggregator, ticks, pool, lambda: [Shard.WHOLE], retry=retry)
                 tg.create_task(loop, name="aggregate-loop")
@@ -147,6 +152,9 @@ async def _hold(leases: Leases, settings: Settings, metrics: Metrics, wake: Call
         while True:
             try:
                 async with await connect(url, autocommit=True) as conn:
+                    # a renewal is milliseconds: never wait long for another process's, never stay
+                    # inside one (a frozen process's table lock would stop every renewal)
+                    await store.guard(conn, idle_in_transaction_s=5.0, lock_wait_s=interval)
                     while True:
                         before = leases.held
                         if await leases.renew(conn) - before:
@@ -178,6 +186,15 @@ async def _hold(leases: Leases, settings: Settings, metrics: Metrics, wake: Call
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5), await connect(url, autocommit=True) as conn:
                 await leases.release(conn)
+
+
+def _stop_if_cancelled() -> None:
+    """Stop when this task was cancelled (a stop) and the cancellation got lost inside a job: a
+    library that catches it and goes on (a database or Redis call interrupted at the wrong moment)
+    would otherwise leave the loop waiting for the next tick while the service drains."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _loop(
@@ -216,4 +233,5 @@ async def _loop(
                 if failed:
                     log.info("aggregate: job succeeded after %d failed attempt(s)", failed)
                 failed = 0
+            _stop_if_cancelled()
         await pool.job_done()

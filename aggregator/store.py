@@ -43,7 +43,26 @@ async def layout_key(conn: Conn, shards: int) -> int:
 
 #: A dead client's session (a host gone, a network cut) is closed by PostgreSQL within about 25 s,
 #: which frees its locks; by default that takes the operating system's two hours and more.
-_KEEPALIVES = ("tcp_keepalives_idle = 10", "tcp_keepalives_interval = 5", "tcp_keepalives_count = 3")
+_KEEPALIVES = (
+    "tcp_keepalives_idle = 10",
+    "tcp_keepalives_interval = 5",
+    "tcp_keepalives_count = 3",
+    "tcp_user_timeout = 25000",
+)
+
+
+async def guard(conn: Conn, *, idle_in_transaction_s: float, lock_wait_s: float | None = None) -> None:
+    """Have PostgreSQL end this session when its client is gone (keepalives) or stops inside a
+    transaction for ``idle_in_transaction_s`` (a frozen process), freeing its locks for the others;
+    with ``lock_wait_s``, a statement waits at most that long for a lock."""
+    for setting in _KEEPALIVES:
+        await conn.execute(f"set {setting}".encode())
+    await conn.execute(
+        f"set idle_in_transaction_session_timeout = {int(idle_in_transaction_s * 1000)}".encode()
+    )
+    if lock_wait_s is not None:
+        await conn.execute(f"set lock_timeout = {int(lock_wait_s * 1000)}".encode())
+
 
 Locks = list[tuple[str, int]]
 
@@ -60,8 +79,6 @@ async def lock(conn: Conn, shard: Shard) -> Locks | None:
     if shard.whole:
         await conn.execute("select pg_advisory_lock(%s)", (whole,))
         return [("pg_advisory_unlock", whole)]
-    for setting in _KEEPALIVES:
-        await conn.execute(f"set {setting}".encode())
     wanted = (
         ("pg_try_advisory_lock_shared", "pg_advisory_unlock_shared", whole),
         ("pg_try_advisory_lock_shared", "pg_advisory_unlock_shared", await layout_key(conn, shard.count)),

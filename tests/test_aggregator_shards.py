@@ -224,7 +224,7 @@ def test_inspect_shards_shows_who_holds_each_and_how_far_each_is(environ: dict[s
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(x["shard"], x.get("owner")) for x in lines] == [("0/2", "agg-a"), ("1/2", None), ("fleet", None)]
     assert 25 < lines[0]["lease_left_s"] <= 30 and lines[1]["lease_left_s"] is None
-    assert 60 <= lines[0]["behind_s"] < 120 and 240 <= lines[1]["behind_s"] < 300
+    assert 60 <= lines[0]["behind_s"] < 150 and 240 <= lines[1]["behind_s"] < 330  # a minute starts, + slack
     assert lines[2]["minute"] == lines[1]["minute"] and lines[2]["minute"].endswith(":00Z")
 
 
