@@ -36,7 +36,7 @@ from enerlink.db import quote
 from enerlink.events import Event, insert_events
 from enerlink.schemas.wire import Keys, Tables
 from enerlink.shards import Shard
-from enerlink.watermark import read_named
+from enerlink.watermark import advance, read_named
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,6 @@ def _ms(moment: datetime | None) -> int | None:
 
 def _dt(ms: int | None) -> datetime | None:
     return None if ms is None else ms_to_dt(ms)
-
-
-async def _write_watermark(conn: store.Conn, minute: datetime, shard: Shard) -> None:
-    table = quote(Tables.AGGREGATOR_WATERMARK)
-    await conn.execute(
-        f"insert into {table} (name, minute) values (%s, %s) on conflict (name) do update"
-        f" set minute = greatest({table}.minute, excluded.minute), updated_at = now()".encode(),
-        (shard.row_name(WATERMARK), minute),
-    )
 
 
 async def _load_states(conn: store.Conn, shard: Shard) -> dict[str, health.State]:
@@ -304,7 +295,7 @@ class HealthStep:
                 )
             report.events += await insert_events(conn, found)
             await _write_states(conn, states)
-            await _write_watermark(conn, ms_to_dt(end - MINUTE_MS), shard)
+            await advance(conn, shard.row_name(WATERMARK), ms_to_dt(end - MINUTE_MS))
         _settled(states)
         report.rows += len(rows)
 

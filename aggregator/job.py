@@ -128,7 +128,7 @@ class Aggregator:
                 await self._cleanup(t0, report)
                 report.events += await self._sensor_events(conn)
                 if shard.first:
-                    report.events += await self._stream_events(conn)
+                    report.events += await events.copy_stream(conn, self.redis, self.keys)
                     report.events += await self._completeness(conn)
             finally:
                 await store.unlock(conn, taken)
@@ -268,7 +268,7 @@ class Aggregator:
         for member in flags:
             meter, minute = Keys.parse_late_member(member)
             if minute >= closed_end or not self._shard.owns(meter):
-                continue  # not closed yet: the regular pass will take it
+                continue  # not closed yet (the regular pass will take it), or another shard's
             handled.append(member)
             if not written(meter, minute):
                 redo.add((meter, minute))
@@ -427,6 +427,3 @@ class Aggregator:
             inserted = await insert_events(conn, found)
         self.metrics.events.inc(inserted)
         return inserted
-
-    async def _stream_events(self, conn: store.Conn) -> int:
-        return await events.copy_stream(conn, self.redis, self.keys)

@@ -43,7 +43,7 @@ from enerlink.aggregator.compute import ms_to_dt
 from enerlink.db import quote
 from enerlink.schemas.wire import Tables
 from enerlink.shards import Shard
-from enerlink.watermark import read_named
+from enerlink.watermark import advance, read_named
 
 _EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
 
@@ -335,7 +335,7 @@ async def fold_minute(conn: Conn, *, minute_ms: int, timezone: str, shard: Shard
     params = {"phase": fold.phase_of(minute_ms), "boundary": boundary}
     await conn.execute(_ENSURE_CLOSED_MONTHS.encode(), params, prepare=True)
     await conn.execute(_move_closed_sql(shard).encode(), params, prepare=True)
-    await _closed_before(conn, shard.row_name(CLOSED_BEFORE), boundary)
+    await advance(conn, shard.row_name(CLOSED_BEFORE), boundary)
     for statement in fold.temp_tables_sql():
         await conn.execute(statement.encode())
     await conn.execute(fold.due_sql(shard).encode(), params)
@@ -380,14 +380,6 @@ select {cols} from moved
 {_merge_tail(Tables.TELEMETRY_5M_CLOSED)}"""
 
 
-async def _closed_before(conn: Conn, name: str, boundary: datetime) -> None:
-    await conn.execute(
-        f"insert into {quote(Tables.AGGREGATOR_WATERMARK)} as w (name, minute) values (%s, %s)"
-        " on conflict (name) do update set minute = greatest(w.minute, excluded.minute)".encode(),
-        (name, boundary),
-    )
-
-
 async def note_closed_moves(conn: Conn, *, minute_ms: int, shard: Shard) -> None:
     """For one of several shards, last in its minute's transaction: the plain closed-bucket row
     follows the latest move of any shard (a shard without a row of its own goes by it). Written
@@ -396,9 +388,9 @@ async def note_closed_moves(conn: Conn, *, minute_ms: int, shard: Shard) -> None
     if shard.whole:
         return
     boundary = ms_to_dt(fold.boundary_ms(minute_ms))
-    plain = await read_named(conn, CLOSED_BEFORE, fallback=CLOSED_BEFORE)
+    plain = await read_named(conn, CLOSED_BEFORE)
     if plain is None or plain < boundary:
-        await _closed_before(conn, CLOSED_BEFORE, boundary)
+        await advance(conn, CLOSED_BEFORE, boundary)
 
 
 async def bucket_open(conn: Conn, minute: datetime, shard: Shard = Shard.WHOLE) -> bool:

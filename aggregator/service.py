@@ -57,12 +57,12 @@ async def run(settings: Settings, *, once: bool = False) -> JobReport | None:
         compute_pool(settings) as pool,
     ):
         aggregator = Aggregator(settings, redis, metrics=metrics, executor=pool)
-        if once and settings.shards == 1:
-            return await aggregator.run_job()
         if once:
             report = JobReport()
             for index in range(settings.shards):
-                report.add(await _once(aggregator, Shard(index, settings.shards), settings.lease_s * 4))
+                report.add(
+                    await _once(aggregator, Shard(index, settings.shards), attempts=int(settings.lease_s * 4))
+                )
             return report
         await _scheduled(aggregator, settings, pool)
     return None
@@ -86,12 +86,12 @@ async def settle_layout(settings: Settings) -> None:
             await asyncio.sleep(delay)
 
 
-async def _once(aggregator: Aggregator, shard: Shard, limit_s: float) -> JobReport:
-    """One shard's job for ``--once``, tried again while the shard is in a job elsewhere."""
-    deadline = time.monotonic() + limit_s
+async def _once(aggregator: Aggregator, shard: Shard, *, attempts: int) -> JobReport:
+    """One shard's job for ``--once``, tried again each second (at most ``attempts`` times) while
+    the shard is in a job elsewhere."""
     report = await aggregator.run_job(shard)
-    for _ in range(int(limit_s)):
-        if report.skipped != "busy" or time.monotonic() > deadline:
+    for _ in range(attempts):
+        if report.skipped != "busy":
             break
         await asyncio.sleep(1.0)
         report = await aggregator.run_job(shard)
@@ -112,25 +112,25 @@ async def _scheduled(aggregator: Aggregator, settings: Settings, pool: memory.Co
     scheduler.start()
     _tick()  # catch up at start-up
     try:
-        async with asyncio.TaskGroup() as tg:
-            running = asyncio.get_running_loop()
-            later: list[asyncio.TimerHandle] = []
+        running = asyncio.get_running_loop()
+        later: asyncio.TimerHandle | None = None
 
-            def retry() -> None:  # one retry pending at a time, however many shards were busy
-                if not later or later[0].when() <= running.time():
-                    later[:] = [running.call_later(settings.lease_s / 3, _tick)]
+        def _retry() -> None:  # one retry pending at a time, however many shards were busy
+            nonlocal later
+            if later is None or later.when() <= running.time():
+                later = running.call_later(settings.lease_s / 3, _tick)
 
+        leases = Leases(owner=member_name(settings), shards=settings.shards, lease_s=settings.lease_s)
+
+        def _shards() -> list[Shard]:
             if settings.shards == 1:
-                loop = _loop(aggregator, ticks, pool, lambda: [Shard.WHOLE], retry=retry)
-                tg.create_task(loop, name="aggregate-loop")
-                return
-            leases = Leases(owner=member_name(settings), shards=settings.shards, lease_s=settings.lease_s)
+                return [Shard.WHOLE]
+            return [Shard(index, settings.shards) for index in sorted(leases.held)]
 
-            def _held() -> list[Shard]:
-                return [Shard(index, settings.shards) for index in sorted(leases.held)]
-
-            tg.create_task(_hold(leases, settings, aggregator.metrics, _tick), name="aggregate-leases")
-            tg.create_task(_loop(aggregator, ticks, pool, _held, retry=retry), name="aggregate-loop")
+        async with asyncio.TaskGroup() as tg:
+            if settings.shards > 1:
+                tg.create_task(_hold(leases, settings, aggregator.metrics, _tick), name="aggregate-leases")
+            tg.create_task(_loop(aggregator, ticks, pool, _shards, retry=_retry), name="aggregate-loop")
     finally:
         scheduler.shutdown(wait=False)
 

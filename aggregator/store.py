@@ -15,7 +15,7 @@ from enerlink.aggregator.columns import MINUTE_COLUMNS, MINUTE_KEY_COLUMNS, SEQ_
 from enerlink.db import advisory_lock_id, quote
 from enerlink.schemas.wire import Tables
 from enerlink.shards import Shard
-from enerlink.watermark import MINUTES
+from enerlink.watermark import MINUTES, advance
 
 Conn = AsyncConnection[tuple[Any, ...]]
 STAGING = "_enerlink_agg_staging"
@@ -103,14 +103,10 @@ async def write_watermark(conn: Conn, minute: datetime, shard: Shard = Shard.WHO
     """Advance (never move back) the watermark; call inside the minute's transaction. One of
     several shards advances its own row, then the fleet's to the oldest shard's once every shard
     has a row (never ahead of any shard: a row another shard commits meanwhile is only newer)."""
-    table = quote(Tables.AGGREGATOR_WATERMARK)
-    upsert = (
-        f"insert into {table} (name, minute) values (%s, %s) on conflict (name) do update"
-        f" set minute = greatest({table}.minute, excluded.minute), updated_at = now()"
-    )
-    await conn.execute(upsert.encode(), (shard.row_name(MINUTES), minute))
+    await advance(conn, shard.row_name(MINUTES), minute)
     if shard.whole:
         return
+    table = quote(Tables.AGGREGATOR_WATERMARK)
     names = [Shard(i, shard.count).row_name(MINUTES) for i in range(shard.count)]
     await conn.execute(
         f"insert into {table} as w (name, minute) select %s, min(minute) from {table}"

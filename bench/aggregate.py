@@ -63,7 +63,12 @@ from enerlink.schemas.examples import DATA_EXAMPLE, STATUS_EXAMPLE  # noqa: E402
 from enerlink.schemas.snapshot import encode_snapshots  # noqa: E402
 from enerlink.schemas.wire import Keys, Tables  # noqa: E402
 from enerlink.watermark import MINUTES  # noqa: E402
-from tests.support.chaos_stack import child_pids, cpu_seconds  # noqa: E402
+from tests.support.chaos_stack import (  # noqa: E402
+    child_pids,
+    cluster_cpu_seconds,
+    cpu_seconds,
+    postmaster_pid,
+)
 
 DEFAULT_DB = os.environ.get("ENERLINK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 DEFAULT_REDIS = os.environ.get("ENERLINK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -131,23 +136,6 @@ async def _load(
         await pipe.execute()
 
 
-def _pg_cpu(postmaster: int | None) -> float:
-    """The PostgreSQL cluster's CPU seconds: the postmaster, its live children and the exited ones
-    (a backend's CPU lands in the postmaster's cutime once it is reaped). 0 when not on this host."""
-    if postmaster is None:
-        return 0.0
-    return cpu_seconds(postmaster, reaped=True) + sum(map(cpu_seconds, child_pids(postmaster)))
-
-
-def _postmaster(url: str) -> int | None:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("show data_directory").fetchone()
-    try:
-        return int((Path(row[0]) / "postmaster.pid").read_text().split()[0]) if row else None
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 async def _backends_gone(postmaster: int | None, *, before: set[int]) -> None:
     """Wait (at most 2 s) until the backends started since ``before`` have exited and been reaped:
     a closed connection's backend still runs its exit for a moment, and its CPU time lands in the
@@ -166,7 +154,7 @@ async def _cpu(r: aioredis.Redis, *, workers: list[int], postmaster: int | None)
     return (
         time.process_time() + sum(map(cpu_seconds, workers)),
         float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
-        _pg_cpu(postmaster),
+        cluster_cpu_seconds(postmaster),
     )
 
 
@@ -299,7 +287,7 @@ async def main() -> None:
         # reach, so neither side's collections walk them
         gc.collect()
         gc.freeze()
-        postmaster = _postmaster(args.database_url)
+        postmaster = postmaster_pid(args.database_url)
         backends = set(child_pids(postmaster)) if postmaster else set()
         from enerlink.aggregator.service import compute_pool
 

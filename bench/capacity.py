@@ -61,27 +61,11 @@ from enerlink.archiver.settings import Settings as ArchiverSettings
 from enerlink.config import Env
 from enerlink.edge.sim.fleet import generate
 from enerlink.schemas.wire import Keys, Tables, Topics
-from tests.support.chaos_stack import child_pids, cpu_seconds
+from tests.support.chaos_stack import child_pids, cluster_cpu_seconds, cpu_seconds, postmaster_pid
 
 FLEETS = (10_000, 100_000, 1_000_000)
 BUSY = 0.6  # the share of a core a worker, a shard or a Redis node may use
 PACKED = "(key packed: heap and key pages)"  # a month over, without a month's fixed maps
-
-
-def pg_cpu(postmaster: int | None) -> float:
-    """CPU seconds of the PostgreSQL cluster (its live and reaped processes; 0 when not on this host)."""
-    if postmaster is None:
-        return 0.0
-    return cpu_seconds(postmaster, reaped=True) + sum(map(cpu_seconds, child_pids(postmaster)))
-
-
-def postmaster(url: str) -> int | None:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("show data_directory").fetchone()
-    try:
-        return int((Path(row[0]) / "postmaster.pid").read_text().split()[0]) if row else None
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +152,7 @@ def aggregate(env: dict[str, str], *, shards: int, servers: tuple[int | None, in
             if proc.stdout.readline().strip() != "ready":
                 raise SystemExit("an aggregator process did not get ready")
         backends = set(child_pids(servers[0])) if servers[0] else set()
-        before = pg_cpu(servers[0]), cpu_seconds(servers[1])
+        before = cluster_cpu_seconds(servers[0]), cpu_seconds(servers[1])
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
@@ -183,7 +167,7 @@ def aggregate(env: dict[str, str], *, shards: int, servers: tuple[int | None, in
         deadline = time.monotonic() + 3.0  # their backends' CPU counts once they are reaped
         while servers[0] and set(child_pids(servers[0])) - backends and time.monotonic() < deadline:
             time.sleep(0.05)
-        after = pg_cpu(servers[0]), cpu_seconds(servers[1])
+        after = cluster_cpu_seconds(servers[0]), cpu_seconds(servers[1])
         return Pass(runs, after[0] - before[0], after[1] - before[1])
     finally:
         for proc in procs:
@@ -253,7 +237,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     r.delete(keys.late_minutes)  # as bench/footprint.py: a live fleet's readings raise no late flag
     time.sleep(max(0.0, end_s + footprint.GRACE_S + 1 - time.time()))
     meter_minutes = args.meters * args.minutes
-    servers = postmaster(args.database_url), redis_pid
+    servers = postmaster_pid(args.database_url), redis_pid
     one = aggregate(env, shards=1, servers=servers)
     two = aggregate(
         {**env, "ENERLINK_DATABASE_URL": _schema(stack, args.database_url, two_schema)},

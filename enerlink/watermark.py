@@ -25,12 +25,24 @@ async def read_watermark(conn: AsyncConnection[Any], shard: Shard = Shard.WHOLE)
     return await read_named(conn, shard.row_name(MINUTES), fallback=MINUTES)
 
 
-async def read_named(conn: AsyncConnection[Any], name: str, *, fallback: str) -> datetime | None:
+async def read_named(
+    conn: AsyncConnection[Any], name: str, *, fallback: str | None = None
+) -> datetime | None:
     """The minute of the watermark row ``name``, else of the row ``fallback``."""
     cur = await conn.execute(
         f"select minute from {quote(Tables.AGGREGATOR_WATERMARK)} where name = any(%s)"
         " order by name = %s desc limit 1".encode(),
-        ([name, fallback], name),
+        ([name, fallback or name], name),
     )
     row = await cur.fetchone()
     return row[0] if row else None
+
+
+async def advance(conn: AsyncConnection[Any], name: str, minute: datetime) -> None:
+    """Move the watermark row ``name`` to ``minute``, never back (made when missing)."""
+    table = quote(Tables.AGGREGATOR_WATERMARK)
+    await conn.execute(
+        f"insert into {table} as w (name, minute) values (%s, %s) on conflict (name) do update"
+        " set minute = greatest(w.minute, excluded.minute), updated_at = now()".encode(),
+        (name, minute),
+    )

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
+import psycopg
 import redis
 
 from tests.support.ingest_support import ago, data_message
@@ -73,6 +74,24 @@ def child_pids(parent: int) -> list[int]:
     ) as ps:
         out, _ = ps.communicate()
     return [pid for pid in map(int, out.split()) if pid != ps.pid]
+
+
+def postmaster_pid(url: str) -> int | None:
+    """The pid of the PostgreSQL server behind ``url`` (None when it does not run on this host)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("show data_directory").fetchone()
+    try:
+        return int((Path(row[0]) / "postmaster.pid").read_text().split()[0]) if row else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cluster_cpu_seconds(postmaster: int | None) -> float:
+    """The PostgreSQL cluster's CPU seconds: the postmaster, its live children and the exited ones
+    (a backend's CPU lands in the postmaster's cutime once it is reaped). 0 when not on this host."""
+    if postmaster is None:
+        return 0.0
+    return cpu_seconds(postmaster, reaped=True) + sum(map(cpu_seconds, child_pids(postmaster)))
 
 
 @dataclass
