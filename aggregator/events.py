@@ -17,14 +17,15 @@ import logging
 import re
 from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from enerlink import redis_parts as parts
 from enerlink.aggregator.compute import ms_to_dt
 from enerlink.aggregator.reader import read_events
-from enerlink.aggregator.store import Conn, read_position, write_position
+from enerlink.aggregator.store import Conn, read_position, stream_row, write_position
 from enerlink.db import quote
 from enerlink.events import Event, insert_events
+from enerlink.redis_client import AsyncRedis
 from enerlink.schemas.telemetry import StatusMessage
 from enerlink.schemas.wire import Keys, Tables
 from enerlink.shards import Shard
@@ -38,15 +39,13 @@ def _sensor_key(bus: str, address: str, name: str) -> str:
     return f"{bus}:{address}:{name}"
 
 
-async def sensor_events(
-    conn: Conn, redis: aioredis.Redis, keys: Keys, shard: Shard = Shard.WHOLE
-) -> list[Event]:
+async def sensor_events(conn: Conn, redis: AsyncRedis, keys: Keys, shard: Shard = Shard.WHOLE) -> list[Event]:
     """Compare the newest status of each meter (of ``shard``) with the stored state; update it;
     return events."""
     table = quote(Tables.AGGREGATOR_EVENT_STATE)
     cur = await conn.execute(f"select meter_id, disconnected, status_at from {table}".encode())
     state: dict[str, tuple[set[str], Any]] = {r[0]: (set(r[1]), r[2]) for r in await cur.fetchall()}
-    latest: dict[Any, Any] = await redis.hgetall(keys.latest_status)
+    latest = await parts.hgetall(redis, keys, lambda k: k.latest_status)
     events: list[Event] = []
     updates: list[tuple[str, list[str], Any]] = []
     candidates = {
@@ -57,7 +56,7 @@ async def sensor_events(
     }
     pipe = redis.pipeline(transaction=False)
     for meter in candidates:
-        pipe.exists(keys.status_timeseries(meter))
+        pipe.exists(keys.of(meter).status_timeseries(meter))
     has_series = dict(zip(candidates, await pipe.execute(), strict=True)) if candidates else {}
     for meter, raw in candidates.items():
         if has_series[meter]:
@@ -117,18 +116,21 @@ def stream_event(fields: dict[str, str]) -> Event | None:
     return Event(meter, at, f"meter_{kind}", severity, details)
 
 
-async def copy_stream(conn: Conn, redis: aioredis.Redis, keys: Keys) -> int:
+async def copy_stream(conn: Conn, redis: AsyncRedis, keys: Keys) -> int:
     """The ingest's online/offline stream (``keys.events``) from the stored position on into the
     events table, a batch a transaction with the new position; returns the events inserted."""
     total = 0
-    async with conn.transaction():
-        position = await read_position(conn)
-    while True:
-        entries = await read_events(redis, keys, position)
-        if not entries:
-            return total
-        parsed = [stream_event(fields) for _, fields in entries]
+    for index, part in enumerate(keys.each_part()):
+        row = stream_row(index if keys.parts else None)
         async with conn.transaction():
-            total += await insert_events(conn, [e for e in parsed if e is not None])
-            position = entries[-1][0]
-            await write_position(conn, position)
+            position = await read_position(conn, row)
+        while True:
+            entries = await read_events(redis, part, position)
+            if not entries:
+                break
+            parsed = [stream_event(fields) for _, fields in entries]
+            async with conn.transaction():
+                total += await insert_events(conn, [e for e in parsed if e is not None])
+                position = entries[-1][0]
+                await write_position(conn, position, row)
+    return total

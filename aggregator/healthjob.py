@@ -25,15 +25,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 from psycopg import sql
 
+from enerlink import redis_parts as parts
 from enerlink.aggregator import health, store
 from enerlink.aggregator.compute import MINUTE_MS, ms_to_dt
 from enerlink.aggregator.fastparse import BadSnapshot
 from enerlink.aggregator.settings import Settings
 from enerlink.db import quote
 from enerlink.events import Event, insert_events
+from enerlink.redis_client import AsyncRedis
 from enerlink.schemas.wire import Keys, Tables
 from enerlink.shards import Shard
 from enerlink.watermark import advance, read_named
@@ -191,16 +192,20 @@ READ_CHUNK = 1000
 
 
 async def _read(
-    r: aioredis.Redis, keys: Keys, meters: Sequence[str], lo: int, hi: int
+    r: AsyncRedis, keys: Keys, meters: Sequence[str], lo: int, hi: int
 ) -> list[tuple[list[Any], list[Any]]]:
     """Per meter: the window's messages and the last one before it."""
     script = r.register_script(_READ_STATUS)
-    pipe = r.pipeline(transaction=False)
-    for i in range(0, len(meters), READ_CHUNK):
-        chunk = [keys.status_timeseries(m) for m in meters[i : i + READ_CHUNK]]
-        await script(keys=chunk, args=[lo, hi], client=pipe)
-    replies: list[Any] = await pipe.execute()
-    return [(msgs, base) for reply in replies for msgs, base in reply]
+    found: dict[str, tuple[list[Any], list[Any]]] = {}
+    for part, group in parts.by_part(keys, meters):
+        calls = [
+            ([part.status_timeseries(m) for m in group[i : i + READ_CHUNK]], [lo, hi])
+            for i in range(0, len(group), READ_CHUNK)
+        ]
+        replies = await parts.run_scripts(r, script, calls)
+        pairs = [(msgs, base) for reply in replies for msgs, base in reply]
+        found.update(zip(group, pairs, strict=True))
+    return [found[m] for m in meters]
 
 
 def _statuses(meter: str, raws: list[Any], report: HealthReport) -> list[health.Status]:
@@ -224,7 +229,7 @@ class HealthStep:
     """Runs inside the aggregator's job, under its advisory lock, beside the data minutes on a
     connection of its own (its tables are its own; events are unique per meter, kind and time)."""
 
-    def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
+    def __init__(self, settings: Settings, redis: AsyncRedis) -> None:
         self.settings = settings
         self.redis = redis
         self.keys: Keys = settings.common.keys
@@ -236,7 +241,7 @@ class HealthStep:
         """The closed minutes after ``shard``'s health watermark, for its meters."""
         began = time.monotonic()
         report = HealthReport()
-        raw: dict[Any, Any] = await self.redis.hgetall(self.keys.latest_status_at)
+        raw = await parts.hgetall(self.redis, self.keys, lambda k: k.latest_status_at)
         latest = {k.decode(): int(float(v)) for k, v in raw.items() if shard.owns(k.decode())}
         oldest = (t0 - self.settings.retention_s * 1000 + MINUTE_MS - 1) // MINUTE_MS * MINUTE_MS
         watermark = await read_named(conn, shard.row_name(WATERMARK), fallback=WATERMARK)

@@ -36,8 +36,6 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 
-import redis.asyncio as aioredis
-
 from enerlink.aggregator import events, late, leases, memory, reader, rollups, store
 from enerlink.aggregator.completeness import HourlyCompleteness
 from enerlink.aggregator.compute import MINUTE_MS, Result, Thresholds, compute, ms_to_dt
@@ -49,6 +47,7 @@ from enerlink.aggregator.settings import Settings
 from enerlink.aggregator.task import read_and_compute
 from enerlink.db import connect
 from enerlink.events import insert_events
+from enerlink.redis_client import AsyncRedis
 from enerlink.schemas.wire import Keys
 from enerlink.shards import Shard
 from enerlink.watermark import read_watermark
@@ -70,7 +69,7 @@ class Aggregator:
     def __init__(
         self,
         settings: Settings,
-        redis: aioredis.Redis,
+        redis: AsyncRedis,
         *,
         metrics: Metrics | None = None,
         executor: Executor | None = None,
@@ -79,6 +78,7 @@ class Aggregator:
         self._wait_s = 0.0
         self._caught_up = CaughtUp()
         self._shard = Shard.WHOLE  # the shard of the job running
+        self._clocks: dict[str, int] = {}  # each Redis part's T0 in the job running (reader.part_clocks)
         self._lags: dict[Shard, float] = {}  # seconds behind, per shard
         self._last_in_at = 0.0
         self.settings = settings
@@ -103,6 +103,7 @@ class Aggregator:
         self._caught_up = CaughtUp()
         self._shard = shard
         t0 = await reader.redis_time_ms(self.redis)
+        self._clocks = await reader.part_clocks(self.redis, self.keys, t0)
         closed_end = (t0 - int(self.settings.grace_s * 1000)) // MINUTE_MS * MINUTE_MS
         async with await connect(self.settings.common.database_url, autocommit=True) as conn:
             await store.guard(conn, idle_in_transaction_s=IDLE_IN_TRANSACTION_S)
@@ -259,7 +260,7 @@ class Aggregator:
             del self._lags[shard]
 
     async def _late(self, conn: store.Conn, t0: int, closed_end: int, report: JobReport) -> None:
-        flags = await reader.late_flags(self.redis, self.keys, t0)
+        flags = await reader.late_flags(self.redis, self.keys, self._clocks)
         if not flags:
             return
         handled: list[str] = []
@@ -292,7 +293,7 @@ class Aggregator:
         report.late_pairs += len(pairs)
         self.metrics.late.inc(len(pairs))
         await reader.mark_late_done(self.redis, self.keys, handled, t0)
-        await reader.clear_late_flags(self.redis, self.keys, handled, t0)
+        await reader.clear_late_flags(self.redis, self.keys, handled, self._clocks)
 
     async def _health(self, t0: int, closed_end: int) -> HealthReport:
         async with await connect(self.settings.common.database_url, autocommit=True) as conn:
@@ -342,7 +343,7 @@ class Aggregator:
                     else repaired.intersection(m for m, _ in pairs[i : i + size]),
                 ),
                 self.settings.common.redis_url,
-                self.keys.prefix,
+                self.keys,
                 list(pairs[i : i + size]),
                 self.thresholds,
             )

@@ -14,16 +14,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Set
 
-from redis.asyncio import Redis
-
 from enerlink.aggregator import reader, store
+from enerlink.redis_client import AsyncRedis
 from enerlink.schemas.wire import Keys
 
 log = logging.getLogger(__name__)
 
 
 async def kept_as_stored(
-    conn: store.Conn, r: Redis, keys: Keys, pairs: Set[tuple[str, int]], *, horizon: int
+    conn: store.Conn, r: AsyncRedis, keys: Keys, pairs: Set[tuple[str, int]], *, horizon: int
 ) -> set[tuple[str, int]]:
     """The pairs of ``pairs`` before ``horizon`` (epoch ms: the live window's start) whose stored row
     counted more readings than Redis holds, or for which Redis lacks the row's counter baseline."""

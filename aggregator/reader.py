@@ -14,12 +14,13 @@ from typing import Any
 
 import hiredis
 import redis
-import redis.asyncio as aioredis
 
+from enerlink import redis_parts as parts
 from enerlink.aggregator.compute import MINUTE_MS, Item
+from enerlink.redis_client import AsyncRedis
 from enerlink.schemas.wire import Keys
 
-Redis = aioredis.Redis
+Redis = AsyncRedis
 
 # Remove each given late-minute member only if its score is still <= T0 (a newer flag survives).
 _REMOVE_IF_NOT_NEWER = """
@@ -71,7 +72,7 @@ async def redis_time_ms(r: Redis) -> int:
 
 async def meters(r: Redis, keys: Keys) -> dict[str, int]:
     """meterId -> last seen (epoch ms) from the ingest's meters hash."""
-    raw: dict[Any, Any] = await r.hgetall(keys.meters)
+    raw = await parts.hgetall(r, keys, lambda k: k.meters)
     return {k.decode(): int(float(v)) for k, v in raw.items()}
 
 
@@ -111,31 +112,33 @@ async def read_items(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -> 
     """Snapshots and baseline of every (meter, minute) pair, in this process: one script call per
     chunk of :data:`READ_CHUNK` items (the asyncio client's cost per command is high)."""
     script = r.register_script(_READ_ITEMS)
-    pipe = r.pipeline(transaction=False)
-    for i in range(0, len(pairs), READ_CHUNK):
-        chunk = pairs[i : i + READ_CHUNK]
-        chunk_keys = [
-            k
-            for meter, _ in chunk
-            for k in (keys.timeseries(meter), keys.late_data(meter), keys.repaired(meter))
-        ]
-        await script(keys=chunk_keys, args=[minute for _, minute in chunk], client=pipe)
-    flat = [entry for reply in await pipe.execute() for entry in reply]
-    return [
-        Item(meter, minute, snapshots, baseline or None, int(repaired))
-        for (meter, minute), (snapshots, baseline, repaired) in zip(pairs, flat, strict=True)
-    ]
+    found: dict[tuple[str, int], Item] = {}
+    for part, group in parts.by_part(keys, pairs, lambda pair: pair[0]):
+        calls = []
+        for i in range(0, len(group), READ_CHUNK):
+            chunk = group[i : i + READ_CHUNK]
+            chunk_keys = [
+                k
+                for meter, _ in chunk
+                for k in (part.timeseries(meter), part.late_data(meter), part.repaired(meter))
+            ]
+            calls.append((chunk_keys, [minute for _, minute in chunk]))
+        flat = [entry for reply in await parts.run_scripts(r, script, calls) for entry in reply]
+        for (meter, minute), (snapshots, baseline, repaired) in zip(group, flat, strict=True):
+            found[(meter, minute)] = Item(meter, minute, snapshots, baseline or None, int(repaired))
+    return [found[pair] for pair in pairs]
 
 
 async def repaired_meters(r: Redis, keys: Keys, meter_ids: Sequence[str]) -> frozenset[str]:
     """The meters with a ``repaired`` key (readings stored from ``Topics.resent`` in the live window):
     only their minutes read it. One script call per 1,000 meters."""
     found: set[str] = set()
-    prefix = len(keys.repaired(""))
-    for i in range(0, len(meter_ids), 1000):
-        chunk = [keys.repaired(m) for m in meter_ids[i : i + 1000]]
-        existing: list[bytes] = await r.eval(_EXISTING, len(chunk), *chunk)
-        found.update(k.decode()[prefix:] for k in existing)
+    for part, group in parts.by_part(keys, meter_ids):
+        prefix = len(part.repaired(""))
+        for i in range(0, len(group), 1000):
+            chunk = [part.repaired(m) for m in group[i : i + 1000]]
+            existing: list[bytes] = await r.eval(_EXISTING, len(chunk), *chunk)
+            found.update(k.decode()[prefix:] for k in existing)
     return frozenset(found)
 
 
@@ -147,14 +150,14 @@ async def late_meters(r: Redis, keys: Keys) -> frozenset[str]:
     deleted together with its ``late_done`` entry. A message stored after this read is flagged, so
     the next job's late pass takes it, as it would one stored after the snapshots were read."""
     pipe = r.pipeline(transaction=False)
-    pipe.zrange(keys.late_minutes, 0, -1)
-    pipe.zrange(keys.late_done, 0, -1)
-    flagged, done = await pipe.execute()
-    return frozenset(Keys.parse_late_member(m.decode())[0] for m in (*flagged, *done))
+    for part in keys.each_part():
+        pipe.zrange(part.late_minutes, 0, -1)
+        pipe.zrange(part.late_done, 0, -1)
+    return frozenset(Keys.parse_late_member(m.decode())[0] for reply in await pipe.execute() for m in reply)
 
 
 def read_items_sync(
-    r: redis.Redis,
+    r: redis.Redis | redis.RedisCluster,
     keys: Keys,
     pairs: Sequence[tuple[str, int]],
     *,
@@ -172,20 +175,21 @@ def read_items_sync(
     The commands are packed by hiredis and sent in one write, and the raw replies read back on one
     pooled connection: redis-py's pipeline object (a Python object per command, response callbacks)
     cost twice the rest of the read."""
-    packed: list[bytes] = []
+    commands: list[tuple[str | int, ...]] = []
     with_late = [late is None or meter in late for meter, _ in pairs]
     with_repaired = [repaired is None or meter in repaired for meter, _ in pairs]
     for (meter, minute), also_late, also_repaired in zip(pairs, with_late, with_repaired, strict=True):
         hi, before = minute + MINUTE_MS - 1, f"({minute}"
         if also_repaired:
-            packed.append(_pack(("ZCOUNT", keys.repaired(meter), minute, hi)))
-        series = (keys.timeseries(meter), keys.late_data(meter)) if also_late else (keys.timeseries(meter),)
+            commands.append(("ZCOUNT", keys.of(meter).repaired(meter), minute, hi))
+        part = keys.of(meter)
+        series = (part.timeseries(meter), part.late_data(meter)) if also_late else (part.timeseries(meter),)
         for key in series:
-            packed += (
-                _pack(("ZRANGEBYSCORE", key, minute, hi)),
-                _pack(("ZREVRANGEBYSCORE", key, before, "-inf", "WITHSCORES", "LIMIT", 0, 1)),
+            commands += (
+                ("ZRANGEBYSCORE", key, minute, hi),
+                ("ZREVRANGEBYSCORE", key, before, "-inf", "WITHSCORES", "LIMIT", 0, 1),
             )
-    replies = iter(_roundtrip(r, packed))
+    replies = iter(_roundtrip(r, commands))
     out = []
     for (meter, minute), also_late, also_repaired in zip(pairs, with_late, with_repaired, strict=True):
         count = int(next(replies)) if also_repaired else 0
@@ -201,9 +205,17 @@ def read_items_sync(
     return out
 
 
-def _roundtrip(r: redis.Redis, packed: list[bytes]) -> list[Any]:
-    """Send packed commands in one write, read every reply (an error reply raises). A connection
-    left mid-reply is closed, never returned to the pool in that state."""
+def _roundtrip(r: redis.Redis | redis.RedisCluster, commands: list[tuple[str | int, ...]]) -> list[Any]:
+    """Send the commands packed in one write, read every reply (an error reply raises). A connection
+    left mid-reply is closed, never returned to the pool in that state. A cluster client pipelines
+    them instead (one write per node), with no reply callbacks: the same raw replies."""
+    if isinstance(r, redis.RedisCluster):
+        pipe = r.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+        for command in commands:
+            pipe.execute_command(*command)
+        found: list[Any] = pipe.execute()
+        return found
+    packed = [_pack(command) for command in commands]
     pool = r.connection_pool
     conn: Any = pool.get_connection()
     try:
@@ -237,7 +249,7 @@ def _newest(reply: Any) -> tuple[bytes, float] | None:
 async def earliest_ms(r: Redis, keys: Keys, meter_ids: Sequence[str]) -> int | None:
     pipe = r.pipeline(transaction=False)
     for meter in meter_ids:
-        pipe.zrange(keys.timeseries(meter), 0, 0, withscores=True)
+        pipe.zrange(keys.of(meter).timeseries(meter), 0, 0, withscores=True)
     found = [int(reply[0][1]) for reply in await pipe.execute() if reply]
     return min(found) if found else None
 
@@ -246,7 +258,8 @@ async def next_minutes(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) -
     """For each (meter, minute): the next minute holding a snapshot of that meter (its baseline changes)."""
     pipe = r.pipeline(transaction=False)
     for meter, minute in pairs:
-        for key in (keys.timeseries(meter), keys.late_data(meter)):
+        part = keys.of(meter)
+        for key in (part.timeseries(meter), part.late_data(meter)):
             pipe.zrangebyscore(key, minute + MINUTE_MS, "+inf", start=0, num=1, withscores=True)
     replies: list[Any] = await pipe.execute()
     out: list[int | None] = []
@@ -261,7 +274,8 @@ async def held_counts(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) ->
     time (epoch ms) of the newest it holds before the minute (the counter baseline), if any."""
     pipe = r.pipeline(transaction=False)
     for meter, minute in pairs:
-        for key in (keys.timeseries(meter), keys.late_data(meter)):
+        part = keys.of(meter)
+        for key in (part.timeseries(meter), part.late_data(meter)):
             pipe.zcount(key, minute, f"({minute + MINUTE_MS}")
             pipe.zrevrangebyscore(key, f"({minute}", "-inf", start=0, num=1, withscores=True)
     replies: list[Any] = await pipe.execute()
@@ -273,32 +287,62 @@ async def held_counts(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) ->
     return out
 
 
-async def late_flags(r: Redis, keys: Keys, t0_ms: int) -> list[str]:
-    members: list[Any] = await r.zrangebyscore(keys.late_minutes, "-inf", t0_ms)
-    return [m.decode() for m in members]
+_NOW = "local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
 
 
-async def clear_late_flags(r: Redis, keys: Keys, members: Sequence[str], t0_ms: int) -> int:
-    if not members:
-        return 0
-    n = await r.eval(_REMOVE_IF_NOT_NEWER, 1, keys.late_minutes, t0_ms, *members)
-    return int(n)
+def _meter_of_flag(member: str) -> str:
+    return Keys.parse_late_member(member)[0]
+
+
+async def part_clocks(r: Redis, keys: Keys, t0_ms: int) -> dict[str, int]:
+    """Each part's T0, by the part's key prefix: on a Redis Cluster the clock of the part's master now
+    (its late flags are scored by that clock), on one server ``t0_ms``. Read at a job's start, before
+    any snapshot: a flag scored up to it was raised before the job read the minutes."""
+    if not keys.parts:
+        return {keys.prefix: t0_ms}
+    pipe = r.pipeline(transaction=False)
+    for part in keys.each_part():
+        pipe.eval(_NOW, 1, part.late_minutes)
+    return {part.prefix: int(ms) for part, ms in zip(keys.each_part(), await pipe.execute(), strict=True)}
+
+
+async def late_flags(r: Redis, keys: Keys, clocks: dict[str, int]) -> list[str]:
+    """The late flags scored up to each part's T0 (:func:`part_clocks`)."""
+    pipe = r.pipeline(transaction=False)
+    for part in keys.each_part():
+        pipe.zrangebyscore(part.late_minutes, "-inf", clocks[part.prefix])
+    return [m.decode() for reply in await pipe.execute() for m in reply]
+
+
+async def clear_late_flags(r: Redis, keys: Keys, members: Sequence[str], clocks: dict[str, int]) -> int:
+    n = 0
+    for part, group in parts.by_part(keys, members, _meter_of_flag):
+        if group:
+            n += int(await r.eval(_REMOVE_IF_NOT_NEWER, 1, part.late_minutes, clocks[part.prefix], *group))
+    return n
 
 
 async def mark_late_done(r: Redis, keys: Keys, members: Sequence[str], at_ms: int) -> None:
-    if members:
-        await r.zadd(keys.late_done, dict.fromkeys(members, at_ms))
+    for part, group in parts.by_part(keys, members, _meter_of_flag):
+        if group:
+            await r.zadd(part.late_done, dict.fromkeys(group, at_ms))
 
 
 async def drop_done_late(r: Redis, keys: Keys, before_ms: int, *, archived: RawHorizon | None = None) -> int:
     """Delete the late data of minutes re-aggregated before ``before_ms``; with a raw export running
     (``archived``), only those its late pass has taken and of hours it exported."""
-    late_prefix = keys.late_data("")
     through = 2**62
     if archived is not None:
         before_ms, through = min(before_ms, archived.late_cursor), archived.through
-    n = await r.eval(_DROP_DONE_LATE, 2, keys.late_done, keys.late_minutes, before_ms, late_prefix, through)
-    return int(n)
+    n = 0
+    for part in keys.each_part():
+        late_prefix = part.late_data("")
+        n += int(
+            await r.eval(
+                _DROP_DONE_LATE, 2, part.late_done, part.late_minutes, before_ms, late_prefix, through
+            )
+        )
+    return n
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,13 +359,14 @@ class RawHorizon:
 
 async def raw_horizon(r: Redis, keys: Keys) -> RawHorizon | None:
     """The raw export's state, None when no raw export runs (the key is absent)."""
-    state: dict[Any, Any] = await r.hgetall(keys.raw_export)
+    state: dict[Any, Any] = await r.hgetall(keys.part(0).raw_export)  # the archiver writes every part's
     if b"through" not in state:
         return None
     through, cursor = int(state[b"through"]), int(state.get(b"late", b"0"))
     pipe = r.pipeline(transaction=False)
-    pipe.zrangebyscore(keys.late_minutes, f"({cursor}", "+inf")
-    pipe.zrangebyscore(keys.late_done, f"({cursor}", "+inf")
+    for part in keys.each_part():
+        pipe.zrangebyscore(part.late_minutes, f"({cursor}", "+inf")
+        pipe.zrangebyscore(part.late_done, f"({cursor}", "+inf")
     flagged = [Keys.parse_late_member(m.decode())[1] for reply in await pipe.execute() for m in reply]
     return RawHorizon(through, cursor, min([through, *flagged]))
 
@@ -334,9 +379,10 @@ async def trim_live(
     if archived is not None:
         before_ms = min(before_ms, archived.keep_from)
     total = 0
-    for i in range(0, len(meter_ids), 1000):
-        chunk = [keys.timeseries(m) for m in meter_ids[i : i + 1000]]
-        total += int(await r.eval(_TRIM_KEEP_NEWEST, len(chunk), *chunk, before_ms))
+    for part, group in parts.by_part(keys, meter_ids):
+        for i in range(0, len(group), 1000):
+            chunk = [part.timeseries(m) for m in group[i : i + 1000]]
+            total += int(await r.eval(_TRIM_KEEP_NEWEST, len(chunk), *chunk, before_ms))
     return total
 
 

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC
 
-import redis.asyncio as aioredis
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
@@ -33,6 +32,7 @@ from enerlink.aggregator.settings import Settings
 from enerlink.backoff import Backoff
 from enerlink.db import connect, migrate
 from enerlink.metrics_server import metrics_server
+from enerlink.redis_client import async_client, lazily
 from enerlink.runtime import describe
 from enerlink.shards import Shard
 
@@ -52,7 +52,7 @@ async def run(settings: Settings, *, once: bool = False) -> JobReport | None:
     await settle_layout(settings)
     metrics = Metrics()
     async with (
-        aioredis.Redis.from_url(settings.common.redis_url) as redis,
+        lazily(async_client(settings.common.redis_url)) as redis,
         metrics_server(metrics.registry, port=settings.metrics_port, host="0.0.0.0"),
         compute_pool(settings) as pool,
     ):

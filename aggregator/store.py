@@ -116,20 +116,26 @@ async def write_watermark(conn: Conn, minute: datetime, shard: Shard = Shard.WHO
     )
 
 
-async def read_position(conn: Conn) -> str:
+def stream_row(part: int | None) -> str:
+    """The watermark row of the events stream: one for one Redis server (``None``), one per part on a
+    Redis Cluster."""
+    return EVENTS_STREAM if part is None else f"{EVENTS_STREAM}.p{part}"
+
+
+async def read_position(conn: Conn, name: str = EVENTS_STREAM) -> str:
     cur = await conn.execute(
         f"select position from {quote(Tables.AGGREGATOR_WATERMARK)} where name = %s".encode(),
-        (EVENTS_STREAM,),
+        (name,),
     )
     row = await cur.fetchone()
     return str(row[0]) if row and row[0] else "0-0"
 
 
-async def write_position(conn: Conn, position: str) -> None:
+async def write_position(conn: Conn, position: str, name: str = EVENTS_STREAM) -> None:
     await conn.execute(
         f"insert into {quote(Tables.AGGREGATOR_WATERMARK)} (name, position) values (%s, %s)"
         " on conflict (name) do update set position = excluded.position, updated_at = now()".encode(),
-        (EVENTS_STREAM, position),
+        (name, position),
     )
 
 

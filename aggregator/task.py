@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import redis
-
 from enerlink.aggregator.compute import Result, Thresholds, compute
 from enerlink.aggregator.reader import read_items_sync
+from enerlink.redis_client import SyncRedis, sync_client
 from enerlink.schemas.wire import Keys
 
-_CLIENTS: dict[str, redis.Redis] = {}  # one connection per Redis URL and worker process
+_CLIENTS: dict[str, SyncRedis] = {}  # one client per Redis URL and worker process
 
 
 def read_and_compute(
     redis_url: str,
-    key_prefix: str,
+    keys: Keys,
     pairs: Sequence[tuple[str, int]],
     thresholds: Thresholds,
     *,
@@ -30,6 +29,6 @@ def read_and_compute(
     part's meters that may hold late data, ``repaired`` those with repaired readings (None: any)."""
     client = _CLIENTS.get(redis_url)
     if client is None:
-        client = _CLIENTS[redis_url] = redis.Redis.from_url(redis_url)
-    items = read_items_sync(client, Keys(key_prefix), pairs, late=late, repaired=repaired)
+        client = _CLIENTS[redis_url] = sync_client(redis_url)
+    items = read_items_sync(client, keys, pairs, late=late, repaired=repaired)
     return compute(items, thresholds, encode=True)

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -44,6 +43,7 @@ from enerlink.api.routes import (
 from enerlink.api.settings import Settings
 from enerlink.archiver.storage import open_store
 from enerlink.db import migrate
+from enerlink.redis_client import async_client, lazily
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             common.database_url, min_size=1, max_size=10, open=False, kwargs={"autocommit": True}
         )
-        async with aioredis.Redis.from_url(common.redis_url) as redis, pool, asyncio.TaskGroup() as group:
+        async with lazily(async_client(common.redis_url)) as redis, pool, asyncio.TaskGroup() as group:
             app.state.enerlink = State(
                 settings=settings, redis=redis, pool=pool, store=open_store(settings.storage), hub=hub
             )

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request, WebSocket, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import sql
@@ -19,12 +18,13 @@ from starlette.requests import HTTPConnection
 from enerlink.api.live import LiveHub
 from enerlink.api.settings import Settings
 from enerlink.archiver.storage import ObjectStore
+from enerlink.redis_client import AsyncRedis
 
 
 @dataclass(slots=True)
 class State:
     settings: Settings
-    redis: aioredis.Redis
+    redis: AsyncRedis
     pool: AsyncConnectionPool[Any]
     store: ObjectStore
     hub: LiveHub

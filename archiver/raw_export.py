@@ -33,9 +33,9 @@ from datetime import UTC, datetime
 
 import orjson
 import pyarrow as pa
-import redis
 from psycopg import sql
 
+from enerlink import redis_parts as parts
 from enerlink.archiver import raw_objects
 from enerlink.archiver.job import Stopped
 from enerlink.archiver.months import Conn
@@ -43,6 +43,7 @@ from enerlink.archiver.raw_format import Reading, concat, to_messages, to_table,
 from enerlink.archiver.raw_objects import RawObject
 from enerlink.archiver.storage import ObjectStore
 from enerlink.db import advisory_lock_id
+from enerlink.redis_client import SyncRedis
 from enerlink.schemas.snapshot import decode_snapshot
 from enerlink.schemas.wire import Buckets, Keys, Tables
 
@@ -74,7 +75,7 @@ class RawReport:
 @dataclass(slots=True)
 class RawExporter:
     conn: Conn  # autocommit
-    redis: redis.Redis
+    redis: SyncRedis
     keys: Keys
     store: ObjectStore
     grace_s: float = 300.0
@@ -140,19 +141,24 @@ class RawExporter:
         return through, int(cursor)  # type: ignore[call-overload]
 
     def _publish(self, through: int, cursor: int) -> None:
-        self.redis.hset(self.keys.raw_export, mapping={"through": through, "late": cursor})
+        """Into every part's copy (the ingest's store script reads its own part's)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for part in self.keys.each_part():
+            pipe.hset(part.raw_export, mapping={"through": through, "late": cursor})
+        pipe.execute()
 
     def _oldest_ms(self) -> int:
         pipe = self.redis.pipeline(transaction=False)
         for meter in self._meters():
-            pipe.zrange(self.keys.timeseries(meter), 0, 0, withscores=True)
-            pipe.zrange(self.keys.late_data(meter), 0, 0, withscores=True)
+            part = self.keys.of(meter)
+            pipe.zrange(part.timeseries(meter), 0, 0, withscores=True)
+            pipe.zrange(part.late_data(meter), 0, 0, withscores=True)
         found = [int(reply[0][1]) for reply in pipe.execute() if reply]
         return min(found) if found else 2**62
 
     def _meters(self) -> dict[str, int]:
-        raw = self.redis.hgetall(self.keys.meters)
-        return {k.decode(): int(float(v)) for k, v in raw.items()}  # type: ignore[union-attr]
+        raw = parts.hgetall_sync(self.redis, self.keys, lambda k: k.meters)
+        return {k.decode(): int(float(v)) for k, v in raw.items()}
 
     def _commit(self, objects: list[RawObject], *, through: int, cursor: int, report: RawReport) -> None:
         if self.hooks.before_record and objects:
@@ -177,9 +183,10 @@ class RawExporter:
         spans = list(spans)
         pipe = self.redis.pipeline(transaction=False)
         for meter, lo, hi in spans:
-            pipe.zrangebyscore(self.keys.timeseries(meter), lo, hi - 1)
-            pipe.zrangebyscore(self.keys.late_data(meter), lo, hi - 1)
-            pipe.zrangebyscore(self.keys.repaired(meter), lo, hi - 1)
+            part = self.keys.of(meter)
+            pipe.zrangebyscore(part.timeseries(meter), lo, hi - 1)
+            pipe.zrangebyscore(part.late_data(meter), lo, hi - 1)
+            pipe.zrangebyscore(part.repaired(meter), lo, hi - 1)
         replies = pipe.execute()
         readings: list[Reading] = []
         seen: set[tuple[str, bytes]] = set()
@@ -212,7 +219,7 @@ class RawExporter:
 
     def _late(self, cursor: int, through: int, report: RawReport) -> list[RawObject]:
         pairs: set[tuple[str, int]] = set()
-        for key in (self.keys.late_minutes, self.keys.late_done):
+        for key in [name for part in self.keys.each_part() for name in (part.late_minutes, part.late_done)]:
             for member in self.redis.zrangebyscore(key, f"({cursor}", "+inf"):
                 meter, minute = Keys.parse_late_member(member.decode())  # type: ignore[union-attr]
                 if minute < through:  # later hours: their main export takes them

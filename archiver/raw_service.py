@@ -13,12 +13,12 @@ import threading
 import time
 
 import psycopg
-import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from enerlink.archiver.raw_export import RawExporter, RawHooks, RawReport
 from enerlink.archiver.settings import Settings
 from enerlink.archiver.storage import ObjectStore
+from enerlink.redis_client import sync_client
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def raw_now(
     try:
         with (
             psycopg.connect(settings.common.database_url, autocommit=True) as conn,
-            redis.Redis.from_url(settings.common.redis_url) as client,
+            sync_client(settings.common.redis_url) as client,
         ):
             exporter = RawExporter(
                 conn=conn,
@@ -109,8 +109,9 @@ def raw_now(
 def raw_off(settings: Settings) -> None:
     """The raw export is switched off: remove its Redis state, so the aggregator no longer holds
     readings back for it."""
-    with redis.Redis.from_url(settings.common.redis_url) as client:
-        if client.delete(settings.common.keys.raw_export):
+    with sync_client(settings.common.redis_url) as client:
+        names = [part.raw_export for part in settings.common.keys.each_part()]
+        if sum(int(client.delete(name)) for name in names):
             log.warning(
                 "raw export is off (ENERLINK_RAW_EXPORT_INTERVAL_S=0): the live window is trimmed freely"
             )

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg
-import redis
 from prometheus_client import CollectorRegistry, Counter
 
 from enerlink.archiver.job import ArchiveError, Hooks, MonthArchiver, MonthResult, Stopped
@@ -32,6 +31,7 @@ from enerlink.archiver.settings import Settings
 from enerlink.archiver.storage import ObjectStore, open_store
 from enerlink.db import advisory_lock_id, migrate
 from enerlink.metrics_server import metrics_server
+from enerlink.redis_client import REDIS_ERRORS
 from enerlink.schemas.wire import Tables
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ async def run(
             await asyncio.to_thread(raw_off, settings)
         if once:
             if settings.raw_interval_s > 0:
-                with contextlib.suppress(ArchiveError, psycopg.Error, OSError, redis.RedisError):  # logged
+                with contextlib.suppress(ArchiveError, psycopg.Error, *REDIS_ERRORS):  # logged
                     await _in_thread(
                         lambda stop: raw_now(settings, store, stop, hooks=raw_hooks, metrics=raw_metrics)
                     )

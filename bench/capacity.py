@@ -327,7 +327,7 @@ def table(
         print(" | ".join(str(c).rjust(w) for c, w in zip(cells, widths, strict=True)))
     print(
         f"(aggregator and PostgreSQL CPU {agg_cpu * 1e6:,.0f} us a meter-minute; more than one Redis node"
-        " needs Redis Cluster)"
+        " means a Redis Cluster of that many masters, each with a replica)"
     )
 
 

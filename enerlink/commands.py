@@ -24,7 +24,6 @@ from typing import Any, Literal, Self
 
 import aiomqtt
 import orjson
-import redis.asyncio as aioredis
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from psycopg import AsyncConnection
@@ -32,6 +31,7 @@ from psycopg import AsyncConnection
 from enerlink.config import ConfigError, Env, MqttEndpoint
 from enerlink.events import Event, insert_events
 from enerlink.mqtt import client as mqtt_client
+from enerlink.redis_client import AsyncRedis
 from enerlink.schemas.wire import Keys, Topics
 
 log = logging.getLogger(__name__)
@@ -181,11 +181,12 @@ def _iso_ms(ms: float) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-async def describe_meter(redis: aioredis.Redis, keys: Keys, meter_id: str) -> str:
+async def describe_meter(redis: AsyncRedis, keys: Keys, meter_id: str) -> str:
     """``last seen 2026-11-23T18:00:00Z, offline since …`` (or ``never seen``) from the ingest's hashes."""
+    part = keys.of(meter_id)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hget(keys.meters, meter_id)
-        pipe.hget(keys.presence, meter_id)
+        pipe.hget(part.meters, meter_id)
+        pipe.hget(part.presence, meter_id)
         seen_raw, presence_raw = await pipe.execute()
     parts: list[str] = []
     seen = _text(seen_raw)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
+from enerlink.redis_client import RedisUrlError, check_url, is_cluster_url
 from enerlink.schemas.wire import DEFAULT_KEY_PREFIX, DEFAULT_TOPIC_PREFIX, Keys, Topics
 
 PREFIX = "ENERLINK_"
@@ -125,15 +126,38 @@ class CommonSettings:
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
+        redis_url = env.str("REDIS_URL", "redis://127.0.0.1:6379/0")
+        try:
+            check_url(redis_url)
+        except RedisUrlError as exc:
+            raise ConfigError(f"{PREFIX}REDIS_URL: {exc}") from exc
         return cls(
             mqtt=MqttEndpoint.parse(
                 env.str("MQTT_URL", "mqtt://127.0.0.1:1883"), ca_file=env.optional("MQTT_CA_FILE")
             ),
-            redis_url=env.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_url=redis_url,
             database_url=env.str("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/enerlink"),
             topics=Topics(env.str("TOPIC_PREFIX", DEFAULT_TOPIC_PREFIX)),
-            keys=Keys(env.str("KEY_PREFIX", DEFAULT_KEY_PREFIX)),
+            keys=_keys(env, cluster=is_cluster_url(redis_url)),
             timezone=env.str("TIMEZONE", "UTC"),
             log_level=env.str("LOG_LEVEL", "INFO").upper(),
             log_format=env.str("LOG_FORMAT", "text"),
         )
+
+
+DEFAULT_REDIS_PARTS = 16
+
+
+def _keys(env: Env, *, cluster: bool) -> Keys:
+    """The key names: plain on one Redis server; on a Redis Cluster cut into ``ENERLINK_REDIS_PARTS``
+    hash-tagged parts (fixed for the life of the data: a change leaves the old parts' keys unread)."""
+    prefix = env.str("KEY_PREFIX", DEFAULT_KEY_PREFIX)
+    if not cluster:
+        return Keys(prefix)
+    parts = env.int("REDIS_PARTS", DEFAULT_REDIS_PARTS)
+    if not 1 <= parts <= 16384:
+        raise ConfigError(f"{PREFIX}REDIS_PARTS={parts}: must be 1..16384")
+    try:
+        return Keys(prefix, parts=parts)
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}KEY_PREFIX: {exc}") from exc

@@ -9,9 +9,11 @@ messages they are, oldest first, one JSON object per line::
 
 ``at`` is the score (the reading's datetime, epoch ms, UTC), ``bytes`` the member's size in Redis.
 ``--late`` reads the late-data set instead (readings older than the live window at arrival).
-``shards`` prints a line per shard: who holds its lease and for how long still, the last minute it
-has aggregated and how far behind now that is; then the fleet's line (the oldest shard's minute,
-which settlement waits on). With one shard (the default) there is the fleet's line only.
+``keys METER001`` prints the meter's Redis key names in the configured layout (on a Redis Cluster each
+carries its part's hash tag). ``shards`` prints a line per shard: who holds its lease and for how long
+still, the last minute it has aggregated and how far behind now that is; then the fleet's line (the
+oldest shard's minute, which settlement waits on). With one shard (the default) there is the fleet's
+line only.
 
 Exit status: 0 printed (even none), 1 a member could not be decoded (the others are printed) or
 Redis or PostgreSQL did not answer, 2 bad configuration.
@@ -25,9 +27,9 @@ import sys
 from datetime import UTC, datetime
 
 import psycopg
-import redis
 
 from enerlink.config import CommonSettings, ConfigError, Env
+from enerlink.redis_client import REDIS_ERRORS, sync_client
 from enerlink.schemas.snapshot import SnapshotError, decode_snapshot
 from enerlink.schemas.wire import Tables
 from enerlink.shards import Shard
@@ -43,6 +45,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     snap.add_argument("--last", type=int, default=5, metavar="N", help="the newest N (default 5; 0 = all)")
     snap.add_argument("--late", action="store_true", help="the late-data set instead of the live window")
     sub.add_parser("shards", help="the aggregator's shards: who holds each, how far each has got")
+    keys = sub.add_parser(
+        "keys", help="a meter's Redis keys in the configured layout (one server or cluster)"
+    )
+    keys.add_argument("meter_id", help="e.g. METER001")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -54,13 +60,19 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.what == "shards":
         return _shards(common)
-    keys = common.keys
+    if args.what == "keys":
+        return _keys(common, args.meter_id)
+    keys = common.keys.of(args.meter_id)
     key = keys.late_data(args.meter_id) if args.late else keys.timeseries(args.meter_id)
     start = 0 if args.last <= 0 else -args.last
-    client = redis.Redis.from_url(common.redis_url)
+    try:
+        client = sync_client(common.redis_url)
+    except REDIS_ERRORS as exc:
+        print(f"enerlink inspect: redis: {exc}", file=sys.stderr)
+        return 1
     try:
         members: list[tuple[bytes, float]] = client.zrange(key, start, -1, withscores=True)  # type: ignore[assignment]
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         print(f"enerlink inspect: redis: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -122,4 +134,25 @@ def _shards(common: CommonSettings) -> int:
         )
     fleet = marks.get(MINUTES)
     _line(shard="fleet", minute=_iso(fleet), behind_s=_behind(fleet))
+    return 0
+
+
+def _keys(common: CommonSettings, meter_id: str) -> int:
+    """One JSON line: the meter's part (null on one server) and the names of its keys and of its part
+    of the fleet-wide hashes, for ``redis-cli`` (``-c`` on a cluster)."""
+    keys = common.keys.of(meter_id)
+    names = {
+        "latest_data": keys.latest_data,
+        "latest_status": keys.latest_status,
+        "meters": keys.meters,
+        "presence": keys.presence,
+        "gaps": keys.gaps,
+        "rejected_counts": keys.rejected_counts,
+        "timeseries": keys.timeseries(meter_id),
+        "status_timeseries": keys.status_timeseries(meter_id),
+        "late_data": keys.late_data(meter_id),
+        "seq_record": keys.seq_record(meter_id),
+    }
+    part = common.keys.part_of(meter_id) if common.keys.parts else None
+    print(json.dumps({"meter": meter_id, "part": part, "parts": common.keys.parts, "keys": names}))
     return 0

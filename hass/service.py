@@ -39,9 +39,7 @@ from typing import Any
 
 import aiomqtt
 import orjson
-import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from enerlink import mqtt
 from enerlink.backoff import Backoff
@@ -50,6 +48,7 @@ from enerlink.hass.energy import MeterCounters, readings
 from enerlink.hass.metrics import HassMetrics
 from enerlink.hass.settings import Settings
 from enerlink.metrics_server import metrics_server
+from enerlink.redis_client import REDIS_ERRORS, AsyncRedis, async_client, lazily
 from enerlink.runtime import ONCE_LIMIT_S, OnceLimitError
 from enerlink.schemas.telemetry import METER_ID_PATTERN, DataMessage, epoch_ms
 from enerlink.schemas.wire import Topics
@@ -108,11 +107,11 @@ async def run(
             ready.set()
         return
     metrics = metrics or HassMetrics()
-    client = aioredis.Redis.from_url(
+    client = async_client(
         settings.common.redis_url, decode_responses=False, socket_timeout=10, socket_connect_timeout=5
     )
     async with (
-        client,
+        lazily(client),
         metrics_server(metrics.registry, port=settings.metrics_port, host=settings.metrics_host),
     ):
         bridge = _Bridge(settings=settings, redis=client, metrics=metrics)
@@ -123,7 +122,7 @@ async def run(
 @dataclass
 class _Bridge:
     settings: Settings
-    redis: aioredis.Redis
+    redis: AsyncRedis
     metrics: HassMetrics
     announced: set[str] = field(default_factory=set)
     tally: _Tally = field(default_factory=_Tally)
@@ -252,7 +251,7 @@ class _Bridge:
                 moved, states, stale = self._step(meters, stored, data)
                 if moved:
                     await self.redis.hset(key, mapping=moved)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self.metrics.redis_failures.inc()
                 delay = backoff.next_delay()
                 name = type(exc).__name__

@@ -6,7 +6,8 @@ TaskGroup). One round every ``ENERLINK_INGEST_CONFIRM_INTERVAL_S``:
 1. **Confirm.** The store script schedules a meter in ``Keys.confirm_due`` whenever a data message with
    a ``seq`` of it was stored (or came again), no earlier than one interval after its last
    confirmation. The round claims the due meters atomically (``confirm_claim.lua``: any number of
-   workers, each meter to one of them, at most once per interval), publishes a
+   workers, each meter to one of them, at most once per interval; on a Redis Cluster once a replica
+   holds them, :mod:`enerlink.ingest.claims`), publishes a
    :class:`~enerlink.schemas.delivery.Confirmation` per meter, retained at QoS 1 on ``Topics.confirm(meter)``,
    then releases them (``confirm_done.lua``: a meter whose record changed meanwhile stays due). A worker
    killed in between leaves its claims due again after :data:`CLAIM_S`: the confirmation is never lost,
@@ -42,15 +43,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from enerlink.backoff import Backoff
+from enerlink.ingest.claims import CLAIM_BATCH, CLAIM_S, Claims
 from enerlink.ingest.metrics import IngestMetrics
 from enerlink.ingest.mqtt_source import Session
 from enerlink.ingest.seq_record import SeqRecord, parse_ranges, script
 from enerlink.ingest.settings import Settings
 from enerlink.ingest.validate import ResendAck
+from enerlink.redis_client import REDIS_ERRORS, AsyncRedis
 from enerlink.schemas.delivery import (
     MAX_CONFIRM_RANGES,
     MAX_RESEND_RANGES,
@@ -60,11 +61,10 @@ from enerlink.schemas.delivery import (
     resend_size,
 )
 from enerlink.schemas.telemetry import METER_ID_PATTERN
+from enerlink.schemas.wire import Keys
 
 log = logging.getLogger(__name__)
 
-CLAIM_S = 30.0  # a claimed meter is due again after this if its worker never finished the round
-CLAIM_BATCH = 500  # meters claimed per script call
 MAX_CLAIMS_PER_ROUND = 20  # script calls per round (10,000 confirmations at most)
 PUBACK_POLL_S = 0.02  # how often a round looks for the PUBACKs of what it published
 PUBLISH_TIMEOUT_S = 10.0
@@ -83,22 +83,21 @@ class _Round:
 @dataclass
 class Delivery:
     settings: Settings
-    client: aioredis.Redis
+    client: AsyncRedis
     metrics: IngestMetrics
     mqtt: Callable[[], Session | None]
     """The worker's current MQTT client, ``None`` while disconnected."""
     outstanding: dict[str, tuple[str, float]] = field(default_factory=dict)
     """meter -> (request id, monotonic time it stops counting against the concurrency limit)."""
     _logged: set[str] = field(default_factory=set)  # meters (topics) whose bad ack was logged
+    _claims: Claims = field(init=False)
 
     def __post_init__(self) -> None:
-        self._claim = self.client.register_script(script("confirm_claim.lua"))
         self._done = self.client.register_script(script("confirm_done.lua"))
         self._resend = self.client.register_script(script("resend_claim.lua"))
         self._keys = self.settings.common.keys
         self._topics = self.settings.common.topics
-        self._record_prefix = self._keys.seq_record("")
-        self._record_ttl_ms = self.settings.seq_record_ttl_s * 1000
+        self._claims = Claims(self.settings, self.client, self.metrics)
 
     @property
     def enabled(self) -> bool:
@@ -108,6 +107,12 @@ class Delivery:
         """Rounds until cancelled; a failed round is logged, counted and retried at the next one."""
         if not self.enabled:
             return
+        try:
+            await self._rounds()
+        finally:
+            await self._claims.aclose()
+
+    async def _rounds(self) -> None:
         await self.check_durability()
         interval = self.settings.confirm_interval_s
         backoff = Backoff(initial=interval, cap=max(60.0, interval))
@@ -116,7 +121,7 @@ class Delivery:
             await asyncio.sleep(delay)
             try:
                 await self.round()
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 stage, detail = "redis", f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # the one boundary: a bad round must not stop ingestion
                 log.exception("delivery: round failed")
@@ -139,7 +144,7 @@ class Delivery:
         ``enerlink_ingest_redis_durable``; None when Redis does not tell (CONFIG disabled)."""
         try:
             config = await self.client.config_get("append*")
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.info("delivery: Redis' persistence settings unknown (%s); see docs/delivery.md", exc)
             return None
         found = {_text(k): _text(v) for k, v in config.items()}
@@ -212,12 +217,17 @@ class Delivery:
     # -- confirmations ------------------------------------------------------------------------
 
     async def _confirm(self, client: Session, r: _Round) -> None:
+        self._claims.new_round()
+        for keys in self._keys.each_part():
+            await self._confirm_part(client, r, keys)
+
+    async def _confirm_part(self, client: Session, r: _Round, keys: Keys) -> None:
         interval_ms = int(self.settings.confirm_interval_s * 1000)
+        record_prefix = keys.seq_record("")
         for _ in range(MAX_CLAIMS_PER_ROUND):
-            raw = await self._claim(
-                keys=[self._keys.confirm_due],
-                args=[self._record_prefix, CLAIM_BATCH, int(CLAIM_S * 1000), self._record_ttl_ms],
-            )
+            raw = await self._claims.due(keys)
+            if raw is None:
+                return
             claimed_at = int(raw[0])
             pairs = [(_text(m), _text(t)) for m, t in zip(raw[1::2], raw[2::2], strict=True)]
             if not pairs:
@@ -243,10 +253,10 @@ class Delivery:
             self.metrics.confirmations.inc(len(confirmed))
             ok = confirmed + unusable
             if ok:
-                args: list[str | int] = [self._record_prefix, interval_ms, claimed_at]
+                args: list[str | int] = [record_prefix, interval_ms, claimed_at]
                 for meter, text in ok:
                     args += (meter, text)
-                await self._done(keys=[self._keys.confirm_due], args=args)
+                await self._done(keys=[keys.confirm_due], args=args)
             if len(confirmed) < len(sendable) or len(pairs) < CLAIM_BATCH:
                 return  # failures stay claimed (due again after CLAIM_S); or nothing more is due
 
@@ -256,12 +266,14 @@ class Delivery:
         now = time.monotonic()
         for meter in [m for m, (_, until) in self.outstanding.items() if until <= now]:
             del self.outstanding[meter]
-        free = self.settings.resend_concurrency - len(self.outstanding)
-        if free > 0:
+        for keys in self._keys.each_part():
+            free = self.settings.resend_concurrency - len(self.outstanding)
+            if free <= 0:
+                break
             raw = await self._resend(
-                keys=[self._keys.resend_due],
+                keys=[keys.resend_due],
                 args=[
-                    self._record_prefix,
+                    keys.seq_record(""),
                     free,
                     int(CLAIM_S * 1000),
                     int(self.settings.gap_grace_s * 1000),
@@ -269,10 +281,12 @@ class Delivery:
                     MAX_RESEND_READINGS,
                 ],
             )
-            await self._ask(client, r, int(raw[0]), raw[1:])
+            await self._ask(client, r, int(raw[0]), raw[1:], keys=keys)
         self.metrics.resend_outstanding.set(len(self.outstanding))
 
-    async def _ask(self, client: Session, r: _Round, claimed_at: int, raw: list[object]) -> None:
+    async def _ask(
+        self, client: Session, r: _Round, claimed_at: int, raw: list[object], *, keys: Keys
+    ) -> None:
         requests: list[tuple[str, ResendCommand, float]] = []
         for meter_raw, attempt, ranges in zip(raw[0::3], raw[1::3], raw[2::3], strict=True):
             meter = _text(meter_raw)
@@ -310,7 +324,7 @@ class Delivery:
             self.metrics.resend_requested_readings.inc(size)
             assert command.id is not None
             self.outstanding[meter] = (command.id, now + delay)
-            pipe.zadd(self._keys.resend_due, {meter: claimed_at + int(delay * 1000)}, xx=True)
+            pipe.zadd(keys.resend_due, {meter: claimed_at + int(delay * 1000)}, xx=True)
         await pipe.execute()
 
     # -- publishing ---------------------------------------------------------------------------

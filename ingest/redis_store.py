@@ -36,16 +36,18 @@ several workers on several hosts agree with each other and with the aggregator.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
 from enerlink.ingest.seq_record import ranges_text, script
 from enerlink.ingest.validate import RATE_LIMITED, Measurement, Outcome, Presence, Rejection, ResendAck
+from enerlink.redis_client import UNREACHABLE, AsyncRedis, unavailable
 from enerlink.schemas.snapshot import encode_snapshots
 from enerlink.schemas.wire import Keys
 
@@ -95,7 +97,7 @@ def _refused_by_script(exc: ResponseError) -> bool:
 class RedisStore:
     """The ingest's writer; ``client`` must be created with ``decode_responses=False``."""
 
-    client: aioredis.Redis
+    client: AsyncRedis
     keys: Keys
     retention_ms: int
     rejected_maxlen: int = 10_000
@@ -109,20 +111,58 @@ class RedisStore:
 
     async def write(self, items: Sequence[Outcome]) -> BatchResult:
         """Store ``items`` atomically; raises a redis error if Redis is unavailable (nothing stored),
-        :class:`StoreRefused` if the script fails on them."""
+        :class:`StoreRefused` if the script fails on them.
+
+        On a Redis Cluster the batch is one script call per part of the key layout, each atomic, sent at
+        once: if one fails, the others stay stored and the whole batch comes again, recognised as stored
+        where it was."""
+        try:
+            if not self.keys.parts:
+                return await self._write_part(self.keys, items)
+            return await self._write_parts(items)
+        except UNREACHABLE as exc:
+            raise unavailable(exc) from exc
+        except RedisClusterException as exc:  # the client refused the call itself: it would again
+            raise StoreRefused(str(exc)) from exc
+
+    async def _write_parts(self, items: Sequence[Outcome]) -> BatchResult:
+        groups: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(self.keys.part_of(_meter_of(item)), []).append(i)
+        started = time.perf_counter()
+        results = await asyncio.gather(  # the parts' masters work at once; every call ends here
+            *(
+                self._write_part(self.keys.part(part), [items[i] for i in indexes])
+                for part, indexes in groups.items()
+            ),
+            return_exceptions=True,
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+        flags = [0] * len(items)
+        given_up: list[tuple[str, int]] = []
+        for indexes, result in zip(groups.values(), results, strict=True):
+            assert isinstance(result, BatchResult)
+            for i, f in zip(indexes, result.flags, strict=True):
+                flags[i] = f
+            given_up += result.given_up
+        return BatchResult(flags=flags, seconds=time.perf_counter() - started, given_up=given_up)
+
+    async def _write_part(self, keys: Keys, items: Sequence[Outcome]) -> BatchResult:
         limited = [i for i, item in enumerate(items) if _is_limited(item)]
         if limited:
-            return await self._write_limited(items, limited)
-        keys, args = self._arguments(items)
+            return await self._write_limited(keys, items, limited)
+        names, args = self._arguments(keys, items)
         started = time.perf_counter()
-        raw = await self._evalsha(keys, args)
+        raw = await self._evalsha(names, args)
         return BatchResult(
             flags=[int(f) for f in raw[: len(items)]],
             seconds=time.perf_counter() - started,
             given_up=_given_up(raw[len(items) :]),
         )
 
-    async def _write_limited(self, items: Sequence[Outcome], limited: list[int]) -> BatchResult:
+    async def _write_limited(self, keys: Keys, items: Sequence[Outcome], limited: list[int]) -> BatchResult:
         """The batch with its ``rate_limited`` rejections folded into one item per meter."""
         skip = set(limited)
         kept = [item for i, item in enumerate(items) if i not in skip]
@@ -132,9 +172,9 @@ class RedisStore:
             assert isinstance(item, Rejection)
             by_meter.setdefault(item.meter_id, []).append(item)
         folded = [_Limited(meter_id=meter, rejections=r) for meter, r in by_meter.items()]
-        keys, args = self._arguments(kept, folded)
+        names, args = self._arguments(keys, kept, folded)
         started = time.perf_counter()
-        raw = await self._evalsha(keys, args)
+        raw = await self._evalsha(names, args)
         kept_flags = iter(int(f) for f in raw[: len(kept)])
         flags = [1 if i in skip else next(kept_flags) for i in range(len(items))]
         extras = raw[len(kept) + len(folded) :]
@@ -157,7 +197,11 @@ class RedisStore:
     async def _call(self, command: tuple[str | bytes | int, ...]) -> list[int]:
         """One command packed by hiredis (C; redis-py's asyncio packer is Python and was a tenth of
         the worker's time at fleet rates), sent on a pooled connection. redis-py's own
-        ``send_packed_command``/``read_response`` drop the connection on any error."""
+        ``send_packed_command``/``read_response`` drop the connection on any error. A cluster client
+        routes the command by its first key itself."""
+        if isinstance(self.client, aioredis.RedisCluster):
+            routed: list[int] = await self.client.execute_command(*command)
+            return routed
         packed = hiredis.pack_command(command)  # type: ignore[arg-type]
         pool = self.client.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -169,9 +213,8 @@ class RedisStore:
         return response
 
     def _arguments(
-        self, items: Sequence[Outcome], folded: Sequence[_Limited] = ()
+        self, k: Keys, items: Sequence[Outcome], folded: Sequence[_Limited] = ()
     ) -> tuple[list[str], list[str | bytes | int]]:
-        k = self.keys
         keys = [
             k.latest_data,
             k.latest_data_at,
@@ -264,6 +307,12 @@ def _given_up(extras: Sequence[object]) -> list[tuple[str, int]]:
         (bytes(m).decode() if isinstance(m, bytes) else str(m), int(str(n)))
         for m, n in zip(pairs[::2], pairs[1::2], strict=True)
     ]
+
+
+def _meter_of(item: Outcome) -> str:
+    """The meter whose part stores ``item`` (a dead letter of no known meter: part of "")."""
+    meter: str = getattr(item, "meter_id", "")
+    return meter
 
 
 def _is_limited(item: Outcome) -> bool:

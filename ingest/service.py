@@ -47,8 +47,6 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import aiomqtt
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from enerlink.backoff import Backoff
 from enerlink.identity import claim_client_id
@@ -83,6 +81,7 @@ from enerlink.ingest.validate import (
     Validator,
 )
 from enerlink.metrics_server import metrics_server
+from enerlink.redis_client import REDIS_ERRORS, async_client, lazily
 from enerlink.runtime import ONCE_LIMIT_S, OnceLimitError
 from enerlink.takeover import TakeoverWatch
 
@@ -133,11 +132,11 @@ async def run(
         max_payload=settings.max_payload,
         max_future_ms=settings.max_future_s * 1000,
     )
-    client = aioredis.Redis.from_url(
+    client = async_client(
         settings.common.redis_url, decode_responses=False, socket_timeout=10, socket_connect_timeout=5
     )
     async with (
-        client,
+        lazily(client),
         metrics_server(metrics.registry, port=settings.metrics_port, host=settings.metrics_host),
     ):
         store = RedisStore(
@@ -295,7 +294,7 @@ class _Worker:
             except StoreRefused as exc:
                 self.metrics.write_failures.inc()
                 return await write_apart(self._write, outcomes, str(exc), topics=self.settings.common.topics)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self.metrics.write_failures.inc()
                 delay = backoff.next_delay()
                 if time.monotonic() + delay > self.once_until:  # nothing acknowledged: all comes again

@@ -48,6 +48,11 @@ class Settings:
     # while the raw export runs (the archiver), live readings it does not hold yet are kept this long past
     # the window: an archiver outage up to it loses no raw reading, and Redis stays bounded beyond it
     raw_hold_s: int = 2 * 86_400
+    # replicas that must hold a part's writes before its confirmations go out (Redis' WAIT): a failover
+    # then promotes a replica that holds every reading confirmed to a meter. -1: 1 on a Redis Cluster,
+    # 0 on one server
+    confirm_replicas: int = -1
+    confirm_replicas_wait_ms: int = 2000
 
     @classmethod
     def from_env(cls, env: Env) -> Self:
@@ -77,9 +82,18 @@ class Settings:
             resend_backoff_s=env.float("INGEST_RESEND_BACKOFF_S", 30.0),
             resend_backoff_max_s=env.float("INGEST_RESEND_BACKOFF_MAX_S", 1800.0),
             seq_record_ttl_s=env.int("INGEST_SEQ_RECORD_TTL_S", 8 * 86_400),
+            confirm_replicas=env.int("INGEST_CONFIRM_REPLICAS", -1),
+            confirm_replicas_wait_ms=env.int("INGEST_CONFIRM_REPLICAS_WAIT_MS", 2000),
         )
         settings.check()
         return settings
+
+    @property
+    def replicas(self) -> int:
+        """Replicas that must acknowledge a part's writes before its confirmations are published."""
+        if self.confirm_replicas >= 0:
+            return self.confirm_replicas
+        return 1 if self.common.keys.parts else 0
 
     def check(self) -> None:
         if not 1 <= self.batch <= 10_000:
@@ -119,6 +133,11 @@ class Settings:
         if self.seq_record_ttl_s < 60:
             raise ConfigError(
                 f"ENERLINK_INGEST_SEQ_RECORD_TTL_S={self.seq_record_ttl_s}: must be at least 60"
+            )
+        if self.confirm_replicas < -1 or self.confirm_replicas_wait_ms < 1:
+            raise ConfigError(
+                "ENERLINK_INGEST_CONFIRM_REPLICAS must be -1 (the layout's default) or more, and"
+                " ENERLINK_INGEST_CONFIRM_REPLICAS_WAIT_MS at least 1"
             )
         if any(c in self.share_group for c in "/+#"):
             raise ConfigError(f"ENERLINK_INGEST_SHARE_GROUP={self.share_group!r}: no '/', '+' or '#'")

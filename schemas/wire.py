@@ -113,9 +113,49 @@ class Topics:
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Redis keys under one prefix (default ``telemetry``)."""
+    """Redis keys under one prefix (default ``telemetry``).
+
+    On one Redis server (``parts`` 0) the names are the ones below. On a Redis Cluster the fleet is cut
+    into ``parts`` fixed parts by meter id (:meth:`part_of`), and every key of part ``n`` carries the hash
+    tag ``{pn}`` after the prefix (``telemetry:{p3}:latest:data``, ``telemetry:{p3}:timeseries:M1``): one
+    slot holds a meter's keys and its part of every fleet-wide key, so each script call of the ingest
+    touches one slot. Writers use :meth:`of` (the keys of a meter's part), readers merge
+    :meth:`each_part`. Names that are not in a part (the live channel, the Home Assistant counters) are
+    the same in both layouts.
+    """
 
     prefix: str = DEFAULT_KEY_PREFIX
+    parts: int = 0
+    """0: one Redis server (plain names); N > 0: a Redis Cluster with N parts (``ENERLINK_REDIS_PARTS``)."""
+    base: str = ""
+    """The prefix without the part's tag, for a part's keys (:meth:`part`); empty otherwise."""
+
+    def __post_init__(self) -> None:
+        if self.parts and ("{" in self.prefix or "}" in self.prefix):
+            raise ValueError(f"a key prefix with braces cannot take hash-tagged parts: {self.prefix!r}")
+
+    def part_of(self, meter_id: str) -> int:
+        """The part of ``meter_id`` (0 on one Redis server): CRC-32 of its id modulo ``parts``."""
+        return zlib.crc32(meter_id.encode()) % self.parts if self.parts else 0
+
+    def part(self, index: int) -> Keys:
+        """The keys of part ``index`` (these keys themselves on one Redis server)."""
+        if not self.parts:
+            return self
+        return Keys(f"{self.prefix}:{{p{index}}}", base=self.prefix)
+
+    def of(self, meter_id: str) -> Keys:
+        """The keys of the part that holds ``meter_id``."""
+        return self.part(self.part_of(meter_id)) if self.parts else self
+
+    def each_part(self) -> list[Keys]:
+        """Every part's keys, in part order (one element on one Redis server)."""
+        return [self.part(i) for i in range(self.parts)] if self.parts else [self]
+
+    @property
+    def fleet(self) -> Keys:
+        """The keys outside any part (this object unless it is a part's)."""
+        return Keys(self.base) if self.base else self
 
     @property
     def latest_data(self) -> str:
@@ -237,14 +277,15 @@ class Keys:
 
     @property
     def live_channel(self) -> str:
-        """Pub/sub channel on which the ingest announces each stored data message (live WebSocket)."""
-        return f"{self.prefix}:live"
+        """Pub/sub channel on which the ingest announces each stored data message (live WebSocket);
+        one for the fleet, in either layout."""
+        return f"{self.fleet.prefix}:live"
 
     @property
     def ha_counters(self) -> str:
         """Hash: meterId -> JSON of the Home Assistant bridge's counter state (last counters seen and the
-        lifetime sums that only grow; :mod:`enerlink.hass.energy`)."""
-        return f"{self.prefix}:ha:counters"
+        lifetime sums that only grow; :mod:`enerlink.hass.energy`); one for the fleet, in either layout."""
+        return f"{self.fleet.prefix}:ha:counters"
 
     @property
     def raw_export(self) -> str:

@@ -22,10 +22,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-import redis.asyncio as aioredis
 
 from enerlink.config import CommonSettings, ConfigError, Env
 from enerlink.db import migrate
+from enerlink.redis_client import async_client, lazily
 from enerlink.runtime import configure_logging
 from enerlink.settlement import records, settling
 from enerlink.settlement.settings import SettlementSettings
@@ -69,7 +69,7 @@ async def _run(args: argparse.Namespace, common: Any, settings: Any) -> int:
     if args.list:
         show(await records.list_for(connect, settings, meter_id=args.meter_id, limit=10_000))
         return 0
-    async with aioredis.Redis.from_url(common.redis_url) as redis:
+    async with lazily(async_client(common.redis_url)) as redis:
         try:
             settlement, created = await settling.settle(
                 connect=connect,

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import redis.asyncio as aioredis
-
 from enerlink import commands
+from enerlink import redis_parts as parts
 from enerlink.config import CommonSettings
+from enerlink.redis_client import AsyncRedis
 from enerlink.schemas.commands import Command, SettleResult
 from enerlink.settlement.records import (
     ABANDONED_EVENT,
@@ -67,12 +67,9 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def _known(redis: aioredis.Redis, common: CommonSettings, meters: Sequence[str]) -> set[str]:
+async def _known(redis: AsyncRedis, common: CommonSettings, meters: Sequence[str]) -> set[str]:
     """The meters the pipeline has heard of (meters registry or presence)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hmget(common.keys.meters, list(meters))
-        pipe.hmget(common.keys.presence, list(meters))
-        seen, present = await pipe.execute()
+    seen, present = await parts.hmget(redis, common.keys, [lambda k: k.meters, lambda k: k.presence], meters)
     return {m for m, a, b in zip(meters, seen, present, strict=True) if a is not None or b is not None}
 
 
@@ -199,7 +196,7 @@ async def _record(
 async def settle_many(
     *,
     connect: Connect,
-    redis: aioredis.Redis,
+    redis: AsyncRedis,
     common: CommonSettings,
     settings: SettlementSettings,
     meters: Sequence[str],
@@ -258,7 +255,7 @@ async def settle_many(
 
 async def _close(
     connect: Connect,
-    redis: aioredis.Redis,
+    redis: AsyncRedis,
     *,
     common: CommonSettings,
     claimed: dict[str, Settlement],
@@ -296,7 +293,7 @@ async def _close(
 async def settle(
     *,
     connect: Connect,
-    redis: aioredis.Redis,
+    redis: AsyncRedis,
     common: CommonSettings,
     settings: SettlementSettings,
     meter_id: str,

@@ -1,6 +1,7 @@
 """The walking skeleton, end to end on the real services: a firmware message published at
 QoS 2 reaches Redis, a telemetry_aggregates row with the right statistics and the HTTP API; a row
-400 days old is archived to S3 (moto, real minio client) and leaves PostgreSQL, last week's stays."""
+400 days old is archived to S3 (moto, real minio client) and leaves PostgreSQL, last week's stays.
+Run on one Redis server and on a Redis Cluster of this test's own (3 masters, 3 replicas)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ import gzip
 import io
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 from minio import Minio
 
 import enerlink.aggregator.service
@@ -25,13 +27,15 @@ import enerlink.archiver.service
 import enerlink.ingest.service
 from enerlink.aggregator.settings import Settings as AggregatorSettings
 from enerlink.archiver.settings import Settings as ArchiverSettings
-from enerlink.config import Env
+from enerlink.config import DEFAULT_REDIS_PARTS, CommonSettings, Env
 from enerlink.ingest.settings import Settings as IngestSettings
+from enerlink.redis_client import AsyncRedis, async_client
 from enerlink.schemas.snapshot import encode_snapshot
 from enerlink.schemas.wire import Buckets, Keys, Tables, Topics
 from tests.conftest import load_fixture
 from tests.support.aggdata import aggregate_row, insert_rows
 from tests.support.apiserver import serve_api
+from tests.support.redis_cluster import RedisClusterServers
 
 
 def _message(at: datetime, import_power: float) -> bytes:
@@ -48,11 +52,50 @@ def _rows(url: str, query: str, *args: Any) -> list[dict[str, Any]]:
         return list(cur.execute(query, args).fetchall())
 
 
+@pytest.fixture(params=["one server", "cluster"])
+def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """None: the shared Redis server; else the URL of a Redis Cluster of this test's own."""
+    if request.param == "one server":
+        yield None
+        return
+    cluster = RedisClusterServers(tmp_path / "cluster").start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
 async def test_a_meter_message_reaches_every_store_and_comes_back_out(
-    s3_environ: dict[str, str], redis_client: aioredis.Redis, data_fixture_bytes: bytes
+    s3_environ: dict[str, str], layout: str | None, data_fixture_bytes: bytes
 ) -> None:
+    if layout is not None:
+        s3_environ = {**s3_environ, "ENERLINK_REDIS_URL": layout}
     env = Env(s3_environ)
-    topics, keys = Topics(s3_environ["ENERLINK_TOPIC_PREFIX"]), Keys(s3_environ["ENERLINK_KEY_PREFIX"])
+    topics, all_keys = Topics(s3_environ["ENERLINK_TOPIC_PREFIX"]), CommonSettings.from_env(env).keys
+    assert all_keys.parts == (0 if layout is None else DEFAULT_REDIS_PARTS)
+    keys = all_keys.of("METER001")
+    async with async_client(s3_environ["ENERLINK_REDIS_URL"]) as redis_client:
+        await _pipeline(
+            s3_environ,
+            env,
+            topics=topics,
+            all_keys=all_keys,
+            keys=keys,
+            redis_client=redis_client,
+            data_fixture_bytes=data_fixture_bytes,
+        )
+
+
+async def _pipeline(
+    s3_environ: dict[str, str],
+    env: Env,
+    *,
+    topics: Topics,
+    all_keys: Keys,
+    keys: Keys,
+    redis_client: AsyncRedis,
+    data_fixture_bytes: bytes,
+) -> None:
     url = s3_environ["ENERLINK_DATABASE_URL"]
     minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
     powers = [480.2, 500.0, 460.0]
@@ -83,8 +126,8 @@ async def test_a_meter_message_reaches_every_store_and_comes_back_out(
     assert [member for member, _ in series] == list(map(encode_snapshot, live))
     assert series[0][1] == (minute + timedelta(seconds=10)).timestamp() * 1000
     assert 0 < await redis_client.ttl(keys.timeseries("METER001")) <= 7200
-    counts = await redis_client.hgetall(keys.rejected_counts)
-    assert sum(int(v) for v in counts.values()) == 1
+    counts = [await redis_client.hgetall(part.rejected_counts) for part in all_keys.each_part()]
+    assert sum(int(v) for part in counts for v in part.values()) == 1
     # the two-year-old fixture is outside the live window: kept as late data for the aggregator
     assert await redis_client.zcard(keys.late_data("METER001")) == 1
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from enerlink import commands
+from enerlink import redis_parts as parts
 from enerlink.api.deps import AppState, State
 from enerlink.api.models import Problem
 from enerlink.api.routes.settlements import REQUEST_ID_PATTERN, SettlementOut, settlement_settings
@@ -116,19 +117,14 @@ def _text(value: bytes | str) -> str:
 async def _all_known(state: State) -> list[str]:
     """Every meter the pipeline knows: the meters registry and the presence hash."""
     keys = state.settings.common.keys
-    async with state.redis.pipeline(transaction=False) as pipe:
-        pipe.hkeys(keys.meters)
-        pipe.hkeys(keys.presence)
-        seen, present = await pipe.execute()
+    seen = await parts.hkeys(state.redis, keys, lambda k: k.meters)
+    present = await parts.hkeys(state.redis, keys, lambda k: k.presence)
     return sorted({_text(m) for m in [*seen, *present]})
 
 
 async def _known(state: State, meters: list[str]) -> set[str]:
     keys = state.settings.common.keys
-    async with state.redis.pipeline(transaction=False) as pipe:
-        pipe.hmget(keys.meters, meters)
-        pipe.hmget(keys.presence, meters)
-        seen, present = await pipe.execute()
+    seen, present = await parts.hmget(state.redis, keys, [lambda k: k.meters, lambda k: k.presence], meters)
     return {m for m, a, b in zip(meters, seen, present, strict=True) if a is not None or b is not None}
 
 

@@ -144,7 +144,7 @@ def resolve_fields(requested: str | None, columns: list[str]) -> list[str]:
 
 async def meter_known(state: State, meter_id: str, *tables: str) -> bool:
     """Seen by the ingest (Redis) or present in one of ``tables`` (or the minute table)."""
-    keys = state.settings.common.keys
+    keys = state.settings.common.keys.of(meter_id)
     for key in (keys.meters, keys.latest_data, keys.latest_status):
         if await state.redis.hexists(key, meter_id):
             return True

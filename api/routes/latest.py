@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import Response
 
+from enerlink import redis_parts as parts
 from enerlink.api.deps import AppState
 from enerlink.api.models import Problem
 from enerlink.schemas.telemetry import METER_ID_PATTERN, DataMessage, StatusMessage
@@ -37,7 +38,7 @@ def _text(value: bytes | str) -> str:
     summary="Newest data message of every meter, keyed by meterId",
 )
 async def latest_data_all(state: AppState) -> Response:
-    entries = await state.redis.hgetall(state.settings.common.keys.latest_data)
+    entries = await parts.hgetall(state.redis, state.settings.common.keys, lambda k: k.latest_data)
     body = {_text(k): orjson.Fragment(v) for k, v in sorted(entries.items())}
     return _json(orjson.dumps(body))
 
@@ -49,7 +50,7 @@ async def latest_data_all(state: AppState) -> Response:
     summary="Newest data message of a meter",
 )
 async def latest_data(meter_id: MeterIdPath, state: AppState) -> Response:
-    value = await state.redis.hget(state.settings.common.keys.latest_data, meter_id)
+    value = await state.redis.hget(state.settings.common.keys.of(meter_id).latest_data, meter_id)
     if value is None:
         raise HTTPException(404, f"meter {meter_id} has no data")
     return _json(value)
@@ -62,7 +63,7 @@ async def latest_data(meter_id: MeterIdPath, state: AppState) -> Response:
     summary="Newest status message of a meter",
 )
 async def latest_status(meter_id: MeterIdPath, state: AppState) -> Response:
-    value = await state.redis.hget(state.settings.common.keys.latest_status, meter_id)
+    value = await state.redis.hget(state.settings.common.keys.of(meter_id).latest_status, meter_id)
     if value is None:
         raise HTTPException(404, f"meter {meter_id} has no status")
     return _json(value)

@@ -29,11 +29,16 @@ def _text(value: bytes | str) -> str:
 async def meters(state: AppState) -> list[MeterInfo]:
     keys = state.settings.common.keys
     async with state.redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.meters)
-        pipe.hgetall(keys.presence)
-        pipe.hkeys(keys.latest_data)
-        pipe.hkeys(keys.latest_status)
-        seen_raw, presence_raw, data_ids, status_ids = await pipe.execute()
+        for part in keys.each_part():
+            pipe.hgetall(part.meters)
+            pipe.hgetall(part.presence)
+            pipe.hkeys(part.latest_data)
+            pipe.hkeys(part.latest_status)
+        replies = await pipe.execute()
+    seen_raw = {k: v for reply in replies[0::4] for k, v in reply.items()}
+    presence_raw = {k: v for reply in replies[1::4] for k, v in reply.items()}
+    data_ids = [m for reply in replies[2::4] for m in reply]
+    status_ids = [m for reply in replies[3::4] for m in reply]
     now_ms = time.time() * 1000
     # last seen: when its newest message came (a meter whose clock runs ahead is "seen" at its
     # reading's own time, for the aggregator: shown as now)

@@ -23,6 +23,7 @@ import redis
 
 from enerlink.aggregator.columns import STAT_COLUMNS
 from enerlink.db import quote
+from enerlink.redis_client import SyncRedis, sync_client
 from enerlink.schemas.snapshot import decode_snapshot
 from enerlink.schemas.wire import Keys, Tables
 from enerlink.watermark import MINUTES
@@ -72,11 +73,11 @@ def read_publish_log(path: Path) -> Published:
     return out
 
 
-def _redis_stored(client: redis.Redis, keys: Keys, meters: set[str]) -> int:
+def _redis_stored(client: SyncRedis, keys: Keys, meters: set[str]) -> int:
     pipe = client.pipeline(transaction=False)
     for meter in sorted(meters):
-        pipe.zcard(keys.timeseries(meter))
-        pipe.zcard(keys.late_data(meter))
+        pipe.zcard(keys.of(meter).timeseries(meter))
+        pipe.zcard(keys.of(meter).late_data(meter))
     return sum(int(n) for n in pipe.execute())
 
 
@@ -109,15 +110,15 @@ class Drain:
 def wait_drained(stack: Stack, published: Published, *, timeout_s: float) -> Drain:
     """Poll until Redis holds every published message, the watermark passed the last published
     minute, no late minute waits for re-aggregation and the minute rows add up (or the timeout)."""
-    keys = Keys()
+    keys = stack.keys
     state = Drain()
     started = time.monotonic()
-    client = redis.Redis.from_url(stack.redis.url)
+    client = sync_client(stack.redis.url)
     try:
         while True:
             try:
                 state.stored = _redis_stored(client, keys, published.meters)
-                state.late_pending = int(client.zcard(keys.late_minutes))
+                state.late_pending = sum(int(client.zcard(part.late_minutes)) for part in keys.each_part())
                 with psycopg.connect(stack.pg.url, connect_timeout=5) as conn:
                     state.watermark = _watermark(conn)
                     state.aggregated = sum(_aggregated(conn).values())
@@ -198,8 +199,8 @@ order by 1, 2"""
 
 
 def verify(stack: Stack, published: Published) -> Verdict:
-    keys = Keys()
-    client = redis.Redis.from_url(stack.redis.url)
+    keys = stack.keys
+    client = sync_client(stack.redis.url)
     try:
         with psycopg.connect(stack.pg.url) as conn:
             aggregated = _aggregated(conn)
@@ -215,8 +216,9 @@ def verify(stack: Stack, published: Published) -> Verdict:
                 continue
             meter, minute = key
             start_ms = int(minute.timestamp() * 1000)
-            in_redis = int(client.zcount(keys.timeseries(meter), start_ms, start_ms + 59_999)) + int(
-                client.zcount(keys.late_data(meter), start_ms, start_ms + 59_999)
+            part = keys.of(meter)
+            in_redis = int(client.zcount(part.timeseries(meter), start_ms, start_ms + 59_999)) + int(
+                client.zcount(part.late_data(meter), start_ms, start_ms + 59_999)
             )
             mismatches.append((meter, minute, expected, actual, in_redis))
             if actual < expected:
@@ -265,9 +267,9 @@ class SeqVerdict:
 
 
 def verify_seqs(stack: Stack, published: Published) -> SeqVerdict:
-    keys = Keys()
+    keys = stack.keys
     out = SeqVerdict(meters=len(published.last_seq))
-    client = redis.Redis.from_url(stack.redis.url)
+    client = sync_client(stack.redis.url)
     try:
         with psycopg.connect(stack.pg.url) as conn:
             counted = dict(
@@ -278,8 +280,8 @@ def verify_seqs(stack: Stack, published: Published) -> SeqVerdict:
             )
         for meter, last in sorted(published.last_seq.items()):
             members = [
-                *client.zrange(keys.timeseries(meter), 0, -1),
-                *client.zrange(keys.late_data(meter), 0, -1),
+                *client.zrange(keys.of(meter).timeseries(meter), 0, -1),
+                *client.zrange(keys.of(meter).late_data(meter), 0, -1),
             ]
             seqs = Counter(int(orjson.loads(decode_snapshot(m))["seq"]) for m in members)
             out.expected += last
@@ -369,3 +371,24 @@ def log_stats(stack: Stack) -> dict[str, int]:
             total += int(match.group(1)) if match.groups() else 1
         out[label] = total
     return out
+
+
+def assert_exactly_once(
+    verdict: Verdict, seqs: SeqVerdict, drain: Drain, *, meters: int, detail: str
+) -> None:
+    """Every published reading stored, aggregated once, in the rollups, every seq once."""
+    assert verdict.repeated_publishes == 0, "the edge had a message acknowledged twice"
+    assert verdict.stored == verdict.published, detail
+    assert verdict.lost == 0 and not verdict.missing_minutes, detail
+    assert verdict.duplicated == 0 and not verdict.doubled_minutes, detail
+    assert not any(verdict.rollup_mismatches.values()), detail
+    assert verdict.ok and drain.complete, detail
+    assert seqs.meters == meters and seqs.ok, detail
+
+
+def assert_stopped_cleanly(stack: Stack) -> None:
+    """No service exited by itself during the run (house rule: every service survives its
+    dependencies' outages), and each drains and exits 0 on SIGTERM."""
+    assert not stack.exits, "\n\n".join(f"{e.name} exited ({e.code}):\n{e.tail}" for e in stack.exits)
+    codes = stack.stop_pipeline()
+    assert all(code == 0 for code in codes.values()), f"exit codes on SIGTERM: {codes}"

@@ -31,12 +31,17 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiomqtt
 import psycopg
 import redis
 
 from tests.support.ingest_support import ago, data_message
+
+if TYPE_CHECKING:
+    from enerlink.schemas.wire import Keys
+    from tests.support.redis_cluster import RedisClusterServers
 from tests.support.pgserver import PgServer
 from tests.support.services import ROOT, Broker, free_port, wait_port
 
@@ -287,6 +292,7 @@ class StackConfig:
     aggregator_metrics_port: int = 0
     confirm_wait_s: float = 600.0
     resend_after_s: float = 20.0
+    redis_cluster: bool = False  # a local Redis Cluster (3 masters, 3 replicas) instead of one server
 
 
 class Stack:
@@ -301,7 +307,11 @@ class Stack:
         self.publish_log = self.root / "published.csv"
         self.exits: list[Exit] = []
         self.pg = PgServer()
-        self.redis = RedisServer(self.root)
+        from tests.support.redis_cluster import RedisClusterServers  # it builds on this module's Proc
+
+        self.redis: RedisServer | RedisClusterServers = (
+            RedisClusterServers(self.root) if config.redis_cluster else RedisServer(self.root)
+        )
         # saved on a clean stop only: a kill -9 loses every session and every message it acknowledged
         self.broker = Broker(data_dir=self.root / "mosquitto", extra_conf="autosave_interval 86400")
         self.proxy = Proxy(self.broker.port, self.root)
@@ -364,6 +374,14 @@ class Stack:
             logs=self.logs,
         )
 
+    @property
+    def keys(self) -> Keys:
+        """The key names the services use (cut into parts on a Redis Cluster)."""
+        from enerlink.config import DEFAULT_REDIS_PARTS
+        from enerlink.schemas.wire import Keys
+
+        return Keys(parts=DEFAULT_REDIS_PARTS) if self.config.redis_cluster else Keys()
+
     def start_services(self) -> None:
         self.pg.start()
         self.redis.start()
@@ -380,14 +398,13 @@ class Stack:
         asyncio.run(self._probe(ready_timeout_s))
 
     async def _probe(self, timeout_s: float) -> None:
-        import redis.asyncio as aioredis
+        from enerlink.redis_client import async_client
+        from enerlink.schemas.wire import Topics
 
-        from enerlink.schemas.wire import Keys, Topics
-
-        keys, topics = Keys(), Topics()
+        keys, topics = self.keys.of(PROBE_METER), Topics()
         payload = data_message(PROBE_METER, at=ago(seconds=1))
         deadline = time.monotonic() + timeout_s
-        client = aioredis.Redis.from_url(self.redis.url)
+        client = async_client(self.redis.url)
         try:
             while time.monotonic() < deadline:
                 # every worker must have subscribed: probe until each one logged a stored message
@@ -429,6 +446,10 @@ class Stack:
             proc.start()
         self.exits.extend(found)
         return found
+
+    def stop_pipeline(self) -> dict[str, int | None]:
+        """SIGTERM to the ingest workers and the aggregator: each one's exit code (0 = drained)."""
+        return {p.name: p.stop(timeout=30) for p in [*self.workers, self.aggregator]}
 
     def processes(self) -> dict[str, Proc]:
         procs: dict[str, Proc] = {w.name: w for w in self.workers}

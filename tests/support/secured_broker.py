@@ -50,8 +50,10 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     )
 
 
-def make_test_ca(certs: Path) -> Path:
-    """A CA and a server certificate for 127.0.0.1/localhost under ``certs``; returns the CA file."""
+def make_test_ca(certs: Path, *, client_auth: bool = False) -> Path:
+    """A CA and a server certificate for 127.0.0.1/localhost under ``certs``; returns the CA file.
+    ``client_auth``: the certificate may also authenticate its holder as a client (Redis Cluster nodes
+    present it to each other)."""
     certs.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -95,7 +97,13 @@ def make_test_ca(certs: Path) -> Path:
             ),
             critical=False,
         )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+                + ([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])
+            ),
+            critical=False,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     ca_file = certs / "ca.crt"

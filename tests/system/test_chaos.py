@@ -37,6 +37,8 @@ import pytest
 
 from tests.support.chaos_check import (
     Published,
+    assert_exactly_once,
+    assert_stopped_cleanly,
     log_stats,
     read_publish_log,
     seq_summary,
@@ -102,18 +104,10 @@ def test_nothing_lost_nothing_doubled_under_chaos() -> None:
             print(_where_lost(stack, published), flush=True)
         assert injected(faults).keys() == {f.kind for f in faults}, "a fault was not carried out"
         assert verdict.published >= METERS * RUN_S * 0.5, "the fleet published far less than it should"
-        assert verdict.repeated_publishes == 0, "the edge had a message acknowledged twice"
-        assert verdict.stored == verdict.published, table
-        assert verdict.lost == 0 and not verdict.missing_minutes, table
-        assert verdict.duplicated == 0 and not verdict.doubled_minutes, table
-        assert not any(verdict.rollup_mismatches.values()), table
-        assert verdict.ok and drain.complete, table
-        assert seqs.meters == METERS and seqs.ok, table
+        assert_exactly_once(verdict, seqs, drain, meters=METERS, detail=table)
         # the data survived (a supervisor restarted what died), but a service must not die because a
         # dependency is briefly away: house rule "every service is safe to kill -9 and restart"
-        assert not stack.exits, "\n\n".join(f"{e.name} exited ({e.code}):\n{e.tail}" for e in stack.exits)
-        codes = {p.name: p.stop(timeout=30) for p in [*stack.workers, stack.aggregator]}
-        assert all(code == 0 for code in codes.values()), f"exit codes on SIGTERM: {codes}"
+        assert_stopped_cleanly(stack)
         passed = True
     finally:
         if not passed:
