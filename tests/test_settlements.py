@@ -468,7 +468,11 @@ async def test_a_simulated_meter_and_the_pipeline_agree_and_a_tampered_counter_i
     keys = Keys(environ["ENERLINK_KEY_PREFIX"])
     ready = asyncio.Event()
     worker = asyncio.create_task(
-        enerlink.ingest.service.run(IngestSettings.from_env(env), ready=ready), name="ingest"
+        enerlink.ingest.service.run(
+            dataclasses.replace(IngestSettings.from_env(env), client_id=f"settle-{uuid.uuid4().hex[:8]}"),
+            ready=ready,
+        ),
+        name="ingest",
     )
     await asyncio.wait_for(ready.wait(), 30)
     fleet_settings = dataclasses.replace(

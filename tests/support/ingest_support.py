@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -22,8 +23,13 @@ from tests.conftest import load_fixture
 
 
 def ingest_settings(environ: dict[str, str], **overrides: Any) -> Settings:
+    """The worker's settings for ``environ``, with a client id of this call's own unless one is given:
+    the default id (``enerlink-ingest-<host>-1`` in every test's own state dir) would share one broker
+    session, and its subscriptions, among tests running at once."""
     settings = Settings.from_env(Env(environ))
-    return replace(settings, **overrides) if overrides else settings
+    if not settings.client_id and "client_id" not in overrides:
+        overrides["client_id"] = f"test-ingest-{uuid.uuid4().hex[:12]}"
+    return replace(settings, **overrides)
 
 
 @contextlib.asynccontextmanager
