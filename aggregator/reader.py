@@ -180,9 +180,9 @@ def read_items_sync(
     with_repaired = [repaired is None or meter in repaired for meter, _ in pairs]
     for (meter, minute), also_late, also_repaired in zip(pairs, with_late, with_repaired, strict=True):
         hi, before = minute + MINUTE_MS - 1, f"({minute}"
-        if also_repaired:
-            commands.append(("ZCOUNT", keys.of(meter).repaired(meter), minute, hi))
         part = keys.of(meter)
+        if also_repaired:
+            commands.append(("ZCOUNT", part.repaired(meter), minute, hi))
         series = (part.timeseries(meter), part.late_data(meter)) if also_late else (part.timeseries(meter),)
         for key in series:
             commands += (

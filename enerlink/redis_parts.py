@@ -32,11 +32,12 @@ async def hgetall(r: AsyncRedis, keys: Keys, name: Name) -> dict[Any, Any]:
     return merged
 
 
-async def hkeys(r: AsyncRedis, keys: Keys, name: Name) -> list[Any]:
-    """The fields of a fleet-wide hash over every part."""
+async def hkeys(r: AsyncRedis, keys: Keys, names: Sequence[Name]) -> list[Any]:
+    """The fields of the fleet-wide hashes of ``names`` over every part, in one pipeline."""
     pipe = r.pipeline(transaction=False)
-    for part in keys.each_part():
-        pipe.hkeys(name(part))
+    for name in names:
+        for part in keys.each_part():
+            pipe.hkeys(name(part))
     return [field for reply in await pipe.execute() for field in reply]
 
 

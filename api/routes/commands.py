@@ -117,9 +117,8 @@ def _text(value: bytes | str) -> str:
 async def _all_known(state: State) -> list[str]:
     """Every meter the pipeline knows: the meters registry and the presence hash."""
     keys = state.settings.common.keys
-    seen = await parts.hkeys(state.redis, keys, lambda k: k.meters)
-    present = await parts.hkeys(state.redis, keys, lambda k: k.presence)
-    return sorted({_text(m) for m in [*seen, *present]})
+    known = await parts.hkeys(state.redis, keys, [lambda k: k.meters, lambda k: k.presence])
+    return sorted({_text(m) for m in known})
 
 
 async def _known(state: State, meters: list[str]) -> set[str]:
