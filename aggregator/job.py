@@ -292,7 +292,7 @@ class Aggregator:
             report.events += len(result.events)
         report.late_pairs += len(pairs)
         self.metrics.late.inc(len(pairs))
-        await reader.mark_late_done(self.redis, self.keys, handled, t0)
+        await reader.mark_late_done(self.redis, self.keys, handled, self._clocks)
         await reader.clear_late_flags(self.redis, self.keys, handled, self._clocks)
 
     async def _health(self, t0: int, closed_end: int) -> HealthReport:

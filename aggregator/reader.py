@@ -287,9 +287,6 @@ async def held_counts(r: Redis, keys: Keys, pairs: Sequence[tuple[str, int]]) ->
     return out
 
 
-_NOW = "local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
-
-
 def _meter_of_flag(member: str) -> str:
     return Keys.parse_late_member(member)[0]
 
@@ -300,10 +297,7 @@ async def part_clocks(r: Redis, keys: Keys, t0_ms: int) -> dict[str, int]:
     any snapshot: a flag scored up to it was raised before the job read the minutes."""
     if not keys.parts:
         return {keys.prefix: t0_ms}
-    pipe = r.pipeline(transaction=False)
-    for part in keys.each_part():
-        pipe.eval(_NOW, 1, part.late_minutes)
-    return {part.prefix: int(ms) for part, ms in zip(keys.each_part(), await pipe.execute(), strict=True)}
+    return await parts.clocks(r, keys)
 
 
 async def late_flags(r: Redis, keys: Keys, clocks: dict[str, int]) -> list[str]:
@@ -322,10 +316,12 @@ async def clear_late_flags(r: Redis, keys: Keys, members: Sequence[str], clocks:
     return n
 
 
-async def mark_late_done(r: Redis, keys: Keys, members: Sequence[str], at_ms: int) -> None:
+async def mark_late_done(r: Redis, keys: Keys, members: Sequence[str], clocks: dict[str, int]) -> None:
+    """Move handled flags to ``late_done``, each scored by its part's T0 (:func:`part_clocks`): the
+    raw export's late cursor compares it with that part's clock."""
     for part, group in parts.by_part(keys, members, _meter_of_flag):
         if group:
-            await r.zadd(part.late_done, dict.fromkeys(group, at_ms))
+            await r.zadd(part.late_done, dict.fromkeys(group, clocks[part.prefix]))
 
 
 async def drop_done_late(r: Redis, keys: Keys, before_ms: int, *, archived: RawHorizon | None = None) -> int:
@@ -333,7 +329,8 @@ async def drop_done_late(r: Redis, keys: Keys, before_ms: int, *, archived: RawH
     (``archived``), only those its late pass has taken and of hours it exported."""
     through = 2**62
     if archived is not None:
-        before_ms, through = min(before_ms, archived.late_cursor), archived.through
+        # late_done scored before the cursor: handled before the export's run began on every part
+        before_ms, through = min(before_ms, archived.late_cursor - 1), archived.through
     n = 0
     for part in keys.each_part():
         late_prefix = part.late_data("")
@@ -348,9 +345,10 @@ async def drop_done_late(r: Redis, keys: Keys, before_ms: int, *, archived: RawH
 @dataclass(frozen=True, slots=True)
 class RawHorizon:
     """What the raw export (``Keys.raw_export``) holds: every reading before ``through`` stored before
-    its hour was exported, and the late readings flagged up to ``late_cursor`` (Redis ms);
-    ``keep_from``: nothing from here on may be trimmed (``through``, or the oldest minute flagged late
-    after ``late_cursor``: not archived yet)."""
+    its hour was exported, and the late readings flagged before ``late_cursor`` (Redis ms, no later
+    than any part's clock at the start of the export's last run); ``keep_from``: nothing from here on
+    may be trimmed (``through``, or the oldest minute flagged late from ``late_cursor`` on: maybe not
+    archived yet)."""
 
     through: int
     late_cursor: int
@@ -365,8 +363,8 @@ async def raw_horizon(r: Redis, keys: Keys) -> RawHorizon | None:
     through, cursor = int(state[b"through"]), int(state.get(b"late", b"0"))
     pipe = r.pipeline(transaction=False)
     for part in keys.each_part():
-        pipe.zrangebyscore(part.late_minutes, f"({cursor}", "+inf")
-        pipe.zrangebyscore(part.late_done, f"({cursor}", "+inf")
+        pipe.zrangebyscore(part.late_minutes, cursor, "+inf")
+        pipe.zrangebyscore(part.late_done, cursor, "+inf")
     flagged = [Keys.parse_late_member(m.decode())[1] for reply in await pipe.execute() for m in reply]
     return RawHorizon(through, cursor, min([through, *flagged]))
 

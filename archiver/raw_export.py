@@ -8,11 +8,12 @@ State (``Tables.RAW_EXPORT_STATE``, one row; copied to ``Keys.raw_export`` after
   read through ``enerlink.schemas.snapshot.decode_snapshot``, as part 0 of that group-hour.
 * ``late_cursor`` (Redis ms): a reading stored after its hour was exported is late, so the ingest
   flagged its (meter, minute) in ``late_minutes`` with its receipt time, and the aggregator moves
-  such flags to ``late_done`` with a later time, and drops the minute's late data only after that
-  entry goes. Each run takes every flag of either set scored after the cursor, reads those minutes
-  again, and writes the readings the archive does not hold yet (compared row by row with the
-  group-hour's listed objects) as the next part. The cursor becomes the Redis time read at the
-  start of the run.
+  such flags to ``late_done`` with a later time, and drops the minute's late data only once that
+  entry is scored before the cursor. Each run takes every flag of either set scored from the cursor
+  on, reads those minutes again, and writes the readings the archive does not hold yet (compared row
+  by row with the group-hour's listed objects) as the next part. The cursor becomes the Redis time
+  read at the start of the run: on a Redis Cluster the earliest of the masters' clocks, since each
+  part's flags are scored by its own master's clock.
 
 Exactly once: a run holds a PostgreSQL advisory lock (one exporter at a time); objects are written,
 read back and verified, then listed in the manifest and the state moved in one transaction; a listed
@@ -96,8 +97,9 @@ class RawExporter:
 
     def _run(self) -> RawReport:
         report = RawReport()
-        seconds, micros = self.redis.time()
-        t1 = int(seconds) * 1000 + int(micros) // 1000  # before any read: late flags after it are next run's
+        # before any read, the earliest of the parts' clocks (each part's flags are scored by its
+        # master's clock): every flag raised after this run read its part is scored at least t1
+        t1 = min(parts.clocks_sync(self.redis, self.keys).values())
         through, cursor = self._state(t1)
         meters = self._meters()
         while through + HOUR_MS + self.grace_s * 1000 <= t1:
@@ -220,7 +222,7 @@ class RawExporter:
     def _late(self, cursor: int, through: int, report: RawReport) -> list[RawObject]:
         pairs: set[tuple[str, int]] = set()
         for key in [name for part in self.keys.each_part() for name in (part.late_minutes, part.late_done)]:
-            for member in self.redis.zrangebyscore(key, f"({cursor}", "+inf"):
+            for member in self.redis.zrangebyscore(key, cursor, "+inf"):  # again: compared row by row
                 meter, minute = Keys.parse_late_member(member.decode())  # type: ignore[union-attr]
                 if minute < through:  # later hours: their main export takes them
                     pairs.add((meter, minute))

@@ -72,6 +72,25 @@ def hgetall_sync(r: SyncRedis, keys: Keys, name: Name) -> dict[Any, Any]:
     return merged
 
 
+_NOW = "local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
+
+
+async def clocks(r: AsyncRedis, keys: Keys) -> dict[str, int]:
+    """Each part's clock now (Redis ms), by the part's key prefix: on a Redis Cluster the clock of the
+    master that holds the part, whose scripts score the part's late flags by it (nodes' clocks may
+    differ); on one server its TIME."""
+    pipe = r.pipeline(transaction=False)
+    for part in keys.each_part():
+        pipe.eval(_NOW, 1, part.late_minutes)  # a key of the part: sent to the part's master
+    return {part.prefix: int(ms) for part, ms in zip(keys.each_part(), await pipe.execute(), strict=True)}
+
+
+def clocks_sync(r: SyncRedis, keys: Keys) -> dict[str, int]:
+    """:func:`clocks` for a blocking client (one call a part: a blocking cluster pipeline runs no
+    script)."""
+    return {part.prefix: int(r.eval(_NOW, 1, part.late_minutes)) for part in keys.each_part()}
+
+
 T = TypeVar("T")
 
 

@@ -184,7 +184,7 @@ async def test_trim_keeps_every_reading_until_the_archive_holds_it(
     store(sync_redis, keys, [old], late=True)
     flag_late(sync_redis, keys, old, at_ms=redis_now_ms(sync_redis))
     member = Keys.late_member(old.meter_id, old.at_ms // 60_000 * 60_000)
-    await reader.mark_late_done(redis_client, keys, [member], redis_now_ms(sync_redis))
+    await reader.mark_late_done(redis_client, keys, [member], {keys.prefix: redis_now_ms(sync_redis)})
     sync_redis.zrem(keys.late_minutes, member)
     archived = await reader.raw_horizon(redis_client, keys)
     assert await reader.drop_done_late(redis_client, keys, now + HOUR_MS, archived=archived) == 0

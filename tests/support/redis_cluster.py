@@ -69,6 +69,28 @@ def slot_owners(nodes: Sequence[NodeEntry]) -> list[NodeEntry | None]:
     return owners
 
 
+CLOCKSHIFT_C = Path(__file__).with_name("clockshift.c")
+
+
+def clock_offset_env(offset_s: float, build_dir: Path) -> dict[str, str]:
+    """The environment that sets a process's wall clock ``offset_s`` off (its monotonic clocks stay
+    real): ``tests/support/clockshift.c``, built into ``build_dir`` with the C compiler and preloaded.
+    Raises FileNotFoundError without a C compiler."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise FileNotFoundError("no C compiler to build the clock shift: apt-get install gcc libc6-dev")
+    library = build_dir / "clockshift.so"
+    if not library.exists():
+        build_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(CLOCKSHIFT_C)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    return {"LD_PRELOAD": str(library), "CLOCKSHIFT_MS": str(round(offset_s * 1000))}
+
+
 @dataclass
 class RedisClusterServers:
     """Redis Cluster nodes on free loopback ports under ``root`` (data in ``root/redis-P``, logs in
@@ -80,6 +102,7 @@ class RedisClusterServers:
     node_timeout_ms: int = 2000  # cluster-node-timeout: how fast a dead master is failed over
     appendfsync: str = "always"
     tls: bool = False  # clients, replication and the cluster bus over TLS only (a test CA under root/certs)
+    clock_offset_s: dict[int, float] = field(default_factory=dict)  # node index -> its wall clock's offset
     ports: list[int] = field(default_factory=list)  # filled by start()
     procs: dict[int, Proc] = field(default_factory=dict)  # port -> process
     bus_ports: dict[int, int] = field(default_factory=dict)  # port -> cluster bus port
@@ -169,7 +192,9 @@ class RedisClusterServers:
             "--protected-mode",
             "no",
         ]
-        return Proc(f"redis-{port}", argv, {}, self.root / "logs" / f"redis-{port}.log")
+        offset = self.clock_offset_s.get(self.ports.index(port))
+        env = clock_offset_env(offset, self.root / "clockshift") if offset is not None else {}
+        return Proc(f"redis-{port}", argv, env, self.root / "logs" / f"redis-{port}.log")
 
     def _listen(self, port: int) -> list[str]:
         if self.ca_file is None:
