@@ -310,9 +310,11 @@ class Aggregator:
         if report.watermark is None:
             return
         done_until = int(report.watermark.timestamp() * 1000) + MINUTE_MS
-        cutoff = min(done_until, t0 - self.settings.retention_s * 1000)
+        # each part's window by its own master's clock, as the ingest decides what is live there
+        window = self.settings.retention_s * 1000
+        cutoffs = {prefix: min(done_until, clock - window) for prefix, clock in self._clocks.items()}
         fleet = [m for m in await reader.meters(self.redis, self.keys) if self._shard.owns(m)]
-        await reader.trim_live(self.redis, self.keys, sorted(fleet), cutoff, archived=archived)
+        await reader.trim_live(self.redis, self.keys, sorted(fleet), cutoffs, archived=archived)
 
     def _submit(
         self,

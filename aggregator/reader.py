@@ -370,17 +370,24 @@ async def raw_horizon(r: Redis, keys: Keys) -> RawHorizon | None:
 
 
 async def trim_live(
-    r: Redis, keys: Keys, meter_ids: Sequence[str], before_ms: int, *, archived: RawHorizon | None = None
+    r: Redis,
+    keys: Keys,
+    meter_ids: Sequence[str],
+    before_ms: int | dict[str, int],
+    *,
+    archived: RawHorizon | None = None,
 ) -> int:
-    """Remove snapshots older than ``before_ms`` (already aggregated) except each meter's newest; with a
-    raw export running (``archived``), none it does not hold yet."""
-    if archived is not None:
-        before_ms = min(before_ms, archived.keep_from)
+    """Remove snapshots older than ``before_ms`` (already aggregated; or per part, by the part's key
+    prefix) except each meter's newest; with a raw export running (``archived``), none it does not
+    hold yet."""
     total = 0
     for part, group in parts.by_part(keys, meter_ids):
+        before = before_ms if isinstance(before_ms, int) else before_ms[part.prefix]
+        if archived is not None:
+            before = min(before, archived.keep_from)
         for i in range(0, len(group), 1000):
             chunk = [part.timeseries(m) for m in group[i : i + 1000]]
-            total += int(await r.eval(_TRIM_KEEP_NEWEST, len(chunk), *chunk, before_ms))
+            total += int(await r.eval(_TRIM_KEEP_NEWEST, len(chunk), *chunk, before))
     return total
 
 

@@ -291,8 +291,9 @@ class Keys:
     def raw_export(self) -> str:
         """Hash written by the archiver's raw export after each verified run (a copy of its PostgreSQL
         state, ``Tables.RAW_EXPORT_STATE``): ``through`` = epoch ms before which every data reading of
-        the live window is in the archive, ``late`` = Redis ms up to which late readings (flags in
-        :attr:`late_minutes` / :attr:`late_done` scored up to it) are in the archive. The aggregator
+        the live window is in the archive, ``late`` = Redis ms before which late readings (flags in
+        :attr:`late_minutes` / :attr:`late_done` scored before it) are in the archive: on a Redis
+        Cluster the earliest of the masters' clocks at the start of the export's last run. The aggregator
         never trims a snapshot the archive does not hold yet (``aggregator/reader.py``); absent: no
         raw export runs, the trim is the window's alone."""
         return f"{self.prefix}:raw:exported"

@@ -82,12 +82,12 @@ def clock_offset_env(offset_s: float, build_dir: Path) -> dict[str, str]:
     library = build_dir / "clockshift.so"
     if not library.exists():
         build_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(CLOCKSHIFT_C)],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        argv = [compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(CLOCKSHIFT_C)]
+        built = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if built.returncode != 0:
+            raise FileNotFoundError(
+                f"could not build the clock shift (apt-get install gcc libc6-dev): {built.stderr[-1000:]}"
+            )
     return {"LD_PRELOAD": str(library), "CLOCKSHIFT_MS": str(round(offset_s * 1000))}
 
 
