@@ -107,6 +107,7 @@ class RedisStore:
     grace_ms: int = 10_000
     record_ttl_ms: int = 8 * 86_400_000
     raw_hold_ms: int = 0  # while the raw export runs, keep live readings it lacks this long past the window
+    late_margin_ms: int = 0  # a reading of a closed minute this close to the window's start: late data
     _sha: str | None = None
 
     async def write(self, items: Sequence[Outcome]) -> BatchResult:
@@ -242,6 +243,7 @@ class RedisStore:
             self.grace_ms,
             self.record_ttl_ms,
             self.raw_hold_ms,
+            self.late_margin_ms,
         ]
         data = [item.payload for item in items if isinstance(item, Measurement) and item.kind == "data"]
         members = iter(encode_snapshots(data) if data else ())

@@ -150,6 +150,7 @@ async def run(
             grace_ms=int(settings.gap_grace_s * 1000),
             record_ttl_ms=settings.seq_record_ttl_s * 1000,
             raw_hold_ms=settings.raw_hold_s * 1000,
+            late_margin_ms=settings.late_margin_ms,
         )
         worker = _Worker(settings=settings, store=store, validator=validator, metrics=metrics, ready=ready)
         if once:

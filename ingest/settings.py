@@ -8,6 +8,8 @@ from typing import Self
 
 from enerlink.config import CommonSettings, ConfigError, Env
 
+LATE_MARGIN_MS = 600_000  # ten aggregator runs: see Settings.late_margin_ms
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -145,6 +147,13 @@ class Settings:
     @property
     def retention_ms(self) -> int:
         return self.retention_s * 1000
+
+    @property
+    def late_margin_ms(self) -> int:
+        """A reading of a closed minute this close to the window's start is stored as late data (kept
+        until the aggregator has handled it) instead of in the live series, which the next writes
+        trim at the window: a tenth of the default window, at most a quarter of a shorter one."""
+        return min(LATE_MARGIN_MS, self.retention_ms // 4)
 
 
 def _share_group(env: Env) -> str:

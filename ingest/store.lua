@@ -6,10 +6,13 @@
 --              confirm_due, resend_due, raw_export
 -- KEYS[16..]   per item keys, in item order: data -> timeseries, late_data, seq_record, repaired;
 --              status -> status_timeseries; not held -> seq_record
--- ARGV[1..9]   retention_ms, rejected_maxlen, events_maxlen, live_channel ('' = off), item count,
+-- ARGV[1..10]  retention_ms, rejected_maxlen, events_maxlen, live_channel ('' = off), item count,
 --              confirm_interval_ms (0 = no seq records, confirmations or gap repair), grace_ms,
---              record_ttl_ms, raw_hold_ms (0 = trim at the window whatever the raw export holds)
--- ARGV[10..]    items; each starts with its kind:
+--              record_ttl_ms, raw_hold_ms (0 = trim at the window whatever the raw export holds),
+--              late_margin_ms (a reading of a closed minute this close to the window's start goes to
+--              late_data: the next writes would soon trim it from the series, maybe before the
+--              aggregator read it; late_data is dropped only once the aggregator has handled it)
+-- ARGV[11..]   items; each starts with its kind:
 --              'd' meter at_ms seq('' = none) late_member member(stored form) payload(JSON as received)
 --                  resent('1' = from Topics.resent)
 --              's' meter at_ms payload
@@ -20,7 +23,7 @@
 --              'n' meter ranges('a-b,c-d'): seqs the meter said it does not hold (a resend ack)
 --              'x': nothing (an ack with nothing to record)
 -- Returns one integer per item: bit 1 = newly stored (0 = already there: a redelivery),
--- 2 = went to late_data (older than the window), 4 = flagged in late_minutes, 8 = became latest,
+-- 2 = went to late_data (older than the window, or near its start: late_margin_ms), 4 = flagged in late_minutes, 8 = became latest,
 -- 16 = presence changed, 32 = seq seen again, 64 = repaired (newly stored from Topics.resent),
 -- 128 = the seq record restarted (re-flash), 1024 * n = n sequence numbers skipped; for 'n' items
 -- the number of seqs newly recorded as not held. Then: readings given up by the seq records' size
@@ -40,6 +43,7 @@ local confirm_interval = tonumber(ARGV[6])
 local grace = tonumber(ARGV[7])
 local record_ttl = ARGV[8]
 local raw_hold = tonumber(ARGV[9])
+local late_margin = tonumber(ARGV[10])
 
 local now = redis_now_ms()
 local horizon = now - retention -- older readings are late (late_data), newer ones live (timeseries)
@@ -55,7 +59,7 @@ if raw_hold > 0 then
 end
 
 local results = {}
-local a = 10
+local a = 11
 local k = 16
 local records = {} -- meter -> {key, raw, r} (r nil: read by record_next, the parts in t, c, ks, u, us)
 
@@ -157,9 +161,12 @@ for _ = 1, count do
     k = k + 4
     local flags = 0
     local target = series
-    if at < horizon and not redis.call('ZSCORE', series, member) then
-      -- older than the window (a copy still in the series, held for the raw export or not trimmed
-      -- yet, makes this a redelivery: it is not stored again as late data)
+    local minute = at - (at % 60000)
+    local edge = at < horizon + late_margin and now >= minute + 60000
+    if (at < horizon or edge) and not redis.call('ZSCORE', series, member) then
+      -- older than the window, or of a closed minute near its start (a copy still in the series,
+      -- held for the raw export or not trimmed yet, makes this a redelivery: it is not stored again
+      -- as late data)
       target = late
       flags = flags + 2
     end
@@ -170,7 +177,6 @@ for _ = 1, count do
     end
     if added == 1 then
       flags = flags + 1
-      local minute = at - (at % 60000)
       if now >= minute + 60000 then
         redis.call('ZADD', KEYS[K_LATE_MINUTES], now, late_member)
         flags = flags + 4
