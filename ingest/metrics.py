@@ -33,7 +33,7 @@ class IngestMetrics:
         )
         self.late = Counter(
             "enerlink_ingest_late_data",
-            "data messages older than the live window (late_data set)",
+            "data messages older than the live window or near its start (late_data set)",
             registry=r,
         )
         self.late_minutes = Counter(

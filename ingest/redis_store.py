@@ -6,7 +6,8 @@ One ``EVALSHA`` per batch (one network round trip) stores every item of the batc
   stored form (:func:`enerlink.schemas.snapshot.encode_snapshot`, deterministic: a redelivery is the same
   member, so ``ZADD`` returns 0 and nothing is stored twice), ``ZREMRANGEBYSCORE`` everything older
   than the retention window, ``PEXPIRE`` the key to the window. A message already older than the
-  window goes to ``late_data(meter)`` instead (same layout, same TTL). Latest is newer-wins:
+  window, or of a closed minute in the window's oldest ``late_margin_ms``, goes to ``late_data(meter)``
+  instead (same layout, same TTL). Latest is newer-wins:
   ``latest_data[meter]`` is replaced only when the message's datetime is >= the one recorded in
   ``latest_data_at[meter]`` (the latest hashes keep the JSON as received). ``meters[meter]`` = last
   seen (Redis time, epoch ms). Data with ``seq`` updates ``gaps[meter]`` (JSON ``{last_seq, last_at,

@@ -152,8 +152,9 @@ class Settings:
     def late_margin_ms(self) -> int:
         """A reading of a closed minute this close to the window's start is stored as late data (kept
         until the aggregator has handled it) instead of in the live series, which the next writes
-        trim at the window: a tenth of the default window, at most a quarter of a shorter one."""
-        return min(LATE_MARGIN_MS, self.retention_ms // 4)
+        trim at the window, maybe before the aggregator read it: ten minutes, the whole of a shorter
+        window."""
+        return min(LATE_MARGIN_MS, self.retention_ms)
 
 
 def _share_group(env: Env) -> str:

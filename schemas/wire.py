@@ -222,7 +222,8 @@ class Keys:
         return meter_id, int(minute)
 
     def late_data(self, meter_id: str) -> str:
-        """Sorted set of late data messages older than the live window, same layout as timeseries."""
+        """Sorted set of late data messages older than the live window (or of a closed minute near its
+        start: the ingest's late margin), same layout as timeseries."""
         return f"{self.prefix}:late:{meter_id}"
 
     @property
