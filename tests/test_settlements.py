@@ -201,10 +201,13 @@ async def test_retried_request_does_not_settle_twice_and_concurrent_requests_do_
         )
         codes = sorted(r.status_code for r in racing)
         assert codes == [201, 409], [r.text for r in racing]
-        refused = next(r for r in racing if r.status_code == 409)
+        refused_key, refused = next(
+            (k, r) for k, r in zip(("inv-2", "inv-3"), racing, strict=True) if r.status_code == 409
+        )
         assert "in progress" in refused.json()["detail"]
         meter.delay_s = 0.0
-        third = await api.client.post("/meters/R1/settlements", headers={"Idempotency-Key": "inv-3"})
+        # the refused request, sent again once the meter is free, settles (either may have won the race)
+        third = await api.client.post("/meters/R1/settlements", headers={"Idempotency-Key": refused_key})
         assert third.status_code == 201, third.text
         mismatched = await api.client.post(
             "/meters/R1/settlements", headers={"Idempotency-Key": "inv-4"}, json={"request_id": "other"}
