@@ -12,8 +12,9 @@ State (``Tables.RAW_EXPORT_STATE``, one row; copied to ``Keys.raw_export`` after
   entry is scored before the cursor. Each run takes every flag of either set scored from the cursor
   on, reads those minutes again, and writes the readings the archive does not hold yet (compared row
   by row with the group-hour's listed objects) as the next part. The cursor becomes the Redis time
-  read at the start of the run: on a Redis Cluster the earliest of the masters' clocks, since each
-  part's flags are scored by its own master's clock.
+  read at the start of the run, less a second (``CLOCK_MARGIN_MS``: a clock stepped back that much,
+  as in a failover to a replica whose clock is a little behind): on a Redis Cluster the earliest of
+  the masters' clocks, since each part's flags are scored by its own master's clock.
 
 Exactly once: a run holds a PostgreSQL advisory lock (one exporter at a time); objects are written,
 read back and verified, then listed in the manifest and the state moved in one transaction; a listed
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
+CLOCK_MARGIN_MS = 1_000  # the late cursor is this much earlier than the clocks read at a run's start
 
 
 @dataclass(slots=True)
@@ -117,7 +119,9 @@ class RawExporter:
             through += HOUR_MS
             report.hours += 1
         objects = self._late(cursor, through, report)
-        self._commit(objects, through=through, cursor=t1, report=report)
+        # the next run's cursor: a second earlier, for a clock that steps back a little (a failover to a
+        # replica whose clock is behind its master's): re-reading a flag costs a comparison
+        self._commit(objects, through=through, cursor=t1 - CLOCK_MARGIN_MS, report=report)
         report.through = datetime.fromtimestamp(through / 1000, UTC)
         return report
 

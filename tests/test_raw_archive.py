@@ -4,6 +4,7 @@ enough to recompute the minute rows."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 from collections import Counter
@@ -18,7 +19,7 @@ from psycopg import sql
 
 from enerlink.aggregator import reader
 from enerlink.archiver import raw_objects
-from enerlink.archiver.raw_export import RawHooks, RawReport
+from enerlink.archiver.raw_export import CLOCK_MARGIN_MS, RawHooks, RawReport
 from enerlink.archiver.raw_format import Reading, read_parquet, to_messages, to_table, write_parquet
 from enerlink.archiver.raw_service import raw_now
 from enerlink.archiver.service import run as archive_run
@@ -190,6 +191,7 @@ async def test_trim_keeps_every_reading_until_the_archive_holds_it(
     assert await reader.drop_done_late(redis_client, keys, now + HOUR_MS, archived=archived) == 0
     assert sync_redis.zcard(keys.late_data(old.meter_id)) == 1
 
+    await asyncio.sleep(CLOCK_MARGIN_MS / 1000 + 0.1)  # the flags older than the next cursor
     report = _export(settings)
     assert report.late == 2  # the two late readings, as part 1 of their group-hour
     rows = _manifest(settings.common.database_url)
