@@ -373,16 +373,16 @@ async def trim_live(
     r: Redis,
     keys: Keys,
     meter_ids: Sequence[str],
-    before_ms: int | dict[str, int],
+    before_ms: dict[str, int],
     *,
     archived: RawHorizon | None = None,
 ) -> int:
-    """Remove snapshots older than ``before_ms`` (already aggregated; or per part, by the part's key
-    prefix) except each meter's newest; with a raw export running (``archived``), none it does not
-    hold yet."""
+    """Remove snapshots older than ``before_ms`` of their part (by the part's key prefix: already
+    aggregated, and outside the window by the part's master's clock) except each meter's newest; with
+    a raw export running (``archived``), none it does not hold yet."""
     total = 0
     for part, group in parts.by_part(keys, meter_ids):
-        before = before_ms if isinstance(before_ms, int) else before_ms[part.prefix]
+        before = before_ms[part.prefix]
         if archived is not None:
             before = min(before, archived.keep_from)
         for i in range(0, len(group), 1000):

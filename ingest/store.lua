@@ -23,11 +23,11 @@
 --              'n' meter ranges('a-b,c-d'): seqs the meter said it does not hold (a resend ack)
 --              'x': nothing (an ack with nothing to record)
 -- Returns one integer per item: bit 1 = newly stored (0 = already there: a redelivery),
--- 2 = went to late_data (older than the window, or near its start: late_margin_ms), 4 = flagged in late_minutes, 8 = became latest,
--- 16 = presence changed, 32 = seq seen again, 64 = repaired (newly stored from Topics.resent),
--- 128 = the seq record restarted (re-flash), 1024 * n = n sequence numbers skipped; for 'n' items
--- the number of seqs newly recorded as not held. Then: readings given up by the seq records' size
--- bound, followed by (meter, count) pairs of the meters concerned.
+-- 2 = went to late_data (older than the window, or near its start: late_margin_ms), 4 = flagged in
+-- late_minutes, 8 = became latest, 16 = presence changed, 32 = seq seen again, 64 = repaired (newly
+-- stored from Topics.resent), 128 = the seq record restarted (re-flash), 1024 * n = n sequence
+-- numbers skipped; for 'n' items the number of seqs newly recorded as not held. Then: readings given
+-- up by the seq records' size bound, followed by (meter, count) pairs of the meters concerned.
 
 local K_LATEST_DATA, K_LATEST_DATA_AT, K_LATEST_STATUS, K_LATEST_STATUS_AT = 1, 2, 3, 4
 local K_METERS, K_GAPS, K_LATE_MINUTES, K_REJECTED, K_REJECTED_COUNTS, K_PRESENCE, K_EVENTS =
@@ -162,8 +162,8 @@ for _ = 1, count do
     local flags = 0
     local target = series
     local minute = at - (at % 60000)
-    local edge = at < horizon + late_margin and now >= minute + 60000
-    if (at < horizon or edge) and not redis.call('ZSCORE', series, member) then
+    local closed = now >= minute + 60000
+    if (at < horizon or (closed and at < horizon + late_margin)) and not redis.call('ZSCORE', series, member) then
       -- older than the window, or of a closed minute near its start (a copy still in the series,
       -- held for the raw export or not trimmed yet, makes this a redelivery: it is not stored again
       -- as late data)
@@ -177,7 +177,7 @@ for _ = 1, count do
     end
     if added == 1 then
       flags = flags + 1
-      if now >= minute + 60000 then
+      if closed then
         redis.call('ZADD', KEYS[K_LATE_MINUTES], now, late_member)
         flags = flags + 4
       end

@@ -12,10 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
 import redis
-from psycopg import sql
 
 from enerlink.aggregator import reader
 from enerlink.archiver import raw_objects
@@ -28,9 +26,19 @@ from enerlink.archiver.storage import open_store
 from enerlink.config import Env
 from enerlink.db import migrate
 from enerlink.schemas.snapshot import encode_snapshot
-from enerlink.schemas.wire import Buckets, Keys, Tables
+from enerlink.schemas.wire import Buckets, Keys
 from tests.conftest import TEST_REDIS_URL
-from tests.support.rawdata import HOUR_MS, Stored, flag_late, previous_hour, redis_now_ms, simulate, store
+from tests.support.rawdata import (
+    HOUR_MS,
+    Stored,
+    archived_readings,
+    flag_late,
+    previous_hour,
+    raw_manifest,
+    redis_now_ms,
+    simulate,
+    store,
+)
 
 
 @pytest.fixture
@@ -57,23 +65,6 @@ async def _seeded(
 
 def _export(settings: Settings, hooks: RawHooks | None = None) -> RawReport:
     return raw_now(settings, open_store(settings.storage), threading.Event(), hooks=hooks)
-
-
-def _manifest(url: str) -> list[dict[str, Any]]:
-    with psycopg.connect(url) as conn:
-        cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-        query = sql.SQL("select * from {} order by day, grp, hour, part")
-        return cur.execute(query.format(sql.Identifier(Tables.RAW_MANIFEST))).fetchall()
-
-
-def _archived(settings: Settings, rows: list[dict[str, Any]]) -> list[tuple[str, int, Any]]:
-    """Every archived reading as (meter, ms, message dict), read back from the store."""
-    store = open_store(settings.storage)
-    out = []
-    for row in rows:
-        for meter, ms, message in to_messages(raw_objects.load(store, row)):
-            out.append((meter, ms, orjson.loads(message)))
-    return out
 
 
 def _expected(readings: list[Stored]) -> list[tuple[str, int, Any]]:
@@ -104,11 +95,11 @@ async def test_every_reading_of_a_closed_hour_is_archived_once_exactly_as_sent(
     store(sync_redis, keys, simulate(6, start_ms=hour + HOUR_MS, seconds=60))  # the open hour: not yet
 
     await archive_run(settings, once=True)
-    rows = _manifest(settings.common.database_url)
+    rows = raw_manifest(settings.common.database_url)
     assert {(r["hour"], r["part"]) for r in rows} == {(datetime.fromtimestamp(hour / 1000, UTC).hour, 0)}
     assert {r["grp"] for r in rows} == {Buckets.raw_group(m) for m in {r.meter_id for r in readings}}
     assert sum(r["row_count"] for r in rows) == len(readings)
-    archived = _archived(settings, rows)
+    archived = archived_readings(settings, rows)
     assert sorted(map(_key, archived)) == sorted(map(_key, _expected(readings)))  # every number, exactly
 
     # the bytes are a function of the readings: the same group written again is the same object
@@ -122,7 +113,7 @@ async def test_every_reading_of_a_closed_hour_is_archived_once_exactly_as_sent(
         assert b"".join(object_store.iter_chunks(row["object_key"])) == again
 
     await archive_run(settings, once=True)  # nothing new: nothing written again
-    assert _manifest(settings.common.database_url) == rows
+    assert raw_manifest(settings.common.database_url) == rows
     state = sync_redis.hgetall(keys.raw_export)
     assert int(state[b"through"]) == hour + HOUR_MS
     size = sum(r["size_bytes"] for r in rows)
@@ -142,13 +133,13 @@ async def test_crash_between_writing_objects_and_listing_them(
 
     with pytest.raises(RuntimeError):
         _export(settings, RawHooks(before_record=crash))
-    assert written and _manifest(settings.common.database_url) == []
+    assert written and raw_manifest(settings.common.database_url) == []
     assert int(sync_redis.hget(keys.raw_export, "through") or 0) == hour  # nothing may be trimmed yet
 
     _export(settings)
-    rows = _manifest(settings.common.database_url)
+    rows = raw_manifest(settings.common.database_url)
     assert {r["object_key"]: r["sha256"] for r in rows} == written  # the same objects, same bytes
-    archived = _archived(settings, rows)
+    archived = archived_readings(settings, rows)
     assert len(archived) == len(readings)
     assert Counter(map(_key, archived)) == Counter(map(_key, _expected(readings)))  # none missing, none twice
 
@@ -165,7 +156,7 @@ async def test_trim_keeps_every_reading_until_the_archive_holds_it(
     _export(_settings(environ, ENERLINK_RAW_EXPORT_GRACE_S="36000"))
     archived = await reader.raw_horizon(redis_client, keys)
     assert archived is not None and archived.through == hour
-    assert await reader.trim_live(redis_client, keys, meters, now, archived=archived) == 0
+    assert await reader.trim_live(redis_client, keys, meters, {keys.prefix: now}, archived=archived) == 0
     assert sum(sync_redis.zcard(keys.timeseries(m)) for m in meters) == len(readings)
 
     _export(settings)  # exported and verified
@@ -176,7 +167,7 @@ async def test_trim_keeps_every_reading_until_the_archive_holds_it(
     archived = await reader.raw_horizon(redis_client, keys)
     assert archived is not None and archived.through == hour + HOUR_MS
     assert archived.keep_from == late.at_ms // 60_000 * 60_000
-    await reader.trim_live(redis_client, keys, meters, now, archived=archived)
+    await reader.trim_live(redis_client, keys, meters, {keys.prefix: now}, archived=archived)
     assert sync_redis.zscore(keys.timeseries(late.meter_id), encode_snapshot(late.message)) == late.at_ms
 
     # late data of a re-aggregated minute is not dropped before the archive holds it either
@@ -194,13 +185,16 @@ async def test_trim_keeps_every_reading_until_the_archive_holds_it(
     await asyncio.sleep(CLOCK_MARGIN_MS / 1000 + 0.1)  # the flags older than the next cursor
     report = _export(settings)
     assert report.late == 2  # the two late readings, as part 1 of their group-hour
-    rows = _manifest(settings.common.database_url)
-    archived_all = _archived(settings, rows)
+    rows = raw_manifest(settings.common.database_url)
+    archived_all = archived_readings(settings, rows)
     assert Counter(map(_key, archived_all)) == Counter(map(_key, _expected([*readings, late, old])))
 
     archived = await reader.raw_horizon(redis_client, keys)
     assert archived is not None and archived.keep_from == hour + HOUR_MS
-    assert await reader.trim_live(redis_client, keys, meters, now, archived=archived) == len(readings) - 2 + 1
+    assert (
+        await reader.trim_live(redis_client, keys, meters, {keys.prefix: now}, archived=archived)
+        == len(readings) - 2 + 1
+    )
     assert await reader.drop_done_late(redis_client, keys, now + HOUR_MS, archived=archived) == 1
     # the raw export switched off: its state goes, and the trim is the window's alone again
     await archive_run(_settings(environ, ENERLINK_RAW_EXPORT_INTERVAL_S="0"), once=True)

@@ -14,19 +14,14 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 import redis
 import redis.asyncio as aioredis
-from psycopg import sql
 from redis.crc import key_slot
 
 from enerlink.aggregator import reader
-from enerlink.archiver import raw_objects
 from enerlink.archiver.raw_export import RawReport
-from enerlink.archiver.raw_format import to_messages
 from enerlink.archiver.raw_service import raw_now
 from enerlink.archiver.settings import Settings
 from enerlink.archiver.storage import open_store
@@ -35,9 +30,9 @@ from enerlink.db import migrate
 from enerlink.ingest.redis_store import RedisStore
 from enerlink.ingest.validate import Measurement
 from enerlink.redis_client import async_client
-from enerlink.schemas.wire import Keys, Tables
+from enerlink.schemas.wire import Keys
 from tests.support.ingest_support import data_message
-from tests.support.rawdata import HOUR_MS
+from tests.support.rawdata import HOUR_MS, archived_readings, raw_manifest
 from tests.support.redis_cluster import RedisClusterServers, clock_offset_env
 
 BEHIND_S = 10  # more than the test takes from a run's start to the late readings
@@ -87,14 +82,9 @@ def _export(settings: Settings) -> RawReport:
 
 
 def _archived(settings: Settings) -> list[tuple[str, int]]:
-    """Every archived reading as (meter, ms), read back from the store."""
-    with psycopg.connect(settings.common.database_url) as conn:
-        cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-        rows: list[dict[str, Any]] = cur.execute(
-            sql.SQL("select * from {}").format(sql.Identifier(Tables.RAW_MANIFEST))
-        ).fetchall()
-    store = open_store(settings.storage)
-    return sorted((meter, ms) for row in rows for meter, ms, _ in to_messages(raw_objects.load(store, row)))
+    """Every archived reading as (meter, ms)."""
+    rows = raw_manifest(settings.common.database_url)
+    return sorted((meter, ms) for meter, ms, _ in archived_readings(settings, rows))
 
 
 async def _late_done(r: aioredis.RedisCluster, keys: Keys) -> int:

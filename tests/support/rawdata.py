@@ -1,17 +1,25 @@
-"""Simulated readings stored in Redis the way the ingest keeps them, for the raw-archive tests."""
+"""Simulated readings stored in Redis the way the ingest keeps them, and the raw archive read back, for
+the raw-archive tests."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
+import psycopg
 import redis
+from psycopg import sql
 
+from enerlink.archiver import raw_objects
+from enerlink.archiver.raw_format import to_messages
+from enerlink.archiver.settings import Settings
+from enerlink.archiver.storage import open_store
 from enerlink.edge.sim.engine import Simulator
 from enerlink.edge.sim.fleet import generate
 from enerlink.edge.sim.messages import data_messages
 from enerlink.schemas.snapshot import encode_snapshot
-from enerlink.schemas.wire import Keys
+from enerlink.schemas.wire import Keys, Tables
 
 HOUR_MS = 3_600_000
 
@@ -62,3 +70,21 @@ def flag_late(client: redis.Redis, keys: Keys, reading: Stored, *, at_ms: int) -
 
 def previous_hour(client: redis.Redis) -> int:
     return redis_now_ms(client) // HOUR_MS * HOUR_MS - HOUR_MS
+
+
+def raw_manifest(url: str) -> list[dict[str, Any]]:
+    """The raw archive's manifest rows, in the order of their objects."""
+    with psycopg.connect(url) as conn:
+        cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+        query = sql.SQL("select * from {} order by day, grp, hour, part")
+        return cur.execute(query.format(sql.Identifier(Tables.RAW_MANIFEST))).fetchall()
+
+
+def archived_readings(settings: Settings, rows: list[dict[str, Any]]) -> list[tuple[str, int, Any]]:
+    """Every reading of the manifest ``rows`` as (meter, ms, message dict), read back from the store."""
+    store = open_store(settings.storage)
+    out = []
+    for row in rows:
+        for meter, ms, message in to_messages(raw_objects.load(store, row)):
+            out.append((meter, ms, orjson.loads(message)))
+    return out
