@@ -126,7 +126,7 @@ class Aggregator:
                     await self._minutes(conn, t0, closed_end, report)
                     await self._late(conn, t0, closed_end, report)
                 report.events, report.bad_status = report.events + health.result().events, health.result().bad
-                await self._cleanup(t0, report)
+                await self._cleanup(report)
                 report.events += await self._sensor_events(conn)
                 if shard.first:
                     report.events += await events.copy_stream(conn, self.redis, self.keys)
@@ -302,11 +302,12 @@ class Aggregator:
         self.metrics.bad_status.inc(found.bad)
         return found
 
-    async def _cleanup(self, t0: int, report: JobReport) -> None:
+    async def _cleanup(self, report: JobReport) -> None:
         archived = await reader.raw_horizon(self.redis, self.keys)  # None: no raw export runs
-        hold_until = t0 - self.settings.late_hold_s * 1000
-        if self._shard.first:
-            await reader.drop_done_late(self.redis, self.keys, hold_until, archived=archived)
+        if self._shard.first:  # the hold on each part's clock, which scored its late_done entries
+            hold = self.settings.late_hold_s * 1000
+            holds = {prefix: clock - hold for prefix, clock in self._clocks.items()}
+            await reader.drop_done_late(self.redis, self.keys, holds, archived=archived)
         if report.watermark is None:
             return
         done_until = int(report.watermark.timestamp() * 1000) + MINUTE_MS

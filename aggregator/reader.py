@@ -324,20 +324,22 @@ async def mark_late_done(r: Redis, keys: Keys, members: Sequence[str], clocks: d
             await r.zadd(part.late_done, dict.fromkeys(group, clocks[part.prefix]))
 
 
-async def drop_done_late(r: Redis, keys: Keys, before_ms: int, *, archived: RawHorizon | None = None) -> int:
-    """Delete the late data of minutes re-aggregated before ``before_ms``; with a raw export running
-    (``archived``), only those its late pass has taken and of hours it exported."""
-    through = 2**62
-    if archived is not None:
-        # late_done scored before the cursor: handled before the export's run began on every part
-        before_ms, through = min(before_ms, archived.late_cursor - 1), archived.through
+async def drop_done_late(
+    r: Redis, keys: Keys, before_ms: dict[str, int], *, archived: RawHorizon | None = None
+) -> int:
+    """Delete the late data of minutes re-aggregated before ``before_ms`` of their part (by the part's
+    key prefix, on the part's master's clock, which scored them: :func:`mark_late_done`); with a raw
+    export running (``archived``), only those its late pass has taken and of hours it exported."""
+    through = 2**62 if archived is None else archived.through
     n = 0
     for part in keys.each_part():
+        before = before_ms[part.prefix]
+        if archived is not None:
+            # late_done scored before the cursor: handled before the export's run began on every part
+            before = min(before, archived.late_cursor - 1)
         late_prefix = part.late_data("")
         n += int(
-            await r.eval(
-                _DROP_DONE_LATE, 2, part.late_done, part.late_minutes, before_ms, late_prefix, through
-            )
+            await r.eval(_DROP_DONE_LATE, 2, part.late_done, part.late_minutes, before, late_prefix, through)
         )
     return n
 

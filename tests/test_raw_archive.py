@@ -32,6 +32,7 @@ from tests.support.rawdata import (
     HOUR_MS,
     Stored,
     archived_readings,
+    every_part,
     flag_late,
     previous_hour,
     raw_manifest,
@@ -151,6 +152,7 @@ async def test_trim_keeps_every_reading_until_the_archive_holds_it(
     keys = settings.common.keys
     meters = sorted({r.meter_id for r in readings})
     now = redis_now_ms(sync_redis)
+    hold = every_part(keys, now + HOUR_MS)  # every late datum re-aggregated so far
 
     # the export has run but the hour is not exported yet (a long grace): nothing of it may go
     _export(_settings(environ, ENERLINK_RAW_EXPORT_GRACE_S="36000"))
@@ -179,7 +181,7 @@ async def test_trim_keeps_every_reading_until_the_archive_holds_it(
     await reader.mark_late_done(redis_client, keys, [member], {keys.prefix: redis_now_ms(sync_redis)})
     sync_redis.zrem(keys.late_minutes, member)
     archived = await reader.raw_horizon(redis_client, keys)
-    assert await reader.drop_done_late(redis_client, keys, now + HOUR_MS, archived=archived) == 0
+    assert await reader.drop_done_late(redis_client, keys, hold, archived=archived) == 0
     assert sync_redis.zcard(keys.late_data(old.meter_id)) == 1
 
     await asyncio.sleep(CLOCK_MARGIN_MS / 1000 + 0.1)  # the flags older than the next cursor
@@ -195,7 +197,7 @@ async def test_trim_keeps_every_reading_until_the_archive_holds_it(
         await reader.trim_live(redis_client, keys, meters, {keys.prefix: now}, archived=archived)
         == len(readings) - 2 + 1
     )
-    assert await reader.drop_done_late(redis_client, keys, now + HOUR_MS, archived=archived) == 1
+    assert await reader.drop_done_late(redis_client, keys, hold, archived=archived) == 1
     # the raw export switched off: its state goes, and the trim is the window's alone again
     await archive_run(_settings(environ, ENERLINK_RAW_EXPORT_INTERVAL_S="0"), once=True)
     assert await reader.raw_horizon(redis_client, keys) is None

@@ -21,6 +21,8 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from enerlink.aggregator import reader
+from enerlink.aggregator.service import run as aggregate
+from enerlink.aggregator.settings import Settings as AggregatorSettings
 from enerlink.archiver.raw_export import RawReport
 from enerlink.archiver.raw_service import raw_now
 from enerlink.archiver.settings import Settings
@@ -32,7 +34,7 @@ from enerlink.ingest.validate import Measurement
 from enerlink.redis_client import async_client
 from enerlink.schemas.wire import Keys
 from tests.support.ingest_support import data_message
-from tests.support.rawdata import HOUR_MS, archived_readings, raw_manifest
+from tests.support.rawdata import HOUR_MS, archived_readings, every_part, raw_manifest
 from tests.support.redis_cluster import RedisClusterServers, clock_offset_env
 
 BEHIND_S = 10  # more than the test takes from a run's start to the late readings
@@ -145,7 +147,7 @@ async def test_a_late_reading_on_a_master_whose_clock_is_behind_is_archived(
         assert await reader.clear_late_flags(r, keys, flags, part_clocks) == len(flags)
         horizon = await reader.raw_horizon(r, keys)
         assert horizon is not None
-        await reader.drop_done_late(r, keys, now + HOUR_MS, archived=horizon)
+        await reader.drop_done_late(r, keys, every_part(keys, now + HOUR_MS), archived=horizon)
         assert await _late_done(r, keys) == len(flags)
 
         # dropped once a run began after them on every part: within the clocks' difference
@@ -156,7 +158,47 @@ async def test_a_late_reading_on_a_master_whose_clock_is_behind_is_archived(
             assert _export(settings).late == 0  # read again, nothing new
             horizon = await reader.raw_horizon(r, keys)
             assert horizon is not None
-            await reader.drop_done_late(r, keys, now + HOUR_MS, archived=horizon)
+            await reader.drop_done_late(r, keys, every_part(keys, now + HOUR_MS), archived=horizon)
         assert _archived(settings) == held
+    finally:
+        await r.aclose()
+
+
+async def test_the_late_hold_runs_on_the_clock_of_each_part(
+    cluster: RedisClusterServers, environ: dict[str, str]
+) -> None:
+    """The aggregator keeps re-aggregated late data ``ENERLINK_AGGREGATE_LATE_HOLD_S`` on the clock of
+    the master that scored its ``late_done`` entry: on the master running behind as on the others."""
+    hold_s = 5  # shorter than the clocks' difference: a hold on the default node's clock is already over
+    settings = AggregatorSettings.from_env(
+        Env(
+            {
+                **environ,
+                "ENERLINK_REDIS_URL": cluster.url,
+                "ENERLINK_AGGREGATOR_METRICS_PORT": "0",
+                "ENERLINK_AGGREGATE_WORKERS": "1",
+                "ENERLINK_AGGREGATE_LATE_HOLD_S": str(hold_s),
+            }
+        )
+    )
+    keys = settings.common.keys
+    slow, fast = _meter_on(keys, cluster, behind=True), _meter_on(keys, cluster, behind=False)
+    minute = min(_clock(port) for port in cluster.master_ports()) // 60_000 * 60_000 - 4 * 60_000
+    r: aioredis.RedisCluster = async_client(settings.common.redis_url)  # type: ignore[assignment]
+    try:
+        store = RedisStore(client=r, keys=keys, retention_ms=2 * HOUR_MS)
+        await store.write([_reading(m, minute + k * 10_000, k + 1) for m in (slow, fast) for k in range(5)])
+        assert (await aggregate(settings, once=True)) is not None
+        late = [_reading(m, minute + 55_000, 100) for m in (slow, fast)]  # each flagged by its master
+        await store.write(late)
+
+        report = await aggregate(settings, once=True)
+        assert report is not None and report.late_pairs >= 2
+        # re-aggregated just now: held on every part, the slow master's included
+        assert await _late_done(r, keys) == 2
+
+        await asyncio.sleep(hold_s + 1)
+        await aggregate(settings, once=True)
+        assert await _late_done(r, keys) == 0
     finally:
         await r.aclose()

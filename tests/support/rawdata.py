@@ -31,6 +31,11 @@ class Stored:
     message: bytes
 
 
+def every_part(keys: Keys, ms: int) -> dict[str, int]:
+    """The same cutoff for every Redis part of ``keys`` (by key prefix, as the reader's clean-ups take it)."""
+    return {part.prefix: ms for part in keys.each_part()}
+
+
 def redis_now_ms(client: redis.Redis) -> int:
     seconds, micros = client.time()
     return int(seconds) * 1000 + int(micros) // 1000
