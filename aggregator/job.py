@@ -306,8 +306,8 @@ class Aggregator:
         archived = await reader.raw_horizon(self.redis, self.keys)  # None: no raw export runs
         if self._shard.first:  # the hold on each part's clock, which scored its late_done entries
             hold = self.settings.late_hold_s * 1000
-            holds = {prefix: clock - hold for prefix, clock in self._clocks.items()}
-            await reader.drop_done_late(self.redis, self.keys, holds, archived=archived)
+            held_after = {prefix: clock - hold for prefix, clock in self._clocks.items()}
+            await reader.drop_done_late(self.redis, self.keys, held_after, archived=archived)
         if report.watermark is None:
             return
         done_until = int(report.watermark.timestamp() * 1000) + MINUTE_MS

@@ -327,7 +327,7 @@ async def mark_late_done(r: Redis, keys: Keys, members: Sequence[str], clocks: d
 async def drop_done_late(
     r: Redis, keys: Keys, before_ms: dict[str, int], *, archived: RawHorizon | None = None
 ) -> int:
-    """Delete the late data of minutes re-aggregated before ``before_ms`` of their part (by the part's
+    """Delete the late data of minutes re-aggregated up to ``before_ms`` of their part (by the part's
     key prefix, on the part's master's clock, which scored them: :func:`mark_late_done`); with a raw
     export running (``archived``), only those its late pass has taken and of hours it exported."""
     through = 2**62 if archived is None else archived.through

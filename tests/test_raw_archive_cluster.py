@@ -4,7 +4,7 @@ The ingest's store script scores a late flag by the clock of the master that hol
 One master here runs 10 s behind the others (``tests/support/clockshift.c``), and a late reading of a
 meter of its part arrives after an export run: the next run must archive it, and until then the
 aggregator's trim must keep it. A run's late cursor taken from a node whose clock is ahead would skip
-that flag."""
+that flag. The aggregator's hold of re-aggregated late data runs on each part's master's clock too."""
 
 from __future__ import annotations
 
@@ -91,6 +91,11 @@ def _archived(settings: Settings) -> list[tuple[str, int]]:
 
 async def _late_done(r: aioredis.RedisCluster, keys: Keys) -> int:
     return sum([int(await r.zcard(part.late_done)) for part in keys.each_part()])
+
+
+async def _late_data(r: aioredis.RedisCluster, keys: Keys, meters: list[str]) -> list[int]:
+    """How many late readings each meter has in Redis."""
+    return [int(await r.zcard(keys.of(m).late_data(m))) for m in meters]
 
 
 async def test_a_late_reading_on_a_master_whose_clock_is_behind_is_archived(
@@ -186,19 +191,29 @@ async def test_the_late_hold_runs_on_the_clock_of_each_part(
     minute = min(_clock(port) for port in cluster.master_ports()) // 60_000 * 60_000 - 4 * 60_000
     r: aioredis.RedisCluster = async_client(settings.common.redis_url)  # type: ignore[assignment]
     try:
+        # the case at stake: the node a client asks for the time (the aggregator's T0) is ahead of the
+        # slow master by more than the hold
+        ahead = await reader.redis_time_ms(r)
+        slow_clock = (await reader.part_clocks(r, keys, 0))[keys.of(slow).prefix]
+        assert ahead - slow_clock > hold_s * 1000
+
         store = RedisStore(client=r, keys=keys, retention_ms=2 * HOUR_MS)
         await store.write([_reading(m, minute + k * 10_000, k + 1) for m in (slow, fast) for k in range(5)])
         assert (await aggregate(settings, once=True)) is not None
-        late = [_reading(m, minute + 55_000, 100) for m in (slow, fast)]  # each flagged by its master
-        await store.write(late)
+        # late readings kept as late data (as at the window's edge), each flagged by its part's master
+        edge = RedisStore(client=r, keys=keys, retention_ms=2 * HOUR_MS, late_margin_ms=2 * HOUR_MS)
+        await edge.write([_reading(m, minute + 55_000, 100) for m in (slow, fast)])
+        assert await _late_data(r, keys, [slow, fast]) == [1, 1]
 
         report = await aggregate(settings, once=True)
         assert report is not None and report.late_pairs >= 2
         # re-aggregated just now: held on every part, the slow master's included
         assert await _late_done(r, keys) == 2
+        assert await _late_data(r, keys, [slow, fast]) == [1, 1]
 
         await asyncio.sleep(hold_s + 1)
         await aggregate(settings, once=True)
         assert await _late_done(r, keys) == 0
+        assert await _late_data(r, keys, [slow, fast]) == [0, 0]
     finally:
         await r.aclose()
