@@ -45,7 +45,7 @@ end
 return n
 """
 
-# late_done entries older than ARGV[1] whose pair is not flagged again: delete that minute of
+# late_done entries scored up to ARGV[1] whose pair is not flagged again: delete that minute of
 # late data (ARGV[2] is the late-data key prefix), then the entry; entries of minutes from ARGV[3]
 # on (not in the raw archive yet) stay.
 _DROP_DONE_LATE = """
