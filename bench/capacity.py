@@ -1,20 +1,24 @@
 """What 10,000, 100,000 and 1,000,000 meters need, from figures measured on the machine it runs on.
 
-    .venv/bin/python bench/capacity.py [--meters 1000] [--minutes 30]
+    .venv/bin/python bench/capacity.py [--meters 1000] [--minutes 30] [--repeat 3]
 
-On services of its own (a Mosquitto and a redis-server on free loopback ports, fresh PostgreSQL
-schemas), as bench/footprint.py loads them:
+On services of its own (a Mosquitto, a redis-server and a PostgreSQL on free loopback ports; with
+``--database-url``, fresh schemas on that server instead), as bench/footprint.py loads them:
 
 1. **Ingest.** ``--meters`` simulated meters, ``--minutes`` of readings every 5 s and status
    messages every 30 s, through one ``enerlink ingest`` worker. It measures the CPU seconds of the
    worker and of the Redis server per message, read from /proc.
-2. **Aggregator.** The same minutes go from Redis into PostgreSQL twice:
-   - once by one job over the whole fleet (one shard);
-   - once into a fresh schema by two processes holding a shard each, started together.
-   Each process has one worker process (``ENERLINK_AGGREGATE_WORKERS=1``). It measures wall time
-   and CPU seconds (the aggregator processes with their worker processes), and meter-minutes per
-   second of wall time. On 2 cores, two shards should do about twice the meter-minutes of one
-   (within 15 %); PostgreSQL and Redis share those cores.
+2. **Aggregator.** The same minutes go from Redis into PostgreSQL, each pass into a fresh schema,
+   by one job over the whole fleet (one shard) or by two processes holding a shard each, started
+   together. Each process has one worker process (``ENERLINK_AGGREGATE_WORKERS=1``). It measures
+   wall time and CPU seconds (the aggregator processes with their worker processes, the PostgreSQL
+   cluster, the Redis server), and meter-minutes per second of wall time:
+   - one shard and two shards on all the machine's cores, shared with PostgreSQL and Redis;
+   - on its own PostgreSQL only: one shard with one core and two shards with two, each pass with
+     its PostgreSQL and Redis confined to the same cores, ``--repeat`` times in turn. Two shards
+     should do about twice the meter-minutes of one (within 15 %): it prints the ratio of the
+     fastest passes and each round's. Its own PostgreSQL runs without autovacuum and checkpoints
+     before each pass, so that no pass pays for another's rows.
 3. **Footprint.** Redis bytes per meter, held over the live window, and PostgreSQL bytes per
    meter-day at each resolution, as bench/footprint.py measures them. The minute and 5-minute rows
    are taken with the key packed (heap and key pages), as the nightly run leaves a month that is over.
@@ -31,15 +35,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import math
-import os
-import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -49,130 +49,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import footprint
 from footprint import (
-    DEFAULT_DB,
     INTERVAL_S,
     RETENTION_S,
     STATUS_INTERVAL_S,
     Broker,
     Figure,
 )
+from shard_passes import ALL_CORES, Pass, aggregate
 
 from enerlink.archiver.settings import Settings as ArchiverSettings
 from enerlink.config import Env
 from enerlink.edge.sim.fleet import generate
 from enerlink.schemas.wire import Keys, Tables, Topics
-from tests.support.chaos_stack import child_pids, cluster_cpu_seconds, cpu_seconds, postmaster_pid
+from tests.support.chaos_stack import cpu_seconds, postmaster_pid
+from tests.support.pgserver import PgServer
 
 FLEETS = (10_000, 100_000, 1_000_000)
 BUSY = 0.6  # the share of a core a worker, a shard or a Redis node may use
 PACKED = "(key packed: heap and key pages)"  # a month over, without a month's fixed maps
-
-
-@dataclass(frozen=True, slots=True)
-class JobRun:
-    """One aggregator process's job: wall time, CPU seconds with its workers, minute rows written."""
-
-    wall_s: float
-    cpu_s: float
-    rows: int
-
-
-def job_process(index: int, count: int) -> None:
-    """The child mode: get ready (migrations, Redis, the worker process), say so, wait for a line on
-    stdin, run one job over shard ``index`` of ``count``, print its figures as JSON."""
-    from enerlink.aggregator.job import Aggregator
-    from enerlink.aggregator.service import compute_pool, settle_layout
-    from enerlink.aggregator.settings import Settings
-    from enerlink.db import migrate
-    from enerlink.shards import Shard
-
-    async def _run() -> None:
-        import redis.asyncio as aioredis
-
-        settings = Settings.from_env(Env())
-        await migrate(settings.common.database_url)
-        await settle_layout(settings)
-        async with aioredis.Redis.from_url(settings.common.redis_url) as r, compute_pool(settings) as pool:
-            await asyncio.wrap_future(pool.submit(os.getpid))  # the worker started
-            aggregator = Aggregator(settings, r, executor=pool)
-            print("ready", flush=True)
-            await asyncio.to_thread(sys.stdin.readline)
-            pids = [os.getpid(), *pool.pids()]
-            before = sum(cpu_seconds(p) for p in pids)
-            began = time.monotonic()
-            report = await aggregator.run_job(Shard(index, count))
-            wall = time.monotonic() - began
-            used = sum(cpu_seconds(p) for p in pids) - before
-            print(json.dumps({"wall_s": wall, "cpu_s": used, "rows": report.rows}), flush=True)
-
-    asyncio.run(_run())
-
-
-@dataclass(frozen=True, slots=True)
-class Pass:
-    """The processes' jobs of one aggregation pass, and what the shared servers used meanwhile."""
-
-    runs: list[JobRun]
-    pg_cpu_s: float
-    redis_cpu_s: float
-
-    @property
-    def wall_s(self) -> float:
-        return max(run.wall_s for run in self.runs)
-
-    @property
-    def cpu_s(self) -> float:
-        return sum(run.cpu_s for run in self.runs)
-
-    def parts(self) -> list[tuple[str, float]]:
-        return [("aggregator", self.cpu_s), ("PostgreSQL", self.pg_cpu_s), ("Redis", self.redis_cpu_s)]
-
-
-def aggregate(env: dict[str, str], *, shards: int, servers: tuple[int | None, int]) -> Pass:
-    """``shards`` processes, one a shard, each started and made ready, then released together;
-    ``servers``: the postmaster's and the Redis server's pids."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--job", f"{k}/{shards}"],
-            env={
-                **os.environ,
-                **env,
-                "ENERLINK_AGGREGATE_WORKERS": "1",
-                "ENERLINK_AGGREGATE_SHARDS": str(shards),
-            },
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for k in range(shards)
-    ]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready":
-                raise SystemExit("an aggregator process did not get ready")
-        backends = set(child_pids(servers[0])) if servers[0] else set()
-        before = cluster_cpu_seconds(servers[0]), cpu_seconds(servers[1])
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        runs = []
-        for proc in procs:
-            assert proc.stdout is not None
-            runs.append(JobRun(**json.loads(proc.stdout.readline())))
-        for proc in procs:
-            if proc.wait(timeout=600) != 0:
-                raise SystemExit("an aggregator process failed")
-        deadline = time.monotonic() + 3.0  # their backends' CPU counts once they are reaped
-        while servers[0] and set(child_pids(servers[0])) - backends and time.monotonic() < deadline:
-            time.sleep(0.05)
-        after = cluster_cpu_seconds(servers[0]), cpu_seconds(servers[1])
-        return Pass(runs, after[0] - before[0], after[1] - before[1])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
 
 
 def _schema(stack: contextlib.ExitStack, base_url: str, name: str) -> str:
@@ -211,9 +105,21 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     broker = Broker().start()
     stack.callback(broker.stop)
     redis_url = footprint.own_redis(stack, keep=False)
+    database_url = args.database_url
+    if database_url is None:
+        server = PgServer()
+        stack.callback(server.cleanup)
+        database_url = server.start().url
+        with psycopg.connect(database_url, autocommit=True) as conn:  # no vacuum of one pass in another
+            conn.execute("alter system set autovacuum = off")
+            conn.execute("select pg_reload_conf()")
     one_schema, two_schema = f"bench_capacity_{tag}", f"bench_capacity2_{tag}"
-    url = _schema(stack, args.database_url, one_schema)
-    print(f"services: schemas {one_schema} {two_schema}, {redis_url}, broker {broker.url}", flush=True)
+    url = _schema(stack, database_url, one_schema)
+    print(
+        f"services: schemas {one_schema} {two_schema}, {redis_url}, broker {broker.url},"
+        f" PostgreSQL {database_url}",
+        flush=True,
+    )
     env = footprint.services_env(
         mqtt_url=broker.url, redis_url=redis_url, database_url=url, topics=topics, keys=keys
     )
@@ -237,14 +143,30 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     r.delete(keys.late_minutes)  # as bench/footprint.py: a live fleet's readings raise no late flag
     time.sleep(max(0.0, end_s + footprint.GRACE_S + 1 - time.time()))
     meter_minutes = args.meters * args.minutes
-    servers = postmaster_pid(args.database_url), redis_pid
-    one = aggregate(env, shards=1, servers=servers)
-    two = aggregate(
-        {**env, "ENERLINK_DATABASE_URL": _schema(stack, args.database_url, two_schema)},
-        shards=2,
-        servers=servers,
-    )
-    for label, done in (("1 shard: ", one), ("2 shards:", two)):
+    servers = postmaster_pid(database_url), redis_pid
+    own = None if args.database_url else database_url  # the bench's own server: a checkpoint a pass
+
+    def fresh(schema: str) -> dict[str, str]:
+        return {**env, "ENERLINK_DATABASE_URL": _schema(stack, database_url, schema)}
+
+    one = aggregate(env, shards=1, servers=servers, checkpoint=own)
+    two = aggregate(fresh(two_schema), shards=2, servers=servers, checkpoint=own)
+    passes = [("1 shard: ", one), ("2 shards:", two)]
+    alone: list[Pass] = []
+    paired: list[Pass] = []
+    if own and len(ALL_CORES) >= 2:  # in turns, so that a slow spell of the machine hits both
+        cores = sorted(ALL_CORES)[:2]
+        for k in range(args.repeat):
+            alone.append(
+                aggregate(
+                    fresh(f"{one_schema}_c{k}"), shards=1, servers=servers, checkpoint=own, cores=cores[:1]
+                )
+            )
+            paired.append(
+                aggregate(fresh(f"{two_schema}_c{k}"), shards=2, servers=servers, checkpoint=own, cores=cores)
+            )
+            passes += [("1 shard, 1 core: ", alone[-1]), ("2 shards, 2 cores:", paired[-1])]
+    for label, done in passes:
         if sum(run.rows for run in done.runs) != meter_minutes:
             raise SystemExit(
                 f"{label} {sum(run.rows for run in done.runs):,} minute rows, not {meter_minutes:,}"
@@ -254,14 +176,23 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         rate = meter_minutes / done.wall_s
         print(f"aggregate, {label} {done.wall_s:6.2f} s wall, {rate:8,.0f} meter-minutes/s;", end="")
         print(f" CPU a meter-minute: {', '.join(each)}; {busy:.2f} cores busy")
-    ratio = one.wall_s / two.wall_s
-    verdict = "PASS" if abs(ratio - 2) <= 0.3 else "OUTSIDE 2 +- 15 %"
-    cores = os.cpu_count() or 1
-    ceiling = cores / ((one.cpu_s + one.pg_cpu_s + one.redis_cpu_s) / one.wall_s)
+    cores_n = len(ALL_CORES)
+    ceiling = cores_n / ((one.cpu_s + one.pg_cpu_s + one.redis_cpu_s) / one.wall_s)
     print(
-        f"2 shards / 1 shard: {ratio:.2f} x the meter-minutes a wall second: {verdict} (on {cores} cores,"
-        f" which one shard keeps {cores / ceiling:.2f} busy, at most {min(2.0, ceiling):.2f} x)"
+        f"2 shards / 1 shard, all {cores_n} cores shared: {one.wall_s / two.wall_s:.2f} x the meter-minutes"
+        f" a wall second (one shard keeps {cores_n / ceiling:.2f} cores busy: at most"
+        f" {min(2.0, ceiling):.2f} x)"
     )
+    if paired:
+        ratio = min(p.wall_s for p in alone) / min(p.wall_s for p in paired)
+        verdict = "PASS" if abs(ratio - 2) <= 0.3 else "OUTSIDE 2 +- 15 %"
+        rounds = ", ".join(f"{a.wall_s / b.wall_s:.2f}" for a, b in zip(alone, paired, strict=True))
+        print(
+            f"2 shards on 2 cores / 1 shard on 1 core (with its PostgreSQL and Redis), fastest of"
+            f" {len(paired)} each: {ratio:.2f} x: {verdict} (in turn: {rounds})"
+        )
+    else:
+        print("2 shards on 2 cores / 1 shard on 1 core: not measured (needs its own PostgreSQL and 2 cores)")
     figures = footprint.redis_figures(r, keys, ids) + footprint.pg_figures(url, expected=meter_minutes)
     redis_meter = _figure(figures, f"redis steady state ({RETENTION_S / 3600:g} h window)")
     per_day = {
@@ -336,13 +267,14 @@ def main() -> int:
     parser.add_argument("--meters", type=int, default=1_000)
     parser.add_argument("--minutes", type=int, default=30, help="simulated minutes of readings, ending now")
     parser.add_argument("--redis-node-gb", type=float, default=16.0, help="memory a Redis node may hold")
-    parser.add_argument("--database-url", default=DEFAULT_DB)
-    parser.add_argument("--job", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server to use instead of its own (then one shard on one core is not measured)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds of one shard on one core and two on two"
+    )
     args = parser.parse_args()
-    if args.job:
-        index, count = (int(n) for n in args.job.split("/"))
-        job_process(index, count)
-        return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("mqtt").setLevel(logging.ERROR)  # the publisher's window, full by design
     with contextlib.ExitStack() as stack:

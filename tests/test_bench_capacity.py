@@ -1,6 +1,6 @@
-"""bench/capacity.py with tiny numbers against the real services: it measures both aggregation
+"""bench/capacity.py with tiny numbers against the real services: it measures the aggregation
 passes (every meter-minute written once by each), prints the sizing table, and removes what it
-created (its PostgreSQL schemas, its Redis server)."""
+created (its PostgreSQL server or its schemas on the server given, its Redis server)."""
 
 from __future__ import annotations
 
@@ -12,25 +12,48 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import psycopg
+import pytest
 
 from tests.conftest import TEST_DATABASE_URL
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = [sys.executable, "-u", str(ROOT / "bench" / "capacity.py"), "--database-url", TEST_DATABASE_URL]
+BENCH = [sys.executable, "-u", str(ROOT / "bench" / "capacity.py"), "--meters", "20", "--minutes", "6"]
+PASS = r"aggregate, {} +[\d.]+ s wall, +[\d,]+ meter-minutes/s; CPU a meter-minute: aggregator [\d,]+ us"
 
 
-def test_tiny_run_prints_the_sizing_table_and_cleans_up() -> None:
-    done = subprocess.run(
-        [*BENCH, "--meters", "20", "--minutes", "6"], check=False, capture_output=True, text=True, timeout=180
-    )
+def _up(url: str) -> bool:
+    parsed = urlparse(url)
+    with socket.socket() as sock:
+        return sock.connect_ex((parsed.hostname or "", parsed.port or 0)) == 0
+
+
+@pytest.mark.parametrize("server", ["own", "given"])
+def test_tiny_run_prints_the_sizing_table_and_cleans_up(server: str) -> None:
+    given = ["--database-url", TEST_DATABASE_URL] if server == "given" else ["--repeat", "2"]
+    done = subprocess.run([*BENCH, *given], check=False, capture_output=True, text=True, timeout=180)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    match = re.search(r"services: schemas (\S+) (\S+), (\S+), broker", out)
+    match = re.search(r"services: schemas (\S+) (\S+), (\S+), broker \S+, PostgreSQL (\S+)$", out, re.M)
     assert match, out
+    assert (match.group(4) == TEST_DATABASE_URL) == (server == "given"), match.group(4)
     assert re.search(r"ingest: 1,680 messages; CPU per message: worker [\d,]+ us, Redis [\d,]+ us", out), out
-    for label in ("1 shard: ", "2 shards:"):  # the bench stops unless each pass wrote 120 minute rows
-        assert re.search(rf"aggregate, {label} +[\d.]+ s wall, +[\d,]+ meter-minutes/s; CPU", out), out
-    assert "2 shards / 1 shard:" in out
+    # the bench stops unless each pass wrote 120 minute rows
+    assert len(re.findall(PASS.format("1 shard: "), out)) == 1, out
+    assert len(re.findall(PASS.format("2 shards:"), out)) == 1, out
+    assert "2 shards / 1 shard, all " in out
+    pinned = (
+        len(re.findall(PASS.format("1 shard, 1 core: "), out)),
+        len(re.findall(PASS.format("2 shards, 2 cores:"), out)),
+    )
+    if server == "own":  # one shard on one core and two on two, in two rounds: the ratio of the fastest
+        assert pinned == (2, 2), out
+        turns = r"fastest of 2 each: [\d.]+ x: .*\(in turn: [\d.]+, [\d.]+\)"
+        assert re.search(rf"1 shard on 1 core .*{turns}", out), out
+        busy = re.findall(r"1 shard, 1 core: .*; ([\d.]+) cores busy", out)
+        assert len(busy) == 2 and all(float(b) <= 1.1 for b in busy), busy  # its servers' CPU with it
+    else:  # on a server not its own it pins nothing
+        assert pinned == (0, 0), out
+        assert "1 shard on 1 core: not measured" in out
     rows = re.findall(
         r"^ *([\d,]+) \| +([\d,]+) \| +(\d+) \| +(\d+) \| +([\d.,]+ [KMGT]?B) \| +(\d+) \|", out, re.M
     )
@@ -38,10 +61,15 @@ def test_tiny_run_prints_the_sizing_table_and_cleans_up() -> None:
         out
     )
     assert all(int(r[2]) >= 1 and int(r[3]) >= 1 and int(r[5]) >= 1 for r in rows), rows
-    with psycopg.connect(TEST_DATABASE_URL) as conn:
-        left = conn.execute(
-            "select count(*) from pg_namespace where nspname = any(%s)", ([match.group(1), match.group(2)],)
-        ).fetchone()
-    assert left == (0,), "a schema was left behind"
-    with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", urlparse(match.group(3)).port or 0)) != 0, "its Redis still runs"
+    if server == "given":
+        with psycopg.connect(TEST_DATABASE_URL) as conn:
+            left = conn.execute(
+                "select count(*) from pg_namespace where nspname like %s", (match.group(1) + "%",)
+            ).fetchone()
+            left2 = conn.execute(
+                "select count(*) from pg_namespace where nspname like %s", (match.group(2) + "%",)
+            ).fetchone()
+        assert (left, left2) == ((0,), (0,)), "a schema was left behind"
+    else:
+        assert not _up(match.group(4)), "its PostgreSQL still runs"
+    assert not _up(match.group(3)), "its Redis still runs"

@@ -1,0 +1,168 @@
+"""The aggregation passes of bench/capacity.py: one job over a shard in each of N processes started
+together, timed from /proc, on all cores or on the cores given (the processes, and with them the
+PostgreSQL cluster and the Redis server they use)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+SCRIPT = Path(__file__).resolve()
+sys.path.insert(0, str(SCRIPT.parents[1]))
+
+from enerlink.config import Env  # noqa: E402
+from tests.support.chaos_stack import child_pids, cluster_cpu_seconds, cpu_seconds  # noqa: E402
+
+
+@dataclass(frozen=True, slots=True)
+class JobRun:
+    """One aggregator process's job: wall time, CPU seconds with its workers, minute rows written."""
+
+    wall_s: float
+    cpu_s: float
+    rows: int
+
+
+def job_process(index: int, count: int) -> None:
+    """The child mode: get ready (migrations, Redis, the worker process), say so, wait for a line on
+    stdin, run one job over shard ``index`` of ``count``, print its figures as JSON."""
+    from enerlink.aggregator.job import Aggregator
+    from enerlink.aggregator.service import compute_pool, settle_layout
+    from enerlink.aggregator.settings import Settings
+    from enerlink.db import migrate
+    from enerlink.shards import Shard
+
+    async def _run() -> None:
+        import redis.asyncio as aioredis
+
+        settings = Settings.from_env(Env())
+        await migrate(settings.common.database_url)
+        await settle_layout(settings)
+        async with aioredis.Redis.from_url(settings.common.redis_url) as r, compute_pool(settings) as pool:
+            await asyncio.wrap_future(pool.submit(os.getpid))  # the worker started
+            aggregator = Aggregator(settings, r, executor=pool)
+            print("ready", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
+            pids = [os.getpid(), *pool.pids()]
+            before = sum(cpu_seconds(p) for p in pids)
+            began = time.monotonic()
+            report = await aggregator.run_job(Shard(index, count))
+            wall = time.monotonic() - began
+            used = sum(cpu_seconds(p) for p in pids) - before
+            print(json.dumps({"wall_s": wall, "cpu_s": used, "rows": report.rows}), flush=True)
+
+    asyncio.run(_run())
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """The processes' jobs of one aggregation pass, and what the shared servers used meanwhile."""
+
+    runs: list[JobRun]
+    pg_cpu_s: float
+    redis_cpu_s: float
+
+    @property
+    def wall_s(self) -> float:
+        return max(run.wall_s for run in self.runs)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(run.cpu_s for run in self.runs)
+
+    def parts(self) -> list[tuple[str, float]]:
+        return [("aggregator", self.cpu_s), ("PostgreSQL", self.pg_cpu_s), ("Redis", self.redis_cpu_s)]
+
+
+ALL_CORES = frozenset(os.sched_getaffinity(0))
+
+
+def pin(pids: list[int], cores: Collection[int]) -> None:
+    """Let every thread of ``pids`` run on ``cores`` only (processes they start later inherit it)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(tid), cores)
+
+
+def _server_pids(servers: tuple[int | None, int]) -> list[int]:
+    postmaster, redis_pid = servers
+    return [*([postmaster, *child_pids(postmaster)] if postmaster else []), redis_pid]
+
+
+def aggregate(
+    env: dict[str, str],
+    *,
+    shards: int,
+    servers: tuple[int | None, int],
+    cores: Collection[int] = ALL_CORES,
+    checkpoint: str | None = None,
+) -> Pass:
+    """``shards`` processes, one a shard, each started and made ready, then released together;
+    ``servers``: the postmaster's and the Redis server's pids. The processes, the PostgreSQL
+    cluster and the Redis server run on ``cores`` for the pass."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPT), f"{k}/{shards}"],
+            env={
+                **os.environ,
+                **env,
+                "ENERLINK_AGGREGATE_WORKERS": "1",
+                "ENERLINK_AGGREGATE_SHARDS": str(shards),
+            },
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(shards)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise SystemExit("an aggregator process did not get ready")
+        for proc in procs:  # with their worker processes, and the backends that serve them
+            pin([proc.pid, *child_pids(proc.pid)], cores)
+        pin(_server_pids(servers), cores)
+        if checkpoint:
+            with psycopg.connect(checkpoint, autocommit=True) as conn:  # none due in the pass
+                conn.execute("checkpoint")
+        backends = set(child_pids(servers[0])) if servers[0] else set()
+        before = cluster_cpu_seconds(servers[0]), cpu_seconds(servers[1])
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        runs = []
+        for proc in procs:
+            assert proc.stdout is not None
+            runs.append(JobRun(**json.loads(proc.stdout.readline())))
+        for proc in procs:
+            if proc.wait(timeout=600) != 0:
+                raise SystemExit("an aggregator process failed")
+        deadline = time.monotonic() + 3.0  # their backends' CPU counts once they are reaped
+        while servers[0] and set(child_pids(servers[0])) - backends and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after = cluster_cpu_seconds(servers[0]), cpu_seconds(servers[1])
+        return Pass(runs, after[0] - before[0], after[1] - before[1])
+    finally:
+        pin(_server_pids(servers), ALL_CORES)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    index, count = (int(n) for n in sys.argv[1].split("/"))
+    job_process(index, count)
