@@ -69,7 +69,7 @@ BUSY = 0.6  # the share of a core a worker, a shard or a Redis node may use
 PACKED = "(key packed: heap and key pages)"  # a month over, without a month's fixed maps
 
 
-def _schema(stack: contextlib.ExitStack, base_url: str, name: str) -> str:
+def _schema(stack: contextlib.ExitStack, base_url: str, *, name: str) -> str:
     with psycopg.connect(base_url, autocommit=True) as conn:
         conn.execute(f'create schema "{name}"')
     stack.callback(footprint._drop_schema, base_url, name)
@@ -77,7 +77,7 @@ def _schema(stack: contextlib.ExitStack, base_url: str, name: str) -> str:
     return f"{base_url}{sep}options=-csearch_path%3D{name}"
 
 
-def _figure(figures: list[Figure], label: str, variant: str | None = None) -> float:
+def _figure(figures: list[Figure], label: str, *, variant: str | None = None) -> float:
     """The value of the figure ``label``, or of its line ``variant`` printed after it."""
     found = False
     for figure in figures:
@@ -99,55 +99,23 @@ def _size(n: float) -> str:
     return f"{n / 1e3:,.0f} KB"
 
 
-def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
-    tag = uuid.uuid4().hex[:8]
-    topics, keys = Topics(f"cap{tag}/enerlink"), Keys(f"cap{tag}:telemetry")
-    broker = Broker().start()
-    stack.callback(broker.stop)
-    redis_url = footprint.own_redis(stack, keep=False)
-    database_url = args.database_url
-    if database_url is None:
-        server = PgServer()
-        stack.callback(server.cleanup)
-        database_url = server.start().url
-        with psycopg.connect(database_url, autocommit=True) as conn:  # no vacuum of one pass in another
-            conn.execute("alter system set autovacuum = off")
-            conn.execute("select pg_reload_conf()")
-    one_schema, two_schema = f"bench_capacity_{tag}", f"bench_capacity2_{tag}"
-    url = _schema(stack, database_url, one_schema)
-    print(
-        f"services: schemas {one_schema} {two_schema}, {redis_url}, broker {broker.url},"
-        f" PostgreSQL {database_url}",
-        flush=True,
-    )
-    env = footprint.services_env(
-        mqtt_url=broker.url, redis_url=redis_url, database_url=url, topics=topics, keys=keys
-    )
-    r = redis.Redis.from_url(redis_url)
-    stack.callback(r.close)
-    redis_pid = int(r.info("server")["process_id"])
-    ingest = footprint.service(stack, ["ingest"], env)
-    assert ingest.process is not None
-    footprint._wait_subscribed(r, broker.url, keys, topics)
-    ids = generate(args.meters).ids
-    end_s = int(time.time()) // 60 * 60
-    print(f"load: {args.meters:,} meters x {args.minutes} min, readings every {INTERVAL_S:g} s", flush=True)
-    worker_before, redis_before = cpu_seconds(ingest.process.pid), cpu_seconds(redis_pid)
-    stream = footprint.messages(topics, meters=args.meters, minutes=args.minutes, end_s=end_s, statuses=True)
-    sent = asyncio.run(footprint.publish(broker.url, stream))
-    footprint.wait_stored(r, keys, ids, expected=sent, timeout_s=max(120.0, sent / 500))
-    ingest_cpu = (cpu_seconds(ingest.process.pid) - worker_before) / sent
-    redis_cpu = (cpu_seconds(redis_pid) - redis_before) / sent
-    us = f"worker {ingest_cpu * 1e6:,.0f} us, Redis {redis_cpu * 1e6:,.0f} us"
-    print(f"ingest: {sent:,} messages; CPU per message: {us}")
-    r.delete(keys.late_minutes)  # as bench/footprint.py: a live fleet's readings raise no late flag
-    time.sleep(max(0.0, end_s + footprint.GRACE_S + 1 - time.time()))
+def aggregation_passes(
+    stack: contextlib.ExitStack,
+    args: argparse.Namespace,
+    *,
+    env: dict[str, str],
+    database_url: str,
+    servers: tuple[int | None, int],
+    schemas: tuple[str, str],
+) -> Pass:
+    """The aggregation passes (the module docstring, 2.), printed; returns the one-shard pass on all
+    cores, whose minute rows are in ``env``'s schema."""
     meter_minutes = args.meters * args.minutes
-    servers = postmaster_pid(database_url), redis_pid
     own = None if args.database_url else database_url  # the bench's own server: a checkpoint a pass
+    one_schema, two_schema = schemas
 
     def fresh(schema: str) -> dict[str, str]:
-        return {**env, "ENERLINK_DATABASE_URL": _schema(stack, database_url, schema)}
+        return {**env, "ENERLINK_DATABASE_URL": _schema(stack, database_url, name=schema)}
 
     one = aggregate(env, shards=1, servers=servers, checkpoint=own)
     two = aggregate(fresh(two_schema), shards=2, servers=servers, checkpoint=own)
@@ -193,11 +161,66 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         )
     else:
         print("2 shards on 2 cores / 1 shard on 1 core: not measured (needs its own PostgreSQL and 2 cores)")
+    return one
+
+
+def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+    tag = uuid.uuid4().hex[:8]
+    topics, keys = Topics(f"cap{tag}/enerlink"), Keys(f"cap{tag}:telemetry")
+    broker = Broker().start()
+    stack.callback(broker.stop)
+    redis_url = footprint.own_redis(stack, keep=False)
+    database_url = args.database_url
+    if database_url is None:
+        server = PgServer()
+        stack.callback(server.cleanup)
+        database_url = server.start().url
+        with psycopg.connect(database_url, autocommit=True) as conn:  # no vacuum of one pass in another
+            conn.execute("alter system set autovacuum = off")
+            conn.execute("select pg_reload_conf()")
+    one_schema, two_schema = f"bench_capacity_{tag}", f"bench_capacity2_{tag}"
+    url = _schema(stack, database_url, name=one_schema)
+    print(
+        f"services: schemas {one_schema} {two_schema}, {redis_url}, broker {broker.url},"
+        f" PostgreSQL {database_url}",
+        flush=True,
+    )
+    env = footprint.services_env(
+        mqtt_url=broker.url, redis_url=redis_url, database_url=url, topics=topics, keys=keys
+    )
+    r = redis.Redis.from_url(redis_url)
+    stack.callback(r.close)
+    redis_pid = int(r.info("server")["process_id"])
+    ingest = footprint.service(stack, ["ingest"], env)
+    assert ingest.process is not None
+    footprint._wait_subscribed(r, broker.url, keys, topics)
+    ids = generate(args.meters).ids
+    end_s = int(time.time()) // 60 * 60
+    print(f"load: {args.meters:,} meters x {args.minutes} min, readings every {INTERVAL_S:g} s", flush=True)
+    worker_before, redis_before = cpu_seconds(ingest.process.pid), cpu_seconds(redis_pid)
+    stream = footprint.messages(topics, meters=args.meters, minutes=args.minutes, end_s=end_s, statuses=True)
+    sent = asyncio.run(footprint.publish(broker.url, stream))
+    footprint.wait_stored(r, keys, ids, expected=sent, timeout_s=max(120.0, sent / 500))
+    ingest_cpu = (cpu_seconds(ingest.process.pid) - worker_before) / sent
+    redis_cpu = (cpu_seconds(redis_pid) - redis_before) / sent
+    us = f"worker {ingest_cpu * 1e6:,.0f} us, Redis {redis_cpu * 1e6:,.0f} us"
+    print(f"ingest: {sent:,} messages; CPU per message: {us}")
+    r.delete(keys.late_minutes)  # as bench/footprint.py: a live fleet's readings raise no late flag
+    time.sleep(max(0.0, end_s + footprint.GRACE_S + 1 - time.time()))
+    meter_minutes = args.meters * args.minutes
+    one = aggregation_passes(
+        stack,
+        args,
+        env=env,
+        database_url=database_url,
+        servers=(postmaster_pid(database_url), redis_pid),
+        schemas=(one_schema, two_schema),
+    )
     figures = footprint.redis_figures(r, keys, ids) + footprint.pg_figures(url, expected=meter_minutes)
     redis_meter = _figure(figures, f"redis steady state ({RETENTION_S / 3600:g} h window)")
     per_day = {
-        Tables.TELEMETRY_AGGREGATES: _figure(figures, "postgresql minute", PACKED) * 1440,
-        Tables.TELEMETRY_5M_CLOSED: _figure(figures, "postgresql 5-minute rollup", PACKED) * 288,
+        Tables.TELEMETRY_AGGREGATES: _figure(figures, "postgresql minute", variant=PACKED) * 1440,
+        Tables.TELEMETRY_5M_CLOSED: _figure(figures, "postgresql 5-minute rollup", variant=PACKED) * 288,
         Tables.TELEMETRY_1H_FOLDED: _figure(figures, "postgresql hourly folded") * 24,
         Tables.TELEMETRY_1D_FOLDED: _figure(figures, "postgresql daily folded"),
     }

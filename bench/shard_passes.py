@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -88,17 +89,46 @@ ALL_CORES = frozenset(os.sched_getaffinity(0))
 
 
 def pin(pids: list[int], cores: Collection[int]) -> None:
-    """Let every thread of ``pids`` run on ``cores`` only (processes they start later inherit it)."""
+    """Let every thread of ``pids`` run on ``cores`` only (processes they start later inherit it);
+    a process or thread that has just ended is left out, any other failure is raised."""
     for pid in pids:
-        with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(int(tid), cores)
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for tid in threads:
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(tid), cores)
 
 
 def _server_pids(servers: tuple[int | None, int]) -> list[int]:
     postmaster, redis_pid = servers
     return [*([postmaster, *child_pids(postmaster)] if postmaster else []), redis_pid]
+
+
+def _confine(
+    procs: list[subprocess.Popen[str]], servers: tuple[int | None, int], *, cores: Collection[int]
+) -> None:
+    """The processes with their worker processes, the PostgreSQL cluster with the backends that serve
+    them, and the Redis server on ``cores``; checked."""
+    if servers[0] is None:
+        raise SystemExit("one shard on one core needs a PostgreSQL on this host")
+    leaders = [proc.pid for proc in procs] + [servers[0], servers[1]]
+    for proc in procs:
+        pin([proc.pid, *child_pids(proc.pid)], cores)
+    pin(_server_pids(servers), cores)
+    if any(os.sched_getaffinity(pid) != set(cores) for pid in leaders):
+        raise SystemExit(f"could not confine the pass to cores {sorted(cores)}")
+
+
+def _line(proc: subprocess.Popen[str], *, timeout_s: float) -> str:
+    """The process's next line of output, or an error if it ends or takes longer than ``timeout_s``."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        raise SystemExit(f"an aggregator process ended or hung (exit code {proc.poll()})")
+    return line
 
 
 def aggregate(
@@ -110,33 +140,34 @@ def aggregate(
     checkpoint: str | None = None,
 ) -> Pass:
     """``shards`` processes, one a shard, each started and made ready, then released together;
-    ``servers``: the postmaster's and the Redis server's pids. The processes, the PostgreSQL
-    cluster and the Redis server run on ``cores`` for the pass."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(SCRIPT), f"{k}/{shards}"],
-            env={
-                **os.environ,
-                **env,
-                "ENERLINK_AGGREGATE_WORKERS": "1",
-                "ENERLINK_AGGREGATE_SHARDS": str(shards),
-            },
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for k in range(shards)
-    ]
+    ``servers``: the postmaster's and the Redis server's pids. With ``cores`` (fewer than all), the
+    processes, the PostgreSQL cluster and the Redis server run on those cores for the pass; with
+    ``checkpoint`` (a URL of that cluster), a checkpoint first, so that none falls in the pass."""
+    confined = set(cores) != ALL_CORES
+    procs: list[subprocess.Popen[str]] = []
     try:
+        for k in range(shards):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(SCRIPT), f"{k}/{shards}"],
+                    env={
+                        **os.environ,
+                        **env,
+                        "ENERLINK_AGGREGATE_WORKERS": "1",
+                        "ENERLINK_AGGREGATE_SHARDS": str(shards),
+                    },
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
         for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready":
+            if _line(proc, timeout_s=120).strip() != "ready":
                 raise SystemExit("an aggregator process did not get ready")
-        for proc in procs:  # with their worker processes, and the backends that serve them
-            pin([proc.pid, *child_pids(proc.pid)], cores)
-        pin(_server_pids(servers), cores)
+        if confined:
+            _confine(procs, servers, cores=cores)
         if checkpoint:
-            with psycopg.connect(checkpoint, autocommit=True) as conn:  # none due in the pass
+            with psycopg.connect(checkpoint, autocommit=True) as conn:
                 conn.execute("checkpoint")
         backends = set(child_pids(servers[0])) if servers[0] else set()
         before = cluster_cpu_seconds(servers[0]), cpu_seconds(servers[1])
@@ -144,12 +175,9 @@ def aggregate(
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        runs = []
+        runs = [JobRun(**json.loads(_line(proc, timeout_s=600))) for proc in procs]
         for proc in procs:
-            assert proc.stdout is not None
-            runs.append(JobRun(**json.loads(proc.stdout.readline())))
-        for proc in procs:
-            if proc.wait(timeout=600) != 0:
+            if proc.wait(timeout=60) != 0:
                 raise SystemExit("an aggregator process failed")
         deadline = time.monotonic() + 3.0  # their backends' CPU counts once they are reaped
         while servers[0] and set(child_pids(servers[0])) - backends and time.monotonic() < deadline:
@@ -157,10 +185,15 @@ def aggregate(
         after = cluster_cpu_seconds(servers[0]), cpu_seconds(servers[1])
         return Pass(runs, after[0] - before[0], after[1] - before[1])
     finally:
-        pin(_server_pids(servers), ALL_CORES)
+        if confined:
+            pin(_server_pids(servers), ALL_CORES)
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
 
 
 if __name__ == "__main__":

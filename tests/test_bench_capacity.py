@@ -4,6 +4,7 @@ created (its PostgreSQL server or its schemas on the server given, its Redis ser
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -45,13 +46,14 @@ def test_tiny_run_prints_the_sizing_table_and_cleans_up(server: str) -> None:
         len(re.findall(PASS.format("1 shard, 1 core: "), out)),
         len(re.findall(PASS.format("2 shards, 2 cores:"), out)),
     )
-    if server == "own":  # one shard on one core and two on two, in two rounds: the ratio of the fastest
+    if server == "own" and len(os.sched_getaffinity(0)) >= 2:
+        # one shard on one core and two on two, in two rounds (the bench stops unless it could confine
+        # each pass's processes, PostgreSQL and Redis to its cores): the ratio of the fastest
         assert pinned == (2, 2), out
-        turns = r"fastest of 2 each: [\d.]+ x: .*\(in turn: [\d.]+, [\d.]+\)"
-        assert re.search(rf"1 shard on 1 core .*{turns}", out), out
-        busy = re.findall(r"1 shard, 1 core: .*; ([\d.]+) cores busy", out)
-        assert len(busy) == 2 and all(float(b) <= 1.1 for b in busy), busy  # its servers' CPU with it
-    else:  # on a server not its own it pins nothing
+        assert re.search(
+            r"1 shard on 1 core .*fastest of 2 each: [\d.]+ x: .*\(in turn: [\d.]+, [\d.]+\)", out
+        ), out
+    else:  # on a server not its own (or one core) it confines nothing
         assert pinned == (0, 0), out
         assert "1 shard on 1 core: not measured" in out
     rows = re.findall(
