@@ -43,7 +43,9 @@ async def sensor_events(conn: Conn, redis: AsyncRedis, keys: Keys, shard: Shard 
     """Compare the newest status of each meter (of ``shard``) with the stored state; update it;
     return events."""
     table = quote(Tables.AGGREGATOR_EVENT_STATE)
-    cur = await conn.execute(f"select meter_id, disconnected, status_at from {table}".encode())
+    cur = await conn.execute(
+        f"select meter_id, disconnected, status_at from {table} where {shard.sql_filter('meter_id')}".encode()
+    )
     state: dict[str, tuple[set[str], Any]] = {r[0]: (set(r[1]), r[2]) for r in await cur.fetchall()}
     latest = await parts.hgetall(redis, keys, lambda k: k.latest_status)
     events: list[Event] = []

@@ -66,11 +66,10 @@ async def _load_states(conn: store.Conn, shard: Shard) -> dict[str, health.State
     states: dict[str, health.State] = {}
     cur = await conn.execute(
         f"select meter_id, status_at, uptime_ms, weak_since, weak_raised, low_heap, reboots,"
-        f" reboots_raised, silent from {quote(Tables.AGGREGATOR_HEALTH_STATE)}".encode()
+        f" reboots_raised, silent from {quote(Tables.AGGREGATOR_HEALTH_STATE)}"
+        f" where {shard.sql_filter('meter_id')}".encode()
     )
     for meter, at, uptime, weak, weak_raised, low, reboots, raised, silent in await cur.fetchall():
-        if not shard.owns(meter):
-            continue
         states[meter] = health.State(
             status_at_ms=_ms(at),
             uptime_ms=uptime,
@@ -82,11 +81,10 @@ async def _load_states(conn: store.Conn, shard: Shard) -> dict[str, health.State
             silent=silent,
         )
     cur = await conn.execute(
-        f"select meter_id, disconnected, status_at from {quote(Tables.AGGREGATOR_EVENT_STATE)}".encode()
+        f"select meter_id, disconnected, status_at from {quote(Tables.AGGREGATOR_EVENT_STATE)}"
+        f" where {shard.sql_filter('meter_id')}".encode()
     )
     for meter, disconnected, at in await cur.fetchall():
-        if not shard.owns(meter):
-            continue
         state = states.setdefault(meter, health.State())
         state.disconnected, state.sensors_at_ms = set(disconnected), _ms(at)
     return states

@@ -79,6 +79,7 @@ class Aggregator:
         self._caught_up = CaughtUp()
         self._shard = Shard.WHOLE  # the shard of the job running
         self._clocks: dict[str, int] = {}  # each Redis part's T0 in the job running (reader.part_clocks)
+        self._fleet: list[str] = []  # the job's shard's meters, as the job began
         self._lags: dict[Shard, float] = {}  # seconds behind, per shard
         self._last_in_at = 0.0
         self.settings = settings
@@ -156,6 +157,7 @@ class Aggregator:
         fleet = {
             m: seen for m, seen in (await reader.meters(self.redis, self.keys)).items() if self._shard.owns(m)
         }
+        self._fleet = sorted(fleet)  # the live trim's meters too: the fleet is read once a job
         oldest = (t0 - self.settings.retention_s * 1000 + MINUTE_MS - 1) // MINUTE_MS * MINUTE_MS
         if watermark is not None:
             start = int(watermark.timestamp() * 1000) + MINUTE_MS
@@ -314,8 +316,7 @@ class Aggregator:
         # each part's window by its own master's clock, as the ingest decides what is live there
         window = self.settings.retention_s * 1000
         cutoffs = {prefix: min(done_until, clock - window) for prefix, clock in self._clocks.items()}
-        fleet = [m for m in await reader.meters(self.redis, self.keys) if self._shard.owns(m)]
-        await reader.trim_live(self.redis, self.keys, sorted(fleet), cutoffs, archived=archived)
+        await reader.trim_live(self.redis, self.keys, self._fleet, cutoffs, archived=archived)
 
     def _submit(
         self,

@@ -27,7 +27,9 @@ Then it prints what a fleet at a 5 s interval needs: ingest workers, aggregator 
 memory and nodes, and PostgreSQL disk over a year with the retention settings
 (``ENERLINK_ARCHIVE_RETENTION_*``, read from the environment). The sizing rules are printed with the
 table: a worker or a shard busy at most 60 % of a core, and a Redis node at most 60 % of a core and
-``--redis-node-gb`` of memory.
+``--redis-node-gb`` of memory. A shard's minute also holds what its job reads whole, whatever the number
+of shards (the fleet's meters, latest status snapshots and their times), timed on the bench's Redis
+and scaled to the fleet: where that alone fills the minute, the table says ``none``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from pathlib import Path
 
 import psycopg
 import redis
+import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -57,10 +60,13 @@ from footprint import (
 )
 from shard_passes import ALL_CORES, Pass, aggregate
 
+from enerlink import redis_parts
+from enerlink.aggregator import reader
 from enerlink.archiver.settings import Settings as ArchiverSettings
 from enerlink.config import Env
 from enerlink.edge.sim.fleet import generate
 from enerlink.schemas.wire import Keys, Tables, Topics
+from enerlink.shards import Shard
 from tests.support.chaos_stack import cpu_seconds, postmaster_pid
 from tests.support.pgserver import PgServer
 
@@ -97,6 +103,22 @@ def _size(n: float) -> str:
         if n >= scale:
             return f"{n / scale:,.1f} {unit}"
     return f"{n / 1e3:,.0f} KB"
+
+
+def fleet_reads(redis_url: str, keys: Keys, *, meters: int) -> float:
+    """Seconds a meter of what every shard's job reads whole, whatever the number of shards: the
+    fleet's meters, its latest status snapshots and their times (fastest of three)."""
+    shard = Shard(0, 2)
+
+    async def once() -> float:
+        async with aioredis.Redis.from_url(redis_url) as r:
+            began = time.perf_counter()
+            [m for m in await reader.meters(r, keys) if shard.owns(m)]
+            for name in (lambda k: k.latest_status, lambda k: k.latest_status_at):
+                [m for m in await redis_parts.hgetall(r, keys, name) if shard.owns(m.decode())]
+            return time.perf_counter() - began
+
+    return min(asyncio.run(once()) for _ in range(3)) / meters
 
 
 def aggregation_passes(
@@ -229,6 +251,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         ingest_cpu=ingest_cpu,
         redis_cpu=redis_cpu,
         agg_wall=one.wall_s / meter_minutes,
+        fleet_read=fleet_reads(redis_url, keys, meters=args.meters),
         agg_cpu=(one.cpu_s + one.pg_cpu_s) / meter_minutes,
         redis_meter=redis_meter,
         per_day=per_day,
@@ -241,6 +264,7 @@ def table(
     ingest_cpu: float,
     redis_cpu: float,
     agg_wall: float,
+    fleet_read: float,
     agg_cpu: float,
     redis_meter: float,
     per_day: dict[str, float],
@@ -258,7 +282,9 @@ def table(
     print(
         f"--- rules: a reading every {INTERVAL_S:g} s and a status every {STATUS_INTERVAL_S:g} s; an ingest"
         f" worker, an aggregator shard and a Redis node each busy at most {BUSY:.0%} of a core; a shard"
-        f" finishes its minute within {BUSY * 60:.0f} s; a Redis node holds at most {args.redis_node_gb:g}"
+        f" finishes its minute within {BUSY * 60:.0f} s, {fleet_read * 1e6:.1f} us a meter of the fleet of it"
+        " in reading the fleet-wide hashes whole, as every shard does;"
+        f" a Redis node holds at most {args.redis_node_gb:g}"
         " GB;"
         " PostgreSQL after one year with the retention settings (days held: "
         + ", ".join(
@@ -273,7 +299,8 @@ def table(
     for fleet in FLEETS:
         rate = fleet / INTERVAL_S + fleet / STATUS_INTERVAL_S
         workers = math.ceil(rate * ingest_cpu / BUSY)
-        shards = math.ceil(fleet * agg_wall / (BUSY * 60))
+        budget = BUSY * 60 - fleet * fleet_read  # what the whole reads leave of a shard's minute
+        shards = math.ceil(fleet * agg_wall / budget) if budget > 0 else "none"
         memory = fleet * redis_meter
         nodes = max(math.ceil(rate * redis_cpu / BUSY), math.ceil(memory / (args.redis_node_gb * 1e9)))
         disk = sum(fleet * b * held_days[t] for t, b in per_day.items())

@@ -24,6 +24,7 @@ from enerlink.config import Env
 from enerlink.db import migrate
 from enerlink.schemas.snapshot import encode_snapshot
 from enerlink.schemas.wire import Keys, Tables
+from enerlink.shards import shard_of
 from tests.conftest import load_fixture
 from tests.support.aggdata import REAL_REL, resolution, with_served
 from tests.support.services import ServiceProcess
@@ -683,3 +684,35 @@ async def test_sensor_events_from_status_inventory(
         ("sensor_reconnected", "info", 2),
     ]
     assert got[0][3] == {"bus": "ina219", "address": "0x41", "sensor": "Import"}
+
+
+async def test_sensor_events_by_shard_each_once(
+    environ: dict[str, str], redis_client: aioredis.Redis
+) -> None:
+    """Two shards: each reads its own meters' event state, so a reconnection of a meter of either is
+    seen once, by its shard."""
+    settings = settings_for({**environ, "ENERLINK_AGGREGATE_SHARDS": "2"})
+    keys = settings.common.keys
+    status = load_fixture("meter-status.json")
+    meters = {shard_of(m, 2): m for m in (f"M{n}" for n in range(20))}
+    assert len(meters) == 2
+
+    async def publish(at: str, *, import_connected: bool) -> None:
+        for meter in meters.values():
+            msg = copy.deepcopy(status)
+            msg["meterId"] = meter
+            msg["datetime"] = at
+            msg["data"]["sensors"]["ina219"][1]["connected"] = import_connected
+            await redis_client.hset(keys.latest_status, meter, json.dumps(msg))
+
+    await publish("2025-10-26T04:01:00Z", import_connected=False)
+    await run(settings, once=True)
+    await publish("2025-10-26T04:02:00Z", import_connected=True)
+    await run(settings, once=True)
+    with psycopg.connect(settings.common.database_url) as conn:
+        got = conn.execute(f"select meter_id, kind, at from {Tables.EVENTS} order by meter_id, at").fetchall()
+    assert [(m, k, a.minute) for m, k, a in got] == [
+        (meter, kind, minute)
+        for meter in sorted(meters.values())
+        for kind, minute in (("sensor_disconnected", 1), ("sensor_reconnected", 2))
+    ]
